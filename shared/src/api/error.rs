@@ -1,0 +1,294 @@
+//! OCI error responses, and the one place where every module's error becomes an HTTP status
+//! and an OCI error code (`{"errors":[{"code","message","detail"}]}`).
+
+use http::{header, StatusCode};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::body::{Response, ResponseBody};
+use crate::metadata::MetadataError;
+use crate::oci::{DigestError, ManifestError, NameError, RangeError};
+use crate::queue::QueueError;
+use crate::registry::{BlobError, PushError, UploadError};
+use crate::storage::StorageError;
+
+/// The OCI distribution-spec error codes (spelling is normative), plus distribution's `UNKNOWN`
+/// and `TAG_INVALID`, which clients also recognise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// blob unknown to registry
+    BlobUnknown,
+    /// blob upload invalid
+    BlobUploadInvalid,
+    /// blob upload unknown to registry
+    BlobUploadUnknown,
+    /// provided digest did not match uploaded content
+    DigestInvalid,
+    /// manifest references a manifest or blob unknown to registry
+    ManifestBlobUnknown,
+    /// manifest invalid
+    ManifestInvalid,
+    /// manifest unknown to registry
+    ManifestUnknown,
+    /// invalid repository name
+    NameInvalid,
+    /// repository name not known to registry
+    NameUnknown,
+    /// provided length did not match content length
+    SizeInvalid,
+    /// manifest tag did not match URI / tag invalid
+    TagInvalid,
+    /// authentication required
+    Unauthorized,
+    /// requested access to the resource is denied
+    Denied,
+    /// the operation is unsupported
+    Unsupported,
+    /// too many requests
+    #[serde(rename = "TOOMANYREQUESTS")]
+    TooManyRequests,
+    /// an internal failure
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The status the spec (and distribution) pairs with each code.
+    pub fn default_status(self) -> StatusCode {
+        match self {
+            ErrorCode::BlobUnknown
+            | ErrorCode::BlobUploadUnknown
+            | ErrorCode::ManifestUnknown
+            | ErrorCode::NameUnknown => StatusCode::NOT_FOUND,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Denied => StatusCode::FORBIDDEN,
+            ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ErrorCode::BlobUnknown => "blob unknown to registry",
+            ErrorCode::BlobUploadInvalid => "blob upload invalid",
+            ErrorCode::BlobUploadUnknown => "blob upload unknown to registry",
+            ErrorCode::DigestInvalid => "provided digest did not match uploaded content",
+            ErrorCode::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            ErrorCode::ManifestInvalid => "manifest invalid",
+            ErrorCode::ManifestUnknown => "manifest unknown to registry",
+            ErrorCode::NameInvalid => "invalid repository name",
+            ErrorCode::NameUnknown => "repository name not known to registry",
+            ErrorCode::SizeInvalid => "provided length did not match content length",
+            ErrorCode::TagInvalid => "manifest tag is invalid",
+            ErrorCode::Unauthorized => "authentication required",
+            ErrorCode::Denied => "requested access to the resource is denied",
+            ErrorCode::Unsupported => "the operation is unsupported",
+            ErrorCode::TooManyRequests => "too many requests",
+            ErrorCode::Unknown => "internal error; see the server log",
+        }
+    }
+}
+
+/// An error as a client sees it: a code, a status, and a detail saying what exactly was wrong.
+#[derive(Debug, Clone)]
+pub struct OciError {
+    /// the OCI code
+    pub code: ErrorCode,
+    /// the HTTP status
+    pub status: StatusCode,
+    /// a human explanation of this occurrence
+    pub detail: Value,
+    /// extra headers (e.g. `Range` on 416)
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl OciError {
+    /// An error with the code's default status and a detail message.
+    pub fn new(code: ErrorCode, detail: impl Into<Value>) -> OciError {
+        OciError { code, status: code.default_status(), detail: detail.into(), headers: vec![] }
+    }
+
+    /// Overrides the status where the spec asks for a specific one.
+    pub fn status(mut self, status: StatusCode) -> OciError {
+        self.status = status;
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> OciError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A 500 whose cause is logged but not shown to the client.
+    pub fn internal(err: &dyn std::error::Error) -> OciError {
+        tracing::error!(error = %err, "request failed");
+        OciError::new(ErrorCode::Unknown, Value::Null)
+    }
+
+    /// The error as an HTTP response.
+    pub fn into_response(self) -> Response {
+        let body = json!({ "errors": [{ "code": self.code, "message": self.code.message(), "detail": self.detail }] });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut builder = http::Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, bytes.len());
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(ResponseBody::full(bytes)).unwrap_or_else(|_| {
+            let mut r = http::Response::new(ResponseBody::Empty);
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    }
+}
+
+impl From<NameError> for OciError {
+    fn from(e: NameError) -> Self {
+        let code = match &e {
+            NameError::InvalidRepository(_) | NameError::RepositoryTooLong { .. } => ErrorCode::NameInvalid,
+            NameError::InvalidTag(_) => ErrorCode::TagInvalid,
+            NameError::InvalidReference(_) => ErrorCode::DigestInvalid,
+            NameError::InvalidUploadId(_) => ErrorCode::BlobUploadUnknown,
+        };
+        OciError::new(code, e.to_string())
+    }
+}
+
+impl From<DigestError> for OciError {
+    fn from(e: DigestError) -> Self {
+        OciError::new(ErrorCode::DigestInvalid, e.to_string())
+    }
+}
+
+impl From<RangeError> for OciError {
+    fn from(e: RangeError) -> Self {
+        match &e {
+            RangeError::Malformed(_) => OciError::new(ErrorCode::BlobUploadInvalid, e.to_string()),
+            RangeError::Unsatisfiable(_, size) => OciError::new(ErrorCode::BlobUploadInvalid, e.to_string())
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+        }
+    }
+}
+
+impl From<ManifestError> for OciError {
+    fn from(e: ManifestError) -> Self {
+        let err = OciError::new(ErrorCode::ManifestInvalid, e.to_string());
+        match e {
+            ManifestError::UnsupportedMediaType(_) => err.status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            _ => err,
+        }
+    }
+}
+
+impl From<StorageError> for OciError {
+    fn from(e: StorageError) -> Self {
+        match &e {
+            StorageError::BlobNotFound(_) => OciError::new(ErrorCode::BlobUnknown, e.to_string()),
+            StorageError::UploadNotFound(_) | StorageError::StagedDataLost { .. } => {
+                OciError::new(ErrorCode::BlobUploadUnknown, e.to_string())
+            }
+            StorageError::Io(_) => OciError::internal(&e),
+        }
+    }
+}
+
+impl From<MetadataError> for OciError {
+    fn from(e: MetadataError) -> Self {
+        match &e {
+            MetadataError::BlobNotInRepository(_) | MetadataError::ChildManifestMissing(_) => {
+                OciError::new(ErrorCode::ManifestBlobUnknown, e.to_string())
+            }
+            MetadataError::ReferencedByIndex { .. } => {
+                OciError::new(ErrorCode::Denied, e.to_string()).status(StatusCode::CONFLICT)
+            }
+            MetadataError::Conflict(_) => {
+                OciError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(StatusCode::CONFLICT)
+            }
+            MetadataError::Corrupt(_) | MetadataError::Backend(_) => OciError::internal(&e),
+        }
+    }
+}
+
+impl From<QueueError> for OciError {
+    fn from(e: QueueError) -> Self {
+        OciError::internal(&e)
+    }
+}
+
+impl From<UploadError> for OciError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::UnknownSession(_) => OciError::new(ErrorCode::BlobUploadUnknown, e.to_string()),
+            UploadError::OutOfOrder { offset, .. } => {
+                let err = OciError::new(ErrorCode::BlobUploadInvalid, e.to_string())
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE);
+                match offset {
+                    0 => err,
+                    n => err.header(header::RANGE, format!("0-{}", n - 1)),
+                }
+            }
+            UploadError::SizeMismatch { .. } => OciError::new(ErrorCode::SizeInvalid, e.to_string()),
+            UploadError::DigestMismatch { .. } => OciError::new(ErrorCode::DigestInvalid, e.to_string()),
+            UploadError::Body(_) => OciError::new(ErrorCode::BlobUploadInvalid, e.to_string()),
+            UploadError::Digest(inner) => inner.into(),
+            UploadError::Storage(inner) => inner.into(),
+            UploadError::Metadata(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<BlobError> for OciError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Unknown(_) => OciError::new(ErrorCode::BlobUnknown, e.to_string()),
+            BlobError::Range(inner) => inner.into(),
+            BlobError::Storage(inner) => inner.into(),
+            BlobError::Metadata(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<PushError> for OciError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::TooLarge { .. } => {
+                OciError::new(ErrorCode::SizeInvalid, e.to_string()).status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            PushError::DigestMismatch { .. } => OciError::new(ErrorCode::DigestInvalid, e.to_string()),
+            PushError::TagWithTag => OciError::new(ErrorCode::TagInvalid, e.to_string()),
+            PushError::Unknown(_) => OciError::new(ErrorCode::ManifestUnknown, e.to_string()),
+            PushError::Body(_) => OciError::new(ErrorCode::ManifestInvalid, e.to_string()),
+            PushError::Manifest(inner) => inner.into(),
+            PushError::Storage(inner) => inner.into(),
+            PushError::Metadata(inner) => inner.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_the_spec_spells_them() {
+        assert_eq!(serde_json::to_value(ErrorCode::BlobUploadUnknown).unwrap(), "BLOB_UPLOAD_UNKNOWN");
+        assert_eq!(serde_json::to_value(ErrorCode::TooManyRequests).unwrap(), "TOOMANYREQUESTS");
+        assert_eq!(ErrorCode::ManifestUnknown.default_status(), StatusCode::NOT_FOUND);
+        assert_eq!(ErrorCode::DigestInvalid.default_status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn out_of_order_chunks_answer_416_with_the_accepted_range() {
+        let e: OciError = UploadError::OutOfOrder { offset: 10, got: 20 }.into();
+        assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(e.code, ErrorCode::BlobUploadInvalid);
+        assert_eq!(e.headers, vec![(header::RANGE, "0-9".to_string())]);
+    }
+}

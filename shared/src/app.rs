@@ -1,0 +1,97 @@
+//! The application value every handler receives: the three ports, the settings and a clock.
+//! `App::embedded` is the one place that chooses adapters for `berth serve`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::sqlite::SqliteMetadataStore;
+use crate::metadata::{MetadataError, MetadataStore, UnixTime};
+use crate::queue::sqlite::SqliteJobQueue;
+use crate::queue::{JobQueue, QueueError};
+use crate::storage::fs::FsBlobStore;
+use crate::storage::{BlobStore, StorageError};
+
+/// Tunables that shape the registry's behaviour, with production defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// how long an upload session may sit idle before its staged data is reclaimed
+    pub upload_expiry: Duration,
+    /// the smallest chunk size advertised to chunking clients (`OCI-Chunk-Min-Length`); 0 = none
+    pub chunk_min_length: u64,
+    /// the largest manifest accepted
+    pub max_manifest_bytes: usize,
+    /// the most tags or repositories one list request returns when the client sets no `n`
+    pub default_page_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            upload_expiry: Duration::from_secs(24 * 3600),
+            chunk_min_length: 0,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            default_page_size: 1000,
+        }
+    }
+}
+
+/// The source of "now", replaceable in tests.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> UnixTime;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
+}
+
+/// Why the application could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The blob store could not be opened.
+    #[error("opening blob storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The metadata store could not be opened.
+    #[error("opening metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    /// The job queue could not be opened.
+    #[error("opening the job queue: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// Everything a handler may touch. Handlers never learn which adapters are behind the ports.
+#[derive(Clone)]
+pub struct App {
+    /// blob and manifest bytes
+    pub blobs: Arc<dyn BlobStore>,
+    /// repositories, manifests, tags, sessions
+    pub meta: Arc<dyn MetadataStore>,
+    /// background jobs
+    pub queue: Arc<dyn JobQueue>,
+    /// tunables
+    pub settings: Settings,
+    /// the time source
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// The embedded backend: blob files, SQLite metadata and job table, all under `data_dir`.
+    pub fn embedded(data_dir: &Path, settings: Settings) -> Result<App, AppError> {
+        std::fs::create_dir_all(data_dir).map_err(StorageError::Io)?;
+        let db = data_dir.join("meta.db");
+        Ok(App {
+            blobs: Arc::new(FsBlobStore::open(data_dir)?),
+            meta: Arc::new(SqliteMetadataStore::open(&db)?),
+            queue: Arc::new(SqliteJobQueue::open(&db)?),
+            settings,
+            clock: Arc::new(SystemClock),
+        })
+    }
+}

@@ -1,0 +1,69 @@
+//! The `berth` command: `berth serve` runs the registry on embedded storage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use berth::app::Settings;
+use berth::serve::{serve, ServeOptions};
+
+/// Berth container registry.
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Berth: an OCI container registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole registry in this process on embedded storage.
+    Serve {
+        /// Directory holding blobs, staged uploads and the SQLite metadata.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+        /// Seconds an upload session may sit idle before its data is reclaimed.
+        #[arg(long, env = "BERTH_UPLOAD_EXPIRY", default_value_t = 86_400)]
+        upload_expiry: u64,
+        /// Seconds between housekeeping runs.
+        #[arg(long, env = "BERTH_SWEEP_INTERVAL", default_value_t = 600)]
+        sweep_interval: u64,
+        /// Smallest chunk size advertised to chunking clients (OCI-Chunk-Min-Length); 0 = none.
+        #[arg(long, env = "BERTH_CHUNK_MIN_LENGTH", default_value_t = 0)]
+        chunk_min_length: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    berth::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { data_dir, listen, upload_expiry, sweep_interval, chunk_min_length } => {
+            let settings =
+                Settings { upload_expiry: Duration::from_secs(upload_expiry), chunk_min_length, ..Settings::default() };
+            let options =
+                ServeOptions { data_dir, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
+            runtime.block_on(serve(options)).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

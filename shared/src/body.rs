@@ -1,0 +1,73 @@
+//! The HTTP body types the handlers speak, independent of the server that carries them
+//! (hyper in `berth serve`, `lambda_http` in a function).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use http_body::{Frame, SizeHint};
+
+use crate::storage::ByteStream;
+
+/// A response body: nothing, one buffer, or a stream of blob bytes of known length.
+pub enum ResponseBody {
+    /// no body (HEAD, 201, 202, 204)
+    Empty,
+    /// a small buffered body (JSON, manifests)
+    Full(Option<Bytes>),
+    /// streamed content; the length goes in `Content-Length`
+    Stream(ByteStream, u64),
+}
+
+impl ResponseBody {
+    /// A buffered body.
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(s, _) => s.as_mut().poll_next(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Stream(_, n) => *n == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Empty => SizeHint::with_exact(0),
+            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Stream(_, n) => SizeHint::with_exact(*n),
+        }
+    }
+}
+
+/// The request type every handler takes: headers plus a streamed body.
+pub type Request = http::Request<ByteStream>;
+/// The response type every handler returns.
+pub type Response = http::Response<ResponseBody>;
+
+/// An empty request body (for tests and body-less requests).
+pub fn empty_stream() -> ByteStream {
+    Box::pin(futures_util::stream::empty())
+}
+
+/// A request body made of one buffer (for tests and for Lambda events, which arrive whole).
+pub fn once_stream(bytes: impl Into<Bytes>) -> ByteStream {
+    let bytes: Bytes = bytes.into();
+    Box::pin(futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) }))
+}

@@ -1,0 +1,14 @@
+//! Berth: an OCI container registry whose route handlers run unchanged as AWS Lambda functions
+//! (S3, DynamoDB, SQS) or together in one local process (`berth serve`, embedded storage).
+
+pub mod api;
+pub mod app;
+pub mod body;
+pub mod jobs;
+pub mod metadata;
+pub mod oci;
+pub mod queue;
+pub mod registry;
+pub mod serve;
+pub mod storage;
+pub mod telemetry;

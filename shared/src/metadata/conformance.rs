@@ -1,0 +1,624 @@
+//! The conformance suite every `MetadataStore` adapter must pass. Adapters invoke
+//! [`metadata_conformance!`](crate::metadata_conformance) with an async constructor that returns
+//! the store and a guard value kept alive for the test (a temp dir, a server).
+//!
+//! Every check works in repositories, digests and upload ids of its own (random names), so all
+//! checks may share one store, even one that other tests use at the same time. Checks panic on
+//! failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use futures_util::future::join_all;
+use serde_json::{json, Map, Value};
+
+use super::{ManifestRecord, MetadataError, MetadataStore, UploadSession};
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+const IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A fresh token shared by the names of one check.
+fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A repository name no other check (or run) uses.
+fn unique_repo(label: &str) -> RepoName {
+    RepoName::parse(&format!("conformance/{label}-{}", token()), None).unwrap()
+}
+
+/// A digest no other check (or run) uses.
+fn unique_digest(label: &str) -> Digest {
+    Digest::sha256_of(format!("{label} {}", token()).as_bytes())
+}
+
+fn tag(s: &str) -> Tag {
+    Tag::parse(s).unwrap()
+}
+
+/// A plain image manifest record with fresh digest.
+fn image(repo: &RepoName, blobs: &[Digest], pushed_at: i64) -> ManifestRecord {
+    ManifestRecord {
+        repo: repo.clone(),
+        digest: unique_digest("manifest"),
+        media_type: IMAGE_MANIFEST.to_string(),
+        size: 512,
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        blobs: blobs.to_vec(),
+        children: vec![],
+        pushed_at,
+    }
+}
+
+/// An index record listing `children`.
+fn index(repo: &RepoName, children: &[Digest], pushed_at: i64) -> ManifestRecord {
+    ManifestRecord { media_type: IMAGE_INDEX.to_string(), children: children.to_vec(), ..image(repo, &[], pushed_at) }
+}
+
+/// Links fresh blobs into `repo` and returns their digests.
+async fn linked_blobs(store: &dyn MetadataStore, repo: &RepoName, n: usize) -> Vec<Digest> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let d = unique_digest("blob");
+        store.link_blob(repo, &d, 100 + i as u64, 1_000).await.unwrap();
+        out.push(d);
+    }
+    out
+}
+
+fn session(repo: &RepoName, offset: u64, updated_at: i64) -> UploadSession {
+    UploadSession {
+        id: UploadId::generate(),
+        repo: repo.clone(),
+        offset,
+        hash_state: vec![1, 2, 3, offset as u8],
+        staging: vec![9, offset as u8],
+        created_at: 1_000,
+        updated_at,
+    }
+}
+
+/// `link_blob` creates the repository, is idempotent, and links into that repository only.
+pub async fn link_blob_is_idempotent_and_creates_the_repository(store: &dyn MetadataStore) {
+    let repo = unique_repo("link");
+    let other = unique_repo("link-other");
+    let d = unique_digest("blob");
+    assert!(!store.repository_exists(&repo).await.unwrap());
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), None);
+    store.link_blob(&repo, &d, 1234, 1_000).await.unwrap();
+    store.link_blob(&repo, &d, 1234, 2_000).await.unwrap();
+    assert!(store.repository_exists(&repo).await.unwrap());
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), Some(1234));
+    assert_eq!(store.linked_blob(&other, &d).await.unwrap(), None);
+    assert!(!store.repository_exists(&other).await.unwrap());
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap().unwrap().items, Vec::<String>::new());
+}
+
+/// `unlink_blob` removes the link from one repository and reports whether there was one.
+pub async fn unlink_blob_reports_whether_it_was_linked(store: &dyn MetadataStore) {
+    let repo = unique_repo("unlink");
+    let other = unique_repo("unlink-other");
+    let d = unique_digest("blob");
+    assert!(!store.unlink_blob(&repo, &d).await.unwrap());
+    store.link_blob(&repo, &d, 10, 1_000).await.unwrap();
+    store.link_blob(&other, &d, 10, 1_000).await.unwrap();
+    assert!(store.unlink_blob(&repo, &d).await.unwrap());
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), None);
+    assert!(!store.unlink_blob(&repo, &d).await.unwrap());
+    assert_eq!(store.linked_blob(&other, &d).await.unwrap(), Some(10), "other repository keeps its link");
+    assert!(store.repository_exists(&repo).await.unwrap(), "the repository outlives its links");
+}
+
+/// `blob_referenced` sees links, manifests' blob references and manifests themselves.
+pub async fn blob_referenced_sees_links_manifests_and_manifest_bytes(store: &dyn MetadataStore) {
+    let a = unique_repo("refd-a");
+    let b = unique_repo("refd-b");
+    let layer = unique_digest("layer");
+    assert!(!store.blob_referenced(&layer).await.unwrap());
+    store.link_blob(&a, &layer, 10, 1_000).await.unwrap();
+    store.link_blob(&b, &layer, 10, 1_000).await.unwrap();
+    assert!(store.blob_referenced(&layer).await.unwrap());
+    store.unlink_blob(&a, &layer).await.unwrap();
+    assert!(store.blob_referenced(&layer).await.unwrap(), "still linked into b");
+
+    let m = image(&b, std::slice::from_ref(&layer), 1_000);
+    store.put_manifest(&m, &[]).await.unwrap();
+    store.unlink_blob(&b, &layer).await.unwrap();
+    assert!(store.blob_referenced(&layer).await.unwrap(), "still referenced by a manifest");
+    assert!(store.blob_referenced(&m.digest).await.unwrap(), "a manifest's own bytes are a blob");
+
+    assert!(store.delete_manifest(&b, &m.digest).await.unwrap());
+    assert!(!store.blob_referenced(&layer).await.unwrap());
+    assert!(!store.blob_referenced(&m.digest).await.unwrap());
+}
+
+/// A stored manifest reads back whole, by digest and by each of its tags, in its repository only.
+pub async fn put_manifest_reads_back_by_digest_and_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("put");
+    let other = unique_repo("put-other");
+    let blobs = linked_blobs(store, &repo, 3).await;
+    let mut annotations = Map::new();
+    annotations.insert("org.opencontainers.image.created".into(), json!("2024-01-01T00:00:00Z"));
+    annotations.insert("com.example.nested".into(), json!("ünïcode ✓"));
+    let m = ManifestRecord {
+        artifact_type: Some("application/vnd.example.thing".into()),
+        subject: Some(unique_digest("subject")),
+        annotations: Some(annotations),
+        size: 1_234_567,
+        ..image(&repo, &[blobs[2].clone(), blobs[0].clone(), blobs[1].clone()], 1_700_000_000)
+    };
+    store.put_manifest(&m, &[tag("v1"), tag("latest")]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(store.resolve_tag(&repo, &tag("v1")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(store.resolve_tag(&repo, &tag("v2")).await.unwrap(), None);
+    assert_eq!(store.manifest(&other, &m.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&other, &tag("v1")).await.unwrap(), None);
+}
+
+/// A manifest put with no tags exists by digest, and creates its repository.
+pub async fn put_manifest_without_tags(store: &dyn MetadataStore) {
+    let repo = unique_repo("untagged");
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[]).await.unwrap();
+    assert!(store.repository_exists(&repo).await.unwrap());
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(m));
+    let page = store.list_tags(&repo, None, 10).await.unwrap().unwrap();
+    assert!(page.items.is_empty() && !page.more);
+}
+
+/// A manifest naming a blob not linked into its repository is refused (naming the first missing
+/// blob) and leaves nothing behind: no manifest, no tag, no repository, no moved tag.
+pub async fn put_manifest_refuses_missing_blobs_and_leaves_nothing(store: &dyn MetadataStore) {
+    // into a repository that does not exist yet
+    let repo = unique_repo("missing-blob");
+    let elsewhere = unique_repo("missing-blob-elsewhere");
+    let layer = unique_digest("layer");
+    store.link_blob(&elsewhere, &layer, 10, 1_000).await.unwrap();
+    let m = image(&repo, std::slice::from_ref(&layer), 1_000);
+    match store.put_manifest(&m, &[tag("latest")]).await {
+        Err(MetadataError::BlobNotInRepository(d)) => assert_eq!(d, layer),
+        other => panic!("expected BlobNotInRepository, got {other:?}"),
+    }
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), None);
+    assert!(!store.repository_exists(&repo).await.unwrap(), "a refused put creates no repository");
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap(), None);
+    assert!(!store.blob_referenced(&m.digest).await.unwrap());
+
+    // into an existing repository with a tag already in use: the first missing blob is named
+    // and the tag does not move
+    let repo = unique_repo("missing-blob-existing");
+    let present = linked_blobs(store, &repo, 1).await;
+    let old = image(&repo, &present, 1_000);
+    store.put_manifest(&old, &[tag("latest")]).await.unwrap();
+    let missing1 = unique_digest("missing1");
+    let missing2 = unique_digest("missing2");
+    let m = image(&repo, &[present[0].clone(), missing1.clone(), missing2], 2_000);
+    match store.put_manifest(&m, &[tag("latest"), tag("new")]).await {
+        Err(MetadataError::BlobNotInRepository(d)) => assert_eq!(d, missing1),
+        other => panic!("expected BlobNotInRepository, got {other:?}"),
+    }
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), Some(old));
+    assert_eq!(store.resolve_tag(&repo, &tag("new")).await.unwrap(), None);
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap().unwrap().items, vec!["latest".to_string()]);
+}
+
+/// An index naming a manifest not in its repository is refused and leaves nothing behind.
+pub async fn put_manifest_refuses_missing_children_and_leaves_nothing(store: &dyn MetadataStore) {
+    let repo = unique_repo("missing-child");
+    let elsewhere = unique_repo("missing-child-elsewhere");
+    let child_elsewhere = image(&elsewhere, &[], 1_000);
+    store.put_manifest(&child_elsewhere, &[]).await.unwrap();
+    let idx = index(&repo, std::slice::from_ref(&child_elsewhere.digest), 1_000);
+    match store.put_manifest(&idx, &[tag("latest")]).await {
+        Err(MetadataError::ChildManifestMissing(d)) => assert_eq!(d, child_elsewhere.digest),
+        other => panic!("expected ChildManifestMissing, got {other:?}"),
+    }
+    assert!(!store.repository_exists(&repo).await.unwrap(), "a refused put creates no repository");
+    assert_eq!(store.manifest(&repo, &idx.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), None);
+
+    let present = image(&repo, &[], 1_000);
+    store.put_manifest(&present, &[]).await.unwrap();
+    let missing = unique_digest("missing-child");
+    let idx = index(&repo, &[present.digest.clone(), missing.clone()], 1_000);
+    match store.put_manifest(&idx, &[tag("latest")]).await {
+        Err(MetadataError::ChildManifestMissing(d)) => assert_eq!(d, missing),
+        other => panic!("expected ChildManifestMissing, got {other:?}"),
+    }
+    assert_eq!(store.manifest(&repo, &idx.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), None);
+
+    // with the children present the index is stored and reads back with its children
+    let second = image(&repo, &[], 1_000);
+    store.put_manifest(&second, &[]).await.unwrap();
+    let idx = index(&repo, &[second.digest.clone(), present.digest.clone()], 1_000);
+    store.put_manifest(&idx, &[tag("latest")]).await.unwrap();
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), Some(idx));
+}
+
+/// Pushing another manifest under an existing tag moves the tag; the old manifest stays.
+pub async fn tag_moves_to_the_latest_put(store: &dyn MetadataStore) {
+    let repo = unique_repo("tag-move");
+    let first = image(&repo, &[], 1_000);
+    let second = image(&repo, &[], 2_000);
+    store.put_manifest(&first, &[tag("latest"), tag("v1")]).await.unwrap();
+    store.put_manifest(&second, &[tag("latest")]).await.unwrap();
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap().as_ref(), Some(&second));
+    assert_eq!(store.resolve_tag(&repo, &tag("v1")).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(store.manifest(&repo, &first.digest).await.unwrap(), Some(first.clone()));
+    let tags = store.list_tags(&repo, None, 10).await.unwrap().unwrap().items;
+    assert_eq!(tags, vec!["latest".to_string(), "v1".to_string()]);
+    // and back again
+    store.put_manifest(&first, &[tag("latest")]).await.unwrap();
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), Some(first));
+}
+
+/// Re-putting a manifest keeps its first `pushed_at` and adds the new tags.
+pub async fn reput_keeps_the_first_pushed_at(store: &dyn MetadataStore) {
+    let repo = unique_repo("reput");
+    let blobs = linked_blobs(store, &repo, 1).await;
+    let m = image(&repo, &blobs, 1_000);
+    store.put_manifest(&m, &[tag("a")]).await.unwrap();
+    let again = ManifestRecord { pushed_at: 9_000, ..m.clone() };
+    store.put_manifest(&again, &[tag("b")]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pushed_at, 1_000);
+    assert_eq!(store.resolve_tag(&repo, &tag("a")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(store.resolve_tag(&repo, &tag("b")).await.unwrap().as_ref(), Some(&m));
+    // the re-put did not drop the blob references
+    store.unlink_blob(&repo, &blobs[0]).await.unwrap();
+    assert!(store.blob_referenced(&blobs[0]).await.unwrap());
+}
+
+/// A manifest listed by an index of the same repository cannot be deleted until the index is.
+pub async fn delete_manifest_refused_while_an_index_lists_it(store: &dyn MetadataStore) {
+    let repo = unique_repo("delete-child");
+    let child = image(&repo, &[], 1_000);
+    store.put_manifest(&child, &[tag("child")]).await.unwrap();
+    let idx = index(&repo, std::slice::from_ref(&child.digest), 1_000);
+    store.put_manifest(&idx, &[tag("index"), tag("latest")]).await.unwrap();
+    // the same digest as an unreferenced manifest of another repository is independent
+    let other = unique_repo("delete-child-other");
+    let twin = ManifestRecord { repo: other.clone(), ..child.clone() };
+    store.put_manifest(&twin, &[]).await.unwrap();
+    assert!(store.delete_manifest(&other, &twin.digest).await.unwrap());
+
+    match store.delete_manifest(&repo, &child.digest).await {
+        Err(MetadataError::ReferencedByIndex { child: c, parent: p }) => {
+            assert_eq!(c, child.digest);
+            assert_eq!(p, idx.digest);
+        }
+        other => panic!("expected ReferencedByIndex, got {other:?}"),
+    }
+    assert_eq!(store.manifest(&repo, &child.digest).await.unwrap().as_ref(), Some(&child));
+    assert_eq!(store.resolve_tag(&repo, &tag("child")).await.unwrap().as_ref(), Some(&child));
+
+    assert!(store.delete_manifest(&repo, &idx.digest).await.unwrap());
+    assert_eq!(store.manifest(&repo, &idx.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("index")).await.unwrap(), None, "its tags go with it");
+    assert_eq!(store.resolve_tag(&repo, &tag("latest")).await.unwrap(), None);
+
+    assert!(store.delete_manifest(&repo, &child.digest).await.unwrap());
+    assert_eq!(store.manifest(&repo, &child.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("child")).await.unwrap(), None);
+    assert!(!store.delete_manifest(&repo, &child.digest).await.unwrap(), "already gone");
+    let page = store.list_tags(&repo, None, 10).await.unwrap().unwrap();
+    assert!(page.items.is_empty() && !page.more);
+    assert!(store.repository_exists(&repo).await.unwrap());
+}
+
+/// Deleting a tag removes only that tag.
+pub async fn delete_tag_removes_only_the_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("delete-tag");
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[tag("a"), tag("b")]).await.unwrap();
+    assert!(store.delete_tag(&repo, &tag("a")).await.unwrap());
+    assert!(!store.delete_tag(&repo, &tag("a")).await.unwrap());
+    assert!(!store.delete_tag(&repo, &tag("never")).await.unwrap());
+    assert_eq!(store.resolve_tag(&repo, &tag("a")).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("b")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(m));
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap().unwrap().items, vec!["b".to_string()]);
+}
+
+/// Tags list in byte order, after `last`, `limit` at a time, with `more` telling whether to go on;
+/// an unknown repository lists as `None`.
+pub async fn list_tags_paginates_in_byte_order(store: &dyn MetadataStore) {
+    let repo = unique_repo("tags");
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap(), None);
+    let m = image(&repo, &[], 1_000);
+    // byte order: digits < upper case < '_' < lower case
+    let names = ["v1.10", "v1.9", "Latest", "_x", "1", "a-b", "a.b", "a_b", "v1.1"];
+    let tags: Vec<Tag> = names.iter().map(|n| tag(n)).collect();
+    store.put_manifest(&m, &tags).await.unwrap();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+
+    let all = store.list_tags(&repo, None, 100).await.unwrap().unwrap();
+    assert_eq!(all.items, expected);
+    assert!(!all.more);
+    let exact = store.list_tags(&repo, None, expected.len()).await.unwrap().unwrap();
+    assert_eq!(exact.items, expected);
+    assert!(!exact.more, "no more when the page ends exactly at the last tag");
+
+    let mut seen = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = store.list_tags(&repo, last.as_deref(), 2).await.unwrap().unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().cloned());
+        if !page.more {
+            break;
+        }
+        assert_eq!(page.items.len(), 2, "a page with more after it is full");
+        last = page.items.last().cloned();
+    }
+    assert_eq!(seen, expected);
+
+    let after = store.list_tags(&repo, Some("a-b"), 2).await.unwrap().unwrap();
+    assert_eq!(after.items, vec!["a.b".to_string(), "a_b".to_string()]);
+    assert!(after.more);
+    // `last` need not be an existing tag
+    let after = store.list_tags(&repo, Some("v1.0"), 10).await.unwrap().unwrap();
+    assert_eq!(after.items, vec!["v1.1".to_string(), "v1.10".to_string(), "v1.9".to_string()]);
+    assert!(!after.more);
+    let past = store.list_tags(&repo, Some("zzz"), 10).await.unwrap().unwrap();
+    assert!(past.items.is_empty() && !past.more);
+    assert!(store.list_tags(&repo, None, 0).await.unwrap().unwrap().items.is_empty());
+}
+
+/// Repositories list in byte order after `last`, `limit` at a time.
+pub async fn list_repositories_paginates(store: &dyn MetadataStore) {
+    let prefix = format!("conformance/list-{}", token());
+    let names: Vec<RepoName> =
+        ["c", "a", "b/x", "b"].iter().map(|s| RepoName::parse(&format!("{prefix}/{s}"), None).unwrap()).collect();
+    for (i, repo) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            store.link_blob(repo, &unique_digest("blob"), 1, 1_000).await.unwrap();
+        } else {
+            store.put_manifest(&image(repo, &[], 1_000), &[tag("latest")]).await.unwrap();
+        }
+    }
+    let full = |s: &str| format!("{prefix}/{s}");
+    // other checks' repositories may follow ours, never interleave: ours share a unique prefix
+    let start = format!("{prefix}/");
+    let page = store.list_repositories(Some(&start), 2).await.unwrap();
+    assert_eq!(page.items, vec![full("a"), full("b")]);
+    assert!(page.more);
+    let page = store.list_repositories(Some(&full("b")), 2).await.unwrap();
+    assert_eq!(page.items, vec![full("b/x"), full("c")]);
+    let page = store.list_repositories(Some(&full("b/x")), 1).await.unwrap();
+    assert_eq!(page.items, vec![full("c")]);
+    // the unpaged listing includes them all in order
+    let all = store.list_repositories(None, usize::MAX).await.unwrap();
+    assert!(!all.more);
+    let ours: Vec<&String> = all.items.iter().filter(|n| n.starts_with(&start)).collect();
+    assert_eq!(ours, vec![&full("a"), &full("b"), &full("b/x"), &full("c")]);
+    let mut sorted = all.items.clone();
+    sorted.sort();
+    assert_eq!(all.items, sorted);
+}
+
+/// Referrers are the manifests of the repository with that subject (optionally of one artifact
+/// type), complete and ordered by digest; the subject need not exist.
+pub async fn referrers_filter_by_subject_and_artifact_type(store: &dyn MetadataStore) {
+    let repo = unique_repo("referrers");
+    let other = unique_repo("referrers-other");
+    let subject = image(&repo, &[], 1_000);
+    store.put_manifest(&subject, &[tag("app")]).await.unwrap();
+    let sig = "application/vnd.example.signature";
+    let sbom = "application/vnd.example.sbom";
+    let referrer = |artifact_type: &str, subject: &Digest, repo: &RepoName| {
+        let mut annotations = Map::new();
+        annotations.insert("org.example.kind".into(), Value::String(artifact_type.to_string()));
+        ManifestRecord {
+            artifact_type: Some(artifact_type.to_string()),
+            subject: Some(subject.clone()),
+            annotations: Some(annotations),
+            ..image(repo, &[], 2_000)
+        }
+    };
+    let mut sigs = vec![referrer(sig, &subject.digest, &repo), referrer(sig, &subject.digest, &repo)];
+    let sboms = vec![referrer(sbom, &subject.digest, &repo)];
+    let unrelated = referrer(sig, &unique_digest("another subject"), &repo);
+    let elsewhere = referrer(sig, &subject.digest, &other);
+    for m in sigs.iter().chain(&sboms).chain([&unrelated, &elsewhere]) {
+        store.put_manifest(m, &[]).await.unwrap();
+    }
+    let mut all: Vec<ManifestRecord> = sigs.iter().chain(&sboms).cloned().collect();
+    all.sort_by_key(|m| m.digest.to_string());
+    sigs.sort_by_key(|m| m.digest.to_string());
+
+    assert_eq!(store.referrers(&repo, &subject.digest, None).await.unwrap(), all);
+    assert_eq!(store.referrers(&repo, &subject.digest, Some(sig)).await.unwrap(), sigs);
+    assert_eq!(store.referrers(&repo, &subject.digest, Some(sbom)).await.unwrap(), sboms);
+    assert!(store.referrers(&repo, &subject.digest, Some("application/x-none")).await.unwrap().is_empty());
+    assert!(store.referrers(&repo, &sigs[0].digest, None).await.unwrap().is_empty());
+
+    // a referrer may arrive before its subject
+    let absent = unique_digest("absent subject");
+    let early = referrer(sbom, &absent, &repo);
+    store.put_manifest(&early, &[tag("early")]).await.unwrap();
+    assert_eq!(store.referrers(&repo, &absent, None).await.unwrap(), vec![early.clone()]);
+    // and a deleted referrer is no longer listed
+    assert!(store.delete_manifest(&repo, &early.digest).await.unwrap());
+    assert!(store.referrers(&repo, &absent, None).await.unwrap().is_empty());
+}
+
+/// An upload session is created, read, advanced from its current offset only, and deleted.
+pub async fn upload_sessions_advance_only_from_the_expected_offset(store: &dyn MetadataStore) {
+    let repo = unique_repo("upload");
+    let s = session(&repo, 0, 1_000);
+    assert_eq!(store.upload(&s.id).await.unwrap(), None);
+    store.create_upload(&s).await.unwrap();
+    assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&s));
+    assert!(!store.repository_exists(&repo).await.unwrap(), "an upload alone creates no repository");
+
+    let moved = UploadSession { offset: 5 * 1024 * 1024, hash_state: vec![9; 200], updated_at: 1_100, ..s.clone() };
+    store.advance_upload(&moved, 0).await.unwrap();
+    assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&moved));
+
+    // a stale expected offset is a conflict and changes nothing
+    let stale = UploadSession { offset: 10, hash_state: vec![7], updated_at: 1_200, ..s.clone() };
+    assert!(matches!(store.advance_upload(&stale, 0).await, Err(MetadataError::Conflict(_))));
+    assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&moved));
+
+    let further = UploadSession { offset: moved.offset + 1, updated_at: 1_300, ..moved.clone() };
+    store.advance_upload(&further, moved.offset).await.unwrap();
+    assert_eq!(store.upload(&s.id).await.unwrap().unwrap().offset, moved.offset + 1);
+
+    assert!(store.delete_upload(&s.id).await.unwrap());
+    assert!(!store.delete_upload(&s.id).await.unwrap());
+    assert_eq!(store.upload(&s.id).await.unwrap(), None);
+    // advancing a vanished session is a conflict too
+    assert!(matches!(store.advance_upload(&further, further.offset).await, Err(MetadataError::Conflict(_))));
+    assert_eq!(store.upload(&s.id).await.unwrap(), None, "advancing never recreates a session");
+}
+
+/// `stale_uploads` returns the sessions last updated strictly before the cut-off.
+pub async fn stale_uploads_are_those_idle_since_before(store: &dyn MetadataStore) {
+    let repo = unique_repo("stale");
+    let old = session(&repo, 0, 10_000);
+    let edge = session(&repo, 0, 20_000);
+    let fresh = session(&repo, 0, 30_000);
+    for s in [&old, &edge, &fresh] {
+        store.create_upload(s).await.unwrap();
+    }
+    // a session that was stale but then received data is no longer stale
+    let revived = session(&repo, 0, 10_000);
+    store.create_upload(&revived).await.unwrap();
+    let revived_now = UploadSession { offset: 1, updated_at: 30_000, ..revived.clone() };
+    store.advance_upload(&revived_now, 0).await.unwrap();
+
+    let stale = store.stale_uploads(20_000).await.unwrap();
+    let ours: Vec<&UploadSession> = stale.iter().filter(|s| s.repo == repo).collect();
+    assert_eq!(ours, vec![&old], "strictly before the cut-off, and complete");
+    let stale = store.stale_uploads(30_001).await.unwrap();
+    let mut ids: Vec<&str> = stale.iter().filter(|s| s.repo == repo).map(|s| s.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected = vec![old.id.as_str(), edge.id.as_str(), fresh.id.as_str(), revived.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    store.delete_upload(&old.id).await.unwrap();
+    assert!(store.stale_uploads(20_000).await.unwrap().iter().all(|s| s.repo != repo));
+}
+
+/// Creating a session whose id exists is refused rather than overwriting it.
+pub async fn create_upload_does_not_overwrite(store: &dyn MetadataStore) {
+    let repo = unique_repo("upload-dup");
+    let s = session(&repo, 0, 1_000);
+    store.create_upload(&s).await.unwrap();
+    let again = UploadSession { offset: 0, hash_state: vec![], updated_at: 2_000, ..s.clone() };
+    assert!(store.create_upload(&again).await.is_err());
+    assert_eq!(store.upload(&s.id).await.unwrap(), Some(s));
+}
+
+/// Twenty concurrent puts of different manifests under one tag all succeed and the tag ends up
+/// at one of them.
+pub async fn concurrent_puts_under_one_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("race-tag");
+    let mut manifests = Vec::new();
+    for i in 0..20 {
+        let blobs = linked_blobs(store, &repo, 1).await;
+        manifests.push(image(&repo, &blobs, 1_000 + i));
+    }
+    let latest = [tag("latest")];
+    let results = join_all(manifests.iter().map(|m| store.put_manifest(m, &latest))).await;
+    for r in results {
+        r.unwrap();
+    }
+    let winner = store.resolve_tag(&repo, &tag("latest")).await.unwrap().unwrap();
+    assert!(manifests.contains(&winner));
+    for m in &manifests {
+        assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().as_ref(), Some(m));
+    }
+    assert_eq!(store.list_tags(&repo, None, 10).await.unwrap().unwrap().items, vec!["latest".to_string()]);
+}
+
+/// Twenty concurrent advances of one session from the same offset: exactly one wins.
+pub async fn concurrent_advances_of_one_session(store: &dyn MetadataStore) {
+    let repo = unique_repo("race-upload");
+    let s = session(&repo, 0, 1_000);
+    store.create_upload(&s).await.unwrap();
+    let attempts: Vec<UploadSession> = (1..=20u64)
+        .map(|i| UploadSession { offset: i * 1000, hash_state: vec![i as u8], updated_at: 2_000, ..s.clone() })
+        .collect();
+    let results = join_all(attempts.iter().map(|a| store.advance_upload(a, 0))).await;
+    let mut winners = Vec::new();
+    for (a, r) in attempts.iter().zip(results) {
+        match r {
+            Ok(()) => winners.push(a),
+            Err(MetadataError::Conflict(_)) => {}
+            Err(e) => panic!("expected Ok or Conflict, got {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one advance wins");
+    assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(winners[0]));
+}
+
+/// Concurrent blob links, puts and reads of one repository do not interfere.
+pub async fn concurrent_links_and_reads(store: &dyn MetadataStore) {
+    let repo = unique_repo("race-mixed");
+    let digests: Vec<Digest> = (0..20).map(|_| unique_digest("blob")).collect();
+    let links = join_all(digests.iter().map(|d| store.link_blob(&repo, d, 7, 1_000))).await;
+    for r in links {
+        r.unwrap();
+    }
+    let reads = join_all(digests.iter().map(|d| store.linked_blob(&repo, d))).await;
+    for r in reads {
+        assert_eq!(r.unwrap(), Some(7));
+    }
+    let relinks = join_all(digests.iter().map(|d| store.link_blob(&repo, d, 7, 2_000))).await;
+    for r in relinks {
+        r.unwrap();
+    }
+    let unlinks = join_all(digests.iter().chain(&digests).map(|d| store.unlink_blob(&repo, d))).await;
+    let removed = unlinks.into_iter().map(Result::unwrap).filter(|b| *b).count();
+    assert_eq!(removed, digests.len(), "each link is removed exactly once");
+}
+
+/// Expands to one `#[tokio::test]` per conformance check for a `MetadataStore` adapter.
+/// `$make` is an async expression returning `(store, guard)`; the guard (a temp dir, a server)
+/// is dropped after the store. Every check uses names of its own, so `$make` may hand out one
+/// shared store.
+#[macro_export]
+macro_rules! metadata_conformance {
+    ($make:expr) => {
+        $crate::metadata_conformance!(@tests $make;
+            link_blob_is_idempotent_and_creates_the_repository,
+            unlink_blob_reports_whether_it_was_linked,
+            blob_referenced_sees_links_manifests_and_manifest_bytes,
+            put_manifest_reads_back_by_digest_and_tag,
+            put_manifest_without_tags,
+            put_manifest_refuses_missing_blobs_and_leaves_nothing,
+            put_manifest_refuses_missing_children_and_leaves_nothing,
+            tag_moves_to_the_latest_put,
+            reput_keeps_the_first_pushed_at,
+            delete_manifest_refused_while_an_index_lists_it,
+            delete_tag_removes_only_the_tag,
+            list_tags_paginates_in_byte_order,
+            list_repositories_paginates,
+            referrers_filter_by_subject_and_artifact_type,
+            upload_sessions_advance_only_from_the_expected_offset,
+            stale_uploads_are_those_idle_since_before,
+            create_upload_does_not_overwrite,
+            concurrent_puts_under_one_tag,
+            concurrent_advances_of_one_session,
+            concurrent_links_and_reads);
+    };
+    (@tests $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[allow(clippy::unwrap_used, clippy::expect_used)]
+            async fn $check() {
+                // the guard (a temp dir, a server) must outlive the store
+                let (store, _guard) = $make.await;
+                $crate::metadata::conformance::$check(&store).await;
+                drop(store);
+            }
+        )*
+    };
+}

@@ -1,0 +1,159 @@
+//! The `MetadataStore` port: repositories, manifests, tags, referrers, blob links and upload
+//! sessions, with the transactional guarantees the registry relies on. Adapters:
+//! [`sqlite::SqliteMetadataStore`] (embedded) and, later, DynamoDB.
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+/// Seconds since the Unix epoch; every timestamp the stores keep.
+pub type UnixTime = i64;
+
+/// Failures of a metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A manifest names a blob that is not linked into its repository.
+    #[error("blob {0} is not in the repository")]
+    BlobNotInRepository(Digest),
+    /// An index names a manifest that is not in its repository.
+    #[error("manifest {0} is not in the repository")]
+    ChildManifestMissing(Digest),
+    /// The manifest to delete is still listed by an index in the same repository.
+    #[error("manifest {child} is referenced by index {parent}")]
+    ReferencedByIndex {
+        /// the manifest that was to be deleted
+        child: Digest,
+        /// an index that lists it
+        parent: Digest,
+    },
+    /// A conditional update found the record changed underneath it (a concurrent request).
+    #[error("{0} was changed concurrently")]
+    Conflict(String),
+    /// Stored data could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("metadata backend failed: {0}")]
+    Backend(String),
+}
+
+/// An open chunked or streamed upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    /// the session id handed to the client in `Location`
+    pub id: UploadId,
+    /// the repository the blob will be linked into
+    pub repo: RepoName,
+    /// bytes received and staged so far
+    pub offset: u64,
+    /// the saved hasher state after `offset` bytes ([`crate::oci::Hasher::save`])
+    pub hash_state: Vec<u8>,
+    /// the blob store's private record of the staged bytes (S3: multipart id, parts, tail)
+    pub staging: Vec<u8>,
+    /// when the session was opened
+    pub created_at: UnixTime,
+    /// when the session last received data (stale sessions expire from this)
+    pub updated_at: UnixTime,
+}
+
+/// A manifest as stored: its identity, type and what it refers to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRecord {
+    /// the repository it was pushed to
+    pub repo: RepoName,
+    /// digest of the exact bytes received
+    pub digest: Digest,
+    /// `Content-Type` to serve it with
+    pub media_type: String,
+    /// length of the bytes
+    pub size: u64,
+    /// `artifactType` (or config media type) for the referrers API
+    pub artifact_type: Option<String>,
+    /// the manifest it refers to, if any
+    pub subject: Option<Digest>,
+    /// top-level annotations, for the referrers API
+    pub annotations: Option<Map<String, Value>>,
+    /// blobs it references (config, layers); each must be linked into `repo`
+    pub blobs: Vec<Digest>,
+    /// manifests it lists (indexes); each must exist in `repo`
+    pub children: Vec<Digest>,
+    /// when it was first pushed
+    pub pushed_at: UnixTime,
+}
+
+/// One page of names (tags or repositories) in lexical order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// the names of this page
+    pub items: Vec<String>,
+    /// whether names exist after the last one returned
+    pub more: bool,
+}
+
+/// Repository, manifest, tag, blob-link and upload-session records, with the transactions the
+/// OCI API needs: a manifest is stored only if everything it references is present, a tag never
+/// points at a missing manifest, and an upload's progress moves only forward.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    // --- blobs linked into repositories ---
+
+    /// Links a verified blob into a repository (creating the repository). Idempotent.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError>;
+    /// The size of a blob if it is linked into `repo`.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetadataError>;
+    /// Unlinks a blob from a repository; false when it was not linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError>;
+    /// Whether any repository or manifest still references the blob (for reclaiming its bytes).
+    async fn blob_referenced(&self, digest: &Digest) -> Result<bool, MetadataError>;
+
+    // --- upload sessions ---
+
+    /// Records a new session.
+    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError>;
+    /// Reads a session.
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadSession>, MetadataError>;
+    /// Moves a session from `expected_offset` to the offset, hash state and staging state in `session`;
+    /// [`MetadataError::Conflict`] if another request moved it first.
+    async fn advance_upload(&self, session: &UploadSession, expected_offset: u64) -> Result<(), MetadataError>;
+    /// Removes a session; false when it did not exist.
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetadataError>;
+    /// Sessions whose last activity is older than `before`.
+    async fn stale_uploads(&self, before: UnixTime) -> Result<Vec<UploadSession>, MetadataError>;
+
+    // --- manifests and tags ---
+
+    /// Stores a manifest and points `tags` at it, in one transaction that first checks every
+    /// blob is linked into the repository and every child manifest exists there. Re-putting an
+    /// existing manifest keeps its first `pushed_at` and just moves the tags.
+    async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError>;
+    /// A manifest of `repo` by digest.
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetadataError>;
+    /// The manifest a tag points at.
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>, MetadataError>;
+    /// Deletes a manifest and every tag pointing at it; refused while an index of the same
+    /// repository lists it. False when it did not exist.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError>;
+    /// Deletes a tag (not the manifest); false when it did not exist.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetadataError>;
+    /// Tags of `repo` after `last`, at most `limit`; `None` when the repository does not exist.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize)
+        -> Result<Option<Page>, MetadataError>;
+    /// Manifests of `repo` whose subject is `subject`, optionally only of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>, MetadataError>;
+
+    // --- repositories ---
+
+    /// Whether the repository exists (has ever had a blob or manifest).
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError>;
+    /// Repository names after `last`, at most `limit`.
+    async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Page, MetadataError>;
+}

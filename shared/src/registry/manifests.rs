@@ -1,0 +1,133 @@
+//! Manifests: stored as the exact bytes received, addressed by their digest, accepted only when
+//! everything they reference is present in the repository.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::app::App;
+use crate::metadata::{ManifestRecord, MetadataError};
+use crate::oci::{Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag};
+use crate::storage::{ByteStream, StorageError};
+
+/// Why a manifest operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The body exceeds the manifest size limit.
+    #[error("manifest exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// the limit in bytes
+        limit: usize,
+    },
+    /// A manifest pushed by digest does not hash to that digest.
+    #[error("manifest has digest {actual}, not {expected}")]
+    DigestMismatch {
+        /// the digest in the URL
+        expected: Digest,
+        /// what the bytes hash to
+        actual: Digest,
+    },
+    /// `?tag=` was combined with a tag reference.
+    #[error("?tag= may only be used when pushing by digest")]
+    TagWithTag,
+    /// No manifest under that reference.
+    #[error("manifest {0} is not in this repository")]
+    Unknown(String),
+    /// Reading the body failed.
+    #[error("reading the manifest body failed: {0}")]
+    Body(std::io::Error),
+    /// The body is not a manifest Berth accepts.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The metadata store failed (including missing references).
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// Stores a manifest under `reference` (a tag, or its digest) plus any `extra_tags`.
+pub async fn push(
+    app: &App,
+    repo: &RepoName,
+    reference: &Reference,
+    extra_tags: Vec<Tag>,
+    content_type: Option<&str>,
+    body: ByteStream,
+) -> Result<ManifestRecord, PushError> {
+    let bytes = read_limited(body, app.settings.max_manifest_bytes).await?;
+    let (digest, mut tags) = match reference {
+        Reference::Digest(expected) => {
+            let actual = Digest::of(expected.algorithm(), &bytes);
+            if &actual != expected {
+                return Err(PushError::DigestMismatch { expected: expected.clone(), actual });
+            }
+            (actual, extra_tags)
+        }
+        Reference::Tag(tag) => {
+            if !extra_tags.is_empty() {
+                return Err(PushError::TagWithTag);
+            }
+            (Digest::sha256_of(&bytes), vec![tag.clone()])
+        }
+    };
+    tags.dedup();
+    let parsed = ParsedManifest::parse(&bytes, content_type)?;
+    let record = ManifestRecord {
+        repo: repo.clone(),
+        digest: digest.clone(),
+        media_type: parsed.media_type,
+        size: bytes.len() as u64,
+        artifact_type: parsed.artifact_type,
+        subject: parsed.subject.map(|s| s.digest),
+        annotations: parsed.annotations,
+        blobs: parsed.blobs.into_iter().map(|d| d.digest).collect(),
+        children: parsed.children.into_iter().map(|d| d.digest).collect(),
+        pushed_at: app.clock.now(),
+    };
+    // Bytes first (content-addressed, invisible until a record names them), then the record.
+    app.blobs.put(&digest, bytes).await?;
+    app.meta.put_manifest(&record, &tags).await?;
+    Ok(record)
+}
+
+/// The manifest `reference` names in `repo`.
+pub async fn find(app: &App, repo: &RepoName, reference: &Reference) -> Result<ManifestRecord, PushError> {
+    let found = match reference {
+        Reference::Tag(tag) => app.meta.resolve_tag(repo, tag).await?,
+        Reference::Digest(digest) => app.meta.manifest(repo, digest).await?,
+    };
+    found.ok_or_else(|| PushError::Unknown(reference.to_string()))
+}
+
+/// The stored bytes of a manifest, exactly as pushed.
+pub async fn content(app: &App, record: &ManifestRecord) -> Result<Bytes, PushError> {
+    let stream = app.blobs.read(&record.digest, None).await?;
+    let limit = usize::try_from(record.size).unwrap_or(usize::MAX).max(app.settings.max_manifest_bytes);
+    read_limited(stream, limit).await
+}
+
+/// Deletes a tag (the manifest stays) or, by digest, a manifest with all its tags.
+pub async fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<(), PushError> {
+    let deleted = match reference {
+        Reference::Tag(tag) => app.meta.delete_tag(repo, tag).await?,
+        Reference::Digest(digest) => app.meta.delete_manifest(repo, digest).await?,
+    };
+    if deleted {
+        Ok(())
+    } else {
+        Err(PushError::Unknown(reference.to_string()))
+    }
+}
+
+async fn read_limited(mut body: ByteStream, limit: usize) -> Result<Bytes, PushError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(PushError::Body)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(PushError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

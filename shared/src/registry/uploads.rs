@@ -1,0 +1,265 @@
+//! Upload sessions: bytes stream through a resumable hasher into the blob store's staging area;
+//! a blob becomes visible (and linked into its repository) only after its digest checks.
+
+use futures_util::StreamExt;
+
+use crate::app::App;
+use crate::metadata::{MetadataError, UploadSession};
+use crate::oci::{Algorithm, Digest, DigestError, Hasher, RepoName, UploadId};
+use crate::storage::{ByteStream, StorageError, UploadWriter};
+
+/// Why an upload step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// No such session in this repository (never opened, finished, cancelled or expired).
+    #[error("upload {0} is not open in this repository")]
+    UnknownSession(UploadId),
+    /// A chunk does not start where the session stands.
+    #[error("chunk starts at byte {got} but the upload holds {offset} bytes; resume at {offset}")]
+    OutOfOrder {
+        /// bytes the session holds
+        offset: u64,
+        /// where the chunk claimed to start
+        got: u64,
+    },
+    /// The body's length differs from what the request declared.
+    #[error("request declared {declared} bytes but sent {received}")]
+    SizeMismatch {
+        /// from Content-Range
+        declared: u64,
+        /// counted (possibly stopped early once over)
+        received: u64,
+    },
+    /// The content does not hash to the digest the client named.
+    #[error("content has digest {actual}, not {expected}")]
+    DigestMismatch {
+        /// the client's digest
+        expected: Digest,
+        /// what the bytes hash to
+        actual: Digest,
+    },
+    /// Reading the request body failed (client went away, malformed chunking).
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    /// A digest or saved hash state was invalid.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// What a request says about the bytes it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chunk {
+    /// where the bytes start (`Content-Range`); `None` means "append"
+    pub start: Option<u64>,
+    /// how many bytes the request declares (`Content-Range`); `None` means "until the body ends"
+    pub len: Option<u64>,
+}
+
+/// Opens a session in `repo` hashing with `algorithm`.
+pub async fn start(app: &App, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession, UploadError> {
+    let now = app.clock.now();
+    let session = UploadSession {
+        id: UploadId::generate(),
+        repo: repo.clone(),
+        offset: 0,
+        hash_state: Hasher::new(algorithm).save(),
+        staging: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    app.meta.create_upload(&session).await?;
+    Ok(session)
+}
+
+/// The session `id` of `repo`.
+pub async fn status(app: &App, repo: &RepoName, id: &UploadId) -> Result<UploadSession, UploadError> {
+    match app.meta.upload(id).await? {
+        Some(s) if &s.repo == repo => Ok(s),
+        _ => Err(UploadError::UnknownSession(id.clone())),
+    }
+}
+
+/// Appends a request body to session `id` (a chunked or streamed `PATCH`).
+pub async fn append(
+    app: &App,
+    repo: &RepoName,
+    id: &UploadId,
+    chunk: Chunk,
+    body: ByteStream,
+) -> Result<UploadSession, UploadError> {
+    let session = status(app, repo, id).await?;
+    receive(app, session, chunk, body).await
+}
+
+/// Takes an optional final body, verifies the whole content against `digest`, publishes the blob
+/// and links it into `repo`. Returns the blob size. A digest mismatch cancels the session.
+pub async fn complete(
+    app: &App,
+    repo: &RepoName,
+    id: &UploadId,
+    digest: &Digest,
+    chunk: Chunk,
+    body: ByteStream,
+) -> Result<u64, UploadError> {
+    let session = status(app, repo, id).await?;
+    let session = receive(app, session, chunk, body).await?;
+    let hasher = Hasher::restore(&session.hash_state)?;
+    let actual = if hasher.algorithm() == digest.algorithm() {
+        hasher.finish()
+    } else {
+        rehash(app, &session, digest.algorithm()).await?
+    };
+    if &actual != digest {
+        discard(app, &session.id).await?;
+        return Err(UploadError::DigestMismatch { expected: digest.clone(), actual });
+    }
+    let staging = if session.offset == 0 {
+        // an empty blob never opened its staging area
+        app.blobs.open_upload(&session.id, 0, &[]).await?.finish().await?.1
+    } else {
+        session.staging.clone()
+    };
+    app.blobs.commit_upload(&session.id, session.offset, &staging, digest).await?;
+    app.meta.link_blob(repo, digest, session.offset, app.clock.now()).await?;
+    app.meta.delete_upload(&session.id).await?;
+    Ok(session.offset)
+}
+
+/// A whole blob in one request (`POST ?digest=`): a session that opens and completes at once,
+/// and is discarded if anything fails.
+pub async fn upload_whole(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    chunk: Chunk,
+    body: ByteStream,
+) -> Result<u64, UploadError> {
+    let session = start(app, repo, digest.algorithm()).await?;
+    let result = complete(app, repo, &session.id, digest, chunk, body).await;
+    if result.is_err() {
+        discard(app, &session.id).await?;
+    }
+    result
+}
+
+/// Links a blob that `from` already holds into `repo` without moving bytes; `None` when `from`
+/// does not hold it (the caller then opens an ordinary session).
+pub async fn mount(app: &App, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<Option<u64>, UploadError> {
+    let Some(size) = app.meta.linked_blob(from, digest).await? else {
+        return Ok(None);
+    };
+    if app.blobs.stat(digest).await?.is_none() {
+        return Ok(None);
+    }
+    app.meta.link_blob(repo, digest, size, app.clock.now()).await?;
+    Ok(Some(size))
+}
+
+/// Cancels session `id` of `repo`, dropping its staged bytes.
+pub async fn cancel(app: &App, repo: &RepoName, id: &UploadId) -> Result<(), UploadError> {
+    let session = status(app, repo, id).await?;
+    discard(app, &session.id).await
+}
+
+/// Removes sessions idle for longer than the configured expiry, and staged data that no
+/// session owns (left by a crash). Returns how many uploads were reclaimed.
+pub async fn expire_stale(app: &App) -> Result<usize, UploadError> {
+    let before = app.clock.now() - app.settings.upload_expiry.as_secs() as i64;
+    let mut reclaimed = 0;
+    for session in app.meta.stale_uploads(before).await? {
+        discard(app, &session.id).await?;
+        reclaimed += 1;
+    }
+    for id in app.blobs.list_uploads().await? {
+        if app.meta.upload(&id).await?.is_none() {
+            app.blobs.abort_upload(&id).await?;
+            reclaimed += 1;
+        }
+    }
+    Ok(reclaimed)
+}
+
+async fn discard(app: &App, id: &UploadId) -> Result<(), UploadError> {
+    app.meta.delete_upload(id).await?;
+    app.blobs.abort_upload(id).await?;
+    Ok(())
+}
+
+/// Streams `body` into the session's staging area, hashing as it goes, then records the new
+/// offset and hash state with a conditional write. Bytes of a failed request are left past the
+/// recorded offset and discarded by the next writer.
+async fn receive(
+    app: &App,
+    mut session: UploadSession,
+    chunk: Chunk,
+    mut body: ByteStream,
+) -> Result<UploadSession, UploadError> {
+    if let Some(start) = chunk.start {
+        if start != session.offset {
+            return Err(UploadError::OutOfOrder { offset: session.offset, got: start });
+        }
+    }
+    let mut hasher = Hasher::restore(&session.hash_state)?;
+    let mut writer: Option<Box<dyn UploadWriter>> = None;
+    let mut received = 0u64;
+    while let Some(next) = body.next().await {
+        let bytes = next.map_err(UploadError::Body)?;
+        if bytes.is_empty() {
+            continue;
+        }
+        received += bytes.len() as u64;
+        if let Some(declared) = chunk.len {
+            if received > declared {
+                return Err(UploadError::SizeMismatch { declared, received });
+            }
+        }
+        hasher.update(&bytes);
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => writer.insert(app.blobs.open_upload(&session.id, session.offset, &session.staging).await?),
+        };
+        w.write(bytes).await?;
+    }
+    if let Some(declared) = chunk.len {
+        if received != declared {
+            return Err(UploadError::SizeMismatch { declared, received });
+        }
+    }
+    let Some(writer) = writer else {
+        return Ok(session);
+    };
+    let (staged, staging) = writer.finish().await?;
+    let expected = session.offset;
+    session.offset += received;
+    if staged != session.offset {
+        return Err(UploadError::Storage(StorageError::StagedDataLost {
+            id: session.id.clone(),
+            expected: session.offset,
+            actual: staged,
+        }));
+    }
+    session.staging = staging;
+    session.hash_state = hasher.save();
+    session.updated_at = app.clock.now();
+    app.meta.advance_upload(&session, expected).await?;
+    Ok(session)
+}
+
+/// Hashes the staged bytes again under another algorithm (a client that uploaded with the
+/// default sha256 session but names a sha512 digest).
+async fn rehash(app: &App, session: &UploadSession, algorithm: Algorithm) -> Result<Digest, UploadError> {
+    let mut hasher = Hasher::new(algorithm);
+    if session.offset > 0 {
+        let mut stream = app.blobs.read_upload(&session.id, session.offset, &session.staging).await?;
+        while let Some(bytes) = stream.next().await {
+            hasher.update(&bytes.map_err(StorageError::Io)?);
+        }
+    }
+    Ok(hasher.finish())
+}

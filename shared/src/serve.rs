@@ -1,0 +1,141 @@
+//! `berth serve`: every route in one process on embedded storage, plus the job worker and the
+//! schedule loop that Lambda deployments get from SQS and EventBridge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::api::{self, RouteFilter};
+use crate::app::{App, AppError, Settings};
+use crate::jobs;
+
+/// Where and how `berth serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// the data directory (blobs, uploads, `meta.db`)
+    pub data_dir: PathBuf,
+    /// the listen address
+    pub listen: SocketAddr,
+    /// registry tunables
+    pub settings: Settings,
+    /// how often housekeeping jobs are scheduled
+    pub sweep_interval: Duration,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The application could not be assembled.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The listen socket failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// the address
+        addr: SocketAddr,
+        /// the cause
+        source: std::io::Error,
+    },
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let app = Arc::new(App::embedded(&options.data_dir, options.settings.clone())?);
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: options.listen, source })?;
+    tracing::info!(%addr, data_dir = %options.data_dir.display(), "berth is serving the registry API on embedded storage");
+    println!("berth listening on http://{addr} (data in {})", options.data_dir.display());
+
+    tokio::spawn(schedule_loop(app.clone(), options.sweep_interval));
+    tokio::spawn(worker_loop(app.clone()));
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(app.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream) {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let stream = body.into_data_stream().map_err(std::io::Error::other);
+            let req = http::Request::from_parts(parts, Box::pin(stream) as crate::storage::ByteStream);
+            Ok::<_, std::convert::Infallible>(api::handle(&app, RouteFilter::All, req).await)
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Enqueues housekeeping at start (reclaiming what a crash left) and every `interval` after.
+async fn schedule_loop(app: Arc<App>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = app.queue.enqueue(&jobs::expire_uploads(), Duration::ZERO).await {
+            tracing::warn!(error = %e, "could not schedule upload expiry");
+        }
+    }
+}
+
+/// Runs queued jobs, polling when idle.
+async fn worker_loop(app: Arc<App>) {
+    loop {
+        match jobs::work_once(&app, 10).await {
+            Ok(0) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,164 @@
+//! The conformance suite every `BlobStore` adapter must pass. Adapters invoke
+//! [`blob_store_conformance!`](crate::blob_store_conformance) with an async constructor that
+//! returns the store and a guard value kept alive for the test (a temp dir, a server).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bytes::Bytes;
+
+use super::fs::collect;
+use super::{BlobStore, StorageError};
+use crate::oci::{ByteRange, Digest, UploadId};
+
+fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+pub async fn put_stat_read_and_ranges(store: &dyn BlobStore) {
+    let data = random_bytes(100_000, 1);
+    let digest = Digest::sha256_of(&data);
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert!(matches!(store.read(&digest, None).await, Err(StorageError::BlobNotFound(_))));
+    store.put(&digest, Bytes::from(data.clone())).await.unwrap();
+    store.put(&digest, Bytes::from(data.clone())).await.unwrap(); // idempotent
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(100_000));
+    assert_eq!(collect(store.read(&digest, None).await.unwrap()).await.unwrap(), data);
+    let r = ByteRange { start: 1000, end: 1999 };
+    assert_eq!(collect(store.read(&digest, Some(r)).await.unwrap()).await.unwrap(), &data[1000..2000]);
+    let tail = ByteRange { start: 99_990, end: 99_999 };
+    assert_eq!(collect(store.read(&digest, Some(tail)).await.unwrap()).await.unwrap(), &data[99_990..]);
+}
+
+pub async fn empty_blob(store: &dyn BlobStore) {
+    let digest = Digest::sha256_of(b"");
+    store.put(&digest, Bytes::new()).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(0));
+    assert!(collect(store.read(&digest, None).await.unwrap()).await.unwrap().is_empty());
+}
+
+pub async fn delete_is_idempotent(store: &dyn BlobStore) {
+    let data = random_bytes(10, 2);
+    let digest = Digest::sha256_of(&data);
+    store.put(&digest, Bytes::from(data)).await.unwrap();
+    store.delete(&digest).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    store.delete(&digest).await.unwrap();
+}
+
+pub async fn upload_in_chunks_then_commit(store: &dyn BlobStore) {
+    // big enough that multipart adapters flush several parts
+    let data = random_bytes(12 * 1024 * 1024 + 17, 3);
+    let digest = Digest::sha256_of(&data);
+    let id = UploadId::generate();
+    let (mut offset, mut staging) = (0u64, Vec::new());
+    for part in data.chunks(3 * 1024 * 1024 + 5) {
+        let mut w = store.open_upload(&id, offset, &staging).await.unwrap();
+        for piece in part.chunks(64 * 1024) {
+            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        (offset, staging) = w.finish().await.unwrap();
+    }
+    assert_eq!(offset, data.len() as u64);
+    assert!(store.list_uploads().await.unwrap().contains(&id));
+    assert_eq!(store.stat(&digest).await.unwrap(), None, "nothing visible before commit");
+    assert_eq!(collect(store.read_upload(&id, offset, &staging).await.unwrap()).await.unwrap(), data);
+    store.commit_upload(&id, offset, &staging, &digest).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(offset));
+    assert_eq!(collect(store.read(&digest, None).await.unwrap()).await.unwrap(), data);
+    assert!(!store.list_uploads().await.unwrap().contains(&id), "staging reclaimed");
+    // a retried commit of the same upload succeeds
+    store.commit_upload(&id, offset, &staging, &digest).await.unwrap();
+}
+
+pub async fn reopen_discards_bytes_past_the_recorded_offset(store: &dyn BlobStore) {
+    let id = UploadId::generate();
+    let first = random_bytes(6 * 1024 * 1024 + 3, 4);
+    let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+    w.write(Bytes::from(first.clone())).await.unwrap();
+    let (offset, staging) = w.finish().await.unwrap();
+    assert_eq!(offset, first.len() as u64);
+    // a request that wrote (and maybe flushed parts) but whose progress was never recorded
+    let mut w = store.open_upload(&id, offset, &staging).await.unwrap();
+    w.write(Bytes::from(random_bytes(7 * 1024 * 1024, 5))).await.unwrap();
+    let _discarded = w.finish().await.unwrap();
+    // the retry resumes from the recorded state
+    let second = random_bytes(1024 * 1024 + 9, 6);
+    let mut w = store.open_upload(&id, offset, &staging).await.unwrap();
+    w.write(Bytes::from(second.clone())).await.unwrap();
+    let (len, staging) = w.finish().await.unwrap();
+    let whole = [first, second].concat();
+    assert_eq!(len, whole.len() as u64);
+    let digest = Digest::sha256_of(&whole);
+    store.commit_upload(&id, len, &staging, &digest).await.unwrap();
+    assert_eq!(collect(store.read(&digest, None).await.unwrap()).await.unwrap(), whole);
+}
+
+pub async fn resuming_past_the_staged_data_is_refused(store: &dyn BlobStore) {
+    let id = UploadId::generate();
+    let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+    w.write(Bytes::from_static(b"abc")).await.unwrap();
+    let (_, staging) = w.finish().await.unwrap();
+    assert!(matches!(
+        store.open_upload(&id, 10, &staging).await,
+        Err(StorageError::StagedDataLost { expected: 10, actual: 3, .. })
+    ));
+    store.abort_upload(&id).await.unwrap();
+}
+
+pub async fn abort_leaves_nothing(store: &dyn BlobStore) {
+    let id = UploadId::generate();
+    let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+    w.write(Bytes::from_static(b"partial")).await.unwrap();
+    let (_, staging) = w.finish().await.unwrap();
+    store.abort_upload(&id).await.unwrap();
+    store.abort_upload(&id).await.unwrap();
+    assert!(!store.list_uploads().await.unwrap().contains(&id));
+    assert!(matches!(store.read_upload(&id, 1, &staging).await, Err(StorageError::UploadNotFound(_))));
+    let digest = Digest::sha256_of(b"partial");
+    assert!(matches!(store.commit_upload(&id, 7, &staging, &digest).await, Err(StorageError::UploadNotFound(_))));
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+}
+
+pub async fn committing_existing_content_keeps_one_copy(store: &dyn BlobStore) {
+    let data = b"same bytes twice".to_vec();
+    let digest = Digest::sha256_of(&data);
+    for _ in 0..2 {
+        let id = UploadId::generate();
+        let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+        w.write(Bytes::from(data.clone())).await.unwrap();
+        let (len, staging) = w.finish().await.unwrap();
+        store.commit_upload(&id, len, &staging, &digest).await.unwrap();
+        assert!(!store.list_uploads().await.unwrap().contains(&id));
+    }
+    assert_eq!(collect(store.read(&digest, None).await.unwrap()).await.unwrap(), data);
+}
+
+pub async fn empty_upload_commits_an_empty_blob(store: &dyn BlobStore) {
+    let id = UploadId::generate();
+    let (len, staging) = store.open_upload(&id, 0, &[]).await.unwrap().finish().await.unwrap();
+    assert_eq!(len, 0);
+    let digest = Digest::sha256_of(b"");
+    store.commit_upload(&id, 0, &staging, &digest).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(0));
+}
+
+/// Expands to one `#[tokio::test]` per conformance check for a `BlobStore` adapter.
+/// `$make` is an async expression returning `(store, guard)`.
+#[macro_export]
+macro_rules! blob_store_conformance {
+    ($make:expr) => {
+        $crate::blob_store_conformance!(@tests $make;
+            put_stat_read_and_ranges, empty_blob, delete_is_idempotent, upload_in_chunks_then_commit,
+            reopen_discards_bytes_past_the_recorded_offset, resuming_past_the_staged_data_is_refused,
+            abort_leaves_nothing, committing_existing_content_keeps_one_copy, empty_upload_commits_an_empty_blob);
+    };
+    (@tests $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            #[allow(clippy::unwrap_used)]
+            async fn $check() {
+                let (store, _guard) = $make.await;
+                $crate::storage::conformance::$check(&store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,373 @@
+//! In-process tests of the registry API: requests go through `api::handle` (the same function
+//! `berth serve` and the Lambda functions call) on a fresh embedded store, and every answer's
+//! status, headers and bytes are checked.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use berth::api::{self, RouteFilter};
+use berth::app::{App, Settings};
+use berth::body::{empty_stream, once_stream, Response, ResponseBody};
+use berth::oci::Digest;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+struct Registry {
+    app: App,
+    dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap().to_string()
+    }
+}
+
+impl Registry {
+    fn new() -> Registry {
+        Registry::with(Settings::default())
+    }
+
+    fn with(settings: Settings) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::embedded(dir.path(), settings).unwrap();
+        Registry { app, dir }
+    }
+
+    async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        let mut builder = http::Request::builder().method(method).uri(uri).header("host", "127.0.0.1:5000");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
+        let response: Response = api::handle(&self.app, RouteFilter::All, builder.body(stream).unwrap()).await;
+        let (parts, body): (_, ResponseBody) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes().to_vec();
+        assert_eq!(parts.headers["docker-distribution-api-version"], "registry/2.0");
+        Answer { status: parts.status, headers: parts.headers, body: bytes }
+    }
+
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        let a =
+            self.call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], data.to_vec()).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+        digest
+    }
+
+    async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Answer {
+        self.call(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    fn staged_uploads(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("uploads")).unwrap().count()
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn image_manifest(config: &Digest, config_len: usize, layers: &[(Digest, usize)], extra: &str) -> Vec<u8> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
+        .collect();
+    format!(
+        r#"{{ "schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
+  "config": {{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},
+  "layers": [{}]{extra} }}"#,
+        layers.join(",")
+    )
+    .into_bytes()
+}
+
+async fn simple_image(r: &Registry, repo: &str, tag: &str) -> (Vec<u8>, Digest) {
+    let config = r.push_blob(repo, b"{}").await;
+    let layer = r.push_blob(repo, b"layer bytes").await;
+    let m = image_manifest(&config, 2, &[(layer, 11)], "");
+    let a = r.push_manifest(repo, tag, OCI_MANIFEST, &m).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let d = Digest::sha256_of(&m);
+    assert_eq!(a.header("docker-content-digest"), d.to_string());
+    (m, d)
+}
+
+#[tokio::test]
+async fn base_answers_with_the_api_version() {
+    let r = Registry::new();
+    let a = r.call(Method::GET, "/v2/", &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({}));
+}
+
+#[tokio::test]
+async fn chunked_upload_with_out_of_order_chunk_and_resume() {
+    let r = Registry::new();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::sha256_of(&data);
+    let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[("content-length", "0")], vec![]).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_eq!(a.header("range"), "0-0");
+    let loc = a.header("location").to_string();
+    let a = r.call(Method::PATCH, &loc, &[("content-range", "0-999")], data[..1000].to_vec()).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_eq!(a.header("range"), "0-999");
+    // a chunk that skips ahead is refused and the session keeps its place
+    let a = r.call(Method::PATCH, &loc, &[("content-range", "2000-2999")], data[2000..].to_vec()).await;
+    assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(a.error_code(), "BLOB_UPLOAD_INVALID");
+    // overlapping too
+    let a = r.call(Method::PATCH, &loc, &[("content-range", "500-1499")], data[500..1500].to_vec()).await;
+    assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let a = r.call(Method::GET, &loc, &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(a.header("range"), "0-999");
+    // a body longer than its Content-Range is refused without moving the offset
+    let a = r.call(Method::PATCH, &loc, &[("content-range", "1000-1009")], data[1000..1100].to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error_code(), "SIZE_INVALID");
+    let a = r.call(Method::PATCH, &loc, &[("content-range", "1000-1999")], data[1000..2000].to_vec()).await;
+    assert_eq!(a.header("range"), "0-1999");
+    // the last chunk rides on the PUT
+    let put = format!("{loc}?digest={digest}");
+    let a = r.call(Method::PUT, &put, &[("content-range", "2000-2999")], data[2000..].to_vec()).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    let a = r.call(Method::GET, &format!("/v2/a/blobs/{digest}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, data);
+    assert_eq!(r.staged_uploads(), 0);
+    let a = r.call(Method::GET, &loc, &[], vec![]).await;
+    assert_eq!(a.error_code(), "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn wrong_digest_leaves_nothing_visible() {
+    let r = Registry::new();
+    let wrong = Digest::sha256_of(b"something else");
+    let a = r.call(Method::POST, &format!("/v2/a/blobs/uploads/?digest={wrong}"), &[], b"actual".to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error_code(), "DIGEST_INVALID");
+    let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{wrong}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let actual = Digest::sha256_of(b"actual");
+    let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{actual}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.staged_uploads(), 0);
+}
+
+#[tokio::test]
+async fn sha512_blobs_and_range_reads() {
+    let r = Registry::new();
+    let data = b"0123456789abcdefghij".to_vec();
+    let digest = Digest::of(berth::oci::Algorithm::Sha512, &data);
+    let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
+    let loc = a.header("location").to_string();
+    let a = r.call(Method::PUT, &format!("{loc}?digest={digest}"), &[], data.clone()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    let a = r.call(Method::GET, &format!("/v2/a/blobs/{digest}"), &[("range", "bytes=10-14")], vec![]).await;
+    assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(a.header("content-range"), "bytes 10-14/20");
+    assert_eq!(a.body, b"abcde");
+    let a = r.call(Method::GET, &format!("/v2/a/blobs/{digest}"), &[("range", "bytes=20-")], vec![]).await;
+    assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{digest}"), &[], vec![]).await;
+    assert_eq!(a.header("content-length"), "20");
+    assert!(a.body.is_empty());
+}
+
+#[tokio::test]
+async fn manifests_keep_exact_bytes_and_refuse_dangling_references() {
+    let r = Registry::new();
+    let (m, d) = simple_image(&r, "app", "v1").await;
+    for reference in ["v1".to_string(), d.to_string()] {
+        let a = r.call(Method::GET, &format!("/v2/app/manifests/{reference}"), &[], vec![]).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body, m);
+        assert_eq!(a.header("content-type"), OCI_MANIFEST);
+        assert_eq!(a.header("docker-content-digest"), d.to_string());
+    }
+    let missing = Digest::sha256_of(b"never pushed");
+    let config = Digest::sha256_of(b"{}");
+    let bad = image_manifest(&config, 2, &[(missing, 12)], "");
+    let a = r.push_manifest("app", "v2", OCI_MANIFEST, &bad).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    let a = r.push_manifest("app", "v3", OCI_MANIFEST, b"{ not json").await;
+    assert_eq!(a.error_code(), "MANIFEST_INVALID");
+    let a = r.call(Method::GET, "/v2/app/tags/list", &[], vec![]).await;
+    assert_eq!(a.json()["tags"], json!(["v1"]));
+    // a blob of another repository is not visible here
+    let a = r.push_manifest("other", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn index_children_must_exist_and_protect_their_deletion() {
+    let r = Registry::new();
+    let (m, d) = simple_image(&r, "multi", "amd64").await;
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+        m.len()
+    );
+    let a = r.push_manifest("multi", "latest", OCI_INDEX, index.as_bytes()).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = r.call(Method::DELETE, &format!("/v2/multi/manifests/{d}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let idx = Digest::sha256_of(index.as_bytes());
+    let a = r.call(Method::DELETE, &format!("/v2/multi/manifests/{idx}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let a = r.call(Method::GET, "/v2/multi/manifests/latest", &[], vec![]).await;
+    assert_eq!(a.error_code(), "MANIFEST_UNKNOWN");
+    let a = r.call(Method::DELETE, &format!("/v2/multi/manifests/{d}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let a = r.push_manifest("multi", "again", OCI_INDEX, index.as_bytes()).await;
+    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn push_by_digest_with_several_tags_and_referrers() {
+    let r = Registry::new();
+    let (m, d) = simple_image(&r, "app", "base").await;
+    let empty = r.push_blob("app", b"{}").await;
+    let sbom = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/vnd.example.sbom.v1",
+        "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],
+        "subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{}}},"annotations":{{"org.example":"yes"}}}}"#,
+        m.len()
+    );
+    let sd = Digest::sha256_of(sbom.as_bytes());
+    let a = r.push_manifest("app", &format!("{sd}?tag=s1&tag=s2"), OCI_MANIFEST, sbom.as_bytes()).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.header("oci-subject"), d.to_string());
+    let a = r.call(Method::GET, "/v2/app/tags/list", &[], vec![]).await;
+    assert_eq!(a.json()["tags"], json!(["base", "s1", "s2"]));
+    let a = r.call(Method::GET, &format!("/v2/app/referrers/{d}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("content-type"), OCI_INDEX);
+    let list = a.json();
+    assert_eq!(list["manifests"][0]["digest"], sd.to_string());
+    assert_eq!(list["manifests"][0]["artifactType"], "application/vnd.example.sbom.v1");
+    assert_eq!(list["manifests"][0]["annotations"]["org.example"], "yes");
+    assert_eq!(list["manifests"][0]["size"], sbom.len());
+    let filtered = format!("/v2/app/referrers/{d}?artifactType=application/vnd.example.sbom.v1");
+    let a = r.call(Method::GET, &filtered, &[], vec![]).await;
+    assert_eq!(a.header("oci-filters-applied"), "artifactType");
+    assert_eq!(a.json()["manifests"].as_array().unwrap().len(), 1);
+    let a = r.call(Method::GET, &format!("/v2/app/referrers/{d}?artifactType=other"), &[], vec![]).await;
+    assert_eq!(a.json()["manifests"], json!([]));
+    // a wrong digest in the URL is refused
+    let a = r.push_manifest("app", &d.to_string(), OCI_MANIFEST, sbom.as_bytes()).await;
+    assert_eq!(a.error_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn tag_and_catalog_pagination_with_link_headers() {
+    let r = Registry::new();
+    for repo in ["r1", "r2", "r3"] {
+        for tag in ["a", "b", "c", "d", "e"] {
+            simple_image(&r, repo, tag).await;
+        }
+    }
+    let mut seen = vec![];
+    let mut next = Some("/v2/r2/tags/list?n=2".to_string());
+    while let Some(uri) = next {
+        let a = r.call(Method::GET, &uri, &[], vec![]).await;
+        seen.extend(a.json()["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()));
+        next = a.header("link").strip_prefix('<').and_then(|l| l.split_once('>')).map(|(u, _)| u.to_string());
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    let a = r.call(Method::GET, "/v2/_catalog?n=2", &[], vec![]).await;
+    assert_eq!(a.json()["repositories"], json!(["r1", "r2"]));
+    assert_eq!(a.header("link"), "</v2/_catalog?n=2&last=r2>; rel=\"next\"");
+    let a = r.call(Method::GET, "/v2/_catalog?n=2&last=r2", &[], vec![]).await;
+    assert_eq!(a.json()["repositories"], json!(["r3"]));
+    assert_eq!(a.header("link"), "");
+    let a = r.call(Method::GET, "/v2/nope/tags/list", &[], vec![]).await;
+    assert_eq!(a.error_code(), "NAME_UNKNOWN");
+}
+
+#[tokio::test]
+async fn mount_links_or_falls_back_to_a_session() {
+    let r = Registry::new();
+    let digest = r.push_blob("src", b"shared layer").await;
+    let a = r.call(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={digest}&from=src"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.header("location"), format!("/v2/dst/blobs/{digest}"));
+    let a = r.call(Method::GET, &format!("/v2/dst/blobs/{digest}"), &[], vec![]).await;
+    assert_eq!(a.body, b"shared layer");
+    let unknown = Digest::sha256_of(b"nowhere");
+    let a = r.call(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={unknown}&from=src"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert!(a.header("location").starts_with("/v2/dst/blobs/uploads/"));
+}
+
+#[tokio::test]
+async fn cancel_and_expiry_reclaim_staged_data() {
+    let r = Registry::with(Settings { upload_expiry: std::time::Duration::ZERO, ..Settings::default() });
+    let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
+    let loc = a.header("location").to_string();
+    r.call(Method::PATCH, &loc, &[], b"some bytes".to_vec()).await;
+    assert_eq!(r.staged_uploads(), 1);
+    let a = r.call(Method::DELETE, &loc, &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.staged_uploads(), 0);
+    let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
+    let loc = a.header("location").to_string();
+    r.call(Method::PATCH, &loc, &[], b"more bytes".to_vec()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let reclaimed = berth::registry::uploads::expire_stale(&r.app).await.unwrap();
+    assert_eq!(reclaimed, 1);
+    assert_eq!(r.staged_uploads(), 0);
+    let a = r.call(Method::PATCH, &loc, &[], b"late".to_vec()).await;
+    assert_eq!(a.error_code(), "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn bad_names_tags_and_methods() {
+    let r = Registry::new();
+    let a = r.call(Method::GET, "/v2/Bad/tags/list", &[], vec![]).await;
+    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
+    let tag = "t".repeat(129);
+    let a = r.push_manifest("a", &tag, OCI_MANIFEST, b"{}").await;
+    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "TAG_INVALID"));
+    let a = r.call(Method::GET, "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", &[], vec![]).await;
+    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
+    let a = r.call(Method::POST, "/v2/a/manifests/x", &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    let id = uuid_like();
+    let a = r.call(Method::PATCH, &format!("/v2/a/blobs/uploads/{id}"), &[], b"x".to_vec()).await;
+    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"));
+    let big = vec![b' '; 4 * 1024 * 1024 + 1];
+    let a = r.push_manifest("a", "big", OCI_MANIFEST, &big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+fn uuid_like() -> String {
+    "6f1c2a4e-0b7d-4c1e-9a55-3f2d8e7b9c10".to_string()
+}
+
+#[tokio::test]
+async fn a_function_serves_only_its_route() {
+    let r = Registry::new();
+    let req = http::Request::builder().uri("/v2/_catalog").body(empty_stream()).unwrap();
+    let resp = api::handle(&r.app, RouteFilter::Only("base"), req).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
