@@ -12,3 +12,4 @@ pub mod registry;
 pub mod serve;
 pub mod storage;
 pub mod telemetry;
+pub mod testing;

@@ -14,7 +14,7 @@ pub mod uploads;
 use http::header::{HeaderName, HeaderValue};
 
 pub use error::{ErrorCode, OciError};
-pub use routes::{Route, ROUTE_NAMES};
+pub use routes::{Route, RouteSpec, ROUTE_NAMES, ROUTE_SPECS};
 
 use crate::app::App;
 use crate::body::{Request, Response};

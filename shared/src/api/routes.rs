@@ -99,23 +99,52 @@ pub enum Route {
     },
 }
 
-/// The names of all routes, in table order: one Lambda function, Terraform route and event file each.
-pub const ROUTE_NAMES: [&str; 14] = [
-    "base",
-    "catalog",
-    "tags-list",
-    "manifest-get",
-    "manifest-put",
-    "manifest-delete",
-    "blob-get",
-    "blob-delete",
-    "upload-start",
-    "upload-patch",
-    "upload-put",
-    "upload-status",
-    "upload-cancel",
-    "referrers",
+/// How a route appears on the wire: what API Gateway, Terraform, the function crates and the
+/// event files are generated from and checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RouteSpec {
+    /// function crate, binary, Terraform key and event file name
+    pub name: &'static str,
+    /// HTTP methods served
+    pub methods: &'static [&'static str],
+    /// the path after `/v2/<name>` (or after `/v2` for routes without a repository)
+    pub suffix: &'static str,
+    /// whether a repository name precedes the suffix
+    pub has_repository: bool,
+}
+
+const fn spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str, repo: bool) -> RouteSpec {
+    RouteSpec { name, methods, suffix, has_repository: repo }
+}
+
+/// Every route, in table order: one Lambda function, Terraform route and event file each.
+pub const ROUTE_SPECS: [RouteSpec; 14] = [
+    spec("base", &["GET", "HEAD"], "/", false),
+    spec("catalog", &["GET"], "/_catalog", false),
+    spec("tags-list", &["GET"], "/tags/list", true),
+    spec("manifest-get", &["GET", "HEAD"], "/manifests/{reference}", true),
+    spec("manifest-put", &["PUT"], "/manifests/{reference}", true),
+    spec("manifest-delete", &["DELETE"], "/manifests/{reference}", true),
+    spec("blob-get", &["GET", "HEAD"], "/blobs/{digest}", true),
+    spec("blob-delete", &["DELETE"], "/blobs/{digest}", true),
+    spec("upload-start", &["POST"], "/blobs/uploads/", true),
+    spec("upload-patch", &["PATCH"], "/blobs/uploads/{id}", true),
+    spec("upload-put", &["PUT"], "/blobs/uploads/{id}", true),
+    spec("upload-status", &["GET"], "/blobs/uploads/{id}", true),
+    spec("upload-cancel", &["DELETE"], "/blobs/uploads/{id}", true),
+    spec("referrers", &["GET"], "/referrers/{digest}", true),
 ];
+
+/// The names of all routes, in table order.
+pub const ROUTE_NAMES: [&str; 14] = {
+    let mut names = [""; 14];
+    let mut i = 0;
+    while i < 14 {
+        names[i] = ROUTE_SPECS[i].name;
+        i += 1;
+    }
+    names
+};
 
 impl Route {
     /// The route's name: its function crate, binary, Terraform key and event file.
@@ -280,6 +309,19 @@ mod tests {
             assert_eq!(parse(m.clone(), &p).unwrap().name(), name, "{m} {p}");
         }
         assert_eq!(ROUTE_NAMES.len(), 14);
+    }
+
+    #[test]
+    fn the_spec_table_matches_the_parser() {
+        let id = UploadId::generate().to_string();
+        for spec in ROUTE_SPECS {
+            let suffix = spec.suffix.replace("{reference}", "v1").replace("{digest}", D).replace("{id}", &id);
+            let path = if spec.has_repository { format!("/v2/team/app{suffix}") } else { format!("/v2{suffix}") };
+            for m in spec.methods {
+                let method = Method::from_bytes(m.as_bytes()).unwrap();
+                assert_eq!(parse(method, &path).unwrap().name(), spec.name, "{m} {path}");
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ enum Command {
         #[arg(long, env = "BERTH_CHUNK_MIN_LENGTH", default_value_t = 0)]
         chunk_min_length: u64,
     },
+    /// Print the route table as JSON (what Terraform, the functions and the event files follow).
+    Routes,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,9 @@ fn main() -> ExitCode {
                 ServeOptions { data_dir, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
             runtime.block_on(serve(options)).map_err(|e| e.to_string())
         }
+        Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS)
+            .map(|json| println!("{json}"))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

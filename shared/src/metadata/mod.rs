@@ -3,6 +3,7 @@
 //! [`sqlite::SqliteMetadataStore`] (embedded) and, later, DynamoDB.
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod sqlite;
+pub mod sqs;
 
 use std::time::Duration;
 

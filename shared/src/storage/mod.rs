@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod fs;
+pub mod s3;
 
 use std::pin::Pin;
 

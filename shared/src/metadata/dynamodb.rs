@@ -1,0 +1,1 @@
+//! DynamoDB adapter of the MetadataStore port (being written).

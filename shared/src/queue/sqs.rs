@@ -1,0 +1,1 @@
+//! SQS adapter of the JobQueue port (being written).

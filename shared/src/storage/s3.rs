@@ -1,0 +1,1 @@
+//! S3 adapter of the BlobStore port (being written).

@@ -1,0 +1,91 @@
+//! Test support shared by every AWS adapter test: a real AWS-API server (moto) on loopback and
+//! SDK configuration pointing at it. Nothing here fakes an AWS API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+/// Where tests reach moto.
+#[derive(Debug, Clone)]
+pub struct Moto {
+    /// e.g. `http://127.0.0.1:5123`
+    pub endpoint: String,
+}
+
+static MOTO: OnceCell<Moto> = OnceCell::const_new();
+
+/// The moto server for this test process: `BERTH_TEST_MOTO_URL` when the test command started
+/// one for the whole run, otherwise a private one started now (and stopped when this process
+/// exits). A missing `moto_server` is a test failure, never a skip.
+pub async fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| async {
+        if let Ok(url) = std::env::var("BERTH_TEST_MOTO_URL") {
+            wait_ready(&url).await;
+            return Moto { endpoint: url };
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = moto_binary();
+        // The shell watches this process and stops moto when it exits, so no server outlives a test run.
+        let script = format!(
+            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
+            parent = std::process::id()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&bin)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto_server ({}): {e}", bin.display()));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&url).await;
+        Moto { endpoint: url }
+    })
+    .await
+}
+
+fn moto_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("BERTH_MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    panic!(
+        "moto_server not found: run the README's test command (it installs moto into .venv), \
+         or set BERTH_MOTO_SERVER or BERTH_TEST_MOTO_URL"
+    )
+}
+
+async fn wait_ready(url: &str) {
+    let addr = url.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("moto at {url} did not become ready within 30 s");
+}
+
+/// SDK configuration for moto: dummy credentials, `us-east-1`, the moto endpoint.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let moto = moto().await;
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await
+}
+
+/// A name unique to this test run, for buckets, tables and queues (lowercase, S3-safe).
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple()).chars().take(60).collect()
+}
