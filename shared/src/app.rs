@@ -11,6 +11,7 @@ use crate::queue::sqlite::SqliteJobQueue;
 use crate::queue::{JobQueue, QueueError};
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StorageError};
+use crate::upload_token::UploadTokens;
 
 /// Tunables that shape the registry's behaviour, with production defaults.
 #[derive(Debug, Clone)]
@@ -23,6 +24,13 @@ pub struct Settings {
     pub max_manifest_bytes: usize,
     /// the most tags or repositories one list request returns when the client sets no `n`
     pub default_page_size: usize,
+    /// how long a redirect to the blob store (S3 presigned GET) stays valid
+    pub blob_redirect_expiry: Duration,
+    /// absolute base URL (`https://upload.example.net`) of the upload gateway that takes upload
+    /// bodies when this process cannot (Lambda); `None` keeps uploads on this host
+    pub upload_gateway_url: Option<String>,
+    /// signs the `_state` token of upload locations; when set, every upload-session request must carry one
+    pub upload_tokens: Option<UploadTokens>,
 }
 
 impl Default for Settings {
@@ -32,6 +40,9 @@ impl Default for Settings {
             chunk_min_length: 0,
             max_manifest_bytes: 4 * 1024 * 1024,
             default_page_size: 1000,
+            blob_redirect_expiry: Duration::from_secs(120),
+            upload_gateway_url: None,
+            upload_tokens: None,
         }
     }
 }

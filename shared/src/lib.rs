@@ -13,3 +13,4 @@ pub mod serve;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;
+pub mod upload_token;

@@ -371,3 +371,34 @@ async fn a_function_serves_only_its_route() {
     let resp = api::handle(&r.app, RouteFilter::Only("base"), req).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn upload_gateway_locations_carry_a_token_that_is_required() {
+    let settings = Settings {
+        upload_gateway_url: Some("https://upload.example.net/".into()),
+        upload_tokens: Some(berth::upload_token::UploadTokens::new(b"k".to_vec(), std::time::Duration::from_secs(600))),
+        ..Settings::default()
+    };
+    let r = Registry::with(settings);
+    let a = r.call(Method::POST, "/v2/team/app/blobs/uploads/", &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let loc = a.header("location").to_string();
+    assert!(loc.starts_with("https://upload.example.net/v2/team/app/blobs/uploads/"), "{loc}");
+    let (path, query) = loc.trim_start_matches("https://upload.example.net").split_once('?').unwrap();
+    assert!(query.starts_with("_state="));
+    // without the token, or with another upload's token, the session is not reachable
+    let a = r.call(Method::PATCH, path, &[], b"abc".to_vec()).await;
+    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    let b = r.call(Method::POST, "/v2/team/app/blobs/uploads/", &[], vec![]).await;
+    let other_query = b.header("location").split_once('?').unwrap().1.to_string();
+    let a = r.call(Method::PATCH, &format!("{path}?{other_query}"), &[], b"abc".to_vec()).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = r.call(Method::PATCH, &format!("{path}?{query}"), &[], b"abc".to_vec()).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert!(a.header("location").contains("?_state="));
+    let digest = Digest::sha256_of(b"abc");
+    let a = r.call(Method::PUT, &format!("{path}?{query}&digest={digest}"), &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = r.call(Method::GET, &format!("/v2/team/app/blobs/{digest}"), &[], vec![]).await;
+    assert_eq!(a.body, b"abc");
+}

@@ -23,6 +23,9 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Head) -> Res
         let size = blobs::size(app, name, digest).await?;
         return common(size).status(StatusCode::OK).body(ResponseBody::Empty).map_err(|e| OciError::internal(&e));
     }
+    if let Some(url) = blobs::redirect(app, name, digest).await? {
+        return empty(StatusCode::TEMPORARY_REDIRECT, &[(header::LOCATION, url), digest_header(digest)]);
+    }
     let read = blobs::read(app, name, digest, header_str(req, header::RANGE)).await?;
     let response = match read.range {
         Some(r) => common(r.len())

@@ -11,6 +11,7 @@ use crate::oci::{DigestError, ManifestError, NameError, RangeError};
 use crate::queue::QueueError;
 use crate::registry::{BlobError, PushError, UploadError};
 use crate::storage::StorageError;
+use crate::upload_token::TokenError;
 
 /// The OCI distribution-spec error codes (spelling is normative), plus distribution's `UNKNOWN`
 /// and `TAG_INVALID`, which clients also recognise.
@@ -240,6 +241,12 @@ impl From<UploadError> for OciError {
             UploadError::Storage(inner) => inner.into(),
             UploadError::Metadata(inner) => inner.into(),
         }
+    }
+}
+
+impl From<TokenError> for OciError {
+    fn from(e: TokenError) -> Self {
+        OciError::new(ErrorCode::Denied, e.to_string())
     }
 }
 

@@ -65,8 +65,8 @@ pub async fn dispatch(app: &App, route: Route, req: Request) -> Result<Response,
         Route::UploadStart { name } => uploads::start(app, &name, &req, body).await,
         Route::UploadPatch { name, id } => uploads::patch(app, &name, &id, &req, body).await,
         Route::UploadPut { name, id } => uploads::put(app, &name, &id, &req, body).await,
-        Route::UploadStatus { name, id } => uploads::status(app, &name, &id).await,
-        Route::UploadCancel { name, id } => uploads::cancel(app, &name, &id).await,
+        Route::UploadStatus { name, id } => uploads::status(app, &name, &id, &req).await,
+        Route::UploadCancel { name, id } => uploads::cancel(app, &name, &id, &req).await,
         Route::Referrers { name, digest } => referrers::get(app, &name, &digest, &req).await,
     }
 }

@@ -11,6 +11,7 @@ use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ByteRange, Digest, RepoName, UploadId};
 use crate::registry::uploads::{self, Chunk};
 use crate::storage::ByteStream;
+use crate::upload_token::TokenError;
 
 /// `POST`: mount from another repository, take a whole blob (`?digest=`), or open a session.
 pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> Result<Response, OciError> {
@@ -33,7 +34,7 @@ pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> 
         None => Algorithm::Sha256,
     };
     let session = uploads::start(app, name, algorithm).await?;
-    let mut headers = progress_headers(&session);
+    let mut headers = progress_headers(app, &session)?;
     if app.settings.chunk_min_length > 0 {
         headers
             .push((header::HeaderName::from_static("oci-chunk-min-length"), app.settings.chunk_min_length.to_string()));
@@ -49,9 +50,10 @@ pub async fn patch(
     req: &Head,
     body: ByteStream,
 ) -> Result<Response, OciError> {
+    check_token(app, name, id, req)?;
     let chunk = chunk_of(req)?;
     let session = uploads::append(app, name, id, chunk, body).await?;
-    empty(StatusCode::ACCEPTED, &progress_headers(&session))
+    empty(StatusCode::ACCEPTED, &progress_headers(app, &session)?)
 }
 
 /// `PUT ?digest=`: take an optional final chunk and finish the upload.
@@ -72,13 +74,15 @@ pub async fn put(
 }
 
 /// `GET`: how many bytes the session holds.
-pub async fn status(app: &App, name: &RepoName, id: &UploadId) -> Result<Response, OciError> {
+pub async fn status(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<Response, OciError> {
+    check_token(app, name, id, req)?;
     let session = uploads::status(app, name, id).await?;
-    empty(StatusCode::NO_CONTENT, &progress_headers(&session))
+    empty(StatusCode::NO_CONTENT, &progress_headers(app, &session)?)
 }
 
 /// `DELETE`: cancel the session and drop its bytes.
-pub async fn cancel(app: &App, name: &RepoName, id: &UploadId) -> Result<Response, OciError> {
+pub async fn cancel(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<Response, OciError> {
+    check_token(app, name, id, req)?;
     uploads::cancel(app, name, id).await?;
     empty(StatusCode::NO_CONTENT, &[])
 }
@@ -87,13 +91,36 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Result<Response, OciError> 
     empty(StatusCode::CREATED, &[(header::LOCATION, format!("/v2/{name}/blobs/{digest}")), digest_header(digest)])
 }
 
+/// Refuses an upload-session request without a valid `_state` token when tokens are configured.
+fn check_token(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<(), OciError> {
+    let Some(tokens) = &app.settings.upload_tokens else {
+        return Ok(());
+    };
+    let q = Query::of(req);
+    let token = q.get("_state").ok_or(TokenError::Missing)?;
+    Ok(tokens.verify(token, name, id, app.clock.now())?)
+}
+
+/// Where the client sends the session's next request: this host, or the upload gateway, with a
+/// `_state` token when tokens are configured.
+fn session_location(app: &App, session: &UploadSession) -> Result<String, OciError> {
+    let base = app.settings.upload_gateway_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let mut location = format!("{base}/v2/{}/blobs/uploads/{}", session.repo, session.id);
+    if let Some(tokens) = &app.settings.upload_tokens {
+        let token = tokens.mint(&session.repo, &session.id, app.clock.now())?;
+        location.push_str("?_state=");
+        location.push_str(&token);
+    }
+    Ok(location)
+}
+
 /// `Location`, `Range` (inclusive end, `0-0` when empty, as docker expects) and the upload id.
-fn progress_headers(session: &UploadSession) -> Vec<(header::HeaderName, String)> {
-    vec![
-        (header::LOCATION, format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)),
+fn progress_headers(app: &App, session: &UploadSession) -> Result<Vec<(header::HeaderName, String)>, OciError> {
+    Ok(vec![
+        (header::LOCATION, session_location(app, session)?),
         (header::RANGE, format!("0-{}", session.offset.saturating_sub(1))),
         (header::HeaderName::from_static("docker-upload-uuid"), session.id.to_string()),
-    ]
+    ])
 }
 
 fn content_length(req: &Head) -> Result<Option<u64>, OciError> {

@@ -46,6 +46,13 @@ pub async fn read(app: &App, repo: &RepoName, digest: &Digest, range: Option<&st
     Ok(BlobRead { size, range, stream })
 }
 
+/// A short-lived URL where the client can fetch `digest` of `repo` straight from the blob store,
+/// when the store offers one (S3), so no layer byte passes through this process.
+pub async fn redirect(app: &App, repo: &RepoName, digest: &Digest) -> Result<Option<String>, BlobError> {
+    size(app, repo, digest).await?;
+    Ok(app.blobs.presign_read(digest, app.settings.blob_redirect_expiry).await?)
+}
+
 /// Unlinks `digest` from `repo`. The bytes stay until garbage collection finds nothing else
 /// referencing them, so a concurrent push into another repository can never lose them.
 pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<(), BlobError> {
