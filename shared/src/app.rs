@@ -75,6 +75,9 @@ pub enum AppError {
     /// The job queue could not be opened.
     #[error("opening the job queue: {0}")]
     Queue(#[from] QueueError),
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Everything a handler may touch. Handlers never learn which adapters are behind the ports.

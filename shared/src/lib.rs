@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod config;
 pub mod jobs;
 pub mod metadata;
 pub mod oci;

@@ -34,13 +34,15 @@ pub async fn moto() -> &'static Moto {
             "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
             parent = std::process::id()
         );
-        Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg(&bin)
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto_server ({}): {e}", bin.display()));
+        // reap the watcher shell when it ends, so it never lingers as a zombie
+        std::thread::spawn(move || child.wait());
         let url = format!("http://127.0.0.1:{port}");
         wait_ready(&url).await;
         Moto { endpoint: url }

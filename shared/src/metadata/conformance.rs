@@ -451,24 +451,36 @@ pub async fn referrers_filter_by_subject_and_artifact_type(store: &dyn MetadataS
 /// An upload session is created, read, advanced from its current offset only, and deleted.
 pub async fn upload_sessions_advance_only_from_the_expected_offset(store: &dyn MetadataStore) {
     let repo = unique_repo("upload");
-    let s = session(&repo, 0, 1_000);
+    // a fresh session has empty hasher and staging states
+    let s = UploadSession { hash_state: vec![], staging: vec![], ..session(&repo, 0, 1_000) };
     assert_eq!(store.upload(&s.id).await.unwrap(), None);
     store.create_upload(&s).await.unwrap();
     assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&s));
     assert!(!store.repository_exists(&repo).await.unwrap(), "an upload alone creates no repository");
 
-    let moved = UploadSession { offset: 5 * 1024 * 1024, hash_state: vec![9; 200], updated_at: 1_100, ..s.clone() };
+    let moved = UploadSession {
+        offset: 5 * 1024 * 1024,
+        hash_state: vec![9; 200],
+        staging: b"multipart-id parts=1".to_vec(),
+        updated_at: 1_100,
+        ..s.clone()
+    };
     store.advance_upload(&moved, 0).await.unwrap();
     assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&moved));
 
     // a stale expected offset is a conflict and changes nothing
-    let stale = UploadSession { offset: 10, hash_state: vec![7], updated_at: 1_200, ..s.clone() };
+    let stale = UploadSession { offset: 10, hash_state: vec![7], staging: vec![7], updated_at: 1_200, ..s.clone() };
     assert!(matches!(store.advance_upload(&stale, 0).await, Err(MetadataError::Conflict(_))));
     assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&moved));
 
-    let further = UploadSession { offset: moved.offset + 1, updated_at: 1_300, ..moved.clone() };
+    let further = UploadSession {
+        offset: moved.offset + 1,
+        staging: b"multipart-id parts=2".to_vec(),
+        updated_at: 1_300,
+        ..moved.clone()
+    };
     store.advance_upload(&further, moved.offset).await.unwrap();
-    assert_eq!(store.upload(&s.id).await.unwrap().unwrap().offset, moved.offset + 1);
+    assert_eq!(store.upload(&s.id).await.unwrap().as_ref(), Some(&further));
 
     assert!(store.delete_upload(&s.id).await.unwrap());
     assert!(!store.delete_upload(&s.id).await.unwrap());
@@ -544,7 +556,13 @@ pub async fn concurrent_advances_of_one_session(store: &dyn MetadataStore) {
     let s = session(&repo, 0, 1_000);
     store.create_upload(&s).await.unwrap();
     let attempts: Vec<UploadSession> = (1..=20u64)
-        .map(|i| UploadSession { offset: i * 1000, hash_state: vec![i as u8], updated_at: 2_000, ..s.clone() })
+        .map(|i| UploadSession {
+            offset: i * 1000,
+            hash_state: vec![i as u8],
+            staging: vec![i as u8; 3],
+            updated_at: 2_000,
+            ..s.clone()
+        })
         .collect();
     let results = join_all(attempts.iter().map(|a| store.advance_upload(a, 0))).await;
     let mut winners = Vec::new();

@@ -1,0 +1,69 @@
+//! Settings from the environment: one error type naming the variable at fault, and the registry
+//! tunables every backend shares (`BERTH_*`).
+
+use std::time::Duration;
+
+use crate::app::Settings;
+use crate::upload_token::UploadTokens;
+
+/// A setting that is missing or unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} must be set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// the variable
+        name: &'static str,
+        /// what is wrong
+        reason: String,
+    },
+}
+
+/// A non-empty environment variable.
+pub fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A required non-empty environment variable.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    var(name).ok_or(ConfigError::Missing(name))
+}
+
+/// An optional environment variable parsed as `T`.
+pub fn parsed<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name).map(|v| v.parse::<T>().map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })).transpose()
+}
+
+/// Registry settings that deployments tune through the environment, over `base`.
+pub fn settings_from_env(base: Settings) -> Result<Settings, ConfigError> {
+    let mut s = base;
+    if let Some(secs) = parsed::<u64>("BERTH_PRESIGN_EXPIRY_SECONDS")? {
+        s.blob_redirect_expiry = Duration::from_secs(secs);
+    }
+    if let Some(secs) = parsed::<u64>("BERTH_UPLOAD_EXPIRY_SECONDS")? {
+        s.upload_expiry = Duration::from_secs(secs);
+    }
+    if let Some(n) = parsed::<u64>("BERTH_CHUNK_MIN_LENGTH")? {
+        s.chunk_min_length = n;
+    }
+    if let Some(url) = var("BERTH_UPLOAD_GATEWAY_URL") {
+        s.upload_gateway_url = Some(url);
+    }
+    if let Some(key) = var("BERTH_UPLOAD_TOKEN_KEY") {
+        if key.len() < 32 {
+            return Err(ConfigError::Invalid {
+                name: "BERTH_UPLOAD_TOKEN_KEY",
+                reason: "use at least 32 characters".into(),
+            });
+        }
+        let ttl = Duration::from_secs(parsed::<u64>("BERTH_UPLOAD_TOKEN_TTL_SECONDS")?.unwrap_or(24 * 3600));
+        s.upload_tokens = Some(UploadTokens::new(key.into_bytes(), ttl));
+    }
+    Ok(s)
+}
