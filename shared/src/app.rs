@@ -9,6 +9,7 @@ use crate::metadata::sqlite::SqliteMetadataStore;
 use crate::metadata::{MetadataError, MetadataStore, UnixTime};
 use crate::queue::sqlite::SqliteJobQueue;
 use crate::queue::{JobQueue, QueueError};
+use crate::registry::content_cache::ContentCache;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StorageError};
 use crate::upload_token::UploadTokens;
@@ -93,6 +94,8 @@ pub struct App {
     pub settings: Settings,
     /// the time source
     pub clock: Arc<dyn Clock>,
+    /// immutable manifest bytes already read, so hot manifests skip the blob store
+    pub manifest_cache: Arc<ContentCache>,
 }
 
 impl App {
@@ -106,6 +109,7 @@ impl App {
             queue: Arc::new(SqliteJobQueue::open(&db)?),
             settings,
             clock: Arc::new(SystemClock),
+            manifest_cache: Arc::new(ContentCache::default()),
         })
     }
 }

@@ -86,8 +86,9 @@ pub async fn push(
         pushed_at: app.clock.now(),
     };
     // Bytes first (content-addressed, invisible until a record names them), then the record.
-    app.blobs.put(&digest, bytes).await?;
+    app.blobs.put(&digest, bytes.clone()).await?;
     app.meta.put_manifest(&record, &tags).await?;
+    app.manifest_cache.insert(&digest, bytes);
     Ok(record)
 }
 
@@ -102,9 +103,14 @@ pub async fn find(app: &App, repo: &RepoName, reference: &Reference) -> Result<M
 
 /// The stored bytes of a manifest, exactly as pushed.
 pub async fn content(app: &App, record: &ManifestRecord) -> Result<Bytes, PushError> {
+    if let Some(bytes) = app.manifest_cache.get(&record.digest) {
+        return Ok(bytes);
+    }
     let stream = app.blobs.read(&record.digest, None).await?;
     let limit = usize::try_from(record.size).unwrap_or(usize::MAX).max(app.settings.max_manifest_bytes);
-    read_limited(stream, limit).await
+    let bytes = read_limited(stream, limit).await?;
+    app.manifest_cache.insert(&record.digest, bytes.clone());
+    Ok(bytes)
 }
 
 /// Deletes a tag (the manifest stays) or, by digest, a manifest with all its tags.

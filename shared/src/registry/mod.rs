@@ -2,6 +2,7 @@
 //! manifests are checked and stored, and what is visible in which repository.
 
 pub mod blobs;
+pub mod content_cache;
 pub mod manifests;
 pub mod uploads;
 
