@@ -16,6 +16,9 @@ use crate::oci::{ByteRange, Digest, UploadId};
 
 /// Bytes buffered per upload before a write to disk; also the read chunk size.
 const IO_CHUNK: usize = 1 << 20;
+/// Written bytes between background syncs of a staged upload, so the sync at commit (which makes
+/// the blob durable before it becomes visible) finds little left to write.
+const SYNC_EVERY: u64 = 16 << 20;
 
 /// Blob files in a data directory.
 #[derive(Debug, Clone)]
@@ -135,7 +138,13 @@ impl BlobStore for FsBlobStore {
         })
         .await
         .map_err(std::io::Error::other)??;
-        Ok(Box::new(FsUploadWriter { file: Some(file), buf: Vec::with_capacity(IO_CHUNK), len: offset }))
+        Ok(Box::new(FsUploadWriter {
+            file: Some(file),
+            buf: Vec::with_capacity(IO_CHUNK),
+            len: offset,
+            unsynced: 0,
+            syncing: None,
+        }))
     }
 
     async fn read_upload(&self, id: &UploadId, len: u64, _staging: &[u8]) -> Result<ByteStream, StorageError> {
@@ -212,6 +221,8 @@ struct FsUploadWriter {
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     len: u64,
+    unsynced: u64,
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl FsUploadWriter {
@@ -221,6 +232,7 @@ impl FsUploadWriter {
         }
         let mut file = self.file.take().ok_or_else(|| std::io::Error::other("upload writer already failed"))?;
         let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(IO_CHUNK));
+        let written = buf.len() as u64;
         let (file, result) = tokio::task::spawn_blocking(move || {
             let r = file.write_all(&buf);
             (file, r)
@@ -228,7 +240,23 @@ impl FsUploadWriter {
         .await
         .map_err(std::io::Error::other)?;
         result?;
+        self.unsynced += written;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            self.start_background_sync(&file).await?;
+        }
         self.file = Some(file);
+        Ok(())
+    }
+
+    /// Starts writing back what is on the file so far while more bytes arrive; waits for the
+    /// previous sync first, so the receive rate adapts to the disk.
+    async fn start_background_sync(&mut self, file: &std::fs::File) -> Result<(), StorageError> {
+        if let Some(previous) = self.syncing.take() {
+            previous.await.map_err(std::io::Error::other)??;
+        }
+        let handle = file.try_clone()?;
+        self.syncing = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
         Ok(())
     }
 }
@@ -246,6 +274,9 @@ impl UploadWriter for FsUploadWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<(u64, Vec<u8>), StorageError> {
         self.flush_buf().await?;
+        if let Some(syncing) = self.syncing.take() {
+            syncing.await.map_err(std::io::Error::other)??;
+        }
         // the file itself is the whole staging state
         Ok((self.len, Vec::new()))
     }
