@@ -52,7 +52,9 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn enqueue(&self, job: &Job, delay: Duration) -> Result<(), QueueError>;
     /// Leases up to `max` due jobs for `lease`.
     async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError>;
-    /// Removes a finished job.
+    /// Removes a finished job. A receipt superseded by a redelivery may be refused
+    /// ([`QueueError::StaleReceipt`]) or, as SQS does, accepted: acks come only after the job ran,
+    /// so the job has run at least once either way.
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
     /// Releases a failed job for another attempt after `delay`.
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;

@@ -68,6 +68,8 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> Result<Box<dyn UploadWriter>, StorageError>;
 
     /// Streams the first `len` staged bytes of an upload (to re-hash under another algorithm).
+    /// It may seal the staged data (S3 completes its multipart upload), so only
+    /// [`BlobStore::commit_upload`] or [`BlobStore::abort_upload`] may follow.
     async fn read_upload(&self, id: &UploadId, len: u64, staging: &[u8]) -> Result<ByteStream, StorageError>;
 
     /// Makes the first `len` staged bytes of upload `id` the blob `digest` and drops the staging

@@ -1,0 +1,346 @@
+################################################################################
+# General
+################################################################################
+
+variable "name" {
+  description = "Prefix of every resource name (functions are named <name>-<route>, e.g. berth-blob-get)."
+  type        = string
+  default     = "berth"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name))
+    error_message = "name must be 2-21 lowercase letters, digits or dashes, starting with a letter (it prefixes S3, Lambda and IAM names)."
+  }
+}
+
+variable "region" {
+  description = "AWS region to deploy into."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "tags" {
+  description = "Tags added to every resource (through the provider's default_tags)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key for S3, DynamoDB, SQS, CloudWatch Logs and Lambda environment variables. null = AWS managed encryption (SSE-S3, aws/dynamodb, SSE-SQS, service default keys). The key policy must let CloudWatch Logs (logs.<region>.amazonaws.com) use it."
+  type        = string
+  default     = null
+}
+
+variable "log_retention_days" {
+  description = "Retention of every CloudWatch log group (functions, API access logs, upload gateway)."
+  type        = number
+  default     = 30
+}
+
+variable "rust_log" {
+  description = "RUST_LOG filter of the functions and the upload gateway."
+  type        = string
+  default     = "info"
+}
+
+################################################################################
+# Routes and API
+################################################################################
+
+variable "max_repository_depth" {
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route is expanded once per depth 1..N; deeper names get 404. Route count = 3 + 14 x N (see README)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.max_repository_depth >= 1 && var.max_repository_depth <= 8 && floor(var.max_repository_depth) == var.max_repository_depth
+    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 115 routes, under the 300-routes quota)."
+  }
+}
+
+variable "domain_name" {
+  description = "Custom domain of the registry (e.g. registry.example.com). Optional for the public HTTP API; required with private_access (docker needs /v2/ at the host root, and a private API's default URL carries the stage in the path)."
+  type        = string
+  default     = null
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate (same region) covering domain_name."
+  type        = string
+  default     = null
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone in which to create the alias record of domain_name. null = manage DNS yourself (output registry_dns_target). With private_access use a private hosted zone associated with the VPC."
+  type        = string
+  default     = null
+}
+
+variable "api_throttling_burst_limit" {
+  description = "API Gateway burst limit (requests) for the whole registry API."
+  type        = number
+  default     = 500
+}
+
+variable "api_throttling_rate_limit" {
+  description = "API Gateway steady-state rate limit (requests per second) for the whole registry API."
+  type        = number
+  default     = 1000
+}
+
+variable "presign_expiry_seconds" {
+  description = "Lifetime of the presigned S3 URLs that blob GETs redirect to (BERTH_PRESIGN_EXPIRY_SECONDS). CNCF distribution uses 20 minutes."
+  type        = number
+  default     = 1200
+}
+
+################################################################################
+# Lambda functions
+################################################################################
+
+variable "artifacts_dir" {
+  description = "Directory holding <function>/bootstrap.zip as built by `cargo lambda build --release --arm64 --output-format zip`. null = <repo>/target/lambda."
+  type        = string
+  default     = null
+}
+
+variable "lambda_memory_mb" {
+  description = "Memory of every function without its own default or override."
+  type        = number
+  default     = 256
+}
+
+variable "lambda_timeout_seconds" {
+  description = "Timeout of every route function without an override. API Gateway gives up after 30 s, so more than 29 only burns money."
+  type        = number
+  default     = 29
+}
+
+variable "function_overrides" {
+  description = "Per-function settings keyed by function name (route name, job-worker or job-scheduler). reserved_concurrency = null leaves the function on the unreserved pool."
+  type = map(object({
+    memory_mb            = optional(number)
+    timeout_seconds      = optional(number)
+    reserved_concurrency = optional(number)
+  }))
+  default = {}
+}
+
+variable "enable_xray_tracing" {
+  description = "Active X-Ray tracing on the functions and the private REST API stage."
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Storage
+################################################################################
+
+variable "bucket_name" {
+  description = "Name of the blob bucket. null = <name>-blobs-<account id>-<region>."
+  type        = string
+  default     = null
+}
+
+variable "bucket_versioning" {
+  description = "Enable S3 versioning on the blob bucket. Blobs are content-addressed and never overwritten, so versioning only keeps deleted blobs (for noncurrent_version_expiration_days)."
+  type        = bool
+  default     = false
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Days after which noncurrent object versions are deleted (only matters with bucket_versioning)."
+  type        = number
+  default     = 30
+}
+
+variable "abort_incomplete_multipart_days" {
+  description = "Days after initiation after which S3 aborts an unfinished multipart upload (counted from initiation, not from the last part)."
+  type        = number
+  default     = 1
+}
+
+variable "upload_objects_expiration_days" {
+  description = "Days after which objects under uploads/ (staged upload tails and parts) expire. Keep it above the upload session expiry (1 day by default)."
+  type        = number
+  default     = 2
+}
+
+variable "bucket_force_destroy" {
+  description = "Let `terraform destroy` delete a non-empty blob bucket."
+  type        = bool
+  default     = false
+}
+
+variable "table_deletion_protection" {
+  description = "DynamoDB deletion protection on the metadata table."
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Jobs
+################################################################################
+
+variable "queue_max_receive_count" {
+  description = "Deliveries of a job before SQS moves it to the dead-letter queue."
+  type        = number
+  default     = 5
+}
+
+variable "job_worker_batch_size" {
+  description = "Jobs per job-worker invocation."
+  type        = number
+  default     = 10
+}
+
+variable "job_worker_max_concurrency" {
+  description = "Most concurrent job-worker invocations the SQS event source mapping starts (2-1000)."
+  type        = number
+  default     = 5
+}
+
+variable "scheduler_rate" {
+  description = "EventBridge schedule expression that triggers job-scheduler."
+  type        = string
+  default     = "rate(10 minutes)"
+}
+
+################################################################################
+# Upload gateway (ECS Fargate behind an ALB)
+################################################################################
+
+variable "enable_upload_gateway" {
+  description = "Create the upload gateway. Without it `docker push` works only for layers under ~4.5 MiB (see shared/research/upload-path.md)."
+  type        = bool
+  default     = true
+}
+
+variable "upload_gateway_image" {
+  description = "Container image of the upload gateway (linux/arm64) with `berth` on PATH, e.g. <account>.dkr.ecr.<region>.amazonaws.com/berth:<git sha>. Required with enable_upload_gateway."
+  type        = string
+  default     = null
+}
+
+variable "upload_gateway_command" {
+  description = "Entry point of the gateway container."
+  type        = list(string)
+  default     = ["berth", "serve", "--backend", "aws", "--listen", "0.0.0.0:8080"]
+}
+
+variable "upload_gateway_cpu" {
+  description = "Fargate task CPU units."
+  type        = number
+  default     = 1024
+}
+
+variable "upload_gateway_memory" {
+  description = "Fargate task memory (MiB)."
+  type        = number
+  default     = 2048
+}
+
+variable "upload_gateway_desired_count" {
+  description = "Running gateway tasks. Keep at least 1: the ALB cannot start a task on demand and docker retries for only ~50 s."
+  type        = number
+  default     = 1
+}
+
+variable "upload_gateway_domain_name" {
+  description = "Host name of the upload gateway (e.g. upload.example.net). It must not be the registry host nor a subdomain of it. null = the ALB's DNS name (then upload_gateway_certificate_arn cannot match and TLS fails: set it for real use)."
+  type        = string
+  default     = null
+}
+
+variable "upload_gateway_certificate_arn" {
+  description = "ACM certificate covering upload_gateway_domain_name, for the ALB HTTPS listener. Required with enable_upload_gateway."
+  type        = string
+  default     = null
+}
+
+variable "upload_gateway_route53_zone_id" {
+  description = "Route 53 hosted zone in which to create the alias record of upload_gateway_domain_name (usually another apex than the registry's). null = manage DNS yourself (output upload_gateway_dns_target)."
+  type        = string
+  default     = null
+}
+
+variable "upload_gateway_idle_timeout_seconds" {
+  description = "ALB idle timeout. CompleteMultipartUpload of a big layer can keep a request silent for minutes, so at least 900."
+  type        = number
+  default     = 1200
+
+  validation {
+    condition     = var.upload_gateway_idle_timeout_seconds >= 900 && var.upload_gateway_idle_timeout_seconds <= 4000
+    error_message = "upload_gateway_idle_timeout_seconds must be between 900 and 4000."
+  }
+}
+
+variable "upload_gateway_ingress_cidrs" {
+  description = "CIDRs allowed to reach the gateway's HTTPS listener. Empty = the VPC CIDR when private_access, else 0.0.0.0/0."
+  type        = list(string)
+  default     = []
+}
+
+variable "alb_deletion_protection" {
+  description = "Deletion protection on the upload gateway's load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "alb_access_logs_bucket" {
+  description = "S3 bucket for ALB access logs (its policy must allow ELB log delivery). null = no access logs."
+  type        = string
+  default     = null
+}
+
+variable "upload_token_key_param" {
+  description = "Name of the SSM SecureString parameter holding the HMAC key of upload-gateway tokens (BERTH_UPLOAD_TOKEN_KEY_PARAM). Create it before apply (README). null = /<name>/upload-token-key."
+  type        = string
+  default     = null
+}
+
+################################################################################
+# Network and private access
+################################################################################
+
+variable "vpc_id" {
+  description = "VPC of the upload gateway and of the private access endpoints."
+  type        = string
+  default     = null
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets (two or more AZs) of the internet-facing gateway load balancer."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets (two or more AZs) of the gateway tasks, of the internal load balancer with private_access, and of the execute-api endpoint. Tasks need a route to S3, DynamoDB, SSM, ECR and CloudWatch Logs (NAT gateway or VPC endpoints)."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets, for the S3 gateway endpoint (created when this list is not empty)."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_access" {
+  description = "Serve the registry only inside the VPC: a private REST API (instead of the public HTTP API) behind an execute-api interface endpoint and a private custom domain, an internal gateway load balancer, and an S3 gateway endpoint so presigned layer downloads stay in the VPC."
+  type        = bool
+  default     = false
+}
+
+variable "private_access_cidrs" {
+  description = "CIDRs allowed to reach the execute-api endpoint with private_access. Empty = the VPC CIDR."
+  type        = list(string)
+  default     = []
+}
+
+variable "execute_api_vpc_endpoint_id" {
+  description = "Existing execute-api interface endpoint to use with private_access (one endpoint can serve many private APIs). null = create one."
+  type        = string
+  default     = null
+}
