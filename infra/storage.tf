@@ -126,14 +126,9 @@ resource "aws_s3_bucket_policy" "blobs" {
 ################################################################################
 
 locals {
-  # >>> LEAD: fill from the DynamoDB adapter's design (shared/src/metadata/dynamodb.rs). <<<
-  # One object per global secondary index; the *_type attributes default to "S", range_key and
-  # non_key_attributes are optional, projection_type defaults to "ALL". The adapter's header
-  # currently documents one sparse index:
-  #   { name = "uploads_by_updated_at", hash_key = "upload_shard", range_key = "updated_at",
-  #     range_key_type = "N", projection_type = "KEYS_ONLY" }
-  # The functions' IAM policies already cover <table>/index/*.
-  table_gsis = []
+  # The indexes of the DynamoDB adapter's design (shared/src/metadata/dynamodb.rs, module doc):
+  # upload sessions are listed by last activity through one sparse, keys-only index.
+  table_gsis = [{ name = "uploads_by_updated_at", hash_key = "upload_shard", range_key = "updated_at", range_key_type = "N", projection_type = "KEYS_ONLY" }]
 
   # Attribute definitions the indexes need (PK and SK are always defined).
   table_gsi_attributes = merge([

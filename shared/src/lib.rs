@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod app;
+pub mod aws;
 pub mod body;
 pub mod config;
 pub mod jobs;
+pub mod lambda;
 pub mod metadata;
 pub mod oci;
 pub mod queue;

@@ -16,11 +16,26 @@ use crate::api::{self, RouteFilter};
 use crate::app::{App, AppError, Settings};
 use crate::jobs;
 
+/// Which adapters `berth serve` runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// blob files, SQLite metadata and job table under a data directory
+    Embedded {
+        /// the data directory (blobs, uploads, `meta.db`)
+        data_dir: PathBuf,
+    },
+    /// S3, DynamoDB and SQS named by `BERTH_BUCKET`, `BERTH_TABLE`, `BERTH_QUEUE_URL`
+    Aws {
+        /// create the bucket, table and queue when missing (for local use against moto)
+        create_resources: bool,
+    },
+}
+
 /// Where and how `berth serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// the data directory (blobs, uploads, `meta.db`)
-    pub data_dir: PathBuf,
+    /// the storage backend
+    pub backend: Backend,
     /// the listen address
     pub listen: SocketAddr,
     /// registry tunables
@@ -35,6 +50,9 @@ pub enum ServeError {
     /// The application could not be assembled.
     #[error(transparent)]
     App(#[from] AppError),
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The listen socket failed.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -47,13 +65,26 @@ pub enum ServeError {
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    let app = Arc::new(App::embedded(&options.data_dir, options.settings.clone())?);
+    let (app, described) = match &options.backend {
+        Backend::Embedded { data_dir } => {
+            (App::embedded(data_dir, options.settings.clone())?, format!("embedded storage in {}", data_dir.display()))
+        }
+        Backend::Aws { create_resources } => {
+            let aws = crate::aws::AwsSettings::from_env()?;
+            let settings = crate::config::settings_from_env(options.settings.clone())?;
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let aws = if *create_resources { crate::aws::create_resources(&sdk, &aws).await? } else { aws };
+            let described = format!("AWS (bucket {}, table {})", aws.bucket, aws.table);
+            (crate::aws::app(&sdk, &aws, settings)?, described)
+        }
+    };
+    let app = Arc::new(app);
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: options.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: options.listen, source })?;
-    tracing::info!(%addr, data_dir = %options.data_dir.display(), "berth is serving the registry API on embedded storage");
-    println!("berth listening on http://{addr} (data in {})", options.data_dir.display());
+    tracing::info!(%addr, backend = %described, "berth is serving the registry API");
+    println!("berth listening on http://{addr} ({described})");
 
     tokio::spawn(schedule_loop(app.clone(), options.sweep_interval));
     tokio::spawn(worker_loop(app.clone()));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use berth::app::Settings;
-use berth::serve::{serve, ServeOptions};
+use berth::serve::{serve, Backend, ServeOptions};
 
 /// Berth container registry.
 #[derive(Parser)]
@@ -22,7 +22,13 @@ struct Cli {
 enum Command {
     /// Run the whole registry in this process on embedded storage.
     Serve {
-        /// Directory holding blobs, staged uploads and the SQLite metadata.
+        /// Storage backend: `embedded` (files + SQLite) or `aws` (S3 + DynamoDB + SQS from BERTH_* and AWS_* variables).
+        #[arg(long, env = "BERTH_BACKEND", default_value = "embedded", value_parser = ["embedded", "aws"])]
+        backend: String,
+        /// With `--backend aws`: create the bucket, table and queue when missing (local use against moto).
+        #[arg(long)]
+        create_resources: bool,
+        /// Directory holding blobs, staged uploads and the SQLite metadata (embedded backend).
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
         data_dir: PathBuf,
         /// Address to listen on.
@@ -53,11 +59,23 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { data_dir, listen, upload_expiry, sweep_interval, chunk_min_length } => {
+        Command::Serve {
+            backend,
+            create_resources,
+            data_dir,
+            listen,
+            upload_expiry,
+            sweep_interval,
+            chunk_min_length,
+        } => {
             let settings =
                 Settings { upload_expiry: Duration::from_secs(upload_expiry), chunk_min_length, ..Settings::default() };
+            let backend = match backend.as_str() {
+                "aws" => Backend::Aws { create_resources },
+                _ => Backend::Embedded { data_dir },
+            };
             let options =
-                ServeOptions { data_dir, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
+                ServeOptions { backend, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
             runtime.block_on(serve(options)).map_err(|e| e.to_string())
         }
         Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS)

@@ -1,0 +1,7 @@
+//! Job worker, triggered by the SQS jobs queue: runs each delivered background job and reports
+//! the records whose job failed, so SQS redelivers only those.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_job_worker().await
+}

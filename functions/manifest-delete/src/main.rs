@@ -1,0 +1,6 @@
+//! `DELETE /v2/<name>/manifests/<reference>`: deletes a tag, or a manifest with its tags.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("manifest-delete").await
+}

@@ -1,0 +1,6 @@
+//! `GET /v2/<name>/tags/list?n=&last=`: lists a repository's tags, one page at a time.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("tags-list").await
+}

@@ -1,0 +1,6 @@
+//! `GET /v2/<name>/blobs/uploads/<id>`: reports how many bytes an upload session holds.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("upload-status").await
+}

@@ -1,0 +1,614 @@
+//! Lambda function tests: every sample event in `events/` goes through the code path its
+//! function's `main` runs (`berth::lambda::serve_lambda_request`, `process_job_batch`,
+//! `schedule_housekeeping`) on a fresh embedded store, prepared so that the event makes sense, and
+//! the OCI answer's status, headers and bytes are checked. Plus a coverage check that every route
+//! has a function crate and an event.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use berth::api::{self, RouteFilter, ROUTE_NAMES, ROUTE_SPECS};
+use berth::app::{App, Clock, Settings, SystemClock};
+use berth::body::{empty_stream, once_stream};
+use berth::lambda::{process_job_batch, schedule_housekeeping, serve_lambda_request, ExactBody};
+use berth::metadata::{UnixTime, UploadSession};
+use berth::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use berth::queue::{Delivery, Job, JobQueue, QueueError};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use lambda_http::{Body, IntoResponse, RequestExt};
+use serde_json::{json, Value};
+
+const REPO: &str = "team/app";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The image config and layer the manifest in `manifest-put.json` refers to.
+const CONFIG: &[u8] =
+    br#"{"architecture":"arm64","os":"linux","config":{"Entrypoint":["/berth"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+const LAYER: &[u8] = b"berth layer bytes: this stands in for a gzipped tar\n";
+/// The body of `upload-put.json` (not UTF-8, so only a correct base64 decode gets its digest right).
+const WHOLE: &[u8] = b"\x00\x01berth monolithic upload\xff\xfe\x80";
+/// The upload session each upload event names.
+const PATCH_ID: &str = "0d6f3c52-8a41-4b8e-9f0e-5b1c2d3e4f50";
+const PUT_ID: &str = "1e7a4d63-9b52-4c9f-a01f-6c2d3e4f5061";
+const STATUS_ID: &str = "2f8b5e74-ac63-4da0-b120-7d3e4f506172";
+const CANCEL_ID: &str = "3a9c6f85-bd74-4eb1-8231-8e4f50617283";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn event_text(name: &str) -> String {
+    let path = repo_root().join("events/apigw-v2").join(format!("{name}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn event_json(name: &str) -> Value {
+    serde_json::from_str(&event_text(name)).unwrap()
+}
+
+/// An event as the function receives it (what `lambda_http::run` hands the service).
+fn event(name: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&event_text(name)).unwrap()
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+fn request_of(json: &Value) -> lambda_http::Request {
+    lambda_http::request::from_str(&json.to_string()).unwrap()
+}
+
+/// The manifest `manifest-put.json` carries (base64), which the other manifest events name.
+fn manifest() -> Vec<u8> {
+    use base64::Engine;
+    let body = event_json("manifest-put")["body"].as_str().unwrap().to_string();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
+struct Registry {
+    app: App,
+    dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    fn json(&self) -> Value {
+        json_of(&self.body)
+    }
+    fn error(&self) -> (String, String) {
+        let e = &self.json()["errors"][0];
+        (e["code"].as_str().unwrap().to_string(), e["detail"].to_string())
+    }
+}
+
+impl Registry {
+    fn new() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::embedded(dir.path(), Settings::default()).unwrap();
+        Registry { app, dir }
+    }
+
+    /// What API Gateway gets back from function `function` for `req`: the same two steps
+    /// `berth::lambda::run_route` takes.
+    async fn invoke(&self, function: &'static str, req: lambda_http::Request) -> Answer {
+        let response = ExactBody(serve_lambda_request(&self.app, function, req).await).into_response().await;
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            Body::Empty => vec![],
+            Body::Binary(bytes) => {
+                assert!(!bytes.is_empty(), "an empty body travels as Body::Empty");
+                bytes
+            }
+            other => panic!("registry bodies must travel as binary, got {other:?}"),
+        };
+        assert_eq!(parts.headers["docker-distribution-api-version"], "registry/2.0");
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// A direct call to the registry API (all routes), to prepare the store.
+    async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut builder = http::Request::builder().method(method).uri(uri).header("host", "registry.example.net");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let stream = if body.is_empty() { empty_stream() } else { once_stream(body.to_vec()) };
+        let response = api::handle(&self.app, RouteFilter::All, builder.body(stream).unwrap()).await;
+        let (parts, body) = response.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes().to_vec() }
+    }
+
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        let a = self.call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], data).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+        digest
+    }
+
+    /// Pushes the sample image (config, layer, manifest) and tags the manifest with each of `tags`.
+    async fn push_image(&self, tags: &[&str]) -> Digest {
+        self.push_blob(REPO, CONFIG).await;
+        self.push_blob(REPO, LAYER).await;
+        let m = manifest();
+        let digest = Digest::sha256_of(&m);
+        let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
+        let uri = format!("/v2/{REPO}/manifests/{digest}?{}", query.join("&"));
+        let a = self.call(Method::PUT, &uri, &[("content-type", OCI_MANIFEST)], &m).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+        digest
+    }
+
+    /// Opens an upload session with the fixed id an event names (the API hands out random ids).
+    async fn open_session(&self, id: &str) {
+        let now = self.app.clock.now();
+        let session = UploadSession {
+            id: UploadId::parse(id).unwrap(),
+            repo: RepoName::parse(REPO, None).unwrap(),
+            offset: 0,
+            hash_state: Hasher::new(Algorithm::Sha256).save(),
+            staging: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.app.meta.create_upload(&session).await.unwrap();
+    }
+
+    fn staged_uploads(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("uploads")).map_or(0, |d| d.count())
+    }
+}
+
+#[tokio::test]
+async fn base_event_answers_the_version_check() {
+    let r = Registry::new();
+    let a = r.invoke("base", event("base")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("content-type"), "application/json");
+    assert_eq!(a.json(), json!({}));
+}
+
+#[tokio::test]
+async fn catalog_event_pages_after_last() {
+    let r = Registry::new();
+    for repo in ["team/zeta", "team/app", "team/alpha", "team/beta"] {
+        r.push_blob(repo, b"x").await;
+    }
+    let a = r.invoke("catalog", event("catalog")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({ "repositories": ["team/app", "team/beta"] }));
+    assert_eq!(a.header("link"), r#"</v2/_catalog?n=2&last=team/beta>; rel="next""#);
+}
+
+#[tokio::test]
+async fn tags_list_event_behind_a_named_stage_pages_tags() {
+    let r = Registry::new();
+    r.push_image(&["v1", "v2", "v3"]).await;
+    let req = event("tags-list");
+    assert_eq!(req.raw_http_path(), "/prod/v2/team/app/tags/list");
+    let a = r.invoke("tags-list", req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json(), json!({ "name": REPO, "tags": ["v1", "v2"] }));
+    // the next page is reached through the same stage
+    assert_eq!(a.header("link"), r#"</prod/v2/team/app/tags/list?n=2&last=v2>; rel="next""#);
+}
+
+#[tokio::test]
+async fn a_stage_missing_from_the_path_is_not_required() {
+    // behind a custom domain the client's path has no stage, though the event still names one
+    let r = Registry::new();
+    r.push_image(&["v1", "v2", "v3"]).await;
+    let mut json = event_json("tags-list");
+    json["rawPath"] = "/v2/team/app/tags/list".into();
+    json["requestContext"]["http"]["path"] = "/v2/team/app/tags/list".into();
+    let a = r.invoke("tags-list", request_of(&json)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["tags"], json!(["v1", "v2"]));
+    assert_eq!(a.header("link"), r#"</v2/team/app/tags/list?n=2&last=v2>; rel="next""#);
+}
+
+#[tokio::test]
+async fn manifest_get_event_serves_the_exact_manifest() {
+    let r = Registry::new();
+    let digest = r.push_image(&["v1"]).await;
+    let a = r.invoke("manifest-get", event("manifest-get")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, manifest());
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    assert_eq!(a.header("content-type"), OCI_MANIFEST);
+    assert_eq!(a.header("content-length"), manifest().len().to_string());
+}
+
+#[tokio::test]
+async fn manifest_put_event_stores_the_decoded_manifest_under_repeated_tags() {
+    let r = Registry::new();
+    assert_eq!(Digest::sha256_of(CONFIG).to_string(), json_of(&manifest())["config"]["digest"]);
+    assert_eq!(Digest::sha256_of(LAYER).to_string(), json_of(&manifest())["layers"][0]["digest"]);
+    r.push_blob(REPO, CONFIG).await;
+    r.push_blob(REPO, LAYER).await;
+    let digest = Digest::sha256_of(&manifest());
+    let req = event("manifest-put");
+    assert_eq!(req.uri().query(), Some("tag=v1&tag=latest"));
+    let a = r.invoke("manifest-put", req).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    assert_eq!(a.header("location"), format!("/v2/{REPO}/manifests/{digest}"));
+    assert!(a.body.is_empty());
+    let tags = r.call(Method::GET, &format!("/v2/{REPO}/tags/list"), &[], b"").await;
+    assert_eq!(tags.json()["tags"], json!(["latest", "v1"]));
+    let got = r.call(Method::GET, &format!("/v2/{REPO}/manifests/latest"), &[], b"").await;
+    assert_eq!(got.body, manifest());
+}
+
+#[tokio::test]
+async fn manifest_delete_event_deletes_the_manifest() {
+    let r = Registry::new();
+    let digest = r.push_image(&["v1"]).await;
+    let a = r.invoke("manifest-delete", event("manifest-delete")).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&a.body));
+    assert!(a.body.is_empty());
+    let gone = r.call(Method::GET, &format!("/v2/{REPO}/manifests/{digest}"), &[], b"").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let gone = r.call(Method::GET, &format!("/v2/{REPO}/manifests/v1"), &[], b"").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn blob_get_event_serves_the_blob() {
+    // the embedded store cannot presign, so the bytes come back; under AWS this is a 307
+    let r = Registry::new();
+    let digest = r.push_blob(REPO, LAYER).await;
+    let a = r.invoke("blob-get", event("blob-get")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, LAYER);
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    assert_eq!(a.header("content-length"), LAYER.len().to_string());
+}
+
+#[tokio::test]
+async fn blob_delete_event_unlinks_the_blob() {
+    let r = Registry::new();
+    let digest = r.push_blob(REPO, CONFIG).await;
+    let a = r.invoke("blob-delete", event("blob-delete")).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    let gone = r.call(Method::HEAD, &format!("/v2/{REPO}/blobs/{digest}"), &[], b"").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn upload_start_event_behind_a_named_stage_hands_out_a_staged_location() {
+    let r = Registry::new();
+    let a = r.invoke("upload-start", event("upload-start")).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("range"), "0-0");
+    let id = a.header("docker-upload-uuid");
+    assert_eq!(a.header("location"), format!("/prod/v2/{REPO}/blobs/uploads/{id}"));
+    let status = r.call(Method::GET, &format!("/v2/{REPO}/blobs/uploads/{id}"), &[], b"").await;
+    assert_eq!(status.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn upload_patch_event_appends_the_base64_decoded_body() {
+    let r = Registry::new();
+    r.open_session(PATCH_ID).await;
+    let chunk: Vec<u8> = (0..=255u8).collect();
+    let req = event("upload-patch");
+    assert!(matches!(req.body(), Body::Binary(b) if *b == chunk), "lambda_http decodes isBase64Encoded bodies");
+    let a = r.invoke("upload-patch", req).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("range"), "0-255");
+    assert_eq!(a.header("location"), format!("/v2/{REPO}/blobs/uploads/{PATCH_ID}"));
+    // the session holds exactly those bytes: completing with their digest succeeds
+    let digest = Digest::sha256_of(&chunk);
+    let done = r.call(Method::PUT, &format!("/v2/{REPO}/blobs/uploads/{PATCH_ID}?digest={digest}"), &[], b"").await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&done.body));
+}
+
+#[tokio::test]
+async fn upload_put_event_completes_the_upload() {
+    let r = Registry::new();
+    r.open_session(PUT_ID).await;
+    let digest = Digest::sha256_of(WHOLE);
+    let a = r.invoke("upload-put", event("upload-put")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("docker-content-digest"), digest.to_string());
+    assert_eq!(a.header("location"), format!("/v2/{REPO}/blobs/{digest}"));
+    let blob = r.call(Method::GET, &format!("/v2/{REPO}/blobs/{digest}"), &[], b"").await;
+    assert_eq!(blob.body, WHOLE);
+    assert_eq!(r.staged_uploads(), 0);
+}
+
+#[tokio::test]
+async fn upload_status_event_reports_progress() {
+    let r = Registry::new();
+    r.open_session(STATUS_ID).await;
+    let uri = format!("/v2/{REPO}/blobs/uploads/{STATUS_ID}");
+    let patched = r.call(Method::PATCH, &uri, &[("content-range", "0-4")], b"12345").await;
+    assert_eq!(patched.status, StatusCode::ACCEPTED);
+    let a = r.invoke("upload-status", event("upload-status")).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("range"), "0-4");
+    assert_eq!(a.header("docker-upload-uuid"), STATUS_ID);
+    assert_eq!(a.header("location"), uri);
+}
+
+#[tokio::test]
+async fn upload_cancel_event_drops_the_session_and_its_bytes() {
+    let r = Registry::new();
+    r.open_session(CANCEL_ID).await;
+    let uri = format!("/v2/{REPO}/blobs/uploads/{CANCEL_ID}");
+    r.call(Method::PATCH, &uri, &[], b"some staged bytes").await;
+    assert_eq!(r.staged_uploads(), 1);
+    let a = r.invoke("upload-cancel", event("upload-cancel")).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(r.staged_uploads(), 0);
+    let gone = r.call(Method::GET, &uri, &[], b"").await;
+    assert_eq!(gone.error().0, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn referrers_event_lists_the_filtered_referrers() {
+    let r = Registry::new();
+    let subject = r.push_image(&["v1"]).await;
+    let empty = r.push_blob(REPO, b"{}").await;
+    let referrer = |artifact_type: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}",
+            "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],
+            "subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{}}}}}"#,
+            manifest().len()
+        )
+    };
+    let sbom = referrer("application/vnd.example.sbom.v1");
+    let signature = referrer("application/vnd.example.signature.v1");
+    for m in [&sbom, &signature] {
+        let uri = format!("/v2/{REPO}/manifests/{}", Digest::sha256_of(m.as_bytes()));
+        let a = r.call(Method::PUT, &uri, &[("content-type", OCI_MANIFEST)], m.as_bytes()).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    }
+    let a = r.invoke("referrers", event("referrers")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("content-type"), OCI_INDEX);
+    assert_eq!(a.header("oci-filters-applied"), "artifactType");
+    let index = a.json();
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    assert_eq!(
+        index["manifests"],
+        json!([{
+            "mediaType": OCI_MANIFEST,
+            "digest": Digest::sha256_of(sbom.as_bytes()).to_string(),
+            "size": sbom.len(),
+            "artifactType": "application/vnd.example.sbom.v1",
+        }])
+    );
+}
+
+#[tokio::test]
+async fn an_event_for_another_route_is_unsupported() {
+    let r = Registry::new();
+    for (i, spec) in ROUTE_SPECS.iter().enumerate() {
+        let other = ROUTE_SPECS[(i + 1) % ROUTE_SPECS.len()].name;
+        let a = r.invoke(other, event(spec.name)).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{} sent to {other}", spec.name);
+        let (code, detail) = a.error();
+        assert_eq!(code, "UNSUPPORTED");
+        assert!(detail.contains(other) && detail.contains(spec.name), "{detail}");
+    }
+}
+
+#[tokio::test]
+async fn query_parameters_reach_the_handler_without_a_raw_query_string() {
+    // an event without rawQueryString (a hand-written test event, an older integration) still
+    // carries queryStringParameters; repeated keys must survive the rebuild
+    let r = Registry::new();
+    r.push_blob(REPO, CONFIG).await;
+    r.push_blob(REPO, LAYER).await;
+    let mut json = event_json("manifest-put");
+    json.as_object_mut().unwrap().remove("rawQueryString");
+    json["queryStringParameters"] = json!({ "tag": "v1,latest" });
+    let parsed = request_of(&json);
+    assert_eq!(parsed.uri().query(), None);
+    let mut params = std::collections::HashMap::new();
+    params.insert("tag".to_string(), vec!["v1".to_string(), "latest".to_string()]);
+    let req = parsed.with_query_string_parameters(params);
+    let a = r.invoke("manifest-put", req).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    let tags = r.call(Method::GET, &format!("/v2/{REPO}/tags/list"), &[], b"").await;
+    assert_eq!(tags.json()["tags"], json!(["latest", "v1"]));
+}
+
+#[tokio::test]
+async fn a_response_too_big_for_lambda_answers_500() {
+    let r = Registry::new();
+    let big = vec![7u8; berth::lambda::MAX_RESPONSE_BODY + 1];
+    let digest = r.push_blob(REPO, &big).await;
+    let text = event_text("blob-get").replace(&Digest::sha256_of(LAYER).to_string(), &digest.to_string());
+    let a = r.invoke("blob-get", lambda_http::request::from_str(&text).unwrap()).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(a.error().0, "UNKNOWN");
+    assert_eq!(a.header("docker-content-digest"), "", "no header of the abandoned answer leaks");
+    // a body just under the limit is fine
+    let fits = vec![8u8; berth::lambda::MAX_RESPONSE_BODY];
+    let digest = r.push_blob(REPO, &fits).await;
+    let text = event_text("blob-get").replace(&Digest::sha256_of(LAYER).to_string(), &digest.to_string());
+    let a = r.invoke("blob-get", lambda_http::request::from_str(&text).unwrap()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body.len(), fits.len());
+}
+
+// --- job functions ------------------------------------------------------------------------------
+
+fn sqs_event_json() -> Value {
+    let path = repo_root().join("events/sqs/job-worker.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The wall clock moved forward, so that sessions opened now are stale.
+struct Later(i64);
+
+impl Clock for Later {
+    fn now(&self) -> UnixTime {
+        SystemClock.now() + self.0
+    }
+}
+
+#[tokio::test]
+async fn job_worker_event_reclaims_stale_uploads() {
+    let mut r = Registry::new();
+    let a = r.call(Method::POST, &format!("/v2/{REPO}/blobs/uploads/"), &[], b"").await;
+    let location = a.header("location").to_string();
+    r.call(Method::PATCH, &location, &[], b"abandoned bytes").await;
+    assert_eq!(r.staged_uploads(), 1);
+    r.app.clock = Arc::new(Later(2 * 24 * 3600));
+    let event: SqsEvent = serde_json::from_value(sqs_event_json()).unwrap();
+    let response = process_job_batch(&r.app, event).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(r.staged_uploads(), 0);
+    let gone = r.call(Method::GET, &location, &[], b"").await;
+    assert_eq!(gone.error().0, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn job_worker_reports_only_the_records_that_failed() {
+    let r = Registry::new();
+    let mut json = sqs_event_json();
+    let good = json["Records"][0].clone();
+    let mut malformed = good.clone();
+    malformed["messageId"] = "malformed-1".into();
+    malformed["body"] = "{not a job".into();
+    let mut unknown = good.clone();
+    unknown["messageId"] = "unknown-kind-1".into();
+    unknown["body"] = json!({ "kind": "no-such-job", "payload": null }).to_string().into();
+    json["Records"] = json!([malformed, good, unknown]);
+    let event: SqsEvent = serde_json::from_value(json).unwrap();
+    let response = process_job_batch(&r.app, event).await;
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["malformed-1", "unknown-kind-1"]);
+}
+
+#[tokio::test]
+async fn job_worker_delays_a_job_that_is_not_due_yet() {
+    // a job delayed past SQS's 900 s limit arrives early with a not-before attribute
+    let r = Registry::new();
+    let a = r.call(Method::POST, &format!("/v2/{REPO}/blobs/uploads/"), &[], b"").await;
+    r.call(Method::PATCH, a.header("location"), &[], b"abandoned bytes").await;
+    let queue = Arc::new(Recording { inner: r.app.queue.clone(), sent: Mutex::default() });
+    let mut app = r.app.clone();
+    app.clock = Arc::new(Later(2 * 24 * 3600));
+    app.queue = queue.clone();
+    let due = |offset_s: i64| {
+        let mut json = sqs_event_json();
+        let due_ms = (app.clock.now() + offset_s) * 1000;
+        json["Records"][0]["messageAttributes"] = json!({
+            berth::lambda::NOT_BEFORE_ATTRIBUTE: { "stringValue": due_ms.to_string(), "dataType": "Number" }
+        });
+        serde_json::from_value::<SqsEvent>(json).unwrap()
+    };
+    let response = process_job_batch(&app, due(3600)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(r.staged_uploads(), 1, "the job did not run early");
+    let sent = std::mem::take(&mut *queue.sent.lock().unwrap());
+    assert_eq!(sent.len(), 1, "it is sent again");
+    assert_eq!(sent[0].0.kind, berth::jobs::EXPIRE_UPLOADS);
+    assert!(sent[0].1 > Duration::from_secs(3590) && sent[0].1 <= Duration::from_secs(3600), "{:?}", sent[0].1);
+    let response = process_job_batch(&app, due(-1)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(r.staged_uploads(), 0, "a due job runs");
+    assert!(queue.sent.lock().unwrap().is_empty());
+}
+
+/// A job queue that records what is enqueued before passing it on.
+struct Recording {
+    inner: Arc<dyn JobQueue>,
+    sent: Mutex<Vec<(Job, Duration)>>,
+}
+
+#[async_trait::async_trait]
+impl JobQueue for Recording {
+    async fn enqueue(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        self.sent.lock().unwrap().push((job.clone(), delay));
+        self.inner.enqueue(job, delay).await
+    }
+    async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(max, lease).await
+    }
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.inner.ack(delivery).await
+    }
+    async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        self.inner.retry(delivery, delay).await
+    }
+}
+
+#[tokio::test]
+async fn scheduler_event_enqueues_housekeeping() {
+    let r = Registry::new();
+    let path = repo_root().join("events/eventbridge/job-scheduler.json");
+    let event: EventBridgeEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(event.detail_type, "Scheduled Event");
+    assert_eq!(schedule_housekeeping(&r.app, &event).await.unwrap(), 1);
+    let deliveries = r.app.queue.receive(10, berth::jobs::LEASE).await.unwrap();
+    let kinds: Vec<&str> = deliveries.iter().map(|d| d.job.kind.as_str()).collect();
+    assert_eq!(kinds, [berth::jobs::EXPIRE_UPLOADS]);
+    // and the enqueued job is what the worker runs: its SQS body is the job as JSON
+    let body = serde_json::to_value(&deliveries[0].job).unwrap();
+    let sqs_body: Value = serde_json::from_str(sqs_event_json()["Records"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, sqs_body);
+}
+
+// --- coverage -----------------------------------------------------------------------------------
+
+#[test]
+fn every_route_has_a_function_and_an_event_and_nothing_else_does() {
+    let root = repo_root();
+    for name in ROUTE_NAMES {
+        let manifest = std::fs::read_to_string(root.join("functions").join(name).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("functions/{name}/Cargo.toml: {e}"));
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "functions/{name}: package and binary are {name}");
+        let main = std::fs::read_to_string(root.join("functions").join(name).join("src/main.rs")).unwrap();
+        assert!(main.contains(&format!("main_route(\"{name}\")")), "functions/{name} serves route {name}");
+        // the event is a request for this very route
+        let json = event_json(name);
+        let method = Method::from_bytes(json["requestContext"]["http"]["method"].as_str().unwrap().as_bytes()).unwrap();
+        let stage = json["requestContext"]["stage"].as_str();
+        let path = berth::lambda::strip_stage(json["rawPath"].as_str().unwrap(), stage);
+        let route = api::Route::parse(&method, path, None).unwrap_or_else(|e| panic!("{name}.json: {e:?}"));
+        assert_eq!(route.name(), name, "events/apigw-v2/{name}.json");
+        assert_eq!(json["version"], "2.0");
+    }
+    for dir in std::fs::read_dir(root.join("functions")).unwrap() {
+        let dir = dir.unwrap();
+        if !dir.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let name = dir.file_name().into_string().unwrap();
+        assert!(
+            ROUTE_NAMES.contains(&name.as_str()) || name.starts_with("job-"),
+            "functions/{name} is neither a route nor a job-* function"
+        );
+        assert!(dir.path().join("Cargo.toml").is_file(), "functions/{name}/Cargo.toml");
+    }
+    for file in std::fs::read_dir(root.join("events/apigw-v2")).unwrap() {
+        let name = file.unwrap().file_name().into_string().unwrap();
+        let route = name.strip_suffix(".json").unwrap_or_else(|| panic!("events/apigw-v2/{name} is not JSON"));
+        assert!(ROUTE_NAMES.contains(&route), "events/apigw-v2/{name} names no route");
+    }
+    for job in ["job-worker", "job-scheduler"] {
+        assert!(root.join("functions").join(job).join("Cargo.toml").is_file(), "functions/{job}");
+    }
+    assert!(root.join("events/sqs/job-worker.json").is_file());
+    assert!(root.join("events/eventbridge/job-scheduler.json").is_file());
+}
