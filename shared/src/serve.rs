@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -116,9 +117,16 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream) {
         let app = app.clone();
         async move {
             let (parts, body) = req.into_parts();
+            let has_body = !body.is_end_stream();
             let stream = body.into_data_stream().map_err(std::io::Error::other);
             let req = http::Request::from_parts(parts, Box::pin(stream) as crate::storage::ByteStream);
-            Ok::<_, std::convert::Infallible>(api::handle(&app, RouteFilter::All, req).await)
+            let mut response = api::handle(&app, RouteFilter::All, req).await;
+            // An error may be answered before the request body was read; say so, rather than
+            // leave the client to find a connection closed under its next request.
+            if has_body && !response.status().is_success() {
+                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {

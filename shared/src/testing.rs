@@ -20,7 +20,7 @@ static MOTO: OnceCell<Moto> = OnceCell::const_new();
 
 /// The moto server for this test process: `BERTH_TEST_MOTO_URL` when the test command started
 /// one for the whole run, otherwise a private one started now (and stopped when this process
-/// exits). A missing `moto_server` is a test failure, never a skip.
+/// exits). A missing moto is a test failure, never a skip.
 pub async fn moto() -> &'static Moto {
     MOTO.get_or_init(|| async {
         if let Ok(url) = std::env::var("BERTH_TEST_MOTO_URL") {
@@ -28,19 +28,20 @@ pub async fn moto() -> &'static Moto {
             return Moto { endpoint: url };
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let bin = moto_binary();
+        let (python, launcher) = moto_launcher();
         // The shell watches this process and stops moto when it exits, so no server outlives a test run.
         let script = format!(
-            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
+            "\"$0\" \"$1\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
             parent = std::process::id()
         );
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .arg(&bin)
+            .arg(&python)
+            .arg(&launcher)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto_server ({}): {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start moto ({} {}): {e}", python.display(), launcher.display()));
         // reap the watcher shell when it ends, so it never lingers as a zombie
         std::thread::spawn(move || child.wait());
         let url = format!("http://127.0.0.1:{port}");
@@ -50,18 +51,20 @@ pub async fn moto() -> &'static Moto {
     .await
 }
 
-fn moto_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("BERTH_MOTO_SERVER") {
-        return PathBuf::from(p);
+/// The venv's Python and `tests/moto_server.py` (moto serving one request at a time).
+fn moto_launcher() -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python =
+        std::env::var("BERTH_MOTO_PYTHON").map(PathBuf::from).unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let launcher = root.join("tests/moto_server.py");
+    if !python.exists() {
+        panic!(
+            "{} not found: run the README's test command (it installs moto into .venv), \
+             or set BERTH_MOTO_PYTHON or BERTH_TEST_MOTO_URL",
+            python.display()
+        );
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.exists() {
-        return venv;
-    }
-    panic!(
-        "moto_server not found: run the README's test command (it installs moto into .venv), \
-         or set BERTH_MOTO_SERVER or BERTH_TEST_MOTO_URL"
-    )
+    (python, launcher)
 }
 
 async fn wait_ready(url: &str) {

@@ -46,6 +46,11 @@ pub enum PushError {
     Metadata(#[from] MetadataError),
 }
 
+/// The largest annotations (as JSON) kept with a manifest's record for the referrers API; larger
+/// ones stay in the manifest bytes only, so a record always fits every metadata store (a DynamoDB
+/// item holds 400 KB).
+pub const MAX_RECORDED_ANNOTATIONS: usize = 64 * 1024;
+
 /// Stores a manifest under `reference` (a tag, or its digest) plus any `extra_tags`.
 pub async fn push(
     app: &App,
@@ -80,7 +85,9 @@ pub async fn push(
         size: bytes.len() as u64,
         artifact_type: parsed.artifact_type,
         subject: parsed.subject.map(|s| s.digest),
-        annotations: parsed.annotations,
+        annotations: parsed
+            .annotations
+            .filter(|a| serde_json::to_vec(a).map(|j| j.len() <= MAX_RECORDED_ANNOTATIONS).unwrap_or(false)),
         blobs: parsed.blobs.into_iter().map(|d| d.digest).collect(),
         children: parsed.children.into_iter().map(|d| d.digest).collect(),
         pushed_at: app.clock.now(),
