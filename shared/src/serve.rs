@@ -66,13 +66,13 @@ pub enum ServeError {
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let settings = crate::config::settings_from_env(options.settings.clone())?;
     let (app, described) = match &options.backend {
         Backend::Embedded { data_dir } => {
-            (App::embedded(data_dir, options.settings.clone())?, format!("embedded storage in {}", data_dir.display()))
+            (App::embedded(data_dir, settings)?, format!("embedded storage in {}", data_dir.display()))
         }
         Backend::Aws { create_resources } => {
             let aws = crate::aws::AwsSettings::from_env()?;
-            let settings = crate::config::settings_from_env(options.settings.clone())?;
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let aws = if *create_resources { crate::aws::create_resources(&sdk, &aws).await? } else { aws };
             let described = format!("AWS (bucket {}, table {})", aws.bucket, aws.table);

@@ -101,12 +101,14 @@ class Registry:
         self.starts = 0
         # AWS backend: one bucket/table/queue per server, kept across restarts
         self.aws_name = f"e2e-{uuid.uuid4().hex[:20]}"
+        self.extra_env: dict[str, str] = {}
 
     def is_aws(self) -> bool:
         return self.kind == "berth" and BACKEND == "aws"
 
     def environment(self) -> dict:
         env = dict(os.environ)
+        env.update(self.extra_env)
         if self.is_aws():
             env.update(AWS_ENDPOINT_URL=MOTO_URL, AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="test",
                        AWS_SECRET_ACCESS_KEY="test", BERTH_BUCKET=self.aws_name, BERTH_TABLE=self.aws_name,
@@ -274,10 +276,17 @@ def registry_factory(tmp_path_factory, request) -> Iterator:
     a server that died on its own during the test fails the test."""
     started: list[Registry] = []
 
-    def make(extra_args: Optional[list[str]] = None, port: Optional[int] = None) -> Registry:
+    def make(extra_args: Optional[list[str]] = None, port: Optional[int] = None,
+             env: Optional[dict] = None, share_with: Optional[Registry] = None) -> Registry:
+        """env: extra environment for the server; share_with: use that server's storage (its
+        data dir, or its bucket/table/queue), as an API process and an upload gateway do."""
         base = tmp_path_factory.mktemp(f"{PEER}-srv")
-        reg = Registry(PEER, base / "data", port or free_port(), base / "server.log", base,
+        data_dir = share_with.data_dir if share_with else base / "data"
+        reg = Registry(PEER, data_dir, port or free_port(), base / "server.log", base,
                        extra_args)
+        reg.extra_env = dict(env or {})
+        if share_with:
+            reg.aws_name = share_with.aws_name
         started.append(reg)
         reg.start()
         return reg
