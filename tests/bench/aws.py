@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -38,9 +34,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MiB, BenchError, children_cpu, free_port, http_req, loadavg, log  # noqa: E402
+from bench import (  # noqa: E402
+    MiB, BenchError, Tally, children_cpu, free_port, http_req, loadavg, log, machine_line, run_until_signal,
+    stat_cpu, stop_process, wait_ready,
+)
 
-READY_TIMEOUT = 60  # seconds for a server to answer
 DOCKER_TIMEOUT = 900  # seconds for one docker push / pull / build
 DOCKER_SHORT = 120  # seconds for docker tag / rmi / inspect / info
 LABELS = ("embedded", "aws (moto)")
@@ -69,9 +67,7 @@ def docker(*args: str, timeout: float = DOCKER_SHORT, env: dict | None = None, c
 def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a process (0 when it cannot be read)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu(pid)
     except (OSError, ValueError, IndexError):
         return 0.0
 
@@ -114,18 +110,7 @@ class Proc:
         exe = os.path.realpath(f"/proc/{self.proc.pid}/exe")
         with open(self.work / "pids", "a") as f:
             f.write(f"{self.proc.pid} {exe}\n")
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.label} exited with {self.proc.returncode} on start:\n{self.log_tail()}")
-            try:
-                if ready():
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.label} not ready in {READY_TIMEOUT}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        wait_ready(self.proc, self.label, ready, self.log_tail)
         log(f"{self.label} pid {self.proc.pid} on 127.0.0.1:{self.port}")
         return self
 
@@ -150,44 +135,20 @@ class Proc:
         return proc_cpu(self.proc.pid) if self.proc else 0.0
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
+        stop_process(self.proc)
 
 
-class AwsBench:
+class AwsBench(Tally):
     def __init__(self, a) -> None:
+        super().__init__()
         self.a = a
         self.work = Path(a.work)
-        self.raw: dict[str, dict[str, list]] = {}
-        self.notes: list[str] = []
-        self.errors: list[str] = []
         self.procs: list[Proc] = []
         self.moto: Proc | None = None
         self.dockerd = dockerd_pid()
         self.tag = f"berth-bench-aws:{secrets.token_hex(4)}"
 
     # ---------------------------------------------------------------- bookkeeping
-    def note(self, msg: str) -> None:
-        log("NOTE " + msg)
-        self.notes.append(msg)
-
-    def error(self, msg: str) -> None:
-        log("ERROR " + msg)
-        self.errors.append(msg)
-
-    def record(self, measure: str, label: str, value) -> None:
-        self.raw.setdefault(measure, {}).setdefault(label, []).append(value)
-
-    def value(self, measure: str, label: str) -> float | None:
-        vals = self.raw.get(measure, {}).get(label)
-        return statistics.median(vals) if vals else None
-
     def remember_image(self, ref: str) -> None:
         with open(self.work / "images", "a") as f:
             f.write(ref + "\n")
@@ -534,34 +495,14 @@ class AwsBench:
             out.append(f"| {m} | {cell(per.get(E, []))} | {cell(per.get(W, []))} |")
         out.append("")
         out.append("</details>")
-        if self.notes or self.errors:
-            out += ["", "Notes:", ""]
-            out += [f"- {n}" for n in self.notes]
-            out += [f"- ERROR: {e}" for e in self.errors]
-        text = "\n".join(out) + "\n"
-        print(text)
-        outp = Path(a.out)
-        outp.parent.mkdir(parents=True, exist_ok=True)
-        outp.write_text(text)
-        log(f"table saved to {outp} (run took {self.elapsed:.0f} s)")
-        return 2 if self.errors else 0
+        return self.save(out, a.out, self.elapsed)
 
     def setup_line(self) -> str:
-        cpu = "?"
-        try:
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
         r = docker("version", "-f", "client {{.Client.Version}}, daemon {{.Server.Version}}", check=False)
         dver = r.stdout.strip() or "?"
         r = docker("info", "-f", "{{.Driver}}", check=False)
         driver = r.stdout.strip() or "?"
-        return (f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
-                f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average "
-                f"{self.load_start} at start and {self.load_end} at end (1/5/15 min); "
+        return (f"{machine_line(self.load_start, self.load_end)}; "
                 f"Berth {self.a.berth_version}; moto {self.a.moto_version}; docker {dver}, storage driver "
                 f"{driver}, legacy builder; git {self.a.git_rev}; {self.a.runs} runs. Each push goes to a fresh "
                 f"server (new data dir, or new bucket + table + queue in the one moto) on a new port, so "
@@ -586,16 +527,7 @@ def main() -> int:
     if a.runs < 1 or a.layers < 1 or a.layer_mib < 1:
         p.error("--runs, --layers and --layer-mib must be >= 1")
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        return AwsBench(a).run()
-    except KeyboardInterrupt as e:
-        log(f"interrupted ({e or 'SIGINT'}): servers stopped, no table written")
-        return 130
+    return run_until_signal(AwsBench(a).run)
 
 
 if __name__ == "__main__":

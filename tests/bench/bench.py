@@ -66,6 +66,44 @@ class BenchError(Exception):
     pass
 
 
+class Tally:
+    """Raw samples, notes and errors of one run, and the Markdown table written from them."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, dict[str, list]] = {}
+        self.notes: list[str] = []
+        self.errors: list[str] = []
+
+    def note(self, msg: str) -> None:
+        log("NOTE " + msg)
+        self.notes.append(msg)
+
+    def error(self, msg: str) -> None:
+        log("ERROR " + msg)
+        self.errors.append(msg)
+
+    def record(self, measure: str, label: str, value) -> None:
+        self.raw.setdefault(measure, {}).setdefault(label, []).append(value)
+
+    def value(self, measure: str, label: str) -> float | None:
+        vals = self.raw.get(measure, {}).get(label)
+        return statistics.median(vals) if vals else None
+
+    def save(self, out: list[str], path: str, elapsed: float) -> int:
+        """Appends the notes, prints and saves the table; 2 if any error was recorded, else 0."""
+        if self.notes or self.errors:
+            out += ["", "Notes:", ""]
+            out += [f"- {n}" for n in self.notes]
+            out += [f"- ERROR: {e}" for e in self.errors]
+        text = "\n".join(out) + "\n"
+        print(text)
+        outp = Path(path)
+        outp.parent.mkdir(parents=True, exist_ok=True)
+        outp.write_text(text)
+        log(f"table saved to {outp} (run took {elapsed:.0f} s)")
+        return 2 if self.errors else 0
+
+
 # --------------------------------------------------------------------------- image
 
 
@@ -244,19 +282,12 @@ class Server:
         # Recorded for the shell's EXIT trap, which kills leftovers by pid (checking the exe).
         with open(self.work / "pids", "a") as f:
             f.write(f"{self.proc.pid} {os.path.realpath(cmd[0])}\n")
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.label} exited with {self.proc.returncode} on start:\n{self.log_tail()}")
-            try:
-                status, _, _ = http_req(self.port, "GET", "/v2/", timeout=2)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.label} did not answer GET /v2/ 200 in {READY_TIMEOUT}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+
+        def ready():
+            status, _, _ = http_req(self.port, "GET", "/v2/", timeout=2)
+            return status == 200
+
+        wait_ready(self.proc, self.label, ready, self.log_tail, "did not answer GET /v2/ 200")
         log(f"{self.label} ({self.kind}) pid {self.proc.pid} on 127.0.0.1:{self.port}")
         return self
 
@@ -275,22 +306,49 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu(self.proc.pid)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+        stop_process(self.proc)
+
+
+def wait_ready(proc: subprocess.Popen, label: str, ready, log_tail, waiting: str = "not ready") -> None:
+    """Polls ready() (an OSError counts as not yet) until it is true; BenchError if the
+    process exits first or READY_TIMEOUT passes. `waiting` words the timeout error."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{label} exited with {proc.returncode} on start:\n{log_tail()}")
         try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{label} {waiting} in {READY_TIMEOUT}s:\n{log_tail()}")
+        time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 15 s; nothing if never started or already gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+def stat_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- measures
@@ -325,24 +383,11 @@ def skopeo_copy(src: str, dst: str, what: str) -> tuple[float, float]:
     return elapsed, children_cpu() - cpu0
 
 
-class Bench:
+class Bench(Tally):
     def __init__(self, args) -> None:
+        super().__init__()
         self.a = args
         self.work = Path(args.work)
-        self.notes: list[str] = []
-        self.errors: list[str] = []
-        self.raw: dict[str, dict[str, list]] = {}
-
-    def note(self, msg: str) -> None:
-        log("NOTE " + msg)
-        self.notes.append(msg)
-
-    def error(self, msg: str) -> None:
-        log("ERROR " + msg)
-        self.errors.append(msg)
-
-    def record(self, measure: str, label: str, value) -> None:
-        self.raw.setdefault(measure, {}).setdefault(label, []).append(value)
 
     def pairs(self, servers, rep: int):
         """(berth, distribution) on even repetitions, reversed on odd: both sides see
@@ -567,10 +612,6 @@ class Bench:
         return self.report(image, big)
 
     # ------------------------------------------------------------------------
-    def value(self, measure: str, label: str) -> float | None:
-        vals = self.raw.get(measure, {}).get(label)
-        return statistics.median(vals) if vals else None
-
     def report(self, image: dict, big: dict) -> int:
         a = self.a
         B, D = "Berth", "distribution"
@@ -643,34 +684,10 @@ class Bench:
             out.append(f"| {m} | {', '.join(map(str, per.get(B, [])))} | {', '.join(map(str, per.get(D, [])))} |")
         out.append("")
         out.append("</details>")
-        if self.notes or self.errors:
-            out.append("")
-            out.append("Notes:")
-            out.append("")
-            for n in self.notes:
-                out.append(f"- {n}")
-            for e in self.errors:
-                out.append(f"- ERROR: {e}")
-        text = "\n".join(out) + "\n"
-        print(text)
-        outp = Path(a.out)
-        outp.parent.mkdir(parents=True, exist_ok=True)
-        outp.write_text(text)
-        log(f"table saved to {outp} (run took {self.elapsed:.0f} s)")
-        return 2 if self.errors else 0
+        return self.save(out, a.out, self.elapsed)
 
     def setup_line(self, image: dict, big: dict) -> str:
-        cpu = "?"
-        try:
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return (f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
-                f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average "
-                f"{self.load_start} at start and {self.load_end} at end (1/5/15 min); "
+        return (f"{machine_line(self.load_start, self.load_end)}; "
                 f"Berth {self.a.berth_version}; distribution {self.a.distribution_version}; "
                 f"{self.a.skopeo_version}; {self.a.oha_version}; "
                 f"git {self.a.git_rev}; {self.a.runs} runs, oha {self.a.duration} x "
@@ -678,6 +695,37 @@ class Bench:
                 f"(`{OCI_LAYER_GZIP}`), OCI manifest. Berth and distribution alternate within each "
                 f"repetition (order flipped every other one); the RSS figure comes from a fresh server "
                 f"process per side.")
+
+
+def machine_line(load_start: str, load_end: str) -> str:
+    """Date, CPUs, kernel and load average, for a table's Setup line."""
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
+            f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average "
+            f"{load_start} at start and {load_end} at end (1/5/15 min)")
+
+
+def run_until_signal(run) -> int:
+    """Runs run() with SIGTERM/SIGHUP turned into KeyboardInterrupt, so servers are stopped
+    in finally blocks; 130 and no table when interrupted."""
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        return run()
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e or 'SIGINT'}): servers stopped, no table written")
+        return 130
 
 
 def loadavg() -> str:
@@ -724,17 +772,7 @@ def main() -> int:
     if not a.berth_is_distribution and not a.berth_bin:
         p.error("--berth-bin is required unless --berth-is-distribution")
 
-    # SIGTERM/SIGHUP -> normal exception unwinding, so servers are stopped in finally blocks.
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        return Bench(a).run()
-    except KeyboardInterrupt as e:
-        log(f"interrupted ({e or 'SIGINT'}): servers stopped, no table written")
-        return 130
+    return run_until_signal(Bench(a).run)
 
 
 if __name__ == "__main__":
