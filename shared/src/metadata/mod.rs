@@ -1,6 +1,6 @@
 //! The `MetadataStore` port: repositories, manifests, tags, referrers, blob links and upload
 //! sessions, with the transactional guarantees the registry relies on. Adapters:
-//! [`sqlite::SqliteMetadataStore`] (embedded) and, later, DynamoDB.
+//! [`sqlite::SqliteMetadataStore`] (embedded) and [`dynamodb::DynamoMetadataStore`] (AWS).
 
 pub mod conformance;
 pub mod dynamodb;

@@ -1,5 +1,5 @@
 //! The `JobQueue` port: durable, at-least-once delivery of background jobs. Adapters:
-//! [`sqlite::SqliteJobQueue`] (embedded, a table next to the metadata) and, later, SQS.
+//! [`sqlite::SqliteJobQueue`] (embedded, a table next to the metadata) and [`sqs::SqsJobQueue`] (AWS).
 
 pub mod conformance;
 pub mod sqlite;

@@ -1,5 +1,5 @@
 //! The `BlobStore` port: where blob and manifest bytes live, and where uploads are staged until
-//! their digest is verified. Adapters: [`fs::FsBlobStore`] (embedded) and, later, S3.
+//! their digest is verified. Adapters: [`fs::FsBlobStore`] (embedded) and [`s3::S3BlobStore`] (AWS).
 
 pub mod conformance;
 pub mod fs;
