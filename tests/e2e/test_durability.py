@@ -37,6 +37,26 @@ def _streamed_sha256(api, repo, d) -> str:
 
 # Not berth_only: distribution passes too, because conftest gives it a fixed http.secret
 # (its upload URLs carry HMAC-signed state).
+def _both_at_once(work, timeout: float) -> list:
+    """Runs work(i, barrier) for i = 0 and 1 in two threads sharing a 2-party barrier; returns
+    what each returned, or the exception it raised (reported by the caller's assertion)."""
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(i):
+        try:
+            results[i] = work(i, barrier)
+        except Exception as e:  # reported by the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
+
+
 def test_restart_mid_chunked_upload(registry, api, repo_name):
     data = random_bytes(3 * MiB + 5)
     d = digest(data)
@@ -134,26 +154,17 @@ def test_kill9_during_streamed_push(registry, api, repo_name):
 def test_concurrent_pushes_of_the_same_blob(api, repo_name):
     data = random_bytes(8 * MiB)
     d = digest(data)
-    barrier = threading.Barrier(2)
-    results: list = [None, None]
 
-    def push(i):
-        try:
-            loc = api.new_session(repo_name)
-            barrier.wait(10)
-            r = api.patch(loc, data=data, headers={**OCTET,
-                                                   "Content-Range": f"0-{len(data) - 1}"})
-            assert r.status_code == 202, f"PATCH {r.status_code} {r.text}"
-            r = api.put(api.url(r.headers["Location"]), params={"digest": d})
-            results[i] = r.status_code
-        except Exception as e:  # reported below
-            results[i] = e
+    def push(_i, barrier):
+        loc = api.new_session(repo_name)
+        barrier.wait(10)
+        r = api.patch(loc, data=data, headers={**OCTET,
+                                               "Content-Range": f"0-{len(data) - 1}"})
+        assert r.status_code == 202, f"PATCH {r.status_code} {r.text}"
+        r = api.put(api.url(r.headers["Location"]), params={"digest": d})
+        return r.status_code
 
-    threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = _both_at_once(push, 120)
     assert results == [201, 201], results
     assert api.get_blob(repo_name, d) == data
 
@@ -172,22 +183,11 @@ def test_concurrent_pushes_of_the_same_tag(api, repo_name):
                                                         layer)]}).encode())
     digests = {digest(b): b for b in bodies}
     for round_ in range(5):
-        barrier = threading.Barrier(2)
-        results: list = [None, None]
+        def put(i, barrier):
+            barrier.wait(10)
+            return api.put_manifest(repo_name, "race", bodies[i], OCI_MANIFEST).status_code
 
-        def put(i):
-            try:
-                barrier.wait(10)
-                results[i] = api.put_manifest(repo_name, "race", bodies[i],
-                                              OCI_MANIFEST).status_code
-            except Exception as e:
-                results[i] = e
-
-        threads = [threading.Thread(target=put, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = _both_at_once(put, 60)
         assert results == [201, 201], f"round {round_}: {results}"
         r = api.get_manifest(repo_name, "race")
         assert r.status_code == 200
