@@ -107,6 +107,8 @@ resource "aws_api_gateway_rest_api" "private" {
   }
 }
 
+# Invoke only through the execute-api VPC endpoint: the policy of both the private API and
+# its private custom domain.
 data "aws_iam_policy_document" "private_api" {
   count = local.private_api ? 1 : 0
 
@@ -222,46 +224,13 @@ resource "aws_lambda_permission" "private_api" {
 # Private custom domain
 ################################################################################
 
-data "aws_iam_policy_document" "private_domain" {
-  count = local.private_api ? 1 : 0
-
-  statement {
-    sid       = "AllowInvoke"
-    actions   = ["execute-api:Invoke"]
-    resources = ["execute-api:/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-  }
-
-  statement {
-    sid       = "DenyOutsideTheEndpoint"
-    effect    = "Deny"
-    actions   = ["execute-api:Invoke"]
-    resources = ["execute-api:/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "StringNotEquals"
-      variable = "aws:SourceVpce"
-      values   = [local.execute_api_endpoint_id]
-    }
-  }
-}
-
 resource "aws_api_gateway_domain_name" "private" {
   count = local.private_api ? 1 : 0
 
   domain_name     = var.domain_name
   certificate_arn = var.certificate_arn
   security_policy = "TLS_1_2"
-  policy          = data.aws_iam_policy_document.private_domain[0].json
+  policy          = data.aws_iam_policy_document.private_api[0].json
 
   endpoint_configuration {
     types = ["PRIVATE"]
