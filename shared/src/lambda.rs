@@ -139,7 +139,7 @@ pub fn strip_stage<'a>(path: &'a str, stage: Option<&str>) -> &'a str {
 }
 
 /// `/<stage>` when the path the client sent (the event's `rawPath`) carried the stage, so that
-/// relative `Location`s in the answer lead the client back through the same stage.
+/// relative `Location` and `Link` URLs in the answer lead the client back through the same stage.
 fn client_stage_prefix(req: &lambda_http::Request) -> Option<String> {
     let stage = named_stage(req)?;
     let raw = req.raw_http_path();
@@ -249,8 +249,8 @@ async fn to_lambda_response(
     lambda_http::Response::from_parts(parts, body)
 }
 
-/// Puts `prefix` into a header value that starts with `start` (a path relative to the host), after
-/// its first character for `Link`'s `<`.
+/// Inserts `prefix` before the `/v2/` of a header value that starts with `start` (`/v2/` for
+/// `Location`, `</v2/` for `Link`); absolute URLs (the blob store, an upload gateway) stay as they are.
 fn prefix_header(headers: &mut http::HeaderMap, name: HeaderName, start: &str, prefix: &str) {
     let prefixed = headers.get(&name).and_then(|v| v.to_str().ok()).filter(|v| v.starts_with(start)).and_then(|v| {
         let (open, rest) = v.split_at(start.len() - "/v2/".len());
