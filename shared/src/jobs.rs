@@ -30,6 +30,11 @@ pub fn expire_uploads() -> Job {
     Job { kind: EXPIRE_UPLOADS.to_string(), payload: serde_json::Value::Null }
 }
 
+/// The jobs every schedule tick enqueues: `berth serve`'s loop and the Lambda scheduler alike.
+pub fn housekeeping_jobs() -> Vec<Job> {
+    vec![expire_uploads()]
+}
+
 /// Runs one job.
 pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
     match job.kind.as_str() {

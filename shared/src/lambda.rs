@@ -306,9 +306,9 @@ pub async fn process_job_batch(app: &App, event: SqsEvent) -> SqsBatchResponse {
     response
 }
 
-/// The message attribute with which the SQS adapter (`queue::sqs`) marks a job delayed past SQS's
-/// 900-second limit: when the job is due, in Unix milliseconds.
-pub const NOT_BEFORE_ATTRIBUTE: &str = "berth-not-before";
+/// The message attribute with which the SQS adapter marks a job delayed past SQS's 900-second
+/// limit: when the job is due, in Unix milliseconds.
+pub use crate::queue::sqs::NOT_BEFORE_ATTRIBUTE;
 
 async fn run_record(app: &App, record: &SqsMessage) -> Result<(), RecordError> {
     let job: Job = serde_json::from_str(record.body.as_deref().ok_or(RecordError::NoBody)?)?;
@@ -339,10 +339,8 @@ pub async fn run_scheduler(app: App) -> Result<(), Error> {
     .await
 }
 
-/// The jobs every schedule tick enqueues (what `berth serve`'s schedule loop enqueues too).
-pub fn housekeeping_jobs() -> Vec<Job> {
-    vec![jobs::expire_uploads()]
-}
+/// The jobs every schedule tick enqueues (shared with `berth serve`'s schedule loop).
+pub use crate::jobs::housekeeping_jobs;
 
 /// Enqueues [`housekeeping_jobs`] into `app.queue`; returns how many. A failure fails the
 /// invocation, and EventBridge's asynchronous invoke retries it.

@@ -139,8 +139,10 @@ async fn schedule_loop(app: Arc<App>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        if let Err(e) = app.queue.enqueue(&jobs::expire_uploads(), Duration::ZERO).await {
-            tracing::warn!(error = %e, "could not schedule upload expiry");
+        for job in jobs::housekeeping_jobs() {
+            if let Err(e) = app.queue.enqueue(&job, Duration::ZERO).await {
+                tracing::warn!(kind = %job.kind, error = %e, "could not schedule a housekeeping job");
+            }
         }
     }
 }

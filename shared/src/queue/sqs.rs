@@ -38,8 +38,10 @@ const MAX_RECEIVE_BATCH: usize = 10;
 const MAX_RECEIVE_COUNT: u32 = 5;
 /// How long the dead-letter queue keeps messages (14 days, the SQS maximum).
 const DLQ_RETENTION_SECONDS: u64 = 1_209_600;
-/// Message attribute holding when a long-delayed job becomes due (Unix milliseconds).
-const NOT_BEFORE: &str = "berth-not-before";
+/// Message attribute holding when a long-delayed job becomes due (Unix milliseconds); the Lambda
+/// job worker reads it too.
+pub const NOT_BEFORE_ATTRIBUTE: &str = "berth-not-before";
+const NOT_BEFORE: &str = NOT_BEFORE_ATTRIBUTE;
 /// The lease an ack renews to before deleting, so the message cannot be handed out in between.
 const ACK_RENEWAL_SECONDS: u64 = 30;
 
