@@ -33,13 +33,19 @@
 //! | tag reverse index | `TAGGED#<repo>#<digest>` | `<tag>` | `created_at` N |
 //! | child index | `CHILD#<repo>#<child>` | `<parent>#<token>` | `created_at` N |
 //! | referrer index | `REFERRERS#<repo>#<subject>` | `<digest>` | `artifact_type` S? |
+//! | manifest listing | `MANIFESTS#<repo>` | `<digest>` | (none) |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` | `repo` S, `byte_offset` N, `hash_state` B, `staging` B, `created_at` N, `updated_at` N, `upload_shard` S, `expires_at` N |
+//! | document | `doc#<collection>` | `<id>` | `body` S (JSON text), `version` N |
+//!
+//! Document collections and ids are arbitrary UTF-8 (up to 512 bytes, so they may contain `#`);
+//! the lower-case `doc#` prefix keeps their partitions apart from every other item's.
 //!
 //! Blob links, manifests and blob references share the digest's partition, so
 //! `blob_referenced` is one strongly consistent Query (no GSI, whose lag could let garbage
-//! collection reclaim bytes a manifest just started to use). Tags, the catalog, referrers and
-//! child links are each a partition of their own, so listings are plain Queries with
-//! `SK > :last` and `Limit`.
+//! collection reclaim bytes a manifest just started to use). Tags, the catalog, referrers,
+//! child links, a repository's manifests and a document collection are each a partition of
+//! their own, so listings are plain Queries with `SK > :last` and `Limit` (a document prefix
+//! starts the Query at the prefix and ends the listing at the first id without it).
 //!
 //! # Guarantees
 //!
@@ -71,8 +77,15 @@
 //!   a new parent bumps), its tags (conditioned on still pointing at it), their reverse items and
 //!   its referrer, child and blob-reference items in one transaction (reference and child items
 //!   that do not fit follow right after).
+//! - The manifest listing item is written in the transaction that commits the manifest (every
+//!   put, fresh or not) and deleted in the one that deletes it. Manifests stored before the
+//!   listing existed appear in it once pushed again.
 //! - `advance_upload` is an UpdateItem conditioned on `byte_offset = :expected`.
-//! - Items are at most 400 KB: an oversized manifest or upload session is refused with a
+//! - Document writes are single conditional requests: a create is a PutItem conditioned on
+//!   `attribute_not_exists(PK)`, a versioned write a PutItem conditioned on `version = :v`, an
+//!   unconditional write an UpdateItem that `ADD`s 1 to `version`; a versioned delete is
+//!   conditioned on `attribute_not_exists(PK) OR version = :v`.
+//! - Items are at most 400 KB: an oversized manifest, upload session or document is refused with a
 //!   `Backend` error naming the limit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -94,7 +107,10 @@ use aws_sdk_dynamodb::Client;
 use futures_util::future::{join_all, try_join};
 use serde_json::{Map, Value};
 
-use super::{ManifestRecord, MetadataError, MetadataStore, Page, UnixTime, UploadSession};
+use super::{
+    check_document_key, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page, UnixTime,
+    UploadSession, MAX_DOCUMENT_KEY_BYTES,
+};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 /// The GSI listing upload sessions by last activity (`upload_shard` HASH, `updated_at` RANGE).
@@ -137,6 +153,17 @@ const KEYS_ONLY: &str = "#PK, #SK";
 type Item = HashMap<String, AttributeValue>;
 /// An item's primary key: (`PK`, `SK`).
 type Key = (String, String);
+
+/// Where a Query starts among a partition's sort keys (each non-empty: DynamoDB refuses empty keys).
+#[derive(Debug, Clone, Copy)]
+enum SortFrom<'a> {
+    /// the partition's first item
+    First,
+    /// the first item whose `SK` is greater
+    After(&'a str),
+    /// the first item whose `SK` is greater or equal
+    AtOrAfter(&'a str),
+}
 
 /// A [`MetadataStore`] in one DynamoDB table laid out as the module documentation describes.
 #[derive(Debug, Clone)]
@@ -189,6 +216,24 @@ fn referrer_key(repo: &str, subject: &str, manifest: &str) -> Key {
 
 fn upload_key(id: &str) -> Key {
     (format!("UPLOAD#{id}"), "UPLOAD".to_string())
+}
+
+/// The partition listing a repository's manifests by digest.
+fn manifests_pk(repo: &str) -> String {
+    format!("MANIFESTS#{repo}")
+}
+
+fn manifest_index_key(repo: &str, digest: &str) -> Key {
+    (manifests_pk(repo), digest.to_string())
+}
+
+/// The partition of a document collection (lower case `doc#`, so no other item's `PK` can match).
+fn documents_pk(collection: &str) -> String {
+    format!("doc#{collection}")
+}
+
+fn document_key(collection: &str, id: &str) -> Key {
+    (documents_pk(collection), id.to_string())
 }
 
 fn key_item(key: &Key) -> Item {
@@ -341,6 +386,37 @@ fn decode_manifest(repo: &RepoName, item: &Item) -> Result<ManifestRecord, Metad
         children: digests(item, "children")?,
         pushed_at: number(item, "pushed_at")?,
     })
+}
+
+fn decode_document(item: &Item) -> Result<Document, MetadataError> {
+    let body = serde_json::from_str(string(item, "body")?).map_err(|e| corrupt(format!("document body: {e}")))?;
+    Ok(Document { id: string(item, SK)?.to_string(), body, version: number(item, "version")? })
+}
+
+/// A document item's `body` and `version` attributes, refused when the item would be too large.
+fn document_attributes(key: &Key, body: &Value, version: u64) -> Result<Item, MetadataError> {
+    let json = serde_json::to_string(body)
+        .map_err(|e| MetadataError::Backend(format!("document body could not be encoded: {e}")))?;
+    let item = attrs([("body", s(json)), ("version", n(version))]);
+    let size = key.0.len() + key.1.len() + 4 + item_size(item.iter().map(|(k, v)| (k.as_str(), v)));
+    if size > MAX_ITEM_BYTES - ITEM_HEADROOM {
+        return Err(too_large(&format!("document {:?} of {:?}", key.1, key.0), size));
+    }
+    Ok(item)
+}
+
+fn document_conflict(collection: &str, id: &str) -> MetadataError {
+    MetadataError::Conflict(format!("document {id:?} of collection {collection:?}"))
+}
+
+/// `value` cut to what a sort key can hold (on a character boundary), for a Query's lower
+/// bound; the caller then applies the uncut value exactly.
+fn sort_key_bound(value: &str) -> &str {
+    let mut cut = value.len().min(MAX_SORT_KEY_BYTES);
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &value[..cut]
 }
 
 fn decode_upload(item: &Item) -> Result<UploadSession, MetadataError> {
@@ -741,6 +817,12 @@ impl<'a> PutPlan<'a> {
         write
     }
 
+    /// The repository's listing entry for the manifest (written with every put, so a manifest
+    /// stored before the listing existed gains its entry when pushed again).
+    fn index_write(&self) -> Write {
+        Write::put(manifest_index_key(self.repo, &self.digest), Item::new())
+    }
+
     fn repository_writes(&self) -> [Write; 2] {
         let now = n(self.record.pushed_at);
         [
@@ -1118,6 +1200,19 @@ impl DynamoMetadataStore {
         limit: usize,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>), MetadataError> {
+        let from = after.filter(|a| !a.is_empty()).map_or(SortFrom::First, SortFrom::After);
+        self.query_from(pk, from, projection, limit, start).await
+    }
+
+    /// One page of a partition's items from `from` on, in `SK` order, strongly consistent.
+    async fn query_from(
+        &self,
+        pk: &str,
+        from: SortFrom<'_>,
+        projection: Option<&str>,
+        limit: usize,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), MetadataError> {
         let mut condition = "#PK = :pk".to_string();
         let mut request = self
             .client
@@ -1128,9 +1223,16 @@ impl DynamoMetadataStore {
             .limit(i32::try_from(limit.clamp(1, QUERY_PAGE)).unwrap_or(1))
             .set_exclusive_start_key(start)
             .set_projection_expression(projection.map(str::to_string));
-        if let Some(after) = after.filter(|a| !a.is_empty()) {
-            condition.push_str(" AND #SK > :after");
-            request = request.expression_attribute_values(":after", s(after));
+        match from {
+            SortFrom::First => {}
+            SortFrom::After(after) => {
+                condition.push_str(" AND #SK > :from");
+                request = request.expression_attribute_values(":from", s(after));
+            }
+            SortFrom::AtOrAfter(at) => {
+                condition.push_str(" AND #SK >= :from");
+                request = request.expression_attribute_values(":from", s(at));
+            }
         }
         let names = expression_names(&[Some(&condition), projection]);
         let out = request
@@ -1160,13 +1262,7 @@ impl DynamoMetadataStore {
     /// be (1024 bytes) is cut for the query and applied exactly here.
     async fn list_sort_keys(&self, pk: &str, last: Option<&str>, limit: usize) -> Result<Page, MetadataError> {
         let want = limit.saturating_add(1);
-        let after = last.map(|l| {
-            let mut cut = l.len().min(MAX_SORT_KEY_BYTES);
-            while !l.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            &l[..cut]
-        });
+        let after = last.map(sort_key_bound);
         let mut names = Vec::new();
         let mut start = None;
         while names.len() < want {
@@ -1353,6 +1449,7 @@ impl DynamoMetadataStore {
                 writes.extend(plan.repository_writes());
             }
             writes.push(plan.manifest_write(fresh));
+            writes.push(plan.index_write());
             writes.extend(plan.referrer_write());
             let tag_groups: Vec<Vec<Write>> =
                 plan.tags.iter().map(|t| plan.tag_writes(t, state.tag_target(plan.repo, t))).collect();
@@ -1487,7 +1584,10 @@ impl DynamoMetadataStore {
             tag_groups.push(group);
         }
 
-        let mut writes = vec![version_condition(Write::delete(mkey.clone())).role(Role::Manifest)];
+        let mut writes = vec![
+            version_condition(Write::delete(mkey.clone())).role(Role::Manifest),
+            Write::delete(manifest_index_key(r, &m)),
+        ];
         if let Some(subject) = &record.subject {
             writes.push(Write::delete(referrer_key(r, &subject.to_string(), &m)));
         }
@@ -1860,6 +1960,42 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(exists.then_some(page))
     }
 
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), MetadataError> {
+        let r = repo.as_str();
+        let page = self.list_sort_keys(&manifests_pk(r), after, limit).await?;
+        let manifests = self.batch_get(page.items.iter().map(|d| manifest_key(r, d)), None).await?;
+        // the listing is in digest order; a manifest deleted since the query is skipped
+        let mut out = Vec::with_capacity(page.items.len());
+        for d in &page.items {
+            if let Some(item) = manifests.get(&manifest_key(r, d)) {
+                out.push(decode_manifest(repo, item)?);
+            }
+        }
+        Ok((out, page.more))
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetadataError> {
+        let (r, m) = (repo.as_str(), digest.to_string());
+        // the reverse index is a superset: only tags that still point here count
+        let tagged = self.query_all(&format!("TAGGED#{r}#{m}"), Some(KEYS_ONLY)).await?;
+        let names = tagged.iter().map(|t| string(t, SK).map(str::to_string)).collect::<Result<Vec<_>, _>>()?;
+        let tags = self.batch_get(names.iter().map(|t| tag_key(r, t)), Some("#digest")).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(item) = tags.get(&tag_key(r, &name)) {
+                if string(item, "digest")? == m {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn referrers(
         &self,
         repo: &RepoName,
@@ -1889,6 +2025,150 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Page, MetadataError> {
         self.list_sort_keys("CATALOG", last, limit).await
+    }
+
+    async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        self.get(&document_key(collection, id), None).await?.map(|item| decode_document(&item)).transpose()
+    }
+
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &Value,
+        expect: Expect,
+    ) -> Result<u64, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        let key = document_key(collection, id);
+        let (version, condition) = match expect {
+            Expect::Absent => (1, "attribute_not_exists(#PK)"),
+            Expect::Version(v) => (v.checked_add(1).ok_or_else(|| document_conflict(collection, id))?, "#version = :v"),
+            Expect::Any => {
+                // one atomic update: the version moves from whatever it is (or starts at 1)
+                let mut values: Item = document_attributes(&key, body, 1)?
+                    .into_iter()
+                    .filter(|(k, _)| k == "body")
+                    .map(|(k, v)| (format!(":{k}"), v))
+                    .collect();
+                values.insert(":one".into(), n(1));
+                let update = "SET #body = :body ADD #version :one";
+                let out = retry_conflicts(|| {
+                    self.client
+                        .update_item()
+                        .table_name(self.table())
+                        .set_key(Some(key_item(&key)))
+                        .update_expression(update)
+                        .set_expression_attribute_names(expression_names(&[Some(update)]))
+                        .set_expression_attribute_values(Some(values.clone()))
+                        .return_values(ReturnValue::UpdatedNew)
+                        .send()
+                })
+                .await
+                .map_err(|e| sdk_error("UpdateItem", e))?;
+                return number(&out.attributes.unwrap_or_default(), "version");
+            }
+        };
+        let mut item = document_attributes(&key, body, version)?;
+        item.extend(key_item(&key));
+        let values = match expect {
+            Expect::Version(v) => Some(HashMap::from([(":v".to_string(), n(v))])),
+            Expect::Absent | Expect::Any => None,
+        };
+        let result = retry_conflicts(|| {
+            self.client
+                .put_item()
+                .table_name(self.table())
+                .set_item(Some(item.clone()))
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(condition)]))
+                .set_expression_attribute_values(values.clone())
+                .send()
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(version),
+            Err(e) if is_condition_failure(&e) => Err(document_conflict(collection, id)),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    async fn delete_document(&self, collection: &str, id: &str, expect: Expect) -> Result<bool, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        let key = document_key(collection, id);
+        let Expect::Version(v) = expect else {
+            return self.delete_returning(&key).await;
+        };
+        // an absent document is no conflict: the delete then reports that nothing was there
+        let condition = "attribute_not_exists(#PK) OR #version = :v";
+        let result = retry_conflicts(|| {
+            self.client
+                .delete_item()
+                .table_name(self.table())
+                .set_key(Some(key_item(&key)))
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(condition)]))
+                .expression_attribute_values(":v", n(v))
+                .return_values(ReturnValue::AllOld)
+                .send()
+        })
+        .await;
+        match result {
+            Ok(out) => Ok(out.attributes.is_some_and(|a| !a.is_empty())),
+            Err(e) if is_condition_failure(&e) => Err(document_conflict(collection, id)),
+            Err(e) => Err(sdk_error("DeleteItem", e)),
+        }
+    }
+
+    async fn list_documents(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DocumentPage, MetadataError> {
+        check_document_key("collection", collection)?;
+        if prefix.len() > MAX_DOCUMENT_KEY_BYTES {
+            // no id is that long
+            return Ok(DocumentPage { items: Vec::new(), more: false });
+        }
+        // the ids with the prefix are contiguous in SK order: the Query starts at the later of
+        // the prefix and `after`, and the listing stops at the first id without the prefix
+        // (a begins_with filter would read the rest of the partition instead)
+        let after = after.filter(|a| !a.is_empty());
+        let from = match after {
+            Some(a) if a >= prefix => SortFrom::After(sort_key_bound(a)),
+            _ if prefix.is_empty() => SortFrom::First,
+            _ => SortFrom::AtOrAfter(prefix),
+        };
+        let pk = documents_pk(collection);
+        let want = limit.saturating_add(1);
+        let mut items = Vec::new();
+        let mut start = None;
+        'pages: while items.len() < want {
+            let (page, next) = self.query_from(&pk, from, None, want - items.len(), start).await?;
+            for item in &page {
+                let id = string(item, SK)?;
+                if !id.starts_with(prefix) {
+                    break 'pages;
+                }
+                // exact for an `after` cut to sort-key length
+                if after.is_some_and(|a| id <= a) {
+                    continue;
+                }
+                items.push(decode_document(item)?);
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(DocumentPage { items, more })
     }
 }
 
@@ -2261,6 +2541,76 @@ mod tests {
             updated_at: 1,
         };
         assert!(matches!(store.create_upload(&session).await, Err(MetadataError::Backend(_))));
+    }
+
+    /// Each manifest has exactly one listing item, removed with it; a manifest stored before the
+    /// listing existed (no item) is listed once pushed again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn manifest_listing_items_follow_their_manifests() {
+        let store = fresh_store().await;
+        let r = repo("listing");
+        let listing = |keys: Vec<Key>| -> Vec<String> {
+            keys.into_iter().filter(|(pk, _)| *pk == manifests_pk(r.as_str())).map(|(_, sk)| sk).collect()
+        };
+        let a = image(&r, "a", link_many(&store, &r, 2).await, vec![]);
+        let b = image(&r, "b", vec![], vec![]);
+        store.put_manifest(&a, &[tag("a")]).await.unwrap();
+        store.put_manifest(&a, &[tag("again")]).await.unwrap();
+        store.put_manifest(&b, &[]).await.unwrap();
+        let mut both = vec![a.digest.to_string(), b.digest.to_string()];
+        both.sort();
+        assert_eq!(listing(scan(&store).await), both);
+
+        // as if `a` had been stored before the listing existed
+        store.batch_delete(vec![manifest_index_key(r.as_str(), &a.digest.to_string())]).await.unwrap();
+        assert_eq!(store.list_manifests(&r, None, 10).await.unwrap(), (vec![b.clone()], false));
+        store.put_manifest(&a, &[]).await.unwrap();
+        assert_eq!(listing(scan(&store).await), both);
+
+        assert!(store.delete_manifest(&r, &a.digest).await.unwrap());
+        assert_eq!(listing(scan(&store).await), vec![b.digest.to_string()]);
+        assert_eq!(store.list_manifests(&r, None, 10).await.unwrap(), (vec![b], false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_documents_are_refused_clearly() {
+        let store = fresh_store().await;
+        let body = Value::String("x".repeat(MAX_ITEM_BYTES));
+        for expect in [Expect::Absent, Expect::Any, Expect::Version(1)] {
+            match store.put_document("big", "doc", &body, expect).await {
+                Err(MetadataError::Backend(msg)) => assert!(msg.contains("DynamoDB item"), "{msg}"),
+                other => panic!("expected Backend, got {other:?}"),
+            }
+        }
+        assert_eq!(store.get_document("big", "doc").await.unwrap(), None);
+        let fits = Value::String("x".repeat(300 * 1024));
+        assert_eq!(store.put_document("big", "doc", &fits, Expect::Absent).await.unwrap(), 1);
+        assert_eq!(store.get_document("big", "doc").await.unwrap().unwrap().body, fits);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn undecodable_documents_are_corrupt() {
+        let store = fresh_store().await;
+        store.put_document("c", "d", &Value::Null, Expect::Absent).await.unwrap();
+        let key = key_item(&document_key("c", "d"));
+        let set = |expr: &'static str, value: AttributeValue| {
+            store
+                .client
+                .update_item()
+                .table_name(store.table())
+                .set_key(Some(key.clone()))
+                .update_expression(expr)
+                .set_expression_attribute_names(expression_names(&[Some(expr)]))
+                .expression_attribute_values(":v", value)
+                .send()
+        };
+        set("SET #body = :v", s("{not json")).await.unwrap();
+        assert!(matches!(store.get_document("c", "d").await, Err(MetadataError::Corrupt(_))));
+        assert!(matches!(store.list_documents("c", "", None, 10).await, Err(MetadataError::Corrupt(_))));
+        set("SET #body = :v", s("[]")).await.unwrap();
+        assert_eq!(store.get_document("c", "d").await.unwrap().unwrap().body, Value::Array(vec![]));
+        set("SET #version = :v", s("one")).await.unwrap();
+        assert!(matches!(store.get_document("c", "d").await, Err(MetadataError::Corrupt(_))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! The `MetadataStore` port: repositories, manifests, tags, referrers, blob links and upload
-//! sessions, with the transactional guarantees the registry relies on. Adapters:
+//! sessions, with the transactional guarantees the registry relies on, plus a small document
+//! store for control-plane records (registries, users, access keys, settings, audit entries).
+//! Adapters:
 //! [`sqlite::SqliteMetadataStore`] (embedded) and [`dynamodb::DynamoMetadataStore`] (AWS).
 
 pub mod conformance;
@@ -13,6 +15,9 @@ use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 /// Seconds since the Unix epoch; every timestamp the stores keep.
 pub type UnixTime = i64;
+
+/// The longest document collection name or id, in bytes (keeps every adapter's keys in bounds).
+pub const MAX_DOCUMENT_KEY_BYTES: usize = 512;
 
 /// Failures of a metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +42,8 @@ pub enum MetadataError {
     /// Stored data could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
-    /// The database failed.
+    /// The database failed (or was asked for something it cannot store, such as an empty
+    /// document id).
     #[error("metadata backend failed: {0}")]
     Backend(String),
 }
@@ -95,6 +101,53 @@ pub struct Page {
     pub more: bool,
 }
 
+/// A control-plane record (registry, user, access key, policy, audit entry): a small JSON
+/// document with a version for compare-and-swap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// the document's id within its collection
+    pub id: String,
+    /// the record itself
+    pub body: Value,
+    /// 1 when created, one more with every write; what [`Expect::Version`] compares against
+    pub version: u64,
+}
+
+/// The condition a document write is made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// must not exist yet
+    Absent,
+    /// must exist at exactly this version
+    Version(u64),
+    /// unconditional
+    Any,
+}
+
+/// One page of documents in id order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentPage {
+    /// the documents of this page
+    pub items: Vec<Document>,
+    /// whether matching documents exist after the last one returned
+    pub more: bool,
+}
+
+/// Refuses a document collection or id the stores cannot key on: empty, or longer than
+/// [`MAX_DOCUMENT_KEY_BYTES`].
+pub(crate) fn check_document_key(what: &str, value: &str) -> Result<(), MetadataError> {
+    if value.is_empty() {
+        return Err(MetadataError::Backend(format!("a document {what} must not be empty")));
+    }
+    if value.len() > MAX_DOCUMENT_KEY_BYTES {
+        return Err(MetadataError::Backend(format!(
+            "a document {what} must be at most {MAX_DOCUMENT_KEY_BYTES} bytes, not {}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Repository, manifest, tag, blob-link and upload-session records, with the transactions the
 /// OCI API needs: a manifest is stored only if everything it references is present, a tag never
 /// points at a missing manifest, and an upload's progress moves only forward.
@@ -143,6 +196,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Tags of `repo` after `last`, at most `limit`; `None` when the repository does not exist.
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize)
         -> Result<Option<Page>, MetadataError>;
+    /// Manifests of `repo` with digest after `after`, in ascending digest-string order, at most
+    /// `limit`, plus whether more exist (for the management API's artifact list and whole-image deletes).
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), MetadataError>;
+    /// Tags of `repo` pointing at `digest`, sorted (to show and delete an image with its tags).
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetadataError>;
     /// Manifests of `repo` whose subject is `subject`, optionally only of one artifact type.
     async fn referrers(
         &self,
@@ -157,4 +220,31 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError>;
     /// Repository names after `last`, at most `limit`.
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Page, MetadataError>;
+
+    // --- documents (control-plane records) ---
+
+    /// A document by collection and id.
+    async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError>;
+    /// Writes a document under `expect`; returns its new version (1 when created, previous + 1
+    /// otherwise). [`MetadataError::Conflict`] when the condition fails.
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &Value,
+        expect: Expect,
+    ) -> Result<u64, MetadataError>;
+    /// Deletes a document under `expect` (`Absent` is treated as `Any`). `Ok(false)` when it did
+    /// not exist (whatever `expect`); [`MetadataError::Conflict`] when it exists at another version.
+    async fn delete_document(&self, collection: &str, id: &str, expect: Expect) -> Result<bool, MetadataError>;
+    /// Documents of a collection whose id starts with `prefix` and sorts after `after`, in
+    /// ascending byte-wise id order, at most `limit` (with `limit` 0: no items, and `more` tells
+    /// whether any match).
+    async fn list_documents(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DocumentPage, MetadataError>;
 }

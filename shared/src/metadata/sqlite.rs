@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::{ManifestRecord, MetadataError, MetadataStore, Page, UnixTime, UploadSession};
+use super::{
+    check_document_key, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page, UnixTime,
+    UploadSession,
+};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 /// How long a connection waits for another connection's write lock before failing.
@@ -95,6 +98,16 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX uploads_by_updated ON uploads(updated_at);
     ",
+    // 2: control-plane documents (registries, users, access keys, settings, audit entries)
+    "
+    CREATE TABLE documents (
+        collection TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        PRIMARY KEY (collection, id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The manifest columns every manifest read selects, in the order [`decode_manifest`] reads.
@@ -126,6 +139,20 @@ const REFERRERS_SQL: &str = concat!(
     " FROM manifests m INDEXED BY manifests_by_subject",
     " WHERE m.repo = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3) ORDER BY m.digest"
 );
+const LIST_MANIFESTS_SQL: &str = concat!(
+    "SELECT ",
+    manifest_columns!(),
+    " FROM manifests m WHERE m.repo = ?1 AND m.digest > ?2 ORDER BY m.digest LIMIT ?3"
+);
+const TAGS_OF_SQL: &str = "SELECT tag FROM tags WHERE repo = ?1 AND digest = ?2 ORDER BY tag";
+const DOCUMENT_SQL: &str = "SELECT body, version FROM documents WHERE collection = ?1 AND id = ?2";
+const DOCUMENT_VERSION_SQL: &str = "SELECT version FROM documents WHERE collection = ?1 AND id = ?2";
+/// Documents from a lower bound that is itself included (the prefix).
+const LIST_DOCUMENTS_FROM_SQL: &str =
+    "SELECT id, body, version FROM documents WHERE collection = ?1 AND id >= ?2 ORDER BY id LIMIT ?3";
+/// Documents after a lower bound that is excluded (the caller's `after`).
+const LIST_DOCUMENTS_AFTER_SQL: &str =
+    "SELECT id, body, version FROM documents WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 const LINKED_BLOB_SQL: &str = "SELECT size FROM blob_links WHERE repo = ?1 AND digest = ?2";
 const BLOB_REFERENCED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM blob_links WHERE digest = ?1) \
      OR EXISTS (SELECT 1 FROM manifest_blobs WHERE blob = ?1) \
@@ -415,6 +442,32 @@ fn decode_upload(row: &Row<'_>) -> Result<UploadSession, MetadataError> {
         updated_at: row.get(5).map_err(backend)?,
         staging: row.get(6).map_err(backend)?,
     })
+}
+
+/// A document's body as stored (JSON text).
+fn encode_body(body: &Value) -> Result<String, MetadataError> {
+    serde_json::to_string(body).map_err(|e| MetadataError::Backend(format!("document body could not be encoded: {e}")))
+}
+
+/// Builds a document from its id and a `body, version` pair of columns starting at `first`.
+fn decode_document(id: String, row: &Row<'_>, first: usize) -> Result<Document, MetadataError> {
+    let body = serde_json::from_str(text(row, first)?).map_err(corrupt)?;
+    Ok(Document { id, body, version: unsigned(row, first + 1)? })
+}
+
+/// The stored version of a document, inside a write transaction.
+fn document_version(tx: &Connection, collection: &str, id: &str) -> Result<Option<u64>, MetadataError> {
+    let version: Option<i64> = tx
+        .prepare_cached(DOCUMENT_VERSION_SQL)
+        .map_err(backend)?
+        .query_row(params![collection, id], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    version.map(|v| u64::try_from(v).map_err(|_| corrupt(format!("negative document version {v}")))).transpose()
+}
+
+fn document_conflict(collection: &str, id: &str) -> MetadataError {
+    MetadataError::Conflict(format!("document {id:?} of collection {collection:?}"))
 }
 
 /// Runs a manifest query and decodes every row.
@@ -794,6 +847,37 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), MetadataError> {
+        let (repo, after) = (repo.clone(), after.unwrap_or("").to_string());
+        self.read(move |conn| {
+            let mut manifests =
+                query_manifests(conn, LIST_MANIFESTS_SQL, params![repo.as_str(), after, limit_plus_one(limit)], &repo)?;
+            let more = manifests.len() > limit;
+            manifests.truncate(limit);
+            Ok((manifests, more))
+        })
+        .await
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetadataError> {
+        let (repo, digest) = (repo.as_str().to_string(), digest.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(TAGS_OF_SQL).map_err(backend)?;
+            let mut rows = stmt.query(params![repo, digest]).map_err(backend)?;
+            let mut tags = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                tags.push(text(row, 0)?.to_string());
+            }
+            Ok(tags)
+        })
+        .await
+    }
+
     async fn referrers(
         &self,
         repo: &RepoName,
@@ -822,6 +906,106 @@ impl MetadataStore for SqliteMetadataStore {
         let last = last.unwrap_or("").to_string();
         self.read(move |conn| query_page(conn, LIST_REPOSITORIES_SQL, params![last, limit_plus_one(limit)], limit))
             .await
+    }
+
+    async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(DOCUMENT_SQL).map_err(backend)?;
+            let mut rows = stmt.query(params![collection, id]).map_err(backend)?;
+            match rows.next().map_err(backend)? {
+                Some(row) => decode_document(id, row, 0).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &Value,
+        expect: Expect,
+    ) -> Result<u64, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        let (collection, id, body) = (collection.to_string(), id.to_string(), encode_body(body)?);
+        self.write(move |tx| {
+            let current = document_version(tx, &collection, &id)?;
+            let version = match (expect, current) {
+                (Expect::Absent | Expect::Any, None) => 1,
+                (Expect::Any, Some(v)) => v.saturating_add(1),
+                (Expect::Version(want), Some(v)) if v == want => v.saturating_add(1),
+                (Expect::Absent | Expect::Version(_), _) => return Err(document_conflict(&collection, &id)),
+            };
+            tx.prepare_cached(
+                "INSERT INTO documents (collection, id, body, version) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (collection, id) DO UPDATE SET body = excluded.body, version = excluded.version",
+            )
+            .map_err(backend)?
+            .execute(params![collection, id, body, to_i64(version, "document version")?])
+            .map_err(backend)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete_document(&self, collection: &str, id: &str, expect: Expect) -> Result<bool, MetadataError> {
+        check_document_key("collection", collection)?;
+        check_document_key("id", id)?;
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| {
+            match (expect, document_version(tx, &collection, &id)?) {
+                (_, None) => return Ok(false),
+                (Expect::Version(want), Some(v)) if v != want => return Err(document_conflict(&collection, &id)),
+                _ => {}
+            }
+            tx.prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2")
+                .map_err(backend)?
+                .execute(params![collection, id])
+                .map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_documents(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DocumentPage, MetadataError> {
+        check_document_key("collection", collection)?;
+        // the ids with the prefix are contiguous in id order: start at the later of the prefix
+        // and `after`, and stop at the first id without the prefix
+        let (sql, from) = match after {
+            Some(after) if after >= prefix => (LIST_DOCUMENTS_AFTER_SQL, after),
+            _ => (LIST_DOCUMENTS_FROM_SQL, prefix),
+        };
+        let (collection, prefix, from) = (collection.to_string(), prefix.to_string(), from.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+            let mut rows = stmt.query(params![collection, from, limit_plus_one(limit)]).map_err(backend)?;
+            let mut items = Vec::new();
+            let mut more = false;
+            while let Some(row) = rows.next().map_err(backend)? {
+                let id = text(row, 0)?;
+                if !id.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(decode_document(id.to_string(), row, 1)?);
+            }
+            Ok(DocumentPage { items, more })
+        })
+        .await
     }
 }
 
@@ -883,6 +1067,24 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
+    /// A file written before the document table existed gains it on open and keeps its data.
+    #[tokio::test]
+    async fn migrates_a_first_version_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute("INSERT INTO repositories (name, created_at) VALUES ('old/repo', 1)", []).unwrap();
+        }
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        assert!(store.repository_exists(&repo("old/repo")).await.unwrap());
+        assert_eq!(store.put_document("c", "id", &serde_json::json!({"a": 1}), Expect::Absent).await.unwrap(), 1);
+        let version: i64 = Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
     #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -905,6 +1107,11 @@ mod tests {
         assert!(matches!(store.manifest(&r, &m.digest).await, Err(MetadataError::Corrupt(_))));
         conn.execute("UPDATE manifests SET annotations = NULL, blobs = 'sha256:nope'", []).unwrap();
         assert!(matches!(store.resolve_tag(&r, &Tag::parse("t").unwrap()).await, Err(MetadataError::Corrupt(_))));
+
+        store.put_document("c", "d", &serde_json::json!({}), Expect::Absent).await.unwrap();
+        conn.execute("UPDATE documents SET body = '{not json'", []).unwrap();
+        assert!(matches!(store.get_document("c", "d").await, Err(MetadataError::Corrupt(_))));
+        assert!(matches!(store.list_documents("c", "", None, 10).await, Err(MetadataError::Corrupt(_))));
     }
 
     /// The hot queries must be index lookups, never table scans.
@@ -920,6 +1127,11 @@ mod tests {
             BLOB_REFERENCED_SQL,
             REPOSITORY_EXISTS_SQL,
             LIST_TAGS_SQL,
+            LIST_MANIFESTS_SQL,
+            TAGS_OF_SQL,
+            DOCUMENT_SQL,
+            LIST_DOCUMENTS_FROM_SQL,
+            LIST_DOCUMENTS_AFTER_SQL,
             UPLOAD_SQL,
             STALE_UPLOADS_SQL,
             "SELECT parent FROM manifest_children WHERE repo = ?1 AND child = ?2 AND parent <> ?2 LIMIT 1",
