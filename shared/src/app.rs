@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::AccessState;
 use crate::metadata::sqlite::SqliteMetadataStore;
 use crate::metadata::{MetadataError, MetadataStore, UnixTime};
 use crate::queue::sqlite::SqliteJobQueue;
@@ -32,6 +33,18 @@ pub struct Settings {
     pub upload_gateway_url: Option<String>,
     /// signs the `_state` token of upload locations; when set, every upload-session request must carry one
     pub upload_tokens: Option<UploadTokens>,
+    /// how long an issued registry token stays valid (12 hours at most)
+    pub token_lifetime: Duration,
+    /// the `iss` of issued tokens
+    pub token_issuer: String,
+    /// the `service` clients name and the `aud` of issued tokens
+    pub token_service: String,
+    /// the registry's external base URL (`https://registry.example.net`), for the token realm;
+    /// `None` derives it from each request's `Host` and `X-Forwarded-Proto`
+    pub public_url: Option<String>,
+    /// an operator-supplied Ed25519 seed (base64) for signing tokens; `None` keeps a generated one
+    /// in the metadata store
+    pub token_signing_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -44,6 +57,11 @@ impl Default for Settings {
             blob_redirect_expiry: Duration::from_secs(120),
             upload_gateway_url: None,
             upload_tokens: None,
+            token_lifetime: Duration::from_secs(3600),
+            token_issuer: "berth".to_string(),
+            token_service: "berth".to_string(),
+            public_url: None,
+            token_signing_key: None,
         }
     }
 }
@@ -96,6 +114,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// immutable manifest bytes already read, so hot manifests skip the blob store
     pub manifest_cache: Arc<ContentCache>,
+    /// the signing key, verified-secret cache and login limiter
+    pub access: Arc<AccessState>,
 }
 
 impl App {
@@ -110,6 +130,7 @@ impl App {
             settings,
             clock: Arc::new(SystemClock),
             manifest_cache: Arc::new(ContentCache::default()),
+            access: Arc::new(AccessState::default()),
         })
     }
 }

@@ -66,6 +66,7 @@ pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App
         settings,
         clock: std::sync::Arc::new(SystemClock),
         manifest_cache: std::sync::Arc::new(crate::registry::content_cache::ContentCache::default()),
+        access: std::sync::Arc::new(crate::access::AccessState::default()),
     })
 }
 

@@ -65,5 +65,23 @@ pub fn settings_from_env(base: Settings) -> Result<Settings, ConfigError> {
         let ttl = Duration::from_secs(parsed::<u64>("BERTH_UPLOAD_TOKEN_TTL_SECONDS")?.unwrap_or(24 * 3600));
         s.upload_tokens = Some(UploadTokens::new(key.into_bytes(), ttl));
     }
+    if let Some(secs) = parsed::<u64>("BERTH_TOKEN_LIFETIME_SECONDS")? {
+        if secs == 0 || secs > 12 * 3600 {
+            return Err(ConfigError::Invalid {
+                name: "BERTH_TOKEN_LIFETIME_SECONDS",
+                reason: "use 1 to 43200 seconds (12 hours at most)".into(),
+            });
+        }
+        s.token_lifetime = Duration::from_secs(secs);
+    }
+    if let Some(url) = var("BERTH_PUBLIC_URL") {
+        s.public_url = Some(url);
+    }
+    if let Some(service) = var("BERTH_TOKEN_SERVICE") {
+        s.token_service = service;
+    }
+    if let Some(seed) = var("BERTH_TOKEN_SIGNING_KEY") {
+        s.token_signing_key = Some(seed);
+    }
     Ok(s)
 }

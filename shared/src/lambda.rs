@@ -157,8 +157,18 @@ enum AdaptError {
 /// The registry request for an API Gateway request: stage stripped from the path, the query kept
 /// (rebuilt from the parsed parameters, repeated keys included, if the URI lost it), the body as
 /// a one-buffer stream (base64 is already decoded by `lambda_http`).
+/// The caller's address as API Gateway saw it (not a client-supplied header).
+fn source_ip(req: &lambda_http::Request) -> Option<std::net::IpAddr> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.as_deref()?.parse().ok(),
+        _ => None,
+    }
+}
+
 fn to_berth_request(req: lambda_http::Request) -> Result<crate::body::Request, AdaptError> {
     let stage = named_stage(&req);
+    let source = source_ip(&req);
     let path = strip_stage(req.uri().path(), stage.as_deref()).to_string();
     let query = match req.uri().query() {
         Some(q) => q.to_string(),
@@ -167,6 +177,9 @@ fn to_berth_request(req: lambda_http::Request) -> Result<crate::body::Request, A
     let path_and_query = if query.is_empty() { path } else { format!("{path}?{query}") };
     let (mut parts, body) = req.into_parts();
     parts.uri = http::Uri::builder().path_and_query(path_and_query).build()?;
+    if let Some(ip) = source {
+        parts.extensions.insert(crate::access::ClientIp(ip));
+    }
     let bytes: Bytes = match body {
         Body::Text(text) => text.into(),
         Body::Binary(bytes) => bytes.into(),

@@ -1,13 +1,18 @@
 //! Berth: an OCI container registry whose route handlers run unchanged as AWS Lambda functions
 //! (S3, DynamoDB, SQS) or together in one local process (`berth serve`, embedded storage).
 
+pub mod access;
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod aws;
 pub mod body;
 pub mod config;
+pub mod identity;
 pub mod jobs;
 pub mod lambda;
+pub mod manage;
 pub mod metadata;
 pub mod oci;
 pub mod queue;

@@ -54,6 +54,9 @@ pub enum ServeError {
     /// A setting is missing or invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The administrator key could not be made sure of.
+    #[error("bootstrapping the admin key: {0}")]
+    Bootstrap(#[from] crate::identity::IdentityError),
     /// The listen socket failed.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -79,6 +82,25 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             (crate::aws::app(&sdk, &aws, settings)?, described)
         }
     };
+    let admin_key = crate::config::var("BERTH_ADMIN_ACCESS_KEY");
+    let admin_secret = crate::config::var("BERTH_ADMIN_SECRET_KEY");
+    let chosen = match (&admin_key, &admin_secret) {
+        (Some(k), Some(s)) => Some((k.as_str(), s.as_str())),
+        (None, None) => None,
+        _ => {
+            return Err(crate::config::ConfigError::Missing(
+                "BERTH_ADMIN_ACCESS_KEY and BERTH_ADMIN_SECRET_KEY (set both or neither)",
+            )
+            .into())
+        }
+    };
+    if let Some(created) = crate::identity::bootstrap::ensure_admin(app.meta.as_ref(), chosen, app.clock.now()).await? {
+        // Printed once, to the operator's terminal; never logged.
+        println!(
+            "berth: created the first administrator (user \"admin\"). Save this key now; it is not shown again.\n  access key: {}\n  secret key: {}",
+            created.access_key, created.secret_key
+        );
+    }
     let app = Arc::new(app);
     let listener = TcpListener::bind(options.listen)
         .await
@@ -99,9 +121,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 return Ok(());
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(app.clone(), stream));
+                    tokio::spawn(serve_connection(app.clone(), stream, peer.ip()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -112,11 +134,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
 }
 
-async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream) {
+async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, peer: std::net::IpAddr) {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
         async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(crate::access::ClientIp(peer));
             let has_body = !body.is_end_stream();
             let stream = body.into_data_stream().map_err(std::io::Error::other);
             let req = http::Request::from_parts(parts, Box::pin(stream) as crate::storage::ByteStream);

@@ -74,6 +74,7 @@ fn manifest() -> Vec<u8> {
 struct Registry {
     app: App,
     dir: tempfile::TempDir,
+    prepared: tokio::sync::OnceCell<()>,
 }
 
 struct Answer {
@@ -95,16 +96,42 @@ impl Answer {
     }
 }
 
+/// The administrator every in-process test request authenticates as.
+const ADMIN_KEY: &str = "BKTESTADMIN000000001";
+const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
+/// Registries the tests push into.
+const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
+
+fn admin_basic() -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
+}
+
+/// Creates the admin key and the test registries, once per store.
+async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
+    done.get_or_init(|| async {
+        berth::identity::bootstrap::ensure_admin(app.meta.as_ref(), Some((ADMIN_KEY, ADMIN_SECRET)), 0).await.unwrap();
+        for name in REGISTRIES {
+            berth::identity::registry::create(app.meta.as_ref(), name, true, vec![], "test", 0).await.unwrap();
+        }
+    })
+    .await;
+}
+
 impl Registry {
     fn new() -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let app = App::embedded(dir.path(), Settings::default()).unwrap();
-        Registry { app, dir }
+        Registry { app, dir, prepared: tokio::sync::OnceCell::new() }
     }
 
     /// What API Gateway gets back from function `function` for `req`: the same two steps
     /// `berth::lambda::run_route` takes.
-    async fn invoke(&self, function: &'static str, req: lambda_http::Request) -> Answer {
+    async fn invoke(&self, function: &'static str, mut req: lambda_http::Request) -> Answer {
+        prepare(&self.app, &self.prepared).await;
+        if !req.headers().contains_key("authorization") {
+            req.headers_mut().insert("authorization", admin_basic().parse().unwrap());
+        }
         let response = ExactBody(serve_lambda_request(&self.app, function, req).await).into_response().await;
         let (parts, body) = response.into_parts();
         let body = match body {
@@ -122,6 +149,10 @@ impl Registry {
     /// A direct call to the registry API (all routes), to prepare the store.
     async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
         let mut builder = http::Request::builder().method(method).uri(uri).header("host", "registry.example.net");
+        prepare(&self.app, &self.prepared).await;
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            builder = builder.header("authorization", admin_basic());
+        }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }

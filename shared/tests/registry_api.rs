@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 struct Registry {
     app: App,
     dir: tempfile::TempDir,
+    prepared: tokio::sync::OnceCell<()>,
 }
 
 struct Answer {
@@ -34,6 +35,28 @@ impl Answer {
     }
 }
 
+/// The administrator every in-process test request authenticates as.
+const ADMIN_KEY: &str = "BKTESTADMIN000000001";
+const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
+/// Registries the tests push into.
+const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
+
+fn admin_basic() -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
+}
+
+/// Creates the admin key and the test registries, once per store.
+async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
+    done.get_or_init(|| async {
+        berth::identity::bootstrap::ensure_admin(app.meta.as_ref(), Some((ADMIN_KEY, ADMIN_SECRET)), 0).await.unwrap();
+        for name in REGISTRIES {
+            berth::identity::registry::create(app.meta.as_ref(), name, true, vec![], "test", 0).await.unwrap();
+        }
+    })
+    .await;
+}
+
 impl Registry {
     fn new() -> Registry {
         Registry::with(Settings::default())
@@ -42,11 +65,15 @@ impl Registry {
     fn with(settings: Settings) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let app = App::embedded(dir.path(), settings).unwrap();
-        Registry { app, dir }
+        Registry { app, dir, prepared: tokio::sync::OnceCell::new() }
     }
 
     async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
         let mut builder = http::Request::builder().method(method).uri(uri).header("host", "127.0.0.1:5000");
+        prepare(&self.app, &self.prepared).await;
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            builder = builder.header("authorization", admin_basic());
+        }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }

@@ -6,9 +6,11 @@ By default that is ``berth serve`` (binary from ``BERTH_BIN``, default
 registry (Debian's ``docker-registry``), used to validate the client-behaviour tests against a
 reference implementation.
 
-Credentials: none yet. ``Registry.credentials`` is the single place where a later auth issue
-plugs a ``(user, password)`` pair; ``Api``, ``oras_client`` and the skopeo/docker helpers
-already pass it on when it is set.
+Credentials: Berth starts with a known administrator key (``BERTH_ADMIN_ACCESS_KEY`` /
+``BERTH_ADMIN_SECRET_KEY``) and the registries the tests push into (``E2E_REGISTRIES``) are
+created through the management API once it is up. ``Registry.credentials`` holds that
+``(access key, secret key)`` pair; ``Api`` sends it as Basic credentials, docker, skopeo, oras and
+helm log in with it (the Bearer token flow). The distribution peer runs without auth.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ if BACKEND not in ("embedded", "aws"):
 MOTO_URL = os.environ.get("BERTH_TEST_MOTO_URL", "")
 if BACKEND == "aws" and not MOTO_URL:
     raise RuntimeError("E2E_BACKEND=aws needs BERTH_TEST_MOTO_URL (tests/run starts moto and sets it)")
+# The administrator every e2e client logs in as, and the registries tests push into.
+ADMIN_ACCESS_KEY = "BKE2EADMIN0000000001"
+ADMIN_SECRET_KEY = "e2e-admin-secret-not-for-production"
+E2E_REGISTRIES = ("e2e", "charts")
 DISTRIBUTION_BIN = Path(os.environ.get("DISTRIBUTION_BIN", "/usr/bin/docker-registry"))
 
 # A fixed secret lets distribution's signed upload URLs (_state=...) survive a restart, like
@@ -96,7 +102,9 @@ class Registry:
         self.workdir = workdir
         self.extra_args = list(extra_args or [])
         self.proc: Optional[subprocess.Popen] = None
-        self.credentials: Optional[tuple[str, str]] = None  # set by the auth issue later
+        self.credentials: Optional[tuple[str, str]] = (
+            (ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY) if kind == "berth" else None)
+        self.registries = E2E_REGISTRIES if kind == "berth" else ()
         self.expected_exit = False
         self.starts = 0
         # AWS backend: one bucket/table/queue per server, kept across restarts
@@ -108,6 +116,8 @@ class Registry:
 
     def environment(self) -> dict:
         env = dict(os.environ)
+        if self.kind == "berth":
+            env.update(BERTH_ADMIN_ACCESS_KEY=ADMIN_ACCESS_KEY, BERTH_ADMIN_SECRET_KEY=ADMIN_SECRET_KEY)
         env.update(self.extra_env)
         if self.is_aws():
             env.update(AWS_ENDPOINT_URL=MOTO_URL, AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="test",
@@ -169,7 +179,15 @@ class Registry:
         self.starts += 1
         self.expected_exit = False
         self.wait_ready(timeout)
+        self.create_registries()
         return self
+
+    def create_registries(self) -> None:
+        """Creates the test registries (once; a restart finds them kept)."""
+        for name in self.registries:
+            r = requests.post(f"{self.url}/api/v1/registries", json={"name": name}, auth=self.credentials,
+                              timeout=30)
+            assert r.status_code in (201, 409), f"creating registry {name}: {r.status_code} {r.text}"
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

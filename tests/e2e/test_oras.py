@@ -22,7 +22,7 @@ def oras_client(registry, host) -> oras.client.OrasClient:
     client = oras.client.OrasClient(hostname=host, insecure=True)
     if registry.credentials:
         client.login(username=registry.credentials[0], password=registry.credentials[1],
-                     hostname=host, insecure=True)
+                     hostname=host, tls_verify=False)
     return client
 
 

@@ -52,17 +52,20 @@ def test_api_hands_uploads_to_the_gateway(registry_factory, skopeo, tmp_path, re
     api_proxy = RecordingProxy(api.port)
     try:
         import requests
-        r = requests.post(f"{api.url}/v2/{repo_name}/blobs/uploads/", timeout=30)
+        r = requests.post(f"{api.url}/v2/{repo_name}/blobs/uploads/", auth=api.credentials, timeout=30)
         assert r.status_code == 202, r.text
         location = r.headers["Location"]
         assert location.startswith(f"http://{gateway_proxy.host}/v2/{repo_name}/blobs/uploads/"), location
         path, query = location.split(gateway_proxy.host, 1)[1].split("?", 1)
         assert query.startswith("_state=")
-        # the session answers only with its token, on either host
-        r = requests.patch(f"{api.url}{path}", data=b"abc", timeout=30)
+        # the session answers only with its token, on either host, even to a signed-in user;
+        # without credentials and without the token, the answer is a 401 challenge
+        r = requests.patch(f"{api.url}{path}", data=b"abc", auth=api.credentials, timeout=30)
         assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
-        r = requests.patch(f"{api.url}{path}?_state=1.AAAA", data=b"abc", timeout=30)
+        r = requests.patch(f"{api.url}{path}?_state=1.AAAA", data=b"abc", auth=api.credentials, timeout=30)
         assert r.status_code == 403, r.text
+        r = requests.patch(f"{api.url}{path}?_state=1.AAAA", data=b"abc", timeout=30)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer realm="), r.text
 
         layer_size = 24 * 1024 * 1024 + 4321
         src, expected, body = _image(tmp_path, layer_size)

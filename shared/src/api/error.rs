@@ -5,7 +5,10 @@ use http::{header, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::access::guard::Refusal;
+use crate::access::AccessError;
 use crate::body::{Response, ResponseBody};
+use crate::identity::IdentityError;
 use crate::metadata::MetadataError;
 use crate::oci::{DigestError, ManifestError, NameError, RangeError};
 use crate::queue::QueueError;
@@ -51,6 +54,14 @@ pub enum ErrorCode {
     TooManyRequests,
     /// an internal failure
     Unknown,
+    /// management API: the request is malformed or a field is invalid
+    InvalidRequest,
+    /// management API: the named object does not exist
+    NotFound,
+    /// management API: an object of that name exists already
+    AlreadyExists,
+    /// management API: the object is in a state that forbids the change
+    Conflict,
 }
 
 impl ErrorCode {
@@ -66,6 +77,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -88,6 +101,10 @@ impl ErrorCode {
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::Unknown => "internal error; see the server log",
+            ErrorCode::InvalidRequest => "the request is invalid",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::AlreadyExists => "already exists",
+            ErrorCode::Conflict => "the change conflicts with the current state",
         }
     }
 }
@@ -274,6 +291,54 @@ impl From<PushError> for OciError {
             PushError::Manifest(inner) => inner.into(),
             PushError::Storage(inner) => inner.into(),
             PushError::Metadata(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<AccessError> for OciError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Unauthenticated(_) => OciError::new(ErrorCode::Unauthorized, e.to_string()),
+            AccessError::InsufficientScope(_) => OciError::new(ErrorCode::Denied, e.to_string()),
+            AccessError::Denied(_) => OciError::new(ErrorCode::Denied, e.to_string()),
+            AccessError::RateLimited { retry_after } => OciError::new(ErrorCode::TooManyRequests, e.to_string())
+                .header(header::RETRY_AFTER, retry_after.to_string()),
+            AccessError::RegistryUnknown(ref name) => OciError::new(
+                ErrorCode::NameUnknown,
+                format!("registry {name:?} does not exist; create it first (berth registry create {name})"),
+            ),
+            AccessError::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            AccessError::SigningKey(_) => OciError::internal(&e),
+            AccessError::Identity(inner) => inner.into(),
+            AccessError::Metadata(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<Refusal> for OciError {
+    fn from(r: Refusal) -> Self {
+        let err: OciError = r.error.into();
+        match r.challenge {
+            Some(c) => err.header(header::WWW_AUTHENTICATE, c.header_value()),
+            None => err,
+        }
+    }
+}
+
+impl From<IdentityError> for OciError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::RegistryUnknown(_) | IdentityError::UserUnknown(_) | IdentityError::KeyUnknown(_) => {
+                OciError::new(ErrorCode::NotFound, e.to_string())
+            }
+            IdentityError::AlreadyExists { .. } => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            IdentityError::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            IdentityError::RegistryNotEmpty(_) | IdentityError::TooManyKeys(_) => {
+                OciError::new(ErrorCode::Conflict, e.to_string())
+            }
+            IdentityError::BadCredentials => OciError::new(ErrorCode::Unauthorized, e.to_string()),
+            IdentityError::Metadata(inner) => inner.into(),
+            IdentityError::Secret(_) | IdentityError::Corrupt(..) => OciError::internal(&e),
         }
     }
 }

@@ -12,12 +12,14 @@ pub mod routes;
 pub mod uploads;
 
 use http::header::{HeaderName, HeaderValue};
+use http::Method;
 
 pub use error::{ErrorCode, OciError};
 pub use routes::{Route, RouteSpec, ROUTE_NAMES, ROUTE_SPECS};
 
 use crate::app::App;
 use crate::body::{Request, Response};
+use crate::manage;
 
 /// Every response carries the API version header docker checks for.
 pub const API_VERSION_HEADER: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -41,7 +43,7 @@ pub async fn handle(app: &App, filter: RouteFilter, req: Request) -> Response {
                 format!("this function serves route {name}, not {}", route.name()),
             )
             .status(http::StatusCode::NOT_FOUND)),
-            _ => dispatch(app, route, req).await,
+            _ => guarded(app, route, req).await,
         },
         Err(e) => Err(e),
     };
@@ -50,10 +52,51 @@ pub async fn handle(app: &App, filter: RouteFilter, req: Request) -> Response {
     response
 }
 
+/// Authorizes the request ([`crate::access::guard::authorize`]), then dispatches it with its
+/// grants in the request extensions.
+async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciError> {
+    let (mut head, body) = req.into_parts();
+    let grants = crate::access::guard::authorize(app, &route, &head).await?;
+    let who = grants.as_ref().map_or("-".to_string(), |g| g.principal().to_string());
+    if let Some(grants) = grants {
+        head.extensions.insert(grants);
+    }
+    let name = route.name();
+    let change = crate::audit::is_change(name, &head.method);
+    let (method, target, source) =
+        (head.method.clone(), head.uri.path().to_string(), crate::access::client_ip::of(&head));
+    let result = dispatch(app, route, Request::from_parts(head, body)).await;
+    if change {
+        if let Ok(response) = &result {
+            let entry = crate::audit::AuditEntry {
+                id: String::new(),
+                at: app.clock.now(),
+                who,
+                source: source.map(|ip| ip.to_string()),
+                action: name.to_string(),
+                method: method.to_string(),
+                target,
+                status: response.status().as_u16(),
+            };
+            crate::audit::record(app, entry).await;
+        }
+    }
+    result
+}
+
 /// Calls the one handler of `route`.
 pub async fn dispatch(app: &App, route: Route, req: Request) -> Result<Response, OciError> {
     let (req, body) = req.into_parts();
     match route {
+        Route::Token => crate::access::token_service::issue(app, &req, body).await.map_err(|e| {
+            let basic = matches!(e, crate::access::AccessError::Unauthenticated(_));
+            let err = OciError::from(e);
+            if basic {
+                err.header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
+            } else {
+                err
+            }
+        }),
         Route::Base => listing::base(),
         Route::Catalog => listing::catalog(app, &req).await,
         Route::TagsList { name } => listing::tags(app, &name, &req).await,
@@ -68,5 +111,41 @@ pub async fn dispatch(app: &App, route: Route, req: Request) -> Result<Response,
         Route::UploadStatus { name, id } => uploads::status(app, &name, &id, &req).await,
         Route::UploadCancel { name, id } => uploads::cancel(app, &name, &id, &req).await,
         Route::Referrers { name, digest } => referrers::get(app, &name, &digest, &req).await,
+        Route::ApiRegistries if req.method == Method::GET => manage::registries::list(app, &req).await,
+        Route::ApiRegistries => manage::registries::create(app, &req, body).await,
+        Route::ApiRegistry { registry } => match req.method {
+            Method::GET => manage::registries::show(app, &registry).await,
+            Method::PATCH => manage::registries::change(app, &registry, body).await,
+            _ => manage::registries::delete(app, &req, &registry).await,
+        },
+        Route::ApiImages { registry } => manage::registries::images(app, &req, &registry).await,
+        Route::ApiImage { name } => manage::artifacts::delete_whole(app, &name).await,
+        Route::ApiArtifacts { name } => manage::artifacts::list(app, &req, &name).await,
+        Route::ApiArtifact { name, digest } if req.method == Method::GET => {
+            manage::artifacts::show(app, &name, &digest).await
+        }
+        Route::ApiArtifact { name, digest } => manage::artifacts::delete(app, &name, &digest).await,
+        Route::ApiTags { name } => manage::artifacts::tags(app, &req, &name).await,
+        Route::ApiTag { name, tag } if req.method == Method::PUT => {
+            manage::artifacts::put_tag(app, &name, &tag, body).await
+        }
+        Route::ApiTag { name, tag } => manage::artifacts::delete_tag(app, &name, &tag).await,
+        Route::ApiUsers if req.method == Method::GET => manage::users::list(app, &req).await,
+        Route::ApiUsers => manage::users::create(app, &req, body).await,
+        Route::ApiUser { user } => match req.method {
+            Method::GET => manage::users::show(app, &user).await,
+            Method::PATCH => manage::users::change(app, &user, body).await,
+            _ => manage::users::delete(app, &req, &user).await,
+        },
+        Route::ApiKeys { user } if req.method == Method::GET => manage::users::keys(app, &req, &user).await,
+        Route::ApiKeys { user } => manage::users::create_key(app, &user).await,
+        Route::ApiKey { user, key } => manage::users::revoke_key(app, &user, &key).await,
+        Route::ApiKeyRotate { user, key } => manage::users::rotate_key(app, &user, &key).await,
+        Route::ApiAudit => {
+            let page = manage::page_request(&req)?;
+            let (items, more) = crate::audit::list(app, page.after.as_deref(), page.limit).await?;
+            manage::page_response(&req, &items, more, |e| e.id.clone())
+        }
+        Route::ApiOpenApi => manage::openapi::serve(),
     }
 }

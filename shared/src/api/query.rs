@@ -15,10 +15,12 @@ pub struct Query(Vec<(String, String)>);
 impl Query {
     /// Parses the query of `req`.
     pub fn of(req: &Head) -> Query {
-        let pairs = req
-            .uri
-            .query()
-            .unwrap_or("")
+        Query::parse(req.uri.query().unwrap_or(""))
+    }
+
+    /// Parses `application/x-www-form-urlencoded` text (a query string or a form body).
+    pub fn parse(text: &str) -> Query {
+        let pairs = text
             .split('&')
             .filter(|p| !p.is_empty())
             .map(|p| {

@@ -8,11 +8,13 @@
 use http::Method;
 
 use super::error::{ErrorCode, OciError};
-use crate::oci::{Digest, Reference, RepoName, UploadId};
+use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 /// Every route Berth serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `GET|POST /auth/token`: the token endpoint (Docker registry token flow).
+    Token,
     /// `GET /v2/`: API version check.
     Base,
     /// `GET /v2/_catalog`: repository list.
@@ -97,6 +99,77 @@ pub enum Route {
         /// subject
         digest: Digest,
     },
+    /// `GET|POST /api/v1/registries`: list or create registries.
+    ApiRegistries,
+    /// `GET|PATCH|DELETE /api/v1/registries/<registry>`: show, change access of, or delete a registry.
+    ApiRegistry {
+        /// registry name
+        registry: String,
+    },
+    /// `GET /api/v1/registries/<registry>/images`: images of a registry.
+    ApiImages {
+        /// registry name
+        registry: String,
+    },
+    /// `DELETE /api/v1/images/<name>`: delete a whole image.
+    ApiImage {
+        /// repository
+        name: RepoName,
+    },
+    /// `GET /api/v1/images/<name>/artifacts`: artifacts of an image.
+    ApiArtifacts {
+        /// repository
+        name: RepoName,
+    },
+    /// `GET|DELETE /api/v1/images/<name>/artifacts/<digest>`: show or delete one artifact.
+    ApiArtifact {
+        /// repository
+        name: RepoName,
+        /// artifact
+        digest: Digest,
+    },
+    /// `GET /api/v1/images/<name>/tags`: tags of an image, with search.
+    ApiTags {
+        /// repository
+        name: RepoName,
+    },
+    /// `PUT|DELETE /api/v1/images/<name>/tags/<tag>`: point a tag at an artifact, or delete it.
+    ApiTag {
+        /// repository
+        name: RepoName,
+        /// tag
+        tag: Tag,
+    },
+    /// `GET|POST /api/v1/users`: list or create users.
+    ApiUsers,
+    /// `GET|PATCH|DELETE /api/v1/users/<user>`: show, change the role of, or delete a user.
+    ApiUser {
+        /// user name
+        user: String,
+    },
+    /// `GET|POST /api/v1/users/<user>/keys`: list or create access keys.
+    ApiKeys {
+        /// user name
+        user: String,
+    },
+    /// `DELETE /api/v1/users/<user>/keys/<key>`: revoke an access key.
+    ApiKey {
+        /// user name
+        user: String,
+        /// access key id
+        key: String,
+    },
+    /// `POST /api/v1/users/<user>/keys/<key>/rotate`: replace an access key's secret.
+    ApiKeyRotate {
+        /// user name
+        user: String,
+        /// access key id
+        key: String,
+    },
+    /// `GET /api/v1/audit`: the audit log.
+    ApiAudit,
+    /// `GET /api/v1/openapi.json`: the management API's OpenAPI document.
+    ApiOpenApi,
 }
 
 /// How a route appears on the wire: what API Gateway, Terraform, the function crates and the
@@ -105,20 +178,39 @@ pub enum Route {
 pub struct RouteSpec {
     /// function crate, binary, Terraform key and event file name
     pub name: &'static str,
+    /// the fixed path start (`/v2`, `/auth`)
+    pub prefix: &'static str,
     /// HTTP methods served
     pub methods: &'static [&'static str],
-    /// the path after `/v2/<name>` (or after `/v2` for routes without a repository)
+    /// the path after `<prefix>/<name>` (or after `<prefix>` for routes without a repository)
     pub suffix: &'static str,
     /// whether a repository name precedes the suffix
     pub has_repository: bool,
 }
 
 const fn spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str, repo: bool) -> RouteSpec {
-    RouteSpec { name, methods, suffix, has_repository: repo }
+    RouteSpec { name, prefix: "/v2", methods, suffix, has_repository: repo }
 }
 
+const fn spec_at(
+    prefix: &'static str,
+    name: &'static str,
+    methods: &'static [&'static str],
+    suffix: &'static str,
+) -> RouteSpec {
+    RouteSpec { name, prefix, methods, suffix, has_repository: false }
+}
+
+const fn image_spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str) -> RouteSpec {
+    RouteSpec { name, prefix: "/api/v1/images", methods, suffix, has_repository: true }
+}
+
+/// How many routes there are.
+pub const ROUTE_COUNT: usize = 30;
+
 /// Every route, in table order: one Lambda function, Terraform route and event file each.
-pub const ROUTE_SPECS: [RouteSpec; 14] = [
+pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
+    spec_at("/auth", "token", &["GET", "POST"], "/token"),
     spec("base", &["GET", "HEAD"], "/", false),
     spec("catalog", &["GET"], "/_catalog", false),
     spec("tags-list", &["GET"], "/tags/list", true),
@@ -133,13 +225,28 @@ pub const ROUTE_SPECS: [RouteSpec; 14] = [
     spec("upload-status", &["GET"], "/blobs/uploads/{id}", true),
     spec("upload-cancel", &["DELETE"], "/blobs/uploads/{id}", true),
     spec("referrers", &["GET"], "/referrers/{digest}", true),
+    spec_at("/api/v1", "api-registries", &["GET", "POST"], "/registries"),
+    spec_at("/api/v1", "api-registry", &["GET", "PATCH", "DELETE"], "/registries/{registry}"),
+    spec_at("/api/v1", "api-images", &["GET"], "/registries/{registry}/images"),
+    image_spec("api-image", &["DELETE"], ""),
+    image_spec("api-artifacts", &["GET"], "/artifacts"),
+    image_spec("api-artifact", &["GET", "DELETE"], "/artifacts/{digest}"),
+    image_spec("api-tags", &["GET"], "/tags"),
+    image_spec("api-tag", &["PUT", "DELETE"], "/tags/{tag}"),
+    spec_at("/api/v1", "api-users", &["GET", "POST"], "/users"),
+    spec_at("/api/v1", "api-user", &["GET", "PATCH", "DELETE"], "/users/{user}"),
+    spec_at("/api/v1", "api-keys", &["GET", "POST"], "/users/{user}/keys"),
+    spec_at("/api/v1", "api-key", &["DELETE"], "/users/{user}/keys/{key}"),
+    spec_at("/api/v1", "api-key-rotate", &["POST"], "/users/{user}/keys/{key}/rotate"),
+    spec_at("/api/v1", "api-audit", &["GET"], "/audit"),
+    spec_at("/api/v1", "api-openapi", &["GET"], "/openapi.json"),
 ];
 
 /// The names of all routes, in table order.
-pub const ROUTE_NAMES: [&str; 14] = {
-    let mut names = [""; 14];
+pub const ROUTE_NAMES: [&str; ROUTE_COUNT] = {
+    let mut names = [""; ROUTE_COUNT];
     let mut i = 0;
-    while i < 14 {
+    while i < ROUTE_COUNT {
         names[i] = ROUTE_SPECS[i].name;
         i += 1;
     }
@@ -150,6 +257,7 @@ impl Route {
     /// The route's name: its function crate, binary, Terraform key and event file.
     pub fn name(&self) -> &'static str {
         match self {
+            Route::Token => "token",
             Route::Base => "base",
             Route::Catalog => "catalog",
             Route::TagsList { .. } => "tags-list",
@@ -164,12 +272,33 @@ impl Route {
             Route::UploadStatus { .. } => "upload-status",
             Route::UploadCancel { .. } => "upload-cancel",
             Route::Referrers { .. } => "referrers",
+            Route::ApiRegistries => "api-registries",
+            Route::ApiRegistry { .. } => "api-registry",
+            Route::ApiImages { .. } => "api-images",
+            Route::ApiImage { .. } => "api-image",
+            Route::ApiArtifacts { .. } => "api-artifacts",
+            Route::ApiArtifact { .. } => "api-artifact",
+            Route::ApiTags { .. } => "api-tags",
+            Route::ApiTag { .. } => "api-tag",
+            Route::ApiUsers => "api-users",
+            Route::ApiUser { .. } => "api-user",
+            Route::ApiKeys { .. } => "api-keys",
+            Route::ApiKey { .. } => "api-key",
+            Route::ApiKeyRotate { .. } => "api-key-rotate",
+            Route::ApiAudit => "api-audit",
+            Route::ApiOpenApi => "api-openapi",
         }
     }
 
     /// Parses a request line. `host` (the `Host` header) counts toward the name length limit.
     pub fn parse(method: &Method, path: &str, host: Option<&str>) -> Result<Route, OciError> {
         let not_found = || OciError::new(ErrorCode::NameUnknown, format!("no registry route for {path}"));
+        if path == "/auth/token" {
+            return only(method, &[Method::GET, Method::POST], Route::Token);
+        }
+        if let Some(rest) = path.strip_prefix("/api/v1/") {
+            return Route::parse_management(method, rest, host);
+        }
         let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
         let rest = match rest {
             "" | "/" => return only(method, &[Method::GET, Method::HEAD], Route::Base),
@@ -236,6 +365,49 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Parses a management API path (after `/api/v1/`).
+    fn parse_management(method: &Method, rest: &str, host: Option<&str>) -> Result<Route, OciError> {
+        use Method as M;
+        let not_found = || OciError::new(ErrorCode::NotFound, format!("no management route for /api/v1/{rest}"));
+        let segs: Vec<std::borrow::Cow<'_, str>> = rest.trim_end_matches('/').split('/').map(decode).collect();
+        let s: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
+        let text = |i: usize| s[i].to_string();
+        match s.as_slice() {
+            ["registries"] => only(method, &[M::GET, M::POST], Route::ApiRegistries),
+            ["registries", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiRegistry { registry: text(1) }),
+            ["registries", _, "images"] => only(method, &[M::GET], Route::ApiImages { registry: text(1) }),
+            ["users"] => only(method, &[M::GET, M::POST], Route::ApiUsers),
+            ["users", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiUser { user: text(1) }),
+            ["users", _, "keys"] => only(method, &[M::GET, M::POST], Route::ApiKeys { user: text(1) }),
+            ["users", _, "keys", _] => only(method, &[M::DELETE], Route::ApiKey { user: text(1), key: text(3) }),
+            ["users", _, "keys", _, "rotate"] => {
+                only(method, &[M::POST], Route::ApiKeyRotate { user: text(1), key: text(3) })
+            }
+            ["audit"] => only(method, &[M::GET], Route::ApiAudit),
+            ["openapi.json"] => only(method, &[M::GET], Route::ApiOpenApi),
+            ["images", name @ .., "artifacts"] if !name.is_empty() && *method == M::GET => {
+                Ok(Route::ApiArtifacts { name: RepoName::parse(&name.join("/"), host)? })
+            }
+            ["images", name @ .., "artifacts", d] if !name.is_empty() && d.contains(':') => {
+                let name = RepoName::parse(&name.join("/"), host)?;
+                let digest: Digest = d.parse()?;
+                only(method, &[M::GET, M::DELETE], Route::ApiArtifact { name, digest })
+            }
+            ["images", name @ .., "tags"] if !name.is_empty() && *method == M::GET => {
+                Ok(Route::ApiTags { name: RepoName::parse(&name.join("/"), host)? })
+            }
+            ["images", name @ .., "tags", t] if !name.is_empty() && (*method == M::PUT || *method == M::DELETE) => {
+                Ok(Route::ApiTag { name: RepoName::parse(&name.join("/"), host)?, tag: Tag::parse(t)? })
+            }
+            ["images", name @ ..] if !name.is_empty() => {
+                only(method, &[M::DELETE], Route::ApiImage { name: RepoName::parse(&name.join("/"), host)? })
+            }
+            _ => Err(not_found()),
+        }
+    }
+}
+
 fn only(method: &Method, allowed: &[Method], route: Route) -> Result<Route, OciError> {
     if allowed.contains(method) {
         Ok(route)
@@ -286,6 +458,8 @@ mod tests {
     fn parses_every_route() {
         let id = UploadId::generate();
         let cases = [
+            (Method::GET, "/auth/token".to_string(), "token"),
+            (Method::POST, "/auth/token".to_string(), "token"),
             (Method::GET, "/v2/".to_string(), "base"),
             (Method::HEAD, "/v2".to_string(), "base"),
             (Method::GET, "/v2/_catalog".to_string(), "catalog"),
@@ -308,15 +482,25 @@ mod tests {
         for (m, p, name) in cases {
             assert_eq!(parse(m.clone(), &p).unwrap().name(), name, "{m} {p}");
         }
-        assert_eq!(ROUTE_NAMES.len(), 14);
+        assert_eq!(ROUTE_NAMES.len(), ROUTE_COUNT);
     }
 
     #[test]
     fn the_spec_table_matches_the_parser() {
         let id = UploadId::generate().to_string();
         for spec in ROUTE_SPECS {
-            let suffix = spec.suffix.replace("{reference}", "v1").replace("{digest}", D).replace("{id}", &id);
-            let path = if spec.has_repository { format!("/v2/team/app{suffix}") } else { format!("/v2{suffix}") };
+            let suffix = spec
+                .suffix
+                .replace("{reference}", "v1")
+                .replace("{digest}", D)
+                .replace("{id}", &id)
+                .replace("{registry}", "team")
+                .replace("{user}", "alice")
+                .replace("{key}", "BKEXAMPLE")
+                .replace("{tag}", "v1");
+            let prefix = spec.prefix;
+            let path =
+                if spec.has_repository { format!("{prefix}/team/app{suffix}") } else { format!("{prefix}{suffix}") };
             for m in spec.methods {
                 let method = Method::from_bytes(m.as_bytes()).unwrap();
                 assert_eq!(parse(method, &path).unwrap().name(), spec.name, "{m} {path}");

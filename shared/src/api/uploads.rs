@@ -5,6 +5,7 @@ use http::{header, StatusCode};
 
 use super::error::{ErrorCode, OciError};
 use super::query::{digest_header, empty, header_str, Head, Query};
+use crate::access::{Grants, RepoAction};
 use crate::app::App;
 use crate::body::Response;
 use crate::metadata::UploadSession;
@@ -19,7 +20,9 @@ pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> 
     if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
         let digest: Digest = mount.parse()?;
         let from = RepoName::parse(from, None)?;
-        if uploads::mount(app, name, &digest, &from).await?.is_some() {
+        // Mounting reveals nothing but existence; still, the source must be visible to the caller.
+        let may_see_source = req.extensions.get::<Grants>().is_some_and(|g| g.allows(from.as_str(), RepoAction::View));
+        if may_see_source && uploads::mount(app, name, &digest, &from).await?.is_some() {
             return blob_created(name, &digest);
         }
     }

@@ -1,0 +1,6 @@
+//! `GET /api/v1/registries/{registry}/images`: lists a registry's images.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-images").await
+}

@@ -1,0 +1,6 @@
+//! `DELETE /api/v1/users/{user}/keys/{key}`: revokes an access key.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-key").await
+}

@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/registries`: lists and creates registries.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-registries").await
+}

@@ -1,0 +1,6 @@
+//! `GET|PATCH|DELETE /api/v1/users/{user}`: shows, changes the role of, and deletes one user.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-user").await
+}

@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/users`: lists and creates users.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-users").await
+}

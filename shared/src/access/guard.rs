@@ -1,0 +1,305 @@
+//! The one authorization decision per request: what the route needs ([`need`]), whether the
+//! registry exists and admits the caller's network, and whether the credentials cover it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+use super::{client_ip, login, AccessError, Challenge, Grants, RepoAction};
+use crate::api::query::Query;
+use crate::api::Route;
+use crate::app::App;
+use crate::identity::{registry, Action, Registry, User};
+
+/// What a route needs before its handler may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// nothing (the token endpoint authenticates by itself)
+    Public,
+    /// any valid credentials
+    SignedIn,
+    /// the repository catalog (`registry:catalog:*`)
+    Catalog,
+    /// a permission on one repository
+    Repo {
+        /// the repository
+        repository: String,
+        /// the permission
+        action: RepoAction,
+    },
+    /// a role-table action, within one registry or not tied to one
+    Role {
+        /// the action
+        action: Action,
+        /// the registry it touches, if one
+        registry: Option<String>,
+    },
+    /// an administrator over every registry (users, the audit log)
+    Admin,
+    /// the named user themself, or an administrator (their own access keys)
+    SelfOrAdmin {
+        /// the user concerned
+        user: String,
+    },
+}
+
+/// What `route` needs when called with `method`.
+pub fn need(route: &Route, method: &Method) -> Need {
+    let repo = |name: &crate::oci::RepoName, action| Need::Repo { repository: name.to_string(), action };
+    let read = if method == Method::HEAD { RepoAction::View } else { RepoAction::Pull };
+    match route {
+        Route::Token => Need::Public,
+        Route::Base => Need::SignedIn,
+        Route::Catalog => Need::Catalog,
+        Route::TagsList { name } | Route::Referrers { name, .. } => repo(name, RepoAction::View),
+        Route::ManifestGet { name, .. } | Route::BlobGet { name, .. } => repo(name, read),
+        Route::ManifestPut { name, .. }
+        | Route::UploadStart { name }
+        | Route::UploadPatch { name, .. }
+        | Route::UploadPut { name, .. }
+        | Route::UploadStatus { name, .. }
+        | Route::UploadCancel { name, .. } => repo(name, RepoAction::Push),
+        Route::ManifestDelete { name, .. } | Route::BlobDelete { name, .. } => repo(name, RepoAction::Delete),
+        Route::ApiOpenApi => Need::Public,
+        Route::ApiRegistries if method == Method::GET => role(Action::ViewRegistries, None),
+        Route::ApiRegistries | Route::ApiUsers | Route::ApiAudit => Need::Admin,
+        Route::ApiRegistry { registry } if method == Method::GET => role(Action::ViewRegistries, Some(registry)),
+        Route::ApiRegistry { registry } => role(Action::ManageRegistries, Some(registry)),
+        Route::ApiImages { registry } => role(Action::ViewImages, Some(registry)),
+        Route::ApiImage { name } => role(Action::DeleteImages, Some(registry::of_repository(name.as_str()))),
+        Route::ApiArtifacts { name } => role(Action::ViewArtifacts, Some(registry::of_repository(name.as_str()))),
+        Route::ApiArtifact { name, .. } => {
+            let action = if method == Method::GET { Action::ViewArtifacts } else { Action::DeleteArtifacts };
+            role(action, Some(registry::of_repository(name.as_str())))
+        }
+        Route::ApiTags { name } => role(Action::ViewTags, Some(registry::of_repository(name.as_str()))),
+        Route::ApiTag { name, .. } => role(Action::ManageTags, Some(registry::of_repository(name.as_str()))),
+        Route::ApiUser { user } if method == Method::GET => Need::SelfOrAdmin { user: user.clone() },
+        Route::ApiUser { .. } => Need::Admin,
+        Route::ApiKeys { user } | Route::ApiKey { user, .. } | Route::ApiKeyRotate { user, .. } => {
+            Need::SelfOrAdmin { user: user.clone() }
+        }
+    }
+}
+
+fn role(action: Action, registry: Option<&str>) -> Need {
+    Need::Role { action, registry: registry.map(str::to_string) }
+}
+
+/// The user behind the grants: Basic credentials carry it; a token names it.
+pub async fn user_of(app: &App, grants: &Grants) -> Result<std::sync::Arc<User>, AccessError> {
+    match grants {
+        Grants::User(u) => Ok(u.clone()),
+        Grants::Token(claims) => crate::identity::user::get(app.meta.as_ref(), &claims.sub)
+            .await?
+            .map(std::sync::Arc::new)
+            .ok_or_else(|| AccessError::Unauthenticated(format!("user {:?} no longer exists", claims.sub))),
+    }
+}
+
+fn is_admin(user: &User) -> bool {
+    user.registries.is_none() && Action::ALL.iter().all(|a| user.role.allows(*a))
+}
+
+/// A refused request: the error and, for 401, the challenge to send.
+#[derive(Debug)]
+pub struct Refusal {
+    /// why
+    pub error: AccessError,
+    /// `WWW-Authenticate` for 401 answers
+    pub challenge: Option<Challenge>,
+}
+
+impl From<AccessError> for Refusal {
+    fn from(error: AccessError) -> Refusal {
+        Refusal { error, challenge: None }
+    }
+}
+
+/// How long registry settings are remembered (public access changes apply within this).
+const REGISTRY_TTL: Duration = Duration::from_secs(5);
+
+/// A short-lived cache of registry records, so the hot pull path does not read them each time.
+#[derive(Debug, Default)]
+pub struct RegistryCache(Mutex<HashMap<String, (Option<Registry>, Instant)>>);
+
+impl RegistryCache {
+    /// Forgets a registry after a local change.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(name);
+        }
+    }
+}
+
+async fn registry_of(app: &App, name: &str) -> Result<Option<Registry>, AccessError> {
+    if let Some((hit, at)) = app.access.registries.0.lock().ok().and_then(|m| m.get(name).cloned()) {
+        if at.elapsed() < REGISTRY_TTL {
+            return Ok(hit);
+        }
+    }
+    let fresh = registry::get(app.meta.as_ref(), name).await?;
+    if let Ok(mut m) = app.access.registries.0.lock() {
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(name.to_string(), (fresh.clone(), Instant::now()));
+    }
+    Ok(fresh)
+}
+
+/// The absolute URL of the token endpoint as this request reached us.
+pub fn realm(app: &App, head: &http::request::Parts) -> String {
+    if let Some(url) = &app.settings.public_url {
+        return format!("{}/auth/token", url.trim_end_matches('/'));
+    }
+    let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let proto = head
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{proto}://{host}/auth/token")
+}
+
+fn challenge(app: &App, head: &http::request::Parts, need: &Need, error: Option<&'static str>) -> Challenge {
+    let scope = match need {
+        Need::Catalog => Some("registry:catalog:*".to_string()),
+        Need::Repo { repository, action } => Some(format!("repository:{repository}:{}", action.challenge_actions())),
+        _ => None,
+    };
+    Challenge { realm: realm(app, head), service: app.settings.token_service.clone(), scope, error }
+}
+
+/// An upload-session request carrying a valid `_state` token was authorized when the session was
+/// opened; the token is its capability (clients do not send credentials to the upload gateway).
+fn session_capability(app: &App, route: &Route, head: &http::request::Parts) -> bool {
+    let (
+        Some(tokens),
+        Route::UploadPatch { name, id }
+        | Route::UploadPut { name, id }
+        | Route::UploadStatus { name, id }
+        | Route::UploadCancel { name, id },
+    ) = (&app.settings.upload_tokens, route)
+    else {
+        return false;
+    };
+    Query::of(head).get("_state").is_some_and(|t| tokens.verify(t, name, id, app.clock.now()).is_ok())
+}
+
+/// Decides whether the request may proceed; its grants go into the request extensions.
+pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) -> Result<Option<Grants>, Refusal> {
+    let need = need(route, &head.method);
+    if need == Need::Public || session_capability(app, route, head) {
+        return Ok(None);
+    }
+    let source = client_ip::of(head);
+    let grants = match login::authenticate(app, head, source).await {
+        Ok(Some(grants)) => grants,
+        Ok(None) => {
+            return Err(Refusal {
+                error: AccessError::Unauthenticated("authentication required".into()),
+                challenge: Some(challenge(app, head, &need, None)),
+            })
+        }
+        Err(AccessError::Unauthenticated(why)) => {
+            return Err(Refusal {
+                error: AccessError::Unauthenticated(why),
+                challenge: Some(challenge(app, head, &need, Some("invalid_token"))),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match &need {
+        Need::Public | Need::SignedIn => {}
+        Need::Catalog => {
+            if !grants.allows_catalog() {
+                return Err(insufficient(app, head, &need, &grants, "the repository catalog"));
+            }
+        }
+        Need::Repo { repository, action } => {
+            let reg_name = registry::of_repository(repository);
+            let Some(reg) = registry_of(app, reg_name).await? else {
+                return Err(AccessError::RegistryUnknown(reg_name.to_string()).into());
+            };
+            if !reg.admits(source) {
+                return Err(AccessError::Denied(format!(
+                    "registry {reg_name:?} does not allow public access and {} is not one of its private networks",
+                    source.map_or("this client".to_string(), |ip| ip.to_string())
+                ))
+                .into());
+            }
+            if !grants.allows(repository, *action) {
+                let what = format!("{} on {repository}", action.challenge_actions());
+                return Err(insufficient(app, head, &need, &grants, &what));
+            }
+        }
+        Need::Role { action, registry: reg_name } => {
+            let user = user_of(app, &grants).await?;
+            // A registry's network policy guards its images; its settings stay manageable, so
+            // an administrator cannot lock everyone out.
+            let guards_data = !matches!(action, Action::ViewRegistries | Action::ManageRegistries);
+            if let Some(reg_name) = reg_name.as_ref().filter(|_| guards_data) {
+                if let Some(reg) = registry_of(app, reg_name).await? {
+                    if !reg.admits(source) {
+                        return Err(AccessError::Denied(format!(
+                            "registry {reg_name:?} does not allow public access from this network"
+                        ))
+                        .into());
+                    }
+                }
+            }
+            if !user.may(*action, reg_name.as_deref()) {
+                let scope = reg_name.as_deref().map_or(String::new(), |r| format!(" in registry {r:?}"));
+                return Err(AccessError::Denied(format!(
+                    "{} ({}) may not {}{scope}",
+                    user.name,
+                    user.role.as_str(),
+                    action.describe()
+                ))
+                .into());
+            }
+        }
+        Need::Admin => {
+            let user = user_of(app, &grants).await?;
+            if !is_admin(&user) {
+                return Err(AccessError::Denied(format!(
+                    "{} ({}) is not an administrator of every registry",
+                    user.name,
+                    user.role.as_str()
+                ))
+                .into());
+            }
+        }
+        Need::SelfOrAdmin { user: subject } => {
+            let user = user_of(app, &grants).await?;
+            if &user.name != subject && !is_admin(&user) {
+                return Err(AccessError::Denied(format!("{} may not manage user {subject:?}", user.name)).into());
+            }
+        }
+    }
+    Ok(Some(grants))
+}
+
+fn insufficient(app: &App, head: &http::request::Parts, need: &Need, grants: &Grants, what: &str) -> Refusal {
+    let refused = match need {
+        Need::Repo { repository, action } => grants.refused(repository, *action),
+        _ => {
+            matches!(grants, Grants::User(_))
+                || matches!(grants, Grants::Token(c) if c.refused.iter().any(|a| a.kind == "registry"))
+        }
+    };
+    if refused {
+        Refusal { error: AccessError::Denied(format!("{} may not {what}", grants.principal())), challenge: None }
+    } else {
+        // RFC 6750 §3.1: a valid token without the scope gets 403 and a challenge naming the
+        // scope; clients such as oras fetch a fresh token on it and retry.
+        Refusal {
+            error: AccessError::InsufficientScope(what.to_string()),
+            challenge: Some(challenge(app, head, need, Some("insufficient_scope"))),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Users: a name, one role, and the registries it applies to (all of them when unset).
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, IdentityError, Role};
+use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+
+/// The document collection users are kept in.
+pub const COLLECTION: &str = "user";
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// login name
+    pub name: String,
+    /// permission family
+    pub role: Role,
+    /// registries the role applies to; `None` = every registry
+    #[serde(default)]
+    pub registries: Option<Vec<String>>,
+    /// ids of the user's access keys (kept here so the per-user limit holds under concurrency)
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// when it was created
+    pub created_at: UnixTime,
+    /// who created it
+    pub created_by: String,
+}
+
+impl User {
+    /// Whether the user's role covers `registry`.
+    pub fn covers(&self, registry: &str) -> bool {
+        self.registries.as_ref().is_none_or(|list| list.iter().any(|r| r == registry))
+    }
+
+    /// Whether the user may do `action` in `registry` (`None`: an action not tied to one registry).
+    pub fn may(&self, action: super::Action, registry: Option<&str>) -> bool {
+        self.role.allows(action) && registry.is_none_or(|r| self.covers(r))
+    }
+}
+
+/// Checks a user name: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_name(name: &str) -> Result<(), IdentityError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::Invalid(format!(
+            "user name {name:?} is invalid: use 1-64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+/// Creates a user; `AlreadyExists` if the name is taken.
+pub async fn create(
+    meta: &dyn MetadataStore,
+    name: &str,
+    role: Role,
+    registries: Option<Vec<String>>,
+    created_by: &str,
+    now: UnixTime,
+) -> Result<User, IdentityError> {
+    validate_name(name)?;
+    if let Some(list) = &registries {
+        for r in list {
+            super::registry::validate_name(r)?;
+        }
+    }
+    let user = User {
+        name: name.to_string(),
+        role,
+        registries,
+        keys: vec![],
+        created_at: now,
+        created_by: created_by.to_string(),
+    };
+    match meta.put_document(COLLECTION, name, &encode("user", &user)?, Expect::Absent).await {
+        Ok(_) => Ok(user),
+        Err(MetadataError::Conflict(_)) => Err(IdentityError::AlreadyExists { kind: "user", name: name.to_string() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A user by name, with its document version.
+pub async fn get_versioned(meta: &dyn MetadataStore, name: &str) -> Result<Option<(User, u64)>, IdentityError> {
+    match meta.get_document(COLLECTION, name).await? {
+        Some(doc) => Ok(Some((decode("user", doc.body)?, doc.version))),
+        None => Ok(None),
+    }
+}
+
+/// A user by name.
+pub async fn get(meta: &dyn MetadataStore, name: &str) -> Result<Option<User>, IdentityError> {
+    Ok(get_versioned(meta, name).await?.map(|(u, _)| u))
+}
+
+/// Users after `after`, at most `limit`, and whether more exist.
+pub async fn list(
+    meta: &dyn MetadataStore,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<User>, bool), IdentityError> {
+    let page = meta.list_documents(COLLECTION, "", after, limit).await?;
+    let items = page.items.into_iter().map(|d| decode("user", d.body)).collect::<Result<Vec<_>, _>>()?;
+    Ok((items, page.more))
+}
+
+/// Writes a changed user if nobody changed it since `version`.
+pub async fn replace(meta: &dyn MetadataStore, user: &User, version: u64) -> Result<(), IdentityError> {
+    meta.put_document(COLLECTION, &user.name, &encode("user", user)?, Expect::Version(version)).await?;
+    Ok(())
+}
+
+/// Changes a user's role and registries.
+pub async fn set_role(
+    meta: &dyn MetadataStore,
+    name: &str,
+    role: Role,
+    registries: Option<Vec<String>>,
+) -> Result<User, IdentityError> {
+    loop {
+        let (mut user, version) =
+            get_versioned(meta, name).await?.ok_or_else(|| IdentityError::UserUnknown(name.to_string()))?;
+        user.role = role;
+        user.registries = registries.clone();
+        match replace(meta, &user, version).await {
+            Err(IdentityError::Metadata(MetadataError::Conflict(_))) => continue,
+            other => return other.map(|()| user),
+        }
+    }
+}
+
+/// Deletes a user and all its access keys.
+pub async fn delete(meta: &dyn MetadataStore, name: &str) -> Result<bool, IdentityError> {
+    let Some(user) = get(meta, name).await? else { return Ok(false) };
+    for key in &user.keys {
+        meta.delete_document(super::key::COLLECTION, key, Expect::Any).await?;
+    }
+    Ok(meta.delete_document(COLLECTION, name, Expect::Any).await?)
+}

@@ -1,0 +1,335 @@
+//! `/api/v1/images/<name>…`: artifacts (with platforms, tags and referrers), tags (with search,
+//! and tagging without docker), and deleting an artifact or a whole image.
+
+use std::collections::{BTreeSet, HashSet};
+
+use futures_util::StreamExt;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{invalid, object, page_request, page_response, read_json};
+use crate::api::query::{empty, Head, Query};
+use crate::api::{ErrorCode, OciError};
+use crate::app::App;
+use crate::body::Response;
+use crate::metadata::{ManifestRecord, MetadataError};
+use crate::oci::{Digest, RepoName, Tag};
+use crate::registry::manifests;
+use crate::storage::ByteStream;
+
+/// Largest config blob read to find an image's platform.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// What an image holds.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// manifests (artifacts) in it
+    pub artifacts: usize,
+    /// bytes of its manifests and the distinct blobs they reference
+    pub bytes: u64,
+    /// when the latest artifact was pushed
+    pub last_push: Option<i64>,
+}
+
+/// All manifests of an image.
+async fn all_manifests(app: &App, repo: &RepoName) -> Result<Vec<ManifestRecord>, MetadataError> {
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = app.meta.list_manifests(repo, after.as_deref(), 1000).await?;
+        after = page.last().map(|m| m.digest.to_string());
+        out.extend(page);
+        if !more || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Counts an image's artifacts and bytes.
+pub async fn usage(app: &App, repo: &RepoName) -> Result<Usage, OciError> {
+    let manifests = all_manifests(app, repo).await?;
+    let mut usage = Usage { artifacts: manifests.len(), ..Usage::default() };
+    let mut seen = HashSet::new();
+    for m in &manifests {
+        usage.bytes += m.size;
+        usage.last_push = usage.last_push.max(Some(m.pushed_at));
+        for blob in &m.blobs {
+            if seen.insert(blob.clone()) {
+                usage.bytes += app.meta.linked_blob(repo, blob).await?.unwrap_or(0);
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// A platform an artifact runs on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+}
+
+impl Platform {
+    fn of(v: &Value) -> Option<Platform> {
+        Some(Platform {
+            os: v.get("os")?.as_str()?.to_string(),
+            architecture: v.get("architecture")?.as_str()?.to_string(),
+            variant: v.get("variant").and_then(|x| x.as_str()).map(str::to_string),
+        })
+    }
+}
+
+/// A referrer as listed with its subject.
+#[derive(Debug, Serialize)]
+struct ReferrerSummary {
+    digest: String,
+    artifact_type: Option<String>,
+}
+
+/// An artifact as the management API shows it.
+#[derive(Debug, Serialize)]
+struct Artifact {
+    digest: String,
+    media_type: String,
+    artifact_type: Option<String>,
+    size: u64,
+    platforms: Vec<Platform>,
+    pushed_at: i64,
+    pulled_at: Option<i64>,
+    tags: Vec<String>,
+    subject: Option<String>,
+    referrers: Vec<ReferrerSummary>,
+}
+
+async fn describe(app: &App, repo: &RepoName, m: ManifestRecord) -> Result<Artifact, OciError> {
+    let tags = app.meta.tags_of(repo, &m.digest).await?;
+    let referrers = app
+        .meta
+        .referrers(repo, &m.digest, None)
+        .await?
+        .into_iter()
+        .map(|r| ReferrerSummary { digest: r.digest.to_string(), artifact_type: r.artifact_type })
+        .collect();
+    let platforms = platforms(app, &m).await;
+    Ok(Artifact {
+        digest: m.digest.to_string(),
+        media_type: m.media_type.clone(),
+        artifact_type: m.artifact_type.clone(),
+        size: m.size,
+        platforms,
+        pushed_at: m.pushed_at,
+        pulled_at: None,
+        tags,
+        subject: m.subject.as_ref().map(|d| d.to_string()),
+        referrers,
+    })
+}
+
+/// Platforms of an index (its entries) or an image (its config); empty when unknown.
+async fn platforms(app: &App, m: &ManifestRecord) -> Vec<Platform> {
+    let Ok(bytes) = manifests::content(app, m).await else { return vec![] };
+    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { return vec![] };
+    if let Some(entries) = doc.get("manifests").and_then(|v| v.as_array()) {
+        let set: BTreeSet<Platform> = entries.iter().filter_map(|e| e.get("platform").and_then(Platform::of)).collect();
+        return set.into_iter().collect();
+    }
+    let config = doc.get("config");
+    let is_image_config = config
+        .and_then(|c| c.get("mediaType"))
+        .and_then(|t| t.as_str())
+        .is_some_and(|t| t.ends_with("container.image.v1+json") || t == "application/vnd.oci.image.config.v1+json");
+    let Some(digest) =
+        config.and_then(|c| c.get("digest")).and_then(|d| d.as_str()).and_then(|d| d.parse::<Digest>().ok())
+    else {
+        return vec![];
+    };
+    if !is_image_config || app.blobs.stat(&digest).await.ok().flatten().is_none_or(|n| n > MAX_CONFIG_BYTES) {
+        return vec![];
+    }
+    let Ok(mut stream) = app.blobs.read(&digest, None).await else { return vec![] };
+    let mut buf = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        buf.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice::<Value>(&buf).ok().as_ref().and_then(Platform::of).into_iter().collect()
+}
+
+fn repository_unknown(repo: &RepoName) -> OciError {
+    OciError::new(ErrorCode::NotFound, format!("image {repo} does not exist"))
+}
+
+/// `GET /api/v1/images/<name>/artifacts`.
+pub async fn list(app: &App, head: &Head, repo: &RepoName) -> Result<Response, OciError> {
+    let page = page_request(head)?;
+    if !app.meta.repository_exists(repo).await? {
+        return Err(repository_unknown(repo));
+    }
+    let (records, more) = app.meta.list_manifests(repo, page.after.as_deref(), page.limit).await?;
+    let mut items = Vec::with_capacity(records.len());
+    for m in records {
+        items.push(describe(app, repo, m).await?);
+    }
+    page_response(head, &items, more, |a| a.digest.clone())
+}
+
+/// `GET /api/v1/images/<name>/artifacts/<digest>`.
+pub async fn show(app: &App, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+    let m = app
+        .meta
+        .manifest(repo, digest)
+        .await?
+        .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")))?;
+    object(StatusCode::OK, &describe(app, repo, m).await?)
+}
+
+/// Deletes an artifact after its referrers (signatures, SBOMs…), depth first; refused while
+/// an index of the image lists it.
+pub async fn delete_artifact(app: &App, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, OciError> {
+    let mut deleted = vec![];
+    let mut stack = vec![(digest.clone(), false)];
+    let mut visited = HashSet::new();
+    while let Some((d, expanded)) = stack.pop() {
+        if expanded {
+            if app.meta.delete_manifest(repo, &d).await? {
+                deleted.push(d);
+            }
+            continue;
+        }
+        if !visited.insert(d.clone()) {
+            continue;
+        }
+        stack.push((d.clone(), true));
+        for r in app.meta.referrers(repo, &d, None).await? {
+            stack.push((r.digest, false));
+        }
+    }
+    Ok(deleted)
+}
+
+/// `DELETE /api/v1/images/<name>/artifacts/<digest>`.
+pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+    if app.meta.manifest(repo, digest).await?.is_none() {
+        return Err(OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")));
+    }
+    match delete_artifact(app, repo, digest).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT, &[]),
+        Err(e) if e.status == StatusCode::CONFLICT => Err(OciError::new(ErrorCode::Conflict, e.detail)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes every artifact of an image (indexes before what they list) and unlinks its blobs.
+pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError> {
+    let mut count = 0;
+    loop {
+        let manifests = all_manifests(app, repo).await?;
+        if manifests.is_empty() {
+            break;
+        }
+        let listed: HashSet<Digest> = manifests.iter().flat_map(|m| m.children.iter().cloned()).collect();
+        let mut progressed = false;
+        for m in manifests.iter().filter(|m| !listed.contains(&m.digest)) {
+            match app.meta.delete_manifest(repo, &m.digest).await {
+                Ok(true) => {
+                    count += 1;
+                    progressed = true;
+                }
+                Ok(false) | Err(MetadataError::ReferencedByIndex { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for blob in &m.blobs {
+                app.meta.unlink_blob(repo, blob).await?;
+            }
+        }
+        if !progressed {
+            return Err(OciError::new(ErrorCode::Conflict, format!("image {repo} could not be emptied (a cycle?)")));
+        }
+    }
+    Ok(count)
+}
+
+/// `DELETE /api/v1/images/<name>`.
+pub async fn delete_whole(app: &App, repo: &RepoName) -> Result<Response, OciError> {
+    if !app.meta.repository_exists(repo).await? {
+        return Err(repository_unknown(repo));
+    }
+    let deleted = delete_image(app, repo).await?;
+    object(StatusCode::OK, &serde_json::json!({ "image": repo.as_str(), "deleted_artifacts": deleted }))
+}
+
+/// A tag as listed.
+#[derive(Debug, Serialize)]
+struct TagSummary {
+    name: String,
+    digest: Option<String>,
+}
+
+/// `GET /api/v1/images/<name>/tags[?q=search]`.
+pub async fn tags(app: &App, head: &Head, repo: &RepoName) -> Result<Response, OciError> {
+    let page = page_request(head)?;
+    let q = Query::of(head);
+    let search = q.get("q").unwrap_or("").to_string();
+    let mut after = page.after.clone();
+    let mut items = vec![];
+    let mut more = false;
+    'pages: loop {
+        let Some(chunk) = app.meta.list_tags(repo, after.as_deref(), 1000).await? else {
+            return Err(repository_unknown(repo));
+        };
+        for name in &chunk.items {
+            if !name.contains(&search) {
+                continue;
+            }
+            if items.len() == page.limit {
+                more = true;
+                break 'pages;
+            }
+            items.push(name.clone());
+        }
+        match chunk.items.last() {
+            Some(last) if chunk.more => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for name in items {
+        let digest = match Tag::parse(&name) {
+            Ok(tag) => app.meta.resolve_tag(repo, &tag).await?.map(|m| m.digest.to_string()),
+            Err(_) => None,
+        };
+        out.push(TagSummary { name, digest });
+    }
+    page_response(head, &out, more, |t| t.name.clone())
+}
+
+/// The body of `PUT /api/v1/images/<name>/tags/<tag>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutTag {
+    digest: String,
+}
+
+/// `PUT`: points a tag at an artifact already in the image.
+pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) -> Result<Response, OciError> {
+    let req: PutTag = read_json(body).await?;
+    let digest: Digest = req.digest.parse().map_err(|e| invalid(format!("digest: {e}")))?;
+    let record = app
+        .meta
+        .manifest(repo, &digest)
+        .await?
+        .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")))?;
+    app.meta.put_manifest(&record, std::slice::from_ref(tag)).await?;
+    object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
+}
+
+/// `DELETE`: deletes a tag (the artifact stays).
+pub async fn delete_tag(app: &App, repo: &RepoName, tag: &Tag) -> Result<Response, OciError> {
+    if app.meta.delete_tag(repo, tag).await? {
+        empty(StatusCode::NO_CONTENT, &[])
+    } else {
+        Err(OciError::new(ErrorCode::NotFound, format!("tag {repo}:{tag} does not exist")))
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /api/v1/openapi.json`: the management API described as OpenAPI 3.1, built from the
+//! route table so the document cannot drift from what is served.
+
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use crate::api::query::json as json_response;
+use crate::api::{OciError, ROUTE_SPECS};
+use crate::body::Response;
+
+/// (route, method, summary, request body schema, success status)
+const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16)] = &[
+    ("api-registries", "GET", "List registries", None, 200),
+    ("api-registries", "POST", "Create a registry", Some("CreateRegistry"), 201),
+    ("api-registry", "GET", "Show a registry", None, 200),
+    ("api-registry", "PATCH", "Change a registry's public access and private networks", Some("ChangeRegistry"), 200),
+    ("api-registry", "DELETE", "Delete a registry (force=true deletes its images too)", None, 204),
+    ("api-images", "GET", "List a registry's images with artifact count, size and last push", None, 200),
+    ("api-image", "DELETE", "Delete an image with all its artifacts and tags", None, 200),
+    ("api-artifacts", "GET", "List an image's artifacts", None, 200),
+    ("api-artifact", "GET", "Show an artifact: digest, media type, size, platforms, times, tags, referrers", None, 200),
+    ("api-artifact", "DELETE", "Delete an artifact and its referrers (refused while an index lists it)", None, 204),
+    ("api-tags", "GET", "List an image's tags (q= searches)", None, 200),
+    ("api-tag", "PUT", "Point a tag at an artifact of the image", Some("PutTag"), 200),
+    ("api-tag", "DELETE", "Delete a tag", None, 204),
+    ("api-users", "GET", "List users", None, 200),
+    ("api-users", "POST", "Create a user with a role", Some("CreateUser"), 201),
+    ("api-user", "GET", "Show a user", None, 200),
+    ("api-user", "PATCH", "Change a user's role and registries", Some("ChangeUser"), 200),
+    ("api-user", "DELETE", "Delete a user and its access keys", None, 204),
+    ("api-keys", "GET", "List a user's access keys", None, 200),
+    ("api-keys", "POST", "Create an access key (the secret is returned once)", None, 201),
+    ("api-key", "DELETE", "Revoke an access key", None, 204),
+    ("api-key-rotate", "POST", "Replace an access key's secret (returned once)", None, 200),
+    ("api-audit", "GET", "Read the audit log, oldest first", None, 200),
+    ("api-openapi", "GET", "This document", None, 200),
+];
+
+fn schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let cidrs = json!({ "type": "array", "items": { "type": "string", "description": "CIDR, e.g. 10.0.0.0/8" } });
+    let roles = json!({ "type": "string", "enum": ["project-admin", "project-member", "service-admin", "service-viewer", "image-uploader"] });
+    let registries = json!({ "type": ["array", "null"], "items": { "type": "string" }, "description": "registries the role applies to; null = all" });
+    json!({
+        "CreateRegistry": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": string, "public_access": { "type": "boolean", "default": true }, "private_networks": cidrs } },
+        "ChangeRegistry": { "type": "object", "additionalProperties": false, "properties": {
+            "public_access": { "type": "boolean" }, "private_networks": cidrs } },
+        "PutTag": { "type": "object", "required": ["digest"], "additionalProperties": false, "properties": { "digest": string } },
+        "CreateUser": { "type": "object", "required": ["name", "role"], "additionalProperties": false, "properties": {
+            "name": string, "role": roles, "registries": registries } },
+        "ChangeUser": { "type": "object", "required": ["role"], "additionalProperties": false, "properties": {
+            "role": roles, "registries": registries } },
+        "Error": { "type": "object", "properties": { "errors": { "type": "array", "items": { "type": "object",
+            "required": ["code", "message", "detail"],
+            "properties": { "code": string, "message": string, "detail": {} } } } } },
+        "Page": { "type": "object", "required": ["items", "next"], "properties": {
+            "items": { "type": "array" }, "next": { "type": ["string", "null"], "description": "pass as last= for the next page" } } }
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for spec in ROUTE_SPECS.iter().filter(|s| s.prefix.starts_with("/api/v1")) {
+        let path = if spec.has_repository {
+            format!("{}/{{image}}{}", spec.prefix, spec.suffix)
+        } else {
+            format!("{}{}", spec.prefix, spec.suffix)
+        };
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut item = Map::new();
+        for (route, method, summary, body, status) in OPERATIONS.iter().filter(|o| o.0 == spec.name) {
+            let mut op = json!({
+                "operationId": format!("{route}-{}", method.to_lowercase()),
+                "summary": summary,
+                "parameters": params,
+                "responses": {
+                    status.to_string(): { "description": "success" },
+                    "default": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+                }
+            });
+            if *method == "GET" && spec.name != "api-openapi" && !path.ends_with('}') {
+                op["parameters"] = json!([params.clone(), vec![
+                    json!({ "name": "n", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+                    json!({ "name": "last", "in": "query", "schema": { "type": "string" } }),
+                ]].concat());
+            }
+            if let Some(schema) = body {
+                op["requestBody"] = json!({ "required": true, "content": { "application/json": {
+                    "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+            }
+            item.insert(method.to_lowercase(), op);
+        }
+        paths.insert(path, Value::Object(item));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Berth management API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Registries, images, artifacts, tags, users, access keys and the audit log. Authenticate with Basic access key:secret or a Bearer token from /auth/token." },
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "basic": { "type": "http", "scheme": "basic" }, "bearer": { "type": "http", "scheme": "bearer" } }
+        },
+        "security": [{ "basic": [] }, { "bearer": [] }],
+        "paths": paths
+    })
+}
+
+/// Serves the document.
+pub fn serve() -> Result<Response, OciError> {
+    json_response(StatusCode::OK, &document(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_management_route_and_method_is_documented() {
+        let doc = document();
+        for spec in ROUTE_SPECS.iter().filter(|s| s.prefix.starts_with("/api/v1")) {
+            for m in spec.methods {
+                assert!(
+                    OPERATIONS.iter().any(|(r, method, ..)| r == &spec.name && method == m),
+                    "{} {m} is not documented",
+                    spec.name
+                );
+            }
+        }
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(15));
+    }
+}

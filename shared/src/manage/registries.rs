@@ -1,0 +1,156 @@
+//! `/api/v1/registries…`: create, list, show, change and delete registries, and list their images.
+
+use http::StatusCode;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{forced, grants, invalid, object, page_request, page_response, read_json};
+use crate::access::guard::user_of;
+use crate::api::query::{empty, Head};
+use crate::api::{ErrorCode, OciError};
+use crate::app::App;
+use crate::body::Response;
+use crate::identity::registry;
+use crate::oci::RepoName;
+use crate::storage::ByteStream;
+
+/// The body of `POST /api/v1/registries`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRegistry {
+    name: String,
+    #[serde(default = "yes")]
+    public_access: bool,
+    #[serde(default)]
+    private_networks: Vec<IpNet>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The body of `PATCH /api/v1/registries/<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeRegistry {
+    public_access: Option<bool>,
+    private_networks: Option<Vec<IpNet>>,
+}
+
+/// `GET`: registries the caller's role covers.
+pub async fn list(app: &App, head: &Head) -> Result<Response, OciError> {
+    let page = page_request(head)?;
+    let user = user_of(app, grants(head)?).await?;
+    let (items, more) = registry::list(app.meta.as_ref(), page.after.as_deref(), page.limit).await?;
+    let visible: Vec<_> = items.into_iter().filter(|r| user.covers(&r.name)).collect();
+    page_response(head, &visible, more, |r| r.name.clone())
+}
+
+/// `POST`: creates a registry.
+pub async fn create(app: &App, head: &Head, body: ByteStream) -> Result<Response, OciError> {
+    let req: CreateRegistry = read_json(body).await?;
+    let who = grants(head)?.principal().to_string();
+    let created =
+        registry::create(app.meta.as_ref(), &req.name, req.public_access, req.private_networks, &who, app.clock.now())
+            .await?;
+    app.access.registries.forget(&created.name);
+    object(StatusCode::CREATED, &created)
+}
+
+/// `GET`: one registry.
+pub async fn show(app: &App, name: &str) -> Result<Response, OciError> {
+    let found = registry::get(app.meta.as_ref(), name)
+        .await?
+        .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("registry {name:?} does not exist")))?;
+    object(StatusCode::OK, &found)
+}
+
+/// `PATCH`: changes public access and private networks.
+pub async fn change(app: &App, name: &str, body: ByteStream) -> Result<Response, OciError> {
+    let req: ChangeRegistry = read_json(body).await?;
+    if req.public_access.is_none() && req.private_networks.is_none() {
+        return Err(invalid("nothing to change: give public_access and/or private_networks"));
+    }
+    let changed = registry::set_access(app.meta.as_ref(), name, req.public_access, req.private_networks).await?;
+    app.access.registries.forget(name);
+    object(StatusCode::OK, &changed)
+}
+
+/// `DELETE [?force=true]`: deletes a registry; one that holds images needs `force`, which
+/// deletes the images first.
+pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciError> {
+    let force = forced(head)?;
+    if registry::get(app.meta.as_ref(), name).await?.is_none() {
+        return Err(OciError::new(ErrorCode::NotFound, format!("registry {name:?} does not exist")));
+    }
+    let images = image_names(app, name, None, usize::MAX).await?.0;
+    if !images.is_empty() && !force {
+        return Err(OciError::new(
+            ErrorCode::Conflict,
+            format!("registry {name:?} still holds {} image(s); delete them first or pass force=true", images.len()),
+        ));
+    }
+    for image in &images {
+        super::artifacts::delete_image(app, image).await?;
+    }
+    registry::remove(app.meta.as_ref(), name).await?;
+    app.access.registries.forget(name);
+    empty(StatusCode::NO_CONTENT, &[])
+}
+
+/// Repository names in registry `name` (after `after`, at most `limit`), and whether more exist.
+pub async fn image_names(
+    app: &App,
+    name: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<RepoName>, bool), OciError> {
+    let prefix = format!("{name}/");
+    let mut cursor = after.map(str::to_string).unwrap_or_else(|| prefix.clone());
+    let mut out = vec![];
+    loop {
+        let page = app.meta.list_repositories(Some(&cursor), 1000).await?;
+        for item in &page.items {
+            if !item.starts_with(&prefix) {
+                return Ok((out, false));
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(RepoName::parse(item, None)?);
+        }
+        match page.items.last() {
+            Some(last) if page.more => cursor = last.clone(),
+            _ => return Ok((out, false)),
+        }
+    }
+}
+
+/// An image as listed.
+#[derive(Debug, Serialize)]
+struct ImageSummary {
+    name: String,
+    artifact_count: usize,
+    size: u64,
+    last_push: Option<i64>,
+}
+
+/// `GET /api/v1/registries/<name>/images`: images with artifact count, size and last push.
+pub async fn images(app: &App, head: &Head, name: &str) -> Result<Response, OciError> {
+    if registry::get(app.meta.as_ref(), name).await?.is_none() {
+        return Err(OciError::new(ErrorCode::NotFound, format!("registry {name:?} does not exist")));
+    }
+    let page = page_request(head)?;
+    let (names, more) = image_names(app, name, page.after.as_deref(), page.limit).await?;
+    let mut items = Vec::with_capacity(names.len());
+    for repo in names {
+        let usage = super::artifacts::usage(app, &repo).await?;
+        items.push(ImageSummary {
+            name: repo.to_string(),
+            artifact_count: usage.artifacts,
+            size: usage.bytes,
+            last_push: usage.last_push,
+        });
+    }
+    page_response(head, &items, more, |i| i.name.clone())
+}

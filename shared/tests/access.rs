@@ -1,0 +1,355 @@
+//! The NCR permission matrix, enforced at the edge: every role against every action that has a
+//! route today, on the registry API and the management API alike, with Basic access-key
+//! credentials and with scoped Bearer tokens; plus token scope, expiry and revocation.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use berth::api::{self, RouteFilter};
+use berth::app::{App, Clock, Settings};
+use berth::body::{empty_stream, once_stream};
+use berth::identity::{bootstrap, key, registry, user, Action, Role};
+use berth::metadata::UnixTime;
+use berth::oci::Digest;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+const ADMIN: (&str, &str) = ("BKMATRIXADMIN0000001", "matrix-admin-secret-0000000");
+
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Env {
+    app: App,
+    clock: Arc<TestClock>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    fn code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+enum Auth<'a> {
+    Basic(&'a (String, String)),
+    Bearer(&'a str),
+}
+
+impl Env {
+    async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000)));
+        app.clock = clock.clone();
+        bootstrap::ensure_admin(app.meta.as_ref(), Some(ADMIN), 0).await.unwrap();
+        registry::create(app.meta.as_ref(), "team", true, vec![], "t", 0).await.unwrap();
+        registry::create(app.meta.as_ref(), "other", true, vec![], "t", 0).await.unwrap();
+        Env { app, clock, _dir: dir }
+    }
+
+    fn admin(&self) -> (String, String) {
+        (ADMIN.0.to_string(), ADMIN.1.to_string())
+    }
+
+    async fn user(&self, name: &str, role: Role, registries: Option<Vec<&str>>) -> (String, String) {
+        let regs = registries.map(|l| l.into_iter().map(String::from).collect());
+        user::create(self.app.meta.as_ref(), name, role, regs, "t", 0).await.unwrap();
+        let (k, secret) = key::create(self.app.meta.as_ref(), name, None, 0).await.unwrap();
+        (k.id, secret)
+    }
+
+    async fn call(&self, auth: Auth<'_>, method: Method, uri: &str, body: Vec<u8>) -> Answer {
+        let value = match auth {
+            Auth::Basic((k, s)) => {
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{s}")))
+            }
+            Auth::Bearer(t) => format!("Bearer {t}"),
+        };
+        let mut b = http::Request::builder().method(method).uri(uri).header("host", "registry.test");
+        b = b.header("authorization", value);
+        if !body.is_empty() {
+            b = b.header("content-type", "application/json");
+        }
+        let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
+        let resp = api::handle(&self.app, RouteFilter::All, b.body(stream).unwrap()).await;
+        let (parts, body) = resp.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes().to_vec() }
+    }
+
+    async fn token(&self, creds: &(String, String), scope: &str) -> String {
+        let uri = format!(
+            "/auth/token?service=berth&scope={}",
+            scope.replace(':', "%3A").replace('/', "%2F").replace(' ', "%20")
+        );
+        let a = self.call(Auth::Basic(creds), Method::GET, &uri, vec![]).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+        a.json()["token"].as_str().unwrap().to_string()
+    }
+
+    async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> Digest {
+        let admin = self.admin();
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}").into_bytes();
+        let layer = format!("layer of {seed}").into_bytes();
+        for blob in [&config, &layer] {
+            let d = Digest::sha256_of(blob);
+            let uri = format!("/v2/{repo}/blobs/uploads/?digest={d}");
+            let a = self.call(Auth::Basic(&admin), Method::POST, &uri, blob.clone()).await;
+            assert_eq!(a.status, StatusCode::CREATED);
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len() },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len() }]
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let mut b = http::Request::builder().method(Method::PUT).uri(format!("/v2/{repo}/manifests/{tag}"));
+        b = b.header("content-type", "application/vnd.oci.image.manifest.v1+json");
+        b = b.header(
+            "authorization",
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
+        );
+        let resp = api::handle(&self.app, RouteFilter::All, b.body(once_stream(bytes.clone())).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        Digest::sha256_of(&bytes)
+    }
+}
+
+/// A request exercising one action of the guide's table; `n` makes names unique per attempt.
+async fn attempt(env: &Env, auth: &(String, String), action: Action, n: usize, bearer: bool) -> Option<Answer> {
+    let repo = format!("team/app{n}");
+    let digest = env.push_image(&repo, "v1", &format!("{n}")).await;
+    let (method, uri, body, scope): (Method, String, Vec<u8>, Option<String>) = match action {
+        Action::ViewRegistries => (Method::GET, "/api/v1/registries/team".into(), vec![], None),
+        Action::ManageRegistries => {
+            (Method::POST, "/api/v1/registries".into(), format!("{{\"name\":\"made{n}\"}}").into_bytes(), None)
+        }
+        Action::ViewImages => (Method::GET, "/api/v1/registries/team/images".into(), vec![], None),
+        Action::PullImages => {
+            (Method::GET, format!("/v2/{repo}/manifests/v1"), vec![], Some(format!("repository:{repo}:pull")))
+        }
+        Action::PushImages => {
+            let blob = format!("pushed {n}").into_bytes();
+            let uri = format!("/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(&blob));
+            (Method::POST, uri, blob, Some(format!("repository:{repo}:pull,push")))
+        }
+        Action::DeleteImages => (Method::DELETE, format!("/api/v1/images/{repo}"), vec![], None),
+        Action::ViewArtifacts => (Method::GET, format!("/api/v1/images/{repo}/artifacts"), vec![], None),
+        Action::DeleteArtifacts => (
+            Method::DELETE,
+            format!("/v2/{repo}/manifests/{digest}"),
+            vec![],
+            Some(format!("repository:{repo}:delete")),
+        ),
+        Action::ViewTags => {
+            (Method::GET, format!("/v2/{repo}/tags/list"), vec![], Some(format!("repository:{repo}:pull,push")))
+        }
+        Action::ManageTags => (
+            Method::PUT,
+            format!("/api/v1/images/{repo}/tags/t{n}"),
+            format!("{{\"digest\":\"{digest}\"}}").into_bytes(),
+            None,
+        ),
+        // Replication, webhooks, cleanup and protection have no routes yet.
+        _ => return None,
+    };
+    if bearer {
+        let scope = scope?;
+        let token = env.token(auth, &scope).await;
+        Some(env.call(Auth::Bearer(&token), method, &uri, body).await)
+    } else {
+        Some(env.call(Auth::Basic(auth), method, &uri, body).await)
+    }
+}
+
+#[tokio::test]
+async fn every_role_against_every_routed_action_on_both_apis() {
+    let env = Env::new().await;
+    let mut users = vec![];
+    for role in Role::ALL {
+        users.push((role, env.user(&format!("u-{}", role.as_str()), role, None).await));
+    }
+    let mut n = 0;
+    let mut checked = 0;
+    for (role, creds) in &users {
+        for action in Action::ALL {
+            for bearer in [false, true] {
+                n += 1;
+                let Some(a) = attempt(&env, creds, action, n, bearer).await else { continue };
+                checked += 1;
+                let body = String::from_utf8_lossy(&a.body).to_string();
+                if role.allows(action) {
+                    assert!(a.status.is_success(), "{role:?} {action:?} bearer={bearer}: {} {body}", a.status);
+                } else {
+                    assert_eq!(a.status, StatusCode::FORBIDDEN, "{role:?} {action:?} bearer={bearer}: {body}");
+                    assert_eq!(a.code(), "DENIED", "{body}");
+                    if !bearer {
+                        assert!(body.contains(role.as_str()) || body.contains("may not"), "{body}");
+                    }
+                }
+            }
+        }
+    }
+    // 10 routed actions x 5 roles with Basic keys; the 4 registry-API ones with tokens too
+    assert_eq!(checked, 5 * (10 + 4));
+}
+
+#[tokio::test]
+async fn registry_lists_limit_roles_to_their_registries() {
+    let env = Env::new().await;
+    let scoped = env.user("scoped", Role::ProjectAdmin, Some(vec!["team"])).await;
+    env.push_image("other/app", "v1", "o").await;
+    env.push_image("team/app", "v1", "t").await;
+    let a = env.call(Auth::Basic(&scoped), Method::GET, "/v2/other/app/manifests/v1", vec![]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = env.call(Auth::Basic(&scoped), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = env.call(Auth::Basic(&scoped), Method::GET, "/api/v1/registries", vec![]).await;
+    let listed = a.json();
+    let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["team"]);
+    // not an administrator of every registry: no users, no audit log, no catalog
+    for uri in ["/api/v1/users", "/api/v1/audit", "/v2/_catalog"] {
+        let a = env.call(Auth::Basic(&scoped), Method::GET, uri, vec![]).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    let t = env.token(&scoped, "repository:other/app:pull repository:team/app:pull").await;
+    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/other/app/manifests/v1", vec![]).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "DENIED".to_string()));
+    assert!(!a.headers.contains_key("www-authenticate"), "a refused scope is final: no challenge");
+}
+
+#[tokio::test]
+async fn tokens_expire_and_revoked_keys_get_no_new_ones() {
+    let env = Env::new().await;
+    let creds = env.user("viewer", Role::ServiceViewer, None).await;
+    env.push_image("team/app", "v1", "x").await;
+    let t = env.token(&creds, "repository:team/app:pull").await;
+    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    env.clock.0.fetch_add(3600 + 6, Ordering::SeqCst);
+    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    key::revoke(env.app.meta.as_ref(), "viewer", &creds.0).await.unwrap();
+    let a = env.call(Auth::Basic(&creds), Method::GET, "/auth/token?service=berth", vec![]).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string()));
+}
+
+#[tokio::test]
+async fn management_routes_refuse_bad_input_and_change_nothing() {
+    let env = Env::new().await;
+    let admin = env.admin();
+    let cases: Vec<(Method, &str, &str, StatusCode, &str)> = vec![
+        (Method::POST, "/api/v1/registries", "{\"name\":\"Bad Name\"}", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::POST, "/api/v1/registries", "{\"name\":\"team\"}", StatusCode::CONFLICT, "ALREADY_EXISTS"),
+        (Method::POST, "/api/v1/registries", "{\"nam\":\"x\"}", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::POST, "/api/v1/registries", "not json", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (
+            Method::POST,
+            "/api/v1/registries",
+            "{\"name\":\"n\",\"private_networks\":[\"10.0.0.0/33\"]}",
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (Method::PATCH, "/api/v1/registries/team", "{}", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::PATCH, "/api/v1/registries/nope", "{\"public_access\":false}", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::DELETE, "/api/v1/registries/nope", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (
+            Method::POST,
+            "/api/v1/users",
+            "{\"name\":\"x\",\"role\":\"root\"}",
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            "{\"name\":\"x y\",\"role\":\"service-viewer\"}",
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            "{\"name\":\"x\",\"role\":\"service-viewer\",\"registries\":[]}",
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            "{\"name\":\"admin\",\"role\":\"service-viewer\"}",
+            StatusCode::CONFLICT,
+            "ALREADY_EXISTS",
+        ),
+        (Method::DELETE, "/api/v1/users/admin", "", StatusCode::CONFLICT, "CONFLICT"),
+        (Method::POST, "/api/v1/users/nobody/keys", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::DELETE, "/api/v1/users/admin/keys/BKNOSUCHKEY", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::GET, "/api/v1/registries?n=0", "", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::GET, "/api/v1/images/team/none/artifacts", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (
+            Method::PUT,
+            "/api/v1/images/team/none/tags/v1",
+            "{\"digest\":\"sha256:00\"}",
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (Method::GET, "/api/v1/nothing", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+    ];
+    let before_users = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/users", vec![]).await.body;
+    let before_regs = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/registries", vec![]).await.body;
+    for (method, uri, body, status, code) in cases {
+        let a = env.call(Auth::Basic(&admin), method.clone(), uri, body.as_bytes().to_vec()).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (status, code.to_string()),
+            "{method} {uri} {body}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let detail = a.json()["errors"][0]["detail"].as_str().unwrap_or("").to_string();
+        assert!(!detail.is_empty(), "{method} {uri}: an error needs a detail");
+    }
+    assert_eq!(env.call(Auth::Basic(&admin), Method::GET, "/api/v1/users", vec![]).await.body, before_users);
+    assert_eq!(env.call(Auth::Basic(&admin), Method::GET, "/api/v1/registries", vec![]).await.body, before_regs);
+}
+
+#[tokio::test]
+async fn changes_are_audited_with_who_what_and_where() {
+    let env = Env::new().await;
+    let admin = env.admin();
+    env.push_image("team/app", "v1", "a").await;
+    let a = env.call(Auth::Basic(&admin), Method::POST, "/api/v1/registries", b"{\"name\":\"audited\"}".to_vec()).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = env.call(Auth::Basic(&admin), Method::DELETE, "/api/v1/registries/audited", vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/audit", vec![]).await;
+    let entries = a.json()["items"].as_array().unwrap().clone();
+    let actions: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap().to_string(), e["method"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(actions.contains(&("manifest-put".into(), "PUT".into())), "{actions:?}");
+    assert!(actions.contains(&("api-registries".into(), "POST".into())), "{actions:?}");
+    assert!(actions.contains(&("api-registry".into(), "DELETE".into())), "{actions:?}");
+    assert!(entries.iter().all(|e| e["who"] == "admin" && e["at"].as_i64().unwrap() > 0));
+    assert!(!actions.iter().any(|(a, _)| a.starts_with("upload-")), "upload traffic is not an audited change");
+}
