@@ -1,0 +1,207 @@
+//! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
+//! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`) are a client of a
+//! running server's management API.
+
+/// The client commands' command line.
+mod cli;
+/// The management API client and the stored credentials.
+mod client;
+/// What each client command does.
+mod commands;
+/// Text and JSON output.
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use berth::app::Settings;
+use berth::serve::{serve, Backend, ServeOptions};
+
+use cli::{
+    ArtifactCommand, AuditCommand, ImageCommand, KeyCommand, LoginArgs, RegistryCommand, TagCommand, UserCommand,
+    EXIT_CODES,
+};
+use commands::ClientCommand;
+use output::Format;
+
+/// Berth container registry.
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Berth: an OCI container registry", after_help = EXIT_CODES)]
+struct Cli {
+    /// Output format of the client commands: text (columns, `key: value` lines) or json (the server's JSON).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, hide_possible_values = true)]
+    output: Format,
+    /// Items asked for per page when listing (tests use it to exercise paging).
+    #[arg(long, global = true, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    page_size: u16,
+    /// The command to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Every `berth` command.
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole registry in this process on embedded storage.
+    Serve {
+        /// Storage backend: `embedded` (files + SQLite) or `aws` (S3 + DynamoDB + SQS from BERTH_* and AWS_* variables).
+        #[arg(long, env = "BERTH_BACKEND", default_value = "embedded", value_parser = ["embedded", "aws"])]
+        backend: String,
+        /// With `--backend aws`: create the bucket, table and queue when missing (local use against moto).
+        #[arg(long)]
+        create_resources: bool,
+        /// Directory holding blobs, staged uploads and the SQLite metadata (embedded backend).
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+        /// Seconds an upload session may sit idle before its data is reclaimed.
+        #[arg(long, env = "BERTH_UPLOAD_EXPIRY", default_value_t = 86_400)]
+        upload_expiry: u64,
+        /// Seconds between housekeeping runs.
+        #[arg(long, env = "BERTH_SWEEP_INTERVAL", default_value_t = 600)]
+        sweep_interval: u64,
+        /// Smallest chunk size advertised to chunking clients (OCI-Chunk-Min-Length); 0 = none.
+        #[arg(long, env = "BERTH_CHUNK_MIN_LENGTH", default_value_t = 0)]
+        chunk_min_length: u64,
+    },
+    /// Print the route table as JSON (what Terraform, the functions and the event files follow).
+    Routes,
+    /// Check credentials against a server (GET /v2/) and store them.
+    Login(LoginArgs),
+    /// Forget the stored credentials.
+    Logout,
+    /// Create, list, show, change and delete registries.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// List and delete images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List, show and delete the artifacts (manifests) of an image.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+    /// List, add and delete tags.
+    #[command(subcommand)]
+    Tag(TagCommand),
+    /// Create, list, show, change and delete users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list, revoke and rotate access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// The names of the client commands, whose help ends with the exit codes.
+const CLIENT_COMMANDS: [&str; 9] = ["login", "logout", "registry", "image", "artifact", "tag", "user", "key", "audit"];
+
+/// Adds the exit codes to the help of `command` and of all its subcommands.
+fn with_exit_codes(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    names.into_iter().fold(command.after_help(EXIT_CODES), |c, name| c.mut_subcommand(name, with_exit_codes))
+}
+
+/// Parses the command line (exit 2 with clap's message on a usage error).
+fn parse() -> Cli {
+    let command = CLIENT_COMMANDS.into_iter().fold(Cli::command(), |c, name| c.mut_subcommand(name, with_exit_codes));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses the command line and runs the command; the exit code says how it went.
+fn main() -> ExitCode {
+    let cli = parse();
+    let client = match cli.command {
+        Command::Login(a) => ClientCommand::Login(a),
+        Command::Logout => ClientCommand::Logout,
+        Command::Registry(c) => ClientCommand::Registry(c),
+        Command::Image(c) => ClientCommand::Image(c),
+        Command::Artifact(c) => ClientCommand::Artifact(c),
+        Command::Tag(c) => ClientCommand::Tag(c),
+        Command::User(c) => ClientCommand::User(c),
+        Command::Key(c) => ClientCommand::Key(c),
+        Command::Audit(c) => ClientCommand::Audit(c),
+        server @ (Command::Serve { .. } | Command::Routes) => return run_server(server),
+    };
+    run_client(cli.output, usize::from(cli.page_size), client)
+}
+
+/// Runs a client command; its errors go to stderr and decide the exit code.
+fn run_client(format: Format, page_size: usize, command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::from(client::EXIT_REFUSED);
+        }
+    };
+    match runtime.block_on(commands::run(format, page_size, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            if let (Format::Json, Some(body)) = (format, e.server_body()) {
+                eprintln!("{body}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs `serve` or `routes`.
+fn run_server(command: Command) -> ExitCode {
+    berth::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Serve {
+            backend,
+            create_resources,
+            data_dir,
+            listen,
+            upload_expiry,
+            sweep_interval,
+            chunk_min_length,
+        } => {
+            let settings =
+                Settings { upload_expiry: Duration::from_secs(upload_expiry), chunk_min_length, ..Settings::default() };
+            let backend = match backend.as_str() {
+                "aws" => Backend::Aws { create_resources },
+                _ => Backend::Embedded { data_dir },
+            };
+            let options =
+                ServeOptions { backend, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
+            runtime.block_on(serve(options)).map_err(|e| e.to_string())
+        }
+        Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS)
+            .map(|json| println!("{json}"))
+            .map_err(|e| e.to_string()),
+        Command::Login(_)
+        | Command::Logout
+        | Command::Registry(_)
+        | Command::Image(_)
+        | Command::Artifact(_)
+        | Command::Tag(_)
+        | Command::User(_)
+        | Command::Key(_)
+        | Command::Audit(_) => Err("not a server command".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
