@@ -258,6 +258,7 @@ async fn tokens_expire_and_revoked_keys_get_no_new_ones() {
 async fn management_routes_refuse_bad_input_and_change_nothing() {
     let env = Env::new().await;
     let admin = env.admin();
+    let zero_artifact = format!("/api/v1/images/team/none/artifacts/sha256:{}", "0".repeat(64));
     let cases: Vec<(Method, &str, &str, StatusCode, &str)> = vec![
         (Method::POST, "/api/v1/registries", "{\"name\":\"Bad Name\"}", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         (Method::POST, "/api/v1/registries", "{\"name\":\"team\"}", StatusCode::CONFLICT, "ALREADY_EXISTS"),
@@ -314,6 +315,26 @@ async fn management_routes_refuse_bad_input_and_change_nothing() {
             "INVALID_REQUEST",
         ),
         (Method::GET, "/api/v1/nothing", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::GET, "/api/v1/registries/nope/images", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::DELETE, "/api/v1/images/team/none", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::GET, &zero_artifact, "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::GET, "/api/v1/images/team/none/artifacts/sha256:zz", "", StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        (Method::GET, "/api/v1/images/team/none/tags", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::DELETE, "/api/v1/images/team/none/tags/v1", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::PUT, "/api/v1/images/team/none/tags/-bad", "{}", StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        (Method::PATCH, "/api/v1/users/admin", "{\"role\":\"god\"}", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::PATCH, "/api/v1/users/nobody", "{\"role\":\"service-viewer\"}", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (
+            Method::POST,
+            "/api/v1/users",
+            "{\"name\":\"x\",\"role\":\"service-viewer\",\"registries\":[\"nope\"]}",
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (Method::GET, "/api/v1/users/nobody/keys", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::POST, "/api/v1/users/admin/keys/BKNOPE/rotate", "", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Method::GET, "/api/v1/audit?n=abc", "", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        (Method::PUT, "/api/v1/registries", "{}", StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
     ];
     let before_users = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/users", vec![]).await.body;
     let before_regs = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/registries", vec![]).await.body;
