@@ -10,10 +10,11 @@ moto server on 127.0.0.1 with test/test credentials, so nothing leaves the machi
     tests/bench/coldstart.py                 # all functions, 5 runs each
     tests/bench/coldstart.py --runs 9 blob-get upload-patch
     tests/bench/coldstart.py --build         # `cargo build --release` the functions first
+    tests/bench/coldstart.py --build --profile lambda   # the zips' size profile (slow: fat LTO)
 
 Prints a Markdown table: median/min/max init ms per function, the x86_64 binary size and the
 arm64 `target/lambda/<name>/bootstrap.zip` size when present (from
-`cargo lambda build --release --arm64 --output-format zip`). Figures from a shared machine are
+`cargo lambda build --profile lambda --arm64 --output-format zip`). Figures from a shared machine are
 relative: compare functions with each other, not with AWS.
 """
 
@@ -176,11 +177,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("functions", nargs="*", help="function names (default: every functions/<name>)")
     parser.add_argument("--runs", type=int, default=5, help="cold starts per function (median reported)")
-    parser.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release", help="x86_64 binaries")
+    parser.add_argument("--profile", default="release",
+                        help="cargo profile of the x86_64 binaries (`lambda` is what the zips are built with)")
+    parser.add_argument("--bin-dir", type=Path, default=None, help="x86_64 binaries (default target/<profile>)")
     parser.add_argument("--zip-dir", type=Path, default=REPO / "target" / "lambda", help="cargo lambda output")
     parser.add_argument("--build", action="store_true", help="cargo build --release the functions first")
     parser.add_argument("--venv", type=Path, default=REPO / ".venv", help="venv holding moto_server")
     args = parser.parse_args()
+    if args.bin_dir is None:
+        args.bin_dir = REPO / "target" / args.profile
     names = args.functions or all_functions
     unknown = sorted(set(names) - set(all_functions))
     if unknown:
@@ -189,7 +194,7 @@ def main() -> int:
     missing = [n for n in names if not (args.bin_dir / n).is_file()]
     if args.build or missing:
         cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-        cmd = [cargo, "build", "--release", "--target-dir", str(args.bin_dir.parent)]
+        cmd = [cargo, "build", "--profile", args.profile, "--target-dir", str(args.bin_dir.parent)]
         for n in names:
             cmd += ["-p", n]
         print(f"[coldstart] {' '.join(cmd)}", file=sys.stderr)
