@@ -338,3 +338,18 @@ def test_secrets_never_appear_in_logs_or_listings(registry):
     assert r.status_code == 200 and secret not in r.text and "argon2" not in r.text
     log = registry.log_path.read_text(errors="replace")
     assert secret not in log and registry.credentials[1] not in log and "a-wrong-secret" not in log
+
+
+def test_openapi_document_is_valid_and_covers_the_management_routes(registry):
+    from openapi_spec_validator import validate
+
+    r = requests.get(f"{registry.url}/api/v1/openapi.json", timeout=30)  # public: no credentials
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    doc = r.json()
+    validate(doc)
+    routes = json.loads(run([str(__import__("conftest").BERTH_BIN), "routes"]).stdout)
+    api = [x for x in routes if x["prefix"].startswith("/api/v1")]
+    assert len(doc["paths"]) == len(api) == 15
+    for route in api:
+        path = f"{route['prefix']}/{{image}}{route['suffix']}" if route["has_repository"] else route["prefix"] + route["suffix"]
+        assert sorted(doc["paths"][path]) == sorted(m.lower() for m in route["methods"]), path
