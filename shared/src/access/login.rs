@@ -12,6 +12,11 @@ use crate::app::App;
 use crate::auth::{jwt, secret};
 use crate::identity::{key, AccessKey, User};
 
+/// Clock skew tolerated on a token's `nbf` and `exp`.
+pub const TOKEN_LEEWAY_SECS: i64 = 5;
+/// How many verified tokens a process remembers.
+const MAX_CACHED_TOKENS: usize = 10_000;
+
 /// Credentials found on a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
@@ -111,17 +116,35 @@ pub async fn authenticate(
             Ok(Some(Grants::User(Arc::new(user))))
         }
         Credentials::Bearer(token) => {
+            let now = app.clock.now();
+            // A token verified before is immutable: only its time window needs checking again.
+            let cached = app.access.tokens.lock().ok().and_then(|m| m.get(&token).cloned());
+            if let Some(claims) = cached {
+                if claims.nbf - TOKEN_LEEWAY_SECS <= now && now < claims.exp + TOKEN_LEEWAY_SECS {
+                    return Ok(Some(Grants::Token(claims)));
+                }
+            }
             let signing = super::signing::key(app).await?;
             let claims = jwt::verify(
                 &signing.verifying_key(),
                 &token,
                 &app.settings.token_issuer,
                 &app.settings.token_service,
-                app.clock.now(),
-                5,
+                now,
+                TOKEN_LEEWAY_SECS,
             )
             .map_err(|e| AccessError::Unauthenticated(format!("token refused: {e}")))?;
-            Ok(Some(Grants::Token(Arc::new(claims))))
+            let claims = Arc::new(claims);
+            if let Ok(mut m) = app.access.tokens.lock() {
+                if m.len() >= MAX_CACHED_TOKENS {
+                    m.retain(|_, c| c.exp + TOKEN_LEEWAY_SECS > now);
+                    if m.len() >= MAX_CACHED_TOKENS {
+                        m.clear();
+                    }
+                }
+                m.insert(token, claims.clone());
+            }
+            Ok(Some(Grants::Token(claims)))
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct AccessState {
     pub signing: tokio::sync::OnceCell<Arc<crate::auth::jwt::SigningKey>>,
     /// access key id → (secret fingerprint, secret hash) already verified with argon2
     pub verified: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// tokens already verified → their claims (the time window is still checked on every use)
+    pub tokens: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::auth::jwt::Claims>>>,
     /// failed-login counters
     pub limiter: limiter::LoginLimiter,
     /// registry name → (record, when read)
