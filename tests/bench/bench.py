@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import base64
 import hashlib
 import http.client
 import json
@@ -223,6 +224,12 @@ def http_req(port: int, method: str, path: str, headers: dict | None = None, tim
 
 
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
+# Berth authenticates every request: the bench logs in as this administrator (skopeo through the
+# token flow, oha with a pull token, the checks with Basic). distribution runs without auth, so
+# Berth's figures include the cost of authentication and distribution's do not.
+BENCH_ACCESS_KEY = "BKBENCHADMIN00000001"
+BENCH_SECRET_KEY = "bench-admin-secret-not-for-production"
+BENCH_BASIC = "Basic " + base64.b64encode(f"{BENCH_ACCESS_KEY}:{BENCH_SECRET_KEY}".encode()).decode()
 DISTRIBUTION_CONFIG = """\
 version: 0.1
 log:
@@ -266,6 +273,8 @@ class Server:
             for k in [k for k in env if k.startswith("BERTH_")]:
                 del env[k]
             env["RUST_LOG"] = os.environ.get("BENCH_BERTH_RUST_LOG", "warn")
+            env["BERTH_ADMIN_ACCESS_KEY"] = BENCH_ACCESS_KEY
+            env["BERTH_ADMIN_SECRET_KEY"] = BENCH_SECRET_KEY
             cmd = [self.berth_bin, "serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{self.port}"]
         else:
             cfg = self.dir / "config.yml"
@@ -284,12 +293,40 @@ class Server:
             f.write(f"{self.proc.pid} {os.path.realpath(cmd[0])}\n")
 
         def ready():
-            status, _, _ = http_req(self.port, "GET", "/v2/", timeout=2)
+            status, _, _ = http_req(self.port, "GET", "/v2/", self.auth(), timeout=2)
             return status == 200
 
         wait_ready(self.proc, self.label, ready, self.log_tail, "did not answer GET /v2/ 200")
+        if self.kind == "berth":
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            conn.request("POST", "/api/v1/registries", body=json.dumps({"name": "bench"}),
+                         headers={**self.auth(), "Content-Type": "application/json"})
+            status = conn.getresponse().status
+            conn.close()
+            if status not in (201, 409):
+                raise BenchError(f"{self.label}: creating registry bench answered {status}")
         log(f"{self.label} ({self.kind}) pid {self.proc.pid} on 127.0.0.1:{self.port}")
         return self
+
+    def auth(self, headers: dict | None = None) -> dict:
+        """Headers with Basic credentials for Berth; distribution runs without auth."""
+        out = dict(headers or {})
+        if self.kind == "berth":
+            out["Authorization"] = BENCH_BASIC
+        return out
+
+    def skopeo_creds(self, side: str) -> list[str]:
+        return [f"--{side}-creds={BENCH_ACCESS_KEY}:{BENCH_SECRET_KEY}"] if self.kind == "berth" else []
+
+    def pull_token(self, repo: str) -> str | None:
+        """A registry token with pull on `repo` (what docker would hold), for Berth."""
+        if self.kind != "berth":
+            return None
+        status, _, body = http_req(self.port, "GET", f"/auth/token?service=berth&scope=repository:{repo}:pull",
+                                   self.auth())
+        if status != 200:
+            raise BenchError(f"{self.label}: token request answered {status}")
+        return json.loads(body)["token"]
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -367,10 +404,10 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def skopeo_copy(src: str, dst: str, what: str) -> tuple[float, float]:
+def skopeo_copy(src: str, dst: str, what: str, creds: list[str] | None = None) -> tuple[float, float]:
     """Runs one `skopeo copy`; returns (wall seconds, skopeo's own CPU seconds)."""
     clear_skopeo_cache()
-    cmd = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", src, dst]
+    cmd = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", *(creds or []), src, dst]
     cpu0 = children_cpu()
     t0 = time.monotonic()
     try:
@@ -405,7 +442,8 @@ class Bench(Tally):
                 cpu0 = s.cpu_seconds()
                 try:
                     secs, client_cpu = skopeo_copy(f"oci:{image['path']}:{TAG}",
-                                                   f"docker://127.0.0.1:{s.port}/{repo}:{TAG}", f"push to {s.label}")
+                                                   f"docker://127.0.0.1:{s.port}/{repo}:{TAG}", f"push to {s.label}",
+                                                   s.skopeo_creds("dest"))
                 except BenchError as e:
                     self.error(str(e))
                     continue
@@ -424,7 +462,8 @@ class Bench(Tally):
                 try:
                     cpu0 = s.cpu_seconds()
                     secs, client_cpu = skopeo_copy(f"docker://127.0.0.1:{s.port}/{last_repo[s.label]}:{TAG}",
-                                                   f"oci:{dest}:{TAG}", f"pull from {s.label}")
+                                                   f"oci:{dest}:{TAG}", f"pull from {s.label}",
+                                                   s.skopeo_creds("src"))
                     self.record("pull wall s", s.label, round(secs, 2))
                     self.record("server CPU s per pull", s.label, round(s.cpu_seconds() - cpu0, 2))
                     self.record("skopeo CPU s per pull", s.label, round(client_cpu, 2))
@@ -440,7 +479,7 @@ class Bench(Tally):
         """A blob HEAD in a never-used repo must be 404, or skopeo skips the upload
         and the push figure would not measure an upload."""
         try:
-            status, _, _ = http_req(s.port, "HEAD", f"/v2/{repo}/blobs/{image['layer_digests'][0]}")
+            status, _, _ = http_req(s.port, "HEAD", f"/v2/{repo}/blobs/{image['layer_digests'][0]}", s.auth())
         except OSError as e:
             self.error(f"{s.label}: blob HEAD failed: {e}")
             return
@@ -450,7 +489,7 @@ class Bench(Tally):
 
     def check_pushed(self, s: Server, repo: str, image: dict) -> None:
         try:
-            status, hdrs, _ = http_req(s.port, "HEAD", f"/v2/{repo}/manifests/{TAG}", {"Accept": ACCEPT_ALL})
+            status, hdrs, _ = http_req(s.port, "HEAD", f"/v2/{repo}/manifests/{TAG}", s.auth({"Accept": ACCEPT_ALL}))
         except OSError as e:
             self.error(f"{s.label}: manifest HEAD after push failed: {e}")
             return
@@ -468,7 +507,7 @@ class Bench(Tally):
                 continue
             try:
                 status, hdrs, body = http_req(s.port, "GET", f"/v2/{repos[s.label]}/manifests/{TAG}",
-                                              {"Accept": ACCEPT_ALL})
+                                              s.auth({"Accept": ACCEPT_ALL}))
             except OSError as e:
                 self.error(f"{s.label}: manifest GET failed: {e}")
                 continue
@@ -493,6 +532,13 @@ class Bench(Tally):
                    "--no-tui", self.a.oha_json_flag]
             if accept:
                 cmd += ["-H", f"Accept: {accept}"]
+            try:
+                token = s.pull_token(repos[s.label])
+            except (BenchError, OSError) as e:
+                self.error(f"{measure} on {s.label}: {e}")
+                continue
+            if token:
+                cmd += ["-H", f"Authorization: Bearer {token}"]
             cmd.append(url)
             limit = parse_duration(self.a.duration) + 120
             cpu0 = s.cpu_seconds()
@@ -547,7 +593,7 @@ class Bench(Tally):
                 self.check_fresh_repo(s, repo, image)
                 try:
                     secs, _ = skopeo_copy(f"oci:{image['path']}:{TAG}", f"docker://127.0.0.1:{s.port}/{repo}:{TAG}",
-                                          f"{fmt_size(image['layer_mib'])} push to {s.label}")
+                                          f"{fmt_size(image['layer_mib'])} push to {s.label}", s.skopeo_creds("dest"))
                 finally:
                     stop.set()
                     t.join(timeout=5)
