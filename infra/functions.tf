@@ -35,21 +35,43 @@ locals {
   }
 
   # function => permission sets. Keys are exactly local.functions (checked by tests/infra).
+  # Every route authenticates its request (shared/src/access): it reads users, keys and registries
+  # (meta_read) and writes key last-used stamps and the audit log (meta_write; also the signing
+  # key on first use, should BERTH_TOKEN_SIGNING_KEY ever be empty). So meta_write on a read-only
+  # route writes identity and audit documents; the S3 sets below are what its handler needs.
   function_permissions = {
-    "base"            = []
-    "catalog"         = ["meta_read"]
-    "tags-list"       = ["meta_read"]
-    "manifest-get"    = ["meta_read", "blob_read", "bucket_list"]
+    "token"           = ["meta_read", "meta_write"]
+    "base"            = ["meta_read", "meta_write"]
+    "catalog"         = ["meta_read", "meta_write"]
+    "tags-list"       = ["meta_read", "meta_write"]
+    "manifest-get"    = ["meta_read", "meta_write", "blob_read", "bucket_list"]
     "manifest-put"    = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write"]
     "manifest-delete" = ["meta_read", "meta_write"]
-    "blob-get"        = ["meta_read", "blob_read", "bucket_list"]
+    "blob-get"        = ["meta_read", "meta_write", "blob_read", "bucket_list"]
     "blob-delete"     = ["meta_read", "meta_write"] # unlinks only: bytes stay until garbage collection
     "upload-start"    = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write", "staging_read", "staging_write", "staging_cleanup", "staging_list"]
     "upload-patch"    = ["meta_read", "meta_write", "bucket_list", "staging_read", "staging_write", "staging_cleanup"]
     "upload-put"      = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write", "staging_read", "staging_write", "staging_cleanup", "staging_list"]
-    "upload-status"   = ["meta_read"]
+    "upload-status"   = ["meta_read", "meta_write"]
     "upload-cancel"   = ["meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list"]
-    "referrers"       = ["meta_read"]
+    "referrers"       = ["meta_read", "meta_write"]
+    # Management API (shared/src/manage). Identity and registry documents live in the table only.
+    "api-registries" = ["meta_read", "meta_write"]
+    "api-registry"   = ["meta_read", "meta_write"] # delete with force=true deletes images as manifest-delete does
+    "api-image"      = ["meta_read", "meta_write"] # deletes manifests and unlinks blobs, as manifest-delete
+    # Image and artifact descriptions read manifests and image configs (platforms) from blobs/.
+    "api-images"     = ["meta_read", "meta_write", "blob_read"]
+    "api-artifacts"  = ["meta_read", "meta_write", "blob_read"]
+    "api-artifact"   = ["meta_read", "meta_write", "blob_read"] # GET reads as api-artifacts; DELETE as manifest-delete
+    "api-tags"       = ["meta_read", "meta_write"]
+    "api-tag"        = ["meta_read", "meta_write"]
+    "api-users"      = ["meta_read", "meta_write"]
+    "api-user"       = ["meta_read", "meta_write"]
+    "api-keys"       = ["meta_read", "meta_write"]
+    "api-key"        = ["meta_read", "meta_write"]
+    "api-key-rotate" = ["meta_read", "meta_write"]
+    "api-audit"      = ["meta_read", "meta_write"]
+    "api-openapi"    = ["meta_read", "meta_write"]
     # expire-uploads today; add blob_delete (and blob_read) when a garbage-collection job lands.
     "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list"]
     "job-scheduler" = ["jobs_send"]
@@ -162,9 +184,12 @@ resource "aws_lambda_function" "this" {
   kms_key_arn                    = var.kms_key_arn
 
   environment {
-    # The token key reaches the functions as an environment variable (encrypted at rest by Lambda)
-    # rather than by an SSM call on every cold start; the gateway reads it as an ECS secret.
-    variables = merge(local.berth_environment, { BERTH_UPLOAD_TOKEN_KEY = data.aws_ssm_parameter.upload_token_key.value })
+    # The keys reach the functions as environment variables (encrypted at rest by Lambda) rather
+    # than by an SSM call on every cold start; the gateway reads them as ECS secrets.
+    variables = merge(local.berth_environment, {
+      BERTH_UPLOAD_TOKEN_KEY  = data.aws_ssm_parameter.upload_token_key.value
+      BERTH_TOKEN_SIGNING_KEY = data.aws_ssm_parameter.token_signing_key.value
+    })
   }
 
   tracing_config {
@@ -182,5 +207,13 @@ resource "aws_lambda_function" "this" {
 # The HMAC key of upload-gateway tokens, created before apply (README).
 data "aws_ssm_parameter" "upload_token_key" {
   name            = local.upload_token_key_param
+  with_decryption = true
+}
+
+# The Ed25519 seed (base64 of 32 bytes) that signs the registry's bearer tokens, created before
+# apply (README): one key for every function and the gateway, so a token issued by one is
+# accepted by all.
+data "aws_ssm_parameter" "token_signing_key" {
+  name            = local.token_signing_key_param
   with_decryption = true
 }

@@ -18,21 +18,40 @@ data "aws_region" "current" {}
 ################################################################################
 
 locals {
+  # A route's path: prefix + suffix, or prefix + "/" + <repository name> + suffix when
+  # has_repository. /v2 is the OCI distribution API, /auth the token endpoint, /api/v1 the
+  # management API.
   routes = {
-    "base"            = { methods = ["GET", "HEAD"], suffix = "/", has_repository = false }
-    "catalog"         = { methods = ["GET"], suffix = "/_catalog", has_repository = false }
-    "tags-list"       = { methods = ["GET"], suffix = "/tags/list", has_repository = true }
-    "manifest-get"    = { methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true }
-    "manifest-put"    = { methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true }
-    "manifest-delete" = { methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true }
-    "blob-get"        = { methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true }
-    "blob-delete"     = { methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true }
-    "upload-start"    = { methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true }
-    "upload-patch"    = { methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-put"      = { methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-status"   = { methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-cancel"   = { methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "referrers"       = { methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true }
+    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false }
+    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false }
+    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false }
+    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true }
+    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true }
+    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true }
+    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true }
+    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true }
+    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true }
+    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true }
+    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true }
+    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true }
+    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true }
+    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true }
+    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true }
+    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false }
+    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false }
+    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false }
+    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true }
+    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true }
+    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true }
+    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true }
+    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true }
+    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false }
+    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false }
+    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false }
+    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false }
+    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false }
+    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false }
+    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a
@@ -45,10 +64,11 @@ locals {
   # "METHOD /path" => function, for every method of every route at every depth. Route paths
   # cannot end in "/": API Gateway rejects them, and matches "/v2/" against "/v2" and
   # ".../blobs/uploads/" against ".../blobs/uploads" anyway (the Rust router accepts both forms).
+  # An empty suffix ends the path at the repository name (DELETE /api/v1/images/{r1}/{r2}).
   api_routes = merge([
     for name, route in local.routes : {
       for pair in setproduct(route.methods, route.has_repository ? local.repository_paths : [""]) :
-      "${pair[0]} ${trimsuffix(route.has_repository ? "/v2/${pair[1]}${route.suffix}" : "/v2${route.suffix}", "/")}" => name
+      "${pair[0]} ${trimsuffix(route.has_repository ? "${route.prefix}/${pair[1]}${route.suffix}" : "${route.prefix}${route.suffix}", "/")}" => name
     }
   ]...)
 }
@@ -92,7 +112,7 @@ locals {
 
   artifacts_dir = coalesce(var.artifacts_dir, "${path.module}/../target/lambda")
 
-  # What `cargo lambda build --release --arm64 --output-format zip` writes for each function.
+  # What `cargo lambda build --profile lambda --arm64 --output-format zip` writes for each function.
   function_artifacts = { for name in keys(local.functions) : name => "${local.artifacts_dir}/${name}/bootstrap.zip" }
 }
 
@@ -105,8 +125,23 @@ locals {
   partition  = data.aws_partition.current.partition
   region     = data.aws_region.current.region
 
+  # SSM parameters are addressed by name; their ARN drops the name's leading "/".
+  ssm_parameter_arn_prefix = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/"
+
   upload_token_key_param     = coalesce(var.upload_token_key_param, "/${var.name}/upload-token-key")
-  upload_token_key_param_arn = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${trimprefix(local.upload_token_key_param, "/")}"
+  upload_token_key_param_arn = "${local.ssm_parameter_arn_prefix}${trimprefix(local.upload_token_key_param, "/")}"
+
+  token_signing_key_param     = coalesce(var.token_signing_key_parameter, "/${var.name}/token-signing-key")
+  token_signing_key_param_arn = "${local.ssm_parameter_arn_prefix}${trimprefix(local.token_signing_key_param, "/")}"
+
+  # The bootstrap administrator key, made sure of by the upload gateway (`berth serve`) at start:
+  # both parameters or neither (checked on the task definition).
+  admin_key_params = {
+    for env, name in {
+      BERTH_ADMIN_ACCESS_KEY = var.admin_access_key_parameter
+      BERTH_ADMIN_SECRET_KEY = var.admin_secret_key_parameter
+    } : env => "${local.ssm_parameter_arn_prefix}${trimprefix(name, "/")}" if name != null
+  }
 
   public_api            = !var.private_access
   upload_gateway        = var.enable_upload_gateway
@@ -115,13 +150,19 @@ locals {
   registry_default_host = local.public_api ? try(trimprefix(aws_apigatewayv2_api.registry[0].api_endpoint, "https://"), "") : ""
   registry_url          = var.domain_name != null ? "https://${var.domain_name}" : "https://${local.registry_default_host}"
 
-  # The environment of every function and of the upload gateway (shared/src config).
+  # The environment of every function and of the upload gateway (shared/src/config.rs). The
+  # secrets (BERTH_UPLOAD_TOKEN_KEY, BERTH_TOKEN_SIGNING_KEY) are added where each is resolved:
+  # functions.tf and upload_gateway.tf.
   berth_environment = {
-    BERTH_BUCKET                         = aws_s3_bucket.blobs.bucket
-    BERTH_TABLE                          = aws_dynamodb_table.metadata.name
-    BERTH_QUEUE_URL                      = aws_sqs_queue.jobs.url
-    BERTH_PRESIGN_EXPIRY_SECONDS         = tostring(var.presign_expiry_seconds)
-    BERTH_UPLOAD_GATEWAY_URL             = local.upload_gateway_url
+    BERTH_BUCKET                 = aws_s3_bucket.blobs.bucket
+    BERTH_TABLE                  = aws_dynamodb_table.metadata.name
+    BERTH_QUEUE_URL              = aws_sqs_queue.jobs.url
+    BERTH_PRESIGN_EXPIRY_SECONDS = tostring(var.presign_expiry_seconds)
+    BERTH_UPLOAD_GATEWAY_URL     = local.upload_gateway_url
+    # The realm of 401 challenges is <BERTH_PUBLIC_URL>/auth/token: the registry host, also in
+    # the gateway's answers (which would otherwise name the gateway's own host).
+    BERTH_PUBLIC_URL                     = local.registry_url
+    BERTH_TOKEN_LIFETIME_SECONDS         = tostring(var.token_lifetime_seconds)
     AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH = "true"
     RUST_LOG                             = var.rust_log
   }

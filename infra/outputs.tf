@@ -28,7 +28,7 @@ output "registry_dns_target" {
 }
 
 output "route_count" {
-  description = "API Gateway routes created (3 + 14 x max_repository_depth; the default quota is 300 per API)."
+  description = "API Gateway routes created (22 + 21 x max_repository_depth: 106 at the default depth 4; the default quota is 300 per API)."
   value       = length(local.api_routes)
 }
 
@@ -55,6 +55,21 @@ output "upload_gateway_service" {
 output "upload_token_key_param" {
   description = "SSM SecureString parameter the functions and the gateway read the upload-token HMAC key from."
   value       = local.upload_token_key_param
+}
+
+output "token_signing_key_parameter" {
+  description = "SSM SecureString parameter the functions and the gateway read the token signing key (Ed25519 seed) from."
+  value       = local.token_signing_key_param
+}
+
+output "token_url" {
+  description = "The token endpoint (Docker registry token flow): <registry_url>/auth/token."
+  value       = "${local.registry_url}/auth/token"
+}
+
+output "management_api_url" {
+  description = "Base URL of the management API (<registry_url>/api/v1; its OpenAPI document is at /api/v1/openapi.json)."
+  value       = "${local.registry_url}/api/v1"
 }
 
 output "bucket_name" {

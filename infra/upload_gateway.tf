@@ -17,6 +17,15 @@ locals {
   )
 
   upload_gateway_environment = merge(local.berth_environment, { BERTH_LOG_FORMAT = "json" })
+
+  # ECS resolves these SSM parameters at task start, so no secret sits in the task definition.
+  upload_gateway_secrets = merge(
+    {
+      BERTH_UPLOAD_TOKEN_KEY  = local.upload_token_key_param_arn
+      BERTH_TOKEN_SIGNING_KEY = local.token_signing_key_param_arn
+    },
+    local.admin_key_params,
+  )
 }
 
 resource "aws_ecs_cluster" "upload_gateway" {
@@ -60,7 +69,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
   }
 }
 
-# Used by ECS itself: pull the image, write the container's logs, resolve the secret.
+# Used by ECS itself: pull the image, write the container's logs, resolve the secrets.
 resource "aws_iam_role" "upload_gateway_execution" {
   count = local.upload_gateway ? 1 : 0
 
@@ -79,9 +88,9 @@ data "aws_iam_policy_document" "upload_gateway_execution" {
   count = local.upload_gateway ? 1 : 0
 
   statement {
-    sid       = "UploadTokenKey"
+    sid       = "Secrets"
     actions   = ["ssm:GetParameters"]
-    resources = [local.upload_token_key_param_arn]
+    resources = values(local.upload_gateway_secrets)
   }
 
   dynamic "statement" {
@@ -162,8 +171,7 @@ resource "aws_ecs_task_definition" "upload_gateway" {
       readonlyRootFilesystem = true
       portMappings           = [{ containerPort = 8080, protocol = "tcp" }]
       environment            = [for key in sort(keys(local.upload_gateway_environment)) : { name = key, value = local.upload_gateway_environment[key] }]
-      # ECS resolves the SecureString at task start, so the key never sits in the task definition.
-      secrets = [{ name = "BERTH_UPLOAD_TOKEN_KEY", valueFrom = local.upload_token_key_param_arn }]
+      secrets                = [for key in sort(keys(local.upload_gateway_secrets)) : { name = key, valueFrom = local.upload_gateway_secrets[key] }]
       logConfiguration = {
         logDriver = "awslogs"
         options = {
@@ -179,6 +187,11 @@ resource "aws_ecs_task_definition" "upload_gateway" {
     precondition {
       condition     = var.upload_gateway_image != null
       error_message = "enable_upload_gateway needs upload_gateway_image (an arm64 image with berth on PATH)."
+    }
+
+    precondition {
+      condition     = (var.admin_access_key_parameter == null) == (var.admin_secret_key_parameter == null)
+      error_message = "Set both admin_access_key_parameter and admin_secret_key_parameter, or neither (berth serve refuses one without the other)."
     }
   }
 }

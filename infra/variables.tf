@@ -48,13 +48,13 @@ variable "rust_log" {
 ################################################################################
 
 variable "max_repository_depth" {
-  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route is expanded once per depth 1..N; deeper names get 404. Route count = 3 + 14 x N (see README)."
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 22 + 21 x N (see README)."
   type        = number
   default     = 4
 
   validation {
     condition     = var.max_repository_depth >= 1 && var.max_repository_depth <= 8 && floor(var.max_repository_depth) == var.max_repository_depth
-    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 115 routes, under the 300-routes quota)."
+    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 190 routes, under the 300-routes quota)."
   }
 }
 
@@ -99,7 +99,7 @@ variable "presign_expiry_seconds" {
 ################################################################################
 
 variable "artifacts_dir" {
-  description = "Directory holding <function>/bootstrap.zip as built by `cargo lambda build --release --arm64 --output-format zip`. null = <repo>/target/lambda."
+  description = "Directory holding <function>/bootstrap.zip as built by `cargo lambda build --profile lambda --arm64 --output-format zip`. null = <repo>/target/lambda."
   type        = string
   default     = null
 }
@@ -295,6 +295,39 @@ variable "alb_access_logs_bucket" {
 
 variable "upload_token_key_param" {
   description = "Name of the SSM SecureString parameter holding the HMAC key of upload-gateway tokens (BERTH_UPLOAD_TOKEN_KEY_PARAM). Create it before apply (README). null = /<name>/upload-token-key."
+  type        = string
+  default     = null
+}
+
+################################################################################
+# Authentication
+################################################################################
+
+variable "token_signing_key_parameter" {
+  description = "Name of the SSM SecureString parameter holding the Ed25519 seed that signs the registry's bearer tokens (BERTH_TOKEN_SIGNING_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`). Create it before apply (README). null = /<name>/token-signing-key."
+  type        = string
+  default     = null
+}
+
+variable "token_lifetime_seconds" {
+  description = "Lifetime of the bearer tokens issued by /auth/token (BERTH_TOKEN_LIFETIME_SECONDS)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.token_lifetime_seconds >= 1 && var.token_lifetime_seconds <= 43200 && floor(var.token_lifetime_seconds) == var.token_lifetime_seconds
+    error_message = "token_lifetime_seconds must be a whole number of seconds from 1 to 43200 (12 hours)."
+  }
+}
+
+variable "admin_access_key_parameter" {
+  description = "Name of an SSM parameter holding the access key id of the bootstrap administrator (BERTH_ADMIN_ACCESS_KEY). With admin_secret_key_parameter, the upload gateway (`berth serve`) makes sure this key exists for user admin at every start. null = no bootstrap key (create users through the management API). Needs the upload gateway."
+  type        = string
+  default     = null
+}
+
+variable "admin_secret_key_parameter" {
+  description = "Name of the SSM SecureString parameter holding the secret of the bootstrap administrator key (BERTH_ADMIN_SECRET_KEY). Set together with admin_access_key_parameter; null = no bootstrap key."
   type        = string
   default     = null
 }

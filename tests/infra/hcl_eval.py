@@ -355,13 +355,23 @@ class Module:
         scope = self.instances(rtype, rname, kind)[key]
         return self.eval(self.resources[(kind, rtype, rname)][arg], scope)
 
-    def block_argument(self, rtype: str, rname: str, block: str, arg: str, key: Any = None) -> Any:
+    def block_argument(self, rtype: str, rname: str, block: str, arg: str, key: Any = None, kind: str = "resource") -> Any:
         """An argument of a nested block (the first one of its kind) of one instance."""
-        scope = self.instances(rtype, rname)[key]
-        nested = self.blocks(self.resource_blocks[("resource", rtype, rname)], block)
+        scope = self.instances(rtype, rname, kind)[key]
+        nested = self.blocks(self.resource_blocks[(kind, rtype, rname)], block)
         if not nested:
             raise EvalError(f"{rtype}.{rname} has no {block} block")
         return self.eval(self._attributes(_children(nested[0])[-1])[arg], scope)
+
+    def preconditions(self, rtype: str, rname: str, key: Any = None, kind: str = "resource") -> dict[str, Any]:
+        """error_message => evaluated condition, for every lifecycle precondition of one instance."""
+        scope = self.instances(rtype, rname, kind)[key]
+        out = {}
+        for lifecycle in self.blocks(self.resource_blocks[(kind, rtype, rname)], "lifecycle"):
+            for pre in self.blocks(_children(lifecycle)[-1], "precondition"):
+                attrs = self._attributes(_children(pre)[-1])
+                out[self.eval(attrs["error_message"], scope)] = self.eval(attrs["condition"], scope)
+        return out
 
     # ---- evaluation ------------------------------------------------------------------------
 

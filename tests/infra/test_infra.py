@@ -40,6 +40,12 @@ def module(**variables) -> Module:
     return Module(INFRA, variables, path_module=str(INFRA))
 
 
+def ssm_arn(name: str) -> str:
+    """The ARN of SSM parameter `name` (without its leading "/") as Terraform renders it."""
+    return ("arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.region}:"
+            f"${{data.aws_caller_identity.current.account_id}}:parameter/{name}")
+
+
 def unquote(value):
     """python-hcl2 keeps the quotes of string literals ("\"x\"")."""
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
@@ -49,12 +55,13 @@ def unquote(value):
 
 def expected_api_routes(routes: list[dict], depth: int) -> dict[str, str]:
     """What API Gateway must route, derived from `berth routes`: every method, at every
-    repository depth; a trailing slash is dropped (API Gateway rejects it in a route path and
-    matches it anyway)."""
+    repository depth (prefix + "/" + name + suffix, or prefix + suffix without a repository); a
+    trailing slash is dropped (API Gateway rejects it in a route path and matches it anyway)."""
     out = {}
     for route in routes:
-        prefixes = ["/".join(f"{{r{i}}}" for i in range(1, d + 1)) for d in range(1, depth + 1)]
-        paths = [f"/v2/{p}{route['suffix']}" for p in prefixes] if route["has_repository"] else [f"/v2{route['suffix']}"]
+        names = ["/".join(f"{{r{i}}}" for i in range(1, d + 1)) for d in range(1, depth + 1)]
+        prefix, suffix = route["prefix"], route["suffix"]
+        paths = [f"{prefix}/{n}{suffix}" for n in names] if route["has_repository"] else [f"{prefix}{suffix}"]
         for method in route["methods"]:
             for path in paths:
                 key = f"{method} {path.rstrip('/')}"
@@ -168,7 +175,9 @@ def test_every_suppression_is_inline_with_a_reason(checkov_report: dict):
 
 
 def test_terraform_route_table_mirrors_berth_routes(tf: Module, berth_routes: list[dict]):
-    expected = {r["name"]: {"methods": r["methods"], "suffix": r["suffix"], "has_repository": r["has_repository"]} for r in berth_routes}
+    fields = ("prefix", "methods", "suffix", "has_repository")
+    assert all(set(r) == {"name", *fields} for r in berth_routes), "`berth routes` has fields Terraform does not mirror"
+    expected = {r["name"]: {f: r[f] for f in fields} for r in berth_routes}
     assert tf.local("routes") == expected
 
 
@@ -186,13 +195,26 @@ def test_every_function_is_deployed_from_its_artifact(tf: Module, berth_routes: 
 
 
 def test_every_function_gets_the_berth_environment(tf: Module, berth_routes: list[dict]):
-    env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "blob-get")
+    names = [r["name"] for r in berth_routes] + list(JOB_FUNCTIONS)
+    envs = {name: tf.block_argument("aws_lambda_function", "this", "environment", "variables", name) for name in names}
+    env = envs["blob-get"]
+    assert all(e == env for e in envs.values()), "every function gets the same environment"
     assert sorted(env) == sorted([
         "BERTH_BUCKET", "BERTH_TABLE", "BERTH_QUEUE_URL", "BERTH_PRESIGN_EXPIRY_SECONDS", "BERTH_UPLOAD_GATEWAY_URL",
-        "BERTH_UPLOAD_TOKEN_KEY", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG",
+        "BERTH_UPLOAD_TOKEN_KEY", "BERTH_TOKEN_SIGNING_KEY", "BERTH_TOKEN_LIFETIME_SECONDS", "BERTH_PUBLIC_URL",
+        "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG",
     ])
-    # the key's value comes from the SSM parameter at apply time, never from a literal
+    # the keys' values come from the SSM parameters at apply time, never from a literal
     assert env["BERTH_UPLOAD_TOKEN_KEY"] == Unknown("data.aws_ssm_parameter.upload_token_key.value")
+    assert env["BERTH_TOKEN_SIGNING_KEY"] == Unknown("data.aws_ssm_parameter.token_signing_key.value")
+    assert tf.argument("aws_ssm_parameter", "token_signing_key", "name", kind="data") == "/berth/token-signing-key"
+    assert module(token_signing_key_parameter="/x/signing").argument("aws_ssm_parameter", "token_signing_key", "name", kind="data") == "/x/signing"
+    assert tf.argument("aws_ssm_parameter", "token_signing_key", "with_decryption", kind="data") is True
+    assert env["BERTH_TOKEN_LIFETIME_SECONDS"] == "3600"
+    assert module(token_lifetime_seconds=900).local("berth_environment")["BERTH_TOKEN_LIFETIME_SECONDS"] == "900"
+    # the token realm is the registry's own URL: the custom domain, else the API endpoint
+    assert env["BERTH_PUBLIC_URL"] == tf.local("registry_url") and env["BERTH_PUBLIC_URL"].startswith("https://")
+    assert module(domain_name="registry.example.com").local("berth_environment")["BERTH_PUBLIC_URL"] == "https://registry.example.com"
     assert env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] == "true"
     assert env["BERTH_BUCKET"] == Unknown("aws_s3_bucket.blobs.bucket")
     assert env["BERTH_TABLE"] == Unknown("aws_dynamodb_table.metadata.name")
@@ -227,7 +249,9 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 59
+    assert (fixed, per_depth) == (22, 21)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 106
+    assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
 
@@ -255,6 +279,10 @@ def test_private_api_serves_the_same_routes(berth_routes: list[dict]):
             served[f"{method.upper()} {path}"] = re.fullmatch(r'aws_lambda_function\.this\["(.+)"\]\.invoke_arn', uri.ref).group(1)
             assert [p["name"] for p in operation["parameters"]] == re.findall(r"\{([^}]+)\}", path)
     assert served == expected_api_routes(berth_routes, DEFAULT_DEPTH)
+    # REST API quota: 300 resources (path prefixes) per API, at the deepest depth allowed.
+    paths = module(private_access=True, max_repository_depth=8).local("private_api_paths")
+    resources = {"/".join(p.strip("/").split("/")[:i]) for p in paths for i in range(len(p.strip("/").split("/")) + 1)}
+    assert len(resources) < 300
     assert sorted(tf.instances("aws_lambda_permission", "private_api")) == sorted(r["name"] for r in berth_routes)
 
 
@@ -290,11 +318,27 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
         for resource in grant["resources"]:
             assert str(resource) != "*", f"{name}: '*' resource"
     assert "jobs_consume" in grants["job-worker"] and grants["job-scheduler"] == ["jobs_send"]
-    assert grants["base"] == []
-    # Reads never write; no route deletes blob bytes (blob-delete only unlinks, GC reclaims).
-    for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers"):
-        assert not {"meta_write", "blob_write", "staging_write", "staging_cleanup"} & set(grants[function]), function
-    assert not any("blob_delete" in grants[r] for r in tf.local("routes"))
+    routes = tf.local("routes")
+    # Every route authenticates: it reads identities and writes last-used stamps and the audit log.
+    for function in routes:
+        assert {"meta_read", "meta_write"} <= set(grants[function]), function
+    # No route sends or consumes jobs.
+    assert not any({"jobs_send", "jobs_consume"} & set(grants[r]) for r in routes)
+    # Pure identity routes and the version check touch no object at all.
+    identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
+                "api-audit", "api-openapi")
+    for function in identity:
+        assert grants[function] == ["meta_read", "meta_write"], function
+    # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
+    for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
+        assert not {"blob_write", "staging_write", "staging_cleanup"} & set(grants[function]), function
+    assert not any("blob_delete" in grants[r] for r in routes)
+    # Management reads of manifests and configs read blobs/; management deletes can do what
+    # manifest-delete does.
+    for function in ("api-images", "api-artifacts", "api-artifact"):
+        assert "blob_read" in grants[function], function
+    for function in ("api-image", "api-artifact", "api-registry"):
+        assert set(grants["manifest-delete"]) <= set(grants[function]), function
     # Object permissions are scoped to the adapter's prefixes.
     for name in ("blob_read", "blob_write", "blob_delete"):
         assert [str(r) for r in sets[name]["resources"]] == ["${aws_s3_bucket.blobs.arn}/blobs/*"]
@@ -305,7 +349,8 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
 def test_customer_managed_key_is_granted_when_set():
     arn = "arn:aws:kms:us-east-1:111122223333:key/0000"
     grants = module(kms_key_arn=arn).local("function_permission_sets")
-    assert all("kms" in g for f, g in grants.items() if f != "base") and "kms" not in grants["base"]
+    assert all("kms" in g for g in grants.values())
+    assert all("kms" not in g for g in module().local("function_permission_sets").values())
     assert module(kms_key_arn=arn).local("permission_sets")["kms"]["resources"] == [arn]
 
 
@@ -324,9 +369,37 @@ def test_upload_gateway_runs_berth_serve_with_the_berth_environment(tf: Module):
     assert container["portMappings"] == [{"containerPort": 8080, "protocol": "tcp"}]
     env = {e["name"] for e in container["environment"]}
     assert set(tf.local("berth_environment")) <= env
-    assert [s["name"] for s in container["secrets"]] == ["BERTH_UPLOAD_TOKEN_KEY"]
+    env_values = {e["name"]: e["value"] for e in container["environment"]}
+    assert env_values["BERTH_PUBLIC_URL"] == tf.local("berth_environment")["BERTH_PUBLIC_URL"]
+    secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key")}
+    assert not set(secrets) & env, "a secret is also a plain environment variable"
+    # the execution role may read exactly these parameters
+    readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
+    assert sorted(readable) == sorted(secrets.values())
     runtime = tf.block_argument("aws_ecs_task_definition", "upload_gateway", "runtime_platform", "cpu_architecture", 0)
     assert runtime == "ARM64"
+
+
+def test_bootstrap_admin_key_reaches_the_gateway_as_secrets():
+    tf = module(admin_access_key_parameter="/berth/admin-access-key", admin_secret_key_parameter="berth/admin-secret-key")
+    (container,) = json.loads(tf.argument("aws_ecs_task_definition", "upload_gateway", "container_definitions", 0))
+    secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert secrets["BERTH_ADMIN_ACCESS_KEY"] == ssm_arn("berth/admin-access-key")
+    assert secrets["BERTH_ADMIN_SECRET_KEY"] == ssm_arn("berth/admin-secret-key")
+    assert not {"BERTH_ADMIN_ACCESS_KEY", "BERTH_ADMIN_SECRET_KEY"} & {e["name"] for e in container["environment"]}
+    readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
+    assert sorted(readable) == sorted(secrets.values()) and len(readable) == 4
+    # no function gets the admin key: only `berth serve` makes sure of it
+    env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "token")
+    assert not any(k.startswith("BERTH_ADMIN_") for k in env)
+    # both or neither (berth serve refuses one alone): a precondition of the task definition
+    def both_or_neither(tf: Module) -> bool:
+        (ok,) = [v for msg, v in tf.preconditions("aws_ecs_task_definition", "upload_gateway", 0).items() if "admin_" in msg]
+        return ok
+    assert both_or_neither(tf) and both_or_neither(module())
+    assert not both_or_neither(module(admin_access_key_parameter="/berth/admin-access-key"))
+    assert not both_or_neither(module(admin_secret_key_parameter="/berth/admin-secret-key"))
 
 
 def test_table_gsis_become_attributes_and_indexes():
