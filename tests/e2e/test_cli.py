@@ -353,14 +353,11 @@ def test_image_artifact_and_tag_commands(registry, api, cli):
     out = cli.ok("image", "rm", f"{reg}/worker")
     assert out == {"deleted": f"{reg}/worker", "deleted_artifacts": 1}
     assert api.get_manifest(f"{reg}/worker", "latest").status_code == 404
-    # The server may keep listing an emptied image until housekeeping drops it; it holds nothing.
-    left = [i for i in cli.ok("image", "ls", reg) if i["name"] == f"{reg}/worker"]
-    assert all(i["artifact_count"] == 0 for i in left), left
-    p = cli.run("image", "rm", f"{reg}/worker")
-    if left:
-        assert p.returncode == 0 and json.loads(p.stdout)["deleted_artifacts"] == 0, p.stderr
-    else:
-        assert p.returncode == 1 and server_error(p)["code"] == "NOT_FOUND", p.stderr
+    # the image is gone at once: no longer listed, and removing it again is refused
+    assert [i["name"] for i in cli.ok("image", "ls", reg)] == [repo]
+    assert api.get(f"/v2/{reg}/worker/tags/list").status_code == 404
+    p = cli.fails(1, "image", "rm", f"{reg}/worker")
+    assert server_error(p)["code"] == "NOT_FOUND", p.stderr
 
 
 def test_listings_follow_next_until_the_end_or_limit(registry, api, cli):

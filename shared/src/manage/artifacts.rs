@@ -185,25 +185,27 @@ pub async fn show(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respons
     object(StatusCode::OK, &describe(app, repo, m).await?)
 }
 
-/// Deletes an artifact after its referrers (signatures, SBOMs…), depth first; refused while
-/// an index of the image lists it.
+/// Deletes an artifact, then its referrers (signatures, SBOMs…) and theirs, breadth first.
+/// The artifact goes first, so an index that still lists it refuses the whole delete before
+/// anything is gone; a referrer that an index lists is left in place.
 pub async fn delete_artifact(app: &App, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, OciError> {
-    let mut deleted = vec![];
-    let mut stack = vec![(digest.clone(), false)];
-    let mut visited = HashSet::new();
-    while let Some((d, expanded)) = stack.pop() {
-        if expanded {
-            if app.meta.delete_manifest(repo, &d).await? {
-                deleted.push(d);
+    if !app.meta.delete_manifest(repo, digest).await? {
+        return Ok(vec![]);
+    }
+    let mut deleted = vec![digest.clone()];
+    let mut visited: HashSet<Digest> = HashSet::from([digest.clone()]);
+    let mut queue = std::collections::VecDeque::from([digest.clone()]);
+    while let Some(subject) = queue.pop_front() {
+        for r in app.meta.referrers(repo, &subject, None).await? {
+            if !visited.insert(r.digest.clone()) {
+                continue;
             }
-            continue;
-        }
-        if !visited.insert(d.clone()) {
-            continue;
-        }
-        stack.push((d.clone(), true));
-        for r in app.meta.referrers(repo, &d, None).await? {
-            stack.push((r.digest, false));
+            match app.meta.delete_manifest(repo, &r.digest).await {
+                Ok(true) => deleted.push(r.digest.clone()),
+                Ok(false) | Err(MetadataError::ReferencedByIndex { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            queue.push_back(r.digest);
         }
     }
     Ok(deleted)
@@ -221,7 +223,8 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
     }
 }
 
-/// Deletes every artifact of an image (indexes before what they list) and unlinks its blobs.
+/// Deletes every artifact of an image (indexes before what they list), unlinks its blobs and
+/// removes the emptied image (a `Conflict` when a push into it ran alongside).
 pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError> {
     let mut count = 0;
     loop {
@@ -248,7 +251,15 @@ pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError>
             return Err(OciError::new(ErrorCode::Conflict, format!("image {repo} could not be emptied (a cycle?)")));
         }
     }
-    Ok(count)
+    // the emptied repository goes too (its remaining blob links and its record), so it no longer lists
+    match app.meta.delete_repository(repo).await {
+        Ok(_) => Ok(count),
+        Err(MetadataError::Conflict(_)) => Err(OciError::new(
+            ErrorCode::Conflict,
+            format!("image {repo} was pushed to while it was deleted; {count} artifact(s) deleted, the image remains"),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `DELETE /api/v1/images/<name>`.

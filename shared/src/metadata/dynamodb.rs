@@ -24,9 +24,10 @@
 //!
 //! | item | `PK` | `SK` | other attributes |
 //! |---|---|---|---|
-//! | repository | `REPO#<repo>` | `REPO` | `created_at` N |
+//! | repository | `REPO#<repo>` | `REPO` | `created_at` N, `version` N? |
+//! | link listing | `REPO#<repo>` | `LINK#<digest>` | (none) |
 //! | catalog entry | `CATALOG` | `<repo>` | `created_at` N |
-//! | blob link | `DIGEST#<digest>` | `LINK#<repo>` | `size` N, `linked_at` N |
+//! | blob link | `DIGEST#<digest>` | `LINK#<repo>` | `size` N, `linked_at` N, `version` N? |
 //! | manifest | `DIGEST#<digest>` | `MANIFEST#<repo>` | `media_type` S, `size` N, `artifact_type` S?, `subject` S?, `annotations` S? (JSON object), `blobs` L of S, `children` L of S, `pushed_at` N, `version` N, `tokens` SS |
 //! | blob reference | `DIGEST#<blob>` | `REF#<repo>#<manifest>#<token>` | `created_at` N |
 //! | tag | `TAGS#<repo>` | `<tag>` | `digest` S, `updated_at` N |
@@ -44,8 +45,9 @@
 //! `blob_referenced` is one strongly consistent Query (no GSI, whose lag could let garbage
 //! collection reclaim bytes a manifest just started to use). Tags, the catalog, referrers,
 //! child links, a repository's manifests and a document collection are each a partition of
-//! their own, so listings are plain Queries with `SK > :last` and `Limit` (a document prefix
-//! starts the Query at the prefix and ends the listing at the first id without it).
+//! their own (a repository's blob links are listed in its record's partition), so listings are
+//! plain Queries with `SK > :last` and `Limit` (a document prefix starts the Query at the
+//! prefix and ends the listing at the first id without it).
 //!
 //! # Guarantees
 //!
@@ -53,16 +55,18 @@
 //!   tags, every blob link and every child; anything missing refuses the put before any write.
 //!   It then commits ONE transaction: the manifest (an update keeping the first `pushed_at`
 //!   with `if_not_exists` and bumping `version`), the tags and their reverse items, the
-//!   referrer item, the repository and catalog items when new, and per blob a `ConditionCheck`
-//!   that the link still exists plus the blob reference, per child an update that requires the
-//!   child to exist (bumping its `version`) plus the child index item. A tag is therefore never
-//!   written without its manifest and a refused put leaves nothing. Cancellation reasons map to
-//!   `BlobNotInRepository` / `ChildManifestMissing`; transaction conflicts are retried with
-//!   jittered backoff, so concurrent writers of one tag all succeed and the last commit wins.
+//!   referrer item, the repository and catalog items when new (and, for a manifest without
+//!   blobs or children, always, bumping the repository's `version`), and per blob an update
+//!   that requires the link to exist (bumping its `version`) plus the blob reference, per child
+//!   an update that requires the child to exist (bumping its `version`) plus the child index
+//!   item. A tag is therefore never written without its manifest and a refused put leaves
+//!   nothing. Cancellation reasons map to `BlobNotInRepository` / `ChildManifestMissing`;
+//!   transaction conflicts are retried with jittered backoff, so concurrent writers of one tag
+//!   all succeed and the last commit wins.
 //! - When the writes exceed the 100-item transaction limit (e.g. 150 layers), the per-blob and
-//!   per-child items are staged first (BatchWriteItem, under this put's token), the blob links
-//!   are then re-read and each child's `version` bumped (conditional UpdateItem), and only then
-//!   is the manifest committed. A blob reference is thus durable before its link is verified, so
+//!   per-child items are staged first (BatchWriteItem, under this put's token), each blob link's
+//!   and each child's `version` is then bumped (conditional UpdateItem), and only then is the
+//!   manifest committed. A blob reference is thus durable before its link is verified, so
 //!   garbage collection that unlinks a blob and then asks `blob_referenced` either made the put
 //!   refuse or sees the reference; a child's `version` moves after its index item exists, so a
 //!   concurrent `delete_manifest` of it either sees the parent or fails its condition. A put
@@ -80,6 +84,29 @@
 //! - The manifest listing item is written in the transaction that commits the manifest (every
 //!   put, fresh or not) and deleted in the one that deletes it. Manifests stored before the
 //!   listing existed appear in it once pushed again.
+//! - `link_blob` writes the link listing item before the link, so the listing is a superset of
+//!   the links (`unlink_blob` leaves the listing item; `delete_repository` removes it). Into an
+//!   existing repository these are two plain writes, after which the record is read again: if a
+//!   concurrent `delete_repository` removed it meanwhile, a transaction recreates the record,
+//!   the catalog entry and the link.
+//! - `delete_repository` reads the record (its `version`), the link listing, the links (their
+//!   `version`s), then refuses with `Conflict` if the manifest listing or the tags partition holds
+//!   anything or if a listed link's blob has a reference item of a live or pending manifest of
+//!   the repository (a staged put that has not committed, or a manifest the listing misses). It
+//!   then deletes each listed link (conditioned on the `version` it read, or on still being
+//!   absent), its listing item, and, in the last transaction, the record (conditioned on its
+//!   `version`) and the catalog entry; links too many for one transaction go first in
+//!   transactions that check the record's `version` (so a refused delete may already have
+//!   removed some unreferenced links). A failed condition starts it over. Guarantee: a manifest
+//!   put that commits before the delete's reads makes it refuse; one that commits between the
+//!   reads and the delete moves a link's or the record's `version`, so the delete starts over
+//!   and refuses; one that commits after it fails on its deleted links
+//!   (`BlobNotInRepository`), or, without blobs, recreates the record. No manifest is left with
+//!   unlinked blobs. A `link_blob` racing the delete is either undone by it or recreates the
+//!   repository afterwards: the delete reads the listing again after its commit and, finding a
+//!   link it did not see, recreates the record and catalog entry and returns `Conflict`.
+//!   Limitation: links written before the link listing existed are not found, so they survive
+//!   (keeping their blob referenced), and a put relying on one alone does not notice the delete.
 //! - `advance_upload` is an UpdateItem conditioned on `byte_offset = :expected`.
 //! - Document writes are single conditional requests: a create is a PutItem conditioned on
 //!   `attribute_not_exists(PK)`, a versioned write a PutItem conditioned on `version = :v`, an
@@ -163,6 +190,8 @@ enum SortFrom<'a> {
     After(&'a str),
     /// the first item whose `SK` is greater or equal
     AtOrAfter(&'a str),
+    /// only the items whose `SK` starts with this (non-empty) prefix
+    Prefix(&'a str),
 }
 
 /// A [`MetadataStore`] in one DynamoDB table laid out as the module documentation describes.
@@ -178,8 +207,21 @@ pub struct DynamoMetadataStore {
 
 // --- keys ---
 
+/// The partition of a repository: its record and the listing of its blob links.
+fn repo_pk(repo: &str) -> String {
+    format!("REPO#{repo}")
+}
+
 fn repo_key(repo: &str) -> Key {
-    (format!("REPO#{repo}"), "REPO".to_string())
+    (repo_pk(repo), "REPO".to_string())
+}
+
+/// The sort-key prefix of a repository's blob-link listing items.
+const LINK_INDEX_PREFIX: &str = "LINK#";
+
+/// The repository's listing entry for a blob link (so deleting the repository can find its links).
+fn link_index_key(repo: &str, digest: &str) -> Key {
+    (repo_pk(repo), format!("{LINK_INDEX_PREFIX}{digest}"))
 }
 
 fn catalog_key(repo: &str) -> Key {
@@ -823,11 +865,14 @@ impl<'a> PutPlan<'a> {
         Write::put(manifest_index_key(self.repo, &self.digest), Item::new())
     }
 
+    /// The repository record and catalog entry, created when missing; the record's `version`
+    /// moves, so a concurrent `delete_repository` that read it fails its condition.
     fn repository_writes(&self) -> [Write; 2] {
         let now = n(self.record.pushed_at);
         [
-            Write::update(repo_key(self.repo), "SET #created_at = if_not_exists(#created_at, :now)")
-                .value(":now", now.clone()),
+            Write::update(repo_key(self.repo), "SET #created_at = if_not_exists(#created_at, :now) ADD #version :one")
+                .value(":now", now.clone())
+                .value(":one", n(1)),
             Write::update(catalog_key(self.repo), "SET #created_at = if_not_exists(#created_at, :now)")
                 .value(":now", now),
         ]
@@ -858,14 +903,14 @@ impl<'a> PutPlan<'a> {
         Some(Write::put(referrer_key(self.repo, &subject.to_string(), &self.digest), attributes))
     }
 
-    /// Per blob: the link must exist, and the reference is recorded; per child: the child must
-    /// exist (its version moves, so a concurrent delete of it notices), and the link is recorded.
+    /// Per blob: the link must exist (its version moves, so a concurrent `delete_repository`
+    /// notices), and the reference is recorded; per child: the child must exist (its version
+    /// moves, so a concurrent delete of it notices), and the link is recorded.
     fn fresh_reference_writes(&self) -> Vec<Write> {
         let mut writes = Vec::new();
         for blob in &self.blobs {
             let d = blob.to_string();
-            writes
-                .push(Write::check(link_key(self.repo, &d), "attribute_exists(#PK)").role(Role::Blob((*blob).clone())));
+            writes.push(bump_link(self.repo, blob));
             writes.push(Write::put(
                 ref_key(self.repo, &self.digest, &d, &self.token),
                 attrs([("created_at", n(self.wall))]),
@@ -887,11 +932,10 @@ impl<'a> PutPlan<'a> {
         writes
     }
 
-    /// A re-put's checks that the blobs and children are still there.
+    /// A re-put's checks that the blobs and children are still there (the blob links' versions
+    /// move, as in a fresh put).
     fn recheck_writes(&self) -> Vec<Write> {
-        let blobs = self.blobs.iter().map(|b| {
-            Write::check(link_key(self.repo, &b.to_string()), "attribute_exists(#PK)").role(Role::Blob((*b).clone()))
-        });
+        let blobs = self.blobs.iter().map(|b| bump_link(self.repo, b));
         let children = self.other_children().map(|c| {
             Write::check(manifest_key(self.repo, &c.to_string()), "attribute_exists(#PK)").role(Role::Child(c.clone()))
         });
@@ -909,6 +953,32 @@ impl<'a> PutPlan<'a> {
             .iter()
             .find(|c| failed(&Role::Child((**c).clone())))
             .map(|c| MetadataError::ChildManifestMissing((*c).clone()))
+    }
+}
+
+/// The update a put makes to each blob link it relies on: the link must exist, and its
+/// `version` moves (a `ConditionCheck` would not change it, and `delete_repository` conditions
+/// its deletes on the versions it read).
+fn bump_link(repo: &str, blob: &Digest) -> Write {
+    Write::update(link_key(repo, &blob.to_string()), "ADD #version :one")
+        .when("attribute_exists(#PK)")
+        .value(":one", n(1))
+        .role(Role::Blob(blob.clone()))
+}
+
+/// A write guarded by the `version` an item was read at (`None`: read without one).
+fn at_version(write: Write, version: Option<&str>) -> Write {
+    match version {
+        Some(v) => write.when("#version = :version").value(":version", n(v)),
+        None => write.when("attribute_exists(#PK) AND attribute_not_exists(#version)"),
+    }
+}
+
+/// An item's `version` as stored (a number's text), if it has one.
+fn version_of(item: &Item) -> Result<Option<&str>, MetadataError> {
+    match item.get("version") {
+        None => Ok(None),
+        Some(v) => v.as_n().map(|v| Some(v.as_str())).map_err(|_| corrupt("attribute version is not a number")),
     }
 }
 
@@ -1233,6 +1303,10 @@ impl DynamoMetadataStore {
                 condition.push_str(" AND #SK >= :from");
                 request = request.expression_attribute_values(":from", s(at));
             }
+            SortFrom::Prefix(prefix) => {
+                condition.push_str(" AND begins_with(#SK, :from)");
+                request = request.expression_attribute_values(":from", s(prefix));
+            }
         }
         let names = expression_names(&[Some(&condition), projection]);
         let out = request
@@ -1256,6 +1330,26 @@ impl DynamoMetadataStore {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// Every item of a partition whose `SK` starts with `prefix`, in `SK` order.
+    async fn query_prefix(&self, pk: &str, prefix: &str, projection: Option<&str>) -> Result<Vec<Item>, MetadataError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.query_from(pk, SortFrom::Prefix(prefix), projection, QUERY_PAGE, start).await?;
+            out.extend(items);
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Whether a partition holds any item (one strongly consistent Query of one item).
+    async fn partition_has_items(&self, pk: &str) -> Result<bool, MetadataError> {
+        let (items, _) = self.query_page(pk, None, Some(KEYS_ONLY), 1, None).await?;
+        Ok(!items.is_empty())
     }
 
     /// A page of the sort keys of a partition after `last`. A `last` longer than a sort key can
@@ -1384,16 +1478,20 @@ impl DynamoMetadataStore {
     }
 
     /// After staging: every blob must (still) be linked, and every child must (still) exist;
-    /// each child's version moves so that a concurrent delete of it notices this parent.
+    /// each link's version moves so that a concurrent `delete_repository` notices this put, and
+    /// each child's version so that a concurrent delete of it notices this parent.
     async fn validate_staged(&self, plan: &PutPlan<'_>) -> Result<(), MetadataError> {
-        let links =
-            self.batch_get(plan.blobs.iter().map(|b| link_key(plan.repo, &b.to_string())), Some(KEYS_ONLY)).await?;
-        if let Some(b) = plan.blobs.iter().find(|b| !links.contains_key(&link_key(plan.repo, &b.to_string()))) {
-            return Err(MetadataError::BlobNotInRepository((*b).clone()));
+        for chunk in plan.blobs.chunks(PARALLEL_UPDATES) {
+            let results = join_all(chunk.iter().map(|b| self.bump(link_key(plan.repo, &b.to_string())))).await;
+            for (blob, result) in chunk.iter().zip(results) {
+                if !result? {
+                    return Err(MetadataError::BlobNotInRepository((*blob).clone()));
+                }
+            }
         }
         let children: Vec<&Digest> = plan.other_children().collect();
         for chunk in children.chunks(PARALLEL_UPDATES) {
-            let results = join_all(chunk.iter().map(|c| self.bump_manifest(plan.repo, c))).await;
+            let results = join_all(chunk.iter().map(|c| self.bump(manifest_key(plan.repo, &c.to_string())))).await;
             for (child, result) in chunk.iter().zip(results) {
                 if !result? {
                     return Err(MetadataError::ChildManifestMissing((*child).clone()));
@@ -1403,9 +1501,9 @@ impl DynamoMetadataStore {
         Ok(())
     }
 
-    /// Moves a manifest's version if it exists; whether it did.
-    async fn bump_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, MetadataError> {
-        let key = key_item(&manifest_key(repo, &digest.to_string()));
+    /// Moves an item's (a manifest's or a blob link's) version if it exists; whether it did.
+    async fn bump(&self, key: Key) -> Result<bool, MetadataError> {
+        let key = key_item(&key);
         let (update, condition) = ("ADD #version :one", "attribute_exists(#PK)");
         let result = retry_conflicts(|| {
             self.client
@@ -1445,7 +1543,10 @@ impl DynamoMetadataStore {
             let fresh = !state.has(&plan.manifest_key()) || *staged;
 
             let mut writes = Vec::new();
-            if !state.has(&repo_key(plan.repo)) {
+            // a put that moves no link (nor a child: those live in the repository, so a delete
+            // refuses) moves the repository record instead, so a concurrent `delete_repository`
+            // fails its condition, or the record is recreated after it
+            if !state.has(&repo_key(plan.repo)) || (plan.blobs.is_empty() && plan.children.is_empty()) {
                 writes.extend(plan.repository_writes());
             }
             writes.push(plan.manifest_write(fresh));
@@ -1671,6 +1772,127 @@ impl DynamoMetadataStore {
         }
         Ok(!self.batch_get(manifests, Some(KEYS_ONLY)).await?.is_empty())
     }
+
+    // --- repository deletes ---
+
+    /// The digests a repository's link listing names (a superset of its links).
+    async fn listed_links(&self, repo: &str) -> Result<Vec<String>, MetadataError> {
+        let items = self.query_prefix(&repo_pk(repo), LINK_INDEX_PREFIX, Some(KEYS_ONLY)).await?;
+        items
+            .iter()
+            .map(|item| {
+                let sk = string(item, SK)?;
+                sk.strip_prefix(LINK_INDEX_PREFIX)
+                    .map(str::to_string)
+                    .ok_or_else(|| corrupt(format!("link listing item {sk:?}")))
+            })
+            .collect()
+    }
+
+    /// Whether a live or pending manifest of `repo` references `blob` (a put in progress has
+    /// staged its reference before it validates the link).
+    async fn blob_used_in(&self, repo: &str, blob: &str, now: i64) -> Result<bool, MetadataError> {
+        let prefix = format!("REF#{repo}#");
+        let references = self.query_prefix(&format!("DIGEST#{blob}"), &prefix, Some("#PK, #SK, #created_at")).await?;
+        for chunk in references.chunks(BATCH_GET_KEYS) {
+            if self.any_live_reference(chunk, now).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One attempt at deleting a repository: `None` when something changed underneath it.
+    async fn try_delete_repository(&self, repo: &RepoName) -> Result<Option<bool>, MetadataError> {
+        let r = repo.as_str();
+        let in_use = || MetadataError::Conflict(format!("repository {repo} (it still holds manifests)"));
+        // read in this order: the record, the listing, the links' versions, and only then what
+        // could use the links; a put that commits after a version was read moves it (a put
+        // without blobs moves the record's), so the deletes below fail their conditions
+        let Some(record) = self.get(&repo_key(r), Some("#PK, #SK, #version")).await? else {
+            return Ok(Some(false));
+        };
+        let record_version = version_of(&record)?.map(str::to_string);
+        let listed = self.listed_links(r).await?;
+        let links = self.batch_get(listed.iter().map(|d| link_key(r, d)), Some("#PK, #SK, #version")).await?;
+        let (manifests, tags) =
+            try_join(self.partition_has_items(&manifests_pk(r)), self.partition_has_items(&format!("TAGS#{r}")))
+                .await?;
+        if manifests || tags {
+            return Err(in_use());
+        }
+        // a manifest the listing misses, or a staged put that has not committed yet
+        let now = wall_now();
+        let present: Vec<&String> = listed.iter().filter(|d| links.contains_key(&link_key(r, d))).collect();
+        for chunk in present.chunks(PARALLEL_UPDATES) {
+            for used in join_all(chunk.iter().map(|d| self.blob_used_in(r, d, now))).await {
+                if used? {
+                    return Err(in_use());
+                }
+            }
+        }
+
+        // per listed digest: the link (unchanged since read, or still absent) and its listing item
+        let mut groups = Vec::with_capacity(listed.len());
+        for d in &listed {
+            let key = link_key(r, d);
+            let link = match links.get(&key) {
+                Some(item) => at_version(Write::delete(key), version_of(item)?),
+                None => Write::check(key, "attribute_not_exists(#PK)"),
+            };
+            groups.push([link, Write::delete(link_index_key(r, d))]);
+        }
+        // links that do not fit go first, each batch guarded by the record's version; the
+        // record and catalog entry go with the last batch
+        let max = self.max_transaction_items.max(4);
+        let mut groups = groups.into_iter();
+        loop {
+            let last = groups.len() * 2 + 2 <= max;
+            let mut writes = if last {
+                vec![at_version(Write::delete(repo_key(r)), record_version.as_deref()), Write::delete(catalog_key(r))]
+            } else {
+                vec![at_version(Write::check(repo_key(r), ""), record_version.as_deref())]
+            };
+            while writes.len() + 2 <= max {
+                let Some(group) = groups.next() else { break };
+                writes.extend(group);
+            }
+            match self.transact(writes).await {
+                Ok(()) => {}
+                Err(TxFailure::Failed(e)) => return Err(e),
+                Err(TxFailure::Cancelled(reasons)) => {
+                    return match validation_failure(&reasons) {
+                        Some(e) => Err(e),
+                        None => Ok(None),
+                    };
+                }
+            }
+            if last {
+                break;
+            }
+        }
+
+        // a `link_blob` that listed its link after the listing was read: its link survived, so
+        // the repository must exist after all
+        let after = self.listed_links(r).await?;
+        if !after.is_empty() && !self.batch_get(after.iter().map(|d| link_key(r, d)), Some(KEYS_ONLY)).await?.is_empty()
+        {
+            let now = n(wall_now());
+            let writes = [repo_key(r), catalog_key(r)]
+                .into_iter()
+                .map(|key| {
+                    Write::update(key, "SET #created_at = if_not_exists(#created_at, :now)").value(":now", now.clone())
+                })
+                .collect();
+            self.transact_retrying(writes, &format!("repository {repo}"))
+                .await?
+                .map_err(|_| MetadataError::Conflict(format!("repository {repo}")))?;
+            return Err(MetadataError::Conflict(format!(
+                "repository {repo} (blobs were pushed into it as it was deleted)"
+            )));
+        }
+        Ok(Some(true))
+    }
 }
 
 /// Refuses a table whose keys or upload index differ from the layout this adapter writes.
@@ -1700,13 +1922,19 @@ impl MetadataStore for DynamoMetadataStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError> {
         let r = repo.as_str();
         let link = link_key(r, &digest.to_string());
+        let listing = link_index_key(r, &digest.to_string());
         let update = "SET #size = if_not_exists(#size, :size), #linked_at = if_not_exists(#linked_at, :now)";
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
             if self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some() {
-                // repositories are never deleted, so the link alone is enough
+                // the listing item first, so that the listing is a superset of the links
+                retry_conflicts(|| {
+                    self.client.put_item().table_name(self.table()).set_item(Some(key_item(&listing))).send()
+                })
+                .await
+                .map_err(|e| sdk_error("PutItem", e))?;
                 retry_conflicts(|| {
                     self.client
                         .update_item()
@@ -1720,9 +1948,17 @@ impl MetadataStore for DynamoMetadataStore {
                 })
                 .await
                 .map_err(|e| sdk_error("UpdateItem", e))?;
-                return Ok(());
+                // a `delete_repository` that committed meanwhile has either removed this link
+                // (the link came first) or not seen it; the record then is gone and the
+                // transaction below recreates it with the link
+                if self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some() {
+                    return Ok(());
+                }
             }
-            let mut writes = vec![Write::update(link.clone(), update).value(":size", n(size)).value(":now", n(now))];
+            let mut writes = vec![
+                Write::update(link.clone(), update).value(":size", n(size)).value(":now", n(now)),
+                Write::put(listing.clone(), Item::new()),
+            ];
             for key in [repo_key(r), catalog_key(r)] {
                 writes.push(
                     Write::update(key, "SET #created_at = if_not_exists(#created_at, :now)").value(":now", n(now)),
@@ -2025,6 +2261,18 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Page, MetadataError> {
         self.list_sort_keys("CATALOG", last, limit).await
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetadataError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            if let Some(deleted) = self.try_delete_repository(repo).await? {
+                return Ok(deleted);
+            }
+        }
+        Err(MetadataError::Conflict(format!("repository {repo}")))
     }
 
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
@@ -2570,6 +2818,90 @@ mod tests {
         assert!(store.delete_manifest(&r, &a.digest).await.unwrap());
         assert_eq!(listing(scan(&store).await), vec![b.digest.to_string()]);
         assert_eq!(store.list_manifests(&r, None, 10).await.unwrap(), (vec![b], false));
+    }
+
+    /// A repository with more links than one transaction holds is deleted in several, leaving no
+    /// item of it behind (stale listing items of unlinked blobs included).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repository_delete_splits_across_transactions_and_leaves_nothing() {
+        let store = fresh_store().await.with_max_transaction_items(7);
+        let r = repo("delete/many");
+        let other = repo("delete/other");
+        let layers = link_many(&store, &r, 20).await;
+        store.link_blob(&other, &layers[0], 10, 1_000).await.unwrap();
+        let m = image(&r, "m", layers[..12].to_vec(), vec![]);
+        store.put_manifest(&m, &[tag("latest")]).await.unwrap();
+        assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+        assert!(store.unlink_blob(&r, &layers[5]).await.unwrap());
+        let listing: Vec<Key> = scan(&store).await.into_iter().filter(|(pk, _)| *pk == repo_pk(r.as_str())).collect();
+        assert_eq!(listing.len(), 21, "the record and one listing item per link ever made");
+
+        assert!(store.delete_repository(&r).await.unwrap());
+        let left: Vec<Key> = scan(&store)
+            .await
+            .into_iter()
+            .filter(|(pk, sk)| pk.contains(r.as_str()) || sk.contains(r.as_str()))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(store.blob_referenced(&layers[0]).await.unwrap(), "linked into the other repository");
+        for d in &layers[1..] {
+            assert!(!store.blob_referenced(d).await.unwrap());
+        }
+        assert!(store.repository_exists(&other).await.unwrap());
+    }
+
+    /// A staged reference of a put in progress (or of a manifest the listing misses) refuses the
+    /// delete; an orphan does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repository_delete_is_refused_by_references_the_listing_misses() {
+        let store = fresh_store().await;
+        let r = repo("delete/pending");
+        let layer = link_many(&store, &r, 1).await.remove(0);
+        let ghost = Digest::sha256_of(b"a put that has not committed");
+        let mut reference = key_item(&ref_key(r.as_str(), &ghost.to_string(), &layer.to_string(), "t1"));
+        reference.insert("created_at".into(), n(wall_now()));
+        store.batch_put(vec![reference.clone()]).await.unwrap();
+        assert!(matches!(store.delete_repository(&r).await, Err(MetadataError::Conflict(_))));
+        assert_eq!(store.linked_blob(&r, &layer).await.unwrap(), Some(10), "nothing changed");
+        reference.insert("created_at".into(), n(wall_now() - PENDING_SECS - 60));
+        store.batch_put(vec![reference]).await.unwrap();
+        assert!(store.delete_repository(&r).await.unwrap(), "an orphan does not count");
+
+        // a manifest stored before the listing existed: found through its blob references
+        let r = repo("delete/unlisted");
+        let m = image(&r, "m", link_many(&store, &r, 2).await, vec![]);
+        store.put_manifest(&m, &[]).await.unwrap();
+        store.batch_delete(vec![manifest_index_key(r.as_str(), &m.digest.to_string())]).await.unwrap();
+        assert!(matches!(store.delete_repository(&r).await, Err(MetadataError::Conflict(_))));
+        assert_eq!(store.manifest(&r, &m.digest).await.unwrap(), Some(m.clone()));
+        for d in &m.blobs {
+            assert_eq!(store.linked_blob(&r, d).await.unwrap(), Some(10));
+        }
+    }
+
+    /// A put's link checks move the links' versions (staged or not), so a delete that read them
+    /// before fails its condition and reads again. (A staged re-put checks nothing: its manifest
+    /// exists, which refuses a delete anyway.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_move_the_versions_of_their_links() {
+        for (store, staged) in [(fresh_store().await, false), (fresh_store().await.staging_always(), true)] {
+            let r = repo("versions");
+            let layers = link_many(&store, &r, 2).await;
+            let version = |item: Option<Item>| item.and_then(|i| number::<u64>(&i, "version").ok());
+            let key = link_key(r.as_str(), &layers[0].to_string());
+            assert_eq!(version(store.get(&key, None).await.unwrap()), None);
+            let m = image(&r, "m", layers.clone(), vec![]);
+            store.put_manifest(&m, &[]).await.unwrap();
+            assert_eq!(version(store.get(&key, None).await.unwrap()), Some(1));
+            store.put_manifest(&m, &[tag("again")]).await.unwrap();
+            let expected = if staged { 1 } else { 2 };
+            assert_eq!(version(store.get(&key, None).await.unwrap()), Some(expected));
+            // a manifest without blobs moves the repository record's instead
+            let record = store.get(&repo_key(r.as_str()), None).await.unwrap();
+            let before = version(record).unwrap_or(0);
+            store.put_manifest(&image(&r, "bare", vec![], vec![]), &[]).await.unwrap();
+            assert_eq!(version(store.get(&repo_key(r.as_str()), None).await.unwrap()), Some(before + 1));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,10 +216,14 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // --- repositories ---
 
-    /// Whether the repository exists (has ever had a blob or manifest).
+    /// Whether the repository exists (has had a blob or manifest since it was last deleted).
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError>;
     /// Repository names after `last`, at most `limit`.
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Page, MetadataError>;
+    /// Removes an emptied repository: its blob links and its record, so it no longer exists or
+    /// lists. Refused with `MetadataError::Conflict` while it still has manifests (or tags).
+    /// False when it did not exist.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetadataError>;
 
     // --- documents (control-plane records) ---
 

@@ -158,6 +158,9 @@ const BLOB_REFERENCED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM blob_links WHERE
      OR EXISTS (SELECT 1 FROM manifest_blobs WHERE blob = ?1) \
      OR EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)";
 const REPOSITORY_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)";
+/// Whether a repository still holds anything a deletion must not remove.
+const REPOSITORY_IN_USE_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo = ?1) OR EXISTS (SELECT 1 FROM tags WHERE repo = ?1)";
 const LIST_TAGS_SQL: &str = "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3";
 const LIST_REPOSITORIES_SQL: &str = "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2";
 const UPLOAD_SQL: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?1");
@@ -908,6 +911,34 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetadataError> {
+        let repo = repo.as_str().to_string();
+        // one write transaction: no put or link can land between the check and the deletes
+        self.write(move |tx| {
+            let exists: bool = tx
+                .prepare_cached(REPOSITORY_EXISTS_SQL)
+                .map_err(backend)?
+                .query_row(params![repo], |r| r.get(0))
+                .map_err(backend)?;
+            if !exists {
+                return Ok(false);
+            }
+            let in_use: bool = tx
+                .prepare_cached(REPOSITORY_IN_USE_SQL)
+                .map_err(backend)?
+                .query_row(params![repo], |r| r.get(0))
+                .map_err(backend)?;
+            if in_use {
+                return Err(MetadataError::Conflict(format!("repository {repo} (it still holds manifests)")));
+            }
+            for sql in ["DELETE FROM blob_links WHERE repo = ?1", "DELETE FROM repositories WHERE name = ?1"] {
+                tx.prepare_cached(sql).map_err(backend)?.execute(params![repo]).map_err(backend)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
         check_document_key("collection", collection)?;
         check_document_key("id", id)?;
@@ -1126,6 +1157,8 @@ mod tests {
             REFERRERS_SQL,
             BLOB_REFERENCED_SQL,
             REPOSITORY_EXISTS_SQL,
+            REPOSITORY_IN_USE_SQL,
+            "DELETE FROM blob_links WHERE repo = ?1",
             LIST_TAGS_SQL,
             LIST_MANIFESTS_SQL,
             TAGS_OF_SQL,
