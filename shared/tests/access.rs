@@ -374,3 +374,80 @@ async fn changes_are_audited_with_who_what_and_where() {
     assert!(entries.iter().all(|e| e["who"] == "admin" && e["at"].as_i64().unwrap() > 0));
     assert!(!actions.iter().any(|(a, _)| a.starts_with("upload-")), "upload traffic is not an audited change");
 }
+
+#[tokio::test]
+async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_lists_it() {
+    let env = Env::new().await;
+    let admin = env.admin();
+    let image = env.push_image("team/app", "v1", "base").await;
+    // a signature-like referrer of the image
+    let empty = b"{}".to_vec();
+    let ed = Digest::sha256_of(&empty);
+    let a = env
+        .call(Auth::Basic(&admin), Method::POST, &format!("/v2/team/app/blobs/uploads/?digest={ed}"), empty.clone())
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature",
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": ed.to_string(), "size": 2 },
+        "layers": [{ "mediaType": "application/vnd.oci.empty.v1+json", "digest": ed.to_string(), "size": 2 }],
+        "subject": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.to_string(), "size": 1 }
+    }))
+    .unwrap();
+    let rd = Digest::sha256_of(&referrer);
+    let mut b = http::Request::builder().method(Method::PUT).uri(format!("/v2/team/app/manifests/{rd}"));
+    b = b.header("content-type", "application/vnd.oci.image.manifest.v1+json").header(
+        "authorization",
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
+    );
+    let resp = api::handle(&env.app, RouteFilter::All, b.body(once_stream(referrer)).unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let shown =
+        env.call(Auth::Basic(&admin), Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![]).await;
+    assert_eq!(shown.json()["referrers"][0]["digest"], rd.to_string());
+    assert_eq!(shown.json()["tags"], json!(["v1"]));
+    assert_eq!(shown.json()["platforms"], json!([{ "os": "linux", "architecture": "amd64" }]));
+
+    // an index listing the image: deleting the image is refused until the index goes
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.to_string(), "size": 1,
+                        "platform": { "os": "linux", "architecture": "amd64" } }]
+    }))
+    .unwrap();
+    let id = Digest::sha256_of(&index);
+    let mut b = http::Request::builder().method(Method::PUT).uri("/v2/team/app/manifests/multi");
+    b = b.header("content-type", "application/vnd.oci.image.index.v1+json").header(
+        "authorization",
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
+    );
+    let resp = api::handle(&env.app, RouteFilter::All, b.body(once_stream(index)).unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let a = env
+        .call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![])
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::CONFLICT, "CONFLICT".to_string()),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(String::from_utf8_lossy(&a.body).contains(&id.to_string()));
+    let a = env.call(Auth::Basic(&admin), Method::GET, &format!("/v2/team/app/manifests/{rd}"), vec![]).await;
+    assert_eq!(a.status, StatusCode::OK, "a refused delete keeps the referrers too");
+
+    let a =
+        env.call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{id}"), vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = env
+        .call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![])
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    for d in [image, rd] {
+        let a = env.call(Auth::Basic(&admin), Method::GET, &format!("/v2/team/app/manifests/{d}"), vec![]).await;
+        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".to_string()));
+    }
+}
