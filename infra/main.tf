@@ -112,7 +112,7 @@ locals {
 
   artifacts_dir = coalesce(var.artifacts_dir, "${path.module}/../target/lambda")
 
-  # What `cargo lambda build --profile lambda --arm64 --output-format zip` writes for each function.
+  # What `cargo lambda build --profile lambda-zip --arm64 --output-format zip` writes for each function.
   function_artifacts = { for name in keys(local.functions) : name => "${local.artifacts_dir}/${name}/bootstrap.zip" }
 }
 

@@ -99,7 +99,7 @@ variable "presign_expiry_seconds" {
 ################################################################################
 
 variable "artifacts_dir" {
-  description = "Directory holding <function>/bootstrap.zip as built by `cargo lambda build --profile lambda --arm64 --output-format zip`. null = <repo>/target/lambda."
+  description = "Directory holding <function>/bootstrap.zip as built by `cargo lambda build --profile lambda-zip --arm64 --output-format zip`. null = <repo>/target/lambda."
   type        = string
   default     = null
 }

@@ -10,11 +10,11 @@ moto server on 127.0.0.1 with test/test credentials, so nothing leaves the machi
     tests/bench/coldstart.py                 # all functions, 5 runs each
     tests/bench/coldstart.py --runs 9 blob-get upload-patch
     tests/bench/coldstart.py --build         # `cargo build --release` the functions first
-    tests/bench/coldstart.py --build --profile lambda   # the zips' size profile (slow: fat LTO)
+    tests/bench/coldstart.py --build --profile lambda-zip   # the zips' size profile (slow: fat LTO)
 
 Prints a Markdown table: median/min/max init ms per function, the x86_64 binary size and the
 arm64 `target/lambda/<name>/bootstrap.zip` size when present (from
-`cargo lambda build --profile lambda --arm64 --output-format zip`). Figures from a shared machine are
+`cargo lambda build --profile lambda-zip --arm64 --output-format zip`). Figures from a shared machine are
 relative: compare functions with each other, not with AWS.
 """
 
