@@ -333,10 +333,7 @@ impl From<IdentityError> for OciError {
             }
             IdentityError::AlreadyExists { .. } => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
             IdentityError::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
-            IdentityError::RegistryNotEmpty(_) | IdentityError::TooManyKeys(_) => {
-                OciError::new(ErrorCode::Conflict, e.to_string())
-            }
-            IdentityError::BadCredentials => OciError::new(ErrorCode::Unauthorized, e.to_string()),
+            IdentityError::TooManyKeys(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
             IdentityError::Metadata(inner) => inner.into(),
             IdentityError::Secret(_) | IdentityError::Corrupt(..) => OciError::internal(&e),
         }

@@ -37,15 +37,9 @@ pub enum IdentityError {
     /// A name or field is not acceptable.
     #[error("{0}")]
     Invalid(String),
-    /// The registry still holds images and no force flag was given.
-    #[error("registry {0:?} still holds images; delete them first or pass force")]
-    RegistryNotEmpty(String),
     /// The user holds the most access keys allowed.
     #[error("user {0:?} already has {max} access keys", max = key::MAX_KEYS_PER_USER)]
     TooManyKeys(String),
-    /// The access key or secret is wrong, or the key is revoked.
-    #[error("invalid access key or secret key")]
-    BadCredentials,
     /// Hashing or randomness failed.
     #[error("credential processing failed: {0}")]
     Secret(#[from] crate::auth::secret::SecretError),
