@@ -5,6 +5,8 @@
 //! has a function crate and an event.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+use common::{admin_basic, prepare};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,28 +96,6 @@ impl Answer {
         let e = &self.json()["errors"][0];
         (e["code"].as_str().unwrap().to_string(), e["detail"].to_string())
     }
-}
-
-/// The administrator every in-process test request authenticates as.
-const ADMIN_KEY: &str = "BKTESTADMIN000000001";
-const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
-/// Registries the tests push into.
-const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
-
-fn admin_basic() -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
-}
-
-/// Creates the admin key and the test registries, once per store.
-async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
-    done.get_or_init(|| async {
-        berth::identity::bootstrap::ensure_admin(app.meta.as_ref(), Some((ADMIN_KEY, ADMIN_SECRET)), 0).await.unwrap();
-        for name in REGISTRIES {
-            berth::identity::registry::create(app.meta.as_ref(), name, true, vec![], "test", 0).await.unwrap();
-        }
-    })
-    .await;
 }
 
 impl Registry {

@@ -3,10 +3,12 @@
 //! status, headers and bytes are checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
 use berth::api::{self, RouteFilter};
 use berth::app::{App, Settings};
 use berth::body::{empty_stream, once_stream, Response, ResponseBody};
 use berth::oci::Digest;
+use common::{admin_basic, prepare};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -33,28 +35,6 @@ impl Answer {
     fn error_code(&self) -> String {
         self.json()["errors"][0]["code"].as_str().unwrap().to_string()
     }
-}
-
-/// The administrator every in-process test request authenticates as.
-const ADMIN_KEY: &str = "BKTESTADMIN000000001";
-const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
-/// Registries the tests push into.
-const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
-
-fn admin_basic() -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
-}
-
-/// Creates the admin key and the test registries, once per store.
-async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
-    done.get_or_init(|| async {
-        berth::identity::bootstrap::ensure_admin(app.meta.as_ref(), Some((ADMIN_KEY, ADMIN_SECRET)), 0).await.unwrap();
-        for name in REGISTRIES {
-            berth::identity::registry::create(app.meta.as_ref(), name, true, vec![], "test", 0).await.unwrap();
-        }
-    })
-    .await;
 }
 
 impl Registry {

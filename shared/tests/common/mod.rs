@@ -1,0 +1,29 @@
+//! Set-up the in-process test suites share: the administrator every request authenticates as,
+//! and the registries the tests push into.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use berth::app::App;
+
+/// The administrator's access key.
+pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
+/// The administrator's secret key.
+pub const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
+/// Registries the tests push into.
+pub const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
+
+/// `Authorization` with the administrator's key.
+pub fn admin_basic() -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
+}
+
+/// Creates the admin key and the test registries, once per store.
+pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
+    done.get_or_init(|| async {
+        berth::identity::bootstrap::ensure_admin(app.meta.as_ref(), Some((ADMIN_KEY, ADMIN_SECRET)), 0).await.unwrap();
+        for name in REGISTRIES {
+            berth::identity::registry::create(app.meta.as_ref(), name, true, vec![], "test", 0).await.unwrap();
+        }
+    })
+    .await;
+}
