@@ -4,7 +4,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 
 use http_body::{Frame, SizeHint};
 
@@ -70,4 +71,32 @@ pub fn empty_stream() -> ByteStream {
 pub fn once_stream(bytes: impl Into<Bytes>) -> ByteStream {
     let bytes: Bytes = bytes.into();
     Box::pin(futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) }))
+}
+
+/// Why a small request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBodyError {
+    /// The body is longer than the limit.
+    #[error("the body exceeds {limit} bytes")]
+    TooLarge {
+        /// the limit in bytes
+        limit: usize,
+    },
+    /// The body stream failed.
+    #[error("reading the body: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a body that is small by contract (a manifest, a JSON request, a token form) into one
+/// buffer, refusing it as soon as it passes `limit`; blob bodies are never read this way.
+pub async fn read_capped(mut body: ByteStream, limit: usize) -> Result<Bytes, ReadBodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ReadBodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }

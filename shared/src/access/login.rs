@@ -98,7 +98,7 @@ pub async fn verify_key(
             m.insert(id.to_string(), (fingerprint, stored.secret_hash.clone()));
         }
     }
-    let Some(user) = key::owner(app.meta.as_ref(), &stored).await? else { return Err(fail()) };
+    let Some(user) = crate::identity::user::get(app.meta.as_ref(), &stored.user).await? else { return Err(fail()) };
     key::touch(app.meta.as_ref(), &stored, version, app.clock.now()).await;
     Ok((user, stored))
 }

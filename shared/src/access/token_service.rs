@@ -91,17 +91,11 @@ fn from_query(head: &http::request::Parts) -> Result<TokenRequest, AccessError> 
 }
 
 async fn from_form(head: &http::request::Parts, body: ByteStream) -> Result<TokenRequest, AccessError> {
-    use futures_util::StreamExt;
-    let mut body = body;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AccessError::Invalid(format!("reading the form: {e}")))?;
-        if bytes.len() + chunk.len() > MAX_FORM_BYTES {
-            return Err(AccessError::Invalid("token request form too large".into()));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let text = String::from_utf8(bytes).map_err(|_| AccessError::Invalid("token request form is not UTF-8".into()))?;
+    let bytes = crate::body::read_capped(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|e| AccessError::Invalid(format!("token request form: {e}")))?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| AccessError::Invalid("token request form is not UTF-8".into()))?;
     let form = Query::parse(&text);
     let basic = match login::credentials(head)? {
         login::Credentials::Basic { id, secret } => Some((id, secret)),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, user, IdentityError, User};
+use super::{decode, encode, user, IdentityError};
 use crate::auth::secret;
 use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
 
@@ -200,9 +200,4 @@ pub async fn touch(meta: &dyn MetadataStore, key: &AccessKey, version: u64, now:
         // A lost race only loses a timestamp.
         let _ = meta.put_document(COLLECTION, &key.id, &body, Expect::Version(version)).await;
     }
-}
-
-/// The user a key belongs to, if the key exists and the user still does.
-pub async fn owner(meta: &dyn MetadataStore, key: &AccessKey) -> Result<Option<User>, IdentityError> {
-    user::get(meta, &key.user).await
 }

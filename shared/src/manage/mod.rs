@@ -7,7 +7,6 @@ pub mod openapi;
 pub mod registries;
 pub mod users;
 
-use futures_util::StreamExt;
 use http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -76,19 +75,10 @@ pub fn invalid(detail: impl Into<Value>) -> OciError {
 }
 
 /// Reads a JSON request body (at most 64 KiB) into `T`; unknown fields are refused by `T`.
-pub async fn read_json<T: DeserializeOwned>(mut body: ByteStream) -> Result<T, OciError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| invalid(format!("reading the request body: {e}")))?;
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(invalid(format!("the request body exceeds {MAX_BODY} bytes")));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    if bytes.is_empty() {
-        bytes.extend_from_slice(b"{}");
-    }
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the request body is not the expected JSON: {e}")))
+pub async fn read_json<T: DeserializeOwned>(body: ByteStream) -> Result<T, OciError> {
+    let bytes = crate::body::read_capped(body, MAX_BODY).await.map_err(|e| invalid(format!("request body: {e}")))?;
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| invalid(format!("the request body is not the expected JSON: {e}")))
 }
 
 /// The grants the guard put on the request (every management route but the OpenAPI document has them).

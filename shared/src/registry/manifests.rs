@@ -1,8 +1,7 @@
 //! Manifests: stored as the exact bytes received, addressed by their digest, accepted only when
 //! everything they reference is present in the repository.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 
 use crate::app::App;
 use crate::metadata::{ManifestRecord, MetadataError};
@@ -133,14 +132,9 @@ pub async fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result
     }
 }
 
-async fn read_limited(mut body: ByteStream, limit: usize) -> Result<Bytes, PushError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(PushError::Body)?;
-        if buf.len() + chunk.len() > limit {
-            return Err(PushError::TooLarge { limit });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+async fn read_limited(body: ByteStream, limit: usize) -> Result<Bytes, PushError> {
+    crate::body::read_capped(body, limit).await.map_err(|e| match e {
+        crate::body::ReadBodyError::TooLarge { limit } => PushError::TooLarge { limit },
+        crate::body::ReadBodyError::Io(e) => PushError::Body(e),
+    })
 }
