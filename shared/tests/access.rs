@@ -77,6 +77,17 @@ impl Env {
     }
 
     async fn call(&self, auth: Auth<'_>, method: Method, uri: &str, body: Vec<u8>) -> Answer {
+        self.call_typed(auth, method, uri, "application/json", body).await
+    }
+
+    /// A manifest PUT as the admin; answers its status.
+    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) -> StatusCode {
+        let admin = self.admin();
+        let uri = format!("/v2/{repo}/manifests/{reference}");
+        self.call_typed(Auth::Basic(&admin), Method::PUT, &uri, media_type, bytes).await.status
+    }
+
+    async fn call_typed(&self, auth: Auth<'_>, method: Method, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
         let value = match auth {
             Auth::Basic((k, s)) => {
                 format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{s}")))
@@ -86,7 +97,7 @@ impl Env {
         let mut b = http::Request::builder().method(method).uri(uri).header("host", "registry.test");
         b = b.header("authorization", value);
         if !body.is_empty() {
-            b = b.header("content-type", "application/json");
+            b = b.header("content-type", content_type);
         }
         let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
         let resp = api::handle(&self.app, RouteFilter::All, b.body(stream).unwrap()).await;
@@ -121,14 +132,8 @@ impl Env {
             "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len() }]
         });
         let bytes = serde_json::to_vec(&manifest).unwrap();
-        let mut b = http::Request::builder().method(Method::PUT).uri(format!("/v2/{repo}/manifests/{tag}"));
-        b = b.header("content-type", "application/vnd.oci.image.manifest.v1+json");
-        b = b.header(
-            "authorization",
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
-        );
-        let resp = api::handle(&self.app, RouteFilter::All, b.body(once_stream(bytes.clone())).unwrap()).await;
-        assert_eq!(resp.status(), StatusCode::CREATED);
+        let media_type = "application/vnd.oci.image.manifest.v1+json";
+        assert_eq!(self.put_manifest(repo, tag, media_type, bytes.clone()).await, StatusCode::CREATED);
         Digest::sha256_of(&bytes)
     }
 }
@@ -397,13 +402,8 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     }))
     .unwrap();
     let rd = Digest::sha256_of(&referrer);
-    let mut b = http::Request::builder().method(Method::PUT).uri(format!("/v2/team/app/manifests/{rd}"));
-    b = b.header("content-type", "application/vnd.oci.image.manifest.v1+json").header(
-        "authorization",
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
-    );
-    let resp = api::handle(&env.app, RouteFilter::All, b.body(once_stream(referrer)).unwrap()).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let media_type = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(env.put_manifest("team/app", &rd.to_string(), media_type, referrer).await, StatusCode::CREATED);
     let shown =
         env.call(Auth::Basic(&admin), Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![]).await;
     assert_eq!(shown.json()["referrers"][0]["digest"], rd.to_string());
@@ -419,13 +419,8 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     }))
     .unwrap();
     let id = Digest::sha256_of(&index);
-    let mut b = http::Request::builder().method(Method::PUT).uri("/v2/team/app/manifests/multi");
-    b = b.header("content-type", "application/vnd.oci.image.index.v1+json").header(
-        "authorization",
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))),
-    );
-    let resp = api::handle(&env.app, RouteFilter::All, b.body(once_stream(index)).unwrap()).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let media_type = "application/vnd.oci.image.index.v1+json";
+    assert_eq!(env.put_manifest("team/app", "multi", media_type, index).await, StatusCode::CREATED);
     let a = env
         .call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![])
         .await;
@@ -450,4 +445,42 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
         let a = env.call(Auth::Basic(&admin), Method::GET, &format!("/v2/team/app/manifests/{d}"), vec![]).await;
         assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".to_string()));
     }
+}
+
+#[tokio::test]
+async fn the_password_grant_form_issues_the_same_scoped_token() {
+    let env = Env::new().await;
+    env.push_image("team/app", "v1", "p").await;
+    let form = format!(
+        "grant_type=password&service=berth&username={}&password={}&scope=repository%3Ateam%2Fapp%3Apull",
+        ADMIN.0, ADMIN.1
+    );
+    let none = ("".to_string(), "".to_string());
+    let a = env
+        .call_typed(
+            Auth::Basic(&none),
+            Method::POST,
+            "/auth/token",
+            "application/x-www-form-urlencoded",
+            form.into_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+    let token = a.json()["access_token"].as_str().unwrap().to_string();
+    let got = env.call(Auth::Bearer(&token), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let denied = env.call(Auth::Bearer(&token), Method::POST, "/v2/team/app/blobs/uploads/", vec![]).await;
+    assert_eq!((denied.status, denied.code()), (StatusCode::FORBIDDEN, "DENIED".to_string()));
+    // a form past 16 KiB is refused without reading further
+    let huge = format!("grant_type=password&scope={}", "x".repeat(17 * 1024));
+    let a = env
+        .call_typed(
+            Auth::Basic(&none),
+            Method::POST,
+            "/auth/token",
+            "application/x-www-form-urlencoded",
+            huge.into_bytes(),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()));
 }

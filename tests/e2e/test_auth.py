@@ -17,6 +17,7 @@ import oras.client
 import pytest
 import requests
 
+from test_docker import docker_images  # noqa: F401 (fixture: images removed after the test)
 from e2e_util import OCI_MANIFEST, OciLayout, random_bytes, require_tool, run, tar_gz
 
 pytestmark = pytest.mark.berth_only
@@ -93,14 +94,6 @@ def build_image(tmp_path, ref: str) -> None:
     (ctx / "data.bin").write_bytes(random_bytes(200_000))
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY data.bin /data.bin\n")
     run(["docker", "build", "-t", ref, str(ctx)], env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
-
-
-@pytest.fixture
-def docker_refs():
-    refs: list[str] = []
-    yield refs
-    for ref in refs:
-        run(["docker", "rmi", "-f", ref], check=False, timeout=120)
 
 
 # --- the token flow ---------------------------------------------------------------------------------
@@ -250,7 +243,7 @@ def test_public_access_off_refuses_outside_addresses(registry, api, repo_name):
 # --- roles with real clients --------------------------------------------------------------------
 
 def test_image_uploader_pushes_with_docker_skopeo_and_oras_but_cannot_pull(registry, api, tmp_path, repo_name,
-                                                                           docker_refs):
+                                                                           docker_images):
     require_tool("docker")
     require_tool("skopeo")
     uploader = make_user(registry, "image-uploader", ["e2e"])
@@ -258,7 +251,7 @@ def test_image_uploader_pushes_with_docker_skopeo_and_oras_but_cannot_pull(regis
 
     # docker
     ref = f"{host}/{repo_name}:v1"
-    docker_refs.append(ref)
+    docker_images.append(ref)
     build_image(tmp_path, ref)
     push = docker_as(tmp_path, uploader, host, "push", ref)
     assert "digest: sha256:" in push.stdout
@@ -306,18 +299,18 @@ def test_image_uploader_pushes_with_docker_skopeo_and_oras_but_cannot_pull(regis
         assert r.status_code == want, (method, path, r.status_code, r.text)
 
 
-def test_service_viewer_pulls_but_cannot_push_or_delete(registry, api, tmp_path, repo_name, docker_refs):
+def test_service_viewer_pulls_but_cannot_push_or_delete(registry, api, tmp_path, repo_name, docker_images):
     require_tool("docker")
     viewer = make_user(registry, "service-viewer")
     host = registry.host
     ref = f"{host}/{repo_name}:v1"
-    docker_refs.append(ref)
+    docker_images.append(ref)
     build_image(tmp_path, ref)
     docker_as(tmp_path, admin(registry), host, "push", ref)
     run(["docker", "rmi", ref], timeout=120)
     docker_as(tmp_path, viewer, host, "pull", ref)
     run(["docker", "tag", ref, f"{host}/{repo_name}:v2"])
-    docker_refs.append(f"{host}/{repo_name}:v2")
+    docker_images.append(f"{host}/{repo_name}:v2")
     p = docker_as(tmp_path, viewer, host, "push", f"{host}/{repo_name}:v2", check=False)
     assert p.returncode != 0 and "denied" in (p.stderr + p.stdout).lower(), p.stderr
     d = api.get_manifest(repo_name, "v1").headers["Docker-Content-Digest"]

@@ -2920,22 +2920,33 @@ mod tests {
         assert_eq!(store.get_document("big", "doc").await.unwrap().unwrap().body, fits);
     }
 
+    /// Rewrites attributes of a stored item behind the store's back (`:v` is `value`).
+    async fn overwrite(
+        store: &DynamoMetadataStore,
+        key: &HashMap<String, AttributeValue>,
+        expr: &'static str,
+        value: AttributeValue,
+    ) -> Result<(), String> {
+        store
+            .client
+            .update_item()
+            .table_name(store.table())
+            .set_key(Some(key.clone()))
+            .update_expression(expr)
+            .set_expression_attribute_names(expression_names(&[Some(expr)]))
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn undecodable_documents_are_corrupt() {
         let store = fresh_store().await;
         store.put_document("c", "d", &Value::Null, Expect::Absent).await.unwrap();
         let key = key_item(&document_key("c", "d"));
-        let set = |expr: &'static str, value: AttributeValue| {
-            store
-                .client
-                .update_item()
-                .table_name(store.table())
-                .set_key(Some(key.clone()))
-                .update_expression(expr)
-                .set_expression_attribute_names(expression_names(&[Some(expr)]))
-                .expression_attribute_values(":v", value)
-                .send()
-        };
+        let set = |expr: &'static str, value: AttributeValue| overwrite(&store, &key, expr, value);
         set("SET #body = :v", s("{not json")).await.unwrap();
         assert!(matches!(store.get_document("c", "d").await, Err(MetadataError::Corrupt(_))));
         assert!(matches!(store.list_documents("c", "", None, 10).await, Err(MetadataError::Corrupt(_))));
@@ -2952,17 +2963,7 @@ mod tests {
         let m = image(&r, "m", vec![], vec![]);
         store.put_manifest(&m, &[tag("t")]).await.unwrap();
         let key = key_item(&manifest_key(r.as_str(), &m.digest.to_string()));
-        let set = |expr: &'static str, value: AttributeValue| {
-            store
-                .client
-                .update_item()
-                .table_name(store.table())
-                .set_key(Some(key.clone()))
-                .update_expression(expr)
-                .set_expression_attribute_names(expression_names(&[Some(expr)]))
-                .expression_attribute_values(":v", value)
-                .send()
-        };
+        let set = |expr: &'static str, value: AttributeValue| overwrite(&store, &key, expr, value);
         set("SET #annotations = :v", s("not json")).await.unwrap();
         assert!(matches!(store.manifest(&r, &m.digest).await, Err(MetadataError::Corrupt(_))));
         set("REMOVE #annotations SET #blobs = :v", AttributeValue::L(vec![s("sha256:nope")])).await.unwrap();
