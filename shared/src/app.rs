@@ -11,6 +11,7 @@ use crate::metadata::{MetadataError, MetadataStore, UnixTime};
 use crate::queue::sqlite::SqliteJobQueue;
 use crate::queue::{JobQueue, QueueError};
 use crate::registry::content_cache::ContentCache;
+use crate::registry::pulls::PullRecorder;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StorageError};
 use crate::upload_token::UploadTokens;
@@ -45,6 +46,17 @@ pub struct Settings {
     /// an operator-supplied Ed25519 seed (base64) for signing tokens; `None` keeps a generated one
     /// in the metadata store
     pub token_signing_key: Option<String>,
+    /// how long garbage collection spares unreferenced blobs and links after their last write,
+    /// so a push between uploading its blobs and its manifest keeps them
+    pub gc_grace: Duration,
+    /// how long a worker holds a leased job before another worker may take it (the embedded
+    /// queue's redelivery time after a crash; SQS uses the queue's visibility timeout)
+    pub job_lease: Duration,
+    /// when online garbage collection runs by itself (five-field UTC cron); `None` = only on demand
+    pub gc_schedule: Option<String>,
+    /// how long after a change to an image its storage use is recounted (by a queued job, so a
+    /// push's last writes have landed by then)
+    pub usage_refresh_delay: Duration,
 }
 
 impl Default for Settings {
@@ -62,6 +74,10 @@ impl Default for Settings {
             token_service: "berth".to_string(),
             public_url: None,
             token_signing_key: None,
+            gc_grace: Duration::from_secs(2 * 3600),
+            job_lease: crate::jobs::LEASE,
+            gc_schedule: Some(crate::jobs::DEFAULT_GC_SCHEDULE.to_string()),
+            usage_refresh_delay: Duration::from_secs(5),
         }
     }
 }
@@ -116,6 +132,8 @@ pub struct App {
     pub manifest_cache: Arc<ContentCache>,
     /// the signing key, verified-secret cache and login limiter
     pub access: Arc<AccessState>,
+    /// when this process last wrote each manifest's pull time, so hot pulls write rarely
+    pub pull_recorder: Arc<PullRecorder>,
 }
 
 impl App {
@@ -131,6 +149,7 @@ impl App {
             clock: Arc::new(SystemClock),
             manifest_cache: Arc::new(ContentCache::default()),
             access: Arc::new(AccessState::default()),
+            pull_recorder: Arc::new(PullRecorder::default()),
         })
     }
 }

@@ -67,6 +67,7 @@ pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App
         clock: std::sync::Arc::new(SystemClock),
         manifest_cache: std::sync::Arc::new(crate::registry::content_cache::ContentCache::default()),
         access: std::sync::Arc::new(crate::access::AccessState::default()),
+        pull_recorder: std::sync::Arc::new(crate::registry::pulls::PullRecorder::default()),
     })
 }
 

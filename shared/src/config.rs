@@ -83,5 +83,21 @@ pub fn settings_from_env(base: Settings) -> Result<Settings, ConfigError> {
     if let Some(seed) = var("BERTH_TOKEN_SIGNING_KEY") {
         s.token_signing_key = Some(seed);
     }
+    if let Some(secs) = parsed::<u64>("BERTH_GC_GRACE_SECONDS")? {
+        s.gc_grace = Duration::from_secs(secs);
+    }
+    if let Some(cron) = var("BERTH_GC_CRON") {
+        s.gc_schedule = match cron.trim() {
+            "" | "off" => None,
+            expr => {
+                crate::policy::cron::Cron::parse(expr)
+                    .map_err(|e| ConfigError::Invalid { name: "BERTH_GC_CRON", reason: e.to_string() })?;
+                Some(expr.to_string())
+            }
+        };
+    }
+    if let Some(secs) = parsed::<u64>("BERTH_JOB_LEASE_SECONDS")? {
+        s.job_lease = Duration::from_secs(secs.clamp(1, 43_200));
+    }
     Ok(s)
 }

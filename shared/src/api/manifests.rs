@@ -8,10 +8,10 @@ use super::query::{digest_header, empty, header_str, Head, Query};
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
 use crate::oci::{Reference, RepoName, Tag};
-use crate::registry::manifests;
+use crate::registry::{manifests, pulls};
 use crate::storage::ByteStream;
 
-/// Serves a manifest; `HEAD` answers from metadata alone.
+/// Serves a manifest; `HEAD` answers from metadata alone, and only a `GET` records a pull.
 pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) -> Result<Response, OciError> {
     let record = manifests::find(app, name, reference).await?;
     let builder = http::Response::builder()
@@ -23,7 +23,10 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
     let body = if req.method == Method::HEAD {
         ResponseBody::Empty
     } else {
-        ResponseBody::full(manifests::content(app, &record).await?)
+        let bytes = manifests::content(app, &record).await?;
+        // a GET is a pull (a HEAD is not): recorded, debounced, never failing the answer
+        pulls::record(app, &record).await;
+        ResponseBody::full(bytes)
     };
     builder.body(body).map_err(|e| OciError::internal(&e))
 }

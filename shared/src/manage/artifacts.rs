@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::body::Response;
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, RepoName, Tag};
+use crate::policy::protection;
 use crate::registry::manifests;
 use crate::storage::ByteStream;
 
@@ -121,7 +122,7 @@ async fn describe(app: &App, repo: &RepoName, m: ManifestRecord) -> Result<Artif
         size: m.size,
         platforms,
         pushed_at: m.pushed_at,
-        pulled_at: None,
+        pulled_at: m.pulled_at,
         tags,
         subject: m.subject.as_ref().map(|d| d.to_string()),
         referrers,
@@ -192,6 +193,8 @@ pub async fn delete_artifact(app: &App, repo: &RepoName, digest: &Digest) -> Res
     if !app.meta.delete_manifest(repo, digest).await? {
         return Ok(vec![]);
     }
+    // the recount is queued with a delay, so the referrers deleted below are in it too
+    crate::usage::mark_changed(app, repo).await;
     let mut deleted = vec![digest.clone()];
     let mut visited: HashSet<Digest> = HashSet::from([digest.clone()]);
     let mut queue = std::collections::VecDeque::from([digest.clone()]);
@@ -216,6 +219,7 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
     if app.meta.manifest(repo, digest).await?.is_none() {
         return Err(OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")));
     }
+    protection::check_artifact_delete(app, repo, digest).await?;
     match delete_artifact(app, repo, digest).await {
         Ok(_) => empty(StatusCode::NO_CONTENT, &[]),
         Err(e) if e.status == StatusCode::CONFLICT => Err(OciError::new(ErrorCode::Conflict, e.detail)),
@@ -224,8 +228,17 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
 }
 
 /// Deletes every artifact of an image (indexes before what they list), unlinks its blobs and
-/// removes the emptied image (a `Conflict` when a push into it ran alongside).
+/// removes the emptied image (a `Conflict` when a push into it ran alongside); its usage is
+/// recounted afterwards, whatever was deleted.
 pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError> {
+    protection::check_image_delete(app, repo).await?;
+    let result = empty_and_remove(app, repo).await;
+    crate::usage::mark_changed(app, repo).await;
+    result
+}
+
+/// The work of [`delete_image`].
+async fn empty_and_remove(app: &App, repo: &RepoName) -> Result<usize, OciError> {
     let mut count = 0;
     loop {
         let manifests = all_manifests(app, repo).await?;
@@ -332,12 +345,14 @@ pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) ->
         .manifest(repo, &digest)
         .await?
         .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")))?;
+    protection::check_tag_write(app, repo, tag, &digest).await?;
     app.meta.put_manifest(&record, std::slice::from_ref(tag)).await?;
     object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
 }
 
 /// `DELETE`: deletes a tag (the artifact stays).
 pub async fn delete_tag(app: &App, repo: &RepoName, tag: &Tag) -> Result<Response, OciError> {
+    protection::check_tag_delete(app, repo, tag).await?;
     if app.meta.delete_tag(repo, tag).await? {
         empty(StatusCode::NO_CONTENT, &[])
     } else {

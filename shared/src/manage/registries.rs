@@ -13,6 +13,7 @@ use crate::body::Response;
 use crate::identity::registry;
 use crate::oci::RepoName;
 use crate::storage::ByteStream;
+use crate::usage;
 
 /// The body of `POST /api/v1/registries`.
 #[derive(Debug, Deserialize)]
@@ -37,6 +38,24 @@ struct ChangeRegistry {
     private_networks: Option<Vec<IpNet>>,
 }
 
+/// A registry as shown by itself (create, show, change): its settings and the storage its
+/// images use, from the usage documents.
+#[derive(Debug, Serialize)]
+struct RegistryView {
+    #[serde(flatten)]
+    registry: registry::Registry,
+    /// bytes of the blobs linked into its images
+    storage_bytes: u64,
+    /// images (repositories) it holds
+    image_count: u64,
+}
+
+/// A registry with its storage use.
+async fn view(app: &App, registry: registry::Registry) -> Result<RegistryView, OciError> {
+    let (storage_bytes, image_count) = usage::registry_usage(app, &registry.name).await?;
+    Ok(RegistryView { registry, storage_bytes, image_count })
+}
+
 /// `GET`: registries the caller's role covers.
 pub async fn list(app: &App, head: &Head) -> Result<Response, OciError> {
     let page = page_request(head)?;
@@ -54,15 +73,15 @@ pub async fn create(app: &App, head: &Head, body: ByteStream) -> Result<Response
         registry::create(app.meta.as_ref(), &req.name, req.public_access, req.private_networks, &who, app.clock.now())
             .await?;
     app.access.registries.forget(&created.name);
-    object(StatusCode::CREATED, &created)
+    object(StatusCode::CREATED, &view(app, created).await?)
 }
 
-/// `GET`: one registry.
+/// `GET`: one registry, with the bytes its images store and how many images it holds.
 pub async fn show(app: &App, name: &str) -> Result<Response, OciError> {
     let found = registry::get(app.meta.as_ref(), name)
         .await?
         .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("registry {name:?} does not exist")))?;
-    object(StatusCode::OK, &found)
+    object(StatusCode::OK, &view(app, found).await?)
 }
 
 /// `PATCH`: changes public access and private networks.
@@ -73,7 +92,7 @@ pub async fn change(app: &App, name: &str, body: ByteStream) -> Result<Response,
     }
     let changed = registry::set_access(app.meta.as_ref(), name, req.public_access, req.private_networks).await?;
     app.access.registries.forget(name);
-    object(StatusCode::OK, &changed)
+    object(StatusCode::OK, &view(app, changed).await?)
 }
 
 /// `DELETE [?force=true]`: deletes a registry; one that holds images needs `force`, which
@@ -94,6 +113,9 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
         super::artifacts::delete_image(app, image).await?;
     }
     registry::remove(app.meta.as_ref(), name).await?;
+    // a registry created again later starts without the old one's rules and cycle
+    crate::policy::cleanup::forget(app.meta.as_ref(), name).await?;
+    crate::policy::protection::forget(app.meta.as_ref(), name).await?;
     app.access.registries.forget(name);
     empty(StatusCode::NO_CONTENT, &[])
 }
@@ -133,9 +155,14 @@ struct ImageSummary {
     artifact_count: usize,
     size: u64,
     last_push: Option<i64>,
+    /// bytes of the blobs linked into it, from its usage document
+    storage_bytes: u64,
+    /// manifests in it, from its usage document
+    artifacts: u64,
 }
 
-/// `GET /api/v1/registries/<name>/images`: images with artifact count, size and last push.
+/// `GET /api/v1/registries/<name>/images`: images with artifact count, size, last push and
+/// stored bytes.
 pub async fn images(app: &App, head: &Head, name: &str) -> Result<Response, OciError> {
     if registry::get(app.meta.as_ref(), name).await?.is_none() {
         return Err(OciError::new(ErrorCode::NotFound, format!("registry {name:?} does not exist")));
@@ -145,11 +172,14 @@ pub async fn images(app: &App, head: &Head, name: &str) -> Result<Response, OciE
     let mut items = Vec::with_capacity(names.len());
     for repo in names {
         let usage = super::artifacts::usage(app, &repo).await?;
+        let stored = crate::usage::image_usage(app, &repo).await?;
         items.push(ImageSummary {
             name: repo.to_string(),
             artifact_count: usage.artifacts,
             size: usage.bytes,
             last_push: usage.last_push,
+            storage_bytes: stored.map_or(0, |s| s.bytes),
+            artifacts: stored.map_or(0, |s| s.artifacts),
         });
     }
     page_response(head, &items, more, |i| i.name.clone())

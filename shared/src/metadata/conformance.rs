@@ -10,7 +10,7 @@
 use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 
-use super::{Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, UploadSession};
+use super::{BlobLink, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, UploadSession};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 const IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -48,6 +48,7 @@ fn image(repo: &RepoName, blobs: &[Digest], pushed_at: i64) -> ManifestRecord {
         blobs: blobs.to_vec(),
         children: vec![],
         pushed_at,
+        pulled_at: None,
     }
 }
 
@@ -1093,6 +1094,319 @@ pub async fn delete_repository_racing_a_push_stays_consistent(store: &dyn Metada
     }
 }
 
+// --- pull times and usage ---
+
+/// `record_pull` keeps the latest pull time (an earlier one changes nothing), for that
+/// repository's manifest only, and every read shows it.
+pub async fn record_pull_keeps_the_latest_time(store: &dyn MetadataStore) {
+    let repo = unique_repo("pull");
+    let other = unique_repo("pull-other");
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[tag("v1")]).await.unwrap();
+    store.put_manifest(&ManifestRecord { repo: other.clone(), ..m.clone() }, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, None, "never pulled");
+
+    store.record_pull(&repo, &m.digest, 2_000).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, Some(2_000));
+    store.record_pull(&repo, &m.digest, 1_500).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, Some(2_000), "never backwards");
+    store.record_pull(&repo, &m.digest, 2_000).await.unwrap();
+    store.record_pull(&repo, &m.digest, 2_500).await.unwrap();
+    let pulled = store.manifest(&repo, &m.digest).await.unwrap().unwrap();
+    assert_eq!(pulled, ManifestRecord { pulled_at: Some(2_500), ..m.clone() }, "nothing else changes");
+    assert_eq!(store.resolve_tag(&repo, &tag("v1")).await.unwrap(), Some(pulled.clone()));
+    assert_eq!(store.list_manifests(&repo, None, 10).await.unwrap(), (vec![pulled], false));
+    assert_eq!(store.manifest(&other, &m.digest).await.unwrap().unwrap().pulled_at, None, "per repository");
+
+    // concurrent pulls: the latest wins
+    let times: Vec<i64> = (0..8).map(|i| 3_000 + i * 10).collect();
+    for r in join_all(times.iter().map(|t| store.record_pull(&repo, &m.digest, *t))).await {
+        r.unwrap();
+    }
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, Some(3_070));
+    // the record stays deletable (a pull does not get in the way of a delete's conditions)
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+}
+
+/// `record_pull` of a manifest that does not exist (never did, or was deleted) succeeds and
+/// creates nothing.
+pub async fn record_pull_of_a_missing_manifest_is_a_noop(store: &dyn MetadataStore) {
+    let repo = unique_repo("pull-missing");
+    let ghost = unique_digest("ghost");
+    store.record_pull(&repo, &ghost, 1_000).await.unwrap();
+    assert_eq!(store.manifest(&repo, &ghost).await.unwrap(), None);
+    assert!(!store.repository_exists(&repo).await.unwrap(), "no repository appears");
+    assert!(!store.blob_referenced(&ghost).await.unwrap(), "no record of it appears");
+
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[tag("gone")]).await.unwrap();
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+    store.record_pull(&repo, &m.digest, 2_000).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("gone")).await.unwrap(), None);
+    assert_eq!(store.list_manifests(&repo, None, 10).await.unwrap(), (vec![], false));
+    assert!(!store.blob_referenced(&m.digest).await.unwrap());
+}
+
+/// A re-put keeps the stored pull time (whatever the record says); a manifest deleted and
+/// pushed again starts unpulled.
+pub async fn reput_keeps_pulled_at(store: &dyn MetadataStore) {
+    let repo = unique_repo("pull-reput");
+    let blobs = linked_blobs(store, &repo, 1).await;
+    let m = image(&repo, &blobs, 1_000);
+    store.put_manifest(&m, &[tag("a")]).await.unwrap();
+    store.record_pull(&repo, &m.digest, 5_000).await.unwrap();
+    store.put_manifest(&ManifestRecord { pushed_at: 9_000, ..m.clone() }, &[tag("b")]).await.unwrap();
+    let expected = ManifestRecord { pulled_at: Some(5_000), ..m.clone() };
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.resolve_tag(&repo, &tag("b")).await.unwrap(), Some(expected.clone()));
+    store.put_manifest(&ManifestRecord { pulled_at: Some(1), ..m.clone() }, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(expected), "the record's value is ignored");
+
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+    store.put_manifest(&ManifestRecord { pulled_at: Some(7_000), ..m.clone() }, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, None, "a new manifest is unpulled");
+}
+
+/// `parents` lists the existing indexes of the repository that list a manifest, in digest order.
+pub async fn parents_are_the_indexes_listing_a_manifest(store: &dyn MetadataStore) {
+    let repo = unique_repo("parents");
+    let other = unique_repo("parents-other");
+    let a = image(&repo, &[], 1_000);
+    let b = image(&repo, &[], 1_000);
+    store.put_manifest(&a, &[]).await.unwrap();
+    store.put_manifest(&b, &[]).await.unwrap();
+    assert_eq!(store.parents(&repo, &a.digest).await.unwrap(), vec![]);
+
+    let both = index(&repo, &[a.digest.clone(), b.digest.clone()], 1_000);
+    let only_a = index(&repo, std::slice::from_ref(&a.digest), 1_000);
+    store.put_manifest(&both, &[tag("both")]).await.unwrap();
+    store.put_manifest(&only_a, &[]).await.unwrap();
+    let mut expected = vec![both.digest.clone(), only_a.digest.clone()];
+    expected.sort_by_key(ToString::to_string);
+    assert_eq!(store.parents(&repo, &a.digest).await.unwrap(), expected);
+    assert_eq!(store.parents(&repo, &b.digest).await.unwrap(), vec![both.digest.clone()]);
+    assert_eq!(store.parents(&repo, &both.digest).await.unwrap(), vec![], "an index nobody lists");
+    assert_eq!(store.parents(&repo, &unique_digest("unknown")).await.unwrap(), vec![]);
+    assert_eq!(store.parents(&other, &a.digest).await.unwrap(), vec![], "per repository");
+
+    // a re-put of an index does not list it twice; a deleted index is no parent
+    store.put_manifest(&both, &[tag("again")]).await.unwrap();
+    assert_eq!(store.parents(&repo, &b.digest).await.unwrap(), vec![both.digest.clone()]);
+    assert!(store.delete_manifest(&repo, &only_a.digest).await.unwrap());
+    assert_eq!(store.parents(&repo, &a.digest).await.unwrap(), vec![both.digest.clone()]);
+    assert!(store.delete_manifest(&repo, &both.digest).await.unwrap());
+    assert_eq!(store.parents(&repo, &a.digest).await.unwrap(), vec![]);
+}
+
+/// `repository_usage` sums the sizes of the blobs linked into one repository and counts them.
+pub async fn repository_usage_sums_linked_blobs(store: &dyn MetadataStore) {
+    let repo = unique_repo("usage");
+    let other = unique_repo("usage-other");
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (0, 0), "no repository");
+    let blobs = linked_blobs(store, &repo, 3).await; // 100, 101 and 102 bytes
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (303, 3));
+    store.link_blob(&repo, &blobs[0], 100, 2_000).await.unwrap();
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (303, 3), "a link counts once");
+
+    store.link_blob(&other, &blobs[1], 101, 1_000).await.unwrap();
+    let big = unique_digest("big");
+    store.link_blob(&other, &big, 5_000_000_000, 1_000).await.unwrap();
+    assert_eq!(store.repository_usage(&other).await.unwrap(), (5_000_000_101, 2));
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (303, 3), "other repositories do not count");
+
+    // manifests do not change it; unlinking does
+    store.put_manifest(&image(&repo, &blobs, 1_000), &[]).await.unwrap();
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (303, 3));
+    assert!(store.unlink_blob(&repo, &blobs[2]).await.unwrap());
+    assert_eq!(store.repository_usage(&repo).await.unwrap(), (201, 2));
+    assert_eq!(store.repository_usage(&other).await.unwrap(), (5_000_000_101, 2));
+}
+
+// --- garbage collection ---
+
+/// A time for the fence checks (fences lapse relative to the `now` callers pass).
+const GC_NOW: i64 = 1_000_000;
+
+/// `blob_links` lists a blob's links with their times; linking again moves the time forward;
+/// `unlink_if_unreferenced` removes only old links that no manifest of that repository uses (a
+/// manifest of another repository does not keep them), and `blob_used` answers the same question
+/// without the links.
+pub async fn gc_unlinks_only_old_unreferenced_links(store: &dyn MetadataStore) {
+    let a = unique_repo("gc-unlink-a");
+    let b = unique_repo("gc-unlink-b");
+    let c = unique_repo("gc-unlink-c");
+    let d = unique_digest("blob");
+    assert_eq!(store.blob_links(&d).await.unwrap(), vec![]);
+    store.link_blob(&a, &d, 10, 1_000).await.unwrap();
+    store.link_blob(&b, &d, 10, 1_000).await.unwrap();
+    store.link_blob(&c, &d, 10, 1_000).await.unwrap();
+    store.link_blob(&c, &d, 10, 5_000).await.unwrap(); // a re-upload restarts its grace window
+    let mut expected = vec![
+        BlobLink { repo: a.clone(), size: 10, linked_at: 1_000 },
+        BlobLink { repo: b.clone(), size: 10, linked_at: 1_000 },
+        BlobLink { repo: c.clone(), size: 10, linked_at: 5_000 },
+    ];
+    expected.sort_by(|x, y| x.repo.as_str().cmp(y.repo.as_str()));
+    assert_eq!(store.blob_links(&d).await.unwrap(), expected);
+
+    let m = image(&a, std::slice::from_ref(&d), 1_000);
+    store.put_manifest(&m, &[]).await.unwrap();
+    assert!(store.blob_used(&d, Some(&a)).await.unwrap());
+    assert!(!store.blob_used(&d, Some(&b)).await.unwrap());
+    assert!(store.blob_used(&d, None).await.unwrap());
+
+    assert!(!store.unlink_if_unreferenced(&a, &d, 2_000).await.unwrap(), "a manifest of a uses it");
+    assert!(!store.unlink_if_unreferenced(&c, &d, 2_000).await.unwrap(), "linked again since");
+    assert!(!store.unlink_if_unreferenced(&b, &d, 1_000).await.unwrap(), "not before 1000");
+    assert!(store.unlink_if_unreferenced(&b, &d, 2_000).await.unwrap());
+    assert!(!store.unlink_if_unreferenced(&b, &d, 2_000).await.unwrap(), "already gone");
+    assert_eq!(store.linked_blob(&b, &d).await.unwrap(), None);
+    assert_eq!(store.linked_blob(&a, &d).await.unwrap(), Some(10));
+    assert!(store.repository_exists(&b).await.unwrap(), "the repository stays");
+    assert!(store.unlink_if_unreferenced(&c, &d, 6_000).await.unwrap());
+
+    assert!(store.delete_manifest(&a, &m.digest).await.unwrap());
+    assert!(!store.blob_used(&d, Some(&a)).await.unwrap());
+    assert!(!store.blob_used(&d, None).await.unwrap());
+    assert!(store.unlink_if_unreferenced(&a, &d, 2_000).await.unwrap());
+    assert!(!store.blob_referenced(&d).await.unwrap());
+    assert_eq!(store.blob_links(&d).await.unwrap(), vec![]);
+
+    // a blob that is itself a manifest of the repository stays linked
+    let own = image(&a, &[], 1_000);
+    store.put_manifest(&own, &[]).await.unwrap();
+    store.link_blob(&a, &own.digest, 512, 1_000).await.unwrap();
+    assert!(store.blob_used(&own.digest, Some(&a)).await.unwrap());
+    assert!(!store.unlink_if_unreferenced(&a, &own.digest, 2_000).await.unwrap());
+    // and an emptied repository still deletes cleanly after unlinks
+    assert!(store.delete_manifest(&a, &own.digest).await.unwrap());
+    assert!(store.delete_repository(&b).await.unwrap());
+    assert!(!store.repository_exists(&b).await.unwrap());
+}
+
+/// A fence is refused while the blob is referenced (linked, or used by a manifest) or fenced
+/// already; while it holds, `gc_generation` is `None` and links and puts of the digest are
+/// refused; released, the generation counts it; an abandoned fence lapses after
+/// [`super::GC_FENCE_SECS`].
+pub async fn gc_fences_exclude_links_and_puts(store: &dyn MetadataStore) {
+    let repo = unique_repo("gc-fence");
+    let d = unique_digest("blob");
+    assert_eq!(store.gc_generation(&d, GC_NOW).await.unwrap(), Some(0));
+    store.link_blob(&repo, &d, 10, GC_NOW).await.unwrap();
+    assert_eq!(store.fence_blob(&d, GC_NOW).await.unwrap(), None, "linked");
+    let m = image(&repo, std::slice::from_ref(&d), GC_NOW);
+    store.put_manifest(&m, &[]).await.unwrap();
+    store.unlink_blob(&repo, &d).await.unwrap();
+    assert_eq!(store.fence_blob(&d, GC_NOW).await.unwrap(), None, "used by a manifest");
+    assert_eq!(store.fence_blob(&m.digest, GC_NOW).await.unwrap(), None, "a manifest's own bytes");
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+
+    let g = store.fence_blob(&d, GC_NOW).await.unwrap().expect("unreferenced: fenced");
+    assert!(g >= 1);
+    assert_eq!(store.fence_blob(&d, GC_NOW + 1).await.unwrap(), None, "fenced already");
+    assert_eq!(store.gc_generation(&d, GC_NOW + 1).await.unwrap(), None);
+    assert!(matches!(store.link_blob(&repo, &d, 10, GC_NOW + 1).await, Err(MetadataError::Conflict(_))));
+    assert!(matches!(store.link_blob_since(&repo, &d, 10, GC_NOW + 1, g).await, Err(MetadataError::Conflict(_))));
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), None, "a refused link leaves nothing");
+    assert!(!store.blob_referenced(&d).await.unwrap());
+
+    // the manifest's own digest fenced: its put is refused
+    let gm = store.fence_blob(&m.digest, GC_NOW).await.unwrap().expect("deleted manifest: fenced");
+    let again = ManifestRecord { blobs: vec![], pushed_at: GC_NOW + 1, ..m.clone() };
+    assert!(matches!(store.put_manifest(&again, &[tag("t")]).await, Err(MetadataError::Conflict(_))));
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&repo, &tag("t")).await.unwrap(), None);
+    store.unfence_blob(&m.digest, gm).await.unwrap();
+    store.put_manifest(&again, &[tag("t")]).await.unwrap();
+    assert!(store.manifest(&repo, &m.digest).await.unwrap().is_some());
+
+    store.unfence_blob(&d, g + 1).await.unwrap(); // another generation's release does nothing
+    assert_eq!(store.gc_generation(&d, GC_NOW + 1).await.unwrap(), None);
+    store.unfence_blob(&d, g).await.unwrap();
+    assert_eq!(store.gc_generation(&d, GC_NOW + 1).await.unwrap(), Some(g));
+    store.link_blob(&repo, &d, 10, GC_NOW + 2).await.unwrap();
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), Some(10));
+
+    // an abandoned fence lapses
+    let e = unique_digest("abandoned");
+    let g = store.fence_blob(&e, GC_NOW).await.unwrap().unwrap();
+    let later = GC_NOW + super::GC_FENCE_SECS;
+    assert_eq!(store.gc_generation(&e, later - 1).await.unwrap(), None);
+    assert_eq!(store.gc_generation(&e, later).await.unwrap(), Some(g));
+    store.link_blob_since(&repo, &e, 10, later, g).await.unwrap();
+    let g2 = store.fence_blob(&e, later).await;
+    assert_eq!(g2.unwrap(), None, "linked again");
+}
+
+/// `link_blob_since` is refused once a fence was taken after the generation was read, even
+/// when it was released again (the bytes may be gone); with the new generation it links.
+pub async fn gc_link_since_is_refused_after_a_fence(store: &dyn MetadataStore) {
+    let repo = unique_repo("gc-since");
+    let d = unique_digest("blob");
+    let seen = store.gc_generation(&d, GC_NOW).await.unwrap().unwrap();
+    let g = store.fence_blob(&d, GC_NOW).await.unwrap().unwrap();
+    assert_eq!(g, seen + 1);
+    store.unfence_blob(&d, g).await.unwrap();
+    assert!(matches!(store.link_blob_since(&repo, &d, 10, GC_NOW, seen).await, Err(MetadataError::Conflict(_))));
+    assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), None);
+    assert!(!store.repository_exists(&repo).await.unwrap(), "a refused link creates no repository");
+    let now = store.gc_generation(&d, GC_NOW).await.unwrap().unwrap();
+    assert_eq!(now, g);
+    store.link_blob_since(&repo, &d, 10, GC_NOW, now).await.unwrap();
+    store.link_blob_since(&repo, &d, 10, GC_NOW + 5, now).await.unwrap();
+    assert_eq!(store.blob_links(&d).await.unwrap()[0].linked_at, GC_NOW + 5);
+    // links of other digests are untouched by this one's fences
+    let other = unique_digest("other");
+    store.link_blob_since(&repo, &other, 3, GC_NOW, 0).await.unwrap();
+}
+
+/// A fence racing a link of the same digest: never both (a fence that holds while the link
+/// succeeded would let the collector delete linked bytes).
+pub async fn gc_fence_racing_a_link_never_both_win(store: &dyn MetadataStore) {
+    for round in 0..8 {
+        let repo = unique_repo("gc-race-link");
+        let d = unique_digest("blob");
+        let (fence, link) = futures_util::join!(store.fence_blob(&d, GC_NOW), store.link_blob(&repo, &d, 10, GC_NOW));
+        match (fence.unwrap(), link) {
+            (Some(_), Ok(())) => panic!("round {round}: fenced and linked"),
+            (Some(_), Err(MetadataError::Conflict(_))) => {
+                assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), None);
+            }
+            (None, Ok(())) => assert_eq!(store.linked_blob(&repo, &d).await.unwrap(), Some(10)),
+            (None, other) => panic!("round {round}: not fenced, yet the link gave {other:?}"),
+            (Some(_), Err(e)) => panic!("round {round}: link gave {e:?}"),
+        }
+    }
+}
+
+/// `unlink_if_unreferenced` racing a manifest put that uses the link: either the put is stored
+/// with its blob still linked, or the put is refused (`BlobNotInRepository`) and the link is gone.
+pub async fn gc_unlink_racing_a_put_stays_consistent(store: &dyn MetadataStore) {
+    for round in 0..8 {
+        let repo = unique_repo("gc-race-put");
+        let layer = linked_blobs(store, &repo, 1).await.remove(0);
+        let m = image(&repo, std::slice::from_ref(&layer), 2_000 + round);
+        let (unlinked, put) =
+            futures_util::join!(store.unlink_if_unreferenced(&repo, &layer, 2_000), store.put_manifest(&m, &[]));
+        let unlinked = unlinked.unwrap();
+        let linked = store.linked_blob(&repo, &layer).await.unwrap();
+        match put {
+            Ok(()) => {
+                assert!(!unlinked, "round {round}: a stored manifest's blob was unlinked");
+                assert!(linked.is_some());
+                assert!(store.manifest(&repo, &m.digest).await.unwrap().is_some());
+            }
+            Err(MetadataError::BlobNotInRepository(d)) => {
+                assert_eq!(d, layer);
+                assert!(unlinked && linked.is_none(), "round {round}");
+                assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+            }
+            Err(e) => panic!("round {round}: put gave {e:?}"),
+        }
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance check for a `MetadataStore` adapter.
 /// `$make` is an async expression returning `(store, guard)`; the guard (a temp dir, a server)
 /// is dropped after the store. Every check uses names of its own, so `$make` may hand out one
@@ -1133,7 +1447,19 @@ macro_rules! metadata_conformance {
             delete_repository_removes_an_emptied_repository,
             delete_repository_refused_while_it_has_manifests,
             delete_repository_of_an_unknown_name,
-            delete_repository_racing_a_push_stays_consistent);
+            delete_repository_racing_a_push_stays_consistent,
+            // --- pull times and usage ---
+            record_pull_keeps_the_latest_time,
+            record_pull_of_a_missing_manifest_is_a_noop,
+            reput_keeps_pulled_at,
+            parents_are_the_indexes_listing_a_manifest,
+            repository_usage_sums_linked_blobs,
+            // --- garbage collection ---
+            gc_unlinks_only_old_unreferenced_links,
+            gc_fences_exclude_links_and_puts,
+            gc_link_since_is_refused_after_a_fence,
+            gc_fence_racing_a_link_never_both_win,
+            gc_unlink_racing_a_put_stays_consistent);
     };
     (@tests $make:expr; $($check:ident),*) => {
         $(

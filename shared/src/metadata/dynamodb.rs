@@ -28,8 +28,9 @@
 //! | link listing | `REPO#<repo>` | `LINK#<digest>` | (none) |
 //! | catalog entry | `CATALOG` | `<repo>` | `created_at` N |
 //! | blob link | `DIGEST#<digest>` | `LINK#<repo>` | `size` N, `linked_at` N, `version` N? |
-//! | manifest | `DIGEST#<digest>` | `MANIFEST#<repo>` | `media_type` S, `size` N, `artifact_type` S?, `subject` S?, `annotations` S? (JSON object), `blobs` L of S, `children` L of S, `pushed_at` N, `version` N, `tokens` SS |
+//! | manifest | `DIGEST#<digest>` | `MANIFEST#<repo>` | `media_type` S, `size` N, `artifact_type` S?, `subject` S?, `annotations` S? (JSON object), `blobs` L of S, `children` L of S, `pushed_at` N, `pulled_at` N?, `version` N, `tokens` SS |
 //! | blob reference | `DIGEST#<blob>` | `REF#<repo>#<manifest>#<token>` | `created_at` N |
+//! | garbage-collection fence | `DIGEST#<digest>` | `GC` | `generation` N, `fenced_at` N? |
 //! | tag | `TAGS#<repo>` | `<tag>` | `digest` S, `updated_at` N |
 //! | tag reverse index | `TAGGED#<repo>#<digest>` | `<tag>` | `created_at` N |
 //! | child index | `CHILD#<repo>#<child>` | `<parent>#<token>` | `created_at` N |
@@ -84,11 +85,11 @@
 //! - The manifest listing item is written in the transaction that commits the manifest (every
 //!   put, fresh or not) and deleted in the one that deletes it. Manifests stored before the
 //!   listing existed appear in it once pushed again.
-//! - `link_blob` writes the link listing item before the link, so the listing is a superset of
-//!   the links (`unlink_blob` leaves the listing item; `delete_repository` removes it). Into an
-//!   existing repository these are two plain writes, after which the record is read again: if a
-//!   concurrent `delete_repository` removed it meanwhile, a transaction recreates the record,
-//!   the catalog entry and the link.
+//! - `link_blob` writes the link listing item in the link's transaction, so the listing is a
+//!   superset of the links (`unlink_blob` leaves the listing item; `delete_repository` and
+//!   `unlink_if_unreferenced` remove it with the link). Into an existing repository the
+//!   transaction is followed by a read of the record: if a concurrent `delete_repository`
+//!   removed it meanwhile, a transaction recreates the record, the catalog entry and the link.
 //! - `delete_repository` reads the record (its `version`), the link listing, the links (their
 //!   `version`s), then refuses with `Conflict` if the manifest listing or the tags partition holds
 //!   anything or if a listed link's blob has a reference item of a live or pending manifest of
@@ -114,6 +115,33 @@
 //!   conditioned on `attribute_not_exists(PK) OR version = :v`.
 //! - Items are at most 400 KB: an oversized manifest, upload session or document is refused with a
 //!   `Backend` error naming the limit.
+//! - Garbage collection (see the port): the fence item of a digest counts the fences ever taken
+//!   (`generation`, never reset, so a reader can tell whether one was taken since it looked) and
+//!   holds `fenced_at` while one is held; it is never deleted. `fence_blob` is one UpdateItem
+//!   (`SET fenced_at = :now ADD generation :one`, conditioned on no fence younger than 15
+//!   minutes), then `blob_referenced` (a consistent Query after the fence is written), and on a
+//!   reference the release; `unfence_blob` removes `fenced_at` conditioned on its `generation`.
+//!   `link_blob` / `link_blob_since` are ONE transaction: a ConditionCheck on the fence item (no
+//!   fence younger than 15 minutes; for `link_blob_since` also `generation` unchanged), the link
+//!   (its `linked_at` set to the caller's `now`), the link listing item and, for a new
+//!   repository, the record and the catalog entry; the record is then read again as before, and
+//!   a transaction recreates it if a concurrent `delete_repository` removed it. So a fence
+//!   written before a link's commit refuses the link, and a link committed before the fence is
+//!   seen by the fence's check. A fresh `put_manifest`'s commit transaction carries the same
+//!   ConditionCheck for the manifest's own digest (a re-put needs its manifest to exist, which
+//!   no held fence allows). `unlink_if_unreferenced` reads the link (its `version` and
+//!   `linked_at`), Queries `REF#<repo>#` items (live or pending, as for `delete_repository`) and
+//!   reads `MANIFEST#<repo>`, then deletes the link and its listing item in one transaction
+//!   conditioned on the `version` read and `linked_at < :before`: a put that committed in
+//!   between moved the `version` (the delete fails and the link stays), one that commits after
+//!   finds no link (`BlobNotInRepository`), and a re-link moved `linked_at`.
+//! - Pull times and usage: `record_pull` is one UpdateItem of the manifest's `pulled_at`, conditioned
+//!   on `attribute_exists(PK) AND (attribute_not_exists(pulled_at) OR pulled_at < :at)` (a failed
+//!   condition is success), so it never creates an item and never moves `version`; `put_manifest`
+//!   never writes `pulled_at`, so a re-put keeps it. `parents` reads the `CHILD#<repo>#<child>`
+//!   partition and keeps the parents whose manifest exists (one consistent BatchGetItem).
+//!   `repository_usage` reads the repository's link listing and sums `size` over the blob links
+//!   that exist (BatchGetItem); links older than the listing are not counted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -135,8 +163,8 @@ use futures_util::future::{join_all, try_join};
 use serde_json::{Map, Value};
 
 use super::{
-    check_document_key, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page, UnixTime,
-    UploadSession, MAX_DOCUMENT_KEY_BYTES,
+    check_document_key, BlobLink, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page,
+    UnixTime, UploadSession, GC_FENCE_SECS, MAX_DOCUMENT_KEY_BYTES,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
@@ -234,6 +262,11 @@ fn link_key(repo: &str, digest: &str) -> Key {
 
 fn manifest_key(repo: &str, digest: &str) -> Key {
     (format!("DIGEST#{digest}"), format!("MANIFEST#{repo}"))
+}
+
+/// The garbage-collection fence of a digest (sorts before its links, manifests and references).
+fn fence_key(digest: &str) -> Key {
+    (format!("DIGEST#{digest}"), "GC".to_string())
 }
 
 fn ref_key(repo: &str, manifest: &str, blob: &str, token: &str) -> Key {
@@ -427,6 +460,7 @@ fn decode_manifest(repo: &RepoName, item: &Item) -> Result<ManifestRecord, Metad
         blobs: digests(item, "blobs")?,
         children: digests(item, "children")?,
         pushed_at: number(item, "pushed_at")?,
+        pulled_at: item.get("pulled_at").map(|_| number(item, "pulled_at")).transpose()?,
     })
 }
 
@@ -583,6 +617,8 @@ enum Role {
     Child(Digest),
     /// the manifest itself
     Manifest,
+    /// the check that no garbage-collection fence holds
+    Fence,
     Other,
 }
 
@@ -1550,6 +1586,9 @@ impl DynamoMetadataStore {
                 writes.extend(plan.repository_writes());
             }
             writes.push(plan.manifest_write(fresh));
+            if fresh {
+                writes.push(unfenced_check(&plan.digest, plan.record.pushed_at, None));
+            }
             writes.push(plan.index_write());
             writes.extend(plan.referrer_write());
             let tag_groups: Vec<Vec<Write>> =
@@ -1588,6 +1627,9 @@ impl DynamoMetadataStore {
                     return Err(e);
                 }
                 Err(TxFailure::Cancelled(reasons)) => {
+                    if fence_failed(&reasons) {
+                        return Err(fenced(&plan.digest));
+                    }
                     if let Some(e) = plan.refusal(&reasons) {
                         return Err(e);
                     }
@@ -1895,6 +1937,123 @@ impl DynamoMetadataStore {
     }
 }
 
+// --- garbage collection ---
+
+/// The check, on a digest's fence item, that no collector holds a fence at `now` (one taken
+/// [`GC_FENCE_SECS`] or more before was abandoned) and, with `since`, that the fence generation
+/// is still `since` (no fence was taken after it was read).
+fn unfenced_check(digest: &str, now: UnixTime, since: Option<u64>) -> Write {
+    let free = "(attribute_not_exists(#fenced_at) OR #fenced_at <= :stale)";
+    let write = match since {
+        None => Write::check(fence_key(digest), free),
+        Some(0) => Write::check(fence_key(digest), format!("{free} AND attribute_not_exists(#generation)")),
+        Some(g) => {
+            Write::check(fence_key(digest), format!("{free} AND #generation = :generation")).value(":generation", n(g))
+        }
+    };
+    write.value(":stale", n(now.saturating_sub(GC_FENCE_SECS))).role(Role::Fence)
+}
+
+/// Whether a transaction was cancelled by its fence check.
+fn fence_failed(reasons: &[Cancel]) -> bool {
+    reasons.iter().any(|r| r.role == Role::Fence && r.code == "ConditionalCheckFailed")
+}
+
+fn fenced(digest: &str) -> MetadataError {
+    MetadataError::Conflict(format!("blob {digest} (garbage collection is reclaiming it; retry)"))
+}
+
+/// Whether a fence item holds a fence at `now`.
+fn fence_holds(item: &Item, now: UnixTime) -> Result<bool, MetadataError> {
+    match item.get("fenced_at") {
+        None => Ok(false),
+        Some(_) => Ok(number::<i64>(item, "fenced_at")? > now.saturating_sub(GC_FENCE_SECS)),
+    }
+}
+
+impl DynamoMetadataStore {
+    /// `link_blob` (`since: None`) and `link_blob_since`: one transaction with the fence check.
+    async fn link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        now: UnixTime,
+        since: Option<u64>,
+    ) -> Result<(), MetadataError> {
+        let (r, d) = (repo.as_str(), digest.to_string());
+        let update = "SET #size = if_not_exists(#size, :size), #linked_at = :now";
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let existed = self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some();
+            let mut writes = vec![
+                unfenced_check(&d, now, since),
+                Write::update(link_key(r, &d), update).value(":size", n(size)).value(":now", n(now)),
+                Write::put(link_index_key(r, &d), Item::new()),
+            ];
+            if !existed {
+                for key in [repo_key(r), catalog_key(r)] {
+                    writes.push(
+                        Write::update(key, "SET #created_at = if_not_exists(#created_at, :now)").value(":now", n(now)),
+                    );
+                }
+            }
+            match self.transact(writes).await {
+                // a `delete_repository` that committed meanwhile has either removed this link or
+                // not seen it; the record then is gone and the next attempt recreates it
+                Ok(()) => {
+                    if !existed || self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some() {
+                        return Ok(());
+                    }
+                }
+                Err(TxFailure::Failed(e)) => return Err(e),
+                Err(TxFailure::Cancelled(reasons)) => {
+                    if let Some(e) = validation_failure(&reasons) {
+                        return Err(e);
+                    }
+                    if fence_failed(&reasons) {
+                        return Err(fenced(&d));
+                    }
+                }
+            }
+        }
+        Err(MetadataError::Conflict(format!("link of blob {digest} into {repo}")))
+    }
+
+    /// Whether a manifest of `repo` is the blob or lists it (live or pending).
+    async fn used_in(&self, repo: &str, digest: &str, now: i64) -> Result<bool, MetadataError> {
+        if self.get(&manifest_key(repo, digest), Some(KEYS_ONLY)).await?.is_some() {
+            return Ok(true);
+        }
+        self.blob_used_in(repo, digest, now).await
+    }
+
+    /// Whether any manifest is the blob or lists it (live or pending), a page at a time.
+    async fn used_anywhere(&self, digest: &str, now: i64) -> Result<bool, MetadataError> {
+        let pk = format!("DIGEST#{digest}");
+        let (manifests, _) = self.query_from(&pk, SortFrom::Prefix("MANIFEST#"), Some(KEYS_ONLY), 1, None).await?;
+        if !manifests.is_empty() {
+            return Ok(true);
+        }
+        let mut start = None;
+        loop {
+            let projection = Some("#PK, #SK, #created_at");
+            let (items, next) = self.query_from(&pk, SortFrom::Prefix("REF#"), projection, QUERY_PAGE, start).await?;
+            for chunk in items.chunks(BATCH_GET_KEYS) {
+                if self.any_live_reference(chunk, now).await? {
+                    return Ok(true);
+                }
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(false),
+            }
+        }
+    }
+}
+
 /// Refuses a table whose keys or upload index differ from the layout this adapter writes.
 fn check_schema(table: &str, desc: &TableDescription) -> Result<(), MetadataError> {
     let has = |schema: &[KeySchemaElement], name: &str, kind: KeyType| {
@@ -1920,61 +2079,7 @@ fn check_schema(table: &str, desc: &TableDescription) -> Result<(), MetadataErro
 #[async_trait]
 impl MetadataStore for DynamoMetadataStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError> {
-        let r = repo.as_str();
-        let link = link_key(r, &digest.to_string());
-        let listing = link_index_key(r, &digest.to_string());
-        let update = "SET #size = if_not_exists(#size, :size), #linked_at = if_not_exists(#linked_at, :now)";
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            if self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some() {
-                // the listing item first, so that the listing is a superset of the links
-                retry_conflicts(|| {
-                    self.client.put_item().table_name(self.table()).set_item(Some(key_item(&listing))).send()
-                })
-                .await
-                .map_err(|e| sdk_error("PutItem", e))?;
-                retry_conflicts(|| {
-                    self.client
-                        .update_item()
-                        .table_name(self.table())
-                        .set_key(Some(key_item(&link)))
-                        .update_expression(update)
-                        .set_expression_attribute_names(expression_names(&[Some(update)]))
-                        .expression_attribute_values(":size", n(size))
-                        .expression_attribute_values(":now", n(now))
-                        .send()
-                })
-                .await
-                .map_err(|e| sdk_error("UpdateItem", e))?;
-                // a `delete_repository` that committed meanwhile has either removed this link
-                // (the link came first) or not seen it; the record then is gone and the
-                // transaction below recreates it with the link
-                if self.get(&repo_key(r), Some(KEYS_ONLY)).await?.is_some() {
-                    return Ok(());
-                }
-            }
-            let mut writes = vec![
-                Write::update(link.clone(), update).value(":size", n(size)).value(":now", n(now)),
-                Write::put(listing.clone(), Item::new()),
-            ];
-            for key in [repo_key(r), catalog_key(r)] {
-                writes.push(
-                    Write::update(key, "SET #created_at = if_not_exists(#created_at, :now)").value(":now", n(now)),
-                );
-            }
-            match self.transact(writes).await {
-                Ok(()) => return Ok(()),
-                Err(TxFailure::Failed(e)) => return Err(e),
-                Err(TxFailure::Cancelled(reasons)) => {
-                    if let Some(e) = validation_failure(&reasons) {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Err(MetadataError::Conflict(format!("link of blob {digest} into {repo}")))
+        self.link(repo, digest, size, now, None).await
     }
 
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetadataError> {
@@ -2418,6 +2523,200 @@ impl MetadataStore for DynamoMetadataStore {
         items.truncate(limit);
         Ok(DocumentPage { items, more })
     }
+
+    // --- pull times and usage ---
+
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
+        let key = key_item(&manifest_key(repo.as_str(), &digest.to_string()));
+        let update = "SET #pulled_at = :at";
+        let condition = "attribute_exists(#PK) AND (attribute_not_exists(#pulled_at) OR #pulled_at < :at)";
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(key.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
+                .expression_attribute_values(":at", n(at))
+                .send()
+        })
+        .await;
+        match result {
+            // missing, or already pulled at `at` or later: nothing to record
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
+        let (r, c) = (repo.as_str(), child.to_string());
+        let mut candidates = std::collections::BTreeSet::new();
+        for item in self.query_all(&format!("CHILD#{r}#{c}"), Some(KEYS_ONLY)).await? {
+            let sk = string(&item, SK)?;
+            let (parent, _token) = sk.rsplit_once('#').ok_or_else(|| corrupt(format!("child link {sk:?}")))?;
+            if parent != c {
+                candidates.insert(parent.to_string());
+            }
+        }
+        // staged items of a put that has not committed (or that crashed) name no manifest yet
+        let found = self.batch_get(candidates.iter().map(|p| manifest_key(r, p)), Some(KEYS_ONLY)).await?;
+        candidates.iter().filter(|p| found.contains_key(&manifest_key(r, p))).map(|p| parse_digest(p)).collect()
+    }
+
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError> {
+        let r = repo.as_str();
+        // the listing is a superset of the links: only links that exist count
+        let listed = self.listed_links(r).await?;
+        let links = self.batch_get(listed.iter().map(|d| link_key(r, d)), Some("#size")).await?;
+        let mut bytes = 0u64;
+        for link in links.values() {
+            bytes = bytes.saturating_add(number::<u64>(link, "size")?);
+        }
+        Ok((bytes, links.len() as u64))
+    }
+
+    // --- garbage collection ---
+
+    async fn blob_links(&self, digest: &Digest) -> Result<Vec<BlobLink>, MetadataError> {
+        let projection = Some("#PK, #SK, #size, #linked_at");
+        let items = self.query_prefix(&format!("DIGEST#{digest}"), "LINK#", projection).await?;
+        items
+            .iter()
+            .map(|item| {
+                let sk = string(item, SK)?;
+                let repo = sk.strip_prefix("LINK#").ok_or_else(|| corrupt(format!("blob link {sk:?}")))?;
+                Ok(BlobLink {
+                    repo: RepoName::parse(repo, None).map_err(corrupt)?,
+                    size: number(item, "size")?,
+                    linked_at: number(item, "linked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn blob_used(&self, digest: &Digest, repo: Option<&RepoName>) -> Result<bool, MetadataError> {
+        let d = digest.to_string();
+        match repo {
+            Some(repo) => self.used_in(repo.as_str(), &d, wall_now()).await,
+            None => self.used_anywhere(&d, wall_now()).await,
+        }
+    }
+
+    async fn unlink_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        linked_before: UnixTime,
+    ) -> Result<bool, MetadataError> {
+        let (r, d) = (repo.as_str(), digest.to_string());
+        let key = link_key(r, &d);
+        // read the link's version first: a put that commits after this read moves it
+        let Some(item) = self.get(&key, Some("#PK, #SK, #version, #linked_at")).await? else {
+            return Ok(false);
+        };
+        if number::<i64>(&item, "linked_at")? >= linked_before || self.used_in(r, &d, wall_now()).await? {
+            return Ok(false);
+        }
+        let delete = match version_of(&item)? {
+            Some(v) => Write::delete(key).when("#version = :version AND #linked_at < :before").value(":version", n(v)),
+            None => Write::delete(key)
+                .when("attribute_exists(#PK) AND attribute_not_exists(#version) AND #linked_at < :before"),
+        };
+        let writes = vec![delete.value(":before", n(linked_before)), Write::delete(link_index_key(r, &d))];
+        match self.transact(writes).await {
+            Ok(()) => Ok(true),
+            Err(TxFailure::Failed(e)) => Err(e),
+            // changed meanwhile (or a transaction conflict): kept, for a later run to look at again
+            Err(TxFailure::Cancelled(reasons)) => validation_failure(&reasons).map_or(Ok(false), Err),
+        }
+    }
+
+    async fn gc_generation(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError> {
+        let Some(item) = self.get(&fence_key(&digest.to_string()), None).await? else {
+            return Ok(Some(0));
+        };
+        if fence_holds(&item, now)? {
+            return Ok(None);
+        }
+        item.get("generation").map(|_| number(&item, "generation")).transpose().map(|g| Some(g.unwrap_or(0)))
+    }
+
+    async fn link_blob_since(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        now: UnixTime,
+        generation: u64,
+    ) -> Result<(), MetadataError> {
+        self.link(repo, digest, size, now, Some(generation)).await
+    }
+
+    async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError> {
+        let key = key_item(&fence_key(&digest.to_string()));
+        let update = "SET #fenced_at = :now ADD #generation :one";
+        let condition = "attribute_not_exists(#fenced_at) OR #fenced_at <= :stale";
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(key.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":stale", n(now.saturating_sub(GC_FENCE_SECS)))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+        })
+        .await;
+        let generation: u64 = match result {
+            Ok(out) => number(&out.attributes.unwrap_or_default(), "generation")?,
+            // another collector holds it
+            Err(e) if is_condition_failure(&e) => return Ok(None),
+            Err(e) => return Err(sdk_error("UpdateItem", e)),
+        };
+        // the fence is written: a link committed before it is seen here, one after it is refused
+        match self.blob_referenced(digest).await {
+            Ok(false) => Ok(Some(generation)),
+            Ok(true) => {
+                self.unfence_blob(digest, generation).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                if let Err(release) = self.unfence_blob(digest, generation).await {
+                    tracing::warn!(%digest, error = %release, "could not release a fence; it lapses in 15 minutes");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetadataError> {
+        let key = key_item(&fence_key(&digest.to_string()));
+        let (update, condition) = ("REMOVE #fenced_at", "#generation = :generation");
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(key.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
+                .expression_attribute_values(":generation", n(generation))
+                .send()
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // a later fence replaced it (this one had lapsed): that one is not ours to release
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2460,6 +2759,7 @@ mod tests {
             blobs,
             children,
             pushed_at: 1_700_000_000,
+            pulled_at: None,
         }
     }
 
@@ -2667,7 +2967,8 @@ mod tests {
         store.put_manifest(&m, &tags).await.unwrap();
         // every transaction that tagged it moved its version, so a concurrent delete notices
         let item = store.get(&manifest_key(r.as_str(), &m.digest.to_string()), None).await.unwrap().unwrap();
-        assert_eq!(number::<u64>(&item, "version").unwrap(), 10, "the commit and nine follow-ups");
+        // (the commit also holds the garbage-collection fence check, so three tags fit in it)
+        assert_eq!(number::<u64>(&item, "version").unwrap(), 11, "the commit and ten follow-ups");
         let page = store.list_tags(&r, None, 100).await.unwrap().unwrap();
         assert_eq!(page.items.len(), 40);
         for t in &tags {

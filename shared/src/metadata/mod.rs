@@ -90,7 +90,26 @@ pub struct ManifestRecord {
     pub children: Vec<Digest>,
     /// when it was first pushed
     pub pushed_at: UnixTime,
+    /// when it (or an index listing it) was last pulled with a `GET`; `None` if never. Only
+    /// [`MetadataStore::record_pull`] sets it: `put_manifest` ignores this field, so a new
+    /// manifest starts unpulled and a re-put keeps the stored time.
+    pub pulled_at: Option<UnixTime>,
 }
+
+/// A blob's link into one repository, as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobLink {
+    /// the repository the blob is linked into
+    pub repo: RepoName,
+    /// the blob's size as recorded with the link
+    pub size: u64,
+    /// when it was last linked (uploaded or mounted); a link younger than the grace window stays
+    pub linked_at: UnixTime,
+}
+
+/// How long a garbage-collection fence on a digest holds before it counts as abandoned (its
+/// collector crashed): links and manifest puts of the digest are refused while it holds.
+pub const GC_FENCE_SECS: i64 = 15 * 60;
 
 /// One page of names (tags or repositories) in lexical order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +174,9 @@ pub(crate) fn check_document_key(what: &str, value: &str) -> Result<(), Metadata
 pub trait MetadataStore: Send + Sync + 'static {
     // --- blobs linked into repositories ---
 
-    /// Links a verified blob into a repository (creating the repository). Idempotent.
+    /// Links a verified blob into a repository (creating the repository). Idempotent; linking
+    /// again moves the link's time to `now` (a re-upload restarts the garbage-collection grace
+    /// window). Refused with [`MetadataError::Conflict`] while a collector fences the digest.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError>;
     /// The size of a blob if it is linked into `repo`.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetadataError>;
@@ -182,7 +203,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Stores a manifest and points `tags` at it, in one transaction that first checks every
     /// blob is linked into the repository and every child manifest exists there. Re-putting an
-    /// existing manifest keeps its first `pushed_at` and just moves the tags.
+    /// existing manifest keeps its first `pushed_at` and just moves the tags. Refused with
+    /// [`MetadataError::Conflict`] while a collector fences the manifest's own digest (as of
+    /// `record.pushed_at`).
     async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError>;
     /// A manifest of `repo` by digest.
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetadataError>;
@@ -251,4 +274,63 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<DocumentPage, MetadataError>;
+
+    // --- pull times and usage ---
+
+    /// Records a pull of a manifest at `at`, so unused artifacts can be found: its `pulled_at`
+    /// becomes the later of the stored time and `at`. A no-op (`Ok`) when the manifest does not
+    /// exist; it never creates a manifest and never moves what puts and deletes condition on.
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError>;
+    /// The existing indexes of `repo` that list `child`, in digest order (a pulled child counts
+    /// as a pull of them).
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError>;
+    /// The storage a repository holds, for usage accounting: the total size and the number of
+    /// the blobs linked into it; `(0, 0)` when it does not exist.
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError>;
+
+    // --- garbage collection ---
+    //
+    // A collector deletes a blob's bytes only under a fence: `fence_blob` takes it (bumping the
+    // digest's fence generation) and then finds the blob unreferenced; `unfence_blob` releases it
+    // after the delete. While a fence holds (younger than [`GC_FENCE_SECS`]) `link_blob` and a
+    // `put_manifest` of that digest are refused with [`MetadataError::Conflict`]. An upload reads
+    // the generation before it commits its bytes and links with `link_blob_since`, which is also
+    // refused when a fence was taken in between: so a link is only ever made to bytes that no
+    // collector deleted after the upload saw them.
+
+    /// Every repository the blob is linked into, with the link's size and time, in repository
+    /// order (to remove the links that outlived the grace window).
+    async fn blob_links(&self, digest: &Digest) -> Result<Vec<BlobLink>, MetadataError>;
+    /// Whether a manifest of `repo` (of any repository when `None`) lists the blob (as config or
+    /// layer, counting a put still in progress) or is the blob itself; links do not count (a dry
+    /// run's question: would the blob survive its links' removal).
+    async fn blob_used(&self, digest: &Digest, repo: Option<&RepoName>) -> Result<bool, MetadataError>;
+    /// Atomically removes `repo`'s link to the blob when it was last linked before
+    /// `linked_before` and no manifest of `repo` uses it ([`MetadataStore::blob_used`]); a
+    /// manifest put racing it either makes it keep the link or is refused. Whether it removed it.
+    async fn unlink_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        linked_before: UnixTime,
+    ) -> Result<bool, MetadataError>;
+    /// The digest's fence generation (how many fences were ever taken on it, 0 for none), or
+    /// `None` while a collector holds a fence on it (its bytes may be being deleted).
+    async fn gc_generation(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError>;
+    /// [`MetadataStore::link_blob`], refused with [`MetadataError::Conflict`] also when the
+    /// digest's fence generation is no longer `generation` (a collector fenced it since).
+    async fn link_blob_since(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        now: UnixTime,
+        generation: u64,
+    ) -> Result<(), MetadataError>;
+    /// Takes the fence on a digest and then checks [`MetadataStore::blob_referenced`]: the new
+    /// generation when the caller may delete the bytes; `None` (no fence left) when another
+    /// collector holds one or the blob is referenced.
+    async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError>;
+    /// Releases the fence of `generation` (a no-op when a later fence replaced it).
+    async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetadataError>;
 }

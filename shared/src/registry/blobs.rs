@@ -57,6 +57,7 @@ pub async fn redirect(app: &App, repo: &RepoName, digest: &Digest) -> Result<Opt
 /// referencing them, so a concurrent push into another repository can never lose them.
 pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<(), BlobError> {
     if app.meta.unlink_blob(repo, digest).await? {
+        crate::usage::mark_changed(app, repo).await;
         Ok(())
     } else {
         Err(BlobError::Unknown(digest.clone()))

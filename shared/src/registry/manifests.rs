@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::app::App;
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag};
+use crate::policy::protection;
 use crate::storage::{ByteStream, StorageError};
 
 /// Why a manifest operation failed.
@@ -40,9 +41,15 @@ pub enum PushError {
     /// The blob store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An image protection rule forbids the change.
+    #[error(transparent)]
+    Protection(#[from] crate::policy::protection::ProtectionError),
     /// The metadata store failed (including missing references).
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// Garbage collection held the manifest's digest through every attempt (a retryable refusal).
+    #[error("manifest {0} is being reclaimed by garbage collection; push it again")]
+    Reclaimed(Digest),
 }
 
 /// The largest annotations (as JSON) kept with a manifest's record for the referrers API; larger
@@ -90,12 +97,44 @@ pub async fn push(
         blobs: parsed.blobs.into_iter().map(|d| d.digest).collect(),
         children: parsed.children.into_iter().map(|d| d.digest).collect(),
         pushed_at: app.clock.now(),
+        pulled_at: None,
     };
+    for tag in &tags {
+        protection::check_tag_write(app, repo, tag, &digest).await?;
+    }
     // Bytes first (content-addressed, invisible until a record names them), then the record.
     app.blobs.put(&digest, bytes.clone()).await?;
-    app.meta.put_manifest(&record, &tags).await?;
+    store_record(app, &record, &tags, &bytes).await?;
     app.manifest_cache.insert(&digest, bytes);
+    crate::usage::mark_changed(app, repo).await;
     Ok(record)
+}
+
+/// How often a manifest put refused by garbage collection is tried again.
+const PUT_ATTEMPTS: usize = 3;
+
+/// Stores the record, waiting out a garbage-collection fence on its digest (puts are refused
+/// while one holds), then makes sure the bytes survived: a collector that fenced the digest
+/// before the put may have deleted bytes that `put` found already stored, and none can once the
+/// record exists, so bytes present now stay.
+async fn store_record(app: &App, record: &ManifestRecord, tags: &[Tag], bytes: &Bytes) -> Result<(), PushError> {
+    let mut attempt = 1;
+    loop {
+        match app.meta.put_manifest(record, tags).await {
+            Ok(()) => break,
+            Err(MetadataError::Conflict(_)) if attempt < PUT_ATTEMPTS => {
+                attempt += 1;
+                if crate::gc::unfenced_generation(app, &record.digest).await?.is_none() {
+                    return Err(PushError::Reclaimed(record.digest.clone()));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if app.blobs.stat(&record.digest).await?.is_none() {
+        app.blobs.put(&record.digest, bytes.clone()).await?;
+    }
+    Ok(())
 }
 
 /// The manifest `reference` names in `repo`.
@@ -122,9 +161,18 @@ pub async fn content(app: &App, record: &ManifestRecord) -> Result<Bytes, PushEr
 /// Deletes a tag (the manifest stays) or, by digest, a manifest with all its tags.
 pub async fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<(), PushError> {
     let deleted = match reference {
-        Reference::Tag(tag) => app.meta.delete_tag(repo, tag).await?,
-        Reference::Digest(digest) => app.meta.delete_manifest(repo, digest).await?,
+        Reference::Tag(tag) => {
+            protection::check_tag_delete(app, repo, tag).await?;
+            app.meta.delete_tag(repo, tag).await?
+        }
+        Reference::Digest(digest) => {
+            protection::check_artifact_delete(app, repo, digest).await?;
+            app.meta.delete_manifest(repo, digest).await?
+        }
     };
+    if deleted && matches!(reference, Reference::Digest(_)) {
+        crate::usage::mark_changed(app, repo).await;
+    }
     if deleted {
         Ok(())
     } else {

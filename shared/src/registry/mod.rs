@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod content_cache;
 pub mod manifests;
+pub mod pulls;
 pub mod uploads;
 
 pub use blobs::BlobError;

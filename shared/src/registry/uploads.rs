@@ -50,6 +50,10 @@ pub enum UploadError {
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// Garbage collection was deleting the blob's bytes as they were committed: the bytes may be
+    /// gone, so the blob is not linked and must be uploaded again (a retryable refusal).
+    #[error("blob {0} was being reclaimed by garbage collection; upload it again")]
+    Reclaimed(Digest),
 }
 
 /// What a request says about the bytes it carries.
@@ -125,10 +129,47 @@ pub async fn complete(
     } else {
         session.staging.clone()
     };
+    // read before the commit, which may rely on bytes already stored: a collector that fences
+    // the digest after this point (and may delete those bytes) makes the link below refuse
+    let generation = unfenced_generation(app, digest).await?;
     app.blobs.commit_upload(&session.id, session.offset, &staging, digest).await?;
-    app.meta.link_blob(repo, digest, session.offset, app.clock.now()).await?;
+    link_committed(app, repo, digest, session.offset, generation).await?;
     app.meta.delete_upload(&session.id).await?;
     Ok(session.offset)
+}
+
+/// How often a link refused by garbage collection is tried again before the upload fails.
+const LINK_ATTEMPTS: usize = 3;
+
+/// The digest's fence generation once no collector holds a fence on it (a collector deletes
+/// within moments of fencing, so this waits briefly).
+async fn unfenced_generation(app: &App, digest: &Digest) -> Result<u64, UploadError> {
+    crate::gc::unfenced_generation(app, digest).await?.ok_or_else(|| UploadError::Reclaimed(digest.clone()))
+}
+
+/// Links committed bytes unless garbage collection fenced the digest since `generation` was
+/// read; after such a fence the bytes count only if they are still stored once it is released
+/// (checked after reading the new generation, so a later fence again refuses the link).
+async fn link_committed(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    mut generation: u64,
+) -> Result<(), UploadError> {
+    for _ in 0..LINK_ATTEMPTS {
+        match app.meta.link_blob_since(repo, digest, size, app.clock.now(), generation).await {
+            Ok(()) => return Ok(()),
+            // a fence since the generation was read (or, on DynamoDB, contention)
+            Err(MetadataError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        generation = unfenced_generation(app, digest).await?;
+        if app.blobs.stat(digest).await? != Some(size) {
+            return Err(UploadError::Reclaimed(digest.clone()));
+        }
+    }
+    Err(UploadError::Reclaimed(digest.clone()))
 }
 
 /// A whole blob in one request (`POST ?digest=`): a session that opens and completes at once,
@@ -151,14 +192,22 @@ pub async fn upload_whole(
 /// Links a blob that `from` already holds into `repo` without moving bytes; `None` when `from`
 /// does not hold it (the caller then opens an ordinary session).
 pub async fn mount(app: &App, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<Option<u64>, UploadError> {
+    // read before the bytes are checked, as for an upload; while garbage collection holds the
+    // digest (or takes it before the link) the client uploads the blob instead
+    let Some(generation) = app.meta.gc_generation(digest, app.clock.now()).await? else {
+        return Ok(None);
+    };
     let Some(size) = app.meta.linked_blob(from, digest).await? else {
         return Ok(None);
     };
     if app.blobs.stat(digest).await?.is_none() {
         return Ok(None);
     }
-    app.meta.link_blob(repo, digest, size, app.clock.now()).await?;
-    Ok(Some(size))
+    match app.meta.link_blob_since(repo, digest, size, app.clock.now(), generation).await {
+        Ok(()) => Ok(Some(size)),
+        Err(MetadataError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Cancels session `id` of `repo`, dropping its staged bytes.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::fs::collect;
 use super::{BlobStore, StorageError};
-use crate::oci::{ByteRange, Digest, UploadId};
+use crate::oci::{Algorithm, ByteRange, Digest, UploadId};
 
 fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
@@ -141,6 +141,60 @@ pub async fn empty_upload_commits_an_empty_blob(store: &dyn BlobStore) {
     assert_eq!(store.stat(&digest).await.unwrap(), Some(0));
 }
 
+/// `list_blobs` pages through exactly the committed blobs in digest-string order (sha256 before
+/// sha512), with sizes and plausible modification times, and never lists staged uploads.
+pub async fn list_blobs_pages_in_digest_order(store: &dyn BlobStore) {
+    assert_eq!(store.list_blobs(None, 10).await.unwrap(), (vec![], false));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut expected = Vec::new();
+    for i in 0..7u8 {
+        let data = random_bytes(10 + usize::from(i), 40 + i);
+        let digest = if i == 3 { Digest::of(Algorithm::Sha512, &data) } else { Digest::sha256_of(&data) };
+        store.put(&digest, Bytes::from(data.clone())).await.unwrap();
+        expected.push((digest.to_string(), data.len() as u64));
+    }
+    let id = UploadId::generate();
+    let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+    w.write(Bytes::from_static(b"staged, not a blob")).await.unwrap();
+    w.finish().await.unwrap();
+    expected.sort();
+
+    let mut listed = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let (page, more) = store.list_blobs(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        for blob in &page {
+            assert!((now - 300..=now + 300).contains(&blob.modified), "modified {} vs now {now}", blob.modified);
+            listed.push((blob.digest.to_string(), blob.size));
+        }
+        after = page.last().map(|b| b.digest.clone());
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(listed, expected);
+    assert_eq!(store.list_blobs(None, 0).await.unwrap(), (vec![], true));
+
+    // after a digest that is not stored, and after the last one
+    let (page, more) = store.list_blobs(Some(&Digest::sha256_of(b"not stored")), 100).await.unwrap();
+    let from = expected.iter().filter(|(d, _)| d.as_str() > Digest::sha256_of(b"not stored").to_string().as_str());
+    assert_eq!(
+        page.iter().map(|b| b.digest.to_string()).collect::<Vec<_>>(),
+        from.map(|(d, _)| d.clone()).collect::<Vec<_>>()
+    );
+    assert!(!more);
+    let last: Digest = expected.last().unwrap().0.parse().unwrap();
+    assert_eq!(store.list_blobs(Some(&last), 10).await.unwrap(), (vec![], false));
+
+    let first: Digest = expected[0].0.parse().unwrap();
+    store.delete(&first).await.unwrap();
+    let (page, _) = store.list_blobs(None, 100).await.unwrap();
+    assert_eq!(page.len(), expected.len() - 1);
+    assert!(page.iter().all(|b| b.digest != first));
+    store.abort_upload(&id).await.unwrap();
+}
+
 /// Expands to one `#[tokio::test]` per conformance check for a `BlobStore` adapter.
 /// `$make` is an async expression returning `(store, guard)`.
 #[macro_export]
@@ -149,7 +203,8 @@ macro_rules! blob_store_conformance {
         $crate::blob_store_conformance!(@tests $make;
             put_stat_read_and_ranges, empty_blob, delete_is_idempotent, upload_in_chunks_then_commit,
             reopen_discards_bytes_past_the_recorded_offset, resuming_past_the_staged_data_is_refused,
-            abort_leaves_nothing, committing_existing_content_keeps_one_copy, empty_upload_commits_an_empty_blob);
+            abort_leaves_nothing, committing_existing_content_keeps_one_copy, empty_upload_commits_an_empty_blob,
+            list_blobs_pages_in_digest_order);
     };
     (@tests $make:expr; $($check:ident),*) => {
         $(

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStore, ByteStream, StorageError, UploadWriter};
+use super::{BlobStore, ByteStream, StorageError, StoredBlob, UploadWriter};
 use crate::oci::{ByteRange, Digest, UploadId};
 
 /// Bytes buffered per upload before a write to disk; also the read chunk size.
@@ -213,6 +213,80 @@ impl BlobStore for FsBlobStore {
         }
         Ok(ids)
     }
+
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<(Vec<StoredBlob>, bool), StorageError> {
+        let root = self.root.join("blobs");
+        let after = after.cloned();
+        tokio::task::spawn_blocking(move || list_blob_files(&root, after.as_ref(), limit))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// The names of a directory's entries, sorted; none when it does not exist.
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        // a name that is not UTF-8 is no blob
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// Walks `<root>/<alg>/<xx>/<hex>` in name order (which is digest-string order) from just after
+/// `after`, reading one fan-out directory at a time, until `limit` blobs and one more are found.
+fn list_blob_files(root: &Path, after: Option<&Digest>, limit: usize) -> Result<(Vec<StoredBlob>, bool), StorageError> {
+    let want = limit.saturating_add(1);
+    let after = after.map(|d| (d.algorithm().as_str(), d.hex()));
+    let mut out = Vec::new();
+    'walk: for algorithm in sorted_names(root)? {
+        if after.is_some_and(|(a, _)| algorithm.as_str() < a) {
+            continue;
+        }
+        let same_algorithm = after.filter(|(a, _)| *a == algorithm).map(|(_, hex)| hex);
+        let alg_dir = root.join(&algorithm);
+        for fan in sorted_names(&alg_dir)? {
+            if same_algorithm.is_some_and(|hex| fan.as_str() < hex.get(..2).unwrap_or(hex)) {
+                continue;
+            }
+            let fan_dir = alg_dir.join(&fan);
+            for hex in sorted_names(&fan_dir)? {
+                if same_algorithm.is_some_and(|after| hex.as_str() <= after) || !hex.starts_with(fan.as_str()) {
+                    continue;
+                }
+                // anything else in the tree (a stray file) is not a blob
+                let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                let meta = match std::fs::metadata(fan_dir.join(&hex)) {
+                    Ok(m) if m.is_file() => m,
+                    Ok(_) => continue,
+                    // deleted since the directory was read
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let modified = meta
+                    .modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                out.push(StoredBlob { digest, size: meta.len(), modified });
+                if out.len() == want {
+                    break 'walk;
+                }
+            }
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    Ok((out, more))
 }
 
 /// Buffers a request's bytes and writes them to the staging file in large blocks off the

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::metadata::UnixTime;
 use crate::oci::{ByteRange, Digest, UploadId};
 
 /// A stream of bytes read from storage or from a request body.
@@ -38,6 +39,17 @@ pub enum StorageError {
     /// The underlying medium failed.
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A stored blob as garbage collection sees it when it walks the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// the blob's digest (from its location)
+    pub digest: Digest,
+    /// its length in bytes
+    pub size: u64,
+    /// when its bytes were last written (seconds since the epoch), so young blobs can be spared
+    pub modified: UnixTime,
 }
 
 /// Content-addressed bytes plus an upload staging area with commit/abort semantics: nothing
@@ -90,6 +102,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Ids of every upload with staged data (to reclaim orphans after a crash).
     async fn list_uploads(&self) -> Result<Vec<UploadId>, StorageError>;
+
+    /// Up to `limit` stored blobs whose digest string sorts after `after`, in ascending
+    /// digest-string order, plus whether more follow: garbage collection pages through every
+    /// blob with this without ever holding them all.
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<(Vec<StoredBlob>, bool), StorageError>;
 }
 
 /// Appends one request's bytes to a staged upload.

@@ -47,7 +47,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::{BlobStore, ByteStream, StorageError, UploadWriter};
+use super::{BlobStore, ByteStream, StorageError, StoredBlob, UploadWriter};
 use crate::oci::{ByteRange, Digest, UploadId};
 
 const MIB: u64 = 1 << 20;
@@ -558,9 +558,24 @@ impl Staging {
     }
 }
 
+/// The prefix of every blob key.
+const BLOB_PREFIX: &str = "blobs/";
+/// The most keys one `ListObjectsV2` returns.
+const LIST_PAGE: usize = 1000;
+
 fn blob_key(digest: &Digest) -> String {
     let hex = digest.hex();
-    format!("blobs/{}/{}/{hex}", digest.algorithm().as_str(), &hex[..2.min(hex.len())])
+    format!("{BLOB_PREFIX}{}/{}/{hex}", digest.algorithm().as_str(), &hex[..2.min(hex.len())])
+}
+
+/// The digest a blob key names; `None` for any other key (blob keys sort in digest-string order).
+fn digest_of_key(key: &str) -> Option<Digest> {
+    let mut parts = key.strip_prefix(BLOB_PREFIX)?.split('/');
+    let (algorithm, fan, hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !hex.starts_with(fan) || fan.len() != 2 {
+        return None;
+    }
+    format!("{algorithm}:{hex}").parse().ok()
 }
 
 fn data_key(id: &UploadId) -> String {
@@ -829,6 +844,46 @@ impl BlobStore for S3BlobStore {
         }
         ids.extend(self.list_multipart_uploads("uploads/").await?.iter().filter_map(|(key, _)| upload_id_of(key)));
         Ok(ids.into_iter().collect())
+    }
+
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<(Vec<StoredBlob>, bool), StorageError> {
+        let want = limit.saturating_add(1);
+        let start_after = after.map(blob_key);
+        let mut blobs = Vec::new();
+        let mut token: Option<String> = None;
+        // keys that are no blob are skipped, so a page may take several requests
+        'pages: loop {
+            let max_keys = i32::try_from((want - blobs.len()).min(LIST_PAGE)).unwrap_or(1);
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(BLOB_PREFIX)
+                .set_start_after(if token.is_none() { start_after.clone() } else { None })
+                .set_continuation_token(token)
+                .max_keys(max_keys)
+                .send()
+                .await
+                .map_err(|e| s3_error("ListObjectsV2", e))?;
+            for object in out.contents() {
+                let Some(digest) = object.key().and_then(digest_of_key) else {
+                    continue;
+                };
+                let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                let modified = object.last_modified().map_or(0, |t| t.secs());
+                blobs.push(StoredBlob { digest, size, modified });
+                if blobs.len() == want {
+                    break 'pages;
+                }
+            }
+            token = out.next_continuation_token().map(str::to_string);
+            if out.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        let more = blobs.len() > limit;
+        blobs.truncate(limit);
+        Ok((blobs, more))
     }
 }
 

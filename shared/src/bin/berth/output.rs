@@ -71,7 +71,7 @@ pub fn field(item: &Value, key: &str) -> String {
     cell_text(key, item.get(key).unwrap_or(&Value::Null))
 }
 
-/// A value as text: times (`*_at`, `at`, `last_push`) in UTC, `size` in binary units, lists
+/// A value as text: times (`*_at`, `at`, `last_push`) in UTC, `size` and `*_bytes` in binary units, lists
 /// comma-separated, platforms as `os/arch[/variant]`, no `registries` as `(all)`, nothing as `-`.
 pub fn cell_text(key: &str, value: &Value) -> String {
     match value {
@@ -80,7 +80,9 @@ pub fn cell_text(key: &str, value: &Value) -> String {
         Value::Bool(true) => "yes".to_string(),
         Value::Bool(false) => "no".to_string(),
         Value::Number(n) if is_time_key(key) => n.as_i64().map(time).unwrap_or_else(|| n.to_string()),
-        Value::Number(n) if key == "size" => n.as_u64().map(size).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) if key == "size" || key.ends_with("_bytes") => {
+            n.as_u64().map(size).unwrap_or_else(|| n.to_string())
+        }
         Value::Number(n) => n.to_string(),
         Value::String(s) if s.is_empty() => "-".to_string(),
         Value::String(s) => s.clone(),
@@ -177,6 +179,8 @@ mod tests {
         assert_eq!(size(12), "12 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(cell_text("storage_bytes", &json!(1536)), "1.5 KiB");
+        assert_eq!(cell_text("image_count", &json!(1536)), "1536");
     }
 
     #[test]
