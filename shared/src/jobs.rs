@@ -11,7 +11,8 @@ use crate::registry::uploads::{self, UploadError};
 /// Reclaims idle upload sessions and orphaned staged data.
 pub const EXPIRE_UPLOADS: &str = "expire-uploads";
 
-/// How long a worker may hold a job before it is delivered to another worker.
+/// How long a worker may hold a job before it is delivered to another worker, by default
+/// (`Settings::job_lease`).
 pub const LEASE: Duration = Duration::from_secs(300);
 
 /// Why a job failed.
@@ -23,6 +24,15 @@ pub enum JobError {
     /// Upload housekeeping failed.
     #[error(transparent)]
     Upload(#[from] UploadError),
+    /// A cleanup run step failed (the run resumes on redelivery).
+    #[error(transparent)]
+    Cleanup(#[from] crate::policy::cleanup::CleanupError),
+    /// The metadata store failed (storage accounting).
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    /// A garbage-collection slice failed (recorded on its run, which resumes on redelivery).
+    #[error(transparent)]
+    Gc(#[from] crate::gc::GcError),
 }
 
 /// The job that expires stale uploads.
@@ -30,7 +40,44 @@ pub fn expire_uploads() -> Job {
     Job { kind: EXPIRE_UPLOADS.to_string(), payload: serde_json::Value::Null }
 }
 
-/// The jobs every schedule tick enqueues: `berth serve`'s loop and the Lambda scheduler alike.
+/// When garbage collection runs by itself unless `BERTH_GC_CRON` says otherwise: daily, 04:30 UTC.
+pub const DEFAULT_GC_SCHEDULE: &str = "30 4 * * *";
+
+/// A schedule every deployment has.
+#[derive(Debug, Clone)]
+pub struct BuiltinSchedule {
+    /// the schedule's document id
+    pub id: &'static str,
+    /// its cron expression
+    pub cron: String,
+    /// the job, or `None` when the schedule is switched off
+    pub job: Option<Job>,
+    /// whether a newly created schedule is due at once (rather than at its first cron time)
+    pub due_at_once: bool,
+}
+
+/// The built-in schedules: upload expiry every ten minutes (also at once, reclaiming what a crash
+/// left), and garbage collection per `Settings::gc_schedule`.
+pub fn builtin_schedules(settings: &crate::app::Settings) -> Vec<BuiltinSchedule> {
+    let gc = Job { kind: crate::gc::GC_JOB.to_string(), payload: serde_json::json!({}) };
+    vec![
+        BuiltinSchedule {
+            id: "housekeeping/expire-uploads",
+            cron: "*/10 * * * *".to_string(),
+            job: Some(expire_uploads()),
+            due_at_once: true,
+        },
+        BuiltinSchedule {
+            id: "housekeeping/gc",
+            cron: settings.gc_schedule.clone().unwrap_or_default(),
+            job: settings.gc_schedule.is_some().then_some(gc),
+            due_at_once: false,
+        },
+    ]
+}
+
+/// The housekeeping jobs: enqueued by `berth serve` at start and every sweep interval, and on
+/// Lambda by the built-in upload-expiry schedule.
 pub fn housekeeping_jobs() -> Vec<Job> {
     vec![expire_uploads()]
 }
@@ -45,13 +92,16 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
             }
             Ok(())
         }
+        crate::policy::cleanup::JOB => Ok(crate::policy::cleanup::execute(app, &job.payload).await?),
+        crate::usage::REFRESH_USAGE => Ok(crate::usage::run(app, &job.payload).await?),
+        crate::gc::GC_JOB => Ok(crate::gc::run_job(app, &job.payload).await?),
         other => Err(JobError::UnknownKind(other.to_string())),
     }
 }
 
 /// Leases up to `max` jobs and runs them; returns how many were received.
 pub async fn work_once(app: &App, max: usize) -> Result<usize, QueueError> {
-    let deliveries = app.queue.receive(max, LEASE).await?;
+    let deliveries = app.queue.receive(max, app.settings.job_lease).await?;
     for delivery in &deliveries {
         settle(app, delivery, run(app, &delivery.job).await).await?;
     }

@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::body::{empty_stream, once_stream, ResponseBody};
 use crate::jobs;
 use crate::queue::{Job, QueueError};
+use crate::schedule::ScheduleError;
 
 /// The error a function's `main` returns (re-exported so function crates need no Lambda dependency).
 pub type Error = lambda_runtime::Error;
@@ -355,19 +356,15 @@ pub async fn run_scheduler(app: App) -> Result<(), Error> {
 /// The jobs every schedule tick enqueues (shared with `berth serve`'s schedule loop).
 pub use crate::jobs::housekeeping_jobs;
 
-/// Enqueues [`housekeeping_jobs`] into `app.queue`; returns how many. A failure fails the
-/// invocation, and EventBridge's asynchronous invoke retries it.
-///
-/// Not yet exactly-once: EventBridge may deliver a tick twice, which enqueues the jobs twice.
-/// That is harmless (every job is idempotent) but wasteful; a conditional write keyed by the
-/// schedule's due time (the event's `time`) will make it once per due time in a later issue.
-pub async fn schedule_housekeeping(app: &App, event: &EventBridgeEvent) -> Result<usize, QueueError> {
-    let jobs = housekeeping_jobs();
-    for job in &jobs {
-        app.queue.enqueue(job, Duration::ZERO).await?;
-    }
-    tracing::info!(event_id = event.id.as_deref().unwrap_or(""), time = ?event.time, jobs = jobs.len(), "scheduled housekeeping");
-    Ok(jobs.len())
+/// One scheduler tick: makes sure the built-in schedules exist, then enqueues the job of every
+/// stored schedule that is due (cleanup cycles, upload expiry, garbage collection), exactly once per due time however
+/// often EventBridge delivers the tick (see [`crate::schedule`]). Returns how many due times it
+/// claimed. A failure fails the invocation, and EventBridge's asynchronous invoke retries it.
+pub async fn schedule_housekeeping(app: &App, event: &EventBridgeEvent) -> Result<usize, ScheduleError> {
+    crate::schedule::ensure_builtins(app).await?;
+    let fired = crate::schedule::fire_due(app).await?;
+    tracing::info!(event_id = event.id.as_deref().unwrap_or(""), time = ?event.time, fired, "scheduler tick");
+    Ok(fired)
 }
 
 #[cfg(test)]

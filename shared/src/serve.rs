@@ -110,6 +110,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     println!("berth listening on http://{addr} ({described})");
 
     tokio::spawn(schedule_loop(app.clone(), options.sweep_interval));
+    tokio::spawn(cron_loop(app.clone()));
     tokio::spawn(worker_loop(app.clone()));
 
     let shutdown = shutdown_signal();
@@ -166,6 +167,25 @@ async fn schedule_loop(app: Arc<App>, interval: Duration) {
             if let Err(e) = app.queue.enqueue(&job, Duration::ZERO).await {
                 tracing::warn!(kind = %job.kind, error = %e, "could not schedule a housekeeping job");
             }
+        }
+    }
+}
+
+/// How often `berth serve` looks for due cron schedules (cleanup cycles fire within this of their
+/// minute).
+const CRON_TICK: Duration = Duration::from_secs(15);
+
+/// Fires due cron schedules (cleanup cycles) through the same exactly-once path as the Lambda
+/// scheduler, so several processes over one store never run a cycle twice.
+async fn cron_loop(app: Arc<App>) {
+    let mut ticker = tokio::time::interval(CRON_TICK);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = crate::schedule::ensure_builtins(&app).await {
+            tracing::warn!(error = %e, "could not make sure of the built-in schedules");
+        }
+        if let Err(e) = crate::schedule::fire_due(&app).await {
+            tracing::warn!(error = %e, "could not fire due schedules");
         }
     }
 }

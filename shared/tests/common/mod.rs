@@ -2,7 +2,10 @@
 //! and the registries the tests push into.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use berth::app::App;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use berth::app::{App, Clock};
+use berth::metadata::UnixTime;
 
 /// The administrator's access key.
 pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
@@ -26,4 +29,15 @@ pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
         }
     })
     .await;
+}
+
+/// A clock a test sets and moves (`.0.store`, `.0.fetch_add`), for expiry and schedule checks
+/// without sleeping.
+#[allow(dead_code)]
+pub struct TestClock(pub AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        self.0.load(Ordering::SeqCst)
+    }
 }

@@ -1,0 +1,214 @@
+//! Stored cron schedules that enqueue a job at each due time, exactly once per due time, however
+//! many schedulers tick at once (`berth serve`'s loop, or overlapping Lambda invocations of the
+//! EventBridge-triggered `job-scheduler`).
+//!
+//! Each schedule is a document holding its cron expression, the job to enqueue and the next due
+//! time. A tick enqueues every due schedule's job with `"due": <time>` added to its payload, then
+//! moves the schedule's due time forward with a compare-and-swap on the document's version. Two
+//! ticks racing over one due time may both enqueue; the job's handler therefore derives its run's
+//! identity from `due` and creates its run record only if absent, so the work runs once. A tick
+//! that fails between the two steps leaves the schedule due, and the next tick enqueues it again
+//! (the same `due`, so again at most one run).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use crate::policy::cron::{Cron, CronError};
+use crate::queue::{Job, QueueError};
+
+/// The document collection of schedules.
+pub const COLLECTION: &str = "schedules";
+
+/// How many schedules one tick reads per page.
+const PAGE: usize = 200;
+
+/// Why a schedule operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The cron expression is invalid.
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    /// The expression never matches a real date (e.g. `0 0 31 2 *`).
+    #[error("cron expression {0:?} never fires")]
+    Never(String),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The job queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A stored schedule could not be decoded.
+    #[error("stored schedule {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// the five-field UTC cron expression
+    pub cron: String,
+    /// the job enqueued at each due time (its payload must be a JSON object)
+    pub job: Job,
+    /// the next time the job is due
+    pub next_due: UnixTime,
+}
+
+fn decode(id: &str, body: Value) -> Result<Schedule, ScheduleError> {
+    serde_json::from_value(body).map_err(|e| ScheduleError::Corrupt(id.to_string(), e.to_string()))
+}
+
+fn encode(id: &str, schedule: &Schedule) -> Result<Value, ScheduleError> {
+    serde_json::to_value(schedule).map_err(|e| ScheduleError::Corrupt(id.to_string(), e.to_string()))
+}
+
+/// Creates or replaces schedule `id`: `job` is enqueued at every time `cron` matches after `now`.
+pub async fn set(
+    meta: &dyn MetadataStore,
+    id: &str,
+    cron: &Cron,
+    job: Job,
+    now: UnixTime,
+) -> Result<Schedule, ScheduleError> {
+    let next_due = cron.next_after(now).ok_or_else(|| ScheduleError::Never(cron.as_str().to_string()))?;
+    let schedule = Schedule { cron: cron.as_str().to_string(), job, next_due };
+    meta.put_document(COLLECTION, id, &encode(id, &schedule)?, Expect::Any).await?;
+    Ok(schedule)
+}
+
+/// Creates schedule `id` (due at once, or at its first cron time after `now`) unless it exists
+/// with the same cron expression and job; a changed one replaces it. For built-in schedules, made
+/// sure of on every tick. Returns whether it was written.
+pub async fn ensure(
+    meta: &dyn MetadataStore,
+    id: &str,
+    cron: &str,
+    job: Job,
+    now: UnixTime,
+    due_at_once: bool,
+) -> Result<bool, ScheduleError> {
+    let cron = Cron::parse(cron)?;
+    let next_due = if due_at_once {
+        now
+    } else {
+        cron.next_after(now).ok_or_else(|| ScheduleError::Never(cron.as_str().to_string()))?
+    };
+    let expect = match meta.get_document(COLLECTION, id).await? {
+        Some(doc) => match decode(id, doc.body) {
+            Ok(existing) if existing.cron == cron.as_str() && existing.job == job => return Ok(false),
+            _ => Expect::Version(doc.version),
+        },
+        None => Expect::Absent,
+    };
+    let schedule = Schedule { cron: cron.as_str().to_string(), job, next_due };
+    match meta.put_document(COLLECTION, id, &encode(id, &schedule)?, expect).await {
+        Ok(_) => Ok(true),
+        Err(MetadataError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes sure the built-in schedules ([`crate::jobs::builtin_schedules`]) exist as configured,
+/// removing one that is switched off.
+pub async fn ensure_builtins(app: &App) -> Result<(), ScheduleError> {
+    for builtin in crate::jobs::builtin_schedules(&app.settings) {
+        match builtin.job {
+            Some(job) => {
+                let now = app.clock.now();
+                ensure(app.meta.as_ref(), builtin.id, &builtin.cron, job, now, builtin.due_at_once).await?;
+            }
+            None => {
+                remove(app.meta.as_ref(), builtin.id).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Schedule `id`, if set.
+pub async fn get(meta: &dyn MetadataStore, id: &str) -> Result<Option<Schedule>, ScheduleError> {
+    meta.get_document(COLLECTION, id).await?.map(|d| decode(id, d.body)).transpose()
+}
+
+/// Removes schedule `id`; false when it was not set.
+pub async fn remove(meta: &dyn MetadataStore, id: &str) -> Result<bool, ScheduleError> {
+    Ok(meta.delete_document(COLLECTION, id, Expect::Any).await?)
+}
+
+/// The job as enqueued for one due time: its payload with `"due"` set.
+pub fn job_for(job: &Job, due: UnixTime) -> Job {
+    let mut payload = match &job.payload {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    payload.insert("due".to_string(), Value::from(due));
+    Job { kind: job.kind.clone(), payload: Value::Object(payload) }
+}
+
+/// Enqueues the job of every schedule due at `app.clock.now()` and moves each forward; returns
+/// how many due times this tick claimed. A schedule that fell several due times behind (the
+/// scheduler was down) fires once, for its latest missed time, rather than once per missed time.
+pub async fn fire_due(app: &App) -> Result<usize, ScheduleError> {
+    let now = app.clock.now();
+    let mut fired = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = app.meta.list_documents(COLLECTION, "", after.as_deref(), PAGE).await?;
+        for doc in &page.items {
+            let schedule = match decode(&doc.id, doc.body.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(schedule = %doc.id, error = %e, "skipping an unreadable schedule");
+                    continue;
+                }
+            };
+            if schedule.next_due > now {
+                continue;
+            }
+            if fire(app, &doc.id, doc.version, schedule, now).await? {
+                fired += 1;
+            }
+        }
+        if !page.more {
+            return Ok(fired);
+        }
+        after = page.items.last().map(|d| d.id.clone());
+        if after.is_none() {
+            return Ok(fired);
+        }
+    }
+}
+
+async fn fire(app: &App, id: &str, version: u64, schedule: Schedule, now: UnixTime) -> Result<bool, ScheduleError> {
+    let Ok(cron) = Cron::parse(&schedule.cron) else {
+        tracing::warn!(schedule = %id, cron = %schedule.cron, "skipping a schedule with an invalid cron expression");
+        return Ok(false);
+    };
+    // the latest due time not after now: walk forward from the stored one
+    let mut due = schedule.next_due;
+    let mut steps = 0;
+    while let Some(next) = cron.next_after(due) {
+        if next > now || steps > 100_000 {
+            break;
+        }
+        due = next;
+        steps += 1;
+    }
+    app.queue.enqueue(&job_for(&schedule.job, due), std::time::Duration::ZERO).await?;
+    let Some(next_due) = cron.next_after(now) else {
+        remove(app.meta.as_ref(), id).await?;
+        return Ok(true);
+    };
+    let moved = Schedule { next_due, ..schedule };
+    match app.meta.put_document(COLLECTION, id, &encode(id, &moved)?, Expect::Version(version)).await {
+        Ok(_) => {
+            tracing::info!(schedule = %id, due, next_due, "schedule fired");
+            Ok(true)
+        }
+        // another scheduler claimed this due time (its job and ours name the same run), or the
+        // schedule was changed meanwhile
+        Err(MetadataError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
