@@ -72,9 +72,22 @@ locals {
     "api-key-rotate" = ["meta_read", "meta_write"]
     "api-audit"      = ["meta_read", "meta_write"]
     "api-openapi"    = ["meta_read", "meta_write"]
-    # expire-uploads today; add blob_delete (and blob_read) when a garbage-collection job lands.
-    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list"]
-    "job-scheduler" = ["jobs_send"]
+    # Cleanup and protection policies, cycles and run records are table documents. Starting a
+    # cleanup or garbage-collection run enqueues its job (jobs_send); the job worker executes it.
+    "api-cleanup-rules"    = ["meta_read", "meta_write"]
+    "api-cleanup-rule"     = ["meta_read", "meta_write"]
+    "api-cleanup-schedule" = ["meta_read", "meta_write"] # the cycle is a schedule document job-scheduler fires
+    "api-cleanup-runs"     = ["meta_read", "meta_write", "jobs_send"]
+    "api-cleanup-run"      = ["meta_read", "meta_write"]
+    "api-protection-rules" = ["meta_read", "meta_write"]
+    "api-protection-rule"  = ["meta_read", "meta_write"]
+    "api-gc-runs"          = ["meta_read", "meta_write", "jobs_send"]
+    "api-gc-run"           = ["meta_read", "meta_write"]
+    # expire-uploads, and garbage collection (lists blobs/ and deletes unreferenced blob bytes).
+    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
+    # Fires the stored cron schedules (upload expiry, cleanup cycles): reads them and claims each
+    # due time with a conditional write before enqueueing its job.
+    "job-scheduler" = ["jobs_send", "meta_read", "meta_write"]
   }
 
   # The customer managed key, when there is one, is needed by everything that touches data.

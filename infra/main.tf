@@ -52,6 +52,16 @@ locals {
     "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false }
     "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false }
     "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false }
+    # Image cleanup and protection policies of a registry, and garbage collection.
+    "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false }
+    "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false }
+    "api-cleanup-schedule" = { prefix = "/api/v1", methods = ["GET", "PUT", "DELETE"], suffix = "/registries/{registry}/cleanup/schedule", has_repository = false }
+    "api-cleanup-runs"     = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/runs", has_repository = false }
+    "api-cleanup-run"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/cleanup/runs/{run}", has_repository = false }
+    "api-protection-rules" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/protection/rules", has_repository = false }
+    "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false }
+    "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false }
+    "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a

@@ -201,9 +201,9 @@ variable "job_worker_max_concurrency" {
 }
 
 variable "scheduler_rate" {
-  description = "EventBridge schedule expression that triggers job-scheduler."
+  description = "EventBridge schedule expression that triggers job-scheduler (cron schedules fire at most this late; keep it at one minute)."
   type        = string
-  default     = "rate(10 minutes)"
+  default     = "rate(1 minute)"
 }
 
 ################################################################################

@@ -173,7 +173,31 @@ async fn attempt(env: &Env, auth: &(String, String), action: Action, n: usize, b
             format!("{{\"digest\":\"{digest}\"}}").into_bytes(),
             None,
         ),
-        // Replication, webhooks, cleanup and protection have no routes yet.
+        Action::ViewCleanupPolicy => (Method::GET, "/api/v1/registries/team/cleanup/rules".into(), vec![], None),
+        Action::ViewCleanupHistory => (Method::GET, "/api/v1/registries/team/cleanup/runs".into(), vec![], None),
+        Action::ManageCleanupPolicy => (
+            Method::POST,
+            "/api/v1/registries/team/cleanup/rules".into(),
+            format!("{{\"image\":\"m{n}\",\"tag\":\"**\",\"keep\":\"always\"}}").into_bytes(),
+            None,
+        ),
+        // a management route: no token scope covers it, so only Basic keys try it (and only they
+        // add the rule to toggle, keeping the registry under its 15 rules)
+        Action::ToggleCleanupRule if !bearer => {
+            let new =
+                serde_json::from_value(json!({ "image": format!("t{n}"), "tag": "**", "keep": "always" })).unwrap();
+            let rule = berth::policy::cleanup::add_rule(env.app.meta.as_ref(), "team", &new, 0).await.unwrap();
+            let uri = format!("/api/v1/registries/team/cleanup/rules/{}", rule.id);
+            (Method::PATCH, uri, b"{\"enabled\":false}".to_vec(), None)
+        }
+        Action::ViewProtectionPolicy => (Method::GET, "/api/v1/registries/team/protection/rules".into(), vec![], None),
+        Action::ManageProtectionPolicy => (
+            Method::POST,
+            "/api/v1/registries/team/protection/rules".into(),
+            format!("{{\"image\":\"m{n}\",\"tag\":\"v*\"}}").into_bytes(),
+            None,
+        ),
+        // Replication and webhooks have no routes yet.
         _ => return None,
     };
     if bearer {
@@ -213,8 +237,8 @@ async fn every_role_against_every_routed_action_on_both_apis() {
             }
         }
     }
-    // 10 routed actions x 5 roles with Basic keys; the 4 registry-API ones with tokens too
-    assert_eq!(checked, 5 * (10 + 4));
+    // 16 routed actions x 5 roles with Basic keys; the 4 registry-API ones with tokens too
+    assert_eq!(checked, 5 * (16 + 4));
 }
 
 #[tokio::test]

@@ -249,8 +249,8 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (22, 21)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 106
+    assert (fixed, per_depth) == (39, 21)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 123
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -298,7 +298,7 @@ def test_job_worker_consumes_the_queue_with_partial_batch_responses(tf: Module):
 
 
 def test_job_scheduler_runs_on_a_schedule(tf: Module):
-    assert tf.argument("aws_cloudwatch_event_rule", "job_scheduler", "schedule_expression") == "rate(10 minutes)"
+    assert tf.argument("aws_cloudwatch_event_rule", "job_scheduler", "schedule_expression") == "rate(1 minute)"
     assert tf.argument("aws_cloudwatch_event_target", "job_scheduler", "arn") == Unknown('aws_lambda_function.this["job-scheduler"].arn')
     assert tf.argument("aws_lambda_permission", "job_scheduler", "principal") == "events.amazonaws.com"
     assert tf.argument("aws_lambda_permission", "job_scheduler", "source_arn") == Unknown("aws_cloudwatch_event_rule.job_scheduler.arn")
@@ -317,18 +317,24 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
             assert "*" not in action, f"{name}: wildcard action {action}"
         for resource in grant["resources"]:
             assert str(resource) != "*", f"{name}: '*' resource"
-    assert "jobs_consume" in grants["job-worker"] and grants["job-scheduler"] == ["jobs_send"]
+    assert "jobs_consume" in grants["job-worker"]
+    # The scheduler reads the stored schedules (cleanup cycles) and claims each due time in the table.
+    assert grants["job-scheduler"] == ["jobs_send", "meta_read", "meta_write"]
     routes = tf.local("routes")
     # Every route authenticates: it reads identities and writes last-used stamps and the audit log.
     for function in routes:
         assert {"meta_read", "meta_write"} <= set(grants[function]), function
-    # No route sends or consumes jobs.
-    assert not any({"jobs_send", "jobs_consume"} & set(grants[r]) for r in routes)
+    # No route consumes jobs; only starting a cleanup or garbage-collection run sends one.
+    assert not any("jobs_consume" in grants[r] for r in routes)
+    assert sorted(r for r in routes if "jobs_send" in grants[r]) == ["api-cleanup-runs", "api-gc-runs"]
     # Pure identity routes and the version check touch no object at all.
     identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
-                "api-audit", "api-openapi")
+                "api-audit", "api-openapi", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
+                "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run")
     for function in identity:
         assert grants[function] == ["meta_read", "meta_write"], function
+    for function in ("api-cleanup-runs", "api-gc-runs"):
+        assert grants[function] == ["meta_read", "meta_write", "jobs_send"], function
     # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
     for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
         assert not {"blob_write", "staging_write", "staging_cleanup"} & set(grants[function]), function

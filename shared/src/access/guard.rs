@@ -76,6 +76,27 @@ pub fn need(route: &Route, method: &Method) -> Need {
         }
         Route::ApiTags { name } => role(Action::ViewTags, Some(registry::of_repository(name.as_str()))),
         Route::ApiTag { name, .. } => role(Action::ManageTags, Some(registry::of_repository(name.as_str()))),
+        Route::ApiCleanupRules { registry } | Route::ApiCleanupSchedule { registry } if method == Method::GET => {
+            role(Action::ViewCleanupPolicy, Some(registry))
+        }
+        Route::ApiCleanupRule { registry, .. } if method == Method::PATCH => {
+            role(Action::ToggleCleanupRule, Some(registry))
+        }
+        Route::ApiCleanupRuns { registry } | Route::ApiCleanupRun { registry, .. } if method == Method::GET => {
+            role(Action::ViewCleanupHistory, Some(registry))
+        }
+        Route::ApiCleanupRules { registry }
+        | Route::ApiCleanupRule { registry, .. }
+        | Route::ApiCleanupSchedule { registry }
+        | Route::ApiCleanupRuns { registry }
+        | Route::ApiCleanupRun { registry, .. } => role(Action::ManageCleanupPolicy, Some(registry)),
+        Route::ApiProtectionRules { registry } if method == Method::GET => {
+            role(Action::ViewProtectionPolicy, Some(registry))
+        }
+        Route::ApiProtectionRules { registry } | Route::ApiProtectionRule { registry, .. } => {
+            role(Action::ManageProtectionPolicy, Some(registry))
+        }
+        Route::ApiGcRuns | Route::ApiGcRun { .. } => Need::Admin,
         Route::ApiUser { user } if method == Method::GET => Need::SelfOrAdmin { user: user.clone() },
         Route::ApiUser { .. } => Need::Admin,
         Route::ApiKeys { user } | Route::ApiKey { user, .. } | Route::ApiKeyRotate { user, .. } => {

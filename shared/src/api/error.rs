@@ -8,11 +8,15 @@ use serde_json::{json, Value};
 use crate::access::guard::Refusal;
 use crate::access::AccessError;
 use crate::body::{Response, ResponseBody};
+use crate::gc::GcError;
 use crate::identity::IdentityError;
 use crate::metadata::MetadataError;
 use crate::oci::{DigestError, ManifestError, NameError, RangeError};
+use crate::policy::cleanup::CleanupError;
+use crate::policy::protection::ProtectionError;
 use crate::queue::QueueError;
 use crate::registry::{BlobError, PushError, UploadError};
+use crate::schedule::ScheduleError;
 use crate::storage::StorageError;
 use crate::upload_token::TokenError;
 
@@ -62,6 +66,10 @@ pub enum ErrorCode {
     AlreadyExists,
     /// management API: the object is in a state that forbids the change
     Conflict,
+    /// distribution's code for a temporary refusal (503) the client should retry
+    Unavailable,
+    /// an image protection rule forbids the change (Harbor answers the same case with 412)
+    Protected,
 }
 
 impl ErrorCode {
@@ -79,6 +87,8 @@ impl ErrorCode {
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Protected => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -105,6 +115,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not found",
             ErrorCode::AlreadyExists => "already exists",
             ErrorCode::Conflict => "the change conflicts with the current state",
+            ErrorCode::Protected => "the artifact or tag is protected by an image protection policy",
+            ErrorCode::Unavailable => "service unavailable; retry shortly",
         }
     }
 }
@@ -257,8 +269,14 @@ impl From<UploadError> for OciError {
             UploadError::Digest(inner) => inner.into(),
             UploadError::Storage(inner) => inner.into(),
             UploadError::Metadata(inner) => inner.into(),
+            UploadError::Reclaimed(_) => retry_shortly(e.to_string()),
         }
     }
+}
+
+/// A 503 with `Retry-After`, for a refusal that passes (garbage collection holding a digest).
+fn retry_shortly(detail: String) -> OciError {
+    OciError::new(ErrorCode::Unavailable, detail).header(header::RETRY_AFTER, "1")
 }
 
 impl From<TokenError> for OciError {
@@ -291,6 +309,22 @@ impl From<PushError> for OciError {
             PushError::Manifest(inner) => inner.into(),
             PushError::Storage(inner) => inner.into(),
             PushError::Metadata(inner) => inner.into(),
+            PushError::Reclaimed(_) => retry_shortly(e.to_string()),
+            PushError::Protection(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<ProtectionError> for OciError {
+    fn from(e: ProtectionError) -> Self {
+        match e {
+            ProtectionError::Protected { .. } => OciError::new(ErrorCode::Protected, e.to_string()),
+            ProtectionError::Pattern(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            ProtectionError::Duplicate { .. } => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            ProtectionError::TooMany(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            ProtectionError::UnknownRule { .. } => OciError::new(ErrorCode::NotFound, e.to_string()),
+            ProtectionError::Metadata(inner) => inner.into(),
+            ProtectionError::Corrupt(..) => OciError::internal(&e),
         }
     }
 }
@@ -340,6 +374,50 @@ impl From<IdentityError> for OciError {
     }
 }
 
+impl From<ScheduleError> for OciError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Cron(_) | ScheduleError::Never(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            ScheduleError::Metadata(inner) => inner.into(),
+            ScheduleError::Queue(inner) => inner.into(),
+            ScheduleError::Corrupt(..) => OciError::internal(&e),
+        }
+    }
+}
+
+impl From<CleanupError> for OciError {
+    fn from(e: CleanupError) -> Self {
+        match e {
+            CleanupError::Pattern(_) | CleanupError::Keep(_) | CleanupError::Cron(_) | CleanupError::Payload(_) => {
+                OciError::new(ErrorCode::InvalidRequest, e.to_string())
+            }
+            CleanupError::Duplicate { .. } => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            CleanupError::TooMany(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            CleanupError::UnknownRule { .. } | CleanupError::UnknownRun { .. } => {
+                OciError::new(ErrorCode::NotFound, e.to_string())
+            }
+            CleanupError::Protection(inner) => inner.into(),
+            CleanupError::Schedule(inner) => inner.into(),
+            CleanupError::Metadata(inner) => inner.into(),
+            CleanupError::Queue(inner) => inner.into(),
+            CleanupError::Corrupt(..) | CleanupError::Delete { .. } => OciError::internal(&e),
+        }
+    }
+}
+
+impl From<GcError> for OciError {
+    fn from(e: GcError) -> Self {
+        match e {
+            GcError::UnknownRun(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            GcError::Payload(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            GcError::Metadata(inner) => inner.into(),
+            GcError::Storage(inner) => inner.into(),
+            GcError::Queue(inner) => inner.into(),
+            GcError::Corrupt { .. } => OciError::internal(&e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -351,6 +429,53 @@ mod tests {
         assert_eq!(serde_json::to_value(ErrorCode::TooManyRequests).unwrap(), "TOOMANYREQUESTS");
         assert_eq!(ErrorCode::ManifestUnknown.default_status(), StatusCode::NOT_FOUND);
         assert_eq!(ErrorCode::DigestInvalid.default_status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn blobs_reclaimed_during_a_push_answer_a_retryable_503() {
+        let d = crate::oci::Digest::sha256_of(b"x");
+        for e in [OciError::from(UploadError::Reclaimed(d.clone())), OciError::from(PushError::Reclaimed(d))] {
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(serde_json::to_value(e.code).unwrap(), "UNAVAILABLE");
+            assert_eq!(e.headers, vec![(header::RETRY_AFTER, "1".to_string())]);
+        }
+    }
+
+    #[test]
+    fn policy_and_gc_errors_map_to_management_codes() {
+        use crate::policy::cron::CronError;
+        let cases: Vec<(OciError, StatusCode, &str)> = vec![
+            (CleanupError::Keep("x".into()).into(), StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            (CleanupError::Cron(CronError::FieldCount(4)).into(), StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            (ScheduleError::Never("0 0 31 2 *".into()).into(), StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            (
+                CleanupError::Duplicate { registry: "r".into(), rule: "c1".into() }.into(),
+                StatusCode::CONFLICT,
+                "ALREADY_EXISTS",
+            ),
+            (CleanupError::TooMany("r".into()).into(), StatusCode::CONFLICT, "CONFLICT"),
+            (
+                CleanupError::UnknownRun { registry: "r".into(), run: "x".into() }.into(),
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+            ),
+            (GcError::UnknownRun("x".into()).into(), StatusCode::NOT_FOUND, "NOT_FOUND"),
+            (
+                GcError::Corrupt { id: "x".into(), reason: "y".into() }.into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(
+                (e.status, serde_json::to_value(e.code).unwrap()),
+                (status, Value::from(code)),
+                "{:?}",
+                e.detail
+            );
+        }
+        let cron: OciError = CleanupError::Cron(CronError::FieldCount(4)).into();
+        assert!(cron.detail.as_str().unwrap().contains("minute hour"), "{}", cron.detail);
     }
 
     #[test]

@@ -147,5 +147,18 @@ pub async fn dispatch(app: &App, route: Route, req: Request) -> Result<Response,
             manage::page_response(&req, &items, more, |e| e.id.clone())
         }
         Route::ApiOpenApi => manage::openapi::serve(),
+        Route::ApiCleanupRules { registry } => manage::policies::cleanup_rules(app, &req, &registry, body).await,
+        Route::ApiCleanupRule { registry, rule } => {
+            manage::policies::cleanup_rule(app, &req, &registry, &rule, body).await
+        }
+        Route::ApiCleanupSchedule { registry } => manage::policies::cleanup_schedule(app, &req, &registry, body).await,
+        Route::ApiCleanupRuns { registry } => manage::policies::cleanup_runs(app, &req, &registry, body).await,
+        Route::ApiCleanupRun { registry, run } => manage::policies::cleanup_run(app, &req, &registry, &run).await,
+        Route::ApiProtectionRules { registry } => manage::policies::protection_rules(app, &req, &registry, body).await,
+        Route::ApiProtectionRule { registry, rule } => {
+            manage::policies::protection_rule(app, &req, &registry, &rule, body).await
+        }
+        Route::ApiGcRuns => manage::gc::runs(app, &req, body).await,
+        Route::ApiGcRun { run } => manage::gc::run(app, &run).await,
     }
 }

@@ -170,6 +170,54 @@ pub enum Route {
     ApiAudit,
     /// `GET /api/v1/openapi.json`: the management API's OpenAPI document.
     ApiOpenApi,
+    /// `GET|POST /api/v1/registries/<registry>/cleanup/rules`: list or add image cleanup rules.
+    ApiCleanupRules {
+        /// registry name
+        registry: String,
+    },
+    /// `PATCH|DELETE /api/v1/registries/<registry>/cleanup/rules/<rule>`: enable/disable or delete a rule.
+    ApiCleanupRule {
+        /// registry name
+        registry: String,
+        /// rule id (`c1`)
+        rule: String,
+    },
+    /// `GET|PUT|DELETE /api/v1/registries/<registry>/cleanup/schedule`: the cleanup cycle (cron).
+    ApiCleanupSchedule {
+        /// registry name
+        registry: String,
+    },
+    /// `GET|POST /api/v1/registries/<registry>/cleanup/runs`: cleanup history, or start a (test) run.
+    ApiCleanupRuns {
+        /// registry name
+        registry: String,
+    },
+    /// `GET /api/v1/registries/<registry>/cleanup/runs/<run>`: one cleanup run with its decisions.
+    ApiCleanupRun {
+        /// registry name
+        registry: String,
+        /// run id
+        run: String,
+    },
+    /// `GET|POST /api/v1/registries/<registry>/protection/rules`: list or add image protection rules.
+    ApiProtectionRules {
+        /// registry name
+        registry: String,
+    },
+    /// `PATCH|DELETE /api/v1/registries/<registry>/protection/rules/<rule>`: enable/disable or delete a rule.
+    ApiProtectionRule {
+        /// registry name
+        registry: String,
+        /// rule id (`p1`)
+        rule: String,
+    },
+    /// `GET|POST /api/v1/gc/runs`: garbage-collection runs, or start one.
+    ApiGcRuns,
+    /// `GET /api/v1/gc/runs/<run>`: one garbage-collection run.
+    ApiGcRun {
+        /// run id
+        run: String,
+    },
 }
 
 /// How a route appears on the wire: what API Gateway, Terraform, the function crates and the
@@ -206,7 +254,7 @@ const fn image_spec(name: &'static str, methods: &'static [&'static str], suffix
 }
 
 /// How many routes there are.
-pub const ROUTE_COUNT: usize = 30;
+pub const ROUTE_COUNT: usize = 39;
 
 /// Every route, in table order: one Lambda function, Terraform route and event file each.
 pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
@@ -240,6 +288,15 @@ pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
     spec_at("/api/v1", "api-key-rotate", &["POST"], "/users/{user}/keys/{key}/rotate"),
     spec_at("/api/v1", "api-audit", &["GET"], "/audit"),
     spec_at("/api/v1", "api-openapi", &["GET"], "/openapi.json"),
+    spec_at("/api/v1", "api-cleanup-rules", &["GET", "POST"], "/registries/{registry}/cleanup/rules"),
+    spec_at("/api/v1", "api-cleanup-rule", &["PATCH", "DELETE"], "/registries/{registry}/cleanup/rules/{rule}"),
+    spec_at("/api/v1", "api-cleanup-schedule", &["GET", "PUT", "DELETE"], "/registries/{registry}/cleanup/schedule"),
+    spec_at("/api/v1", "api-cleanup-runs", &["GET", "POST"], "/registries/{registry}/cleanup/runs"),
+    spec_at("/api/v1", "api-cleanup-run", &["GET"], "/registries/{registry}/cleanup/runs/{run}"),
+    spec_at("/api/v1", "api-protection-rules", &["GET", "POST"], "/registries/{registry}/protection/rules"),
+    spec_at("/api/v1", "api-protection-rule", &["PATCH", "DELETE"], "/registries/{registry}/protection/rules/{rule}"),
+    spec_at("/api/v1", "api-gc-runs", &["GET", "POST"], "/gc/runs"),
+    spec_at("/api/v1", "api-gc-run", &["GET"], "/gc/runs/{run}"),
 ];
 
 /// The names of all routes, in table order.
@@ -287,6 +344,15 @@ impl Route {
             Route::ApiKeyRotate { .. } => "api-key-rotate",
             Route::ApiAudit => "api-audit",
             Route::ApiOpenApi => "api-openapi",
+            Route::ApiCleanupRules { .. } => "api-cleanup-rules",
+            Route::ApiCleanupRule { .. } => "api-cleanup-rule",
+            Route::ApiCleanupSchedule { .. } => "api-cleanup-schedule",
+            Route::ApiCleanupRuns { .. } => "api-cleanup-runs",
+            Route::ApiCleanupRun { .. } => "api-cleanup-run",
+            Route::ApiProtectionRules { .. } => "api-protection-rules",
+            Route::ApiProtectionRule { .. } => "api-protection-rule",
+            Route::ApiGcRuns => "api-gc-runs",
+            Route::ApiGcRun { .. } => "api-gc-run",
         }
     }
 
@@ -377,6 +443,29 @@ impl Route {
             ["registries"] => only(method, &[M::GET, M::POST], Route::ApiRegistries),
             ["registries", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiRegistry { registry: text(1) }),
             ["registries", _, "images"] => only(method, &[M::GET], Route::ApiImages { registry: text(1) }),
+            ["registries", _, "cleanup", "rules"] => {
+                only(method, &[M::GET, M::POST], Route::ApiCleanupRules { registry: text(1) })
+            }
+            ["registries", _, "cleanup", "rules", _] => {
+                only(method, &[M::PATCH, M::DELETE], Route::ApiCleanupRule { registry: text(1), rule: text(4) })
+            }
+            ["registries", _, "cleanup", "schedule"] => {
+                only(method, &[M::GET, M::PUT, M::DELETE], Route::ApiCleanupSchedule { registry: text(1) })
+            }
+            ["registries", _, "cleanup", "runs"] => {
+                only(method, &[M::GET, M::POST], Route::ApiCleanupRuns { registry: text(1) })
+            }
+            ["registries", _, "cleanup", "runs", _] => {
+                only(method, &[M::GET], Route::ApiCleanupRun { registry: text(1), run: text(4) })
+            }
+            ["registries", _, "protection", "rules"] => {
+                only(method, &[M::GET, M::POST], Route::ApiProtectionRules { registry: text(1) })
+            }
+            ["registries", _, "protection", "rules", _] => {
+                only(method, &[M::PATCH, M::DELETE], Route::ApiProtectionRule { registry: text(1), rule: text(4) })
+            }
+            ["gc", "runs"] => only(method, &[M::GET, M::POST], Route::ApiGcRuns),
+            ["gc", "runs", _] => only(method, &[M::GET], Route::ApiGcRun { run: text(2) }),
             ["users"] => only(method, &[M::GET, M::POST], Route::ApiUsers),
             ["users", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiUser { user: text(1) }),
             ["users", _, "keys"] => only(method, &[M::GET, M::POST], Route::ApiKeys { user: text(1) }),
@@ -497,7 +586,9 @@ mod tests {
                 .replace("{registry}", "team")
                 .replace("{user}", "alice")
                 .replace("{key}", "BKEXAMPLE")
-                .replace("{tag}", "v1");
+                .replace("{tag}", "v1")
+                .replace("{rule}", "c1")
+                .replace("{run}", "8199999999-abcdef12");
             let prefix = spec.prefix;
             let path =
                 if spec.has_repository { format!("{prefix}/team/app{suffix}") } else { format!("{prefix}{suffix}") };
@@ -506,6 +597,33 @@ mod tests {
                 assert_eq!(parse(method, &path).unwrap().name(), spec.name, "{m} {path}");
             }
         }
+    }
+
+    #[test]
+    fn policy_and_gc_routes_carry_their_ids() {
+        assert_eq!(
+            parse(Method::PATCH, "/api/v1/registries/team/cleanup/rules/c3/").unwrap(),
+            Route::ApiCleanupRule { registry: "team".into(), rule: "c3".into() }
+        );
+        assert_eq!(
+            parse(Method::GET, "/api/v1/registries/team/cleanup/runs/8199999999-abcdef12").unwrap(),
+            Route::ApiCleanupRun { registry: "team".into(), run: "8199999999-abcdef12".into() }
+        );
+        assert_eq!(
+            parse(Method::DELETE, "/api/v1/registries/t/protection/rules/p1").unwrap(),
+            Route::ApiProtectionRule { registry: "t".into(), rule: "p1".into() }
+        );
+        assert_eq!(parse(Method::GET, "/api/v1/gc/runs/x1").unwrap(), Route::ApiGcRun { run: "x1".into() });
+        for (m, p) in [
+            (Method::PUT, "/api/v1/registries/team/cleanup/rules"),
+            (Method::GET, "/api/v1/registries/team/cleanup/rules/c1"),
+            (Method::POST, "/api/v1/registries/team/cleanup/schedule"),
+            (Method::DELETE, "/api/v1/registries/team/cleanup/runs/r1"),
+            (Method::DELETE, "/api/v1/gc/runs"),
+        ] {
+            assert_eq!(parse(m.clone(), p).unwrap_err().code, ErrorCode::Unsupported, "{m} {p}");
+        }
+        assert_eq!(parse(Method::GET, "/api/v1/registries/team/cleanup").unwrap_err().code, ErrorCode::NotFound);
     }
 
     #[test]

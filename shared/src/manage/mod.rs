@@ -1,9 +1,12 @@
-//! The management API (`/api/v1/…`): registries, images, artifacts, tags, users, access keys and
-//! the audit log as JSON, for the `berth` CLI and scripts. Errors use the registry API's error
-//! shape; every list is paginated with `n` and `last` and says where the next page starts.
+//! The management API (`/api/v1/…`): registries, images, artifacts, tags, users, access keys,
+//! the audit log, image cleanup and protection policies and garbage collection as JSON, for the
+//! `berth` CLI and scripts. Errors use the registry API's error shape; every list is paginated
+//! with `n` and `last` and says where the next page starts.
 
 pub mod artifacts;
+pub mod gc;
 pub mod openapi;
+pub mod policies;
 pub mod registries;
 pub mod users;
 

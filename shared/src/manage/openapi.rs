@@ -15,7 +15,7 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16)] = &[
     ("api-registry", "GET", "Show a registry", None, 200),
     ("api-registry", "PATCH", "Change a registry's public access and private networks", Some("ChangeRegistry"), 200),
     ("api-registry", "DELETE", "Delete a registry (force=true deletes its images too)", None, 204),
-    ("api-images", "GET", "List a registry's images with artifact count, size and last push", None, 200),
+    ("api-images", "GET", "List a registry's images with artifact count, size, last push and stored bytes", None, 200),
     ("api-image", "DELETE", "Delete an image with all its artifacts and tags", None, 200),
     ("api-artifacts", "GET", "List an image's artifacts", None, 200),
     ("api-artifact", "GET", "Show an artifact: digest, media type, size, platforms, times, tags, referrers", None, 200),
@@ -34,7 +34,37 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16)] = &[
     ("api-key-rotate", "POST", "Replace an access key's secret (returned once)", None, 200),
     ("api-audit", "GET", "Read the audit log, oldest first", None, 200),
     ("api-openapi", "GET", "This document", None, 200),
+    ("api-cleanup-rules", "GET", "List a registry's image cleanup rules", None, 200),
+    ("api-cleanup-rules", "POST", "Add an image cleanup rule (at most 15)", Some("NewCleanupRule"), 201),
+    ("api-cleanup-rule", "PATCH", "Enable or disable an image cleanup rule", Some("ToggleRule"), 200),
+    ("api-cleanup-rule", "DELETE", "Delete an image cleanup rule", None, 204),
+    ("api-cleanup-schedule", "GET", "Show the cleanup cycle: cron (UTC) and next run", None, 200),
+    ("api-cleanup-schedule", "PUT", "Set the cleanup cycle (five-field UTC cron)", Some("SetSchedule"), 200),
+    ("api-cleanup-schedule", "DELETE", "Remove the cleanup cycle", None, 204),
+    ("api-cleanup-runs", "GET", "List cleanup runs, newest first", None, 200),
+    ("api-cleanup-runs", "POST", "Start a cleanup run (dry_run: a test run)", Some("StartRun"), 202),
+    ("api-cleanup-run", "GET", "Show a cleanup run with its decisions (chunk=K pages them)", None, 200),
+    ("api-protection-rules", "GET", "List a registry's image protection rules", None, 200),
+    ("api-protection-rules", "POST", "Add an image protection rule (at most 15)", Some("NewProtectionRule"), 201),
+    ("api-protection-rule", "PATCH", "Enable or disable an image protection rule", Some("ToggleRule"), 200),
+    ("api-protection-rule", "DELETE", "Delete an image protection rule", None, 204),
+    ("api-gc-runs", "GET", "List garbage-collection runs, newest first", None, 200),
+    ("api-gc-runs", "POST", "Start a garbage-collection run (dry_run=true only counts)", Some("StartRun"), 202),
+    ("api-gc-run", "GET", "Show a garbage-collection run", None, 200),
 ];
+
+/// Listings answered in one page whatever `n` says (a registry has at most 15 rules of a kind).
+const UNPAGED: &[&str] = &["api-cleanup-rules", "api-protection-rules", "api-cleanup-schedule", "api-openapi"];
+
+/// Query parameters of one operation besides `n` and `last`.
+fn extra_query(route: &str, method: &str) -> Vec<Value> {
+    match (route, method) {
+        ("api-cleanup-run", "GET") => vec![json!({ "name": "chunk", "in": "query",
+            "description": "first decision chunk to return (default 0); the answer's next_chunk is the next one",
+            "schema": { "type": "integer", "minimum": 0 } })],
+        _ => vec![],
+    }
+}
 
 fn schemas() -> Value {
     let string = json!({ "type": "string" });
@@ -51,6 +81,23 @@ fn schemas() -> Value {
             "name": string, "role": roles, "registries": registries } },
         "ChangeUser": { "type": "object", "required": ["role"], "additionalProperties": false, "properties": {
             "role": roles, "registries": registries } },
+        "NewCleanupRule": { "type": "object", "required": ["image", "tag", "keep"], "additionalProperties": false, "properties": {
+            "image": { "type": "string", "description": "image pattern without the registry (`app/**`, `{web,api}`)" },
+            "tag": { "type": "string", "description": "tag pattern (`v*`, `**`)" },
+            "tag_mode": { "type": "string", "enum": ["match", "exclude"], "default": "match",
+                          "description": "select artifacts with a tag matching the pattern, or with a tag not matching it" },
+            "untagged": { "type": "boolean", "default": false, "description": "select untagged artifacts too" },
+            "keep": { "type": "string", "pattern": "^(latest-pushed:[0-9]+|latest-pulled:[0-9]+|pushed-within:[0-9]+d|pulled-within:[0-9]+d|always)$",
+                      "description": "what the rule keeps among the artifacts it selects" } } },
+        "ToggleRule": { "type": "object", "required": ["enabled"], "additionalProperties": false, "properties": {
+            "enabled": { "type": "boolean" } } },
+        "SetSchedule": { "type": "object", "required": ["cron"], "additionalProperties": false, "properties": {
+            "cron": { "type": "string", "description": "minute hour day-of-month month day-of-week, in UTC (`0 3 * * *`)" } } },
+        "StartRun": { "type": "object", "additionalProperties": false, "properties": {
+            "dry_run": { "type": "boolean", "default": false } } },
+        "NewProtectionRule": { "type": "object", "required": ["image", "tag"], "additionalProperties": false, "properties": {
+            "image": { "type": "string", "description": "image pattern without the registry" },
+            "tag": { "type": "string", "description": "tag pattern" } } },
         "Error": { "type": "object", "properties": { "errors": { "type": "array", "items": { "type": "object",
             "required": ["code", "message", "detail"],
             "properties": { "code": string, "message": string, "detail": {} } } } } },
@@ -84,11 +131,15 @@ pub fn document() -> Value {
                     "default": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
                 }
             });
-            if *method == "GET" && spec.name != "api-openapi" && !path.ends_with('}') {
+            if *method == "GET" && !UNPAGED.contains(route) && !path.ends_with('}') {
                 op["parameters"] = json!([params.clone(), vec![
                     json!({ "name": "n", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
                     json!({ "name": "last", "in": "query", "schema": { "type": "string" } }),
                 ]].concat());
+            }
+            let extra = extra_query(route, method);
+            if !extra.is_empty() {
+                op["parameters"] = json!([params.clone(), extra].concat());
             }
             if let Some(schema) = body {
                 op["requestBody"] = json!({ "required": true, "content": { "application/json": {
@@ -101,7 +152,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Berth management API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Registries, images, artifacts, tags, users, access keys and the audit log. Authenticate with Basic access key:secret or a Bearer token from /auth/token." },
+                  "description": "Registries, images, artifacts, tags, users, access keys, the audit log, image cleanup and protection policies and garbage collection. Authenticate with Basic access key:secret or a Bearer token from /auth/token." },
         "components": {
             "schemas": schemas(),
             "securitySchemes": { "basic": { "type": "http", "scheme": "basic" }, "bearer": { "type": "http", "scheme": "bearer" } }
@@ -118,6 +169,7 @@ pub fn serve() -> Result<Response, OciError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -132,6 +184,20 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(15));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(24));
+        let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
+        let names: Vec<&str> =
+            run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["registry", "run", "chunk"]);
+        let schedule = &doc["paths"]["/api/v1/registries/{registry}/cleanup/schedule"]["put"];
+        assert_eq!(
+            schedule["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SetSchedule"
+        );
+        assert!(doc["paths"]["/api/v1/gc/runs"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "last"));
     }
 }

@@ -106,7 +106,7 @@ pub struct LimitArgs {
 /// `image …`: images (repositories) of a registry.
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// List a registry's images with artifact count, size and last push.
+    /// List a registry's images with artifact count, size, last push and stored bytes.
     #[command(alias = "list")]
     Ls {
         /// Registry name.

@@ -14,6 +14,7 @@ use crate::client::{
     ENV_ACCESS_KEY, ENV_SECRET_KEY,
 };
 use crate::output::{self, field, Column, Format};
+use crate::policies::{self, CleanupCommand, GcCommand, ProtectCommand};
 
 /// What a command produced, for [`print`].
 pub enum Outcome {
@@ -60,6 +61,12 @@ pub enum ClientCommand {
     Key(KeyCommand),
     /// `audit …`
     Audit(AuditCommand),
+    /// `cleanup …`
+    Cleanup(CleanupCommand),
+    /// `protect …`
+    Protect(ProtectCommand),
+    /// `gc …`
+    Gc(GcCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -77,6 +84,9 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::User(c) => user(&client, c).await?,
                 ClientCommand::Key(c) => key(&client, c).await?,
                 ClientCommand::Audit(c) => audit(&client, c).await?,
+                ClientCommand::Cleanup(c) => policies::cleanup(&client, format, c).await?,
+                ClientCommand::Protect(c) => policies::protect(&client, c).await?,
+                ClientCommand::Gc(c) => policies::gc(&client, format, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }
@@ -87,8 +97,8 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
     Ok(())
 }
 
-/// Prints an outcome to stdout.
-fn print(format: Format, outcome: &Outcome) {
+/// Prints an outcome to stdout (also used by commands that print before failing).
+pub fn print(format: Format, outcome: &Outcome) {
     let text = match (format, outcome) {
         (Format::Json, Outcome::Object { value, .. }) => format!("{}\n", output::json(value)),
         (Format::Json, Outcome::List { items, .. }) => format!("{}\n", output::json(&Value::Array(items.clone()))),
@@ -226,7 +236,8 @@ const REGISTRY_COLUMNS: &[Column] = &[
     Column { header: "CREATED BY", cell: |v| field(v, "created_by") },
 ];
 /// Text field order of one registry.
-const REGISTRY_FIELDS: &[&str] = &["name", "public_access", "private_networks", "created_at", "created_by"];
+const REGISTRY_FIELDS: &[&str] =
+    &["name", "public_access", "private_networks", "storage_bytes", "image_count", "created_at", "created_by"];
 
 /// `registry …`.
 async fn registry(client: &Client, command: RegistryCommand) -> Result<Outcome, CliError> {

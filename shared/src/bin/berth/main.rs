@@ -1,6 +1,6 @@
 //! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
-//! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`) are a client of a
-//! running server's management API.
+//! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`, `cleanup`,
+//! `protect`, `gc`) are a client of a running server's management API.
 
 /// The client commands' command line.
 mod cli;
@@ -10,6 +10,8 @@ mod client;
 mod commands;
 /// Text and JSON output.
 mod output;
+/// The `cleanup`, `protect` and `gc` commands.
+mod policies;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use cli::{
 };
 use commands::ClientCommand;
 use output::Format;
+use policies::{CleanupCommand, GcCommand, ProtectCommand};
 
 /// Berth container registry.
 #[derive(Parser)]
@@ -97,10 +100,20 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Image cleanup: rules, cycle (cron), test runs, runs and their history.
+    #[command(subcommand)]
+    Cleanup(CleanupCommand),
+    /// Image protection: rules making tags immutable and their artifacts undeletable.
+    #[command(subcommand)]
+    Protect(ProtectCommand),
+    /// Garbage collection of blob bytes no image uses (administrators).
+    #[command(subcommand)]
+    Gc(GcCommand),
 }
 
 /// The names of the client commands, whose help ends with the exit codes.
-const CLIENT_COMMANDS: [&str; 9] = ["login", "logout", "registry", "image", "artifact", "tag", "user", "key", "audit"];
+const CLIENT_COMMANDS: [&str; 12] =
+    ["login", "logout", "registry", "image", "artifact", "tag", "user", "key", "audit", "cleanup", "protect", "gc"];
 
 /// Adds the exit codes to the help of `command` and of all its subcommands.
 fn with_exit_codes(command: clap::Command) -> clap::Command {
@@ -128,6 +141,9 @@ fn main() -> ExitCode {
         Command::User(c) => ClientCommand::User(c),
         Command::Key(c) => ClientCommand::Key(c),
         Command::Audit(c) => ClientCommand::Audit(c),
+        Command::Cleanup(c) => ClientCommand::Cleanup(c),
+        Command::Protect(c) => ClientCommand::Protect(c),
+        Command::Gc(c) => ClientCommand::Gc(c),
         server @ (Command::Serve { .. } | Command::Routes) => return run_server(server),
     };
     run_client(cli.output, usize::from(cli.page_size), client)
@@ -184,7 +200,7 @@ fn run_server(command: Command) -> ExitCode {
                 ServeOptions { backend, listen, settings, sweep_interval: Duration::from_secs(sweep_interval.max(1)) };
             runtime.block_on(serve(options)).map_err(|e| e.to_string())
         }
-        Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS)
+        Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS[..])
             .map(|json| println!("{json}"))
             .map_err(|e| e.to_string()),
         Command::Login(_)
@@ -195,7 +211,10 @@ fn run_server(command: Command) -> ExitCode {
         | Command::Tag(_)
         | Command::User(_)
         | Command::Key(_)
-        | Command::Audit(_) => Err("not a server command".to_string()),
+        | Command::Audit(_)
+        | Command::Cleanup(_)
+        | Command::Protect(_)
+        | Command::Gc(_) => Err("not a server command".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

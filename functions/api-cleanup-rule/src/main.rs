@@ -1,0 +1,6 @@
+//! `PATCH|DELETE /api/v1/registries/{registry}/cleanup/rules/{rule}`: enables, disables or deletes a cleanup rule.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-cleanup-rule").await
+}

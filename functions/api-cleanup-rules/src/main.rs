@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/registries/{registry}/cleanup/rules`: lists or adds image cleanup rules.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-cleanup-rules").await
+}

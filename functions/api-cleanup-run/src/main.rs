@@ -1,0 +1,6 @@
+//! `GET /api/v1/registries/{registry}/cleanup/runs/{run}`: shows a cleanup run with its decisions.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-cleanup-run").await
+}

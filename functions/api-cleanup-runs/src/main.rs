@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/registries/{registry}/cleanup/runs`: lists cleanup runs or starts one (test run or run now).
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-cleanup-runs").await
+}

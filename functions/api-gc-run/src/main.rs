@@ -1,0 +1,6 @@
+//! `GET /api/v1/gc/runs/{run}`: shows a garbage-collection run.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-gc-run").await
+}

@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/gc/runs`: lists garbage-collection runs or starts one.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-gc-runs").await
+}

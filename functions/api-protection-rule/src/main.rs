@@ -1,0 +1,6 @@
+//! `PATCH|DELETE /api/v1/registries/{registry}/protection/rules/{rule}`: enables, disables or deletes a protection rule.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-protection-rule").await
+}

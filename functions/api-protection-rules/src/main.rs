@@ -1,0 +1,6 @@
+//! `GET|POST /api/v1/registries/{registry}/protection/rules`: lists or adds image protection rules.
+
+#[tokio::main]
+async fn main() -> Result<(), berth::lambda::Error> {
+    berth::lambda::main_route("api-protection-rules").await
+}
