@@ -232,7 +232,7 @@ def test_a_cleanup_run_killed_with_the_server_finishes_after_a_restart(registry_
     reg = registry_factory(env={"BERTH_JOB_LEASE_SECONDS": "2"})
     api = Api(reg)
     repo = f"e2e/{unique('bulk')}"
-    n = 80 if reg.is_aws() else 210  # embedded: two chunks of decisions; moto is slow to seed
+    n = 40 if reg.is_aws() else 210  # embedded: two chunks of decisions; moto is slow to seed
     for i in range(n):
         push_artifact(api, repo, f"t{i:04d}", f"bulk {i}".encode())
     r = api.post("/api/v1/registries/e2e/cleanup/rules",
