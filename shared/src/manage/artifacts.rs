@@ -33,23 +33,9 @@ pub struct Usage {
     pub last_push: Option<i64>,
 }
 
-/// All manifests of an image.
-async fn all_manifests(app: &App, repo: &RepoName) -> Result<Vec<ManifestRecord>, MetadataError> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let (page, more) = app.meta.list_manifests(repo, after.as_deref(), 1000).await?;
-        after = page.last().map(|m| m.digest.to_string());
-        out.extend(page);
-        if !more || after.is_none() {
-            return Ok(out);
-        }
-    }
-}
-
 /// Counts an image's artifacts and bytes.
 pub async fn usage(app: &App, repo: &RepoName) -> Result<Usage, OciError> {
-    let manifests = all_manifests(app, repo).await?;
+    let manifests = manifests::all_of(app.meta.as_ref(), repo).await?;
     let mut usage = Usage { artifacts: manifests.len(), ..Usage::default() };
     let mut seen = HashSet::new();
     for m in &manifests {
@@ -241,7 +227,7 @@ pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError>
 async fn empty_and_remove(app: &App, repo: &RepoName) -> Result<usize, OciError> {
     let mut count = 0;
     loop {
-        let manifests = all_manifests(app, repo).await?;
+        let manifests = manifests::all_of(app.meta.as_ref(), repo).await?;
         if manifests.is_empty() {
             break;
         }

@@ -26,7 +26,7 @@ use super::cron::{Cron, CronError};
 use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
-use crate::metadata::{Document, Expect, ManifestRecord, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Document, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
 use crate::queue::{Job, QueueError};
 use crate::schedule::{self, ScheduleError};
@@ -912,19 +912,6 @@ async fn images_of(meta: &dyn MetadataStore, registry: &str) -> Result<Vec<RepoN
     }
 }
 
-async fn manifests_of(meta: &dyn MetadataStore, repo: &RepoName) -> Result<Vec<ManifestRecord>, CleanupError> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let (page, more) = meta.list_manifests(repo, after.as_deref(), 1000).await?;
-        after = page.last().map(|m| m.digest.to_string());
-        out.extend(page);
-        if !more || after.is_none() {
-            return Ok(out);
-        }
-    }
-}
-
 /// Phase 1: decides every candidate of every selected image and writes the decisions.
 async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, CleanupError> {
     let meta = app.meta.as_ref();
@@ -942,7 +929,7 @@ async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, Clea
                 continue;
             }
             images += 1;
-            let manifests = manifests_of(meta, &repo).await?;
+            let manifests = crate::registry::manifests::all_of(meta, &repo).await?;
             let listed: HashSet<&Digest> = manifests.iter().flat_map(|m| m.children.iter()).collect();
             let mut candidates = vec![];
             for m in manifests.iter().filter(|m| m.subject.is_none() && !listed.contains(&m.digest)) {
