@@ -438,6 +438,19 @@ impl Route {
         let not_found = || OciError::new(ErrorCode::NotFound, format!("no management route for /api/v1/{rest}"));
         let segs: Vec<std::borrow::Cow<'_, str>> = rest.trim_end_matches('/').split('/').map(decode).collect();
         let s: Vec<&str> = segs.iter().map(|c| c.as_ref()).collect();
+        // an empty name names nothing; an overlong one is no name any record can have
+        if s.iter().any(|seg| seg.is_empty()) {
+            return Err(not_found());
+        }
+        if let Some(long) = s.iter().find(|seg| seg.len() > MAX_MANAGEMENT_SEGMENT) {
+            return Err(OciError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a path segment of {} bytes is longer than any name ({MAX_MANAGEMENT_SEGMENT} bytes at most)",
+                    long.len()
+                ),
+            ));
+        }
         let text = |i: usize| s[i].to_string();
         match s.as_slice() {
             ["registries"] => only(method, &[M::GET, M::POST], Route::ApiRegistries),
@@ -496,6 +509,11 @@ impl Route {
         }
     }
 }
+
+/// The longest segment of a management path: longer than every name the API accepts (registry,
+/// user, access key, rule, run, tag and repository-component names), and within what every
+/// metadata adapter can key on.
+const MAX_MANAGEMENT_SEGMENT: usize = 256;
 
 fn only(method: &Method, allowed: &[Method], route: Route) -> Result<Route, OciError> {
     if allowed.contains(method) {
@@ -624,6 +642,13 @@ mod tests {
             assert_eq!(parse(m.clone(), p).unwrap_err().code, ErrorCode::Unsupported, "{m} {p}");
         }
         assert_eq!(parse(Method::GET, "/api/v1/registries/team/cleanup").unwrap_err().code, ErrorCode::NotFound);
+        for p in ["/api/v1/registries//images", "/api/v1/users//keys", "/api/v1//registries", "/api/v1/gc//runs"] {
+            assert_eq!(parse(Method::GET, p).unwrap_err().code, ErrorCode::NotFound, "{p}");
+        }
+        let long = "a".repeat(600);
+        for p in [format!("/api/v1/registries/{long}"), format!("/api/v1/users/{long}/keys/x")] {
+            assert_eq!(parse(Method::GET, &p).unwrap_err().code, ErrorCode::InvalidRequest, "{p}");
+        }
     }
 
     #[test]

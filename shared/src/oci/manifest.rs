@@ -17,11 +17,18 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// The short-lived OCI artifact manifest draft, still sent by some older tools.
 pub const OCI_ARTIFACT_MANIFEST: &str = "application/vnd.oci.artifact.manifest.v1+json";
 
-/// Layers that clients never push (they are fetched from `urls`), so their absence is no error.
-const FOREIGN_LAYERS: [&str; 2] = [
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-];
+/// Media type prefixes of layers that clients never push (they are fetched from `urls`), so
+/// their absence is no error: every OCI non-distributable variant (`.v1.tar`, `+gzip`, `+zstd`)
+/// and Docker's foreign layers.
+const FOREIGN_LAYER_PREFIXES: [&str; 2] =
+    ["application/vnd.oci.image.layer.nondistributable.", "application/vnd.docker.image.rootfs.foreign."];
+
+/// Whether a layer is non-distributable: a foreign media type, or a descriptor that names `urls`
+/// to fetch it from. The OCI image spec lets registries accept such manifests without the blob.
+fn is_foreign_layer(layer: &Value, d: &Descriptor) -> bool {
+    FOREIGN_LAYER_PREFIXES.iter().any(|p| d.media_type.starts_with(p))
+        || layer.get("urls").and_then(Value::as_array).is_some_and(|urls| !urls.is_empty())
+}
 
 /// Why a manifest body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,7 +131,7 @@ impl ParsedManifest {
                 let mut blobs = vec![config.clone()];
                 for layer in raw.layers.as_deref().unwrap_or_default() {
                     let d = next(layer)?;
-                    if !FOREIGN_LAYERS.contains(&d.media_type.as_str()) {
+                    if !is_foreign_layer(layer, &d) {
                         blobs.push(d);
                     }
                 }
@@ -192,6 +199,7 @@ fn descriptor(v: &Value, index: usize) -> Result<Descriptor, ManifestError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn d(c: char) -> String {
@@ -213,6 +221,28 @@ mod tests {
         assert_eq!(m.subject.unwrap().digest.to_string(), d('c'));
         assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
         assert_eq!(m.annotations.unwrap()["a"], "b");
+    }
+
+    #[test]
+    fn non_distributable_layers_are_not_required_blobs() {
+        let layers = [
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar", ""),
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", ""),
+            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", ""),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", r#","urls":["https://example.com/l.tgz"]"#),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", r#","urls":[]"#),
+        ]
+        .iter()
+        .map(|(t, urls)| format!(r#"{{"mediaType":"{t}","digest":"{}","size":3{urls}}}"#, d('b')))
+        .collect::<Vec<_>>()
+        .join(",");
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{layers}]}}"#,
+            d('a')
+        );
+        let m = ParsedManifest::parse(body.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        // the config, and the one ordinary layer (an empty `urls` names nowhere to fetch from)
+        assert_eq!(m.blobs.len(), 2);
     }
 
     #[test]

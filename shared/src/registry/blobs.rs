@@ -38,10 +38,16 @@ pub async fn size(app: &App, repo: &RepoName, digest: &Digest) -> Result<u64, Bl
     app.meta.linked_blob(repo, digest).await?.ok_or_else(|| BlobError::Unknown(digest.clone()))
 }
 
-/// Opens `digest` of `repo` for reading, honouring an HTTP `Range` header.
+/// Opens `digest` of `repo` for reading, honouring an HTTP `Range` header. A header that does
+/// not parse (`bytes=500-0`, several ranges) is ignored and the whole blob is served, as RFC 9110
+/// §14.2 allows; a well-formed range outside the blob is refused (416).
 pub async fn read(app: &App, repo: &RepoName, digest: &Digest, range: Option<&str>) -> Result<BlobRead, BlobError> {
     let size = size(app, repo, digest).await?;
-    let range = range.map(|h| ByteRange::parse_request(h, size)).transpose()?;
+    let range = match range.map(|h| ByteRange::parse_request(h, size)) {
+        None | Some(Err(RangeError::Malformed(_))) => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => return Err(e.into()),
+    };
     let stream = app.blobs.read(digest, range).await?;
     Ok(BlobRead { size, range, stream })
 }

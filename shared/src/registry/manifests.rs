@@ -102,12 +102,44 @@ pub async fn push(
     for tag in &tags {
         protection::check_tag_write(app, repo, tag, &digest).await?;
     }
+    // A manifest naming content the repository lacks is refused before its bytes are stored
+    // (`put_manifest` checks again, in its transaction, for a delete racing this push).
+    check_references(app, &record).await?;
     // Bytes first (content-addressed, invisible until a record names them), then the record.
     app.blobs.put(&digest, bytes.clone()).await?;
     store_record(app, &record, &tags, &bytes).await?;
     app.manifest_cache.insert(&digest, bytes);
     crate::usage::mark_changed(app, repo).await;
     Ok(record)
+}
+
+/// Reads at once while checking a manifest's references.
+const REFERENCE_CHECKS_IN_FLIGHT: usize = 16;
+
+/// Refuses a manifest whose blobs are not linked into its repository or whose child manifests
+/// are not stored there, before any of its bytes are written.
+async fn check_references(app: &App, record: &ManifestRecord) -> Result<(), PushError> {
+    for blobs in record.blobs.chunks(REFERENCE_CHECKS_IN_FLIGHT) {
+        futures_util::future::try_join_all(blobs.iter().map(|blob| blob_linked(app, &record.repo, blob))).await?;
+    }
+    for children in record.children.chunks(REFERENCE_CHECKS_IN_FLIGHT) {
+        futures_util::future::try_join_all(children.iter().map(|child| child_stored(app, &record.repo, child))).await?;
+    }
+    Ok(())
+}
+
+async fn blob_linked(app: &App, repo: &RepoName, blob: &Digest) -> Result<(), MetadataError> {
+    match app.meta.linked_blob(repo, blob).await? {
+        Some(_) => Ok(()),
+        None => Err(MetadataError::BlobNotInRepository(blob.clone())),
+    }
+}
+
+async fn child_stored(app: &App, repo: &RepoName, child: &Digest) -> Result<(), MetadataError> {
+    match app.meta.manifest(repo, child).await? {
+        Some(_) => Ok(()),
+        None => Err(MetadataError::ChildManifestMissing(child.clone())),
+    }
 }
 
 /// How often a manifest put refused by garbage collection is tried again.
