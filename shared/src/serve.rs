@@ -43,6 +43,95 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// how often housekeeping jobs are scheduled
     pub sweep_interval: Duration,
+    /// how many connections, and for how long, one process serves
+    pub limits: ConnectionLimits,
+}
+
+/// Bounds on client connections, so idle or slow clients cannot exhaust the process: the file
+/// descriptors, the tasks, or the patience of everyone else.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// connections served at once; more are closed as they arrive
+    pub max_connections: usize,
+    /// connections served at once from one client address
+    pub max_per_ip: usize,
+    /// how long a connection may take to send a request's headers (from when it opens, or from
+    /// the end of its previous request)
+    pub header_timeout: Duration,
+    /// how long a request body may stall, or a kept-alive connection stay silent
+    pub idle_timeout: Duration,
+}
+
+/// Connections from one address served at once unless configured otherwise: far above what a
+/// client pushing layers in parallel opens, far below what exhausts the process.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// How long a request's headers may take to arrive unless configured otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a body may stall or a kept-alive connection stay silent unless configured otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// 4096 connections, or three quarters of this process's open-file limit when that is lower
+/// (blob files, the database and the job table need descriptors too).
+pub fn default_max_connections() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    soft_limit.map_or(1024, |n| n / 4 * 3).clamp(64, 4096)
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: default_max_connections(),
+            max_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Counts open connections, in all and per client address; a [`Slot`] is one of them.
+#[derive(Debug, Default)]
+struct ConnectionCount {
+    total: usize,
+    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct Slot {
+    count: Arc<std::sync::Mutex<ConnectionCount>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.count.lock() {
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// A place for a connection from `ip`, unless the process or that address is at its limit.
+fn admit(
+    count: &Arc<std::sync::Mutex<ConnectionCount>>,
+    limits: &ConnectionLimits,
+    ip: std::net::IpAddr,
+) -> Option<Slot> {
+    let mut c = count.lock().ok()?;
+    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+    if c.total >= limits.max_connections || from_ip >= limits.max_per_ip {
+        return None;
+    }
+    c.total += 1;
+    c.per_ip.insert(ip, from_ip + 1);
+    Some(Slot { count: count.clone(), ip })
 }
 
 /// Why the server stopped with an error.
@@ -113,6 +202,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(cron_loop(app.clone()));
     tokio::spawn(worker_loop(app.clone()));
 
+    let limits = options.limits;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_per_ip = limits.max_per_ip,
+        header_timeout_s = limits.header_timeout.as_secs(),
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    let count = Arc::new(std::sync::Mutex::new(ConnectionCount::default()));
+    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -123,8 +222,17 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = admit(&count, &limits, peer.ip()) else {
+                        // closed at once: cheaper than a 503 and holds nothing
+                        if refused_logged.elapsed() >= Duration::from_secs(10) {
+                            refused_logged = std::time::Instant::now();
+                            tracing::warn!(client = %peer.ip(), "connection limit reached; closing new connections");
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(app.clone(), stream, peer.ip()));
+                    tokio::spawn(serve_connection(app.clone(), stream, peer.ip(), limits, slot));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -135,15 +243,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
 }
 
-async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, peer: std::net::IpAddr) {
+async fn serve_connection(
+    app: Arc<App>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::IpAddr,
+    limits: ConnectionLimits,
+    slot: Slot,
+) {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
         async move {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(crate::access::ClientIp(peer));
             let has_body = !body.is_end_stream();
-            let stream = body.into_data_stream().map_err(std::io::Error::other);
-            let req = http::Request::from_parts(parts, Box::pin(stream) as crate::storage::ByteStream);
+            let stream = stall_limited(body.into_data_stream().map_err(std::io::Error::other), limits.idle_timeout);
+            let req = http::Request::from_parts(parts, stream);
             let mut response = api::handle(&app, RouteFilter::All, req).await;
             // An error may be answered before the request body was read; say so, rather than
             // leave the client to find a connection closed under its next request.
@@ -153,9 +267,40 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, peer: st
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // hyper runs this timer whenever it waits for a request head, so it also closes
+        // kept-alive connections that stay silent
+        .header_read_timeout(limits.header_timeout.min(limits.idle_timeout))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+    drop(slot);
+}
+
+/// A request body that fails once no bytes arrived for `idle` (a client trickling a body, or
+/// gone silent mid-upload, does not hold its connection and staging open forever).
+fn stall_limited(
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    idle: Duration,
+) -> crate::storage::ByteStream {
+    let body: crate::storage::ByteStream = Box::pin(body);
+    Box::pin(futures_util::stream::unfold(Some(body), move |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
+            Ok(Some(item)) => Some((item, Some(body))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no request body bytes arrived for {} s", idle.as_secs()),
+                )),
+                None,
+            )),
+        }
+    }))
 }
 
 /// Enqueues housekeeping at start (reclaiming what a crash left) and every `interval` after.
