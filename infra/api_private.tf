@@ -66,11 +66,11 @@ locals {
 resource "aws_vpc_endpoint" "execute_api" {
   count = local.private_api && var.execute_api_vpc_endpoint_id == null ? 1 : 0
 
-  vpc_id              = var.vpc_id
-  service_name        = "com.amazonaws.${local.region}.execute-api"
-  vpc_endpoint_type   = "Interface"
-  subnet_ids          = var.private_subnet_ids
-  security_group_ids  = [aws_security_group.execute_api_endpoint[0].id]
+  vpc_id             = var.vpc_id
+  service_name       = "com.amazonaws.${local.region}.execute-api"
+  vpc_endpoint_type  = "Interface"
+  subnet_ids         = var.private_subnet_ids
+  security_group_ids = [aws_security_group.execute_api_endpoint[0].id]
   # Private DNS would send every *.execute-api name in the VPC (public APIs too) to this endpoint;
   # the registry is reached through its private custom domain instead.
   private_dns_enabled = false

@@ -28,13 +28,16 @@ locals {
     meta_read       = { actions = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"], resources = local.table_resources }
     # TransactWriteItems is authorized per item by these actions (ConditionCheckItem for checks):
     # there is no dynamodb:TransactWriteItems IAM action.
-    meta_write       = { actions = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"], resources = local.table_resources }
-    jobs_send        = { actions = ["sqs:SendMessage"], resources = [aws_sqs_queue.jobs.arn] }
-    jobs_consume     = { actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], resources = [aws_sqs_queue.jobs.arn] }
-    kms              = { actions = ["kms:Decrypt", "kms:GenerateDataKey"], resources = compact([var.kms_key_arn]) }
+    meta_write   = { actions = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"], resources = local.table_resources }
+    jobs_send    = { actions = ["sqs:SendMessage"], resources = [aws_sqs_queue.jobs.arn] }
+    jobs_consume = { actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], resources = [aws_sqs_queue.jobs.arn] }
+    kms          = { actions = ["kms:Decrypt", "kms:GenerateDataKey"], resources = compact([var.kms_key_arn]) }
   }
 
   # function => permission sets. Keys are exactly local.functions (checked by tests/infra).
+  # jobs_send is not listed here for routes: every route whose route table entry says
+  # sends_jobs (`berth routes`) gets it below, so a route that starts enqueueing gets the
+  # permission when the route table says so.
   # Every route authenticates its request (shared/src/access): it reads users, keys and registries
   # (meta_read) and writes key last-used stamps and the audit log (meta_write; also the signing
   # key on first use, should BERTH_TOKEN_SIGNING_KEY ever be empty). So meta_write on a read-only
@@ -73,26 +76,30 @@ locals {
     "api-audit"      = ["meta_read", "meta_write"]
     "api-openapi"    = ["meta_read", "meta_write"]
     # Cleanup and protection policies, cycles and run records are table documents. Starting a
-    # cleanup or garbage-collection run enqueues its job (jobs_send); the job worker executes it.
+    # cleanup or garbage-collection run enqueues its job; the job worker executes it.
     "api-cleanup-rules"    = ["meta_read", "meta_write"]
     "api-cleanup-rule"     = ["meta_read", "meta_write"]
     "api-cleanup-schedule" = ["meta_read", "meta_write"] # the cycle is a schedule document job-scheduler fires
-    "api-cleanup-runs"     = ["meta_read", "meta_write", "jobs_send"]
+    "api-cleanup-runs"     = ["meta_read", "meta_write"]
     "api-cleanup-run"      = ["meta_read", "meta_write"]
     "api-protection-rules" = ["meta_read", "meta_write"]
     "api-protection-rule"  = ["meta_read", "meta_write"]
-    "api-gc-runs"          = ["meta_read", "meta_write", "jobs_send"]
+    "api-gc-runs"          = ["meta_read", "meta_write"]
     "api-gc-run"           = ["meta_read", "meta_write"]
     # expire-uploads, and garbage collection (lists blobs/ and deletes unreferenced blob bytes).
-    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
+    "job-worker" = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
     # Fires the stored cron schedules (upload expiry, cleanup cycles): reads them and claims each
     # due time with a conditional write before enqueueing its job.
     "job-scheduler" = ["jobs_send", "meta_read", "meta_write"]
   }
 
   # The customer managed key, when there is one, is needed by everything that touches data.
-  function_permission_sets = {
+  function_permissions_with_jobs = {
     for name, sets in local.function_permissions :
+    name => try(local.routes[name].sends_jobs, false) ? concat(sets, ["jobs_send"]) : sets
+  }
+  function_permission_sets = {
+    for name, sets in local.function_permissions_with_jobs :
     name => var.kms_key_arn != null && length(sets) > 0 ? concat(sets, ["kms"]) : sets
   }
 }

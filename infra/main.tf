@@ -22,46 +22,46 @@ locals {
   # has_repository. /v2 is the OCI distribution API, /auth the token endpoint, /api/v1 the
   # management API.
   routes = {
-    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false }
-    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false }
-    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false }
-    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true }
-    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true }
-    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true }
-    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true }
-    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true }
-    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true }
-    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true }
-    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true }
-    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true }
-    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false }
-    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false }
-    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false }
-    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true }
-    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true }
-    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true }
-    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true }
-    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true }
-    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false }
-    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false }
-    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false }
-    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false }
-    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false }
-    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false }
-    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false }
+    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, sends_jobs = false }
+    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, sends_jobs = false }
+    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, sends_jobs = false }
+    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, sends_jobs = false }
+    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = false }
+    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = true }
+    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = true }
+    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, sends_jobs = false }
+    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, sends_jobs = true }
+    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, sends_jobs = false }
+    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
+    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
+    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
+    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
+    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, sends_jobs = false }
+    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, sends_jobs = false }
+    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, sends_jobs = true }
+    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, sends_jobs = false }
+    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, sends_jobs = true }
+    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, sends_jobs = false }
+    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, sends_jobs = true }
+    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, sends_jobs = false }
+    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, sends_jobs = false }
+    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, sends_jobs = false }
+    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, sends_jobs = false }
+    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, sends_jobs = false }
+    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false, sends_jobs = false }
+    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, sends_jobs = false }
+    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, sends_jobs = false }
+    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, sends_jobs = false }
     # Image cleanup and protection policies of a registry, and garbage collection.
-    "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false }
-    "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false }
-    "api-cleanup-schedule" = { prefix = "/api/v1", methods = ["GET", "PUT", "DELETE"], suffix = "/registries/{registry}/cleanup/schedule", has_repository = false }
-    "api-cleanup-runs"     = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/runs", has_repository = false }
-    "api-cleanup-run"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/cleanup/runs/{run}", has_repository = false }
-    "api-protection-rules" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/protection/rules", has_repository = false }
-    "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false }
-    "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false }
-    "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false }
+    "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false, sends_jobs = false }
+    "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false, sends_jobs = false }
+    "api-cleanup-schedule" = { prefix = "/api/v1", methods = ["GET", "PUT", "DELETE"], suffix = "/registries/{registry}/cleanup/schedule", has_repository = false, sends_jobs = false }
+    "api-cleanup-runs"     = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/runs", has_repository = false, sends_jobs = true }
+    "api-cleanup-run"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/cleanup/runs/{run}", has_repository = false, sends_jobs = false }
+    "api-protection-rules" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/protection/rules", has_repository = false, sends_jobs = false }
+    "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false, sends_jobs = false }
+    "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false, sends_jobs = true }
+    "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false, sends_jobs = false }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a

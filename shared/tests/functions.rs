@@ -77,6 +77,8 @@ struct Registry {
     app: App,
     dir: tempfile::TempDir,
     prepared: tokio::sync::OnceCell<()>,
+    /// every job enqueued through `app.queue`
+    jobs: Arc<Recording>,
 }
 
 struct Answer {
@@ -101,8 +103,10 @@ impl Answer {
 impl Registry {
     fn new() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let app = App::embedded(dir.path(), Settings::default()).unwrap();
-        Registry { app, dir, prepared: tokio::sync::OnceCell::new() }
+        let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
+        let jobs = Arc::new(Recording { inner: app.queue.clone(), sent: Mutex::new(Vec::new()) });
+        app.queue = jobs.clone();
+        Registry { app, dir, prepared: tokio::sync::OnceCell::new(), jobs }
     }
 
     /// What API Gateway gets back from function `function` for `req`: the same two steps
@@ -112,7 +116,15 @@ impl Registry {
         if !req.headers().contains_key("authorization") {
             req.headers_mut().insert("authorization", admin_basic().parse().unwrap());
         }
+        let sent_before = self.jobs.sent.lock().unwrap().len();
         let response = ExactBody(serve_lambda_request(&self.app, function, req).await).into_response().await;
+        // a function that enqueues needs sqs:SendMessage, which Terraform grants by the route table
+        let sent = self.jobs.sent.lock().unwrap().len() - sent_before;
+        let spec = ROUTE_SPECS.iter().find(|s| s.name == function).unwrap();
+        assert!(
+            sent == 0 || spec.sends_jobs,
+            "{function} enqueued {sent} job(s) but its route spec says sends_jobs: false"
+        );
         let (parts, body) = response.into_parts();
         let body = match body {
             Body::Empty => vec![],

@@ -234,10 +234,14 @@ pub struct RouteSpec {
     pub suffix: &'static str,
     /// whether a repository name precedes the suffix
     pub has_repository: bool,
+    /// whether the route's handlers enqueue jobs (storage recounts, cleanup and GC runs): its
+    /// function needs `sqs:SendMessage` (Terraform's `jobs_send`, checked by tests/infra; the
+    /// Lambda function tests check that no other route enqueues)
+    pub sends_jobs: bool,
 }
 
 const fn spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str, repo: bool) -> RouteSpec {
-    RouteSpec { name, prefix: "/v2", methods, suffix, has_repository: repo }
+    RouteSpec { name, prefix: "/v2", methods, suffix, has_repository: repo, sends_jobs: false }
 }
 
 const fn spec_at(
@@ -246,11 +250,18 @@ const fn spec_at(
     methods: &'static [&'static str],
     suffix: &'static str,
 ) -> RouteSpec {
-    RouteSpec { name, prefix, methods, suffix, has_repository: false }
+    RouteSpec { name, prefix, methods, suffix, has_repository: false, sends_jobs: false }
 }
 
 const fn image_spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str) -> RouteSpec {
-    RouteSpec { name, prefix: "/api/v1/images", methods, suffix, has_repository: true }
+    RouteSpec { name, prefix: "/api/v1/images", methods, suffix, has_repository: true, sends_jobs: false }
+}
+
+impl RouteSpec {
+    /// The same route, declared as one whose handlers enqueue jobs.
+    const fn sending_jobs(self) -> RouteSpec {
+        RouteSpec { sends_jobs: true, ..self }
+    }
 }
 
 /// How many routes there are.
@@ -263,10 +274,10 @@ pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
     spec("catalog", &["GET"], "/_catalog", false),
     spec("tags-list", &["GET"], "/tags/list", true),
     spec("manifest-get", &["GET", "HEAD"], "/manifests/{reference}", true),
-    spec("manifest-put", &["PUT"], "/manifests/{reference}", true),
-    spec("manifest-delete", &["DELETE"], "/manifests/{reference}", true),
+    spec("manifest-put", &["PUT"], "/manifests/{reference}", true).sending_jobs(),
+    spec("manifest-delete", &["DELETE"], "/manifests/{reference}", true).sending_jobs(),
     spec("blob-get", &["GET", "HEAD"], "/blobs/{digest}", true),
-    spec("blob-delete", &["DELETE"], "/blobs/{digest}", true),
+    spec("blob-delete", &["DELETE"], "/blobs/{digest}", true).sending_jobs(),
     spec("upload-start", &["POST"], "/blobs/uploads/", true),
     spec("upload-patch", &["PATCH"], "/blobs/uploads/{id}", true),
     spec("upload-put", &["PUT"], "/blobs/uploads/{id}", true),
@@ -274,11 +285,11 @@ pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
     spec("upload-cancel", &["DELETE"], "/blobs/uploads/{id}", true),
     spec("referrers", &["GET"], "/referrers/{digest}", true),
     spec_at("/api/v1", "api-registries", &["GET", "POST"], "/registries"),
-    spec_at("/api/v1", "api-registry", &["GET", "PATCH", "DELETE"], "/registries/{registry}"),
+    spec_at("/api/v1", "api-registry", &["GET", "PATCH", "DELETE"], "/registries/{registry}").sending_jobs(),
     spec_at("/api/v1", "api-images", &["GET"], "/registries/{registry}/images"),
-    image_spec("api-image", &["DELETE"], ""),
+    image_spec("api-image", &["DELETE"], "").sending_jobs(),
     image_spec("api-artifacts", &["GET"], "/artifacts"),
-    image_spec("api-artifact", &["GET", "DELETE"], "/artifacts/{digest}"),
+    image_spec("api-artifact", &["GET", "DELETE"], "/artifacts/{digest}").sending_jobs(),
     image_spec("api-tags", &["GET"], "/tags"),
     image_spec("api-tag", &["PUT", "DELETE"], "/tags/{tag}"),
     spec_at("/api/v1", "api-users", &["GET", "POST"], "/users"),
@@ -291,11 +302,11 @@ pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
     spec_at("/api/v1", "api-cleanup-rules", &["GET", "POST"], "/registries/{registry}/cleanup/rules"),
     spec_at("/api/v1", "api-cleanup-rule", &["PATCH", "DELETE"], "/registries/{registry}/cleanup/rules/{rule}"),
     spec_at("/api/v1", "api-cleanup-schedule", &["GET", "PUT", "DELETE"], "/registries/{registry}/cleanup/schedule"),
-    spec_at("/api/v1", "api-cleanup-runs", &["GET", "POST"], "/registries/{registry}/cleanup/runs"),
+    spec_at("/api/v1", "api-cleanup-runs", &["GET", "POST"], "/registries/{registry}/cleanup/runs").sending_jobs(),
     spec_at("/api/v1", "api-cleanup-run", &["GET"], "/registries/{registry}/cleanup/runs/{run}"),
     spec_at("/api/v1", "api-protection-rules", &["GET", "POST"], "/registries/{registry}/protection/rules"),
     spec_at("/api/v1", "api-protection-rule", &["PATCH", "DELETE"], "/registries/{registry}/protection/rules/{rule}"),
-    spec_at("/api/v1", "api-gc-runs", &["GET", "POST"], "/gc/runs"),
+    spec_at("/api/v1", "api-gc-runs", &["GET", "POST"], "/gc/runs").sending_jobs(),
     spec_at("/api/v1", "api-gc-run", &["GET"], "/gc/runs/{run}"),
 ];
 
