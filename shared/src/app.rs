@@ -36,6 +36,9 @@ pub struct Settings {
     pub upload_tokens: Option<UploadTokens>,
     /// how long an issued registry token stays valid (12 hours at most)
     pub token_lifetime: Duration,
+    /// how long a process trusts that a token's user, role and key are unchanged before it reads
+    /// them again: the bound on how long a token outlives a change made by another process
+    pub credential_recheck: Duration,
     /// the `iss` of issued tokens
     pub token_issuer: String,
     /// the `service` clients name and the `aud` of issued tokens
@@ -45,7 +48,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// an operator-supplied Ed25519 seed (base64) for signing tokens; `None` keeps a generated one
     /// in the metadata store
-    pub token_signing_key: Option<String>,
+    pub token_signing_key: Option<crate::config::Secret>,
     /// how long garbage collection spares unreferenced blobs and links after their last write,
     /// so a push between uploading its blobs and its manifest keeps them
     pub gc_grace: Duration,
@@ -70,6 +73,7 @@ impl Default for Settings {
             upload_gateway_url: None,
             upload_tokens: None,
             token_lifetime: Duration::from_secs(3600),
+            credential_recheck: Duration::from_secs(30),
             token_issuer: "berth".to_string(),
             token_service: "berth".to_string(),
             public_url: None,
@@ -139,8 +143,8 @@ pub struct App {
 impl App {
     /// The embedded backend: blob files, SQLite metadata and job table, all under `data_dir`.
     pub fn embedded(data_dir: &Path, settings: Settings) -> Result<App, AppError> {
-        std::fs::create_dir_all(data_dir).map_err(StorageError::Io)?;
         let db = data_dir.join("meta.db");
+        make_private(data_dir, &db).map_err(StorageError::Io)?;
         Ok(App {
             blobs: Arc::new(FsBlobStore::open(data_dir)?),
             meta: Arc::new(SqliteMetadataStore::open(&db)?),
@@ -152,4 +156,34 @@ impl App {
             pull_recorder: Arc::new(PullRecorder::default()),
         })
     }
+}
+
+/// Makes the data directory readable by this process's user only (0700, tightened when it was
+/// created wider) and `meta.db` with its WAL files 0600: the database holds the token signing
+/// seed and every secret hash. SQLite gives the WAL files the database file's mode.
+fn make_private(data_dir: &Path, db: &Path) -> std::io::Result<()> {
+    crate::storage::fs::create_private_dir(data_dir)?;
+    crate::storage::fs::private_file().create(true).truncate(false).write(true).open(db)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let tighten = |path: &Path, mode: u32| -> std::io::Result<()> {
+            match std::fs::metadata(path) {
+                Ok(m) if m.permissions().mode() & 0o777 != mode => {
+                    tracing::warn!(path = %path.display(), "tightening permissions to {mode:o}");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                }
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        tighten(data_dir, 0o700)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            tighten(Path::new(&name), 0o600)?;
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The audit log: who changed or deleted what, when, and from where. One document per change,
-//! written by the edge after a successful mutation, so no handler can forget it.
+//! The audit log: who changed or deleted what, when, and from where; also failed logins and
+//! requests refused to an authenticated caller. One document per event, written by the edge
+//! (and by the login check), so no handler can forget it.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,8 @@ pub struct AuditEntry {
     pub id: String,
     /// when it happened
     pub at: UnixTime,
-    /// the user who did it (`-` for an upload-token capability)
+    /// the user who did it; for a failed login, the access key id tried (escaped, cut to 64
+    /// characters)
     pub who: String,
     /// the client address, when known
     pub source: Option<String>,
@@ -30,11 +32,61 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
-/// Whether a request to `route` with `method` changes or deletes something worth auditing.
-pub fn is_change(route_name: &str, method: &http::Method) -> bool {
-    let read = matches!(*method, http::Method::GET | http::Method::HEAD);
-    // Upload traffic is not a visible change until a manifest names the blob.
-    !read && !matches!(route_name, "token" | "upload-start" | "upload-patch" | "upload-put")
+/// The audit action of a successful request to `route` with `method` that answered `status`,
+/// or `None` when it changed nothing worth auditing: reads, token requests, opening an upload
+/// and its chunks are not; a finished upload (`blob-upload`) and a cross-repository mount
+/// (`blob-mount`, when `mounting` and the answer is 201) are.
+pub fn action_of<'a>(
+    route_name: &'a str,
+    method: &http::Method,
+    status: http::StatusCode,
+    mounting: bool,
+) -> Option<&'a str> {
+    if matches!(*method, http::Method::GET | http::Method::HEAD) {
+        return None;
+    }
+    match route_name {
+        "token" | "upload-patch" => None,
+        "upload-start" if status != http::StatusCode::CREATED => None,
+        "upload-start" if mounting => Some("blob-mount"),
+        "upload-start" | "upload-put" => Some("blob-upload"),
+        other => Some(other),
+    }
+}
+
+/// Where a request came from and what it asked for, kept before its body is consumed so an
+/// entry can be written whatever the outcome.
+#[derive(Debug, Clone)]
+pub struct Context {
+    method: String,
+    target: String,
+    source: Option<String>,
+}
+
+impl Context {
+    /// The method, path (never the query, which may hold tokens) and client address of `head`.
+    pub fn of(head: &http::request::Parts) -> Context {
+        Context {
+            method: head.method.to_string(),
+            target: head.uri.path().to_string(),
+            source: crate::access::client_ip::of(head).map(|ip| ip.to_string()),
+        }
+    }
+
+    /// Writes an entry for this request: `who` did `action`, answered `status`.
+    pub async fn record(&self, app: &App, who: &str, action: &str, status: http::StatusCode) {
+        let entry = AuditEntry {
+            id: String::new(),
+            at: app.clock.now(),
+            who: who.to_string(),
+            source: self.source.clone(),
+            action: action.to_string(),
+            method: self.method.clone(),
+            target: self.target.clone(),
+            status: status.as_u16(),
+        };
+        record(app, entry).await;
+    }
 }
 
 /// Appends an entry; a failure is logged, not surfaced (the change itself has happened).

@@ -22,6 +22,29 @@ pub enum ConfigError {
     },
 }
 
+/// A secret setting (a signing seed, an HMAC key): kept as text but never printed, so a
+/// `{:?}` of the settings in a log or a panic message shows no key material.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// A non-empty environment variable.
 pub fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -74,6 +97,15 @@ pub fn settings_from_env(base: Settings) -> Result<Settings, ConfigError> {
         }
         s.token_lifetime = Duration::from_secs(secs);
     }
+    if let Some(secs) = parsed::<u64>("BERTH_CREDENTIAL_RECHECK_SECONDS")? {
+        if secs > 300 {
+            return Err(ConfigError::Invalid {
+                name: "BERTH_CREDENTIAL_RECHECK_SECONDS",
+                reason: "use 0 to 300 seconds".into(),
+            });
+        }
+        s.credential_recheck = Duration::from_secs(secs);
+    }
     if let Some(url) = var("BERTH_PUBLIC_URL") {
         s.public_url = Some(url);
     }
@@ -81,7 +113,7 @@ pub fn settings_from_env(base: Settings) -> Result<Settings, ConfigError> {
         s.token_service = service;
     }
     if let Some(seed) = var("BERTH_TOKEN_SIGNING_KEY") {
-        s.token_signing_key = Some(seed);
+        s.token_signing_key = Some(Secret::new(seed));
     }
     if let Some(secs) = parsed::<u64>("BERTH_GC_GRACE_SECONDS")? {
         s.gc_grace = Duration::from_secs(secs);

@@ -180,6 +180,7 @@ impl Registry {
         let session = UploadSession {
             id: UploadId::parse(id).unwrap(),
             repo: RepoName::parse(REPO, None).unwrap(),
+            owner: Some("admin".to_string()),
             offset: 0,
             hash_state: Hasher::new(Algorithm::Sha256).save(),
             staging: Vec::new(),

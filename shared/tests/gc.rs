@@ -61,7 +61,7 @@ fn repo(name: &str) -> RepoName {
 
 async fn push_blob(app: &App, repo: &RepoName, bytes: &[u8]) -> Result<Digest, UploadError> {
     let digest = Digest::sha256_of(bytes);
-    uploads::upload_whole(app, repo, &digest, Chunk::default(), once_stream(bytes.to_vec())).await?;
+    uploads::upload_whole(app, repo, "admin", &digest, Chunk::default(), once_stream(bytes.to_vec())).await?;
     Ok(digest)
 }
 

@@ -131,11 +131,13 @@ pub struct Refusal {
     pub error: AccessError,
     /// `WWW-Authenticate` for 401 answers
     pub challenge: Option<Challenge>,
+    /// the authenticated principal that was refused, when there was one (for the audit log)
+    pub who: Option<String>,
 }
 
 impl From<AccessError> for Refusal {
     fn from(error: AccessError) -> Refusal {
-        Refusal { error, challenge: None }
+        Refusal { error, challenge: None, who: None }
     }
 }
 
@@ -176,7 +178,17 @@ pub fn realm(app: &App, head: &http::request::Parts) -> String {
     if let Some(url) = &app.settings.public_url {
         return format!("{}/auth/token", url.trim_end_matches('/'));
     }
-    let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    // the Host header goes into a quoted header parameter: only a plausible host[:port] is used
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+        })
+        .unwrap_or("localhost");
     let proto = head
         .headers
         .get("x-forwarded-proto")
@@ -190,14 +202,50 @@ fn challenge(app: &App, head: &http::request::Parts, need: &Need, error: Option<
     let scope = match need {
         Need::Catalog => Some("registry:catalog:*".to_string()),
         Need::Repo { repository, action } => Some(format!("repository:{repository}:{}", action.challenge_actions())),
-        _ => None,
+        Need::Role { .. } | Need::Admin | Need::SelfOrAdmin { .. } => Some(MANAGEMENT_SCOPE.to_string()),
+        Need::Public | Need::SignedIn => None,
     };
     Challenge { realm: realm(app, head), service: app.settings.token_service.clone(), scope, error }
 }
 
-/// An upload-session request carrying a valid `_state` token was authorized when the session was
-/// opened; the token is its capability (clients do not send credentials to the upload gateway).
-fn session_capability(app: &App, route: &Route, head: &http::request::Parts) -> bool {
+/// The token scope a Bearer token needs for the management API (`/api/v1`): registry tokens
+/// carry repository scopes only, and a token minted for management still acts with its user's
+/// current role.
+pub const MANAGEMENT_SCOPE: &str = "registry:management:*";
+
+/// Whether the grants may call the management API at all: Basic credentials may; a token only
+/// when it was minted with [`MANAGEMENT_SCOPE`].
+fn reaches_management(grants: &Grants) -> bool {
+    match grants {
+        Grants::User(_) => true,
+        Grants::Token(claims) => claims
+            .access
+            .iter()
+            .any(|a| a.kind == "registry" && a.name == "management" && a.actions.iter().any(|x| x == "*")),
+    }
+}
+
+/// Routes that create credentials or change what a user may do: a token may call them only while
+/// its access key and user are unchanged *now* (not as of the last cached check).
+fn changes_credentials(route: &Route, method: &Method) -> bool {
+    matches!(
+        (route, method),
+        (Route::ApiKeys { .. }, &Method::POST)
+            | (Route::ApiKeyRotate { .. }, _)
+            | (Route::ApiUsers, &Method::POST)
+            | (Route::ApiUser { .. }, &Method::PATCH)
+    )
+}
+
+/// An upload-session request holding only a valid `_state` token (clients drop `Authorization`
+/// when the upload gateway is another host): it acts as the session's owner, whose account must
+/// still exist and whose role is checked like any request's. `None` when the route or request
+/// carries no such token.
+async fn session_capability(
+    app: &App,
+    route: &Route,
+    head: &http::request::Parts,
+) -> Result<Option<Grants>, AccessError> {
     let (
         Some(tokens),
         Route::UploadPatch { name, id }
@@ -206,42 +254,101 @@ fn session_capability(app: &App, route: &Route, head: &http::request::Parts) -> 
         | Route::UploadCancel { name, id },
     ) = (&app.settings.upload_tokens, route)
     else {
-        return false;
+        return Ok(None);
     };
-    Query::of(head).get("_state").is_some_and(|t| tokens.verify(t, name, id, app.clock.now()).is_ok())
+    let Some(token) = Query::of(head).get("_state").map(str::to_string) else { return Ok(None) };
+    let Ok(owner) = tokens.verify(&token, name, id, app.clock.now()) else { return Ok(None) };
+    match crate::identity::user::get(app.meta.as_ref(), &owner).await? {
+        Some(user) => Ok(Some(Grants::User(std::sync::Arc::new(user)))),
+        None => {
+            Err(AccessError::Unauthenticated(format!("the user {owner:?} who opened this upload no longer exists")))
+        }
+    }
 }
 
 /// Decides whether the request may proceed; its grants go into the request extensions.
 pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) -> Result<Option<Grants>, Refusal> {
     let need = need(route, &head.method);
-    if need == Need::Public || session_capability(app, route, head) {
+    if need == Need::Public {
         return Ok(None);
     }
     let source = client_ip::of(head);
-    let grants = match login::authenticate(app, head, source).await {
+    let authenticated = match login::authenticate(app, head).await {
+        Ok(None) => session_capability(app, route, head).await,
+        other => other,
+    };
+    let grants = match authenticated {
         Ok(Some(grants)) => grants,
         Ok(None) => {
             return Err(Refusal {
                 error: AccessError::Unauthenticated("authentication required".into()),
                 challenge: Some(challenge(app, head, &need, None)),
+                who: None,
             })
         }
         Err(AccessError::Unauthenticated(why)) => {
             return Err(Refusal {
                 error: AccessError::Unauthenticated(why),
                 challenge: Some(challenge(app, head, &need, Some("invalid_token"))),
+                who: None,
             })
         }
         Err(e) => return Err(e.into()),
     };
-    match &need {
+    match permit(app, route, head, &need, &grants, source).await {
+        Ok(()) => Ok(Some(grants)),
+        Err(mut refusal) => {
+            refusal.who = Some(grants.principal().to_string());
+            Err(refusal)
+        }
+    }
+}
+
+/// Whether authenticated `grants` satisfy `need`. Permission is decided before anything about
+/// the target is revealed: a caller whose role does not cover a registry gets the same answer
+/// whether it exists, is private or is missing.
+async fn permit(
+    app: &App,
+    route: &Route,
+    head: &http::request::Parts,
+    need: &Need,
+    grants: &Grants,
+    source: Option<std::net::IpAddr>,
+) -> Result<(), Refusal> {
+    if matches!(need, Need::Role { .. } | Need::Admin | Need::SelfOrAdmin { .. }) {
+        if !reaches_management(grants) {
+            return Err(Refusal {
+                error: AccessError::InsufficientScope(format!(
+                    "the management API (a registry token does not reach it; use Basic credentials or a token for {MANAGEMENT_SCOPE})"
+                )),
+                challenge: Some(challenge(app, head, need, Some("insufficient_scope"))),
+                who: None,
+            });
+        }
+        if let Grants::Token(claims) = grants {
+            if changes_credentials(route, &head.method) && !login::token_holder_is_current(app, claims, true).await? {
+                return Err(Refusal {
+                    error: AccessError::Unauthenticated(
+                        "token refused: its access key or user changed since it was issued".into(),
+                    ),
+                    challenge: Some(challenge(app, head, need, Some("invalid_token"))),
+                    who: None,
+                });
+            }
+        }
+    }
+    match need {
         Need::Public | Need::SignedIn => {}
         Need::Catalog => {
             if !grants.allows_catalog() {
-                return Err(insufficient(app, head, &need, &grants, "the repository catalog"));
+                return Err(insufficient(app, head, need, grants, "the repository catalog"));
             }
         }
         Need::Repo { repository, action } => {
+            if !grants.allows(repository, *action) {
+                let what = format!("{} on {repository}", action.challenge_actions());
+                return Err(insufficient(app, head, need, grants, &what));
+            }
             let reg_name = registry::of_repository(repository);
             let Some(reg) = registry_of(app, reg_name).await? else {
                 return Err(AccessError::RegistryUnknown(reg_name.to_string()).into());
@@ -253,13 +360,19 @@ pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) ->
                 ))
                 .into());
             }
-            if !grants.allows(repository, *action) {
-                let what = format!("{} on {repository}", action.challenge_actions());
-                return Err(insufficient(app, head, &need, &grants, &what));
-            }
         }
         Need::Role { action, registry: reg_name } => {
-            let user = user_of(app, &grants).await?;
+            let user = user_of(app, grants).await?;
+            if !user.may(*action, reg_name.as_deref()) {
+                let scope = reg_name.as_deref().map_or(String::new(), |r| format!(" in registry {r:?}"));
+                return Err(AccessError::Denied(format!(
+                    "{} ({}) may not {}{scope}",
+                    user.name,
+                    user.role.as_str(),
+                    action.describe()
+                ))
+                .into());
+            }
             // A registry's network policy guards its images; its settings stay manageable, so
             // an administrator cannot lock everyone out.
             let guards_data = !matches!(action, Action::ViewRegistries | Action::ManageRegistries);
@@ -273,19 +386,9 @@ pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) ->
                     }
                 }
             }
-            if !user.may(*action, reg_name.as_deref()) {
-                let scope = reg_name.as_deref().map_or(String::new(), |r| format!(" in registry {r:?}"));
-                return Err(AccessError::Denied(format!(
-                    "{} ({}) may not {}{scope}",
-                    user.name,
-                    user.role.as_str(),
-                    action.describe()
-                ))
-                .into());
-            }
         }
         Need::Admin => {
-            let user = user_of(app, &grants).await?;
+            let user = user_of(app, grants).await?;
             if !is_admin(&user) {
                 return Err(AccessError::Denied(format!(
                     "{} ({}) is not an administrator of every registry",
@@ -296,13 +399,33 @@ pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) ->
             }
         }
         Need::SelfOrAdmin { user: subject } => {
-            let user = user_of(app, &grants).await?;
+            let user = user_of(app, grants).await?;
             if &user.name != subject && !is_admin(&user) {
                 return Err(AccessError::Denied(format!("{} may not manage user {subject:?}", user.name)).into());
             }
         }
     }
-    Ok(Some(grants))
+    Ok(())
+}
+
+/// Whether the caller may read `repository` (pull it): its registry exists and admits the
+/// caller's address, and the grants allow a pull. A cross-repository mount and the catalog use
+/// this, so neither shows what the caller could not pull itself.
+pub async fn may_read(
+    app: &App,
+    grants: &Grants,
+    source: Option<std::net::IpAddr>,
+    repository: &str,
+) -> Result<bool, AccessError> {
+    if !grants.allows(repository, RepoAction::Pull) {
+        return Ok(false);
+    }
+    admits(app, registry::of_repository(repository), source).await
+}
+
+/// Whether registry `name` exists and admits requests from `source`.
+pub async fn admits(app: &App, name: &str, source: Option<std::net::IpAddr>) -> Result<bool, AccessError> {
+    Ok(registry_of(app, name).await?.is_some_and(|reg| reg.admits(source)))
 }
 
 fn insufficient(app: &App, head: &http::request::Parts, need: &Need, grants: &Grants, what: &str) -> Refusal {
@@ -314,13 +437,18 @@ fn insufficient(app: &App, head: &http::request::Parts, need: &Need, grants: &Gr
         }
     };
     if refused {
-        Refusal { error: AccessError::Denied(format!("{} may not {what}", grants.principal())), challenge: None }
+        Refusal {
+            error: AccessError::Denied(format!("{} may not {what}", grants.principal())),
+            challenge: None,
+            who: None,
+        }
     } else {
         // RFC 6750 §3.1: a valid token without the scope gets 403 and a challenge naming the
         // scope; clients such as oras fetch a fresh token on it and retry.
         Refusal {
             error: AccessError::InsufficientScope(what.to_string()),
             challenge: Some(challenge(app, head, need, Some("insufficient_scope"))),
+            who: None,
         }
     }
 }

@@ -1,6 +1,10 @@
-//! Failed-login rate limiting, per access key and per source address: after
-//! [`MAX_FAILURES`] failures within [`WINDOW`], further logins from that key or address are
-//! refused until the window has passed, whether or not the secret is right.
+//! Login throttling. Failed logins are limited per access key and per source address: after
+//! [`MAX_FAILURES`] within [`WINDOW`], logins from that key or address are refused until the
+//! window has passed, whether or not the secret is right. An attempt is counted *before* its
+//! secret is checked (and refunded when it succeeds), so a burst of concurrent wrong guesses
+//! cannot run more verifications than the limit. Verifications themselves (argon2, 19 MiB and
+//! tens of milliseconds each) run at most [`VERIFY_PERMITS`] at a time per process, so a login
+//! storm costs bounded memory and CPU.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,42 +14,82 @@ use std::time::{Duration, Instant};
 pub const MAX_FAILURES: u32 = 10;
 /// The counting window.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// Secret verifications that may run at once in one process.
+pub const VERIFY_PERMITS: usize = 4;
+/// How long a login waits for a verification slot before it is told to retry.
+pub const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// Subjects remembered before expired windows are swept.
+const MAX_SUBJECTS: usize = 100_000;
 
-/// Counts failed logins in this process.
-#[derive(Debug, Default)]
+/// Counts login attempts in this process and bounds concurrent verifications.
+#[derive(Debug)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (Instant, u32)>>,
+    /// subject → (window start, attempts counted in it)
+    attempts: Mutex<HashMap<String, (Instant, u32)>>,
+    /// slots for running a secret verification
+    verifications: tokio::sync::Semaphore,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter {
+            attempts: Mutex::new(HashMap::new()),
+            verifications: tokio::sync::Semaphore::new(VERIFY_PERMITS),
+        }
+    }
 }
 
 impl LoginLimiter {
     /// Seconds to wait if `subjects` (key id, address) are blocked now.
     pub fn blocked(&self, subjects: &[String]) -> Option<u64> {
         let now = Instant::now();
-        let map = self.failures.lock().ok()?;
-        subjects
-            .iter()
-            .filter_map(|s| map.get(s))
-            .filter(|(start, count)| *count >= MAX_FAILURES && now.duration_since(*start) < WINDOW)
-            .map(|(start, _)| (WINDOW - now.duration_since(*start)).as_secs().max(1))
-            .max()
+        let map = self.attempts.lock().ok()?;
+        subjects.iter().filter_map(|s| map.get(s)).filter_map(|entry| retry_after(entry, now)).max()
     }
 
-    /// Counts a failure against each subject.
-    pub fn failed(&self, subjects: &[String]) {
+    /// Counts one attempt against every subject, unless one of them is at the limit already:
+    /// then nothing is counted and the answer is how many seconds to wait.
+    pub fn begin(&self, subjects: &[String]) -> Result<(), u64> {
         let now = Instant::now();
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        let Ok(mut map) = self.attempts.lock() else { return Err(WINDOW.as_secs()) };
+        if let Some(wait) = subjects.iter().filter_map(|s| map.get(s)).filter_map(|e| retry_after(e, now)).max() {
+            return Err(wait);
+        }
+        if map.len() > MAX_SUBJECTS {
+            map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        for s in subjects {
+            let entry = map.entry(s.clone()).or_insert((now, 0));
+            if now.duration_since(entry.0) >= WINDOW {
+                *entry = (now, 0);
             }
+            entry.1 += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes back an attempt counted by [`LoginLimiter::begin`] whose secret was right.
+    pub fn succeeded(&self, subjects: &[String]) {
+        if let Ok(mut map) = self.attempts.lock() {
             for s in subjects {
-                let entry = map.entry(s.clone()).or_insert((now, 0));
-                if now.duration_since(entry.0) >= WINDOW {
-                    *entry = (now, 0);
+                if let Some(entry) = map.get_mut(s) {
+                    entry.1 = entry.1.saturating_sub(1);
                 }
-                entry.1 += 1;
             }
         }
     }
+
+    /// A slot to run one verification in, waiting at most [`VERIFY_QUEUE_WAIT`]; `None` when
+    /// the process is saturated with logins.
+    pub async fn verification_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifications.acquire()).await.ok()?.ok()
+    }
+}
+
+/// Seconds until a subject at the limit may try again; `None` when it is not at the limit.
+fn retry_after(&(start, count): &(Instant, u32), now: Instant) -> Option<u64> {
+    let elapsed = now.duration_since(start);
+    (count >= MAX_FAILURES && elapsed < WINDOW).then(|| (WINDOW - elapsed).as_secs().max(1))
 }
 
 #[cfg(test)]
@@ -57,12 +101,28 @@ mod tests {
         let l = LoginLimiter::default();
         let subjects = vec!["key:A".to_string(), "ip:1.2.3.4".to_string()];
         for _ in 0..MAX_FAILURES - 1 {
-            l.failed(&subjects);
+            assert_eq!(l.begin(&subjects), Ok(()));
         }
         assert_eq!(l.blocked(&subjects), None);
-        l.failed(&subjects);
+        assert_eq!(l.begin(&subjects), Ok(()));
         assert!(l.blocked(&subjects).is_some());
         assert!(l.blocked(&["key:A".to_string()]).is_some());
         assert_eq!(l.blocked(&["key:B".to_string()]), None);
+        assert!(l.begin(&["key:B".to_string(), "ip:1.2.3.4".to_string()]).is_err());
+        // a refused attempt counts nothing against the other subject
+        assert_eq!(l.begin(&["key:B".to_string()]), Ok(()));
+    }
+
+    #[test]
+    fn attempts_count_before_they_finish_and_successes_are_refunded() {
+        let l = LoginLimiter::default();
+        let subjects = vec!["key:A".to_string()];
+        // MAX_FAILURES attempts in flight at once: the next is refused before it verifies
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(l.begin(&subjects), Ok(()));
+        }
+        assert!(l.begin(&subjects).is_err());
+        l.succeeded(&subjects);
+        assert_eq!(l.begin(&subjects), Ok(()));
     }
 }

@@ -2,7 +2,6 @@
 //! and its secret (argon2-verified once, then remembered by fingerprint while the stored hash is
 //! unchanged); Bearer credentials are tokens from `/auth/token`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -17,8 +16,8 @@ pub const TOKEN_LEEWAY_SECS: i64 = 5;
 /// How many verified tokens a process remembers.
 const MAX_CACHED_TOKENS: usize = 10_000;
 
-/// Credentials found on a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Credentials found on a request (its `Debug` leaves the secret and the token out).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// none sent
     None,
@@ -31,6 +30,16 @@ pub enum Credentials {
     },
     /// a token
     Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Basic { id, .. } => f.debug_struct("Basic").field("id", id).finish_non_exhaustive(),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
 }
 
 /// Reads the `Authorization` header.
@@ -56,41 +65,119 @@ pub fn credentials(head: &http::request::Parts) -> Result<Credentials, AccessErr
     Err(AccessError::Unauthenticated(format!("unsupported authorization scheme {scheme:?}")))
 }
 
-/// Checks an access key and secret, rate limiting failures per key and per address.
+/// How a key id appears in logs and audit entries: at most 64 characters, control characters
+/// and quotes escaped, so a crafted id cannot forge log lines or flood the log.
+pub fn loggable(id: &str) -> String {
+    let mut out: String = id.chars().take(64).flat_map(char::escape_debug).collect();
+    if id.chars().count() > 64 {
+        out.push_str(&format!("…({} bytes)", id.len()));
+    }
+    out
+}
+
+/// The argon2 hash an unknown access key is checked against, so a guess at a key id that does
+/// not exist costs what a guess at the secret of one that does costs (no timing oracle).
+static UNKNOWN_KEY_HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+async fn unknown_key_hash() -> Result<String, AccessError> {
+    UNKNOWN_KEY_HASH
+        .get_or_try_init(|| async {
+            let random = secret::new_secret().map_err(crate::identity::IdentityError::from)?;
+            tokio::task::spawn_blocking(move || secret::hash_secret(&random))
+                .await
+                .map_err(|e| AccessError::Invalid(format!("hashing task failed: {e}")))?
+                .map_err(|e| AccessError::Identity(e.into()))
+        })
+        .await
+        .cloned()
+}
+
+/// Checks an access key and secret. Attempts are counted per key and per address before the
+/// secret is verified (see [`super::limiter`]); identical attempts running at once share one
+/// verification; a secret already verified against the stored hash is not verified again.
 pub async fn verify_key(
     app: &App,
     id: &str,
     secret_key: &str,
-    source: Option<IpAddr>,
+    head: &http::request::Parts,
 ) -> Result<(User, AccessKey), AccessError> {
-    let mut subjects = vec![format!("key:{id}")];
+    let source = super::client_ip::of(head);
+    let limiter = &app.access.limiter;
+    let mut subjects = Vec::with_capacity(2);
     if let Some(ip) = source {
         subjects.push(format!("ip:{ip}"));
     }
-    if let Some(retry_after) = app.access.limiter.blocked(&subjects) {
-        return Err(AccessError::RateLimited { retry_after });
-    }
-    let fail = || {
-        app.access.limiter.failed(&subjects);
-        tracing::info!(access_key = %id, source = ?source, "failed login");
+    let fail = || async {
+        tracing::info!(access_key = %loggable(id), source = ?source, "failed login");
+        crate::audit::Context::of(head).record(app, &loggable(id), "login", http::StatusCode::UNAUTHORIZED).await;
         AccessError::Unauthenticated("invalid access key or secret key".into())
     };
     if id.is_empty() || id.len() > 128 || secret_key.len() > 256 {
-        return Err(fail());
+        // no key has such an id or secret: counted against the address only
+        return match limiter.begin(&subjects) {
+            Ok(()) => Err(fail().await),
+            Err(retry_after) => Err(AccessError::RateLimited { retry_after }),
+        };
     }
-    let Some((stored, version)) = key::get(app.meta.as_ref(), id).await? else { return Err(fail()) };
+    subjects.push(format!("key:{id}"));
+    if let Some(retry_after) = limiter.blocked(&subjects) {
+        return Err(AccessError::RateLimited { retry_after });
+    }
+    let found = key::get(app.meta.as_ref(), id).await?;
     let fingerprint = secret::fingerprint(secret_key);
-    let cached = app
-        .access
-        .verified
-        .lock()
-        .ok()
-        .and_then(|m| m.get(id).cloned())
-        .is_some_and(|(fp, hash)| fp == fingerprint && hash == stored.secret_hash);
+    let cached = found.as_ref().is_some_and(|(stored, _)| {
+        app.access
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .is_some_and(|(fp, hash)| fp == fingerprint && hash == stored.secret_hash)
+    });
     if !cached {
-        if !key::verify(secret_key.to_string(), stored.secret_hash.clone()).await? {
-            return Err(fail());
+        let hash = match &found {
+            Some((stored, _)) => stored.secret_hash.clone(),
+            None => unknown_key_hash().await?,
+        };
+        let flight = format!("{id}\n{fingerprint}");
+        let cell = match app.access.verifying.lock() {
+            Ok(mut m) => m.entry(flight.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let led = std::sync::atomic::AtomicBool::new(false);
+        let verdict = cell
+            .get_or_try_init(|| async {
+                led.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Err(retry_after) = limiter.begin(&subjects) {
+                    return Err(AccessError::RateLimited { retry_after });
+                }
+                let Some(_slot) = limiter.verification_slot().await else {
+                    return Err(AccessError::RateLimited { retry_after: 1 });
+                };
+                let ok = key::verify(secret_key.to_string(), hash).await? && found.is_some();
+                if ok {
+                    limiter.succeeded(&subjects);
+                }
+                Ok(ok)
+            })
+            .await
+            .copied();
+        if let Ok(mut m) = app.access.verifying.lock() {
+            if m.get(&flight).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                m.remove(&flight);
+            }
         }
+        if !verdict? {
+            // an attempt that shared another's verification still counts as a failure
+            if !led.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(retry_after) = limiter.begin(&subjects) {
+                    return Err(AccessError::RateLimited { retry_after });
+                }
+            }
+            return Err(fail().await);
+        }
+    }
+    let Some((stored, version)) = found else { return Err(fail().await) };
+    if !cached {
         if let Ok(mut m) = app.access.verified.lock() {
             if m.len() > 10_000 {
                 m.clear();
@@ -98,53 +185,104 @@ pub async fn verify_key(
             m.insert(id.to_string(), (fingerprint, stored.secret_hash.clone()));
         }
     }
-    let Some(user) = crate::identity::user::get(app.meta.as_ref(), &stored.user).await? else { return Err(fail()) };
+    let Some(user) = crate::identity::user::get(app.meta.as_ref(), &stored.user).await? else {
+        return Err(fail().await);
+    };
     key::touch(app.meta.as_ref(), &stored, version, app.clock.now()).await;
     Ok((user, stored))
 }
 
+/// Whether the user and access key behind a token still stand as they did when it was issued:
+/// the user exists with the same role generation, and the key exists, is theirs and was not
+/// rotated since. Remembered per process for `settings.credential_recheck` (so a change made
+/// elsewhere applies within that bound; a change made here applies at once); `fresh` reads
+/// the store regardless (before a token creates credentials).
+pub async fn token_holder_is_current(app: &App, claims: &jwt::Claims, fresh: bool) -> Result<bool, AccessError> {
+    let cache_key = format!("{}\n{}\n{}", claims.sub, claims.access_key_id.as_deref().unwrap_or(""), claims.gen);
+    if !fresh {
+        let hit = app.access.holders.lock().ok().and_then(|m| m.get(&cache_key).copied());
+        if let Some((current, at)) = hit {
+            if at.elapsed() < app.settings.credential_recheck {
+                return Ok(current);
+            }
+        }
+    }
+    let current = match crate::identity::user::get(app.meta.as_ref(), &claims.sub).await? {
+        Some(user) if user.generation == claims.gen => match &claims.access_key_id {
+            Some(id) => key::get(app.meta.as_ref(), id)
+                .await?
+                .is_some_and(|(k, _)| k.user == claims.sub && k.rotated_at.is_none_or(|rotated| rotated <= claims.iat)),
+            // every token Berth issues names its key; one without cannot be checked
+            None => false,
+        },
+        _ => false,
+    };
+    if let Ok(mut m) = app.access.holders.lock() {
+        if m.len() >= MAX_CACHED_TOKENS {
+            m.clear();
+        }
+        m.insert(cache_key, (current, std::time::Instant::now()));
+    }
+    Ok(current)
+}
+
 /// The grants of a request, or `None` when it carries no credentials.
-pub async fn authenticate(
-    app: &App,
-    head: &http::request::Parts,
-    source: Option<IpAddr>,
-) -> Result<Option<Grants>, AccessError> {
+pub async fn authenticate(app: &App, head: &http::request::Parts) -> Result<Option<Grants>, AccessError> {
     match credentials(head)? {
         Credentials::None => Ok(None),
         Credentials::Basic { id, secret } => {
-            let (user, _) = verify_key(app, &id, &secret, source).await?;
+            let (user, _) = verify_key(app, &id, &secret, head).await?;
             Ok(Some(Grants::User(Arc::new(user))))
         }
         Credentials::Bearer(token) => {
-            let now = app.clock.now();
-            // A token verified before is immutable: only its time window needs checking again.
-            let cached = app.access.tokens.lock().ok().and_then(|m| m.get(&token).cloned());
-            if let Some(claims) = cached {
-                if claims.nbf - TOKEN_LEEWAY_SECS <= now && now < claims.exp + TOKEN_LEEWAY_SECS {
-                    return Ok(Some(Grants::Token(claims)));
-                }
-            }
-            let signing = super::signing::key(app).await?;
-            let claims = jwt::verify(
-                &signing.verifying_key(),
-                &token,
-                &app.settings.token_issuer,
-                &app.settings.token_service,
-                now,
-                TOKEN_LEEWAY_SECS,
-            )
-            .map_err(|e| AccessError::Unauthenticated(format!("token refused: {e}")))?;
-            let claims = Arc::new(claims);
-            if let Ok(mut m) = app.access.tokens.lock() {
-                if m.len() >= MAX_CACHED_TOKENS {
-                    m.retain(|_, c| c.exp + TOKEN_LEEWAY_SECS > now);
-                    if m.len() >= MAX_CACHED_TOKENS {
-                        m.clear();
-                    }
-                }
-                m.insert(token, claims.clone());
+            let claims = verified_claims(app, token).await?;
+            if !token_holder_is_current(app, &claims, false).await? {
+                return Err(AccessError::Unauthenticated(
+                    "token refused: its user, role or access key changed since it was issued; fetch a new token".into(),
+                ));
             }
             Ok(Some(Grants::Token(claims)))
         }
     }
+}
+
+/// A token's claims once its signature, issuer, audience, time window and lifetime check.
+async fn verified_claims(app: &App, token: String) -> Result<Arc<jwt::Claims>, AccessError> {
+    let now = app.clock.now();
+    // A token verified before is immutable: only its time window needs checking again.
+    let cached = app.access.tokens.lock().ok().and_then(|m| m.get(&token).cloned());
+    if let Some(claims) = cached {
+        if claims.nbf - TOKEN_LEEWAY_SECS <= now && now < claims.exp + TOKEN_LEEWAY_SECS {
+            return Ok(claims);
+        }
+    }
+    let signing = super::signing::key(app).await?;
+    let claims = jwt::verify(
+        &signing.verifying_key(),
+        &token,
+        &app.settings.token_issuer,
+        &app.settings.token_service,
+        now,
+        TOKEN_LEEWAY_SECS,
+    )
+    .map_err(|e| AccessError::Unauthenticated(format!("token refused: {e}")))?;
+    // Berth never issues a token longer-lived than the configured lifetime: one that claims more
+    // was not issued under this configuration (or was forged with a leaked key)
+    let longest = app.settings.token_lifetime.min(super::token_service::MAX_TOKEN_LIFETIME).as_secs() as i64;
+    if claims.exp - claims.iat > longest + TOKEN_LEEWAY_SECS || claims.exp > now + longest + TOKEN_LEEWAY_SECS {
+        return Err(AccessError::Unauthenticated(format!(
+            "token refused: it is valid for longer than this registry issues tokens ({longest} s)"
+        )));
+    }
+    let claims = Arc::new(claims);
+    if let Ok(mut m) = app.access.tokens.lock() {
+        if m.len() >= MAX_CACHED_TOKENS {
+            m.retain(|_, c| c.exp + TOKEN_LEEWAY_SECS > now);
+            if m.len() >= MAX_CACHED_TOKENS {
+                m.clear();
+            }
+        }
+        m.insert(token, claims.clone());
+    }
+    Ok(claims)
 }

@@ -92,10 +92,24 @@ pub struct AccessState {
     pub verified: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// tokens already verified → their claims (the time window is still checked on every use)
     pub tokens: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::auth::jwt::Claims>>>,
-    /// failed-login counters
+    /// (user, key, generation) of tokens → whether they were current when last checked, and when
+    pub holders: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
+    /// secret verifications running now, by key id and secret fingerprint, so identical
+    /// concurrent attempts share one
+    pub verifying: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<bool>>>>,
+    /// login attempt counters and verification slots
     pub limiter: limiter::LoginLimiter,
     /// registry name → (record, when read)
     pub registries: guard::RegistryCache,
+}
+
+impl AccessState {
+    /// Forgets what is known about token holders, after a change here to a user or key.
+    pub fn forget_holders(&self) {
+        if let Ok(mut m) = self.holders.lock() {
+            m.clear();
+        }
+    }
 }
 
 impl std::fmt::Debug for AccessState {

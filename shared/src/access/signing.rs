@@ -23,7 +23,9 @@ pub async fn key(app: &App) -> Result<Arc<SigningKey>, AccessError> {
 
 async fn load_or_create(app: &App) -> Result<Arc<SigningKey>, AccessError> {
     if let Some(seed) = &app.settings.token_signing_key {
-        return SigningKey::from_seed_b64(seed).map(Arc::new).map_err(|e| AccessError::SigningKey(e.to_string()));
+        return SigningKey::from_seed_b64(seed.expose())
+            .map(Arc::new)
+            .map_err(|e| AccessError::SigningKey(e.to_string()));
     }
     loop {
         if let Some(doc) = app.meta.get_document(COLLECTION, DOCUMENT).await? {

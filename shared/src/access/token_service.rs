@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{client_ip, login, scope, signing, AccessError};
+use super::{login, scope, signing, AccessError};
 use crate::api::query::Query;
 use crate::app::App;
 use crate::auth::jwt::{self, Claims};
@@ -43,7 +43,7 @@ pub async fn issue(app: &App, head: &http::request::Parts, body: ByteStream) -> 
     for s in &request.scopes {
         asked.extend(scope::parse(s)?);
     }
-    let (user, key) = login::verify_key(app, &request.id, &request.secret, client_ip::of(head)).await?;
+    let (user, key) = login::verify_key(app, &request.id, &request.secret, head).await?;
     let (granted, refused) = scope::grant(&user, &asked);
     let now = app.clock.now();
     let lifetime = app.settings.token_lifetime.min(MAX_TOKEN_LIFETIME).as_secs() as i64;
@@ -57,6 +57,7 @@ pub async fn issue(app: &App, head: &http::request::Parts, body: ByteStream) -> 
         jti: uuid::Uuid::new_v4().simple().to_string(),
         access: granted,
         refused,
+        gen: user.generation,
         access_key_id: Some(key.id.clone()),
     };
     let signing = signing::key(app).await?;

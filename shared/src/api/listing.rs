@@ -16,13 +16,32 @@ pub fn base() -> Result<Response, OciError> {
     json(StatusCode::OK, &json!({}), &[])
 }
 
-/// Repository names, paginated.
+/// Repository names, paginated; repositories of registries that do not admit the caller's
+/// address (public access off) are left out, as their contents would be refused.
 pub async fn catalog(app: &App, req: &Head) -> Result<Response, OciError> {
     let q = Query::of(req);
     let n = q.page_size(app.settings.default_page_size)?;
-    let page = app.meta.list_repositories(q.get("last"), n).await?;
+    let mut page = app.meta.list_repositories(q.get("last"), n).await?;
+    // the link continues after the last name read, shown or not
     let link = next_link("/v2/_catalog", &page, n);
-    json(StatusCode::OK, &json!({ "repositories": page.items }), &link)
+    let source = crate::access::client_ip::of(req);
+    let mut admitted: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut shown = Vec::with_capacity(page.items.len());
+    for name in page.items.drain(..) {
+        let registry = crate::identity::registry::of_repository(&name).to_string();
+        let ok = match admitted.get(&registry) {
+            Some(ok) => *ok,
+            None => {
+                let ok = crate::access::guard::admits(app, &registry, source).await?;
+                admitted.insert(registry, ok);
+                ok
+            }
+        };
+        if ok {
+            shown.push(name);
+        }
+    }
+    json(StatusCode::OK, &json!({ "repositories": shown }), &link)
 }
 
 /// Tags of one repository, paginated.

@@ -20,6 +20,7 @@ pub use routes::{Route, RouteSpec, ROUTE_NAMES, ROUTE_SPECS};
 use crate::app::App;
 use crate::body::{Request, Response};
 use crate::manage;
+use query::Query;
 
 /// Every response carries the API version header docker checks for.
 pub const API_VERSION_HEADER: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -53,32 +54,31 @@ pub async fn handle(app: &App, filter: RouteFilter, req: Request) -> Response {
 }
 
 /// Authorizes the request ([`crate::access::guard::authorize`]), then dispatches it with its
-/// grants in the request extensions.
+/// grants in the request extensions. Changes, and refusals of an authenticated caller, go to the
+/// audit log.
 async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciError> {
     let (mut head, body) = req.into_parts();
-    let grants = crate::access::guard::authorize(app, &route, &head).await?;
+    let name = route.name();
+    let mounting = Query::of(&head).get("mount").is_some();
+    let audit = crate::audit::Context::of(&head);
+    let grants = match crate::access::guard::authorize(app, &route, &head).await {
+        Ok(grants) => grants,
+        Err(refusal) => {
+            if let (Some(who), crate::access::AccessError::Denied(_)) = (&refusal.who, &refusal.error) {
+                audit.record(app, who, name, http::StatusCode::FORBIDDEN).await;
+            }
+            return Err(refusal.into());
+        }
+    };
     let who = grants.as_ref().map_or("-".to_string(), |g| g.principal().to_string());
     if let Some(grants) = grants {
         head.extensions.insert(grants);
     }
-    let name = route.name();
-    let change = crate::audit::is_change(name, &head.method);
-    let (method, target, source) =
-        (head.method.clone(), head.uri.path().to_string(), crate::access::client_ip::of(&head));
+    let method = head.method.clone();
     let result = dispatch(app, route, Request::from_parts(head, body)).await;
-    if change {
-        if let Ok(response) = &result {
-            let entry = crate::audit::AuditEntry {
-                id: String::new(),
-                at: app.clock.now(),
-                who,
-                source: source.map(|ip| ip.to_string()),
-                action: name.to_string(),
-                method: method.to_string(),
-                target,
-                status: response.status().as_u16(),
-            };
-            crate::audit::record(app, entry).await;
+    if let Ok(response) = &result {
+        if let Some(action) = crate::audit::action_of(name, &method, response.status(), mounting) {
+            audit.record(app, &who, action, response.status()).await;
         }
     }
     result

@@ -5,38 +5,42 @@ use http::{header, StatusCode};
 
 use super::error::{ErrorCode, OciError};
 use super::query::{digest_header, empty, header_str, Head, Query};
-use crate::access::{Grants, RepoAction};
+use crate::access::Grants;
 use crate::app::App;
 use crate::body::Response;
 use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ByteRange, Digest, RepoName, UploadId};
-use crate::registry::uploads::{self, Chunk};
+use crate::registry::uploads::{self, Chunk, UploadError};
 use crate::storage::ByteStream;
 use crate::upload_token::TokenError;
 
 /// `POST`: mount from another repository, take a whole blob (`?digest=`), or open a session.
 pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> Result<Response, OciError> {
     let q = Query::of(req);
+    let grants = grants_of(req)?;
     if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
         let digest: Digest = mount.parse()?;
         let from = RepoName::parse(from, None)?;
-        // Mounting reveals nothing but existence; still, the source must be visible to the caller.
-        let may_see_source = req.extensions.get::<Grants>().is_some_and(|g| g.allows(from.as_str(), RepoAction::View));
-        if may_see_source && uploads::mount(app, name, &digest, &from).await?.is_some() {
+        // The caller must be able to pull the source itself, from where it stands: otherwise a
+        // mount would copy what its role or the source registry's network rule keeps from it.
+        let source = crate::access::client_ip::of(req);
+        let may_read = crate::access::guard::may_read(app, grants, source, from.as_str()).await?;
+        if may_read && uploads::mount(app, name, &digest, &from).await?.is_some() {
             return blob_created(name, &digest);
         }
     }
+    let owner = grants.principal();
     if let Some(digest) = q.get("digest") {
         let digest: Digest = digest.parse()?;
         let chunk = Chunk { start: None, len: content_length(req)? };
-        uploads::upload_whole(app, name, &digest, chunk, body).await?;
+        uploads::upload_whole(app, name, owner, &digest, chunk, body).await?;
         return blob_created(name, &digest);
     }
     let algorithm = match q.get("digest-algorithm") {
         Some(a) => a.parse::<Algorithm>()?,
         None => Algorithm::Sha256,
     };
-    let session = uploads::start(app, name, algorithm).await?;
+    let session = uploads::start(app, name, owner, algorithm).await?;
     let mut headers = progress_headers(app, &session)?;
     if app.settings.chunk_min_length > 0 {
         headers
@@ -53,10 +57,28 @@ pub async fn patch(
     req: &Head,
     body: ByteStream,
 ) -> Result<Response, OciError> {
-    check_token(app, name, id, req)?;
+    let owner = session_caller(app, name, id, req)?;
     let chunk = chunk_of(req)?;
-    let session = uploads::append(app, name, id, chunk, body).await?;
-    empty(StatusCode::ACCEPTED, &progress_headers(app, &session)?)
+    match uploads::append(app, name, id, owner, chunk, body).await {
+        Ok(session) => empty(StatusCode::ACCEPTED, &progress_headers(app, &session)?),
+        Err(e @ UploadError::OutOfOrder { .. }) => Err(with_progress(app, name, id, owner, e).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A refused chunk's answer, carrying where the session stands (`Range`) and its `Location`
+/// (with its `_state` token), so the client can resume without a guess.
+async fn with_progress(app: &App, name: &RepoName, id: &UploadId, owner: &str, e: UploadError) -> OciError {
+    let mut err = OciError::from(e);
+    if let Ok(session) = uploads::status(app, name, id, owner).await {
+        if let Ok(headers) = progress_headers(app, &session) {
+            // `Range` is on the error already
+            for (h, v) in headers.into_iter().filter(|(h, _)| *h != header::RANGE) {
+                err = err.header(h, v);
+            }
+        }
+    }
+    err
 }
 
 /// `PUT ?digest=`: take an optional final chunk and finish the upload.
@@ -67,26 +89,27 @@ pub async fn put(
     req: &Head,
     body: ByteStream,
 ) -> Result<Response, OciError> {
+    let owner = session_caller(app, name, id, req)?;
     let digest: Digest = Query::of(req)
         .get("digest")
         .ok_or_else(|| OciError::new(ErrorCode::DigestInvalid, "PUT must name the blob's digest in ?digest="))?
         .parse()?;
     let chunk = chunk_of(req)?;
-    uploads::complete(app, name, id, &digest, chunk, body).await?;
+    uploads::complete(app, name, id, owner, &digest, chunk, body).await?;
     blob_created(name, &digest)
 }
 
 /// `GET`: how many bytes the session holds.
 pub async fn status(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<Response, OciError> {
-    check_token(app, name, id, req)?;
-    let session = uploads::status(app, name, id).await?;
+    let owner = session_caller(app, name, id, req)?;
+    let session = uploads::status(app, name, id, owner).await?;
     empty(StatusCode::NO_CONTENT, &progress_headers(app, &session)?)
 }
 
 /// `DELETE`: cancel the session and drop its bytes.
 pub async fn cancel(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<Response, OciError> {
-    check_token(app, name, id, req)?;
-    uploads::cancel(app, name, id).await?;
+    let owner = session_caller(app, name, id, req)?;
+    uploads::cancel(app, name, id, owner).await?;
     empty(StatusCode::NO_CONTENT, &[])
 }
 
@@ -94,14 +117,28 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Result<Response, OciError> 
     empty(StatusCode::CREATED, &[(header::LOCATION, format!("/v2/{name}/blobs/{digest}")), digest_header(digest)])
 }
 
-/// Refuses an upload-session request without a valid `_state` token when tokens are configured.
-fn check_token(app: &App, name: &RepoName, id: &UploadId, req: &Head) -> Result<(), OciError> {
+/// The authenticated caller's grants (the guard put them there; every upload route needs push).
+fn grants_of(req: &Head) -> Result<&Grants, OciError> {
+    req.extensions
+        .get::<Grants>()
+        .ok_or_else(|| OciError::new(ErrorCode::Unauthorized, "an upload needs an authenticated caller"))
+}
+
+/// Who is continuing a session: the authenticated caller, who must also hold the session's
+/// `_state` token when tokens are configured (minted for them when they opened it). Every
+/// session route checks the same way, so no route is a way around the token.
+fn session_caller<'a>(app: &App, name: &RepoName, id: &UploadId, req: &'a Head) -> Result<&'a str, OciError> {
+    let caller = grants_of(req)?.principal();
     let Some(tokens) = &app.settings.upload_tokens else {
-        return Ok(());
+        return Ok(caller);
     };
     let q = Query::of(req);
     let token = q.get("_state").ok_or(TokenError::Missing)?;
-    Ok(tokens.verify(token, name, id, app.clock.now())?)
+    if tokens.verify(token, name, id, app.clock.now())? != caller {
+        // a token of someone else's session: that session does not exist for this caller
+        return Err(OciError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} is not open in this repository")));
+    }
+    Ok(caller)
 }
 
 /// Where the client sends the session's next request: this host, or the upload gateway, with a
@@ -110,7 +147,8 @@ fn session_location(app: &App, session: &UploadSession) -> Result<String, OciErr
     let base = app.settings.upload_gateway_url.as_deref().unwrap_or("").trim_end_matches('/');
     let mut location = format!("{base}/v2/{}/blobs/uploads/{}", session.repo, session.id);
     if let Some(tokens) = &app.settings.upload_tokens {
-        let token = tokens.mint(&session.repo, &session.id, app.clock.now())?;
+        let owner = session.owner.as_deref().unwrap_or_default();
+        let token = tokens.mint(&session.repo, &session.id, owner, app.clock.now())?;
         location.push_str("?_state=");
         location.push_str(&token);
     }
@@ -140,7 +178,10 @@ fn content_length(req: &Head) -> Result<Option<u64>, OciError> {
 fn chunk_of(req: &Head) -> Result<Chunk, OciError> {
     match header_str(req, header::CONTENT_RANGE) {
         Some(h) => {
-            let r = ByteRange::parse_content_range(h)?;
+            // the spec answers a chunk it cannot place with 416, as for one out of order
+            let r = ByteRange::parse_content_range(h).map_err(|e| {
+                OciError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(StatusCode::RANGE_NOT_SATISFIABLE)
+            })?;
             Ok(Chunk { start: Some(r.start), len: Some(r.len()) })
         }
         None => Ok(Chunk::default()),

@@ -203,6 +203,10 @@ pub struct Claims {
     /// What the token allows; empty grants nothing beyond authentication.
     #[serde(default)]
     pub access: Vec<Access>,
+    /// The user's role generation when the token was issued: a role change bumps it, and the
+    /// registry refuses tokens of an older generation.
+    #[serde(default)]
+    pub gen: u64,
     /// Access key id whose secret obtained the token, so revoking the key can revoke its tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
@@ -357,6 +361,7 @@ mod tests {
                 actions: vec!["delete".to_owned()],
             }],
             access_key_id: Some("BKABCDEFGHIJKLMNOPQR".to_owned()),
+            gen: 0,
         }
     }
 

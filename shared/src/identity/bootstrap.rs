@@ -10,12 +10,18 @@ use crate::metadata::UnixTime;
 pub const ADMIN_USER: &str = "admin";
 
 /// A key created here, to show the operator once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewAdminKey {
     /// access key id
     pub access_key: String,
     /// secret key
     pub secret_key: String,
+}
+
+impl std::fmt::Debug for NewAdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAdminKey").field("access_key", &self.access_key).finish_non_exhaustive()
+    }
 }
 
 /// Makes sure an administrator can log in; returns a generated key when one was created.

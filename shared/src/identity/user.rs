@@ -18,6 +18,9 @@ pub struct User {
     /// registries the role applies to; `None` = every registry
     #[serde(default)]
     pub registries: Option<Vec<String>>,
+    /// bumped whenever the role or registries change, so tokens issued before no longer count
+    #[serde(default)]
+    pub generation: u64,
     /// ids of the user's access keys (kept here so the per-user limit holds under concurrency)
     #[serde(default)]
     pub keys: Vec<String>,
@@ -72,6 +75,7 @@ pub async fn create(
         name: name.to_string(),
         role,
         registries,
+        generation: 0,
         keys: vec![],
         created_at: now,
         created_by: created_by.to_string(),
@@ -125,6 +129,7 @@ pub async fn set_role(
             get_versioned(meta, name).await?.ok_or_else(|| IdentityError::UserUnknown(name.to_string()))?;
         user.role = role;
         user.registries = registries.clone();
+        user.generation += 1;
         match replace(meta, &user, version).await {
             Err(IdentityError::Metadata(MetadataError::Conflict(_))) => continue,
             other => return other.map(|()| user),

@@ -152,7 +152,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Berth management API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Registries, images, artifacts, tags, users, access keys, the audit log, image cleanup and protection policies and garbage collection. Authenticate with Basic access key:secret or a Bearer token from /auth/token." },
+                  "description": "Registries, images, artifacts, tags, users, access keys, the audit log, image cleanup and protection policies and garbage collection. Authenticate with Basic access key:secret, or a Bearer token from /auth/token requested with scope registry:management:* (registry tokens, scoped to repositories, do not reach this API)." },
         "components": {
             "schemas": schemas(),
             "securitySchemes": { "basic": { "type": "http", "scheme": "basic" }, "bearer": { "type": "http", "scheme": "bearer" } }

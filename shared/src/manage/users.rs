@@ -108,6 +108,7 @@ pub async fn change(app: &App, name: &str, body: ByteStream) -> Result<Response,
     let role = role_of(&req.role)?;
     let registries = registries_of(app, req.registries).await?;
     let changed = user::set_role(app.meta.as_ref(), name, role, registries).await?;
+    app.access.forget_holders();
     object(StatusCode::OK, &view(&changed))
 }
 
@@ -117,6 +118,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
         return Err(OciError::new(ErrorCode::Conflict, "you cannot delete the user you are logged in as"));
     }
     if user::delete(app.meta.as_ref(), name).await? {
+        app.access.forget_holders();
         empty(StatusCode::NO_CONTENT, &[])
     } else {
         Err(OciError::new(ErrorCode::NotFound, format!("user {name:?} does not exist")))
@@ -124,7 +126,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
 }
 
 /// An access key as shown.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 struct KeyView<'a> {
     access_key: &'a str,
     user: &'a str,
@@ -165,11 +167,13 @@ pub async fn revoke_key(app: &App, name: &str, id: &str) -> Result<Response, Oci
     if let Ok(mut m) = app.access.verified.lock() {
         m.remove(id);
     }
+    app.access.forget_holders();
     empty(StatusCode::NO_CONTENT, &[])
 }
 
 /// `POST /api/v1/users/<name>/keys/<key>/rotate`: a new secret, shown this once.
 pub async fn rotate_key(app: &App, name: &str, id: &str) -> Result<Response, OciError> {
     let (rotated, secret) = key::rotate(app.meta.as_ref(), name, id, app.clock.now()).await?;
+    app.access.forget_holders();
     object(StatusCode::OK, &key_view(&rotated, Some(&secret)))
 }

@@ -86,6 +86,7 @@ fn session(repo: &RepoName, offset: u64, updated_at: i64) -> UploadSession {
         staging: vec![9, offset as u8],
         created_at: 1_000,
         updated_at,
+        owner: Some("alice".to_string()),
     }
 }
 

@@ -36,7 +36,7 @@
 //! | child index | `CHILD#<repo>#<child>` | `<parent>#<token>` | `created_at` N |
 //! | referrer index | `REFERRERS#<repo>#<subject>` | `<digest>` | `artifact_type` S? |
 //! | manifest listing | `MANIFESTS#<repo>` | `<digest>` | (none) |
-//! | upload session | `UPLOAD#<id>` | `UPLOAD` | `repo` S, `byte_offset` N, `hash_state` B, `staging` B, `created_at` N, `updated_at` N, `upload_shard` S, `expires_at` N |
+//! | upload session | `UPLOAD#<id>` | `UPLOAD` | `repo` S, `owner` S, `byte_offset` N, `hash_state` B, `staging` B, `created_at` N, `updated_at` N, `upload_shard` S, `expires_at` N |
 //! | document | `doc#<collection>` | `<id>` | `body` S (JSON text), `version` N |
 //!
 //! Document collections and ids are arbitrary UTF-8 (up to 512 bytes, so they may contain `#`);
@@ -506,6 +506,7 @@ fn decode_upload(item: &Item) -> Result<UploadSession, MetadataError> {
         staging: binary(item, "staging")?,
         created_at: number(item, "created_at")?,
         updated_at: number(item, UPDATED_AT)?,
+        owner: item.get("owner").and_then(|v| v.as_s().ok()).cloned(),
     })
 }
 
@@ -514,6 +515,9 @@ fn upload_item(session: &UploadSession) -> Result<Item, MetadataError> {
     item.extend(upload_attributes(session));
     item.insert("repo".into(), s(session.repo.as_str()));
     item.insert("created_at".into(), n(session.created_at));
+    if let Some(owner) = &session.owner {
+        item.insert("owner".into(), s(owner));
+    }
     item.insert(UPLOAD_SHARD.into(), s(UPLOAD_SHARD_VALUE));
     let size = item_size(item.iter().map(|(k, v)| (k.as_str(), v)));
     if size > MAX_ITEM_BYTES - ITEM_HEADROOM {
@@ -3086,6 +3090,7 @@ mod tests {
             offset: 0,
             hash_state: vec![],
             staging: vec![7; 500 * 1024],
+            owner: None,
             created_at: 1,
             updated_at: 1,
         };

@@ -55,6 +55,10 @@ pub struct UploadSession {
     pub id: UploadId,
     /// the repository the blob will be linked into
     pub repo: RepoName,
+    /// the principal (user name) that opened it: only they may continue, inspect or cancel it, so
+    /// a session id seen by someone else (logs, a shared proxy) is no handle on its bytes; `None`
+    /// for sessions recorded before owners were kept
+    pub owner: Option<String>,
     /// bytes received and staged so far
     pub offset: u64,
     /// the saved hasher state after `offset` bytes ([`crate::oci::Hasher::save`])

@@ -120,6 +120,10 @@ const MIGRATIONS: &[&str] = &[
         fenced_at  INTEGER
     ) WITHOUT ROWID;
     ",
+    // 5: the principal that opened each upload session (NULL: opened before owners were kept)
+    "
+    ALTER TABLE uploads ADD COLUMN owner TEXT;
+    ",
 ];
 
 /// The manifest columns every manifest read selects, in the order [`decode_manifest`] reads.
@@ -133,7 +137,7 @@ macro_rules! manifest_columns {
 /// The upload columns every session read selects, in the order [`decode_upload`] reads.
 macro_rules! upload_columns {
     () => {
-        "id, repo, byte_offset, hash_state, created_at, updated_at, staging"
+        "id, repo, byte_offset, hash_state, created_at, updated_at, staging, owner"
     };
 }
 
@@ -458,6 +462,7 @@ fn decode_upload(row: &Row<'_>) -> Result<UploadSession, MetadataError> {
         created_at: row.get(4).map_err(backend)?,
         updated_at: row.get(5).map_err(backend)?,
         staging: row.get(6).map_err(backend)?,
+        owner: opt_text(row, 7)?.map(str::to_string),
     })
 }
 
@@ -593,8 +598,8 @@ impl MetadataStore for SqliteMetadataStore {
         self.write(move |tx| {
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO uploads (id, repo, byte_offset, hash_state, created_at, updated_at, staging)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO uploads (id, repo, byte_offset, hash_state, created_at, updated_at, staging, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
                 )
                 .map_err(backend)?
                 .execute(params![
@@ -604,7 +609,8 @@ impl MetadataStore for SqliteMetadataStore {
                     s.hash_state,
                     s.created_at,
                     s.updated_at,
-                    s.staging
+                    s.staging,
+                    s.owner
                 ])
                 .map_err(backend)?;
             if inserted == 0 {

@@ -21,9 +21,9 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    /// How many bytes the range covers.
+    /// How many bytes the range covers (saturating: a parsed range never reaches `u64::MAX`).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 
     /// Never true: a parsed range holds at least one byte.
@@ -81,7 +81,8 @@ impl ByteRange {
         let (a, b) = s.split_once('-').ok_or_else(malformed)?;
         let start: u64 = a.trim().parse().map_err(|_| malformed())?;
         let end: u64 = b.trim().parse().map_err(|_| malformed())?;
-        if end < start {
+        // `end - start + 1` must be a length: `0-18446744073709551615` would wrap to 0 bytes
+        if end < start || end == u64::MAX {
             return Err(malformed());
         }
         Ok(ByteRange { start, end })
@@ -90,6 +91,7 @@ impl ByteRange {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -110,5 +112,9 @@ mod tests {
         assert_eq!(ByteRange::parse_content_range("bytes 5-9/100"), Ok(ByteRange { start: 5, end: 9 }));
         assert!(ByteRange::parse_content_range("9-5").is_err());
         assert!(ByteRange::parse_content_range("x").is_err());
+        assert!(ByteRange::parse_content_range("0-18446744073709551615").is_err());
+        assert!(ByteRange::parse_content_range("0-18446744073709551616").is_err());
+        let widest = ByteRange::parse_content_range("0-18446744073709551614").unwrap();
+        assert_eq!(widest.len(), u64::MAX);
     }
 }

@@ -11,7 +11,8 @@ use crate::storage::{ByteStream, StorageError, UploadWriter};
 /// Why an upload step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// No such session in this repository (never opened, finished, cancelled or expired).
+    /// No such session in this repository for this caller (never opened, finished, cancelled,
+    /// expired, or opened by someone else).
     #[error("upload {0} is not open in this repository")]
     UnknownSession(UploadId),
     /// A chunk does not start where the session stands.
@@ -65,12 +66,18 @@ pub struct Chunk {
     pub len: Option<u64>,
 }
 
-/// Opens a session in `repo` hashing with `algorithm`.
-pub async fn start(app: &App, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession, UploadError> {
+/// Opens a session in `repo` for `owner` (the principal asking), hashing with `algorithm`.
+pub async fn start(
+    app: &App,
+    repo: &RepoName,
+    owner: &str,
+    algorithm: Algorithm,
+) -> Result<UploadSession, UploadError> {
     let now = app.clock.now();
     let session = UploadSession {
         id: UploadId::generate(),
         repo: repo.clone(),
+        owner: Some(owner.to_string()),
         offset: 0,
         hash_state: Hasher::new(algorithm).save(),
         staging: Vec::new(),
@@ -81,10 +88,10 @@ pub async fn start(app: &App, repo: &RepoName, algorithm: Algorithm) -> Result<U
     Ok(session)
 }
 
-/// The session `id` of `repo`.
-pub async fn status(app: &App, repo: &RepoName, id: &UploadId) -> Result<UploadSession, UploadError> {
+/// The session `id` of `repo`, when `owner` opened it: to anyone else it does not exist.
+pub async fn status(app: &App, repo: &RepoName, id: &UploadId, owner: &str) -> Result<UploadSession, UploadError> {
     match app.meta.upload(id).await? {
-        Some(s) if &s.repo == repo => Ok(s),
+        Some(s) if &s.repo == repo && s.owner.as_deref().is_none_or(|o| o == owner) => Ok(s),
         _ => Err(UploadError::UnknownSession(id.clone())),
     }
 }
@@ -94,10 +101,11 @@ pub async fn append(
     app: &App,
     repo: &RepoName,
     id: &UploadId,
+    owner: &str,
     chunk: Chunk,
     body: ByteStream,
 ) -> Result<UploadSession, UploadError> {
-    let session = status(app, repo, id).await?;
+    let session = status(app, repo, id, owner).await?;
     receive(app, session, chunk, body).await
 }
 
@@ -107,11 +115,12 @@ pub async fn complete(
     app: &App,
     repo: &RepoName,
     id: &UploadId,
+    owner: &str,
     digest: &Digest,
     chunk: Chunk,
     body: ByteStream,
 ) -> Result<u64, UploadError> {
-    let session = status(app, repo, id).await?;
+    let session = status(app, repo, id, owner).await?;
     let session = receive(app, session, chunk, body).await?;
     let hasher = Hasher::restore(&session.hash_state)?;
     let actual = if hasher.algorithm() == digest.algorithm() {
@@ -177,12 +186,13 @@ async fn link_committed(
 pub async fn upload_whole(
     app: &App,
     repo: &RepoName,
+    owner: &str,
     digest: &Digest,
     chunk: Chunk,
     body: ByteStream,
 ) -> Result<u64, UploadError> {
-    let session = start(app, repo, digest.algorithm()).await?;
-    let result = complete(app, repo, &session.id, digest, chunk, body).await;
+    let session = start(app, repo, owner, digest.algorithm()).await?;
+    let result = complete(app, repo, &session.id, owner, digest, chunk, body).await;
     if result.is_err() {
         discard(app, &session.id).await?;
     }
@@ -210,9 +220,9 @@ pub async fn mount(app: &App, repo: &RepoName, digest: &Digest, from: &RepoName)
     }
 }
 
-/// Cancels session `id` of `repo`, dropping its staged bytes.
-pub async fn cancel(app: &App, repo: &RepoName, id: &UploadId) -> Result<(), UploadError> {
-    let session = status(app, repo, id).await?;
+/// Cancels session `id` of `repo` (when `owner` opened it), dropping its staged bytes.
+pub async fn cancel(app: &App, repo: &RepoName, id: &UploadId, owner: &str) -> Result<(), UploadError> {
+    let session = status(app, repo, id, owner).await?;
     discard(app, &session.id).await
 }
 
@@ -241,8 +251,10 @@ async fn discard(app: &App, id: &UploadId) -> Result<(), UploadError> {
 }
 
 /// Streams `body` into the session's staging area, hashing as it goes, then records the new
-/// offset and hash state with a conditional write. Bytes of a failed request are left past the
-/// recorded offset and discarded by the next writer.
+/// offset, hash state and staging state with one conditional write. The blob store stages each
+/// request's bytes apart (a file or key of its own), so two requests racing on one session never
+/// mix their bytes: the one whose write lands makes its staging part of the session, and the
+/// other is answered as out of order, its bytes never counted.
 async fn receive(
     app: &App,
     mut session: UploadSession,
@@ -296,8 +308,15 @@ async fn receive(
     session.staging = staging;
     session.hash_state = hasher.save();
     session.updated_at = app.clock.now();
-    app.meta.advance_upload(&session, expected).await?;
-    Ok(session)
+    match app.meta.advance_upload(&session, expected).await {
+        Ok(()) => Ok(session),
+        // another request moved the session first: this one's bytes are not part of it
+        Err(MetadataError::Conflict(_)) => match app.meta.upload(&session.id).await? {
+            Some(now) => Err(UploadError::OutOfOrder { offset: now.offset, got: expected }),
+            None => Err(UploadError::UnknownSession(session.id)),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Hashes the staged bytes again under another algorithm (a client that uploaded with the

@@ -92,6 +92,37 @@ pub async fn reopen_discards_bytes_past_the_recorded_offset(store: &dyn BlobStor
     assert_eq!(collect(store.read(&digest, None).await.unwrap()).await.unwrap(), whole);
 }
 
+/// Two requests writing from one recorded state at the same time (the race behind blob
+/// poisoning): each stages apart, so whichever state the session records commits exactly the
+/// bytes that request wrote, never a mix, and the other request's bytes never appear.
+pub async fn racing_writers_stage_apart(store: &dyn BlobStore) {
+    for winner in [0, 1] {
+        let id = UploadId::generate();
+        let head = random_bytes(3 * 1024 * 1024, 20);
+        let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
+        w.write(Bytes::from(head.clone())).await.unwrap();
+        let (offset, staging) = w.finish().await.unwrap();
+        // the same length, so both would name the same staged positions (S3: full parts and a tail)
+        let bodies = [random_bytes(9 * 1024 * 1024 + 5, 21), random_bytes(9 * 1024 * 1024 + 5, 22)];
+        let mut a = store.open_upload(&id, offset, &staging).await.unwrap();
+        let mut b = store.open_upload(&id, offset, &staging).await.unwrap();
+        for (pa, pb) in bodies[0].chunks(1024 * 1024).zip(bodies[1].chunks(1024 * 1024)) {
+            a.write(Bytes::copy_from_slice(pa)).await.unwrap();
+            b.write(Bytes::copy_from_slice(pb)).await.unwrap();
+        }
+        let (finished_b, finished_a) = (b.finish().await.unwrap(), a.finish().await.unwrap());
+        let (len, recorded) = if winner == 0 { finished_a } else { finished_b };
+        let whole = [head.clone(), bodies[winner].clone()].concat();
+        assert_eq!(len, whole.len() as u64);
+        assert_eq!(collect(store.read_upload(&id, len, &recorded).await.unwrap()).await.unwrap(), whole);
+        let digest = Digest::sha256_of(&whole);
+        store.commit_upload(&id, len, &recorded, &digest).await.unwrap();
+        let stored = collect(store.read(&digest, None).await.unwrap()).await.unwrap();
+        assert!(stored == whole, "writer {winner}'s recorded state must commit exactly its own bytes");
+        assert!(!store.list_uploads().await.unwrap().contains(&id));
+    }
+}
+
 pub async fn resuming_past_the_staged_data_is_refused(store: &dyn BlobStore) {
     let id = UploadId::generate();
     let mut w = store.open_upload(&id, 0, &[]).await.unwrap();
@@ -202,7 +233,8 @@ macro_rules! blob_store_conformance {
     ($make:expr) => {
         $crate::blob_store_conformance!(@tests $make;
             put_stat_read_and_ranges, empty_blob, delete_is_idempotent, upload_in_chunks_then_commit,
-            reopen_discards_bytes_past_the_recorded_offset, resuming_past_the_staged_data_is_refused,
+            reopen_discards_bytes_past_the_recorded_offset, racing_writers_stage_apart,
+            resuming_past_the_staged_data_is_refused,
             abort_leaves_nothing, committing_existing_content_keeps_one_copy, empty_upload_commits_an_empty_blob,
             list_blobs_pages_in_digest_order);
     };

@@ -2,7 +2,7 @@
 //! uploads staged under `<data>/uploads/<id>`, small content written through `<data>/tmp/`.
 //! A blob file appears only by an atomic rename after its bytes are on disk.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -30,7 +30,7 @@ impl FsBlobStore {
     /// Opens (creating) the blob directories under `root`.
     pub fn open(root: &Path) -> Result<FsBlobStore, StorageError> {
         for dir in ["blobs", "uploads", "tmp"] {
-            std::fs::create_dir_all(root.join(dir))?;
+            create_private_dir(&root.join(dir))?;
         }
         Ok(FsBlobStore { root: root.to_path_buf() })
     }
@@ -48,7 +48,8 @@ impl FsBlobStore {
     async fn publish(&self, from: &Path, digest: &Digest) -> Result<(), StorageError> {
         let to = self.blob_path(digest);
         if let Some(parent) = to.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+            let parent = parent.to_path_buf();
+            tokio::task::spawn_blocking(move || create_private_dir(&parent)).await.map_err(std::io::Error::other)??;
         }
         tokio::fs::rename(from, &to).await?;
         Ok(())
@@ -96,7 +97,7 @@ impl BlobStore for FsBlobStore {
         let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
         let tmp_for_write = tmp.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp_for_write)?;
+            let mut f = private_file().create(true).truncate(true).write(true).open(&tmp_for_write)?;
             f.write_all(&bytes)?;
             f.sync_data()
         })
@@ -120,84 +121,122 @@ impl BlobStore for FsBlobStore {
         &self,
         id: &UploadId,
         offset: u64,
-        _staging: &[u8],
+        staging: &[u8],
     ) -> Result<Box<dyn UploadWriter>, StorageError> {
-        let path = self.upload_path(id);
-        let id = id.clone();
+        let segments = Segments::decode(id, offset, staging)?;
+        let dir = self.upload_path(id);
+        // this request's own file: no other request writes into it, and only the session's
+        // conditional advance (which records it in the staging state) makes its bytes count
+        let name = format!("{offset}-{}", uuid::Uuid::new_v4().simple());
+        let path = dir.join(&name);
         let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StorageError> {
-            let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-            let staged = file.metadata()?.len();
-            if staged < offset {
-                return Err(StorageError::StagedDataLost { id, expected: offset, actual: staged });
-            }
-            if staged > offset {
-                file.set_len(offset)?;
-            }
-            file.seek(SeekFrom::Start(offset))?;
-            Ok(file)
+            create_private_dir(&dir)?;
+            Ok(private_file().create_new(true).write(true).open(&path)?)
         })
         .await
         .map_err(std::io::Error::other)??;
         Ok(Box::new(FsUploadWriter {
             file: Some(file),
             buf: Vec::with_capacity(IO_CHUNK),
-            len: offset,
+            segments,
+            name,
+            written: 0,
             unsynced: 0,
             syncing: None,
         }))
     }
 
-    async fn read_upload(&self, id: &UploadId, len: u64, _staging: &[u8]) -> Result<ByteStream, StorageError> {
-        match tokio::fs::File::open(self.upload_path(id)).await {
-            Ok(f) => Ok(file_stream(f, len)),
-            Err(e) if not_found(&e) => Err(StorageError::UploadNotFound(id.clone())),
-            Err(e) => Err(e.into()),
+    async fn read_upload(&self, id: &UploadId, len: u64, staging: &[u8]) -> Result<ByteStream, StorageError> {
+        let segments = Segments::parse(id, staging)?;
+        if segments.len() < len {
+            return Err(StorageError::StagedDataLost { id: id.clone(), expected: len, actual: segments.len() });
         }
+        let dir = self.upload_path(id);
+        let mut parts = Vec::with_capacity(segments.0.len());
+        let mut left = len;
+        for (name, seg_len) in segments.0 {
+            let take = seg_len.min(left);
+            left -= take;
+            match tokio::fs::File::open(dir.join(&name)).await {
+                Ok(f) => parts.push(file_stream(f, take)),
+                Err(e) if not_found(&e) => return Err(StorageError::UploadNotFound(id.clone())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Box::pin(futures_util::stream::iter(parts).flatten()))
     }
 
     async fn commit_upload(
         &self,
         id: &UploadId,
         len: u64,
-        _staging: &[u8],
+        staging: &[u8],
         digest: &Digest,
     ) -> Result<(), StorageError> {
-        let path = self.upload_path(id);
-        let staged = path.clone();
+        let segments = Segments::decode(id, len, staging)?;
+        if self.stat(digest).await? == Some(len) {
+            // content already stored, or a retry after this commit succeeded
+            return self.abort_upload(id).await;
+        }
+        let dir = self.upload_path(id);
+        let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
         let id_owned = id.clone();
-        let present = tokio::task::spawn_blocking(move || -> Result<bool, StorageError> {
-            let file = match std::fs::OpenOptions::new().write(true).open(&staged) {
-                Ok(f) => f,
-                Err(e) if not_found(&e) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            let actual = file.metadata()?.len();
-            if actual < len {
-                return Err(StorageError::StagedDataLost { id: id_owned, expected: len, actual });
+        let assembled = tmp.clone();
+        // exactly the recorded segments, each cut to its recorded length, in order: the bytes the
+        // session's hash state covers, whatever else a racing request left in the directory
+        let built = tokio::task::spawn_blocking(move || -> Result<bool, StorageError> {
+            let mut out = private_file().create_new(true).write(true).open(&assembled)?;
+            for (name, seg_len) in &segments.0 {
+                let file = match std::fs::File::open(dir.join(name)) {
+                    Ok(f) => f,
+                    Err(e) if not_found(&e) => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                };
+                let actual = file.metadata()?.len();
+                if actual < *seg_len {
+                    return Err(StorageError::StagedDataLost { id: id_owned, expected: len, actual });
+                }
+                let copied = std::io::copy(&mut Read::take(file, *seg_len), &mut out)?;
+                if copied != *seg_len {
+                    return Err(StorageError::StagedDataLost { id: id_owned, expected: len, actual: copied });
+                }
             }
-            if actual > len {
-                file.set_len(len)?;
-            }
-            file.sync_data()?;
+            out.sync_data()?;
             Ok(true)
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?;
+        let present = match built {
+            Ok(present) => present,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         if !present {
-            // A retried commit whose first attempt already published the blob.
+            let _ = tokio::fs::remove_file(&tmp).await;
+            // a concurrent commit of the same session published it and removed the staging
             return match self.stat(digest).await? {
                 Some(size) if size == len => Ok(()),
                 _ => Err(StorageError::UploadNotFound(id.clone())),
             };
         }
-        if self.stat(digest).await? == Some(len) {
-            return self.abort_upload(id).await;
+        let published = self.publish(&tmp, digest).await;
+        if published.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
         }
-        self.publish(&path, digest).await
+        published?;
+        self.abort_upload(id).await
     }
 
     async fn abort_upload(&self, id: &UploadId) -> Result<(), StorageError> {
-        match tokio::fs::remove_file(self.upload_path(id)).await {
+        let path = self.upload_path(id);
+        let removed = match tokio::fs::remove_dir_all(&path).await {
+            // a staging file of the layout before per-request segments
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => tokio::fs::remove_file(&path).await,
+            other => other,
+        };
+        match removed {
             Err(e) if !not_found(&e) => Err(e.into()),
             _ => Ok(()),
         }
@@ -289,12 +328,16 @@ fn list_blob_files(root: &Path, after: Option<&Digest>, limit: usize) -> Result<
     Ok((out, more))
 }
 
-/// Buffers a request's bytes and writes them to the staging file in large blocks off the
-/// async threads.
+/// Buffers a request's bytes and writes them to the request's own segment file in large blocks
+/// off the async threads.
 struct FsUploadWriter {
     file: Option<std::fs::File>,
     buf: Vec<u8>,
-    len: u64,
+    /// the recorded segments this request continues from
+    segments: Segments,
+    /// this request's segment file (in the upload's directory)
+    name: String,
+    written: u64,
     unsynced: u64,
     syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -338,7 +381,7 @@ impl FsUploadWriter {
 #[async_trait]
 impl UploadWriter for FsUploadWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        self.len += chunk.len() as u64;
+        self.written += chunk.len() as u64;
         self.buf.extend_from_slice(&chunk);
         if self.buf.len() >= IO_CHUNK {
             self.flush_buf().await?;
@@ -351,9 +394,76 @@ impl UploadWriter for FsUploadWriter {
         if let Some(syncing) = self.syncing.take() {
             syncing.await.map_err(std::io::Error::other)??;
         }
-        // the file itself is the whole staging state
-        Ok((self.len, Vec::new()))
+        let mut segments = std::mem::take(&mut self.segments);
+        segments.0.push((std::mem::take(&mut self.name), self.written));
+        Ok((segments.len(), segments.encode()))
     }
+}
+
+/// The staging state of an embedded upload: its segment files in order, each with the length
+/// that counts (`<name> <len>` lines). Each segment was written by one request alone.
+#[derive(Debug, Default)]
+struct Segments(Vec<(String, u64)>);
+
+impl Segments {
+    /// Decodes a state that must cover exactly `len` bytes.
+    fn decode(id: &UploadId, len: u64, staging: &[u8]) -> Result<Segments, StorageError> {
+        let segments = Segments::parse(id, staging)?;
+        if segments.len() != len {
+            // a session recorded before per-request segments, or staging that does not match it
+            return Err(StorageError::StagedDataLost { id: id.clone(), expected: len, actual: segments.len() });
+        }
+        Ok(segments)
+    }
+
+    /// Decodes a state.
+    fn parse(id: &UploadId, staging: &[u8]) -> Result<Segments, StorageError> {
+        let invalid =
+            || StorageError::Io(std::io::Error::other(format!("upload {id} has an unreadable staging state")));
+        let text = std::str::from_utf8(staging).map_err(|_| invalid())?;
+        let mut segments = Vec::new();
+        for line in text.lines() {
+            let (name, seg_len) = line.split_once(' ').ok_or_else(invalid)?;
+            // names are ours (`<offset>-<hex>`): anything else is no segment of this store
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(invalid());
+            }
+            segments.push((name.to_string(), seg_len.parse::<u64>().map_err(|_| invalid())?));
+        }
+        Ok(Segments(segments))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.0.iter().map(|(name, len)| format!("{name} {len}\n")).collect::<String>().into_bytes()
+    }
+
+    /// Bytes the segments hold.
+    fn len(&self) -> u64 {
+        self.0.iter().map(|(_, len)| len).sum()
+    }
+}
+
+/// Open options for a file only this process's user may read (uploads, blobs, `meta.db`).
+pub(crate) fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Creates `dir` (and its parents) readable only by this process's user.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Collects a stream fully; for tests and small content only.

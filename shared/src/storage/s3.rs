@@ -5,14 +5,17 @@
 //! # Staging
 //! A writer buffers bytes and uploads every full part (8 MiB, doubling every 1,000 parts so 10,000
 //! parts cover far more than 50 GB; at most two in flight, so memory stays near three part sizes).
-//! On `finish()` the remainder is written as `uploads/<id>/tail-<start>-<len>` and the writer
-//! returns its `Staging` as JSON: the multipart upload id, the recorded parts' ETags (part `n` is
-//! entry `n - 1`), their sizes as runs, and the tail's length and ETag. The caller records that
-//! with the session offset, so the recorded state always names parts and a tail that exist:
-//! - a request that fails after uploading parts leaves them under part numbers past the recorded
-//!   ones; the retry overwrites them, and `CompleteMultipartUpload` only lists recorded parts;
-//! - a tail is never overwritten with other bytes (its key holds its start and length), and its
-//!   ETag is checked when it is read back, so a concurrent writer cannot corrupt recorded bytes;
+//! On `finish()` the remainder is written as `uploads/<id>/tail-<start>-<len>-<nonce>` and the
+//! writer returns its `Staging` as JSON: the multipart upload id, the recorded parts' numbers
+//! (as runs), ETags and sizes (as runs), and the tail's length, nonce and ETag. The caller records
+//! that with the session offset in one conditional write, so the recorded state always names
+//! parts and a tail that exist, and that only the request which recorded them wrote:
+//! - every part number is *claimed* before it is used, by creating `uploads/<id>/claim-<n>` with
+//!   `If-None-Match: *`: two requests racing on one session (or a retry of a failed one) never
+//!   write the same part, so the bytes of a request that lost the race are never listed by
+//!   `CompleteMultipartUpload`, which names only recorded parts (gaps in the numbers are fine);
+//! - a tail is never overwritten with other bytes (its key holds its start, length and a nonce of
+//!   the request that wrote it), and its ETag is checked when it is read back;
 //! - tails that end at or before the recorded offset are superseded and deleted on the next open.
 //!
 //! In Lambda mode (≤ 4 MiB per request) most requests only read the tail back and write it
@@ -71,7 +74,7 @@ const COPY_CONCURRENCY: usize = 4;
 /// Keys per `DeleteObjects` request (the S3 maximum).
 const DELETE_BATCH: usize = 1000;
 /// Version of the [`Staging`] JSON.
-const STAGING_VERSION: u32 = 1;
+const STAGING_VERSION: u32 = 2;
 
 /// Size of multipart part `n` (1-based) for a new part: 8 MiB for parts 1–1000, 16 MiB for
 /// 1001–2000, … so 3,000 parts hold 56 GiB and 10,000 parts terabytes.
@@ -254,8 +257,11 @@ impl S3BlobStore {
             .await?
             .into_iter()
             .filter(|key| {
-                let span = key.strip_prefix(&prefix).and_then(|s| s.split_once('-'));
-                let end = span.and_then(|(start, len)| start.parse::<u64>().ok()?.checked_add(len.parse().ok()?));
+                // `<start>-<len>` or `<start>-<len>-<nonce>`
+                let mut span = key.strip_prefix(&prefix).unwrap_or_default().splitn(3, '-');
+                let (start, len) = (span.next(), span.next());
+                let end =
+                    start.zip(len).and_then(|(start, len)| start.parse::<u64>().ok()?.checked_add(len.parse().ok()?));
                 key != keep && end.is_some_and(|end| end <= offset)
             })
             .collect::<Vec<_>>();
@@ -317,7 +323,7 @@ impl S3BlobStore {
         let mut parts = state.completed_parts();
         if state.tail_len > 0 {
             self.check_tail(id, state).await?;
-            let n = part_number(parts.len() + 1)?;
+            let n = part_number(self.claim_part(id, state.last_part_number() + 1).await? as usize)?;
             let copied = self
                 .client
                 .upload_part_copy()
@@ -368,6 +374,30 @@ impl S3BlobStore {
             Some((len, _)) => Err(lost(id, state.len(), len)),
             None => Err(StorageError::UploadNotFound(id.clone())),
         }
+    }
+
+    /// Claims the first free part number from `from` on for this request alone, by creating
+    /// `uploads/<id>/claim-<n>` only if it does not exist yet.
+    async fn claim_part(&self, id: &UploadId, from: u32) -> Result<u32, StorageError> {
+        for n in from..=MAX_PARTS {
+            let claimed = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(format!("uploads/{id}/claim-{n}"))
+                .if_none_match("*")
+                .content_length(0)
+                .body(S3Body::from_static(b""))
+                .send()
+                .await;
+            match claimed {
+                Ok(_) => return Ok(n),
+                // taken by another request (409 while a concurrent claim is in flight)
+                Err(e) if code_is(&e, "PreconditionFailed") || code_is(&e, "ConditionalRequestConflict") => {}
+                Err(e) => return Err(s3_error("PutObject (part claim)", e)),
+            }
+        }
+        Err(backend(format!("upload {id} has used all {MAX_PARTS} part numbers")))
     }
 
     /// Copies `source` (`len` bytes) to `dest` inside the bucket.
@@ -487,15 +517,22 @@ struct Staging {
     /// the multipart upload onto `uploads/<id>/data`, once a part was needed
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mpu: Option<String>,
-    /// ETags (unquoted) of the recorded parts; part `n` is entry `n - 1`
+    /// the recorded parts' numbers in order, as runs of `(first, count)` (version 1 states
+    /// numbered their parts 1, 2, … and leave this empty)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    numbers: Vec<(u32, u32)>,
+    /// ETags (unquoted) of the recorded parts, in part order
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     etags: Vec<String>,
     /// part sizes in order, as runs of `(count, size)`
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sizes: Vec<(u32, u64)>,
-    /// bytes in the tail object `uploads/<id>/tail-<parts total>-<tail_len>`
+    /// bytes in the tail object `uploads/<id>/tail-<parts total>-<tail_len>[-<tail_nonce>]`
     #[serde(default)]
     tail_len: u64,
+    /// the writing request's nonce in the tail's key (absent in version 1 states)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail_nonce: Option<String>,
     /// the tail object's ETag (unquoted); `None` until a writer finished
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tail_etag: Option<String>,
@@ -503,7 +540,16 @@ struct Staging {
 
 impl Staging {
     fn new() -> Staging {
-        Staging { v: STAGING_VERSION, mpu: None, etags: Vec::new(), sizes: Vec::new(), tail_len: 0, tail_etag: None }
+        Staging {
+            v: STAGING_VERSION,
+            mpu: None,
+            numbers: Vec::new(),
+            etags: Vec::new(),
+            sizes: Vec::new(),
+            tail_len: 0,
+            tail_nonce: None,
+            tail_etag: None,
+        }
     }
 
     /// Decodes a state; empty means a new upload.
@@ -511,13 +557,30 @@ impl Staging {
         if bytes.is_empty() {
             return Ok(Staging::new());
         }
-        let state: Staging = serde_json::from_slice(bytes).map_err(|e| invalid_state(&e.to_string()))?;
-        if state.v != STAGING_VERSION {
-            return Err(invalid_state(&format!("unknown version {}", state.v)));
+        let mut state: Staging = serde_json::from_slice(bytes).map_err(|e| invalid_state(&e.to_string()))?;
+        match state.v {
+            1 if !state.etags.is_empty() => {
+                let count = u32::try_from(state.etags.len()).map_err(|_| invalid_state("too many parts"))?;
+                state.numbers = vec![(1, count)];
+            }
+            1 | STAGING_VERSION => {}
+            v => return Err(invalid_state(&format!("unknown version {v}"))),
         }
+        state.v = STAGING_VERSION;
         let counted: u64 = state.sizes.iter().map(|&(count, _)| u64::from(count)).sum();
         if counted != state.etags.len() as u64 {
             return Err(invalid_state("part sizes do not match the part list"));
+        }
+        let numbered: u64 = state.numbers.iter().map(|&(_, count)| u64::from(count)).sum();
+        let mut next = 1u64;
+        for &(first, count) in &state.numbers {
+            if u64::from(first) < next || count == 0 {
+                return Err(invalid_state("part numbers are not ascending"));
+            }
+            next = u64::from(first) + u64::from(count);
+        }
+        if numbered != state.etags.len() as u64 || next > u64::from(MAX_PARTS) + 1 {
+            return Err(invalid_state("part numbers do not match the part list"));
         }
         if !state.etags.is_empty() && state.mpu.is_none() {
             return Err(invalid_state("parts without a multipart upload id"));
@@ -539,10 +602,27 @@ impl Staging {
     }
 
     fn tail_key(&self, id: &UploadId) -> String {
-        format!("uploads/{id}/tail-{}-{}", self.parts_total(), self.tail_len)
+        match &self.tail_nonce {
+            Some(nonce) => format!("uploads/{id}/tail-{}-{}-{nonce}", self.parts_total(), self.tail_len),
+            None => format!("uploads/{id}/tail-{}-{}", self.parts_total(), self.tail_len),
+        }
     }
 
-    fn push_part(&mut self, etag: String, size: u64) {
+    /// The recorded parts' numbers, in order.
+    fn part_numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.numbers.iter().flat_map(|&(first, count)| first..first.saturating_add(count))
+    }
+
+    /// The highest recorded part number (0 for none): the next claim starts after it.
+    fn last_part_number(&self) -> u32 {
+        self.numbers.last().map_or(0, |&(first, count)| first + count - 1)
+    }
+
+    fn push_part(&mut self, number: u32, etag: String, size: u64) {
+        match self.numbers.last_mut() {
+            Some((first, count)) if *first + *count == number => *count += 1,
+            _ => self.numbers.push((number, 1)),
+        }
         self.etags.push(etag);
         match self.sizes.last_mut() {
             Some((count, last)) if *last == size => *count += 1,
@@ -551,9 +631,11 @@ impl Staging {
     }
 
     fn completed_parts(&self) -> Vec<CompletedPart> {
-        (1..)
+        self.part_numbers()
             .zip(&self.etags)
-            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(quote(etag)).build())
+            .map(|(n, etag)| {
+                CompletedPart::builder().part_number(i32::try_from(n).unwrap_or(i32::MAX)).e_tag(quote(etag)).build()
+            })
             .collect()
     }
 }
@@ -713,7 +795,7 @@ impl BlobStore for S3BlobStore {
             tracing::warn!(upload = %id, error = %e, "could not delete superseded upload tails");
         }
         let buf = tail?;
-        let next_part = u32::try_from(state.etags.len() + 1).unwrap_or(u32::MAX);
+        let next_part = state.last_part_number() + 1;
         Ok(Box::new(S3UploadWriter {
             store: self.clone(),
             id: id.clone(),
@@ -904,8 +986,9 @@ struct S3UploadWriter {
     dirty: bool,
 }
 
-/// One part upload running in the background: its size and the task yielding its ETag.
+/// One part upload running in the background: its number, size and the task yielding its ETag.
 struct PartUpload {
+    number: u32,
     size: u64,
     task: JoinHandle<Result<String, StorageError>>,
 }
@@ -941,9 +1024,9 @@ impl S3UploadWriter {
 
     /// Starts uploading the next part, first waiting for a slot.
     async fn start_part(&mut self, bytes: Bytes) -> Result<(), StorageError> {
-        let n = self.next_part;
-        let number = part_number(n as usize)?;
         let mpu = self.multipart_upload_id().await?;
+        let n = self.store.claim_part(&self.id, self.next_part).await?;
+        let number = part_number(n as usize)?;
         while self.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
             self.reap_oldest().await?;
         }
@@ -967,8 +1050,8 @@ impl S3UploadWriter {
                 Err(e) => Err(s3_error("UploadPart", e)),
             }
         });
-        self.in_flight.push_back(PartUpload { size, task });
-        self.next_part += 1;
+        self.in_flight.push_back(PartUpload { number: n, size, task });
+        self.next_part = n + 1;
         Ok(())
     }
 
@@ -977,7 +1060,7 @@ impl S3UploadWriter {
             return Ok(());
         };
         let etag = part.task.await.map_err(std::io::Error::other)??;
-        self.state.push_part(etag, part.size);
+        self.state.push_part(part.number, etag, part.size);
         Ok(())
     }
 }
@@ -1030,6 +1113,7 @@ impl UploadWriter for S3UploadWriter {
         }
         let tail = Bytes::from(std::mem::take(&mut self.buf));
         self.state.tail_len = tail.len() as u64;
+        self.state.tail_nonce = Some(uuid::Uuid::new_v4().simple().to_string());
         let key = self.state.tail_key(&self.id);
         let out = self
             .store
@@ -1297,7 +1381,7 @@ mod tests {
         let mut state = Staging::new();
         state.mpu = Some("x".repeat(128));
         for n in 1..=3000 {
-            state.push_part(format!("{:032x}", u128::from(n) * 0x1234_5678_9abc), part_size(n));
+            state.push_part(n, format!("{:032x}", u128::from(n) * 0x1234_5678_9abc), part_size(n));
         }
         state.tail_len = 12345;
         state.tail_etag = Some("0".repeat(32));
@@ -1306,7 +1390,24 @@ mod tests {
         assert_eq!(state.sizes, vec![(1000, 8 * MIB), (1000, 16 * MIB), (1000, 32 * MIB)]);
         assert_eq!(Staging::decode(&encoded).unwrap(), state);
         assert!(Staging::decode(b"{\"v\":1,\"etags\":[\"a\"]}").is_err(), "parts need sizes and an upload id");
-        assert!(Staging::decode(b"{\"v\":2}").is_err());
+        assert!(Staging::decode(b"{\"v\":3}").is_err());
+        // a version 1 state numbered its parts 1, 2, …
+        let v1 = Staging::decode(b"{\"v\":1,\"mpu\":\"m\",\"etags\":[\"a\",\"b\"],\"sizes\":[[2,8388608]]}").unwrap();
+        assert_eq!(v1.part_numbers().collect::<Vec<_>>(), vec![1, 2]);
+        let mut gaps = Staging::new();
+        gaps.mpu = Some("m".into());
+        for n in [1, 2, 5, 6, 9] {
+            gaps.push_part(n, "e".into(), 8 * MIB);
+        }
+        assert_eq!(gaps.numbers, vec![(1, 2), (5, 2), (9, 1)]);
+        assert_eq!(
+            Staging::decode(&gaps.encode().unwrap()).unwrap().part_numbers().collect::<Vec<_>>(),
+            vec![1, 2, 5, 6, 9]
+        );
+        assert!(Staging::decode(
+            b"{\"v\":2,\"mpu\":\"m\",\"numbers\":[[3,1],[2,1]],\"etags\":[\"a\",\"b\"],\"sizes\":[[2,8388608]]}"
+        )
+        .is_err());
         assert_eq!(Staging::decode(&[]).unwrap(), Staging::new());
     }
 }
