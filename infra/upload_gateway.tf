@@ -16,7 +16,17 @@ locals {
     var.private_access ? compact([try(data.aws_vpc.this[0].cidr_block, null)]) : ["0.0.0.0/0"]
   )
 
-  upload_gateway_environment = merge(local.berth_environment, { BERTH_LOG_FORMAT = "json" })
+  # Behind the ALB every connection comes from one of its node addresses, so berth serve's
+  # per-address connection limit would throttle all clients together: it is raised to the
+  # process-wide limit. The ALB reuses its connections to a target for up to its idle timeout,
+  # so the target must keep them open longer (else requests meet closed connections: 502); the
+  # ALB itself reads client headers and bounds client connections.
+  upload_gateway_environment = merge(local.berth_environment, {
+    BERTH_LOG_FORMAT             = "json"
+    BERTH_MAX_CONNECTIONS_PER_IP = "4096"
+    BERTH_HEADER_TIMEOUT_SECONDS = tostring(var.upload_gateway_idle_timeout_seconds + 60)
+    BERTH_IDLE_TIMEOUT_SECONDS   = tostring(var.upload_gateway_idle_timeout_seconds + 60)
+  })
 
   # ECS resolves these SSM parameters at task start, so no secret sits in the task definition.
   upload_gateway_secrets = merge(

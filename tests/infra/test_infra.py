@@ -400,6 +400,11 @@ def test_upload_gateway_runs_berth_serve_with_the_berth_environment(tf: Module):
     assert set(tf.local("berth_environment")) <= env
     env_values = {e["name"]: e["value"] for e in container["environment"]}
     assert env_values["BERTH_PUBLIC_URL"] == tf.local("berth_environment")["BERTH_PUBLIC_URL"]
+    # behind the ALB: one client address for everyone, and connections the ALB keeps reusing
+    assert env_values["BERTH_MAX_CONNECTIONS_PER_IP"] == "4096"
+    alb_idle = tf.argument("aws_lb", "upload_gateway", "idle_timeout", 0)
+    for timeout in ("BERTH_HEADER_TIMEOUT_SECONDS", "BERTH_IDLE_TIMEOUT_SECONDS"):
+        assert int(env_values[timeout]) > alb_idle, f"{timeout} must outlast the ALB's idle timeout"
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
     assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key")}
     assert not set(secrets) & env, "a secret is also a plain environment variable"
