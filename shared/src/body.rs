@@ -85,18 +85,30 @@ pub enum ReadBodyError {
     /// The body stream failed.
     #[error("reading the body: {0}")]
     Io(#[from] std::io::Error),
+    /// The body did not arrive whole within [`SMALL_BODY_DEADLINE`].
+    #[error("the body did not arrive within {} s", SMALL_BODY_DEADLINE.as_secs())]
+    TooSlow,
 }
 
+/// How long a small body may take to arrive in all: a client trickling a token form or a
+/// manifest a byte at a time holds its connection no longer than this (a stall timeout alone
+/// restarts with every byte).
+pub const SMALL_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads a body that is small by contract (a manifest, a JSON request, a token form) into one
-/// buffer, refusing it as soon as it passes `limit`; blob bodies are never read this way.
+/// buffer, refusing it as soon as it passes `limit` or [`SMALL_BODY_DEADLINE`] passes; blob
+/// bodies are never read this way.
 pub async fn read_capped(mut body: ByteStream, limit: usize) -> Result<Bytes, ReadBodyError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ReadBodyError::TooLarge { limit });
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ReadBodyError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(SMALL_BODY_DEADLINE, read).await.unwrap_or(Err(ReadBodyError::TooSlow))
 }

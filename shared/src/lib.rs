@@ -9,6 +9,7 @@ pub mod auth;
 pub mod aws;
 pub mod body;
 pub mod config;
+pub mod connections;
 pub mod gc;
 pub mod identity;
 pub mod jobs;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, RouteFilter};
 use crate::app::{App, AppError, Settings};
+use crate::connections::{Admitted, ConnectionLimits, Connections, ProgressIo};
 use crate::jobs;
 
 /// Which adapters `berth serve` runs on.
@@ -45,93 +46,6 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// how many connections, and for how long, one process serves
     pub limits: ConnectionLimits,
-}
-
-/// Bounds on client connections, so idle or slow clients cannot exhaust the process: the file
-/// descriptors, the tasks, or the patience of everyone else.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// connections served at once; more are closed as they arrive
-    pub max_connections: usize,
-    /// connections served at once from one client address
-    pub max_per_ip: usize,
-    /// how long a connection may take to send a request's headers (from when it opens, or from
-    /// the end of its previous request)
-    pub header_timeout: Duration,
-    /// how long a request body may stall, or a kept-alive connection stay silent
-    pub idle_timeout: Duration,
-}
-
-/// Connections from one address served at once unless configured otherwise: far above what a
-/// client pushing layers in parallel opens, far below what exhausts the process.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
-/// How long a request's headers may take to arrive unless configured otherwise.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a body may stall or a kept-alive connection stay silent unless configured otherwise.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// 4096 connections, or three quarters of this process's open-file limit when that is lower
-/// (blob files, the database and the job table need descriptors too).
-pub fn default_max_connections() -> usize {
-    let soft_limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
-        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-        line.split_whitespace().nth(3)?.parse::<usize>().ok()
-    });
-    soft_limit.map_or(1024, |n| n / 4 * 3).clamp(64, 4096)
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: default_max_connections(),
-            max_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-        }
-    }
-}
-
-/// Counts open connections, in all and per client address; a [`Slot`] is one of them.
-#[derive(Debug, Default)]
-struct ConnectionCount {
-    total: usize,
-    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
-}
-
-/// One admitted connection; dropping it frees its place.
-struct Slot {
-    count: Arc<std::sync::Mutex<ConnectionCount>>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.count.lock() {
-            c.total = c.total.saturating_sub(1);
-            if let Some(n) = c.per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_ip.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
-/// A place for a connection from `ip`, unless the process or that address is at its limit.
-fn admit(
-    count: &Arc<std::sync::Mutex<ConnectionCount>>,
-    limits: &ConnectionLimits,
-    ip: std::net::IpAddr,
-) -> Option<Slot> {
-    let mut c = count.lock().ok()?;
-    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-    if c.total >= limits.max_connections || from_ip >= limits.max_per_ip {
-        return None;
-    }
-    c.total += 1;
-    c.per_ip.insert(ip, from_ip + 1);
-    Some(Slot { count: count.clone(), ip })
 }
 
 /// Why the server stopped with an error.
@@ -191,9 +105,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         );
     }
     let app = Arc::new(app);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Listen { addr: options.listen, source })?;
+    let listener = listen(options.listen).map_err(|source| ServeError::Listen { addr: options.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: options.listen, source })?;
     tracing::info!(%addr, backend = %described, "berth is serving the registry API");
     println!("berth listening on http://{addr} ({described})");
@@ -210,7 +122,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         idle_timeout_s = limits.idle_timeout.as_secs(),
         "connection limits"
     );
-    let count = Arc::new(std::sync::Mutex::new(ConnectionCount::default()));
+    let connections = Connections::new(limits);
     let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -222,17 +134,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Some(slot) = admit(&count, &limits, peer.ip()) else {
-                        // closed at once: cheaper than a 503 and holds nothing
-                        if refused_logged.elapsed() >= Duration::from_secs(10) {
-                            refused_logged = std::time::Instant::now();
-                            tracing::warn!(client = %peer.ip(), "connection limit reached; closing new connections");
+                    let admitted = match connections.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(refused) => {
+                            // closed at once: cheaper than a 503 and holds nothing
+                            if refused_logged.elapsed() >= Duration::from_secs(10) {
+                                refused_logged = std::time::Instant::now();
+                                tracing::warn!(client = %peer.ip(), ?refused, "connection limit reached; closing new connections");
+                            }
+                            drop(stream);
+                            continue;
                         }
-                        drop(stream);
-                        continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(app.clone(), stream, peer.ip(), limits, slot));
+                    let stream = connections.track(stream, &admitted);
+                    tokio::spawn(serve_connection(app.clone(), stream, peer.ip(), limits, admitted));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -245,10 +161,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
 async fn serve_connection(
     app: Arc<App>,
-    stream: tokio::net::TcpStream,
+    stream: ProgressIo<tokio::net::TcpStream>,
     peer: std::net::IpAddr,
     limits: ConnectionLimits,
-    slot: Slot,
+    admitted: Admitted,
 ) {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
@@ -272,12 +188,17 @@ async fn serve_connection(
         // hyper runs this timer whenever it waits for a request head, so it also closes
         // kept-alive connections that stay silent
         .header_read_timeout(limits.header_timeout.min(limits.idle_timeout))
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(error = %e, "connection ended with an error");
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        served = served => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        // a full process gave this quiet connection's place to a new one: dropping closes it
+        () = admitted.evict.notified() => tracing::debug!(client = %peer, "quiet connection closed for a new one"),
     }
-    drop(slot);
+    drop(admitted);
 }
 
 /// A request body that fails once no bytes arrived for `idle` (a client trickling a body, or
@@ -301,6 +222,18 @@ fn stall_limited(
             )),
         }
     }))
+}
+
+/// Connections the kernel queues before they are accepted: the default (128) overflowed under a
+/// connection flood on a loaded machine, and a legitimate client's handshake then waited for a
+/// retransmission (about a second).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Enqueues housekeeping at start (reclaiming what a crash left) and every `interval` after.

@@ -489,6 +489,26 @@ def test_token_refused_after_key_revocation(registry, api, repo_name):
 RECHECK = {"BERTH_CREDENTIAL_RECHECK_SECONDS": "2"}
 
 
+def test_a_token_minted_in_the_second_of_a_rotation_dies_with_the_old_secret(registry):
+    """Rotation ends every token of the old secret, including those minted in the very second the
+    key was rotated (a time in whole seconds cannot tell them apart)."""
+    user, creds = new_user(registry, "project-admin")
+    for _ in range(5):
+        t = token(registry, creds, "registry:management:*")
+        r = requests.post(url(registry, f"/api/v1/users/{user}/keys/{creds[0]}/rotate"), auth=admin(registry),
+                          timeout=T)
+        assert r.status_code == 200, f"rotate -> {r.status_code} {r.text}"
+        creds = (creds[0], r.json()["secret_key"])
+        if claims(t)["iat"] == r.json()["rotated_at"]:
+            break
+    else:
+        pytest.fail("could not mint a token in the second of a rotation")
+    r = requests.post(url(registry, f"/api/v1/users/{user}/keys"), headers=bearer(t), timeout=T)
+    assert r.status_code == 401, f"a token of the old secret created a key: {r.status_code} {r.text}"
+    r = requests.get(url(registry, "/v2/"), headers=bearer(t), timeout=T)
+    assert r.status_code == 401, f"a token of the old secret still works: {r.status_code}"
+
+
 def test_tokens_follow_changes_made_through_another_process(registry_factory, repo_name):
     first = registry_factory(env=RECHECK)
     second = registry_factory(share_with=first, env=RECHECK)
@@ -556,6 +576,10 @@ def test_tokens_living_longer_than_issued_are_refused(registry_factory):
     r = requests.get(url(reg, "/v2/"), headers=bearer(forever), timeout=T)
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED", (
         f"a token valid for 10 years (lifetime {c['exp'] - c['iat']} s issued) was accepted: {r.status_code}")
+    # issued in the future: it would outlive any rotation of its key
+    later = sign({**c, "jti": uuid.uuid4().hex, "iat": int(time.time()) + 10**6})
+    r = requests.get(url(reg, "/v2/"), headers=bearer(later), timeout=T)
+    assert r.status_code == 401, f"a token issued in the future was accepted: {r.status_code}"
 
 
 # --- 5. files ---------------------------------------------------------------------------------------
@@ -687,6 +711,73 @@ def test_idle_keep_alive_connections_are_closed(registry_factory):
         conn.close()
 
 
+def test_a_full_process_gives_quiet_connections_places_to_clients_that_use_theirs(registry_factory):
+    """An attacker fills every slot with connections that sent pipelined requests and never read
+    the answers (so the server's writes back up): when the process is full, the quietest
+    connection gives way to a new one instead of the new one being refused."""
+    reg = registry_factory(extra_args=["--max-connections", "60", "--max-connections-per-ip", "30"])
+    raise_fd_limit(4096)
+    held = []
+    try:
+        pipelined = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n" * 300
+        for source in ("127.0.0.21", "127.0.0.22"):
+            for _ in range(30):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers back up at once
+                s.bind((source, 0))
+                s.connect(("127.0.0.1", reg.port))
+                s.setblocking(False)
+                try:
+                    s.send(pipelined)
+                except BlockingIOError:
+                    pass
+                held.append(s)
+        time.sleep(2.5)  # the server has filled what the attacker will not read: quiet
+        got, tries, started = None, [], time.monotonic()
+        while got is None and time.monotonic() - started < 10:
+            try:
+                got = requests.get(url(reg, "/v2/"), auth=admin(reg), timeout=T)
+            except requests.ConnectionError as e:
+                tries.append(repr(e)[:80])
+                time.sleep(0.5)
+        assert got is not None and got.status_code == 200, f"refused while 60 unread connections fill the process: {tries}"
+        assert not tries, f"the new client was refused {len(tries)} time(s) first: {tries[:2]}"
+        assert sum(closed_by_server(s) for s in held) >= 1, "no quiet connection gave way"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_trickled_token_form_is_cut_off(registry_factory):
+    """A form body sent a byte at a time (before any credentials are checked) holds its
+    connection no longer than the small-body deadline, whatever the stall timeout."""
+    reg = registry_factory()
+    s = connect_from("127.0.0.23", reg.port)
+    assert s is not None
+    try:
+        s.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  b"Content-Length: 16000\r\n\r\n")
+        deadline = time.monotonic() + 45
+        answer = b""
+        s.settimeout(1)
+        while time.monotonic() < deadline and not answer:
+            try:
+                s.sendall(b"a")
+            except OSError:
+                break
+            try:
+                answer = s.recv(4096)
+                if not answer:
+                    break
+            except socket.timeout:
+                pass
+        took = 45 - (deadline - time.monotonic())
+        assert took < 40, f"a trickled 16 KB form held its connection for {took:.0f} s"
+        assert not answer or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    finally:
+        s.close()
+
+
 # --- 7. login storm ---------------------------------------------------------------------------------
 
 def test_login_storm_verifies_at_most_ten_secrets(registry):
@@ -705,6 +796,21 @@ def test_login_storm_verifies_at_most_ten_secrets(registry):
     assert not bad, f"answers other than 429 TOOMANYREQUESTS with Retry-After: {bad[:5]} ({len(bad)})"
     status, _, body, _ = get_from(registry, "/v2/", "127.0.0.3", {"Authorization": basic(admin(registry))})
     assert status == 200, f"the admin key from 127.0.0.3 after the storm -> {status} {body[:200]!r}"
+
+
+def test_wrong_guesses_at_a_key_id_do_not_lock_out_its_holder(registry):
+    """Ten wrong secrets for a key from elsewhere put the key over its limit: further guesses at it
+    get 429, but its holder, with the right secret, still gets in (guessing is limited per
+    address)."""
+    _, creds = new_user(registry, "project-admin")
+    for i in range(10):
+        status, _, _, _ = get_from(registry, "/v2/", f"127.0.0.{60 + i}",
+                                   {"Authorization": basic((creds[0], f"{WRONG_SECRET}{i}"))})
+        assert status == 401, f"guess {i} -> {status}"
+    status, _, _, _ = get_from(registry, "/v2/", "127.0.0.71", {"Authorization": basic((creds[0], WRONG_SECRET))})
+    assert status == 429, f"a guess at a key over its limit -> {status}"
+    status, _, _, _ = get_from(registry, "/v2/", "127.0.0.72", {"Authorization": basic(creds)})
+    assert status == 200, f"the key's holder was locked out by others' guesses: {status}"
 
 
 def test_unknown_key_ids_take_as_long_as_known_ones(registry):
@@ -750,6 +856,37 @@ def test_catalog_hides_private_registries(registry, api, repo_name):
 # --- low ----------------------------------------------------------------------------------------------
 
 UPLOAD_TOKEN_KEY = "e2e-upload-token-key-0123456789abcdefghi"  # 40 characters
+
+
+def test_catalog_pages_never_name_a_hidden_repository(registry, api, repo_name):
+    """Paging the catalog one name at a time, from anywhere, never reveals a private registry's
+    repository, in the body or in the Link cursor."""
+    name = new_registry(registry, "pv")
+    push_whole(registry, f"{name}/secret", b"hidden")
+    make_private(registry, name)
+    seen, cursor = [], name[:2]
+    for _ in range(500):
+        params = {"n": 1} | ({"last": cursor} if cursor else {})
+        r = api.get("/v2/_catalog", params=params, timeout=T)
+        assert r.status_code == 200, r.text
+        assert f"{name}/" not in r.text and f"{name}/" not in r.headers.get("Link", ""), (
+            f"page after {cursor!r} names the hidden repository: {r.json()} Link={r.headers.get('Link')}")
+        seen += r.json()["repositories"]
+        link = r.headers.get("Link")
+        if not link:
+            break
+        cursor = parse_qs(urlsplit(link.split(";")[0].strip("<>")).query)["last"][0]
+    assert seen == sorted(seen), seen
+
+
+def test_the_audit_log_cannot_be_flooded_with_refusals(registry, repo_name):
+    _, viewer = new_user(registry, "service-viewer")
+    for _ in range(80):
+        r = requests.delete(url(registry, f"/v2/{repo_name}/manifests/latest"), auth=viewer, timeout=T)
+        assert r.status_code == 403, r.status_code
+    r = requests.get(url(registry, "/api/v1/audit"), params={"n": 1000}, auth=admin(registry), timeout=T)
+    entries = [e for e in r.json()["items"] if e["who"] != "admin" and e["status"] == 403]
+    assert 1 <= len(entries) <= 60, f"{len(entries)} refusal entries for one principal within a minute"
 
 
 def test_upload_state_token_needs_its_live_owner(registry_factory, repo_name):

@@ -28,6 +28,8 @@ pub struct LoginLimiter {
     attempts: Mutex<HashMap<String, (Instant, u32)>>,
     /// slots for running a secret verification
     verifications: tokio::sync::Semaphore,
+    /// argon2 working memory of the slots not in use, reused so a storm allocates it once
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
 }
 
 impl Default for LoginLimiter {
@@ -35,6 +37,24 @@ impl Default for LoginLimiter {
         LoginLimiter {
             attempts: Mutex::new(HashMap::new()),
             verifications: tokio::sync::Semaphore::new(VERIFY_PERMITS),
+            memory: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A place to run one verification: held while it runs, with the working memory it runs in.
+#[derive(Debug)]
+pub struct VerificationSlot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    limiter: &'a LoginLimiter,
+    /// argon2 working memory (empty until the first verification grows it)
+    pub memory: Vec<argon2::Block>,
+}
+
+impl Drop for VerificationSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.limiter.memory.lock() {
+            pool.push(std::mem::take(&mut self.memory));
         }
     }
 }
@@ -80,9 +100,12 @@ impl LoginLimiter {
     }
 
     /// A slot to run one verification in, waiting at most [`VERIFY_QUEUE_WAIT`]; `None` when
-    /// the process is saturated with logins.
-    pub async fn verification_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifications.acquire()).await.ok()?.ok()
+    /// the process is saturated with logins. At most [`VERIFY_PERMITS`] exist, each with its
+    /// own working memory, so verifications never hold more than that much memory in all.
+    pub async fn verification_slot(&self) -> Option<VerificationSlot<'_>> {
+        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifications.acquire()).await.ok()?.ok()?;
+        let memory = self.memory.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default();
+        Some(VerificationSlot { _permit: permit, limiter: self, memory })
     }
 }
 

@@ -109,7 +109,9 @@ pub async fn verify_key(
     }
     let fail = || async {
         tracing::info!(access_key = %loggable(id), source = ?source, "failed login");
-        crate::audit::Context::of(head).record(app, &loggable(id), "login", http::StatusCode::UNAUTHORIZED).await;
+        crate::audit::Context::of(head)
+            .record_refusal(app, &loggable(id), "login", http::StatusCode::UNAUTHORIZED)
+            .await;
         AccessError::Unauthenticated("invalid access key or secret key".into())
     };
     if id.is_empty() || id.len() > 128 || secret_key.len() > 256 {
@@ -120,9 +122,6 @@ pub async fn verify_key(
         };
     }
     subjects.push(format!("key:{id}"));
-    if let Some(retry_after) = limiter.blocked(&subjects) {
-        return Err(AccessError::RateLimited { retry_after });
-    }
     let found = key::get(app.meta.as_ref(), id).await?;
     let fingerprint = secret::fingerprint(secret_key);
     let cached = found.as_ref().is_some_and(|(stored, _)| {
@@ -133,7 +132,18 @@ pub async fn verify_key(
             .and_then(|m| m.get(id).cloned())
             .is_some_and(|(fp, hash)| fp == fingerprint && hash == stored.secret_hash)
     });
+    // A secret this process already verified against the stored hash passes even while its key
+    // or address is over the failure limit.
     if !cached {
+        let (ip_subjects, key_subject) = subjects.split_at(subjects.len() - 1);
+        if let Some(retry_after) = limiter.blocked(ip_subjects) {
+            return Err(AccessError::RateLimited { retry_after });
+        }
+        // A key over its failure limit still lets its right secret in (guessing stays limited
+        // per address, and a secret is 240 random bits): whoever guesses at a key id cannot lock
+        // out those who hold its secret. Wrong guesses at it answer 429, as before any check.
+        let key_blocked = limiter.blocked(key_subject);
+        let counted: &[String] = if key_blocked.is_some() { ip_subjects } else { &subjects };
         let hash = match &found {
             Some((stored, _)) => stored.secret_hash.clone(),
             None => unknown_key_hash().await?,
@@ -147,15 +157,18 @@ pub async fn verify_key(
         let verdict = cell
             .get_or_try_init(|| async {
                 led.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Err(retry_after) = limiter.begin(&subjects) {
+                if let Err(retry_after) = limiter.begin(counted) {
                     return Err(AccessError::RateLimited { retry_after });
                 }
-                let Some(_slot) = limiter.verification_slot().await else {
+                let Some(mut slot) = limiter.verification_slot().await else {
                     return Err(AccessError::RateLimited { retry_after: 1 });
                 };
-                let ok = key::verify(secret_key.to_string(), hash).await? && found.is_some();
+                let (verdict, memory) =
+                    key::verify_in(secret_key.to_string(), hash, std::mem::take(&mut slot.memory)).await;
+                slot.memory = memory;
+                let ok = verdict? && found.is_some();
                 if ok {
-                    limiter.succeeded(&subjects);
+                    limiter.succeeded(counted);
                 }
                 Ok(ok)
             })
@@ -169,11 +182,12 @@ pub async fn verify_key(
         if !verdict? {
             // an attempt that shared another's verification still counts as a failure
             if !led.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Err(retry_after) = limiter.begin(&subjects) {
+                if let Err(retry_after) = limiter.begin(counted) {
                     return Err(AccessError::RateLimited { retry_after });
                 }
             }
-            return Err(fail().await);
+            let failed = fail().await;
+            return Err(key_blocked.map_or(failed, |retry_after| AccessError::RateLimited { retry_after }));
         }
     }
     let Some((stored, version)) = found else { return Err(fail().await) };
@@ -193,12 +207,13 @@ pub async fn verify_key(
 }
 
 /// Whether the user and access key behind a token still stand as they did when it was issued:
-/// the user exists with the same role generation, and the key exists, is theirs and was not
-/// rotated since. Remembered per process for `settings.credential_recheck` (so a change made
+/// the user exists with the same role generation, and the key exists, is theirs and has the
+/// same secret generation (was not rotated since). Remembered per process for `settings.credential_recheck` (so a change made
 /// elsewhere applies within that bound; a change made here applies at once); `fresh` reads
 /// the store regardless (before a token creates credentials).
 pub async fn token_holder_is_current(app: &App, claims: &jwt::Claims, fresh: bool) -> Result<bool, AccessError> {
-    let cache_key = format!("{}\n{}\n{}", claims.sub, claims.access_key_id.as_deref().unwrap_or(""), claims.gen);
+    let cache_key =
+        format!("{}\n{}\n{}\n{}", claims.sub, claims.access_key_id.as_deref().unwrap_or(""), claims.gen, claims.kgen);
     if !fresh {
         let hit = app.access.holders.lock().ok().and_then(|m| m.get(&cache_key).copied());
         if let Some((current, at)) = hit {
@@ -211,7 +226,7 @@ pub async fn token_holder_is_current(app: &App, claims: &jwt::Claims, fresh: boo
         Some(user) if user.generation == claims.gen => match &claims.access_key_id {
             Some(id) => key::get(app.meta.as_ref(), id)
                 .await?
-                .is_some_and(|(k, _)| k.user == claims.sub && k.rotated_at.is_none_or(|rotated| rotated <= claims.iat)),
+                .is_some_and(|(k, _)| k.user == claims.sub && k.generation == claims.kgen),
             // every token Berth issues names its key; one without cannot be checked
             None => false,
         },
@@ -269,7 +284,11 @@ async fn verified_claims(app: &App, token: String) -> Result<Arc<jwt::Claims>, A
     // Berth never issues a token longer-lived than the configured lifetime: one that claims more
     // was not issued under this configuration (or was forged with a leaked key)
     let longest = app.settings.token_lifetime.min(super::token_service::MAX_TOKEN_LIFETIME).as_secs() as i64;
-    if claims.exp - claims.iat > longest + TOKEN_LEEWAY_SECS || claims.exp > now + longest + TOKEN_LEEWAY_SECS {
+    // (and one issued in the future would outlive any rotation of the key it names)
+    if claims.exp - claims.iat > longest + TOKEN_LEEWAY_SECS
+        || claims.exp > now + longest + TOKEN_LEEWAY_SECS
+        || claims.iat > now + TOKEN_LEEWAY_SECS
+    {
         return Err(AccessError::Unauthenticated(format!(
             "token refused: it is valid for longer than this registry issues tokens ({longest} s)"
         )));

@@ -99,6 +99,8 @@ pub struct AccessState {
     pub verifying: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<bool>>>>,
     /// login attempt counters and verification slots
     pub limiter: limiter::LoginLimiter,
+    /// how many refusals each principal and address had written to the audit log lately
+    pub refusals: crate::audit::RefusalBudget,
     /// registry name → (record, when read)
     pub registries: guard::RegistryCache,
 }

@@ -58,6 +58,7 @@ pub async fn issue(app: &App, head: &http::request::Parts, body: ByteStream) -> 
         access: granted,
         refused,
         gen: user.generation,
+        kgen: key.generation,
         access_key_id: Some(key.id.clone()),
     };
     let signing = signing::key(app).await?;

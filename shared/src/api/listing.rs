@@ -17,31 +17,44 @@ pub fn base() -> Result<Response, OciError> {
 }
 
 /// Repository names, paginated; repositories of registries that do not admit the caller's
-/// address (public access off) are left out, as their contents would be refused.
+/// address (public access off) are left out, as their contents would be refused. A page is
+/// filled from further reads, and its `Link` continues after the last name *shown*, so neither
+/// the body nor the cursor names a hidden repository.
 pub async fn catalog(app: &App, req: &Head) -> Result<Response, OciError> {
     let q = Query::of(req);
     let n = q.page_size(app.settings.default_page_size)?;
-    let mut page = app.meta.list_repositories(q.get("last"), n).await?;
-    // the link continues after the last name read, shown or not
-    let link = next_link("/v2/_catalog", &page, n);
     let source = crate::access::client_ip::of(req);
     let mut admitted: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let mut shown = Vec::with_capacity(page.items.len());
-    for name in page.items.drain(..) {
-        let registry = crate::identity::registry::of_repository(&name).to_string();
-        let ok = match admitted.get(&registry) {
-            Some(ok) => *ok,
-            None => {
-                let ok = crate::access::guard::admits(app, &registry, source).await?;
-                admitted.insert(registry, ok);
-                ok
+    let mut shown: Vec<String> = Vec::with_capacity(n);
+    let mut cursor = q.get("last").map(str::to_string);
+    let mut more = true;
+    'pages: while more && shown.len() < n {
+        let page = app.meta.list_repositories(cursor.as_deref(), n).await?;
+        more = page.more;
+        let read = page.items.len();
+        for (i, name) in page.items.into_iter().enumerate() {
+            let registry = crate::identity::registry::of_repository(&name).to_string();
+            let ok = match admitted.get(&registry) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = crate::access::guard::admits(app, &registry, source).await?;
+                    admitted.insert(registry, ok);
+                    ok
+                }
+            };
+            cursor = Some(name.clone());
+            if ok {
+                shown.push(name);
+                if shown.len() == n {
+                    more = more || i + 1 < read;
+                    break 'pages;
+                }
             }
-        };
-        if ok {
-            shown.push(name);
         }
     }
-    json(StatusCode::OK, &json!({ "repositories": shown }), &link)
+    let page = Page { items: shown, more };
+    let link = next_link("/v2/_catalog", &page, n);
+    json(StatusCode::OK, &json!({ "repositories": page.items }), &link)
 }
 
 /// Tags of one repository, paginated.

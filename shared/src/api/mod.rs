@@ -65,7 +65,7 @@ async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciE
         Ok(grants) => grants,
         Err(refusal) => {
             if let (Some(who), crate::access::AccessError::Denied(_)) = (&refusal.who, &refusal.error) {
-                audit.record(app, who, name, http::StatusCode::FORBIDDEN).await;
+                audit.record_refusal(app, who, name, http::StatusCode::FORBIDDEN).await;
             }
             return Err(refusal.into());
         }

@@ -207,6 +207,10 @@ pub struct Claims {
     /// registry refuses tokens of an older generation.
     #[serde(default)]
     pub gen: u64,
+    /// The access key's secret generation when the token was issued: rotating the key bumps it,
+    /// and the registry refuses tokens of an older generation.
+    #[serde(default)]
+    pub kgen: u64,
     /// Access key id whose secret obtained the token, so revoking the key can revoke its tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
@@ -362,6 +366,7 @@ mod tests {
             }],
             access_key_id: Some("BKABCDEFGHIJKLMNOPQR".to_owned()),
             gen: 0,
+            kgen: 0,
         }
     }
 

@@ -27,6 +27,11 @@ pub struct AccessKey {
     /// when its secret was last replaced
     #[serde(default)]
     pub rotated_at: Option<UnixTime>,
+    /// how many times its secret was replaced: tokens name the generation they were issued
+    /// under, so a rotation ends them (a time in seconds could not tell apart tokens minted in
+    /// the rotation's second)
+    #[serde(default)]
+    pub generation: u64,
     /// when it last authenticated a request (updated at most once a minute)
     #[serde(default)]
     pub last_used_at: Option<UnixTime>,
@@ -38,6 +43,23 @@ async fn hash(secret: String) -> Result<String, IdentityError> {
         .await
         .map_err(|e| IdentityError::Invalid(format!("hashing task failed: {e}")))?
         .map_err(IdentityError::from)
+}
+
+/// Verifies on a blocking thread in `memory` (a login slot's reusable argon2 working memory),
+/// which is handed back with the answer.
+pub async fn verify_in(
+    secret: String,
+    phc: String,
+    mut memory: Vec<argon2::Block>,
+) -> (Result<bool, IdentityError>, Vec<argon2::Block>) {
+    let task = tokio::task::spawn_blocking(move || {
+        let verdict = secret::verify_secret_in(&secret, &phc, &mut memory);
+        (verdict, memory)
+    });
+    match task.await {
+        Ok((verdict, memory)) => (verdict.map_err(IdentityError::from), memory),
+        Err(e) => (Err(IdentityError::Invalid(format!("verification task failed: {e}"))), Vec::new()),
+    }
 }
 
 /// Verifies on a blocking thread.
@@ -69,6 +91,7 @@ pub async fn create(
         secret_hash: hash(secret.clone()).await?,
         created_at: now,
         rotated_at: None,
+        generation: 0,
         last_used_at: None,
     };
     loop {
@@ -166,6 +189,7 @@ pub async fn rotate(
             return Err(IdentityError::KeyUnknown(id.to_string()));
         }
         key.secret_hash = secret_hash.clone();
+        key.generation += 1;
         key.rotated_at = Some(now);
         match meta.put_document(COLLECTION, id, &encode("key", &key)?, Expect::Version(version)).await {
             Ok(_) => return Ok((key, secret)),
@@ -181,6 +205,8 @@ pub async fn set_secret(meta: &dyn MetadataStore, id: &str, secret: &str) -> Res
     loop {
         let (mut key, version) = get(meta, id).await?.ok_or_else(|| IdentityError::KeyUnknown(id.to_string()))?;
         key.secret_hash = secret_hash.clone();
+        // a replaced secret ends the tokens obtained with the old one
+        key.generation += 1;
         match meta.put_document(COLLECTION, id, &encode("key", &key)?, Expect::Version(version)).await {
             Ok(_) => return Ok(()),
             Err(MetadataError::Conflict(_)) => continue,

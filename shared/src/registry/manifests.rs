@@ -230,5 +230,8 @@ async fn read_limited(body: ByteStream, limit: usize) -> Result<Bytes, PushError
     crate::body::read_capped(body, limit).await.map_err(|e| match e {
         crate::body::ReadBodyError::TooLarge { limit } => PushError::TooLarge { limit },
         crate::body::ReadBodyError::Io(e) => PushError::Body(e),
+        crate::body::ReadBodyError::TooSlow => {
+            PushError::Body(std::io::Error::new(std::io::ErrorKind::TimedOut, "the manifest did not arrive in time"))
+        }
     })
 }

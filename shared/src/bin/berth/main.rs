@@ -21,7 +21,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use berth::app::Settings;
-use berth::serve::{serve, Backend, ConnectionLimits, ServeOptions};
+use berth::connections::ConnectionLimits;
+use berth::serve::{serve, Backend, ServeOptions};
 
 use cli::{
     ArtifactCommand, AuditCommand, ImageCommand, KeyCommand, LoginArgs, RegistryCommand, TagCommand, UserCommand,
@@ -72,20 +73,21 @@ enum Command {
         /// Smallest chunk size advertised to chunking clients (OCI-Chunk-Min-Length); 0 = none.
         #[arg(long, env = "BERTH_CHUNK_MIN_LENGTH", default_value_t = 0)]
         chunk_min_length: u64,
-        /// Open connections served at once; more are closed as they arrive (default: 4096, or
-        /// three quarters of the open-file limit if lower).
+        /// Open connections served at once; when full, the one quiet longest (at least 1 s) gives
+        /// way to a new one, else the new one is closed (default: 4096, or three quarters of the
+        /// open-file limit if lower).
         #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
         max_connections: Option<usize>,
         /// Open connections served at once from one client address.
-        #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP", default_value_t = berth::serve::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+        #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP", default_value_t = berth::connections::DEFAULT_MAX_CONNECTIONS_PER_IP)]
         max_connections_per_ip: usize,
         /// Seconds a connection may take to send a request's headers, counted from when it
         /// opens or from the end of its previous request.
-        #[arg(long, env = "BERTH_HEADER_TIMEOUT_SECONDS", default_value_t = berth::serve::DEFAULT_HEADER_TIMEOUT.as_secs())]
+        #[arg(long, env = "BERTH_HEADER_TIMEOUT_SECONDS", default_value_t = berth::connections::DEFAULT_HEADER_TIMEOUT.as_secs())]
         header_timeout: u64,
-        /// Seconds a request body may stall, or a kept-alive connection stay silent, before the
-        /// connection is closed.
-        #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECONDS", default_value_t = berth::serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
+        /// Seconds a request body may stall, an answer wait for the client to read it, or a
+        /// kept-alive connection stay silent, before the connection is closed.
+        #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECONDS", default_value_t = berth::connections::DEFAULT_IDLE_TIMEOUT.as_secs())]
         idle_timeout: u64,
     },
     /// Print the route table as JSON (what Terraform, the functions and the event files follow).
@@ -216,7 +218,7 @@ fn run_server(command: Command) -> ExitCode {
                 _ => Backend::Embedded { data_dir },
             };
             let limits = ConnectionLimits {
-                max_connections: max_connections.unwrap_or_else(berth::serve::default_max_connections).max(1),
+                max_connections: max_connections.unwrap_or_else(berth::connections::default_max_connections).max(1),
                 max_per_ip: max_connections_per_ip.max(1),
                 header_timeout: Duration::from_secs(header_timeout.max(1)),
                 idle_timeout: Duration::from_secs(idle_timeout.max(1)),
