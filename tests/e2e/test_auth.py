@@ -98,6 +98,7 @@ def build_image(tmp_path, ref: str) -> None:
 
 # --- the token flow ---------------------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_unauthenticated_requests_get_a_bearer_challenge(registry):
     r = requests.get(f"{registry.url}/v2/", timeout=30)
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
@@ -116,6 +117,7 @@ def test_unauthenticated_requests_get_a_bearer_challenge(registry):
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
 
 
+@pytest.mark.edge_only
 def test_tokens_grant_only_the_requested_repository(registry, api, repo_name):
     api.push_image(repo_name, "v1", [b"layer-a"])
     other = repo_name + "-other"
@@ -137,6 +139,7 @@ def test_tokens_grant_only_the_requested_repository(registry, api, repo_name):
     assert requests.get(f"{registry.url}/v2/", headers=bearer(token(registry, admin(registry))), timeout=30).ok
 
 
+@pytest.mark.edge_only
 def test_tampered_foreign_and_unsigned_tokens_are_refused(registry, api, repo_name):
     api.push_image(repo_name, "v1", [b"layer"])
     t = token(registry, admin(registry), f"repository:{repo_name}:pull")
@@ -157,6 +160,7 @@ def test_tampered_foreign_and_unsigned_tokens_are_refused(registry, api, repo_na
         assert bad[:20] not in r.text or not bad, "the error must not echo the token"
 
 
+@pytest.mark.edge_only
 def test_tokens_expire(registry_factory, repo_name):
     reg = registry_factory(env={"BERTH_TOKEN_LIFETIME_SECONDS": "1"})
     t = token(reg, reg.credentials, "repository:e2e/x:pull")
@@ -168,6 +172,7 @@ def test_tokens_expire(registry_factory, repo_name):
     assert r.status_code == 401 and "expired" in r.text
 
 
+@pytest.mark.edge_only
 def test_lifetimes_above_twelve_hours_are_refused_at_start(tmp_path):
     from conftest import BERTH_BIN, free_port
     env = {**os.environ, "BERTH_TOKEN_LIFETIME_SECONDS": str(12 * 3600 + 1)}
@@ -192,6 +197,7 @@ def test_revoked_and_rotated_keys_get_no_token(registry):
     assert requests.get(f"{registry.url}/v2/", auth=(key, new_secret), timeout=30).status_code == 401
 
 
+@pytest.mark.edge_only
 def test_failed_logins_are_rate_limited(registry):
     key, secret = make_user(registry, "service-viewer")
     other = make_user(registry, "service-viewer")
@@ -206,6 +212,7 @@ def test_failed_logins_are_rate_limited(registry):
     token(registry, admin(registry), status=200)
 
 
+@pytest.mark.edge_only
 def test_at_most_five_keys_per_user(registry):
     key, _ = make_user(registry, "service-viewer")
     user = claims(token(registry, (key, _)))["sub"]
@@ -221,12 +228,14 @@ def test_at_most_five_keys_per_user(registry):
 
 # --- registries ------------------------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_pushing_into_a_missing_registry_names_it(registry, api):
     r = api.post("/v2/nosuchregistry/app/blobs/uploads/")
     assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
     assert "nosuchregistry" in r.json()["errors"][0]["detail"]
 
 
+@pytest.mark.edge_only
 def test_public_access_off_refuses_outside_addresses(registry, api, repo_name):
     name = f"priv{uuid.uuid4().hex[:6]}"
     r = requests.post(f"{registry.url}/api/v1/registries", auth=admin(registry), timeout=30,
@@ -245,6 +254,7 @@ def test_public_access_off_refuses_outside_addresses(registry, api, repo_name):
 
 # --- roles with real clients --------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_image_uploader_pushes_with_docker_skopeo_and_oras_but_cannot_pull(registry, api, tmp_path, repo_name,
                                                                            docker_images):
     require_tool("docker")
@@ -302,6 +312,7 @@ def test_image_uploader_pushes_with_docker_skopeo_and_oras_but_cannot_pull(regis
         assert r.status_code == want, (method, path, r.status_code, r.text)
 
 
+@pytest.mark.edge_only
 def test_service_viewer_pulls_but_cannot_push_or_delete(registry, api, tmp_path, repo_name, docker_images):
     require_tool("docker")
     viewer = make_user(registry, "service-viewer")
@@ -324,6 +335,7 @@ def test_service_viewer_pulls_but_cannot_push_or_delete(registry, api, tmp_path,
     assert api.get_manifest(repo_name, "v1").status_code == 200
 
 
+@pytest.mark.edge_only
 def test_secrets_never_appear_in_logs_or_listings(registry):
     key, secret = make_user(registry, "project-member")
     user = claims(token(registry, (key, secret)))["sub"]
@@ -336,6 +348,7 @@ def test_secrets_never_appear_in_logs_or_listings(registry):
     assert secret not in log and registry.credentials[1] not in log and "a-wrong-secret" not in log
 
 
+@pytest.mark.edge_only
 def test_openapi_document_is_valid_and_covers_the_management_routes(registry):
     from openapi_spec_validator import validate
 

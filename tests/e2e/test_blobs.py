@@ -36,6 +36,7 @@ def _range_end(resp) -> int:
     return int(end)
 
 
+@pytest.mark.edge_only
 def test_api_version_check(api):
     r = api.get("/v2/")
     assert r.status_code == 200

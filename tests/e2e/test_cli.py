@@ -97,6 +97,7 @@ def table_rows(text: str) -> list[list[str]]:
 
 # --- login, logout, credentials -----------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_login_stores_credentials_privately_and_logout_forgets_them(registry, api, tmp_path):
     c = Cli(registry, tmp_path / "home")
     access, secret = registry.credentials
@@ -146,6 +147,7 @@ def test_login_stores_credentials_privately_and_logout_forgets_them(registry, ap
     assert json.loads(default.read_text())["access_key"] == access
 
 
+@pytest.mark.edge_only
 def test_login_failures_have_their_exit_codes(registry, api, tmp_path):
     c = Cli(registry, tmp_path / "home")
     access, secret = registry.credentials
@@ -174,6 +176,7 @@ def test_login_failures_have_their_exit_codes(registry, api, tmp_path):
     registry.start()
 
 
+@pytest.mark.edge_only
 def test_usage_errors_exit_2_and_help_documents_exit_codes(registry, api, tmp_path, cli):
     p = subprocess.run([str(BERTH_BIN), "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0
@@ -203,6 +206,7 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes(registry, api, tmp_pa
 
 # --- registries ---------------------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_registry_commands(registry, api, cli):
     name = unique("cli")
     created = cli.ok("registry", "create", name, "--private", "--private-network", "10.0.0.0/8",
@@ -263,6 +267,7 @@ def test_registry_commands(registry, api, cli):
     assert server_error(p)["code"] in ("INVALID_REQUEST", "NAME_INVALID")
 
 
+@pytest.mark.edge_only
 def test_registry_rm_of_a_registry_with_images_needs_force(registry, api, cli):
     name = unique("full")
     cli.ok("registry", "create", name)
@@ -388,6 +393,7 @@ def test_listings_follow_next_until_the_end_or_limit(registry, api, cli):
 
 # --- users, keys, roles, audit ------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_user_key_and_audit_commands(registry, api, cli, tmp_path):
     name = unique("member")
     created = cli.ok("user", "create", name, "--role", "project-member", "--registry", "e2e")

@@ -38,6 +38,7 @@ def test_wrong_digest_on_put(api, repo_name, registry):
         assert registry.staging_files() == []
 
 
+@pytest.mark.edge_only
 def test_put_without_digest(api, repo_name, registry):
     loc = api.new_session(repo_name)
     r = api.put(loc, data=b"abc", headers=OCTET)
@@ -47,6 +48,7 @@ def test_put_without_digest(api, repo_name, registry):
     assert registry.staging_files() == []
 
 
+@pytest.mark.edge_only
 def test_unknown_digest_algorithm(api, repo_name, registry):
     data = b"hello md5"
     md5 = "md5:" + hashlib.md5(data).hexdigest()
@@ -64,6 +66,7 @@ def test_unknown_digest_algorithm(api, repo_name, registry):
     assert registry.staging_files() == []
 
 
+@pytest.mark.edge_only
 @pytest.mark.berth_only  # distribution 2.8 answers 404 BLOB_UNKNOWN for GET blobs/md5:...
 def test_unknown_digest_algorithm_on_blob_get(api, repo_name):
     api.push_blob(repo_name, b"x")
@@ -96,6 +99,7 @@ def test_out_of_order_chunk_then_resume(api, repo_name, registry):
     assert registry.staging_files() == []
 
 
+@pytest.mark.edge_only
 @pytest.mark.berth_only  # distribution 2.8 ignores Content-Range
 def test_out_of_order_chunk_error_code(api, repo_name):
     loc = api.new_session(repo_name)
@@ -104,6 +108,7 @@ def test_out_of_order_chunk_error_code(api, repo_name):
     _cancel(api, loc)
 
 
+@pytest.mark.edge_only
 @pytest.mark.berth_only  # distribution 2.8: 404 but code BLOB_UPLOAD_INVALID (no _state)
 def test_unknown_upload_id(api, repo_name):
     api.push_blob(repo_name, b"repo exists")
@@ -131,6 +136,7 @@ BAD_NAMES = [
 
 # distribution 2.8: 404 "page not found" (no route), 301 for dot segments and empty
 # components, 500 UNKNOWN for an over-long name
+@pytest.mark.edge_only
 @pytest.mark.berth_only
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_invalid_repository_name(api, name):
@@ -143,6 +149,7 @@ def test_invalid_repository_name(api, name):
     assert cat == [], f"catalog lists {cat} after invalid name {name}"
 
 
+@pytest.mark.edge_only
 def test_name_of_255_chars_including_host_is_accepted(api, registry):
     # 255 characters including "127.0.0.1:PORT/" is the limit for the whole reference name
     room = 255 - len(registry.host) - 1
@@ -151,6 +158,7 @@ def test_name_of_255_chars_including_host_is_accepted(api, registry):
     assert api.get_blob(name, d) == b"long name"
 
 
+@pytest.mark.edge_only
 def test_tag_longer_than_128(api, repo_name):
     cfg = image_config()
     api.push_blob(repo_name, cfg)
@@ -165,6 +173,7 @@ def test_tag_longer_than_128(api, repo_name):
     assert api.tags(repo_name) == [ok]
 
 
+@pytest.mark.edge_only
 @pytest.mark.berth_only  # distribution 2.8: 404 with no route for a 129-char tag
 def test_tag_longer_than_128_error_code(api, repo_name):
     cfg = image_config()
@@ -192,6 +201,7 @@ def test_manifest_naming_missing_blob(api, repo_name):
     assert "v1" not in api.tags(repo_name)
 
 
+@pytest.mark.edge_only
 def test_malformed_manifest(api, repo_name):
     cfg = image_config()
     api.push_blob(repo_name, cfg)
@@ -205,6 +215,7 @@ def test_malformed_manifest(api, repo_name):
     assert api.tags(repo_name) == []
 
 
+@pytest.mark.edge_only
 @pytest.mark.berth_only  # distribution 2.8: 500 UNKNOWN for these
 def test_structurally_invalid_manifest(api, repo_name):
     cfg = image_config()
@@ -252,6 +263,7 @@ def test_unknown_repository(api):
     assert_error(r, 404, ("NAME_UNKNOWN", "BLOB_UNKNOWN"))
 
 
+@pytest.mark.edge_only
 def test_error_responses_keep_the_connection_usable(api, registry, repo_name):
     """A registry that refuses a request without reading its body must say `Connection: close`;
     otherwise the client reuses the keep-alive connection and its next request dies

@@ -365,6 +365,7 @@ def test_upload_session_belongs_to_its_opener(registry, repo_name):
     assert_blob_is(Api(registry), repo_name, data, "A's blob")
 
 
+@pytest.mark.edge_only
 def test_content_range_end_overflow_is_refused(api, repo_name):
     loc = api.new_session(repo_name)
     try:
@@ -381,6 +382,7 @@ def test_content_range_end_overflow_is_refused(api, repo_name):
 
 # --- 2. revoked keys cannot mint keys ---------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_revoked_key_cannot_mint_or_rotate_keys(registry):
     user, k1 = new_user(registry, "project-admin")
     k2 = new_key(registry, user)
@@ -404,6 +406,7 @@ def test_revoked_key_cannot_mint_or_rotate_keys(registry):
 
 # --- 3. token scope on the management API -----------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_repository_token_cannot_use_the_management_api(registry):
     reg = new_registry(registry, "tok")
     t = token(registry, admin(registry), f"repository:{reg}/app:pull")
@@ -416,6 +419,7 @@ def test_repository_token_cannot_use_the_management_api(registry):
     assert r.status_code == 403, f"a pull token listing users -> {r.status_code} {r.text[:200]}"
 
 
+@pytest.mark.edge_only
 def test_management_token_manages_registries_within_the_role(registry):
     reg = new_registry(registry, "mgmt")
     t = token(registry, admin(registry), "registry:management:*")
@@ -431,6 +435,7 @@ def test_management_token_manages_registries_within_the_role(registry):
     assert r.status_code == 404, f"registry {reg} still there after its 204: {r.status_code}"
 
 
+@pytest.mark.edge_only
 def test_management_token_does_not_pull(registry, api, repo_name):
     api.push_image(repo_name, "v1", [random_bytes(1000)])
     t = token(registry, admin(registry), "registry:management:*")
@@ -440,6 +445,7 @@ def test_management_token_does_not_pull(registry, api, repo_name):
 
 # --- 4. tokens follow role changes, user deletion, key revocation -----------------------------------
 
+@pytest.mark.edge_only
 def test_token_refused_after_role_change(registry, repo_name):
     user, creds = new_user(registry, "project-admin")
     t = token(registry, creds, f"repository:{repo_name}:pull,push")
@@ -455,6 +461,7 @@ def test_token_refused_after_role_change(registry, repo_name):
     assert Api(registry).blob_status(repo_name, digest(late)) == 404
 
 
+@pytest.mark.edge_only
 def test_token_refused_after_user_deletion(registry, api, repo_name):
     data = random_bytes(2000)
     d = api.push_blob(repo_name, data)
@@ -469,6 +476,7 @@ def test_token_refused_after_user_deletion(registry, api, repo_name):
         f"a deleted user's token still pulls: {r.status_code}")
 
 
+@pytest.mark.edge_only
 def test_token_refused_after_key_revocation(registry, api, repo_name):
     data = random_bytes(2000)
     d = api.push_blob(repo_name, data)
@@ -489,6 +497,7 @@ def test_token_refused_after_key_revocation(registry, api, repo_name):
 RECHECK = {"BERTH_CREDENTIAL_RECHECK_SECONDS": "2"}
 
 
+@pytest.mark.edge_only
 def test_a_token_minted_in_the_second_of_a_rotation_dies_with_the_old_secret(registry):
     """Rotation ends every token of the old secret, including those minted in the very second the
     key was rotated (a time in whole seconds cannot tell them apart)."""
@@ -552,6 +561,7 @@ def test_tokens_follow_changes_made_through_another_process(registry_factory, re
 SIGNING_SEED = bytes(range(32))  # a fixed Ed25519 seed the test signs with as well
 
 
+@pytest.mark.edge_only
 def test_tokens_living_longer_than_issued_are_refused(registry_factory):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -638,6 +648,7 @@ def within(seconds: float, what: str, call: Callable[[], requests.Response]) -> 
     return r
 
 
+@pytest.mark.edge_only
 def test_connection_flood_does_not_starve_other_clients(registry_factory, repo_name):
     raise_fd_limit(4096)
     reg = registry_factory(extra_args=["--max-connections-per-ip", "64", "--header-timeout", "2"])
@@ -697,6 +708,7 @@ def test_connection_flood_does_not_starve_other_clients(registry_factory, repo_n
             s.close()
 
 
+@pytest.mark.edge_only
 def test_idle_keep_alive_connections_are_closed(registry_factory):
     reg = registry_factory(extra_args=["--idle-timeout", "2"])
     conn = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=T)
@@ -711,6 +723,7 @@ def test_idle_keep_alive_connections_are_closed(registry_factory):
         conn.close()
 
 
+@pytest.mark.edge_only
 def test_a_full_process_gives_quiet_connections_places_to_clients_that_use_theirs(registry_factory):
     """An attacker fills every slot with connections that sent pipelined requests and never read
     the answers (so the server's writes back up): when the process is full, the quietest
@@ -748,6 +761,7 @@ def test_a_full_process_gives_quiet_connections_places_to_clients_that_use_their
             s.close()
 
 
+@pytest.mark.edge_only
 def test_a_trickled_token_form_is_cut_off(registry_factory):
     """A form body sent a byte at a time (before any credentials are checked) holds its
     connection no longer than the small-body deadline, whatever the stall timeout."""
@@ -780,6 +794,7 @@ def test_a_trickled_token_form_is_cut_off(registry_factory):
 
 # --- 7. login storm ---------------------------------------------------------------------------------
 
+@pytest.mark.edge_only
 def test_login_storm_verifies_at_most_ten_secrets(registry):
     key, _ = make_user(registry, "service-viewer")
 
@@ -798,6 +813,7 @@ def test_login_storm_verifies_at_most_ten_secrets(registry):
     assert status == 200, f"the admin key from 127.0.0.3 after the storm -> {status} {body[:200]!r}"
 
 
+@pytest.mark.edge_only
 def test_wrong_guesses_at_a_key_id_do_not_lock_out_its_holder(registry):
     """Ten wrong secrets for a key from elsewhere put the key over its limit: further guesses at it
     get 429, but its holder, with the right secret, still gets in (guessing is limited per
@@ -813,6 +829,7 @@ def test_wrong_guesses_at_a_key_id_do_not_lock_out_its_holder(registry):
     assert status == 200, f"the key's holder was locked out by others' guesses: {status}"
 
 
+@pytest.mark.edge_only
 def test_unknown_key_ids_take_as_long_as_known_ones(registry):
     key, _ = make_user(registry, "service-viewer")
     known, unknown = [], []
@@ -879,6 +896,7 @@ def test_catalog_pages_never_name_a_hidden_repository(registry, api, repo_name):
     assert seen == sorted(seen), seen
 
 
+@pytest.mark.edge_only
 def test_the_audit_log_cannot_be_flooded_with_refusals(registry, repo_name):
     _, viewer = new_user(registry, "service-viewer")
     for _ in range(80):
@@ -930,6 +948,7 @@ def test_upload_state_token_needs_its_live_owner(registry_factory, repo_name):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.edge_only
 def test_registry_existence_is_not_disclosed(registry):
     _, s = new_user(registry, "project-admin", ["e2e"])
     targets = {"public other registry": new_registry(registry, "other"),
@@ -946,6 +965,7 @@ def test_registry_existence_is_not_disclosed(registry):
         f"(HEAD manifest status, POST upload status, code) differ, so registries can be probed: {answers}")
 
 
+@pytest.mark.edge_only
 def test_host_header_cannot_inject_challenge_parameters(registry):
     conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=T)
     try:
@@ -967,6 +987,7 @@ def test_host_header_cannot_inject_challenge_parameters(registry):
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+@pytest.mark.edge_only
 def test_credentials_cannot_forge_or_flood_log_lines(registry):
     for ident in ("ABC\nINJECTED-LOG-LINE", "A" * 200_000):
         r = requests.get(url(registry, "/v2/"), headers={"Authorization": basic((ident, "secret"))}, timeout=T)
@@ -979,6 +1000,7 @@ def test_credentials_cannot_forge_or_flood_log_lines(registry):
                                      f"lines over 4096 characters: {long}")
 
 
+@pytest.mark.edge_only
 def test_empty_and_overlong_management_segments(registry, api):
     a600 = "a" * 600
     problems = []
@@ -1014,6 +1036,7 @@ def test_refused_manifest_leaves_no_bytes(registry, api, repo_name):
         assert not registry.blob_file(md).exists(), f"the refused manifest's bytes were stored: {registry.blob_file(md)}"
 
 
+@pytest.mark.edge_only
 def test_audit_records_refusals_failed_logins_and_uploads(registry, api, repo_name):
     viewer_name, viewer = new_user(registry, "service-viewer")
     denied, src, mounted, whole, chunked = (f"{repo_name}-{x}" for x in ("denied", "src", "mnt", "mono", "chunk"))
