@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::AccessState;
+use crate::config::{parsed, var, ConfigError, Secret};
 use crate::metadata::sqlite::SqliteMetadataStore;
 use crate::metadata::{MetadataError, MetadataStore, UnixTime};
 use crate::queue::sqlite::SqliteJobQueue;
 use crate::queue::{JobQueue, QueueError};
-use crate::registry::content_cache::ContentCache;
-use crate::registry::pulls::PullRecorder;
+use crate::state::content_cache::ContentCache;
+use crate::state::AccessState;
+use crate::state::PullRecorder;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StorageError};
 use crate::upload_token::UploadTokens;
@@ -79,12 +80,92 @@ impl Default for Settings {
             public_url: None,
             token_signing_key: None,
             gc_grace: Duration::from_secs(2 * 3600),
-            job_lease: crate::jobs::LEASE,
-            gc_schedule: Some(crate::jobs::DEFAULT_GC_SCHEDULE.to_string()),
+            job_lease: DEFAULT_JOB_LEASE,
+            gc_schedule: Some(DEFAULT_GC_SCHEDULE.to_string()),
             usage_refresh_delay: Duration::from_secs(5),
         }
     }
 }
+
+impl Settings {
+    /// These settings with what deployments tune through the environment (`BERTH_*`) applied.
+    pub fn with_env(self) -> Result<Settings, ConfigError> {
+        let mut s = self;
+        if let Some(secs) = parsed::<u64>("BERTH_PRESIGN_EXPIRY_SECONDS")? {
+            s.blob_redirect_expiry = Duration::from_secs(secs);
+        }
+        if let Some(secs) = parsed::<u64>("BERTH_UPLOAD_EXPIRY_SECONDS")? {
+            s.upload_expiry = Duration::from_secs(secs);
+        }
+        if let Some(n) = parsed::<u64>("BERTH_CHUNK_MIN_LENGTH")? {
+            s.chunk_min_length = n;
+        }
+        if let Some(url) = var("BERTH_UPLOAD_GATEWAY_URL") {
+            s.upload_gateway_url = Some(url);
+        }
+        if let Some(key) = var("BERTH_UPLOAD_TOKEN_KEY") {
+            if key.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "BERTH_UPLOAD_TOKEN_KEY",
+                    reason: "use at least 32 characters".into(),
+                });
+            }
+            let ttl = Duration::from_secs(parsed::<u64>("BERTH_UPLOAD_TOKEN_TTL_SECONDS")?.unwrap_or(24 * 3600));
+            s.upload_tokens = Some(UploadTokens::new(key.into_bytes(), ttl));
+        }
+        if let Some(secs) = parsed::<u64>("BERTH_TOKEN_LIFETIME_SECONDS")? {
+            if secs == 0 || secs > 12 * 3600 {
+                return Err(ConfigError::Invalid {
+                    name: "BERTH_TOKEN_LIFETIME_SECONDS",
+                    reason: "use 1 to 43200 seconds (12 hours at most)".into(),
+                });
+            }
+            s.token_lifetime = Duration::from_secs(secs);
+        }
+        if let Some(secs) = parsed::<u64>("BERTH_CREDENTIAL_RECHECK_SECONDS")? {
+            if secs > 300 {
+                return Err(ConfigError::Invalid {
+                    name: "BERTH_CREDENTIAL_RECHECK_SECONDS",
+                    reason: "use 0 to 300 seconds".into(),
+                });
+            }
+            s.credential_recheck = Duration::from_secs(secs);
+        }
+        if let Some(url) = var("BERTH_PUBLIC_URL") {
+            s.public_url = Some(url);
+        }
+        if let Some(service) = var("BERTH_TOKEN_SERVICE") {
+            s.token_service = service;
+        }
+        if let Some(seed) = var("BERTH_TOKEN_SIGNING_KEY") {
+            s.token_signing_key = Some(Secret::new(seed));
+        }
+        if let Some(secs) = parsed::<u64>("BERTH_GC_GRACE_SECONDS")? {
+            s.gc_grace = Duration::from_secs(secs);
+        }
+        if let Some(cron) = var("BERTH_GC_CRON") {
+            s.gc_schedule = match cron.trim() {
+                "" | "off" => None,
+                expr => {
+                    crate::cron::Cron::parse(expr)
+                        .map_err(|e| ConfigError::Invalid { name: "BERTH_GC_CRON", reason: e.to_string() })?;
+                    Some(expr.to_string())
+                }
+            };
+        }
+        if let Some(secs) = parsed::<u64>("BERTH_JOB_LEASE_SECONDS")? {
+            s.job_lease = Duration::from_secs(secs.clamp(1, 43_200));
+        }
+        Ok(s)
+    }
+}
+
+/// How long a worker may hold a job before it is delivered to another worker, by default
+/// (`Settings::job_lease`).
+pub const DEFAULT_JOB_LEASE: Duration = Duration::from_secs(300);
+
+/// When garbage collection runs by itself unless `BERTH_GC_CRON` says otherwise: daily, 04:30 UTC.
+pub const DEFAULT_GC_SCHEDULE: &str = "30 4 * * *";
 
 /// The source of "now", replaceable in tests.
 pub trait Clock: Send + Sync + 'static {

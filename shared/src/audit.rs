@@ -54,43 +54,7 @@ pub fn action_of<'a>(
     }
 }
 
-/// Refusal entries (failed logins, denied requests) written per minute for one principal and for
-/// one address: enough to see an attack, not enough for an attacker to fill the store.
-pub const REFUSALS_PER_MINUTE: u32 = 60;
-
-/// Counts refusal entries per principal and per address in this process, so the audit log keeps
-/// refusals without becoming a way to flood the metadata store.
-#[derive(Debug, Default)]
-pub struct RefusalBudget {
-    counts: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
-}
-
-impl RefusalBudget {
-    /// Whether one more refusal by `who` from `source` may be written; counts it when so.
-    fn allow(&self, who: &str, source: Option<&str>) -> bool {
-        let now = std::time::Instant::now();
-        let minute = std::time::Duration::from_secs(60);
-        let Ok(mut counts) = self.counts.lock() else { return false };
-        if counts.len() > 100_000 {
-            counts.retain(|_, (start, _)| now.duration_since(*start) < minute);
-        }
-        let subjects = [Some(format!("who:{who}")), source.map(|s| format!("ip:{s}"))];
-        let over = subjects.iter().flatten().any(|s| {
-            counts.get(s).is_some_and(|(start, n)| now.duration_since(*start) < minute && *n >= REFUSALS_PER_MINUTE)
-        });
-        if over {
-            return false;
-        }
-        for s in subjects.into_iter().flatten() {
-            let entry = counts.entry(s).or_insert((now, 0));
-            if now.duration_since(entry.0) >= minute {
-                *entry = (now, 0);
-            }
-            entry.1 += 1;
-        }
-        true
-    }
-}
+pub use crate::state::{RefusalBudget, REFUSALS_PER_MINUTE};
 
 /// Where a request came from and what it asked for, kept before its body is consumed so an
 /// entry can be written whatever the outcome.
@@ -107,7 +71,7 @@ impl Context {
         Context {
             method: head.method.to_string(),
             target: head.uri.path().to_string(),
-            source: crate::access::client_ip::of(head).map(|ip| ip.to_string()),
+            source: crate::web::client_ip(head).map(|ip| ip.to_string()),
         }
     }
 

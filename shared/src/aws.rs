@@ -5,7 +5,7 @@
 use aws_config::SdkConfig;
 
 use crate::app::{App, AppError, Settings, SystemClock};
-use crate::config::{parsed, required, settings_from_env, var, ConfigError};
+use crate::config::{parsed, required, var, ConfigError};
 use crate::metadata::dynamodb::DynamoMetadataStore;
 use crate::queue::sqs::SqsJobQueue;
 use crate::storage::s3::S3BlobStore;
@@ -65,16 +65,16 @@ pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App
         queue: std::sync::Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url)),
         settings,
         clock: std::sync::Arc::new(SystemClock),
-        manifest_cache: std::sync::Arc::new(crate::registry::content_cache::ContentCache::default()),
-        access: std::sync::Arc::new(crate::access::AccessState::default()),
-        pull_recorder: std::sync::Arc::new(crate::registry::pulls::PullRecorder::default()),
+        manifest_cache: std::sync::Arc::new(crate::state::content_cache::ContentCache::default()),
+        access: std::sync::Arc::new(crate::state::AccessState::default()),
+        pull_recorder: std::sync::Arc::new(crate::state::PullRecorder::default()),
     })
 }
 
 /// The application for a Lambda function or the upload gateway: everything from the environment.
 pub async fn app_from_env() -> Result<App, AppError> {
     let aws = AwsSettings::from_env()?;
-    let settings = settings_from_env(Settings::default())?;
+    let settings = Settings::default().with_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     app(&sdk, &aws, settings)
 }

@@ -11,9 +11,7 @@ use crate::registry::uploads::{self, UploadError};
 /// Reclaims idle upload sessions and orphaned staged data.
 pub const EXPIRE_UPLOADS: &str = "expire-uploads";
 
-/// How long a worker may hold a job before it is delivered to another worker, by default
-/// (`Settings::job_lease`).
-pub const LEASE: Duration = Duration::from_secs(300);
+pub use crate::app::{DEFAULT_GC_SCHEDULE, DEFAULT_JOB_LEASE as LEASE};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +37,6 @@ pub enum JobError {
 pub fn expire_uploads() -> Job {
     Job { kind: EXPIRE_UPLOADS.to_string(), payload: serde_json::Value::Null }
 }
-
-/// When garbage collection runs by itself unless `BERTH_GC_CRON` says otherwise: daily, 04:30 UTC.
-pub const DEFAULT_GC_SCHEDULE: &str = "30 4 * * *";
 
 /// A schedule every deployment has.
 #[derive(Debug, Clone)]
@@ -122,6 +117,24 @@ async fn settle(app: &App, delivery: &Delivery, outcome: Result<(), JobError>) -
 /// Exponential backoff: 2, 4, 8 … seconds, capped at 15 minutes.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(attempt.clamp(1, 10)).min(900))
+}
+
+/// Makes sure the built-in schedules ([`builtin_schedules`]) exist as configured,
+/// removing one that is switched off.
+pub async fn ensure_builtins(app: &App) -> Result<(), crate::schedule::ScheduleError> {
+    for builtin in builtin_schedules(&app.settings) {
+        match builtin.job {
+            Some(job) => {
+                let now = app.clock.now();
+                crate::schedule::ensure(app.meta.as_ref(), builtin.id, &builtin.cron, job, now, builtin.due_at_once)
+                    .await?;
+            }
+            None => {
+                crate::schedule::remove(app.meta.as_ref(), builtin.id).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ fn to_berth_request(req: lambda_http::Request) -> Result<crate::body::Request, A
     let (mut parts, body) = req.into_parts();
     parts.uri = http::Uri::builder().path_and_query(path_and_query).build()?;
     if let Some(ip) = source {
-        parts.extensions.insert(crate::access::ClientIp(ip));
+        parts.extensions.insert(crate::web::ClientIp(ip));
     }
     let bytes: Bytes = match body {
         Body::Text(text) => text.into(),
@@ -361,7 +361,7 @@ pub use crate::jobs::housekeeping_jobs;
 /// often EventBridge delivers the tick (see [`crate::schedule`]). Returns how many due times it
 /// claimed. A failure fails the invocation, and EventBridge's asynchronous invoke retries it.
 pub async fn schedule_housekeeping(app: &App, event: &EventBridgeEvent) -> Result<usize, ScheduleError> {
-    crate::schedule::ensure_builtins(app).await?;
+    crate::jobs::ensure_builtins(app).await?;
     let fired = crate::schedule::fire_due(app).await?;
     tracing::info!(event_id = event.id.as_deref().unwrap_or(""), time = ?event.time, fired, "scheduler tick");
     Ok(fired)

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::app::App;
+use crate::cron::{Cron, CronError};
 use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
-use crate::policy::cron::{Cron, CronError};
 use crate::queue::{Job, QueueError};
 
 /// The document collection of schedules.
@@ -107,23 +107,6 @@ pub async fn ensure(
         Err(MetadataError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Makes sure the built-in schedules ([`crate::jobs::builtin_schedules`]) exist as configured,
-/// removing one that is switched off.
-pub async fn ensure_builtins(app: &App) -> Result<(), ScheduleError> {
-    for builtin in crate::jobs::builtin_schedules(&app.settings) {
-        match builtin.job {
-            Some(job) => {
-                let now = app.clock.now();
-                ensure(app.meta.as_ref(), builtin.id, &builtin.cron, job, now, builtin.due_at_once).await?;
-            }
-            None => {
-                remove(app.meta.as_ref(), builtin.id).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Schedule `id`, if set.

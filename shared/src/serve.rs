@@ -72,7 +72,7 @@ pub enum ServeError {
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    let settings = crate::config::settings_from_env(options.settings.clone())?;
+    let settings = options.settings.clone().with_env()?;
     let (app, described) = match &options.backend {
         Backend::Embedded { data_dir } => {
             (App::embedded(data_dir, settings)?, format!("embedded storage in {}", data_dir.display()))
@@ -170,7 +170,7 @@ async fn serve_connection(
         let app = app.clone();
         async move {
             let (mut parts, body) = req.into_parts();
-            parts.extensions.insert(crate::access::ClientIp(peer));
+            parts.extensions.insert(crate::web::ClientIp(peer));
             let has_body = !body.is_end_stream();
             let stream = stall_limited(body.into_data_stream().map_err(std::io::Error::other), limits.idle_timeout);
             let req = http::Request::from_parts(parts, stream);
@@ -259,7 +259,7 @@ async fn cron_loop(app: Arc<App>) {
     let mut ticker = tokio::time::interval(CRON_TICK);
     loop {
         ticker.tick().await;
-        if let Err(e) = crate::schedule::ensure_builtins(&app).await {
+        if let Err(e) = crate::jobs::ensure_builtins(&app).await {
             tracing::warn!(error = %e, "could not make sure of the built-in schedules");
         }
         if let Err(e) = crate::schedule::fire_due(&app).await {

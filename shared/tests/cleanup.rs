@@ -598,7 +598,7 @@ async fn protected_tags_refuse_overwrite_move_and_delete_through_the_registry_ap
 async fn garbage_collection_runs_on_its_schedule_once_per_due_time() {
     let env = Env::new();
     prepare(&env.app, &env.prepared).await;
-    berth::schedule::ensure_builtins(&env.app).await.unwrap();
+    berth::jobs::ensure_builtins(&env.app).await.unwrap();
     let gc = berth::schedule::get(env.app.meta.as_ref(), "housekeeping/gc").await.unwrap().unwrap();
     assert_eq!(gc.cron, berth::jobs::DEFAULT_GC_SCHEDULE);
     assert_eq!(gc.next_due, T0 + 4 * 3600 + 30 * 60, "the first collection is at 04:30 UTC, not at once");

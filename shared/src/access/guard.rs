@@ -1,17 +1,11 @@
-//! The one authorization decision per request: what the route needs ([`need`]), whether the
+//! The one authorization decision per request: what the route needs ([`Gate`]), whether the
 //! registry exists and admits the caller's network, and whether the credentials cover it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use http::Method;
-
 use super::{client_ip, login, AccessError, Challenge, Grants, RepoAction};
-use crate::api::query::Query;
-use crate::api::Route;
 use crate::app::App;
 use crate::identity::{registry, Action, Registry, User};
+use crate::oci::{RepoName, UploadId};
+use crate::web::Query;
 
 /// What a route needs before its handler may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,70 +37,6 @@ pub enum Need {
         /// the user concerned
         user: String,
     },
-}
-
-/// What `route` needs when called with `method`.
-pub fn need(route: &Route, method: &Method) -> Need {
-    let repo = |name: &crate::oci::RepoName, action| Need::Repo { repository: name.to_string(), action };
-    let read = if method == Method::HEAD { RepoAction::View } else { RepoAction::Pull };
-    match route {
-        Route::Token => Need::Public,
-        Route::Base => Need::SignedIn,
-        Route::Catalog => Need::Catalog,
-        Route::TagsList { name } | Route::Referrers { name, .. } => repo(name, RepoAction::View),
-        Route::ManifestGet { name, .. } | Route::BlobGet { name, .. } => repo(name, read),
-        Route::ManifestPut { name, .. }
-        | Route::UploadStart { name }
-        | Route::UploadPatch { name, .. }
-        | Route::UploadPut { name, .. }
-        | Route::UploadStatus { name, .. }
-        | Route::UploadCancel { name, .. } => repo(name, RepoAction::Push),
-        Route::ManifestDelete { name, .. } | Route::BlobDelete { name, .. } => repo(name, RepoAction::Delete),
-        Route::ApiOpenApi => Need::Public,
-        Route::ApiRegistries if method == Method::GET => role(Action::ViewRegistries, None),
-        Route::ApiRegistries | Route::ApiUsers | Route::ApiAudit => Need::Admin,
-        Route::ApiRegistry { registry } if method == Method::GET => role(Action::ViewRegistries, Some(registry)),
-        Route::ApiRegistry { registry } => role(Action::ManageRegistries, Some(registry)),
-        Route::ApiImages { registry } => role(Action::ViewImages, Some(registry)),
-        Route::ApiImage { name } => role(Action::DeleteImages, Some(registry::of_repository(name.as_str()))),
-        Route::ApiArtifacts { name } => role(Action::ViewArtifacts, Some(registry::of_repository(name.as_str()))),
-        Route::ApiArtifact { name, .. } => {
-            let action = if method == Method::GET { Action::ViewArtifacts } else { Action::DeleteArtifacts };
-            role(action, Some(registry::of_repository(name.as_str())))
-        }
-        Route::ApiTags { name } => role(Action::ViewTags, Some(registry::of_repository(name.as_str()))),
-        Route::ApiTag { name, .. } => role(Action::ManageTags, Some(registry::of_repository(name.as_str()))),
-        Route::ApiCleanupRules { registry } | Route::ApiCleanupSchedule { registry } if method == Method::GET => {
-            role(Action::ViewCleanupPolicy, Some(registry))
-        }
-        Route::ApiCleanupRule { registry, .. } if method == Method::PATCH => {
-            role(Action::ToggleCleanupRule, Some(registry))
-        }
-        Route::ApiCleanupRuns { registry } | Route::ApiCleanupRun { registry, .. } if method == Method::GET => {
-            role(Action::ViewCleanupHistory, Some(registry))
-        }
-        Route::ApiCleanupRules { registry }
-        | Route::ApiCleanupRule { registry, .. }
-        | Route::ApiCleanupSchedule { registry }
-        | Route::ApiCleanupRuns { registry }
-        | Route::ApiCleanupRun { registry, .. } => role(Action::ManageCleanupPolicy, Some(registry)),
-        Route::ApiProtectionRules { registry } if method == Method::GET => {
-            role(Action::ViewProtectionPolicy, Some(registry))
-        }
-        Route::ApiProtectionRules { registry } | Route::ApiProtectionRule { registry, .. } => {
-            role(Action::ManageProtectionPolicy, Some(registry))
-        }
-        Route::ApiGcRuns | Route::ApiGcRun { .. } => Need::Admin,
-        Route::ApiUser { user } if method == Method::GET => Need::SelfOrAdmin { user: user.clone() },
-        Route::ApiUser { .. } => Need::Admin,
-        Route::ApiKeys { user } | Route::ApiKey { user, .. } | Route::ApiKeyRotate { user, .. } => {
-            Need::SelfOrAdmin { user: user.clone() }
-        }
-    }
-}
-
-fn role(action: Action, registry: Option<&str>) -> Need {
-    Need::Role { action, registry: registry.map(str::to_string) }
 }
 
 /// The user behind the grants: Basic credentials carry it; a token names it.
@@ -141,35 +71,12 @@ impl From<AccessError> for Refusal {
     }
 }
 
-/// How long registry settings are remembered (public access changes apply within this).
-const REGISTRY_TTL: Duration = Duration::from_secs(5);
-
-/// A short-lived cache of registry records, so the hot pull path does not read them each time.
-#[derive(Debug, Default)]
-pub struct RegistryCache(Mutex<HashMap<String, (Option<Registry>, Instant)>>);
-
-impl RegistryCache {
-    /// Forgets a registry after a local change.
-    pub fn forget(&self, name: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(name);
-        }
-    }
-}
-
 async fn registry_of(app: &App, name: &str) -> Result<Option<Registry>, AccessError> {
-    if let Some((hit, at)) = app.access.registries.0.lock().ok().and_then(|m| m.get(name).cloned()) {
-        if at.elapsed() < REGISTRY_TTL {
-            return Ok(hit);
-        }
+    if let Some((hit, _)) = app.access.registries.get(name) {
+        return Ok(hit);
     }
     let fresh = registry::get(app.meta.as_ref(), name).await?;
-    if let Ok(mut m) = app.access.registries.0.lock() {
-        if m.len() > 10_000 {
-            m.clear();
-        }
-        m.insert(name.to_string(), (fresh.clone(), Instant::now()));
-    }
+    app.access.registries.insert(name, fresh.clone());
     Ok(fresh)
 }
 
@@ -225,16 +132,18 @@ fn reaches_management(grants: &Grants) -> bool {
     }
 }
 
-/// Routes that create credentials or change what a user may do: a token may call them only while
-/// its access key and user are unchanged *now* (not as of the last cached check).
-fn changes_credentials(route: &Route, method: &Method) -> bool {
-    matches!(
-        (route, method),
-        (Route::ApiKeys { .. }, &Method::POST)
-            | (Route::ApiKeyRotate { .. }, _)
-            | (Route::ApiUsers, &Method::POST)
-            | (Route::ApiUser { .. }, &Method::PATCH)
-    )
+/// What the edge checks for one request, as its route describes it (the API layer builds it;
+/// this module knows no routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate<'a> {
+    /// what the route needs
+    pub need: Need,
+    /// the repository and session of an upload-session route, whose `_state` token may stand
+    /// in for credentials
+    pub upload_session: Option<(&'a RepoName, &'a UploadId)>,
+    /// whether the request creates credentials or changes what a user may do: a token may do
+    /// that only while its access key and user are unchanged *now*, not as of the last check
+    pub changes_credentials: bool,
 }
 
 /// An upload-session request holding only a valid `_state` token (clients drop `Authorization`
@@ -243,17 +152,10 @@ fn changes_credentials(route: &Route, method: &Method) -> bool {
 /// carries no such token.
 async fn session_capability(
     app: &App,
-    route: &Route,
+    gate: &Gate<'_>,
     head: &http::request::Parts,
 ) -> Result<Option<Grants>, AccessError> {
-    let (
-        Some(tokens),
-        Route::UploadPatch { name, id }
-        | Route::UploadPut { name, id }
-        | Route::UploadStatus { name, id }
-        | Route::UploadCancel { name, id },
-    ) = (&app.settings.upload_tokens, route)
-    else {
+    let (Some(tokens), Some((name, id))) = (&app.settings.upload_tokens, gate.upload_session) else {
         return Ok(None);
     };
     let Some(token) = Query::of(head).get("_state").map(str::to_string) else { return Ok(None) };
@@ -267,14 +169,14 @@ async fn session_capability(
 }
 
 /// Decides whether the request may proceed; its grants go into the request extensions.
-pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) -> Result<Option<Grants>, Refusal> {
-    let need = need(route, &head.method);
+pub async fn authorize(app: &App, gate: &Gate<'_>, head: &http::request::Parts) -> Result<Option<Grants>, Refusal> {
+    let need = gate.need.clone();
     if need == Need::Public {
         return Ok(None);
     }
     let source = client_ip::of(head);
     let authenticated = match login::authenticate(app, head).await {
-        Ok(None) => session_capability(app, route, head).await,
+        Ok(None) => session_capability(app, gate, head).await,
         other => other,
     };
     let grants = match authenticated {
@@ -295,7 +197,7 @@ pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) ->
         }
         Err(e) => return Err(e.into()),
     };
-    match permit(app, route, head, &need, &grants, source).await {
+    match permit(app, gate, head, &need, &grants, source).await {
         Ok(()) => Ok(Some(grants)),
         Err(mut refusal) => {
             refusal.who = Some(grants.principal().to_string());
@@ -309,7 +211,7 @@ pub async fn authorize(app: &App, route: &Route, head: &http::request::Parts) ->
 /// whether it exists, is private or is missing.
 async fn permit(
     app: &App,
-    route: &Route,
+    gate: &Gate<'_>,
     head: &http::request::Parts,
     need: &Need,
     grants: &Grants,
@@ -326,7 +228,7 @@ async fn permit(
             });
         }
         if let Grants::Token(claims) = grants {
-            if changes_credentials(route, &head.method) && !login::token_holder_is_current(app, claims, true).await? {
+            if gate.changes_credentials && !login::token_holder_is_current(app, claims, true).await? {
                 return Err(Refusal {
                     error: AccessError::Unauthenticated(
                         "token refused: its access key or user changed since it was issued".into(),

@@ -5,14 +5,12 @@
 pub mod client_ip;
 pub mod grants;
 pub mod guard;
-pub mod limiter;
 pub mod login;
 pub mod scope;
 pub mod signing;
 pub mod token_service;
 
-use std::sync::Arc;
-
+pub use crate::state::{limiter, AccessState};
 pub use client_ip::ClientIp;
 pub use grants::{Grants, RepoAction};
 pub use guard::Need;
@@ -79,43 +77,5 @@ impl Challenge {
             v.push_str(&format!(",error=\"{error}\""));
         }
         v
-    }
-}
-
-/// Process-wide access state: the signing key once loaded, the verified-secret cache, the
-/// login limiter and a short cache of registry settings.
-#[derive(Default)]
-pub struct AccessState {
-    /// the token signing key, loaded (or created) on first use
-    pub signing: tokio::sync::OnceCell<Arc<crate::auth::jwt::SigningKey>>,
-    /// access key id → (secret fingerprint, secret hash) already verified with argon2
-    pub verified: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
-    /// tokens already verified → their claims (the time window is still checked on every use)
-    pub tokens: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::auth::jwt::Claims>>>,
-    /// (user, key, generation) of tokens → whether they were current when last checked, and when
-    pub holders: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
-    /// secret verifications running now, by key id and secret fingerprint, so identical
-    /// concurrent attempts share one
-    pub verifying: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<bool>>>>,
-    /// login attempt counters and verification slots
-    pub limiter: limiter::LoginLimiter,
-    /// how many refusals each principal and address had written to the audit log lately
-    pub refusals: crate::audit::RefusalBudget,
-    /// registry name → (record, when read)
-    pub registries: guard::RegistryCache,
-}
-
-impl AccessState {
-    /// Forgets what is known about token holders, after a change here to a user or key.
-    pub fn forget_holders(&self) {
-        if let Ok(mut m) = self.holders.lock() {
-            m.clear();
-        }
-    }
-}
-
-impl std::fmt::Debug for AccessState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccessState")
     }
 }

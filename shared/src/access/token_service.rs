@@ -9,11 +9,11 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{login, scope, signing, AccessError};
-use crate::api::query::Query;
 use crate::app::App;
 use crate::auth::jwt::{self, Claims};
 use crate::body::Response;
 use crate::storage::ByteStream;
+use crate::web::Query;
 
 /// The longest token lifetime Berth issues, whatever the settings say.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);

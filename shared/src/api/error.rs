@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn policy_and_gc_errors_map_to_management_codes() {
-        use crate::policy::cron::CronError;
+        use crate::cron::CronError;
         let cases: Vec<(OciError, StatusCode, &str)> = vec![
             (CleanupError::Keep("x".into()).into(), StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
             (CleanupError::Cron(CronError::FieldCount(4)).into(), StatusCode::BAD_REQUEST, "INVALID_REQUEST"),

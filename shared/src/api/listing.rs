@@ -5,7 +5,7 @@ use http::{header, StatusCode};
 use serde_json::json;
 
 use super::error::{ErrorCode, OciError};
-use super::query::{json, Head, Query};
+use super::query::{json, Head, PageSize, Query};
 use crate::app::App;
 use crate::body::Response;
 use crate::metadata::Page;
@@ -23,7 +23,7 @@ pub fn base() -> Result<Response, OciError> {
 pub async fn catalog(app: &App, req: &Head) -> Result<Response, OciError> {
     let q = Query::of(req);
     let n = q.page_size(app.settings.default_page_size)?;
-    let source = crate::access::client_ip::of(req);
+    let source = crate::web::client_ip(req);
     let mut admitted: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let mut shown: Vec<String> = Vec::with_capacity(n);
     let mut cursor = q.get("last").map(str::to_string);

@@ -4,7 +4,9 @@
 
 pub mod blobs;
 pub mod error;
+pub mod gate;
 pub mod listing;
+pub mod manage;
 pub mod manifests;
 pub mod query;
 pub mod referrers;
@@ -19,7 +21,6 @@ pub use routes::{Route, RouteSpec, ROUTE_NAMES, ROUTE_SPECS};
 
 use crate::app::App;
 use crate::body::{Request, Response};
-use crate::manage;
 use query::Query;
 
 /// Every response carries the API version header docker checks for.
@@ -61,7 +62,7 @@ async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciE
     let name = route.name();
     let mounting = Query::of(&head).get("mount").is_some();
     let audit = crate::audit::Context::of(&head);
-    let grants = match crate::access::guard::authorize(app, &route, &head).await {
+    let grants = match crate::access::guard::authorize(app, &route.gate(&head.method), &head).await {
         Ok(grants) => grants,
         Err(refusal) => {
             if let (Some(who), crate::access::AccessError::Denied(_)) = (&refusal.who, &refusal.error) {

@@ -9,6 +9,7 @@ use http::Method;
 
 use super::error::{ErrorCode, OciError};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
+use crate::web::decode;
 
 /// Every route Berth serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,29 +537,6 @@ fn only(method: &Method, allowed: &[Method], route: Route) -> Result<Route, OciE
 
 fn not_allowed(method: &Method) -> OciError {
     OciError::new(ErrorCode::Unsupported, format!("method {method} is not allowed on this route"))
-}
-
-/// Percent-decodes a path segment (clients may escape the `:` of a digest).
-pub fn decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('%') {
-        return s.into();
-    }
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
 }
 
 #[cfg(test)]

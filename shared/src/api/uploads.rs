@@ -23,7 +23,7 @@ pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> 
         let from = RepoName::parse(from, None)?;
         // The caller must be able to pull the source itself, from where it stands: otherwise a
         // mount would copy what its role or the source registry's network rule keeps from it.
-        let source = crate::access::client_ip::of(req);
+        let source = crate::web::client_ip(req);
         let may_read = crate::access::guard::may_read(app, grants, source, from.as_str()).await?;
         if may_read && uploads::mount(app, name, &digest, &from).await?.is_some() {
             return blob_created(name, &digest);

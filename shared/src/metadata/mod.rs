@@ -156,6 +156,20 @@ pub struct DocumentPage {
     pub more: bool,
 }
 
+/// Every manifest of `repo`, read page by page (whole-image deletes, usage and cleanup walk them all).
+pub async fn all_manifests(meta: &dyn MetadataStore, repo: &RepoName) -> Result<Vec<ManifestRecord>, MetadataError> {
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = meta.list_manifests(repo, after.as_deref(), 1000).await?;
+        after = page.last().map(|m| m.digest.to_string());
+        out.extend(page);
+        if !more || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
 /// Refuses a document collection or id the stores cannot key on: empty, or longer than
 /// [`MAX_DOCUMENT_KEY_BYTES`].
 pub(crate) fn check_document_key(what: &str, value: &str) -> Result<(), MetadataError> {

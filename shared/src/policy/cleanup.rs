@@ -22,10 +22,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::cron::{Cron, CronError};
 use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
+use crate::cron::{Cron, CronError};
 use crate::metadata::{Document, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
 use crate::queue::{Job, QueueError};
@@ -929,7 +929,7 @@ async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, Clea
                 continue;
             }
             images += 1;
-            let manifests = crate::registry::manifests::all_of(meta, &repo).await?;
+            let manifests = crate::metadata::all_manifests(meta, &repo).await?;
             let listed: HashSet<&Digest> = manifests.iter().flat_map(|m| m.children.iter()).collect();
             let mut candidates = vec![];
             for m in manifests.iter().filter(|m| m.subject.is_none() && !listed.contains(&m.digest)) {

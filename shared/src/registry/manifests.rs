@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::app::App;
-use crate::metadata::{ManifestRecord, MetadataError, MetadataStore};
+use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::protection;
 use crate::storage::{ByteStream, StorageError};
@@ -178,19 +178,7 @@ pub async fn find(app: &App, repo: &RepoName, reference: &Reference) -> Result<M
     found.ok_or_else(|| PushError::Unknown(reference.to_string()))
 }
 
-/// Every manifest of `repo`, read page by page (whole-image deletes, usage and cleanup walk them all).
-pub async fn all_of(meta: &dyn MetadataStore, repo: &RepoName) -> Result<Vec<ManifestRecord>, MetadataError> {
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let (page, more) = meta.list_manifests(repo, after.as_deref(), 1000).await?;
-        after = page.last().map(|m| m.digest.to_string());
-        out.extend(page);
-        if !more || after.is_none() {
-            return Ok(out);
-        }
-    }
-}
+pub use crate::metadata::all_manifests as all_of;
 
 /// The stored bytes of a manifest, exactly as pushed.
 pub async fn content(app: &App, record: &ManifestRecord) -> Result<Bytes, PushError> {

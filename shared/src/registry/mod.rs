@@ -2,7 +2,6 @@
 //! manifests are checked and stored, and what is visible in which repository.
 
 pub mod blobs;
-pub mod content_cache;
 pub mod manifests;
 pub mod pulls;
 pub mod uploads;
