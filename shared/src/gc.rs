@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::App;
 use crate::metadata::{Expect, MetadataError, UnixTime};
@@ -168,7 +168,7 @@ pub enum Slice {
 
 /// The job that executes run `id`.
 pub fn job(id: &str) -> Job {
-    Job { kind: GC_JOB.to_string(), payload: json!({ "run_id": id }) }
+    crate::task::Task::Gc { run_id: Some(id.to_string()), due: None }.to_job()
 }
 
 /// Records a new run (queued) without enqueueing it, for callers that run it themselves.
@@ -190,7 +190,7 @@ pub async fn run_scheduled(app: &App, due: UnixTime) -> Result<(), GcError> {
         Ok(_) | Err(GcError::Metadata(MetadataError::Conflict(_))) => {}
         Err(e) => return Err(e),
     }
-    run_job(app, &json!({ "run_id": id })).await
+    run_job(app, Some(&id), None).await
 }
 
 async fn create_as(app: &App, id: String, dry_run: bool, now: UnixTime) -> Result<GcRun, GcError> {
@@ -333,15 +333,13 @@ pub async fn run_with(app: &App, id: &str, options: RunOptions) -> Result<(GcRun
 
 /// The `gc` job: one time slice of its run, then the rest as a new job. A failed slice is
 /// recorded on the run and retried by the queue, until the run is given up.
-pub async fn run_job(app: &App, payload: &Value) -> Result<(), GcError> {
-    if let (None, Some(due)) = (payload.get("run_id"), payload.get("due").and_then(Value::as_i64)) {
+pub async fn run_job(app: &App, run_id: Option<&str>, due: Option<UnixTime>) -> Result<(), GcError> {
+    if let (None, Some(due)) = (run_id, due) {
         return Box::pin(run_scheduled(app, due)).await;
     }
-    let id = payload
-        .get("run_id")
-        .and_then(Value::as_str)
+    let id = run_id
         .filter(|id| valid_id(id))
-        .ok_or_else(|| GcError::Payload(payload.to_string()))?;
+        .ok_or_else(|| GcError::Payload(format!("a gc job needs a valid run id or a due time, not {run_id:?}")))?;
     match run_with(app, id, RunOptions::default()).await {
         Ok((_, Slice::Paused)) => Ok(app.queue.enqueue(&job(id), Duration::ZERO).await?),
         Ok((_, Slice::Done | Slice::Superseded)) => Ok(()),
@@ -538,6 +536,6 @@ mod tests {
         assert_eq!((back.run, back.cursor, back.failures), (run.clone(), Some("sha256:ab".into()), 1));
         let shown = serde_json::to_value(&run).unwrap();
         assert!(shown.get("cursor").is_none());
-        assert!(matches!(decode("x", &json!({"id": 1})), Err(GcError::Corrupt { .. })));
+        assert!(matches!(decode("x", &serde_json::json!({"id": 1})), Err(GcError::Corrupt { .. })));
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::app::App;
+use crate::task::Task;
 use crate::queue::{Delivery, Job, QueueError};
 use crate::registry::uploads::{self, UploadError};
 
@@ -16,8 +17,8 @@ pub use crate::app::{DEFAULT_GC_SCHEDULE, DEFAULT_JOB_LEASE as LEASE};
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// No handler for this kind (a newer version enqueued it, or a typo).
-    #[error("unknown job kind {0:?}")]
+    /// No task of this kind or shape (a newer version enqueued it, or a corrupt message).
+    #[error("not a job this version runs: {0}")]
     UnknownKind(String),
     /// Upload housekeeping failed.
     #[error(transparent)]
@@ -35,7 +36,7 @@ pub enum JobError {
 
 /// The job that expires stale uploads.
 pub fn expire_uploads() -> Job {
-    Job { kind: EXPIRE_UPLOADS.to_string(), payload: serde_json::Value::Null }
+    Task::ExpireUploads { due: None }.to_job()
 }
 
 /// A schedule every deployment has.
@@ -54,7 +55,7 @@ pub struct BuiltinSchedule {
 /// The built-in schedules: upload expiry every ten minutes (also at once, reclaiming what a crash
 /// left), and garbage collection per `Settings::gc_schedule`.
 pub fn builtin_schedules(settings: &crate::app::Settings) -> Vec<BuiltinSchedule> {
-    let gc = Job { kind: crate::gc::GC_JOB.to_string(), payload: serde_json::json!({}) };
+    let gc = Task::Gc { run_id: None, due: None }.to_job();
     vec![
         BuiltinSchedule {
             id: "housekeeping/expire-uploads",
@@ -79,18 +80,21 @@ pub fn housekeeping_jobs() -> Vec<Job> {
 
 /// Runs one job.
 pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
-    match job.kind.as_str() {
-        EXPIRE_UPLOADS => {
+    let task = Task::from_job(job).map_err(|e| JobError::UnknownKind(e.to_string()))?;
+    tracing::debug!(key = %task.idempotency_key(), "running task");
+    match task {
+        Task::ExpireUploads { .. } => {
             let reclaimed = uploads::expire_stale(app).await?;
             if reclaimed > 0 {
                 tracing::info!(reclaimed, "expired stale uploads");
             }
             Ok(())
         }
-        crate::policy::cleanup::JOB => Ok(crate::policy::cleanup::execute(app, &job.payload).await?),
-        crate::usage::REFRESH_USAGE => Ok(crate::usage::run(app, &job.payload).await?),
-        crate::gc::GC_JOB => Ok(crate::gc::run_job(app, &job.payload).await?),
-        other => Err(JobError::UnknownKind(other.to_string())),
+        Task::Cleanup { registry, run, due } => {
+            Ok(crate::policy::cleanup::execute(app, &registry, run.as_deref(), due).await?)
+        }
+        Task::RefreshUsage { repository } => Ok(crate::usage::run(app, &repository).await?),
+        Task::Gc { run_id, due } => Ok(crate::gc::run_job(app, run_id.as_deref(), due).await?),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod serve;
 pub mod state;
 pub mod storage;
+pub mod task;
 pub mod telemetry;
 pub mod testing;
 pub mod upload_token;

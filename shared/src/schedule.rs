@@ -119,8 +119,12 @@ pub async fn remove(meta: &dyn MetadataStore, id: &str) -> Result<bool, Schedule
     Ok(meta.delete_document(COLLECTION, id, Expect::Any).await?)
 }
 
-/// The job as enqueued for one due time: its payload with `"due"` set.
+/// The job as enqueued for one due time: its task with the due time set (a job of a kind this
+/// version does not know keeps its payload, with `"due"` set).
 pub fn job_for(job: &Job, due: UnixTime) -> Job {
+    if let Ok(task) = crate::task::Task::from_job(job) {
+        return task.due_at(due).to_job();
+    }
     let mut payload = match &job.payload {
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),

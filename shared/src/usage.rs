@@ -50,7 +50,7 @@ impl ImageUsage {
 
 /// The job that recomputes `repo`'s usage document, so changes are counted off the request path.
 pub fn refresh_job(repo: &RepoName) -> Job {
-    Job { kind: REFRESH_USAGE.to_string(), payload: json!({ "repository": repo.as_str() }) }
+    crate::task::Task::RefreshUsage { repository: repo.as_str().to_string() }.to_job()
 }
 
 /// Notes that what `repo` stores changed: queues its recount after
@@ -173,11 +173,7 @@ pub async fn registry_usage(app: &App, registry: &str) -> Result<(u64, u64), Met
 
 /// Runs a `refresh-usage` job. A payload without a valid repository name is logged and dropped,
 /// since no retry could fix it.
-pub async fn run(app: &App, payload: &Value) -> Result<(), MetadataError> {
-    let Some(name) = payload.get("repository").and_then(Value::as_str) else {
-        tracing::warn!(%payload, "dropping a {REFRESH_USAGE} job without a repository");
-        return Ok(());
-    };
+pub async fn run(app: &App, name: &str) -> Result<(), MetadataError> {
     let repo = match RepoName::parse(name, None) {
         Ok(repo) => repo,
         Err(e) => {

@@ -432,13 +432,12 @@ async fn an_interrupted_run_resumes_with_nothing_deleted_twice() {
     env.tick(5);
     env.add_rule("team", rule("**", "**", TagMode::Match, false, "latest-pushed:7")).await;
     let started = cleanup::start(&env.app, "team", false).await.unwrap();
-    let payload = json!({ "registry": "team", "run": started.id });
     // "kill" the worker at ever later points: the job's future is dropped mid-way each time,
     // and the next delivery resumes from what was recorded
     let mut budget = Duration::from_micros(500);
     let mut interrupted = 0;
     loop {
-        match tokio::time::timeout(budget, cleanup::execute(&env.app, &payload)).await {
+        match tokio::time::timeout(budget, cleanup::execute(&env.app, "team", Some(&started.id), None)).await {
             Ok(result) => {
                 if result.is_ok() {
                     break;

@@ -20,15 +20,16 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
+use crate::task::Task;
 use crate::cron::{Cron, CronError};
 use crate::metadata::{Document, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
-use crate::queue::{Job, QueueError};
+use crate::queue::QueueError;
 use crate::schedule::{self, ScheduleError};
 
 /// The document collection of cleanup policies (id = registry).
@@ -387,7 +388,7 @@ pub async fn set_cycle(
         }
         Some(expr) => {
             let cron = Cron::parse(expr)?;
-            let job = Job { kind: JOB.to_string(), payload: json!({ "registry": registry }) };
+            let job = Task::Cleanup { registry: registry.to_string(), run: None, due: None }.to_job();
             let s = schedule::set(meta, &id, &cron, job, now).await?;
             Ok(CycleView { cron: Some(s.cron), next_run_at: Some(s.next_due) })
         }
@@ -713,7 +714,7 @@ pub async fn start(app: &App, registry: &str, dry_run: bool) -> Result<CleanupRu
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let run = new_run(registry, run_id(now, suffix.get(..8).unwrap_or("run")), Trigger::Manual, dry_run, now, rules);
     put_run(app.meta.as_ref(), &run, Expect::Absent).await?;
-    let job = Job { kind: JOB.to_string(), payload: json!({ "registry": registry, "run": run.id }) };
+    let job = Task::Cleanup { registry: registry.to_string(), run: Some(run.id.clone()), due: None }.to_job();
     app.queue.enqueue(&job, std::time::Duration::ZERO).await?;
     Ok(run)
 }
@@ -764,15 +765,11 @@ pub async fn decisions(
 
 /// The `cleanup` job: creates a scheduled run on first delivery, then plans and executes it,
 /// resuming where a previous delivery stopped.
-pub async fn execute(app: &App, payload: &Value) -> Result<(), CleanupError> {
-    let registry = payload
-        .get("registry")
-        .and_then(Value::as_str)
-        .ok_or_else(|| CleanupError::Payload("no registry".to_string()))?
-        .to_string();
+pub async fn execute(app: &App, registry: &str, run: Option<&str>, due: Option<UnixTime>) -> Result<(), CleanupError> {
+    let registry = registry.to_string();
     let meta = app.meta.as_ref();
     let (mut run, mut version) =
-        match (payload.get("run").and_then(Value::as_str), payload.get("due").and_then(Value::as_i64)) {
+        match (run, due) {
             (Some(id), _) => match get_run(meta, &registry, id).await? {
                 Some(found) => found,
                 None => {

@@ -1,0 +1,187 @@
+//! Every kind of background job, as one typed value: what producers enqueue, what schedules
+//! store and what the worker runs. On the queue a task travels as a [`Job`]
+//! (`{"kind": "gc", "payload": {"run_id": "…"}}`), the wire shape SQS messages and stored
+//! schedules have always had, so jobs in flight across an upgrade still run.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metadata::UnixTime;
+use crate::queue::{Job, QueueError};
+
+/// One background job and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Task {
+    /// Reclaim idle upload sessions and staged bytes no session owns.
+    ExpireUploads {
+        /// the schedule's due time this run is for, when a schedule enqueued it
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
+    /// Recount the storage one repository holds.
+    RefreshUsage {
+        /// the repository
+        repository: String,
+    },
+    /// Run (or continue) a cleanup run of one registry: the run named, or the scheduled cycle
+    /// of a due time.
+    Cleanup {
+        /// the registry
+        registry: String,
+        /// the run to continue (Run Now and Test Run name it)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// the cycle's due time (the cleanup schedule sets it)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
+    /// Run (or continue) garbage collection: the run named, or the scheduled run of a due time.
+    Gc {
+        /// the run to continue
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        /// the scheduled run's due time
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
+}
+
+/// The kind names of [`Task`], as jobs carry them.
+pub const KINDS: [&str; 4] = ["expire-uploads", "refresh-usage", "cleanup", "gc"];
+
+impl Task {
+    /// The kind name the job carries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Task::ExpireUploads { .. } => KINDS[0],
+            Task::RefreshUsage { .. } => KINDS[1],
+            Task::Cleanup { .. } => KINDS[2],
+            Task::Gc { .. } => KINDS[3],
+        }
+    }
+
+    /// The same task for one due time of its schedule (a schedule stores the task without it).
+    pub fn due_at(mut self, at: UnixTime) -> Task {
+        match &mut self {
+            Task::ExpireUploads { due } | Task::Cleanup { due, .. } | Task::Gc { due, .. } => *due = Some(at),
+            Task::RefreshUsage { .. } => {}
+        }
+        self
+    }
+
+    /// What makes two deliveries the same work: running the task again for the same key finds
+    /// its work done (a run id, a due time, a repository), which is why at-least-once delivery
+    /// is safe. Logged with every run.
+    pub fn idempotency_key(&self) -> String {
+        match self {
+            Task::ExpireUploads { due } => format!("expire-uploads@{}", due.map_or("now".to_string(), |d| d.to_string())),
+            Task::RefreshUsage { repository } => format!("refresh-usage:{repository}"),
+            Task::Cleanup { registry, run: Some(run), .. } => format!("cleanup:{registry}/{run}"),
+            Task::Cleanup { registry, due, .. } => {
+                format!("cleanup:{registry}@{}", due.map_or("?".to_string(), |d| d.to_string()))
+            }
+            Task::Gc { run_id: Some(run), .. } => format!("gc:{run}"),
+            Task::Gc { due, .. } => format!("gc@{}", due.map_or("?".to_string(), |d| d.to_string())),
+        }
+    }
+
+    /// The task as a queue job.
+    pub fn to_job(&self) -> Job {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut map)) => Job {
+                kind: self.kind().to_string(),
+                payload: map.remove("payload").unwrap_or_else(|| Value::Object(Default::default())),
+            },
+            // a tagged enum of plain fields always serialises to an object
+            _ => Job { kind: self.kind().to_string(), payload: Value::Object(Default::default()) },
+        }
+    }
+
+    /// The task a queue job carries; an unknown kind or a payload of the wrong shape is an error.
+    pub fn from_job(job: &Job) -> Result<Task, QueueError> {
+        // jobs enqueued before tasks were typed sent `null` for "no arguments"
+        let payload = match &job.payload {
+            Value::Null => Value::Object(Default::default()),
+            other => other.clone(),
+        };
+        serde_json::from_value(serde_json::json!({ "kind": job.kind, "payload": payload }))
+            .map_err(|e| QueueError::Payload(format!("{} job: {e}", job.kind)))
+    }
+}
+
+impl From<Task> for Job {
+    fn from(task: Task) -> Job {
+        task.to_job()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// The wire shapes producers sent before tasks were typed: each must still parse, and each
+    /// task must still be sent this way.
+    #[test]
+    fn the_wire_shape_is_unchanged() {
+        let cases = [
+            (json!({"kind": "expire-uploads", "payload": null}), Task::ExpireUploads { due: None }),
+            (json!({"kind": "expire-uploads", "payload": {"due": 60}}), Task::ExpireUploads { due: Some(60) }),
+            (
+                json!({"kind": "refresh-usage", "payload": {"repository": "team/app"}}),
+                Task::RefreshUsage { repository: "team/app".into() },
+            ),
+            (
+                json!({"kind": "cleanup", "payload": {"registry": "team"}}),
+                Task::Cleanup { registry: "team".into(), run: None, due: None },
+            ),
+            (
+                json!({"kind": "cleanup", "payload": {"registry": "team", "run": "r1"}}),
+                Task::Cleanup { registry: "team".into(), run: Some("r1".into()), due: None },
+            ),
+            (
+                json!({"kind": "cleanup", "payload": {"registry": "team", "due": 120}}),
+                Task::Cleanup { registry: "team".into(), run: None, due: Some(120) },
+            ),
+            (json!({"kind": "gc", "payload": {}}), Task::Gc { run_id: None, due: None }),
+            (json!({"kind": "gc", "payload": {"run_id": "g1"}}), Task::Gc { run_id: Some("g1".into()), due: None }),
+            (json!({"kind": "gc", "payload": {"due": 5}}), Task::Gc { run_id: None, due: Some(5) }),
+        ];
+        for (wire, task) in cases {
+            let job: Job = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(Task::from_job(&job).unwrap(), task, "{wire}");
+            let sent = serde_json::to_value(task.to_job()).unwrap();
+            let expected = if wire["payload"].is_null() { json!({"kind": wire["kind"], "payload": {}}) } else { wire };
+            assert_eq!(sent, expected);
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_and_bad_payloads_are_errors() {
+        let job = |kind: &str, payload: Value| Job { kind: kind.into(), payload };
+        assert!(Task::from_job(&job("reindex", json!({}))).is_err());
+        assert!(Task::from_job(&job("refresh-usage", json!({}))).is_err());
+        assert!(Task::from_job(&job("gc", json!({"run_id": 5}))).is_err());
+        assert!(Task::from_job(&job("gc", json!({"runid": "x"}))).is_err());
+    }
+
+    #[test]
+    fn due_times_and_keys() {
+        let cycle = Task::Cleanup { registry: "team".into(), run: None, due: None }.due_at(300);
+        assert_eq!(cycle, Task::Cleanup { registry: "team".into(), run: None, due: Some(300) });
+        assert_eq!(cycle.idempotency_key(), "cleanup:team@300");
+        assert_eq!(Task::Gc { run_id: Some("g1".into()), due: None }.idempotency_key(), "gc:g1");
+        let usage = Task::RefreshUsage { repository: "a/b".into() };
+        assert_eq!(usage.clone().due_at(9), usage);
+        for (kind, task) in KINDS.iter().zip([
+            Task::ExpireUploads { due: None },
+            usage,
+            cycle,
+            Task::Gc { run_id: None, due: None },
+        ]) {
+            assert_eq!(task.kind(), *kind);
+        }
+    }
+}
