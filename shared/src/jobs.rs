@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crate::app::App;
-use crate::task::Task;
 use crate::queue::{Delivery, Job, QueueError};
 use crate::registry::uploads::{self, UploadError};
+use crate::task::Task;
 
 /// Reclaims idle upload sessions and orphaned staged data.
 pub const EXPIRE_UPLOADS: &str = "expire-uploads";

@@ -75,7 +75,9 @@ impl Task {
     /// is safe. Logged with every run.
     pub fn idempotency_key(&self) -> String {
         match self {
-            Task::ExpireUploads { due } => format!("expire-uploads@{}", due.map_or("now".to_string(), |d| d.to_string())),
+            Task::ExpireUploads { due } => {
+                format!("expire-uploads@{}", due.map_or("now".to_string(), |d| d.to_string()))
+            }
             Task::RefreshUsage { repository } => format!("refresh-usage:{repository}"),
             Task::Cleanup { registry, run: Some(run), .. } => format!("cleanup:{registry}/{run}"),
             Task::Cleanup { registry, due, .. } => {
@@ -175,12 +177,9 @@ mod tests {
         assert_eq!(Task::Gc { run_id: Some("g1".into()), due: None }.idempotency_key(), "gc:g1");
         let usage = Task::RefreshUsage { repository: "a/b".into() };
         assert_eq!(usage.clone().due_at(9), usage);
-        for (kind, task) in KINDS.iter().zip([
-            Task::ExpireUploads { due: None },
-            usage,
-            cycle,
-            Task::Gc { run_id: None, due: None },
-        ]) {
+        for (kind, task) in
+            KINDS.iter().zip([Task::ExpireUploads { due: None }, usage, cycle, Task::Gc { run_id: None, due: None }])
+        {
             assert_eq!(task.kind(), *kind);
         }
     }

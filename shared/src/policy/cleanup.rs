@@ -25,12 +25,12 @@ use serde_json::Value;
 use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
-use crate::task::Task;
 use crate::cron::{Cron, CronError};
 use crate::metadata::{Document, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
 use crate::queue::QueueError;
 use crate::schedule::{self, ScheduleError};
+use crate::task::Task;
 
 /// The document collection of cleanup policies (id = registry).
 pub const POLICIES: &str = "cleanup-policies";
@@ -768,44 +768,43 @@ pub async fn decisions(
 pub async fn execute(app: &App, registry: &str, run: Option<&str>, due: Option<UnixTime>) -> Result<(), CleanupError> {
     let registry = registry.to_string();
     let meta = app.meta.as_ref();
-    let (mut run, mut version) =
-        match (run, due) {
-            (Some(id), _) => match get_run(meta, &registry, id).await? {
+    let (mut run, mut version) = match (run, due) {
+        (Some(id), _) => match get_run(meta, &registry, id).await? {
+            Some(found) => found,
+            None => {
+                tracing::warn!(%registry, run = id, "cleanup run vanished; dropping its job");
+                return Ok(());
+            }
+        },
+        (None, Some(due)) => {
+            // a scheduled cycle: the run's id comes from its due time, so a second delivery (or a
+            // second scheduler's job for the same due time) finds the same run
+            let id = run_id(due, "cycle");
+            match get_run(meta, &registry, &id).await? {
                 Some(found) => found,
                 None => {
-                    tracing::warn!(%registry, run = id, "cleanup run vanished; dropping its job");
-                    return Ok(());
-                }
-            },
-            (None, Some(due)) => {
-                // a scheduled cycle: the run's id comes from its due time, so a second delivery (or a
-                // second scheduler's job for the same due time) finds the same run
-                let id = run_id(due, "cycle");
-                match get_run(meta, &registry, &id).await? {
-                    Some(found) => found,
-                    None => {
-                        if crate::identity::registry::get(meta, &registry).await.ok().flatten().is_none() {
-                            tracing::info!(%registry, "registry is gone; its cleanup cycle is dropped");
-                            forget(meta, &registry).await?;
-                            return Ok(());
+                    if crate::identity::registry::get(meta, &registry).await.ok().flatten().is_none() {
+                        tracing::info!(%registry, "registry is gone; its cleanup cycle is dropped");
+                        forget(meta, &registry).await?;
+                        return Ok(());
+                    }
+                    let rules = rules(meta, &registry).await?;
+                    let run = new_run(&registry, id, Trigger::Schedule, false, due, rules);
+                    match put_run(meta, &run, Expect::Absent).await {
+                        Ok(v) => (run, v),
+                        Err(CleanupError::Metadata(MetadataError::Conflict(_))) => {
+                            get_run(meta, &registry, &run.id).await?.ok_or_else(|| CleanupError::UnknownRun {
+                                registry: registry.clone(),
+                                run: run.id.clone(),
+                            })?
                         }
-                        let rules = rules(meta, &registry).await?;
-                        let run = new_run(&registry, id, Trigger::Schedule, false, due, rules);
-                        match put_run(meta, &run, Expect::Absent).await {
-                            Ok(v) => (run, v),
-                            Err(CleanupError::Metadata(MetadataError::Conflict(_))) => {
-                                get_run(meta, &registry, &run.id).await?.ok_or_else(|| CleanupError::UnknownRun {
-                                    registry: registry.clone(),
-                                    run: run.id.clone(),
-                                })?
-                            }
-                            Err(e) => return Err(e),
-                        }
+                        Err(e) => return Err(e),
                     }
                 }
             }
-            (None, None) => return Err(CleanupError::Payload("neither run nor due".to_string())),
-        };
+        }
+        (None, None) => return Err(CleanupError::Payload("neither run nor due".to_string())),
+    };
     if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
         return Ok(());
     }

@@ -41,31 +41,43 @@ pub enum Outcome {
     },
 }
 
-/// A client command, parsed.
+/// A client command of a running server's management API, parsed (flattened into `berth`'s
+/// commands).
+#[derive(clap::Subcommand)]
 pub enum ClientCommand {
-    /// `login URL`
+    /// Check credentials against a server (GET /v2/) and store them.
     Login(LoginArgs),
-    /// `logout`
+    /// Forget the stored credentials.
     Logout,
-    /// `registry …`
+    /// Create, list, show, change and delete registries.
+    #[command(subcommand)]
     Registry(RegistryCommand),
-    /// `image …`
+    /// List and delete images.
+    #[command(subcommand)]
     Image(ImageCommand),
-    /// `artifact …`
+    /// List, show and delete the artifacts (manifests) of an image.
+    #[command(subcommand)]
     Artifact(ArtifactCommand),
-    /// `tag …`
+    /// List, add and delete tags.
+    #[command(subcommand)]
     Tag(TagCommand),
-    /// `user …`
+    /// Create, list, show, change and delete users.
+    #[command(subcommand)]
     User(UserCommand),
-    /// `key …`
+    /// Create, list, revoke and rotate access keys.
+    #[command(subcommand)]
     Key(KeyCommand),
-    /// `audit …`
+    /// Read the audit log.
+    #[command(subcommand)]
     Audit(AuditCommand),
-    /// `cleanup …`
+    /// Image cleanup: rules, cycle (cron), test runs, runs and their history.
+    #[command(subcommand)]
     Cleanup(CleanupCommand),
-    /// `protect …`
+    /// Image protection: rules making tags immutable and their artifacts undeletable.
+    #[command(subcommand)]
     Protect(ProtectCommand),
-    /// `gc …`
+    /// Garbage collection of blob bytes no image uses (administrators).
+    #[command(subcommand)]
     Gc(GcCommand),
 }
 

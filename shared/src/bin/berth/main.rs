@@ -24,13 +24,9 @@ use berth::app::Settings;
 use berth::connections::ConnectionLimits;
 use berth::serve::{serve, Backend, ServeOptions};
 
-use cli::{
-    ArtifactCommand, AuditCommand, ImageCommand, KeyCommand, LoginArgs, RegistryCommand, TagCommand, UserCommand,
-    EXIT_CODES,
-};
+use cli::EXIT_CODES;
 use commands::ClientCommand;
 use output::Format;
-use policies::{CleanupCommand, GcCommand, ProtectCommand};
 
 /// Berth container registry.
 #[derive(Parser)]
@@ -47,14 +43,23 @@ struct Cli {
     command: Command,
 }
 
+/// Which storage `berth serve` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+    /// blob files, SQLite metadata and job table in the data directory
+    Embedded,
+    /// S3, DynamoDB and SQS
+    Aws,
+}
+
 /// Every `berth` command.
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole registry in this process on embedded storage.
     Serve {
         /// Storage backend: `embedded` (files + SQLite) or `aws` (S3 + DynamoDB + SQS from BERTH_* and AWS_* variables).
-        #[arg(long, env = "BERTH_BACKEND", default_value = "embedded", value_parser = ["embedded", "aws"])]
-        backend: String,
+        #[arg(long, env = "BERTH_BACKEND", value_enum, default_value_t = BackendChoice::Embedded)]
+        backend: BackendChoice,
         /// With `--backend aws`: create the bucket, table and queue when missing (local use against moto).
         #[arg(long)]
         create_resources: bool,
@@ -92,45 +97,10 @@ enum Command {
     },
     /// Print the route table as JSON (what Terraform, the functions and the event files follow).
     Routes,
-    /// Check credentials against a server (GET /v2/) and store them.
-    Login(LoginArgs),
-    /// Forget the stored credentials.
-    Logout,
-    /// Create, list, show, change and delete registries.
-    #[command(subcommand)]
-    Registry(RegistryCommand),
-    /// List and delete images.
-    #[command(subcommand)]
-    Image(ImageCommand),
-    /// List, show and delete the artifacts (manifests) of an image.
-    #[command(subcommand)]
-    Artifact(ArtifactCommand),
-    /// List, add and delete tags.
-    #[command(subcommand)]
-    Tag(TagCommand),
-    /// Create, list, show, change and delete users.
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Create, list, revoke and rotate access keys.
-    #[command(subcommand)]
-    Key(KeyCommand),
-    /// Read the audit log.
-    #[command(subcommand)]
-    Audit(AuditCommand),
-    /// Image cleanup: rules, cycle (cron), test runs, runs and their history.
-    #[command(subcommand)]
-    Cleanup(CleanupCommand),
-    /// Image protection: rules making tags immutable and their artifacts undeletable.
-    #[command(subcommand)]
-    Protect(ProtectCommand),
-    /// Garbage collection of blob bytes no image uses (administrators).
-    #[command(subcommand)]
-    Gc(GcCommand),
+    /// A client of a running server's management API.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
-
-/// The names of the client commands, whose help ends with the exit codes.
-const CLIENT_COMMANDS: [&str; 12] =
-    ["login", "logout", "registry", "image", "artifact", "tag", "user", "key", "audit", "cleanup", "protect", "gc"];
 
 /// Adds the exit codes to the help of `command` and of all its subcommands.
 fn with_exit_codes(command: clap::Command) -> clap::Command {
@@ -140,7 +110,12 @@ fn with_exit_codes(command: clap::Command) -> clap::Command {
 
 /// Parses the command line (exit 2 with clap's message on a usage error).
 fn parse() -> Cli {
-    let command = CLIENT_COMMANDS.into_iter().fold(Cli::command(), |c, name| c.mut_subcommand(name, with_exit_codes));
+    // the client commands (and theirs) end their help with the exit codes
+    let clients: Vec<String> = ClientCommand::augment_subcommands(clap::Command::new("client"))
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let command = clients.into_iter().fold(Cli::command(), |c, name| c.mut_subcommand(name, with_exit_codes));
     let matches = command.get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
@@ -148,22 +123,10 @@ fn parse() -> Cli {
 /// Parses the command line and runs the command; the exit code says how it went.
 fn main() -> ExitCode {
     let cli = parse();
-    let client = match cli.command {
-        Command::Login(a) => ClientCommand::Login(a),
-        Command::Logout => ClientCommand::Logout,
-        Command::Registry(c) => ClientCommand::Registry(c),
-        Command::Image(c) => ClientCommand::Image(c),
-        Command::Artifact(c) => ClientCommand::Artifact(c),
-        Command::Tag(c) => ClientCommand::Tag(c),
-        Command::User(c) => ClientCommand::User(c),
-        Command::Key(c) => ClientCommand::Key(c),
-        Command::Audit(c) => ClientCommand::Audit(c),
-        Command::Cleanup(c) => ClientCommand::Cleanup(c),
-        Command::Protect(c) => ClientCommand::Protect(c),
-        Command::Gc(c) => ClientCommand::Gc(c),
-        server @ (Command::Serve { .. } | Command::Routes) => return run_server(server),
-    };
-    run_client(cli.output, usize::from(cli.page_size), client)
+    match cli.command {
+        Command::Client(client) => run_client(cli.output, usize::from(cli.page_size), client),
+        server => run_server(server),
+    }
 }
 
 /// Runs a client command; its errors go to stderr and decide the exit code.
@@ -213,9 +176,9 @@ fn run_server(command: Command) -> ExitCode {
         } => {
             let settings =
                 Settings { upload_expiry: Duration::from_secs(upload_expiry), chunk_min_length, ..Settings::default() };
-            let backend = match backend.as_str() {
-                "aws" => Backend::Aws { create_resources },
-                _ => Backend::Embedded { data_dir },
+            let backend = match backend {
+                BackendChoice::Aws => Backend::Aws { create_resources },
+                BackendChoice::Embedded => Backend::Embedded { data_dir },
             };
             let limits = ConnectionLimits {
                 max_connections: max_connections.unwrap_or_else(berth::connections::default_max_connections).max(1),
@@ -235,18 +198,7 @@ fn run_server(command: Command) -> ExitCode {
         Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS[..])
             .map(|json| println!("{json}"))
             .map_err(|e| e.to_string()),
-        Command::Login(_)
-        | Command::Logout
-        | Command::Registry(_)
-        | Command::Image(_)
-        | Command::Artifact(_)
-        | Command::Tag(_)
-        | Command::User(_)
-        | Command::Key(_)
-        | Command::Audit(_)
-        | Command::Cleanup(_)
-        | Command::Protect(_)
-        | Command::Gc(_) => Err("not a server command".to_string()),
+        Command::Client(_) => Err("not a server command".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
