@@ -157,7 +157,7 @@ async fn deleted_image_loses_exactly_its_unshared_blobs(backend: Backend) {
     let manifest_b = pull_manifest(&app, &b, "v1").await;
     let orphan_a = push_blob(&app, &a, b"uploaded into a, never used").await.unwrap();
     let orphan_b = push_blob(&app, &b, b"uploaded into b, never used").await.unwrap();
-    berth::api::manage::artifacts::delete_image(&app, &a).await.unwrap();
+    berth::registry::artifacts::delete_image(&app, &a).await.unwrap();
 
     // everything so far is older than the (zero) grace window
     app.clock = Arc::new(Shifted(10));

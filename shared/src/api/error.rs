@@ -15,7 +15,7 @@ use crate::oci::{DigestError, ManifestError, NameError, RangeError};
 use crate::policy::cleanup::CleanupError;
 use crate::policy::protection::ProtectionError;
 use crate::queue::QueueError;
-use crate::registry::{BlobError, PushError, UploadError};
+use crate::registry::{ArtifactError, BlobError, PushError, UploadError};
 use crate::schedule::ScheduleError;
 use crate::storage::StorageError;
 use crate::upload_token::TokenError;
@@ -282,6 +282,19 @@ fn retry_shortly(detail: String) -> OciError {
 impl From<TokenError> for OciError {
     fn from(e: TokenError) -> Self {
         OciError::new(ErrorCode::Denied, e.to_string())
+    }
+}
+
+impl From<ArtifactError> for OciError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::UnknownArtifact { .. } | ArtifactError::UnknownTag { .. } => {
+                OciError::new(ErrorCode::NotFound, e.to_string())
+            }
+            ArtifactError::Busy(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            ArtifactError::Protected(inner) => inner.into(),
+            ArtifactError::Metadata(inner) => inner.into(),
+        }
     }
 }
 

@@ -170,6 +170,33 @@ pub async fn all_manifests(meta: &dyn MetadataStore, repo: &RepoName) -> Result<
     }
 }
 
+/// Deletes the referrers of `subject` (signatures, SBOMs, attestations) and theirs, breadth
+/// first; a referrer an index lists stays. `visited` holds what was seen already (and gains what
+/// this walk sees). Returns the digests deleted.
+pub async fn delete_referrers(
+    meta: &dyn MetadataStore,
+    repo: &RepoName,
+    subject: &Digest,
+    visited: &mut std::collections::HashSet<Digest>,
+) -> Result<Vec<Digest>, MetadataError> {
+    let mut deleted = Vec::new();
+    let mut queue = std::collections::VecDeque::from([subject.clone()]);
+    while let Some(subject) = queue.pop_front() {
+        for r in meta.referrers(repo, &subject, None).await? {
+            if !visited.insert(r.digest.clone()) {
+                continue;
+            }
+            match meta.delete_manifest(repo, &r.digest).await {
+                Ok(true) => deleted.push(r.digest.clone()),
+                Ok(false) | Err(MetadataError::ReferencedByIndex { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            queue.push_back(r.digest);
+        }
+    }
+    Ok(deleted)
+}
+
 /// Refuses a document collection or id the stores cannot key on: empty, or longer than
 /// [`MAX_DOCUMENT_KEY_BYTES`].
 pub(crate) fn check_document_key(what: &str, value: &str) -> Result<(), MetadataError> {

@@ -1107,18 +1107,7 @@ async fn delete_planned(
     }
     // referrers (signatures, SBOMs, attestations) go with their subject, transitively
     let mut visited: HashSet<Digest> = HashSet::from([digest.clone()]);
-    let mut queue = VecDeque::from([digest.clone()]);
-    while let Some(subject) = queue.pop_front() {
-        for r in meta.referrers(repo, &subject, None).await? {
-            if visited.insert(r.digest.clone()) {
-                match meta.delete_manifest(repo, &r.digest).await {
-                    Ok(_) | Err(MetadataError::ReferencedByIndex { .. }) => {}
-                    Err(e) => return Err(fail(e)),
-                }
-                queue.push_back(r.digest);
-            }
-        }
-    }
+    crate::metadata::delete_referrers(meta, repo, digest, &mut visited).await.map_err(fail)?;
     // index children only this index listed, and that carry no tag of their own, go too
     let mut children: VecDeque<Digest> = record.children.into_iter().collect();
     while let Some(child) = children.pop_front() {
@@ -1136,14 +1125,7 @@ async fn delete_planned(
             Err(e) => return Err(fail(e)),
         }
         children.extend(child_record.children);
-        for r in meta.referrers(repo, &child, None).await? {
-            if visited.insert(r.digest.clone()) {
-                match meta.delete_manifest(repo, &r.digest).await {
-                    Ok(_) | Err(MetadataError::ReferencedByIndex { .. }) => {}
-                    Err(e) => return Err(fail(e)),
-                }
-            }
-        }
+        crate::metadata::delete_referrers(meta, repo, &child, &mut visited).await.map_err(fail)?;
     }
     Ok(Gone::Deleted)
 }

@@ -16,6 +16,7 @@ use crate::body::Response;
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::policy::protection;
+use crate::registry::artifacts::{self, ArtifactError};
 use crate::registry::manifests;
 use crate::storage::ByteStream;
 
@@ -172,91 +173,17 @@ pub async fn show(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respons
     object(StatusCode::OK, &describe(app, repo, m).await?)
 }
 
-/// Deletes an artifact, then its referrers (signatures, SBOMs…) and theirs, breadth first.
-/// The artifact goes first, so an index that still lists it refuses the whole delete before
-/// anything is gone; a referrer that an index lists is left in place.
-pub async fn delete_artifact(app: &App, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, OciError> {
-    if !app.meta.delete_manifest(repo, digest).await? {
-        return Ok(vec![]);
-    }
-    // the recount is queued with a delay, so the referrers deleted below are in it too
-    crate::usage::mark_changed(app, repo).await;
-    let mut deleted = vec![digest.clone()];
-    let mut visited: HashSet<Digest> = HashSet::from([digest.clone()]);
-    let mut queue = std::collections::VecDeque::from([digest.clone()]);
-    while let Some(subject) = queue.pop_front() {
-        for r in app.meta.referrers(repo, &subject, None).await? {
-            if !visited.insert(r.digest.clone()) {
-                continue;
-            }
-            match app.meta.delete_manifest(repo, &r.digest).await {
-                Ok(true) => deleted.push(r.digest.clone()),
-                Ok(false) | Err(MetadataError::ReferencedByIndex { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            queue.push_back(r.digest);
-        }
-    }
-    Ok(deleted)
-}
-
 /// `DELETE /api/v1/images/<name>/artifacts/<digest>`.
 pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
     if app.meta.manifest(repo, digest).await?.is_none() {
         return Err(OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")));
     }
     protection::check_artifact_delete(app, repo, digest).await?;
-    match delete_artifact(app, repo, digest).await {
+    match artifacts::delete_with_referrers(app, repo, digest).await {
         Ok(_) => empty(StatusCode::NO_CONTENT, &[]),
-        Err(e) if e.status == StatusCode::CONFLICT => Err(OciError::new(ErrorCode::Conflict, e.detail)),
-        Err(e) => Err(e),
-    }
-}
-
-/// Deletes every artifact of an image (indexes before what they list), unlinks its blobs and
-/// removes the emptied image (a `Conflict` when a push into it ran alongside); its usage is
-/// recounted afterwards, whatever was deleted.
-pub async fn delete_image(app: &App, repo: &RepoName) -> Result<usize, OciError> {
-    protection::check_image_delete(app, repo).await?;
-    let result = empty_and_remove(app, repo).await;
-    crate::usage::mark_changed(app, repo).await;
-    result
-}
-
-/// The work of [`delete_image`].
-async fn empty_and_remove(app: &App, repo: &RepoName) -> Result<usize, OciError> {
-    let mut count = 0;
-    loop {
-        let manifests = manifests::all_of(app.meta.as_ref(), repo).await?;
-        if manifests.is_empty() {
-            break;
+        Err(e @ ArtifactError::Metadata(MetadataError::ReferencedByIndex { .. })) => {
+            Err(OciError::new(ErrorCode::Conflict, e.to_string()))
         }
-        let listed: HashSet<Digest> = manifests.iter().flat_map(|m| m.children.iter().cloned()).collect();
-        let mut progressed = false;
-        for m in manifests.iter().filter(|m| !listed.contains(&m.digest)) {
-            match app.meta.delete_manifest(repo, &m.digest).await {
-                Ok(true) => {
-                    count += 1;
-                    progressed = true;
-                }
-                Ok(false) | Err(MetadataError::ReferencedByIndex { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            for blob in &m.blobs {
-                app.meta.unlink_blob(repo, blob).await?;
-            }
-        }
-        if !progressed {
-            return Err(OciError::new(ErrorCode::Conflict, format!("image {repo} could not be emptied (a cycle?)")));
-        }
-    }
-    // the emptied repository goes too (its remaining blob links and its record), so it no longer lists
-    match app.meta.delete_repository(repo).await {
-        Ok(_) => Ok(count),
-        Err(MetadataError::Conflict(_)) => Err(OciError::new(
-            ErrorCode::Conflict,
-            format!("image {repo} was pushed to while it was deleted; {count} artifact(s) deleted, the image remains"),
-        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -266,7 +193,7 @@ pub async fn delete_whole(app: &App, repo: &RepoName) -> Result<Response, OciErr
     if !app.meta.repository_exists(repo).await? {
         return Err(repository_unknown(repo));
     }
-    let deleted = delete_image(app, repo).await?;
+    let deleted = artifacts::delete_image(app, repo).await?;
     object(StatusCode::OK, &serde_json::json!({ "image": repo.as_str(), "deleted_artifacts": deleted }))
 }
 
@@ -326,22 +253,12 @@ struct PutTag {
 pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) -> Result<Response, OciError> {
     let req: PutTag = read_json(body).await?;
     let digest: Digest = req.digest.parse().map_err(|e| invalid(format!("digest: {e}")))?;
-    let record = app
-        .meta
-        .manifest(repo, &digest)
-        .await?
-        .ok_or_else(|| OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")))?;
-    protection::check_tag_write(app, repo, tag, &digest).await?;
-    app.meta.put_manifest(&record, std::slice::from_ref(tag)).await?;
+    artifacts::tag(app, repo, tag, &digest).await?;
     object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
 }
 
 /// `DELETE`: deletes a tag (the artifact stays).
 pub async fn delete_tag(app: &App, repo: &RepoName, tag: &Tag) -> Result<Response, OciError> {
-    protection::check_tag_delete(app, repo, tag).await?;
-    if app.meta.delete_tag(repo, tag).await? {
-        empty(StatusCode::NO_CONTENT, &[])
-    } else {
-        Err(OciError::new(ErrorCode::NotFound, format!("tag {repo}:{tag} does not exist")))
-    }
+    artifacts::untag(app, repo, tag).await?;
+    empty(StatusCode::NO_CONTENT, &[])
 }

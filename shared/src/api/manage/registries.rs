@@ -110,7 +110,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
         ));
     }
     for image in &images {
-        super::artifacts::delete_image(app, image).await?;
+        crate::registry::artifacts::delete_image(app, image).await?;
     }
     registry::remove(app.meta.as_ref(), name).await?;
     // a registry created again later starts without the old one's rules and cycle
