@@ -179,6 +179,30 @@ impl BlobStore for FsBlobStore {
             return self.abort_upload(id).await;
         }
         let dir = self.upload_path(id);
+        if let [(name, seg_len)] = segments.0.as_slice() {
+            // one request wrote the whole blob (docker, skopeo): its file, exactly as long as
+            // recorded, becomes the blob by a rename, with no copy
+            let single = dir.join(name);
+            let exact = tokio::fs::metadata(&single).await.is_ok_and(|m| m.len() == *seg_len);
+            if exact {
+                let synced = single.clone();
+                let sync = tokio::task::spawn_blocking(move || std::fs::File::open(&synced)?.sync_data());
+                match sync.await.map_err(std::io::Error::other)? {
+                    Ok(()) => {
+                        match self.publish(&single, digest).await {
+                            Ok(()) => {}
+                            // renamed by a concurrent commit of the same session in between
+                            Err(StorageError::Io(e)) if not_found(&e) && self.stat(digest).await? == Some(len) => {}
+                            Err(e) => return Err(e),
+                        }
+                        return self.abort_upload(id).await;
+                    }
+                    // a concurrent commit of the same session published it already
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
         let id_owned = id.clone();
         let assembled = tmp.clone();
