@@ -649,6 +649,14 @@ fn run_id(at: UnixTime, suffix: &str) -> String {
     format!("{:010}-{suffix}", 9_999_999_999i64.saturating_sub(at).max(0))
 }
 
+/// The suffix of a run started by hand: the milliseconds left in the current second, then random
+/// hex, so that runs started within one second still list newest first (ids sort ascending).
+fn manual_suffix() -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_millis());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{:03}{}", 999 - millis.min(999), random.get(..5).unwrap_or("00000"))
+}
+
 fn run_key(registry: &str, run: &str) -> String {
     format!("{registry}/{run}")
 }
@@ -711,8 +719,7 @@ fn new_run(
 pub async fn start(app: &App, registry: &str, dry_run: bool) -> Result<CleanupRun, CleanupError> {
     let now = app.clock.now();
     let rules = rules(app.meta.as_ref(), registry).await?;
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let run = new_run(registry, run_id(now, suffix.get(..8).unwrap_or("run")), Trigger::Manual, dry_run, now, rules);
+    let run = new_run(registry, run_id(now, &manual_suffix()), Trigger::Manual, dry_run, now, rules);
     put_run(app.meta.as_ref(), &run, Expect::Absent).await?;
     let job = Task::Cleanup { registry: registry.to_string(), run: Some(run.id.clone()), due: None }.to_job();
     app.queue.enqueue(&job, std::time::Duration::ZERO).await?;
@@ -1244,6 +1251,14 @@ mod tests {
     #[test]
     fn run_ids_sort_newest_first() {
         assert!(run_id(2_000, "a") < run_id(1_000, "a"));
+        // within one second, by the milliseconds left in it
+        let first = manual_suffix();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let later = manual_suffix();
+        if later[..3] < first[..3] {
+            assert!(run_id(5, &later) < run_id(5, &first));
+        }
+        assert_eq!(first.len(), 8);
         assert_eq!(run_id(0, "x").len(), 12);
     }
 }
