@@ -1,9 +1,9 @@
 ################################################################################
 # Permissions
 #
-# Each function gets only the permission sets its handlers use (shared/src/api, registry,
-# jobs.rs, and the calls of the S3/DynamoDB/SQS adapters). A route that starts using another
-# port (e.g. enqueues a job) adds a set here.
+# A route function gets the permission sets of the ports its Endpoint declares (local.routes,
+# mirrored from `berth routes --output json`) plus the edge's; the Lambda function tests fail a
+# route that uses a port it does not declare. The job functions' sets are listed here.
 ################################################################################
 
 locals {
@@ -28,78 +28,61 @@ locals {
     meta_read       = { actions = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"], resources = local.table_resources }
     # TransactWriteItems is authorized per item by these actions (ConditionCheckItem for checks):
     # there is no dynamodb:TransactWriteItems IAM action.
-    meta_write   = { actions = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"], resources = local.table_resources }
+    meta_write = { actions = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"], resources = local.table_resources }
+    # The edge's own writes (shared/src/api/endpoint.rs, EDGE_WRITES): the document partitions of
+    # access keys, audit entries and settings, nothing else.
+    edge_write = {
+      actions    = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+      resources  = [aws_dynamodb_table.metadata.arn]
+      conditions = [{ test = "ForAllValues:StringEquals", variable = "dynamodb:LeadingKeys", values = ["doc#key", "doc#audit", "doc#setting"] }]
+    }
     jobs_send    = { actions = ["sqs:SendMessage"], resources = [aws_sqs_queue.jobs.arn] }
     jobs_consume = { actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], resources = [aws_sqs_queue.jobs.arn] }
     kms          = { actions = ["kms:Decrypt", "kms:GenerateDataKey"], resources = compact([var.kms_key_arn]) }
   }
 
-  # function => permission sets. Keys are exactly local.functions (checked by tests/infra).
-  # jobs_send is not listed here for routes: every route whose route table entry says
-  # sends_jobs (`berth routes`) gets it below, so a route that starts enqueueing gets the
-  # permission when the route table says so.
+  # What each port a route declares ("ports" in `berth routes --output json`, mirrored in
+  # local.routes) is granted as. ListBucket goes with every S3 read: without it S3 answers 403
+  # instead of 404 for a missing key.
+  port_permissions = {
+    "blobs:read"     = ["blob_read", "bucket_list"]
+    "blobs:write"    = ["blob_write"]
+    "blobs:delete"   = ["blob_delete"]
+    "blobs:list"     = ["bucket_list"]
+    "uploads:read"   = ["staging_read", "bucket_list"]
+    "uploads:write"  = ["staging_write"]
+    "uploads:abort"  = ["staging_cleanup", "bucket_list"]
+    "uploads:list"   = ["staging_list"]
+    "metadata:write" = ["meta_write"]
+    "jobs:send"      = ["jobs_send"]
+  }
+
   # Every route authenticates its request (shared/src/access): it reads users, keys and registries
-  # (meta_read) and writes key last-used stamps and the audit log (meta_write; also the signing
-  # key on first use, should BERTH_TOKEN_SIGNING_KEY ever be empty). So meta_write on a read-only
-  # route writes identity and audit documents; the S3 sets below are what its handler needs.
-  function_permissions = {
-    "token"           = ["meta_read", "meta_write"]
-    "base"            = ["meta_read", "meta_write"]
-    "catalog"         = ["meta_read", "meta_write"]
-    "tags-list"       = ["meta_read", "meta_write"]
-    "manifest-get"    = ["meta_read", "meta_write", "blob_read", "bucket_list"]
-    "manifest-put"    = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write"]
-    "manifest-delete" = ["meta_read", "meta_write"]
-    "blob-get"        = ["meta_read", "meta_write", "blob_read", "bucket_list"]
-    "blob-delete"     = ["meta_read", "meta_write"] # unlinks only: bytes stay until garbage collection
-    "upload-start"    = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write", "staging_read", "staging_write", "staging_cleanup", "staging_list"]
-    "upload-patch"    = ["meta_read", "meta_write", "bucket_list", "staging_read", "staging_write", "staging_cleanup"]
-    "upload-put"      = ["meta_read", "meta_write", "blob_read", "bucket_list", "blob_write", "staging_read", "staging_write", "staging_cleanup", "staging_list"]
-    "upload-status"   = ["meta_read", "meta_write"]
-    "upload-cancel"   = ["meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list"]
-    "referrers"       = ["meta_read", "meta_write"]
-    # Management API (shared/src/manage). Identity and registry documents live in the table only.
-    "api-registries" = ["meta_read", "meta_write"]
-    "api-registry"   = ["meta_read", "meta_write"] # delete with force=true deletes images as manifest-delete does
-    "api-image"      = ["meta_read", "meta_write"] # deletes manifests and unlinks blobs, as manifest-delete
-    # Image and artifact descriptions read manifests and image configs (platforms) from blobs/.
-    "api-images"     = ["meta_read", "meta_write", "blob_read"]
-    "api-artifacts"  = ["meta_read", "meta_write", "blob_read"]
-    "api-artifact"   = ["meta_read", "meta_write", "blob_read"] # GET reads as api-artifacts; DELETE as manifest-delete
-    "api-tags"       = ["meta_read", "meta_write"]
-    "api-tag"        = ["meta_read", "meta_write"]
-    "api-users"      = ["meta_read", "meta_write"]
-    "api-user"       = ["meta_read", "meta_write"]
-    "api-keys"       = ["meta_read", "meta_write"]
-    "api-key"        = ["meta_read", "meta_write"]
-    "api-key-rotate" = ["meta_read", "meta_write"]
-    "api-audit"      = ["meta_read", "meta_write"]
-    "api-openapi"    = ["meta_read", "meta_write"]
-    # Cleanup and protection policies, cycles and run records are table documents. Starting a
-    # cleanup or garbage-collection run enqueues its job; the job worker executes it.
-    "api-cleanup-rules"    = ["meta_read", "meta_write"]
-    "api-cleanup-rule"     = ["meta_read", "meta_write"]
-    "api-cleanup-schedule" = ["meta_read", "meta_write"] # the cycle is a schedule document job-scheduler fires
-    "api-cleanup-runs"     = ["meta_read", "meta_write"]
-    "api-cleanup-run"      = ["meta_read", "meta_write"]
-    "api-protection-rules" = ["meta_read", "meta_write"]
-    "api-protection-rule"  = ["meta_read", "meta_write"]
-    "api-gc-runs"          = ["meta_read", "meta_write"]
-    "api-gc-run"           = ["meta_read", "meta_write"]
-    # expire-uploads, and garbage collection (lists blobs/ and deletes unreferenced blob bytes).
-    "job-worker" = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
-    # Fires the stored cron schedules (upload expiry, cleanup cycles): reads them and claims each
-    # due time with a conditional write before enqueueing its job.
+  # (meta_read) and writes only key last-use stamps, audit entries and the signing key made on
+  # first use (edge_write, limited to those partitions). A route declaring no metadata:write
+  # therefore gets read-only access to the registry's own data.
+  edge_permissions = ["meta_read", "edge_write"]
+
+  route_permissions = {
+    for name, route in local.routes :
+    name => distinct(concat(local.edge_permissions, flatten([for port in route.ports : local.port_permissions[port]])))
+  }
+
+  # The job functions have no route: they run every kind of job (expire-uploads, cleanup runs,
+  # garbage collection, which lists blobs/ and deletes unreferenced blob bytes) and fire the
+  # stored cron schedules (reads them and claims each due time with a conditional write before
+  # enqueueing its job).
+  job_permissions = {
+    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
     "job-scheduler" = ["jobs_send", "meta_read", "meta_write"]
   }
 
+  # function => permission sets. Keys are exactly local.functions (checked by tests/infra).
+  function_permissions = merge(local.route_permissions, local.job_permissions)
+
   # The customer managed key, when there is one, is needed by everything that touches data.
-  function_permissions_with_jobs = {
-    for name, sets in local.function_permissions :
-    name => try(local.routes[name].sends_jobs, false) ? concat(sets, ["jobs_send"]) : sets
-  }
   function_permission_sets = {
-    for name, sets in local.function_permissions_with_jobs :
+    for name, sets in local.function_permissions :
     name => var.kms_key_arn != null && length(sets) > 0 ? concat(sets, ["kms"]) : sets
   }
 }
@@ -155,6 +138,16 @@ data "aws_iam_policy_document" "function" {
       sid       = replace(title(replace(statement.value, "_", " ")), " ", "")
       actions   = local.permission_sets[statement.value].actions
       resources = local.permission_sets[statement.value].resources
+
+      dynamic "condition" {
+        for_each = try(local.permission_sets[statement.value].conditions, [])
+
+        content {
+          test     = condition.value.test
+          variable = condition.value.variable
+          values   = condition.value.values
+        }
+      }
     }
   }
 }

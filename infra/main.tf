@@ -13,8 +13,10 @@ data "aws_region" "current" {}
 ################################################################################
 # Route table
 #
-# Mirrors `berth routes` (shared/src/api/routes.rs, ROUTE_SPECS): one Lambda function per
-# route, named by the key. tests/infra/test_infra.py fails when the two disagree.
+# Mirrors `berth routes --output json` (the Endpoint declared beside each handler in
+# shared/src/api; ENDPOINTS lists them): one Lambda function per route, named by the key, and the
+# ports its handler uses, which decide its IAM permissions (functions.tf). tests/infra/test_infra.py
+# fails when the two disagree.
 ################################################################################
 
 locals {
@@ -22,46 +24,46 @@ locals {
   # has_repository. /v2 is the OCI distribution API, /auth the token endpoint, /api/v1 the
   # management API.
   routes = {
-    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, sends_jobs = false }
-    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, sends_jobs = false }
-    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, sends_jobs = false }
-    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, sends_jobs = false }
-    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = false }
-    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = true }
-    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, sends_jobs = true }
-    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, sends_jobs = false }
-    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, sends_jobs = true }
-    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, sends_jobs = false }
-    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
-    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
-    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
-    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, sends_jobs = false }
-    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, sends_jobs = false }
-    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, sends_jobs = false }
-    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, sends_jobs = true }
-    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, sends_jobs = false }
-    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, sends_jobs = true }
-    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, sends_jobs = false }
-    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, sends_jobs = true }
-    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, sends_jobs = false }
-    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, sends_jobs = false }
-    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, sends_jobs = false }
-    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, sends_jobs = false }
-    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, sends_jobs = false }
-    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false, sends_jobs = false }
-    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, sends_jobs = false }
-    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, sends_jobs = false }
-    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, sends_jobs = false }
+    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, ports = [] }
+    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
+    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, ports = [] }
+    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
+    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "metadata:write"] }
+    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
+    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read"] }
+    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
+    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:read", "uploads:write", "uploads:abort", "metadata:write"] }
+    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
+    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = [] }
+    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:abort", "uploads:list", "metadata:write"] }
+    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, ports = [] }
+    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, ports = ["metadata:write"] }
+    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read"] }
+    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
+    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
+    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, ports = [] }
+    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write"] }
+    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, ports = ["metadata:write"] }
+    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, ports = ["metadata:write"] }
+    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, ports = ["metadata:write"] }
+    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false, ports = ["metadata:write"] }
+    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, ports = ["metadata:write"] }
+    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, ports = [] }
+    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, ports = [] }
     # Image cleanup and protection policies of a registry, and garbage collection.
-    "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false, sends_jobs = false }
-    "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false, sends_jobs = false }
-    "api-cleanup-schedule" = { prefix = "/api/v1", methods = ["GET", "PUT", "DELETE"], suffix = "/registries/{registry}/cleanup/schedule", has_repository = false, sends_jobs = false }
-    "api-cleanup-runs"     = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/runs", has_repository = false, sends_jobs = true }
-    "api-cleanup-run"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/cleanup/runs/{run}", has_repository = false, sends_jobs = false }
-    "api-protection-rules" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/protection/rules", has_repository = false, sends_jobs = false }
-    "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false, sends_jobs = false }
-    "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false, sends_jobs = true }
-    "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false, sends_jobs = false }
+    "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false, ports = ["metadata:write"] }
+    "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false, ports = ["metadata:write"] }
+    "api-cleanup-schedule" = { prefix = "/api/v1", methods = ["GET", "PUT", "DELETE"], suffix = "/registries/{registry}/cleanup/schedule", has_repository = false, ports = ["metadata:write"] }
+    "api-cleanup-runs"     = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/runs", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-cleanup-run"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/cleanup/runs/{run}", has_repository = false, ports = [] }
+    "api-protection-rules" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/protection/rules", has_repository = false, ports = ["metadata:write"] }
+    "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false, ports = ["metadata:write"] }
+    "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false, ports = [] }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a

@@ -140,6 +140,16 @@ data "aws_iam_policy_document" "upload_gateway_task" {
       sid       = replace(title(replace(statement.value, "_", " ")), " ", "")
       actions   = local.permission_sets[statement.value].actions
       resources = local.permission_sets[statement.value].resources
+
+      dynamic "condition" {
+        for_each = try(local.permission_sets[statement.value].conditions, [])
+
+        content {
+          test     = condition.value.test
+          variable = condition.value.variable
+          values   = condition.value.values
+        }
+      }
     }
   }
 }

@@ -32,28 +32,6 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
-/// The audit action of a successful request to `route` with `method` that answered `status`,
-/// or `None` when it changed nothing worth auditing: reads, token requests, opening an upload
-/// and its chunks are not; a finished upload (`blob-upload`) and a cross-repository mount
-/// (`blob-mount`, when `mounting` and the answer is 201) are.
-pub fn action_of<'a>(
-    route_name: &'a str,
-    method: &http::Method,
-    status: http::StatusCode,
-    mounting: bool,
-) -> Option<&'a str> {
-    if matches!(*method, http::Method::GET | http::Method::HEAD) {
-        return None;
-    }
-    match route_name {
-        "token" | "upload-patch" => None,
-        "upload-start" if status != http::StatusCode::CREATED => None,
-        "upload-start" if mounting => Some("blob-mount"),
-        "upload-start" | "upload-put" => Some("blob-upload"),
-        other => Some(other),
-    }
-}
-
 pub use crate::state::{RefusalBudget, REFUSALS_PER_MINUTE};
 
 /// Where a request came from and what it asked for, kept before its body is consumed so an

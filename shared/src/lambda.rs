@@ -23,7 +23,7 @@ use lambda_http::{Body, IntoResponse, RequestExt};
 use lambda_runtime::{service_fn, LambdaEvent};
 use tracing::Instrument;
 
-use crate::api::{self, ErrorCode, OciError, RouteFilter, API_VERSION_HEADER, ROUTE_NAMES};
+use crate::api::{self, Endpoint, ErrorCode, OciError, RouteFilter, API_VERSION_HEADER};
 use crate::app::App;
 use crate::body::{empty_stream, once_stream, ResponseBody};
 use crate::jobs;
@@ -41,10 +41,10 @@ pub const MAX_RESPONSE_BODY: usize = (6 * 1024 * 1024 - 64 * 1024) / 4 * 3;
 
 /// `main` of a route function: tracing, the AWS-backed [`App`] (once per cold start), then
 /// [`run_route`].
-pub async fn main_route(name: &'static str) -> Result<(), Error> {
+pub async fn main_route(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app(name).await?;
-    run_route(name, app).await
+    let app = init_app(endpoint.name).await?;
+    run_route(endpoint, app).await
 }
 
 /// `main` of the `job-worker` function: tracing, the [`App`], then [`run_job_worker`].
@@ -71,25 +71,23 @@ pub async fn app_for_lambda() -> Result<App, Error> {
 }
 
 /// Serves one route's API Gateway events until the runtime stops the process.
-pub async fn run_route(name: &'static str, app: App) -> Result<(), Error> {
-    if !ROUTE_NAMES.contains(&name) {
-        return Err(format!("{name:?} is not a route name (see `berth routes`)").into());
-    }
+pub async fn run_route(endpoint: &'static Endpoint, app: App) -> Result<(), Error> {
     let app = &app;
     lambda_http::run(service_fn(move |req: lambda_http::Request| async move {
-        Ok::<_, Infallible>(ExactBody(serve_lambda_request(app, name, req).await))
+        Ok::<_, Infallible>(ExactBody(serve_lambda_request(app, endpoint, req).await))
     }))
     .await
 }
 
-/// Answers one API Gateway request with route `only`: the request becomes an
+/// Answers one API Gateway request with `endpoint`'s route: the request becomes an
 /// `http::Request<ByteStream>` with a path starting `/v2`, goes through [`api::handle`], and the
 /// response comes back with its body collected (at most [`MAX_RESPONSE_BODY`] bytes) as binary.
 pub async fn serve_lambda_request(
     app: &App,
-    only: &'static str,
+    endpoint: &'static Endpoint,
     req: lambda_http::Request,
 ) -> lambda_http::Response<Body> {
+    let only = endpoint.name;
     let client_prefix = client_stage_prefix(&req);
     let req = match to_berth_request(req) {
         Ok(req) => req,
@@ -99,7 +97,7 @@ pub async fn serve_lambda_request(
             return to_lambda_response(only, api_error(error.status(StatusCode::BAD_REQUEST)), None).await;
         }
     };
-    let response = api::handle(app, RouteFilter::Only(only), req).await;
+    let response = api::handle(app, RouteFilter::Only(endpoint), req).await;
     to_lambda_response(only, response, client_prefix.as_deref()).await
 }
 

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use berth::api::{self, RouteFilter, ROUTE_NAMES, ROUTE_SPECS};
+use berth::api::{self, Endpoint, Port, RouteFilter, ENDPOINTS, ROUTE_NAMES};
 use berth::app::{App, Clock, Settings, SystemClock};
 use berth::body::{empty_stream, once_stream};
 use berth::lambda::{process_job_batch, schedule_housekeeping, serve_lambda_request, ExactBody};
-use berth::metadata::{UnixTime, UploadSession};
+use berth::metadata::{ManifestRecord, UnixTime, UploadSession};
 use berth::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use berth::queue::{Delivery, Job, JobQueue, QueueError};
 use http::{Method, StatusCode};
@@ -58,6 +58,11 @@ fn event(name: &str) -> lambda_http::Request {
     lambda_http::request::from_str(&event_text(name)).unwrap()
 }
 
+/// The endpoint of route `name`.
+fn endpoint(name: &str) -> &'static Endpoint {
+    ENDPOINTS.iter().copied().find(|e| e.name == name).unwrap_or_else(|| panic!("no route {name}"))
+}
+
 fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
@@ -79,6 +84,10 @@ struct Registry {
     prepared: tokio::sync::OnceCell<()>,
     /// every job enqueued through `app.queue`
     jobs: Arc<Recording>,
+    /// the ports handlers used since the last [`PortUse::take`]
+    ports: Arc<PortUse>,
+    /// the ports the last `invoke` used
+    last_ports: Mutex<std::collections::BTreeSet<String>>,
 }
 
 struct Answer {
@@ -106,7 +115,10 @@ impl Registry {
         let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
         let jobs = Arc::new(Recording { inner: app.queue.clone(), sent: Mutex::new(Vec::new()) });
         app.queue = jobs.clone();
-        Registry { app, dir, prepared: tokio::sync::OnceCell::new(), jobs }
+        let ports = Arc::new(PortUse::default());
+        app.blobs = Arc::new(PortBlobs { inner: app.blobs.clone(), use_: ports.clone() });
+        app.meta = Arc::new(PortMeta { inner: app.meta.clone(), use_: ports.clone() });
+        Registry { app, dir, prepared: tokio::sync::OnceCell::new(), jobs, ports, last_ports: Mutex::default() }
     }
 
     /// What API Gateway gets back from function `function` for `req`: the same two steps
@@ -117,13 +129,20 @@ impl Registry {
             req.headers_mut().insert("authorization", admin_basic().parse().unwrap());
         }
         let sent_before = self.jobs.sent.lock().unwrap().len();
-        let response = ExactBody(serve_lambda_request(&self.app, function, req).await).into_response().await;
+        let endpoint = endpoint(function);
+        self.ports.take();
+        let response = ExactBody(serve_lambda_request(&self.app, endpoint, req).await).into_response().await;
+        // the function's IAM grants are derived from its declared ports: it must use no other
+        let used = self.ports.take();
+        let declared: std::collections::BTreeSet<String> =
+            endpoint.ports.iter().map(|p| serde_json::to_value(p).unwrap().as_str().unwrap().to_string()).collect();
+        assert!(used.is_subset(&declared), "{function} used ports {used:?} but declares {declared:?}");
+        *self.last_ports.lock().unwrap() = used;
         // a function that enqueues needs sqs:SendMessage, which Terraform grants by the route table
         let sent = self.jobs.sent.lock().unwrap().len() - sent_before;
-        let spec = ROUTE_SPECS.iter().find(|s| s.name == function).unwrap();
         assert!(
-            sent == 0 || spec.sends_jobs,
-            "{function} enqueued {sent} job(s) but its route spec says sends_jobs: false"
+            sent == 0 || endpoint.uses(Port::JobsSend),
+            "{function} enqueued {sent} job(s) but its endpoint does not declare Port::JobsSend"
         );
         let (parts, body) = response.into_parts();
         let body = match body {
@@ -465,8 +484,8 @@ async fn policy_and_gc_events_are_served_by_their_functions() {
 #[tokio::test]
 async fn an_event_for_another_route_is_unsupported() {
     let r = Registry::new();
-    for (i, spec) in ROUTE_SPECS.iter().enumerate() {
-        let other = ROUTE_SPECS[(i + 1) % ROUTE_SPECS.len()].name;
+    for (i, spec) in ENDPOINTS.iter().enumerate() {
+        let other = ENDPOINTS[(i + 1) % ENDPOINTS.len()].name;
         let a = r.invoke(other, event(spec.name)).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{} sent to {other}", spec.name);
         let (code, detail) = a.error();
@@ -648,7 +667,21 @@ fn every_route_has_a_function_and_an_event_and_nothing_else_does() {
             .unwrap_or_else(|e| panic!("functions/{name}/Cargo.toml: {e}"));
         assert!(manifest.contains(&format!("name = \"{name}\"")), "functions/{name}: package and binary are {name}");
         let main = std::fs::read_to_string(root.join("functions").join(name).join("src/main.rs")).unwrap();
-        assert!(main.contains(&format!("main_route(\"{name}\")")), "functions/{name} serves route {name}");
+        // main names its endpoint by path (`main_route(&berth::api::manifests::GET)`); that constant
+        // is declared with this very name
+        let path = main
+            .split("main_route(&berth::api::")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_else(|| panic!("functions/{name}: main calls berth::lambda::main_route(&berth::api::…)"));
+        let (module, constant) = path.rsplit_once("::").unwrap();
+        let source =
+            std::fs::read_to_string(root.join("shared/src/api").join(format!("{}.rs", module.replace("::", "/"))))
+                .unwrap_or_else(|e| panic!("functions/{name}: {path}: {e}"));
+        assert!(
+            source.contains(&format!("pub const {constant}: Endpoint = Endpoint {{\n    name: \"{name}\",")),
+            "functions/{name} serves {path}, which is not the endpoint named {name}"
+        );
         // the event is a request for this very route
         let json = event_json(name);
         let method = Method::from_bytes(json["requestContext"]["http"]["method"].as_str().unwrap().as_bytes()).unwrap();
@@ -680,4 +713,306 @@ fn every_route_has_a_function_and_an_event_and_nothing_else_does() {
     }
     assert!(root.join("events/sqs/job-worker.json").is_file());
     assert!(root.join("events/eventbridge/job-scheduler.json").is_file());
+}
+
+// --- ports: each function uses only the ports its endpoint declares -----------------------------
+
+/// The ports handlers used, recorded by [`PortBlobs`] and [`PortMeta`] around the real adapters:
+/// what the Lambda function is granted (Terraform derives IAM from the declared ports) must cover
+/// what it uses.
+#[derive(Default)]
+struct PortUse {
+    used: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl PortUse {
+    fn note(&self, port: Port) {
+        self.used.lock().unwrap().insert(serde_json::to_value(port).unwrap().as_str().unwrap().to_string());
+    }
+    fn take(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *self.used.lock().unwrap())
+    }
+}
+
+struct PortBlobs {
+    inner: Arc<dyn berth::storage::BlobStore>,
+    use_: Arc<PortUse>,
+}
+
+#[async_trait::async_trait]
+impl berth::storage::BlobStore for PortBlobs {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, berth::storage::StorageError> {
+        self.use_.note(Port::BlobsRead);
+        self.inner.stat(digest).await
+    }
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<berth::oci::ByteRange>,
+    ) -> Result<berth::storage::ByteStream, berth::storage::StorageError> {
+        self.use_.note(Port::BlobsRead);
+        self.inner.read(digest, range).await
+    }
+    async fn put(&self, digest: &Digest, bytes: bytes::Bytes) -> Result<(), berth::storage::StorageError> {
+        self.use_.note(Port::BlobsWrite);
+        self.inner.put(digest, bytes).await
+    }
+    async fn delete(&self, digest: &Digest) -> Result<(), berth::storage::StorageError> {
+        self.use_.note(Port::BlobsDelete);
+        self.inner.delete(digest).await
+    }
+    async fn open_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        staging: &[u8],
+    ) -> Result<Box<dyn berth::storage::UploadWriter>, berth::storage::StorageError> {
+        self.use_.note(Port::UploadsWrite);
+        self.inner.open_upload(id, offset, staging).await
+    }
+    async fn read_upload(
+        &self,
+        id: &UploadId,
+        len: u64,
+        staging: &[u8],
+    ) -> Result<berth::storage::ByteStream, berth::storage::StorageError> {
+        self.use_.note(Port::UploadsRead);
+        self.inner.read_upload(id, len, staging).await
+    }
+    async fn commit_upload(
+        &self,
+        id: &UploadId,
+        len: u64,
+        staging: &[u8],
+        digest: &Digest,
+    ) -> Result<(), berth::storage::StorageError> {
+        // S3 copies the staged parts into the blob (UploadPartCopy), then drops the staging area
+        self.use_.note(Port::UploadsRead);
+        self.use_.note(Port::BlobsWrite);
+        self.use_.note(Port::UploadsAbort);
+        self.inner.commit_upload(id, len, staging, digest).await
+    }
+    async fn presign_read(
+        &self,
+        digest: &Digest,
+        expiry: Duration,
+    ) -> Result<Option<String>, berth::storage::StorageError> {
+        self.use_.note(Port::BlobsRead);
+        self.inner.presign_read(digest, expiry).await
+    }
+    async fn abort_upload(&self, id: &UploadId) -> Result<(), berth::storage::StorageError> {
+        self.use_.note(Port::UploadsAbort);
+        self.inner.abort_upload(id).await
+    }
+    async fn list_uploads(&self) -> Result<Vec<UploadId>, berth::storage::StorageError> {
+        self.use_.note(Port::UploadsList);
+        self.inner.list_uploads().await
+    }
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<(Vec<berth::storage::StoredBlob>, bool), berth::storage::StorageError> {
+        self.use_.note(Port::BlobsList);
+        self.inner.list_blobs(after, limit).await
+    }
+}
+
+struct PortMeta {
+    inner: Arc<dyn berth::metadata::MetadataStore>,
+    use_: Arc<PortUse>,
+}
+
+impl PortMeta {
+    fn write(&self) {
+        self.use_.note(Port::MetadataWrite);
+    }
+}
+
+#[async_trait::async_trait]
+impl berth::metadata::MetadataStore for PortMeta {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.link_blob(repo, digest, size, now).await
+    }
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaErr> {
+        self.inner.linked_blob(repo, digest).await
+    }
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.unlink_blob(repo, digest).await
+    }
+    async fn blob_referenced(&self, digest: &Digest) -> Result<bool, MetaErr> {
+        self.inner.blob_referenced(digest).await
+    }
+    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.create_upload(session).await
+    }
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadSession>, MetaErr> {
+        self.inner.upload(id).await
+    }
+    async fn advance_upload(&self, session: &UploadSession, expected_offset: u64) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.advance_upload(session, expected_offset).await
+    }
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.delete_upload(id).await
+    }
+    async fn stale_uploads(&self, before: UnixTime) -> Result<Vec<UploadSession>, MetaErr> {
+        self.inner.stale_uploads(before).await
+    }
+    async fn put_manifest(&self, record: &ManifestRecord, tags: &[berth::oci::Tag]) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.put_manifest(record, tags).await
+    }
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaErr> {
+        self.inner.manifest(repo, digest).await
+    }
+    async fn resolve_tag(&self, repo: &RepoName, tag: &berth::oci::Tag) -> Result<Option<ManifestRecord>, MetaErr> {
+        self.inner.resolve_tag(repo, tag).await
+    }
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.delete_manifest(repo, digest).await
+    }
+    async fn delete_tag(&self, repo: &RepoName, tag: &berth::oci::Tag) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.delete_tag(repo, tag).await
+    }
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<berth::metadata::Page>, MetaErr> {
+        self.inner.list_tags(repo, last, limit).await
+    }
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), MetaErr> {
+        self.inner.list_manifests(repo, after, limit).await
+    }
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaErr> {
+        self.inner.tags_of(repo, digest).await
+    }
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>, MetaErr> {
+        self.inner.referrers(repo, subject, artifact_type).await
+    }
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaErr> {
+        self.inner.repository_exists(repo).await
+    }
+    async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<berth::metadata::Page, MetaErr> {
+        self.inner.list_repositories(last, limit).await
+    }
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.delete_repository(repo).await
+    }
+    async fn get_document(&self, collection: &str, id: &str) -> Result<Option<berth::metadata::Document>, MetaErr> {
+        self.inner.get_document(collection, id).await
+    }
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &Value,
+        expect: berth::metadata::Expect,
+    ) -> Result<u64, MetaErr> {
+        // the edge's own writes are granted to every function (edge_write)
+        if !berth::api::endpoint::EDGE_WRITES.contains(&collection) {
+            self.write();
+        }
+        self.inner.put_document(collection, id, body, expect).await
+    }
+    async fn delete_document(
+        &self,
+        collection: &str,
+        id: &str,
+        expect: berth::metadata::Expect,
+    ) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.delete_document(collection, id, expect).await
+    }
+    async fn list_documents(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<berth::metadata::DocumentPage, MetaErr> {
+        self.inner.list_documents(collection, prefix, after, limit).await
+    }
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.record_pull(repo, digest, at).await
+    }
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetaErr> {
+        self.inner.parents(repo, child).await
+    }
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetaErr> {
+        self.inner.repository_usage(repo).await
+    }
+    async fn blob_links(&self, digest: &Digest) -> Result<Vec<berth::metadata::BlobLink>, MetaErr> {
+        self.inner.blob_links(digest).await
+    }
+    async fn blob_used(&self, digest: &Digest, repo: Option<&RepoName>) -> Result<bool, MetaErr> {
+        self.inner.blob_used(digest, repo).await
+    }
+    async fn unlink_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        linked_before: UnixTime,
+    ) -> Result<bool, MetaErr> {
+        self.write();
+        self.inner.unlink_if_unreferenced(repo, digest, linked_before).await
+    }
+    async fn gc_generation(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetaErr> {
+        self.inner.gc_generation(digest, now).await
+    }
+    async fn link_blob_since(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        now: UnixTime,
+        generation: u64,
+    ) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.link_blob_since(repo, digest, size, now, generation).await
+    }
+    async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetaErr> {
+        self.write();
+        self.inner.fence_blob(digest, now).await
+    }
+    async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.unfence_blob(digest, generation).await
+    }
+}
+
+type MetaErr = berth::metadata::MetadataError;
+
+#[tokio::test]
+async fn read_only_routes_write_only_the_edge_documents() {
+    // these functions are granted read-only DynamoDB beyond the edge's writes (the key's last-use
+    // stamp, audit entries, the signing key): serving their events must use no port at all
+    let r = Registry::new();
+    r.push_image(&["v1"]).await;
+    for function in ["base", "catalog", "tags-list", "api-tags", "api-audit"] {
+        let a = r.invoke(function, event(function)).await;
+        assert_eq!(a.status, StatusCode::OK, "{function}: {}", String::from_utf8_lossy(&a.body));
+        let used = r.last_ports.lock().unwrap().clone();
+        assert!(used.is_empty(), "{function} used {used:?}");
+    }
 }

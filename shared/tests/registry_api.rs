@@ -375,7 +375,7 @@ fn uuid_like() -> String {
 async fn a_function_serves_only_its_route() {
     let r = Registry::new();
     let req = http::Request::builder().uri("/v2/_catalog").body(empty_stream()).unwrap();
-    let resp = api::handle(&r.app, RouteFilter::Only("base"), req).await;
+    let resp = api::handle(&r.app, RouteFilter::Only(&api::listing::BASE), req).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 

@@ -356,7 +356,7 @@ def test_openapi_document_is_valid_and_covers_the_management_routes(registry):
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     doc = r.json()
     validate(doc)
-    routes = json.loads(run([str(__import__("conftest").BERTH_BIN), "routes"]).stdout)
+    routes = json.loads(run([str(__import__("conftest").BERTH_BIN), "routes", "--output", "json"]).stdout)
     api = [x for x in routes if x["prefix"].startswith("/api/v1")]
     assert len(doc["paths"]) == len(api) == 24
     for route in api:

@@ -185,9 +185,19 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes(registry, api, tmp_pa
         assert line in p.stdout, p.stdout
     p = subprocess.run([str(BERTH_BIN), "tag", "add", "--help"], capture_output=True, text=True, timeout=30)
     assert "Exit codes:" in p.stdout
-    # serve and routes are unchanged
+    # routes: a table by default, the declarations as JSON with --output json
     p = subprocess.run([str(BERTH_BIN), "routes"], capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0 and any(r["name"] == "api-audit" for r in json.loads(p.stdout))
+    assert p.returncode == 0 and p.stdout.split()[:4] == ["ROUTE", "METHODS", "PATH", "PORTS"], p.stdout
+    row = next(line.split() for line in p.stdout.splitlines() if line.startswith("manifest-put "))
+    assert row == ["manifest-put", "PUT", "/v2/<name>/manifests/{reference}", "blobs:read,blobs:write,metadata:write,jobs:send"]
+    p = subprocess.run([str(BERTH_BIN), "routes", "--output", "json"], capture_output=True, text=True, timeout=30)
+    routes = {r["name"]: r for r in json.loads(p.stdout)}
+    assert p.returncode == 0 and len(routes) == 39
+    audit = routes["api-audit"]
+    assert (audit["methods"], audit["ports"]) == (["GET"], [])
+    assert audit["operations"][0]["rule"] == "admin" and audit["operations"][0]["audit"] == "never"
+    get = routes["manifest-get"]["operations"]
+    assert [(o["method"], o["rule"]) for o in get] == [("GET", {"repo": "pull"}), ("HEAD", {"repo": "view"})]
 
     p = cli.fails(2, "user", "create", unique("u"), "--role", "superuser")
     assert "superuser" in p.stderr and "service-viewer" in p.stderr  # names the valid roles

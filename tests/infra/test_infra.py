@@ -78,9 +78,9 @@ def berth_routes() -> list[dict]:
     binary = Path(os.environ.get("BERTH_BIN", REPO / "target" / "debug" / "berth"))
     if not binary.exists():
         pytest.fail(f"{binary} not found: build it with `cargo build -p berth --bin berth` (or set BERTH_BIN)")
-    out = subprocess.run([str(binary), "routes"], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([str(binary), "routes", "--output", "json"], capture_output=True, text=True, timeout=60, check=True)
     routes = json.loads(out.stdout)
-    assert routes, "`berth routes` printed no route"
+    assert routes, "`berth routes --output json` printed no route"
     return routes
 
 
@@ -185,8 +185,10 @@ def test_every_suppression_is_inline_with_a_reason(checkov_report: dict):
 
 
 def test_terraform_route_table_mirrors_berth_routes(tf: Module, berth_routes: list[dict]):
-    fields = ("prefix", "methods", "suffix", "has_repository", "sends_jobs")
-    assert all(set(r) == {"name", *fields} for r in berth_routes), "`berth routes` has fields Terraform does not mirror"
+    # what deployment needs is mirrored; each method's access rule and audit stay in the binary
+    fields = ("prefix", "methods", "suffix", "has_repository", "ports")
+    not_deployed = {"operations"}
+    assert all(set(r) == {"name", *fields, *not_deployed} for r in berth_routes), "`berth routes` has fields Terraform does not mirror"
     expected = {r["name"]: {f: r[f] for f in fields} for r in berth_routes}
     assert tf.local("routes") == expected
 
@@ -314,18 +316,47 @@ def test_job_scheduler_runs_on_a_schedule(tf: Module):
     assert tf.argument("aws_lambda_permission", "job_scheduler", "source_arn") == Unknown("aws_cloudwatch_event_rule.job_scheduler.arn")
 
 
-def test_routes_that_enqueue_jobs_may_send_them_and_no_other_may(tf: Module, berth_routes: list[dict]):
-    # `berth routes` says which routes enqueue (the Lambda function tests fail a route that
-    # enqueues without saying so); Terraform grants jobs_send from that and from nothing else.
+def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Module, berth_routes: list[dict]):
+    # `berth routes --output json` says which ports each route's handler uses (the Lambda function
+    # tests fail a route that uses one it does not declare); Terraform grants exactly the edge's
+    # sets plus those ports' sets, from nothing else.
     grants = tf.local("function_permission_sets")
-    senders = sorted(r["name"] for r in berth_routes if r["sends_jobs"])
+    by_port = tf.local("port_permissions")
+    for route in berth_routes:
+        expected = {"meta_read", "edge_write"} | {s for port in route["ports"] for s in by_port[port]}
+        assert set(grants[route["name"]]) == expected, route["name"]
+    assert set(tf.local("function_permissions")) - set(tf.local("routes")) == {"job-worker", "job-scheduler"}
+    senders = sorted(r["name"] for r in berth_routes if "jobs:send" in r["ports"])
     assert sorted(r["name"] for r in berth_routes if "jobs_send" in grants[r["name"]]) == senders
     # the six that recount storage after a change, and the two that start runs
     assert senders == sorted(["manifest-put", "manifest-delete", "blob-delete", "api-registry", "api-image",
                               "api-artifact", "api-cleanup-runs", "api-gc-runs"])
-    for name, sets in tf.local("function_permissions").items():
-        if name in tf.local("routes"):
-            assert "jobs_send" not in sets, f"{name}: jobs_send comes from the route table, not a hand-kept list"
+    # a route that only reads metadata gets read-only DynamoDB for the registry's data: its only
+    # write permission is the edge's, limited to the key, audit and setting partitions
+    readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
+    assert readers == sorted(["token", "base", "catalog", "tags-list", "blob-get", "upload-status", "referrers",
+                              "api-images", "api-artifacts", "api-tags", "api-audit", "api-openapi",
+                              "api-cleanup-run", "api-gc-run"])
+    for name in readers:
+        assert "meta_write" not in grants[name], name
+
+
+def test_the_edge_writes_only_key_audit_and_setting_documents(tf: Module):
+    edge = tf.local("permission_sets")["edge_write"]
+    assert edge["actions"] == ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert edge["resources"] == [Unknown("aws_dynamodb_table.metadata.arn")]
+    # the document partitions of shared/src/api/endpoint.rs EDGE_WRITES ("doc#" + collection)
+    source = (REPO / "shared/src/api/endpoint.rs").read_text()
+    assert "EDGE_WRITES" in source
+    assert edge["conditions"] == [{"test": "ForAllValues:StringEquals", "variable": "dynamodb:LeadingKeys",
+                                   "values": ["doc#key", "doc#audit", "doc#setting"]}]
+    collections = {
+        "key": (REPO / "shared/src/identity/key.rs").read_text(),
+        "audit": (REPO / "shared/src/audit.rs").read_text(),
+        "setting": (REPO / "shared/src/access/signing.rs").read_text(),
+    }
+    for name, text in collections.items():
+        assert f'pub const COLLECTION: &str = "{name}";' in text, name
 
 
 def test_every_function_has_a_least_privilege_policy(tf: Module):
@@ -347,17 +378,17 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
     routes = tf.local("routes")
     # Every route authenticates: it reads identities and writes last-used stamps and the audit log.
     for function in routes:
-        assert {"meta_read", "meta_write"} <= set(grants[function]), function
-    # No route consumes jobs (which routes send them: test_routes_that_enqueue_jobs_may_send_them).
+        assert {"meta_read", "edge_write"} <= set(grants[function]), function
+    # No route consumes jobs (which routes send them: test_route_permissions_are_derived_…).
     assert not any("jobs_consume" in grants[r] for r in routes)
     # Pure identity routes and the version check touch no object at all.
     identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
                 "api-audit", "api-openapi", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
                 "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run")
     for function in identity:
-        assert grants[function] == ["meta_read", "meta_write"], function
+        assert set(grants[function]) <= {"meta_read", "edge_write", "meta_write"}, function
     for function in ("api-cleanup-runs", "api-gc-runs"):
-        assert grants[function] == ["meta_read", "meta_write", "jobs_send"], function
+        assert set(grants[function]) == {"meta_read", "edge_write", "meta_write", "jobs_send"}, function
     # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
     for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
         assert not {"blob_write", "staging_write", "staging_cleanup"} & set(grants[function]), function

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route("api-artifact").await
+    berth::lambda::main_route(&berth::api::manage::artifacts::ARTIFACT).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route("referrers").await
+    berth::lambda::main_route(&berth::api::referrers::LIST).await
 }

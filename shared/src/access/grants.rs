@@ -7,7 +7,8 @@ use crate::auth::jwt::Claims;
 use crate::identity::{registry, Action, User};
 
 /// A repository-level permission, as token scopes name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RepoAction {
     /// read manifests and blob bytes
     Pull,

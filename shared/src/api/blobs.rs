@@ -2,12 +2,40 @@
 
 use http::{header, Method, StatusCode};
 
+use super::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use super::error::OciError;
 use super::query::{digest_header, empty, header_str, Head};
+use super::Route;
+use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
 use crate::oci::{Digest, RepoName};
 use crate::registry::blobs;
+
+/// `GET|HEAD /v2/<name>/blobs/<digest>`: blob bytes, or a redirect to them.
+pub const GET: Endpoint = Endpoint {
+    name: "blob-get",
+    prefix: "/v2",
+    suffix: "/blobs/{digest}",
+    has_repository: true,
+    operations: &[
+        Operation::read("GET", Rule::Repo(RepoAction::Pull), "Fetch a blob"),
+        Operation::read("HEAD", Rule::Repo(RepoAction::View), "Check a blob"),
+    ],
+    ports: &[Port::BlobsRead],
+    handler: handler!("blob-get", Route::BlobGet { name, digest } => |app, req, body| get(app, &name, &digest, &req).await),
+};
+
+/// `DELETE /v2/<name>/blobs/<digest>`: unlink a blob (its bytes go with garbage collection).
+pub const DELETE: Endpoint = Endpoint {
+    name: "blob-delete",
+    prefix: "/v2",
+    suffix: "/blobs/{digest}",
+    has_repository: true,
+    operations: &[Operation::change("DELETE", Rule::Repo(RepoAction::Delete), "Unlink a blob", 202)],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("blob-delete", Route::BlobDelete { name, digest } => |app, req, body| delete(app, &name, &digest).await),
+};
 
 /// Streams a blob (or a range of it); `HEAD` answers from metadata alone.
 pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Head) -> Result<Response, OciError> {

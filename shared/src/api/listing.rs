@@ -4,12 +4,51 @@
 use http::{header, StatusCode};
 use serde_json::json;
 
+use super::endpoint::{handler, Endpoint, Operation, Rule};
 use super::error::{ErrorCode, OciError};
 use super::query::{json, Head, PageSize, Query};
+use super::Route;
+use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::Response;
 use crate::metadata::Page;
 use crate::oci::RepoName;
+
+/// `GET /v2/`: the version check.
+pub const BASE: Endpoint = Endpoint {
+    name: "base",
+    prefix: "/v2",
+    suffix: "/",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::SignedIn, "API version check"),
+        Operation::read("HEAD", Rule::SignedIn, "API version check"),
+    ],
+    ports: &[],
+    handler: handler!("base", Route::Base => |app, req, body| base()),
+};
+
+/// `GET /v2/_catalog`: repository names.
+pub const CATALOG: Endpoint = Endpoint {
+    name: "catalog",
+    prefix: "/v2",
+    suffix: "/_catalog",
+    has_repository: false,
+    operations: &[Operation::read("GET", Rule::Catalog, "List repositories").paged()],
+    ports: &[],
+    handler: handler!("catalog", Route::Catalog => |app, req, body| catalog(app, &req).await),
+};
+
+/// `GET /v2/<name>/tags/list`: a repository's tags.
+pub const TAGS_LIST: Endpoint = Endpoint {
+    name: "tags-list",
+    prefix: "/v2",
+    suffix: "/tags/list",
+    has_repository: true,
+    operations: &[Operation::read("GET", Rule::Repo(RepoAction::View), "List a repository's tags").paged()],
+    ports: &[],
+    handler: handler!("tags-list", Route::TagsList { name } => |app, req, body| tags(app, &name, &req).await),
+};
 
 /// The version check every client starts with.
 pub fn base() -> Result<Response, OciError> {

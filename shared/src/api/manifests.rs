@@ -3,13 +3,58 @@
 
 use http::{header, Method, StatusCode};
 
+use super::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use super::error::OciError;
 use super::query::{digest_header, empty, header_str, Head, Query};
+use super::Route;
+use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
 use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{manifests, pulls};
 use crate::storage::ByteStream;
+
+/// `GET|HEAD /v2/<name>/manifests/<reference>`: a manifest's exact bytes (and its pull time).
+pub const GET: Endpoint = Endpoint {
+    name: "manifest-get",
+    prefix: "/v2",
+    suffix: "/manifests/{reference}",
+    has_repository: true,
+    operations: &[
+        Operation::read("GET", Rule::Repo(RepoAction::Pull), "Fetch a manifest"),
+        Operation::read("HEAD", Rule::Repo(RepoAction::View), "Check a manifest"),
+    ],
+    ports: &[Port::BlobsRead, Port::MetadataWrite],
+    handler: handler!("manifest-get", Route::ManifestGet { name, reference } => |app, req, body| {
+        get(app, &name, &reference, &req).await
+    }),
+};
+
+/// `PUT /v2/<name>/manifests/<reference>`: store a manifest (its storage use is recounted by a job).
+pub const PUT: Endpoint = Endpoint {
+    name: "manifest-put",
+    prefix: "/v2",
+    suffix: "/manifests/{reference}",
+    has_repository: true,
+    operations: &[Operation::change("PUT", Rule::Repo(RepoAction::Push), "Store a manifest", 201)],
+    ports: &[Port::BlobsRead, Port::BlobsWrite, Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("manifest-put", Route::ManifestPut { name, reference } => |app, req, body| {
+        put(app, &name, &reference, &req, body).await
+    }),
+};
+
+/// `DELETE /v2/<name>/manifests/<reference>`: delete a manifest or untag.
+pub const DELETE: Endpoint = Endpoint {
+    name: "manifest-delete",
+    prefix: "/v2",
+    suffix: "/manifests/{reference}",
+    has_repository: true,
+    operations: &[Operation::change("DELETE", Rule::Repo(RepoAction::Delete), "Delete a manifest or a tag", 202)],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("manifest-delete", Route::ManifestDelete { name, reference } => |app, req, body| {
+        delete(app, &name, &reference).await
+    }),
+};
 
 /// Serves a manifest; `HEAD` answers from metadata alone, and only a `GET` records a pull.
 pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) -> Result<Response, OciError> {

@@ -4,12 +4,26 @@
 use http::{header, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::endpoint::{handler, Endpoint, Operation, Rule};
 use super::error::OciError;
 use super::query::{Head, Query};
+use super::Route;
+use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
+
+/// `GET /v2/<name>/referrers/<digest>`: the manifests whose subject is a digest.
+pub const LIST: Endpoint = Endpoint {
+    name: "referrers",
+    prefix: "/v2",
+    suffix: "/referrers/{digest}",
+    has_repository: true,
+    operations: &[Operation::read("GET", Rule::Repo(RepoAction::View), "List the referrers of a manifest")],
+    ports: &[],
+    handler: handler!("referrers", Route::Referrers { name, digest } => |app, req, body| get(app, &name, &digest, &req).await),
+};
 
 /// Lists referrers; never 404s (an unknown subject has an empty list).
 pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Head) -> Result<Response, OciError> {

@@ -1,5 +1,6 @@
-//! THE route table: every registry route is one `Route` variant, parsed once from the method and
-//! path, served by one handler, and (under Lambda) by one function named by [`Route::name`].
+//! THE route table: every route is one `Route` variant, parsed once from the method and path, and
+//! declared once as an [`Endpoint`] next to its handler ([`ENDPOINTS`]); under Lambda one function
+//! serves it, named by [`Route::name`].
 //!
 //! Paths are parsed here rather than by a path-pattern router because a repository name may span
 //! several segments before `/blobs/` or `/manifests/`, which neither axum's matcher nor API
@@ -7,7 +8,9 @@
 
 use http::Method;
 
+use super::endpoint::Endpoint;
 use super::error::{ErrorCode, OciError};
+use super::{blobs, listing, manage, manifests, referrers, token, uploads};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::web::decode;
 
@@ -221,94 +224,51 @@ pub enum Route {
     },
 }
 
-/// How a route appears on the wire: what API Gateway, Terraform, the function crates and the
-/// event files are generated from and checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RouteSpec {
-    /// function crate, binary, Terraform key and event file name
-    pub name: &'static str,
-    /// the fixed path start (`/v2`, `/auth`)
-    pub prefix: &'static str,
-    /// HTTP methods served
-    pub methods: &'static [&'static str],
-    /// the path after `<prefix>/<name>` (or after `<prefix>` for routes without a repository)
-    pub suffix: &'static str,
-    /// whether a repository name precedes the suffix
-    pub has_repository: bool,
-    /// whether the route's handlers enqueue jobs (storage recounts, cleanup and GC runs): its
-    /// function needs `sqs:SendMessage` (Terraform's `jobs_send`, checked by tests/infra; the
-    /// Lambda function tests check that no other route enqueues)
-    pub sends_jobs: bool,
-}
-
-const fn spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str, repo: bool) -> RouteSpec {
-    RouteSpec { name, prefix: "/v2", methods, suffix, has_repository: repo, sends_jobs: false }
-}
-
-const fn spec_at(
-    prefix: &'static str,
-    name: &'static str,
-    methods: &'static [&'static str],
-    suffix: &'static str,
-) -> RouteSpec {
-    RouteSpec { name, prefix, methods, suffix, has_repository: false, sends_jobs: false }
-}
-
-const fn image_spec(name: &'static str, methods: &'static [&'static str], suffix: &'static str) -> RouteSpec {
-    RouteSpec { name, prefix: "/api/v1/images", methods, suffix, has_repository: true, sends_jobs: false }
-}
-
-impl RouteSpec {
-    /// The same route, declared as one whose handlers enqueue jobs.
-    const fn sending_jobs(self) -> RouteSpec {
-        RouteSpec { sends_jobs: true, ..self }
-    }
-}
-
 /// How many routes there are.
 pub const ROUTE_COUNT: usize = 39;
 
-/// Every route, in table order: one Lambda function, Terraform route and event file each.
-pub const ROUTE_SPECS: [RouteSpec; ROUTE_COUNT] = [
-    spec_at("/auth", "token", &["GET", "POST"], "/token"),
-    spec("base", &["GET", "HEAD"], "/", false),
-    spec("catalog", &["GET"], "/_catalog", false),
-    spec("tags-list", &["GET"], "/tags/list", true),
-    spec("manifest-get", &["GET", "HEAD"], "/manifests/{reference}", true),
-    spec("manifest-put", &["PUT"], "/manifests/{reference}", true).sending_jobs(),
-    spec("manifest-delete", &["DELETE"], "/manifests/{reference}", true).sending_jobs(),
-    spec("blob-get", &["GET", "HEAD"], "/blobs/{digest}", true),
-    spec("blob-delete", &["DELETE"], "/blobs/{digest}", true).sending_jobs(),
-    spec("upload-start", &["POST"], "/blobs/uploads/", true),
-    spec("upload-patch", &["PATCH"], "/blobs/uploads/{id}", true),
-    spec("upload-put", &["PUT"], "/blobs/uploads/{id}", true),
-    spec("upload-status", &["GET"], "/blobs/uploads/{id}", true),
-    spec("upload-cancel", &["DELETE"], "/blobs/uploads/{id}", true),
-    spec("referrers", &["GET"], "/referrers/{digest}", true),
-    spec_at("/api/v1", "api-registries", &["GET", "POST"], "/registries"),
-    spec_at("/api/v1", "api-registry", &["GET", "PATCH", "DELETE"], "/registries/{registry}").sending_jobs(),
-    spec_at("/api/v1", "api-images", &["GET"], "/registries/{registry}/images"),
-    image_spec("api-image", &["DELETE"], "").sending_jobs(),
-    image_spec("api-artifacts", &["GET"], "/artifacts"),
-    image_spec("api-artifact", &["GET", "DELETE"], "/artifacts/{digest}").sending_jobs(),
-    image_spec("api-tags", &["GET"], "/tags"),
-    image_spec("api-tag", &["PUT", "DELETE"], "/tags/{tag}"),
-    spec_at("/api/v1", "api-users", &["GET", "POST"], "/users"),
-    spec_at("/api/v1", "api-user", &["GET", "PATCH", "DELETE"], "/users/{user}"),
-    spec_at("/api/v1", "api-keys", &["GET", "POST"], "/users/{user}/keys"),
-    spec_at("/api/v1", "api-key", &["DELETE"], "/users/{user}/keys/{key}"),
-    spec_at("/api/v1", "api-key-rotate", &["POST"], "/users/{user}/keys/{key}/rotate"),
-    spec_at("/api/v1", "api-audit", &["GET"], "/audit"),
-    spec_at("/api/v1", "api-openapi", &["GET"], "/openapi.json"),
-    spec_at("/api/v1", "api-cleanup-rules", &["GET", "POST"], "/registries/{registry}/cleanup/rules"),
-    spec_at("/api/v1", "api-cleanup-rule", &["PATCH", "DELETE"], "/registries/{registry}/cleanup/rules/{rule}"),
-    spec_at("/api/v1", "api-cleanup-schedule", &["GET", "PUT", "DELETE"], "/registries/{registry}/cleanup/schedule"),
-    spec_at("/api/v1", "api-cleanup-runs", &["GET", "POST"], "/registries/{registry}/cleanup/runs").sending_jobs(),
-    spec_at("/api/v1", "api-cleanup-run", &["GET"], "/registries/{registry}/cleanup/runs/{run}"),
-    spec_at("/api/v1", "api-protection-rules", &["GET", "POST"], "/registries/{registry}/protection/rules"),
-    spec_at("/api/v1", "api-protection-rule", &["PATCH", "DELETE"], "/registries/{registry}/protection/rules/{rule}"),
-    spec_at("/api/v1", "api-gc-runs", &["GET", "POST"], "/gc/runs").sending_jobs(),
-    spec_at("/api/v1", "api-gc-run", &["GET"], "/gc/runs/{run}"),
+/// Every route's declaration, in table order: one Lambda function, Terraform route and event file
+/// each.
+pub const ENDPOINTS: [&Endpoint; ROUTE_COUNT] = [
+    &token::TOKEN,
+    &listing::BASE,
+    &listing::CATALOG,
+    &listing::TAGS_LIST,
+    &manifests::GET,
+    &manifests::PUT,
+    &manifests::DELETE,
+    &blobs::GET,
+    &blobs::DELETE,
+    &uploads::START,
+    &uploads::PATCH,
+    &uploads::PUT,
+    &uploads::STATUS,
+    &uploads::CANCEL,
+    &referrers::LIST,
+    &manage::registries::REGISTRIES,
+    &manage::registries::REGISTRY,
+    &manage::registries::IMAGES,
+    &manage::artifacts::IMAGE,
+    &manage::artifacts::ARTIFACTS,
+    &manage::artifacts::ARTIFACT,
+    &manage::artifacts::TAGS,
+    &manage::artifacts::TAG,
+    &manage::users::USERS,
+    &manage::users::USER,
+    &manage::users::KEYS,
+    &manage::users::KEY,
+    &manage::users::KEY_ROTATE,
+    &manage::audit::AUDIT,
+    &manage::openapi::OPENAPI,
+    &manage::policies::CLEANUP_RULES,
+    &manage::policies::CLEANUP_RULE,
+    &manage::policies::CLEANUP_SCHEDULE,
+    &manage::policies::CLEANUP_RUNS,
+    &manage::policies::CLEANUP_RUN,
+    &manage::policies::PROTECTION_RULES,
+    &manage::policies::PROTECTION_RULE,
+    &manage::gc::GC_RUNS,
+    &manage::gc::GC_RUN,
 ];
 
 /// The names of all routes, in table order.
@@ -316,55 +276,112 @@ pub const ROUTE_NAMES: [&str; ROUTE_COUNT] = {
     let mut names = [""; ROUTE_COUNT];
     let mut i = 0;
     while i < ROUTE_COUNT {
-        names[i] = ROUTE_SPECS[i].name;
+        names[i] = ENDPOINTS[i].name;
         i += 1;
     }
     names
 };
 
 impl Route {
+    /// The route's declaration: handler, access rules, audit, ports.
+    pub fn endpoint(&self) -> &'static Endpoint {
+        match self {
+            Route::Token => &token::TOKEN,
+            Route::Base => &listing::BASE,
+            Route::Catalog => &listing::CATALOG,
+            Route::TagsList { .. } => &listing::TAGS_LIST,
+            Route::ManifestGet { .. } => &manifests::GET,
+            Route::ManifestPut { .. } => &manifests::PUT,
+            Route::ManifestDelete { .. } => &manifests::DELETE,
+            Route::BlobGet { .. } => &blobs::GET,
+            Route::BlobDelete { .. } => &blobs::DELETE,
+            Route::UploadStart { .. } => &uploads::START,
+            Route::UploadPatch { .. } => &uploads::PATCH,
+            Route::UploadPut { .. } => &uploads::PUT,
+            Route::UploadStatus { .. } => &uploads::STATUS,
+            Route::UploadCancel { .. } => &uploads::CANCEL,
+            Route::Referrers { .. } => &referrers::LIST,
+            Route::ApiRegistries => &manage::registries::REGISTRIES,
+            Route::ApiRegistry { .. } => &manage::registries::REGISTRY,
+            Route::ApiImages { .. } => &manage::registries::IMAGES,
+            Route::ApiImage { .. } => &manage::artifacts::IMAGE,
+            Route::ApiArtifacts { .. } => &manage::artifacts::ARTIFACTS,
+            Route::ApiArtifact { .. } => &manage::artifacts::ARTIFACT,
+            Route::ApiTags { .. } => &manage::artifacts::TAGS,
+            Route::ApiTag { .. } => &manage::artifacts::TAG,
+            Route::ApiUsers => &manage::users::USERS,
+            Route::ApiUser { .. } => &manage::users::USER,
+            Route::ApiKeys { .. } => &manage::users::KEYS,
+            Route::ApiKey { .. } => &manage::users::KEY,
+            Route::ApiKeyRotate { .. } => &manage::users::KEY_ROTATE,
+            Route::ApiAudit => &manage::audit::AUDIT,
+            Route::ApiOpenApi => &manage::openapi::OPENAPI,
+            Route::ApiCleanupRules { .. } => &manage::policies::CLEANUP_RULES,
+            Route::ApiCleanupRule { .. } => &manage::policies::CLEANUP_RULE,
+            Route::ApiCleanupSchedule { .. } => &manage::policies::CLEANUP_SCHEDULE,
+            Route::ApiCleanupRuns { .. } => &manage::policies::CLEANUP_RUNS,
+            Route::ApiCleanupRun { .. } => &manage::policies::CLEANUP_RUN,
+            Route::ApiProtectionRules { .. } => &manage::policies::PROTECTION_RULES,
+            Route::ApiProtectionRule { .. } => &manage::policies::PROTECTION_RULE,
+            Route::ApiGcRuns => &manage::gc::GC_RUNS,
+            Route::ApiGcRun { .. } => &manage::gc::GC_RUN,
+        }
+    }
+
     /// The route's name: its function crate, binary, Terraform key and event file.
     pub fn name(&self) -> &'static str {
+        self.endpoint().name
+    }
+
+    /// The repository the route addresses, if one.
+    pub fn repository(&self) -> Option<&RepoName> {
         match self {
-            Route::Token => "token",
-            Route::Base => "base",
-            Route::Catalog => "catalog",
-            Route::TagsList { .. } => "tags-list",
-            Route::ManifestGet { .. } => "manifest-get",
-            Route::ManifestPut { .. } => "manifest-put",
-            Route::ManifestDelete { .. } => "manifest-delete",
-            Route::BlobGet { .. } => "blob-get",
-            Route::BlobDelete { .. } => "blob-delete",
-            Route::UploadStart { .. } => "upload-start",
-            Route::UploadPatch { .. } => "upload-patch",
-            Route::UploadPut { .. } => "upload-put",
-            Route::UploadStatus { .. } => "upload-status",
-            Route::UploadCancel { .. } => "upload-cancel",
-            Route::Referrers { .. } => "referrers",
-            Route::ApiRegistries => "api-registries",
-            Route::ApiRegistry { .. } => "api-registry",
-            Route::ApiImages { .. } => "api-images",
-            Route::ApiImage { .. } => "api-image",
-            Route::ApiArtifacts { .. } => "api-artifacts",
-            Route::ApiArtifact { .. } => "api-artifact",
-            Route::ApiTags { .. } => "api-tags",
-            Route::ApiTag { .. } => "api-tag",
-            Route::ApiUsers => "api-users",
-            Route::ApiUser { .. } => "api-user",
-            Route::ApiKeys { .. } => "api-keys",
-            Route::ApiKey { .. } => "api-key",
-            Route::ApiKeyRotate { .. } => "api-key-rotate",
-            Route::ApiAudit => "api-audit",
-            Route::ApiOpenApi => "api-openapi",
-            Route::ApiCleanupRules { .. } => "api-cleanup-rules",
-            Route::ApiCleanupRule { .. } => "api-cleanup-rule",
-            Route::ApiCleanupSchedule { .. } => "api-cleanup-schedule",
-            Route::ApiCleanupRuns { .. } => "api-cleanup-runs",
-            Route::ApiCleanupRun { .. } => "api-cleanup-run",
-            Route::ApiProtectionRules { .. } => "api-protection-rules",
-            Route::ApiProtectionRule { .. } => "api-protection-rule",
-            Route::ApiGcRuns => "api-gc-runs",
-            Route::ApiGcRun { .. } => "api-gc-run",
+            Route::TagsList { name }
+            | Route::ManifestGet { name, .. }
+            | Route::ManifestPut { name, .. }
+            | Route::ManifestDelete { name, .. }
+            | Route::BlobGet { name, .. }
+            | Route::BlobDelete { name, .. }
+            | Route::UploadStart { name }
+            | Route::UploadPatch { name, .. }
+            | Route::UploadPut { name, .. }
+            | Route::UploadStatus { name, .. }
+            | Route::UploadCancel { name, .. }
+            | Route::Referrers { name, .. }
+            | Route::ApiImage { name }
+            | Route::ApiArtifacts { name }
+            | Route::ApiArtifact { name, .. }
+            | Route::ApiTags { name }
+            | Route::ApiTag { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The registry the route addresses: named in the path, or the first component of its
+    /// repository.
+    pub fn registry(&self) -> Option<&str> {
+        match self {
+            Route::ApiRegistry { registry }
+            | Route::ApiImages { registry }
+            | Route::ApiCleanupRules { registry }
+            | Route::ApiCleanupRule { registry, .. }
+            | Route::ApiCleanupSchedule { registry }
+            | Route::ApiCleanupRuns { registry }
+            | Route::ApiCleanupRun { registry, .. }
+            | Route::ApiProtectionRules { registry }
+            | Route::ApiProtectionRule { registry, .. } => Some(registry),
+            other => other.repository().map(|name| crate::identity::registry::of_repository(name.as_str())),
+        }
+    }
+
+    /// The user the route addresses, if one.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Route::ApiUser { user }
+            | Route::ApiKeys { user }
+            | Route::ApiKey { user, .. }
+            | Route::ApiKeyRotate { user, .. } => Some(user),
+            _ => None,
         }
     }
 
@@ -372,18 +389,18 @@ impl Route {
     pub fn parse(method: &Method, path: &str, host: Option<&str>) -> Result<Route, OciError> {
         let not_found = || OciError::new(ErrorCode::NameUnknown, format!("no registry route for {path}"));
         if path == "/auth/token" {
-            return only(method, &[Method::GET, Method::POST], Route::Token);
+            return only(method, Route::Token);
         }
         if let Some(rest) = path.strip_prefix("/api/v1/") {
             return Route::parse_management(method, rest, host);
         }
         let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
         let rest = match rest {
-            "" | "/" => return only(method, &[Method::GET, Method::HEAD], Route::Base),
+            "" | "/" => return only(method, Route::Base),
             r => r.strip_prefix('/').ok_or_else(not_found)?,
         };
         if rest == "_catalog" {
-            return only(method, &[Method::GET], Route::Catalog);
+            return only(method, Route::Catalog);
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
@@ -397,7 +414,7 @@ impl Route {
         if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
             let name = name(n - 3)?;
             if segs[n - 1].is_empty() {
-                return only(method, &[Method::POST], Route::UploadStart { name });
+                return only(method, Route::UploadStart { name });
             }
             let id = UploadId::parse(&seg(n - 1))?;
             return match *method {
@@ -412,7 +429,7 @@ impl Route {
             return Err(not_found());
         }
         match (segs[n - 2], segs[n - 1]) {
-            ("blobs", "uploads") => only(method, &[Method::POST], Route::UploadStart { name: name(n - 2)? }),
+            ("blobs", "uploads") => only(method, Route::UploadStart { name: name(n - 2)? }),
             ("blobs", d) => {
                 let name = name(n - 2)?;
                 let digest: Digest = decode(d).parse()?;
@@ -432,11 +449,11 @@ impl Route {
                     _ => Err(not_allowed(method)),
                 }
             }
-            ("tags", "list") => only(method, &[Method::GET], Route::TagsList { name: name(n - 2)? }),
+            ("tags", "list") => only(method, Route::TagsList { name: name(n - 2)? }),
             ("referrers", d) => {
                 let name = name(n - 2)?;
                 let digest: Digest = decode(d).parse()?;
-                only(method, &[Method::GET], Route::Referrers { name, digest })
+                only(method, Route::Referrers { name, digest })
             }
             _ => Err(not_found()),
         }
@@ -465,48 +482,38 @@ impl Route {
         }
         let text = |i: usize| s[i].to_string();
         match s.as_slice() {
-            ["registries"] => only(method, &[M::GET, M::POST], Route::ApiRegistries),
-            ["registries", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiRegistry { registry: text(1) }),
-            ["registries", _, "images"] => only(method, &[M::GET], Route::ApiImages { registry: text(1) }),
-            ["registries", _, "cleanup", "rules"] => {
-                only(method, &[M::GET, M::POST], Route::ApiCleanupRules { registry: text(1) })
-            }
+            ["registries"] => only(method, Route::ApiRegistries),
+            ["registries", _] => only(method, Route::ApiRegistry { registry: text(1) }),
+            ["registries", _, "images"] => only(method, Route::ApiImages { registry: text(1) }),
+            ["registries", _, "cleanup", "rules"] => only(method, Route::ApiCleanupRules { registry: text(1) }),
             ["registries", _, "cleanup", "rules", _] => {
-                only(method, &[M::PATCH, M::DELETE], Route::ApiCleanupRule { registry: text(1), rule: text(4) })
+                only(method, Route::ApiCleanupRule { registry: text(1), rule: text(4) })
             }
-            ["registries", _, "cleanup", "schedule"] => {
-                only(method, &[M::GET, M::PUT, M::DELETE], Route::ApiCleanupSchedule { registry: text(1) })
-            }
-            ["registries", _, "cleanup", "runs"] => {
-                only(method, &[M::GET, M::POST], Route::ApiCleanupRuns { registry: text(1) })
-            }
+            ["registries", _, "cleanup", "schedule"] => only(method, Route::ApiCleanupSchedule { registry: text(1) }),
+            ["registries", _, "cleanup", "runs"] => only(method, Route::ApiCleanupRuns { registry: text(1) }),
             ["registries", _, "cleanup", "runs", _] => {
-                only(method, &[M::GET], Route::ApiCleanupRun { registry: text(1), run: text(4) })
+                only(method, Route::ApiCleanupRun { registry: text(1), run: text(4) })
             }
-            ["registries", _, "protection", "rules"] => {
-                only(method, &[M::GET, M::POST], Route::ApiProtectionRules { registry: text(1) })
-            }
+            ["registries", _, "protection", "rules"] => only(method, Route::ApiProtectionRules { registry: text(1) }),
             ["registries", _, "protection", "rules", _] => {
-                only(method, &[M::PATCH, M::DELETE], Route::ApiProtectionRule { registry: text(1), rule: text(4) })
+                only(method, Route::ApiProtectionRule { registry: text(1), rule: text(4) })
             }
-            ["gc", "runs"] => only(method, &[M::GET, M::POST], Route::ApiGcRuns),
-            ["gc", "runs", _] => only(method, &[M::GET], Route::ApiGcRun { run: text(2) }),
-            ["users"] => only(method, &[M::GET, M::POST], Route::ApiUsers),
-            ["users", _] => only(method, &[M::GET, M::PATCH, M::DELETE], Route::ApiUser { user: text(1) }),
-            ["users", _, "keys"] => only(method, &[M::GET, M::POST], Route::ApiKeys { user: text(1) }),
-            ["users", _, "keys", _] => only(method, &[M::DELETE], Route::ApiKey { user: text(1), key: text(3) }),
-            ["users", _, "keys", _, "rotate"] => {
-                only(method, &[M::POST], Route::ApiKeyRotate { user: text(1), key: text(3) })
-            }
-            ["audit"] => only(method, &[M::GET], Route::ApiAudit),
-            ["openapi.json"] => only(method, &[M::GET], Route::ApiOpenApi),
+            ["gc", "runs"] => only(method, Route::ApiGcRuns),
+            ["gc", "runs", _] => only(method, Route::ApiGcRun { run: text(2) }),
+            ["users"] => only(method, Route::ApiUsers),
+            ["users", _] => only(method, Route::ApiUser { user: text(1) }),
+            ["users", _, "keys"] => only(method, Route::ApiKeys { user: text(1) }),
+            ["users", _, "keys", _] => only(method, Route::ApiKey { user: text(1), key: text(3) }),
+            ["users", _, "keys", _, "rotate"] => only(method, Route::ApiKeyRotate { user: text(1), key: text(3) }),
+            ["audit"] => only(method, Route::ApiAudit),
+            ["openapi.json"] => only(method, Route::ApiOpenApi),
             ["images", name @ .., "artifacts"] if !name.is_empty() && *method == M::GET => {
                 Ok(Route::ApiArtifacts { name: RepoName::parse(&name.join("/"), host)? })
             }
             ["images", name @ .., "artifacts", d] if !name.is_empty() && d.contains(':') => {
                 let name = RepoName::parse(&name.join("/"), host)?;
                 let digest: Digest = d.parse()?;
-                only(method, &[M::GET, M::DELETE], Route::ApiArtifact { name, digest })
+                only(method, Route::ApiArtifact { name, digest })
             }
             ["images", name @ .., "tags"] if !name.is_empty() && *method == M::GET => {
                 Ok(Route::ApiTags { name: RepoName::parse(&name.join("/"), host)? })
@@ -515,7 +522,7 @@ impl Route {
                 Ok(Route::ApiTag { name: RepoName::parse(&name.join("/"), host)?, tag: Tag::parse(t)? })
             }
             ["images", name @ ..] if !name.is_empty() => {
-                only(method, &[M::DELETE], Route::ApiImage { name: RepoName::parse(&name.join("/"), host)? })
+                only(method, Route::ApiImage { name: RepoName::parse(&name.join("/"), host)? })
             }
             _ => Err(not_found()),
         }
@@ -527,8 +534,9 @@ impl Route {
 /// metadata adapter can key on.
 const MAX_MANAGEMENT_SEGMENT: usize = 256;
 
-fn only(method: &Method, allowed: &[Method], route: Route) -> Result<Route, OciError> {
-    if allowed.contains(method) {
+/// `route` if its endpoint serves `method`.
+fn only(method: &Method, route: Route) -> Result<Route, OciError> {
+    if route.endpoint().operation(method).is_some() {
         Ok(route)
     } else {
         Err(not_allowed(method))
@@ -584,7 +592,7 @@ mod tests {
     #[test]
     fn the_spec_table_matches_the_parser() {
         let id = UploadId::generate().to_string();
-        for spec in ROUTE_SPECS {
+        for spec in ENDPOINTS {
             let suffix = spec
                 .suffix
                 .replace("{reference}", "v1")
@@ -599,7 +607,7 @@ mod tests {
             let prefix = spec.prefix;
             let path =
                 if spec.has_repository { format!("{prefix}/team/app{suffix}") } else { format!("{prefix}{suffix}") };
-            for m in spec.methods {
+            for m in spec.methods() {
                 let method = Method::from_bytes(m.as_bytes()).unwrap();
                 assert_eq!(parse(method, &path).unwrap().name(), spec.name, "{m} {path}");
             }

@@ -3,9 +3,12 @@
 
 use http::{header, StatusCode};
 
+use super::endpoint::{handler, Audit, Endpoint, Operation, Port, Rule};
 use super::error::{ErrorCode, OciError};
 use super::query::{digest_header, empty, header_str, Head, Query};
+use super::Route;
 use crate::access::Grants;
+use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::Response;
 use crate::metadata::UploadSession;
@@ -13,6 +16,81 @@ use crate::oci::{Algorithm, ByteRange, Digest, RepoName, UploadId};
 use crate::registry::uploads::{self, Chunk, UploadError};
 use crate::storage::ByteStream;
 use crate::upload_token::TokenError;
+
+/// Every upload route needs push on its repository.
+const PUSH: Rule = Rule::Repo(RepoAction::Push);
+
+/// `POST /v2/<name>/blobs/uploads/`: open a session, upload whole, or mount.
+pub const START: Endpoint = Endpoint {
+    name: "upload-start",
+    prefix: "/v2",
+    suffix: "/blobs/uploads/",
+    has_repository: true,
+    operations: &[Operation::change("POST", PUSH, "Open an upload, upload a blob whole, or mount one", 202)
+        .audit(Audit::BlobCreated)],
+    ports: &[
+        Port::BlobsRead,
+        Port::BlobsWrite,
+        Port::UploadsRead,
+        Port::UploadsWrite,
+        Port::UploadsAbort,
+        Port::UploadsList,
+        Port::MetadataWrite,
+    ],
+    handler: handler!("upload-start", Route::UploadStart { name } => |app, req, body| start(app, &name, &req, body).await),
+};
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: append a chunk or a stream.
+pub const PATCH: Endpoint = Endpoint {
+    name: "upload-patch",
+    prefix: "/v2",
+    suffix: "/blobs/uploads/{id}",
+    has_repository: true,
+    operations: &[Operation::change("PATCH", PUSH, "Append to an upload", 202).audit(Audit::Never)],
+    ports: &[Port::UploadsRead, Port::UploadsWrite, Port::UploadsAbort, Port::MetadataWrite],
+    handler: handler!("upload-patch", Route::UploadPatch { name, id } => |app, req, body| patch(app, &name, &id, &req, body).await),
+};
+
+/// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: finish an upload.
+pub const PUT: Endpoint = Endpoint {
+    name: "upload-put",
+    prefix: "/v2",
+    suffix: "/blobs/uploads/{id}",
+    has_repository: true,
+    operations: &[Operation::change("PUT", PUSH, "Finish an upload", 201).audit(Audit::BlobUpload)],
+    ports: &[
+        Port::BlobsRead,
+        Port::BlobsWrite,
+        Port::UploadsRead,
+        Port::UploadsWrite,
+        Port::UploadsAbort,
+        Port::UploadsList,
+        Port::MetadataWrite,
+    ],
+    handler: handler!("upload-put", Route::UploadPut { name, id } => |app, req, body| put(app, &name, &id, &req, body).await),
+};
+
+/// `GET /v2/<name>/blobs/uploads/<id>`: an upload's progress.
+pub const STATUS: Endpoint = Endpoint {
+    name: "upload-status",
+    prefix: "/v2",
+    suffix: "/blobs/uploads/{id}",
+    has_repository: true,
+    operations: &[Operation { success: 204, ..Operation::read("GET", PUSH, "An upload's progress") }],
+    ports: &[],
+    handler: handler!("upload-status", Route::UploadStatus { name, id } => |app, req, body| status(app, &name, &id, &req).await),
+};
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`: cancel an upload.
+pub const CANCEL: Endpoint = Endpoint {
+    name: "upload-cancel",
+    prefix: "/v2",
+    suffix: "/blobs/uploads/{id}",
+    has_repository: true,
+    operations: &[Operation::change("DELETE", PUSH, "Cancel an upload", 204)],
+    ports: &[Port::UploadsAbort, Port::UploadsList, Port::MetadataWrite],
+    handler: handler!("upload-cancel", Route::UploadCancel { name, id } => |app, req, body| cancel(app, &name, &id, &req).await),
+};
 
 /// `POST`: mount from another repository, take a whole blob (`?digest=`), or open a session.
 pub async fn start(app: &App, name: &RepoName, req: &Head, body: ByteStream) -> Result<Response, OciError> {

@@ -9,16 +9,99 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{invalid, object, page_request, page_response, read_json};
+use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head, Query};
+use crate::api::Route;
 use crate::api::{ErrorCode, OciError};
 use crate::app::App;
 use crate::body::Response;
+use crate::identity::Action;
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::policy::protection;
 use crate::registry::artifacts::{self, ArtifactError};
 use crate::registry::manifests;
 use crate::storage::ByteStream;
+
+/// `DELETE /api/v1/images/<name>`.
+pub const IMAGE: Endpoint = Endpoint {
+    name: "api-image",
+    prefix: "/api/v1/images",
+    suffix: "",
+    has_repository: true,
+    operations: &[Operation::change(
+        "DELETE",
+        Rule::Role(Action::DeleteImages),
+        "Delete an image with all its artifacts and tags",
+        200,
+    )],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("api-image", Route::ApiImage { name } => |app, req, body| delete_whole(app, &name).await),
+};
+
+/// `GET /api/v1/images/<name>/artifacts`.
+pub const ARTIFACTS: Endpoint = Endpoint {
+    name: "api-artifacts",
+    prefix: "/api/v1/images",
+    suffix: "/artifacts",
+    has_repository: true,
+    operations: &[Operation::read("GET", Rule::Role(Action::ViewArtifacts), "List an image's artifacts").paged()],
+    ports: &[Port::BlobsRead],
+    handler: handler!("api-artifacts", Route::ApiArtifacts { name } => |app, req, body| list(app, &req, &name).await),
+};
+
+/// `GET|DELETE /api/v1/images/<name>/artifacts/<digest>`.
+pub const ARTIFACT: Endpoint = Endpoint {
+    name: "api-artifact",
+    prefix: "/api/v1/images",
+    suffix: "/artifacts/{digest}",
+    has_repository: true,
+    operations: &[
+        Operation::read(
+            "GET",
+            Rule::Role(Action::ViewArtifacts),
+            "Show an artifact: digest, media type, size, platforms, times, tags, referrers",
+        ),
+        Operation::change(
+            "DELETE",
+            Rule::Role(Action::DeleteArtifacts),
+            "Delete an artifact and its referrers (refused while an index lists it)",
+            204,
+        ),
+    ],
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("api-artifact", Route::ApiArtifact { name, digest } => |app, req, body| {
+        if req.method == http::Method::GET { show(app, &name, &digest).await } else { delete(app, &name, &digest).await }
+    }),
+};
+
+/// `GET /api/v1/images/<name>/tags`.
+pub const TAGS: Endpoint = Endpoint {
+    name: "api-tags",
+    prefix: "/api/v1/images",
+    suffix: "/tags",
+    has_repository: true,
+    operations: &[Operation::read("GET", Rule::Role(Action::ViewTags), "List an image's tags (q= searches)").paged()],
+    ports: &[],
+    handler: handler!("api-tags", Route::ApiTags { name } => |app, req, body| tags(app, &req, &name).await),
+};
+
+/// `PUT|DELETE /api/v1/images/<name>/tags/<tag>`.
+pub const TAG: Endpoint = Endpoint {
+    name: "api-tag",
+    prefix: "/api/v1/images",
+    suffix: "/tags/{tag}",
+    has_repository: true,
+    operations: &[
+        Operation::change("PUT", Rule::Role(Action::ManageTags), "Point a tag at an artifact of the image", 200)
+            .body("PutTag"),
+        Operation::change("DELETE", Rule::Role(Action::ManageTags), "Delete a tag", 204),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-tag", Route::ApiTag { name, tag } => |app, req, body| {
+        if req.method == http::Method::PUT { put_tag(app, &name, &tag, body).await } else { delete_tag(app, &name, &tag).await }
+    }),
+};
 
 /// Largest config blob read to find an image's platform.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;

@@ -4,6 +4,7 @@
 //! with `n` and `last` and says where the next page starts.
 
 pub mod artifacts;
+pub mod audit;
 pub mod gc;
 pub mod openapi;
 pub mod policies;

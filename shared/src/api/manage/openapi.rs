@@ -4,67 +4,21 @@
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
+use crate::api::endpoint::{handler, Endpoint, Operation, Rule};
 use crate::api::query::json as json_response;
-use crate::api::{OciError, ROUTE_SPECS};
+use crate::api::{OciError, Route, ENDPOINTS};
 use crate::body::Response;
 
-/// (route, method, summary, request body schema, success status)
-const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16)] = &[
-    ("api-registries", "GET", "List registries", None, 200),
-    ("api-registries", "POST", "Create a registry", Some("CreateRegistry"), 201),
-    ("api-registry", "GET", "Show a registry", None, 200),
-    ("api-registry", "PATCH", "Change a registry's public access and private networks", Some("ChangeRegistry"), 200),
-    ("api-registry", "DELETE", "Delete a registry (force=true deletes its images too)", None, 204),
-    ("api-images", "GET", "List a registry's images with artifact count, size, last push and stored bytes", None, 200),
-    ("api-image", "DELETE", "Delete an image with all its artifacts and tags", None, 200),
-    ("api-artifacts", "GET", "List an image's artifacts", None, 200),
-    ("api-artifact", "GET", "Show an artifact: digest, media type, size, platforms, times, tags, referrers", None, 200),
-    ("api-artifact", "DELETE", "Delete an artifact and its referrers (refused while an index lists it)", None, 204),
-    ("api-tags", "GET", "List an image's tags (q= searches)", None, 200),
-    ("api-tag", "PUT", "Point a tag at an artifact of the image", Some("PutTag"), 200),
-    ("api-tag", "DELETE", "Delete a tag", None, 204),
-    ("api-users", "GET", "List users", None, 200),
-    ("api-users", "POST", "Create a user with a role", Some("CreateUser"), 201),
-    ("api-user", "GET", "Show a user", None, 200),
-    ("api-user", "PATCH", "Change a user's role and registries", Some("ChangeUser"), 200),
-    ("api-user", "DELETE", "Delete a user and its access keys", None, 204),
-    ("api-keys", "GET", "List a user's access keys", None, 200),
-    ("api-keys", "POST", "Create an access key (the secret is returned once)", None, 201),
-    ("api-key", "DELETE", "Revoke an access key", None, 204),
-    ("api-key-rotate", "POST", "Replace an access key's secret (returned once)", None, 200),
-    ("api-audit", "GET", "Read the audit log, oldest first", None, 200),
-    ("api-openapi", "GET", "This document", None, 200),
-    ("api-cleanup-rules", "GET", "List a registry's image cleanup rules", None, 200),
-    ("api-cleanup-rules", "POST", "Add an image cleanup rule (at most 15)", Some("NewCleanupRule"), 201),
-    ("api-cleanup-rule", "PATCH", "Enable or disable an image cleanup rule", Some("ToggleRule"), 200),
-    ("api-cleanup-rule", "DELETE", "Delete an image cleanup rule", None, 204),
-    ("api-cleanup-schedule", "GET", "Show the cleanup cycle: cron (UTC) and next run", None, 200),
-    ("api-cleanup-schedule", "PUT", "Set the cleanup cycle (five-field UTC cron)", Some("SetSchedule"), 200),
-    ("api-cleanup-schedule", "DELETE", "Remove the cleanup cycle", None, 204),
-    ("api-cleanup-runs", "GET", "List cleanup runs, newest first", None, 200),
-    ("api-cleanup-runs", "POST", "Start a cleanup run (dry_run: a test run)", Some("StartRun"), 202),
-    ("api-cleanup-run", "GET", "Show a cleanup run with its decisions (chunk=K pages them)", None, 200),
-    ("api-protection-rules", "GET", "List a registry's image protection rules", None, 200),
-    ("api-protection-rules", "POST", "Add an image protection rule (at most 15)", Some("NewProtectionRule"), 201),
-    ("api-protection-rule", "PATCH", "Enable or disable an image protection rule", Some("ToggleRule"), 200),
-    ("api-protection-rule", "DELETE", "Delete an image protection rule", None, 204),
-    ("api-gc-runs", "GET", "List garbage-collection runs, newest first", None, 200),
-    ("api-gc-runs", "POST", "Start a garbage-collection run (dry_run=true only counts)", Some("StartRun"), 202),
-    ("api-gc-run", "GET", "Show a garbage-collection run", None, 200),
-];
-
-/// Listings answered in one page whatever `n` says (a registry has at most 15 rules of a kind).
-const UNPAGED: &[&str] = &["api-cleanup-rules", "api-protection-rules", "api-cleanup-schedule", "api-openapi"];
-
-/// Query parameters of one operation besides `n` and `last`.
-fn extra_query(route: &str, method: &str) -> Vec<Value> {
-    match (route, method) {
-        ("api-cleanup-run", "GET") => vec![json!({ "name": "chunk", "in": "query",
-            "description": "first decision chunk to return (default 0); the answer's next_chunk is the next one",
-            "schema": { "type": "integer", "minimum": 0 } })],
-        _ => vec![],
-    }
-}
+/// `GET /api/v1/openapi.json`.
+pub const OPENAPI: Endpoint = Endpoint {
+    name: "api-openapi",
+    prefix: "/api/v1",
+    suffix: "/openapi.json",
+    has_repository: false,
+    operations: &[Operation::read("GET", Rule::Public, "This document")],
+    ports: &[],
+    handler: handler!("api-openapi", Route::ApiOpenApi => |app, req, body| serve()),
+};
 
 fn schemas() -> Value {
     let string = json!({ "type": "string" });
@@ -109,39 +63,35 @@ fn schemas() -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for spec in ROUTE_SPECS.iter().filter(|s| s.prefix.starts_with("/api/v1")) {
-        let path = if spec.has_repository {
-            format!("{}/{{image}}{}", spec.prefix, spec.suffix)
-        } else {
-            format!("{}{}", spec.prefix, spec.suffix)
-        };
+    for endpoint in ENDPOINTS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
+        let path = endpoint.path_template();
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
         let mut item = Map::new();
-        for (route, method, summary, body, status) in OPERATIONS.iter().filter(|o| o.0 == spec.name) {
+        for operation in endpoint.operations {
+            let method = operation.method;
+            let mut parameters = params.clone();
+            if operation.paged {
+                parameters.push(json!({ "name": "n", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
+                parameters.push(json!({ "name": "last", "in": "query", "schema": { "type": "string" } }));
+            }
+            for (name, description) in operation.query {
+                parameters.push(json!({ "name": name, "in": "query", "description": description,
+                    "schema": { "type": "integer", "minimum": 0 } }));
+            }
             let mut op = json!({
-                "operationId": format!("{route}-{}", method.to_lowercase()),
-                "summary": summary,
-                "parameters": params,
+                "operationId": format!("{}-{}", endpoint.name, method.to_lowercase()),
+                "summary": operation.summary,
+                "parameters": parameters,
                 "responses": {
-                    status.to_string(): { "description": "success" },
+                    operation.success.to_string(): { "description": "success" },
                     "default": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
                 }
             });
-            if *method == "GET" && !UNPAGED.contains(route) && !path.ends_with('}') {
-                op["parameters"] = json!([params.clone(), vec![
-                    json!({ "name": "n", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
-                    json!({ "name": "last", "in": "query", "schema": { "type": "string" } }),
-                ]].concat());
-            }
-            let extra = extra_query(route, method);
-            if !extra.is_empty() {
-                op["parameters"] = json!([params.clone(), extra].concat());
-            }
-            if let Some(schema) = body {
+            if let Some(schema) = operation.body {
                 op["requestBody"] = json!({ "required": true, "content": { "application/json": {
                     "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
             }
@@ -175,12 +125,14 @@ mod tests {
     #[test]
     fn every_management_route_and_method_is_documented() {
         let doc = document();
-        for spec in ROUTE_SPECS.iter().filter(|s| s.prefix.starts_with("/api/v1")) {
-            for m in spec.methods {
+        for endpoint in ENDPOINTS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
+            for operation in endpoint.operations {
+                let op = &doc["paths"][endpoint.path_template()][operation.method.to_lowercase()];
                 assert!(
-                    OPERATIONS.iter().any(|(r, method, ..)| r == &spec.name && method == m),
-                    "{} {m} is not documented",
-                    spec.name
+                    !operation.summary.is_empty() && op["summary"] == operation.summary,
+                    "{} {}",
+                    endpoint.name,
+                    operation.method
                 );
             }
         }

@@ -7,13 +7,171 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{invalid, object, page_request, page_response, read_json};
+use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head, Query};
+use crate::api::Route;
 use crate::api::{ErrorCode, OciError};
 use crate::app::App;
 use crate::body::Response;
 use crate::identity::registry;
+use crate::identity::Action;
 use crate::policy::{cleanup, protection};
 use crate::storage::ByteStream;
+
+/// `GET|POST /api/v1/registries/<registry>/cleanup/rules`.
+pub const CLEANUP_RULES: Endpoint = Endpoint {
+    name: "api-cleanup-rules",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/cleanup/rules",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Role(Action::ViewCleanupPolicy), "List a registry's image cleanup rules"),
+        Operation::change(
+            "POST",
+            Rule::Role(Action::ManageCleanupPolicy),
+            "Add an image cleanup rule (at most 15)",
+            201,
+        )
+        .body("NewCleanupRule"),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-cleanup-rules", Route::ApiCleanupRules { registry } => |app, req, body| {
+        cleanup_rules(app, &req, &registry, body).await
+    }),
+};
+
+/// `PATCH|DELETE /api/v1/registries/<registry>/cleanup/rules/<rule>`.
+pub const CLEANUP_RULE: Endpoint = Endpoint {
+    name: "api-cleanup-rule",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/cleanup/rules/{rule}",
+    has_repository: false,
+    operations: &[
+        Operation::change(
+            "PATCH",
+            Rule::Role(Action::ToggleCleanupRule),
+            "Enable or disable an image cleanup rule",
+            200,
+        )
+        .body("ToggleRule"),
+        Operation::change("DELETE", Rule::Role(Action::ManageCleanupPolicy), "Delete an image cleanup rule", 204),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-cleanup-rule", Route::ApiCleanupRule { registry, rule } => |app, req, body| {
+        cleanup_rule(app, &req, &registry, &rule, body).await
+    }),
+};
+
+/// `GET|PUT|DELETE /api/v1/registries/<registry>/cleanup/schedule`.
+pub const CLEANUP_SCHEDULE: Endpoint = Endpoint {
+    name: "api-cleanup-schedule",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/cleanup/schedule",
+    has_repository: false,
+    operations: &[
+        Operation::read(
+            "GET",
+            Rule::Role(Action::ViewCleanupPolicy),
+            "Show the cleanup cycle: cron (UTC) and next run",
+        ),
+        Operation::change(
+            "PUT",
+            Rule::Role(Action::ManageCleanupPolicy),
+            "Set the cleanup cycle (five-field UTC cron)",
+            200,
+        )
+        .body("SetSchedule"),
+        Operation::change("DELETE", Rule::Role(Action::ManageCleanupPolicy), "Remove the cleanup cycle", 204),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-cleanup-schedule", Route::ApiCleanupSchedule { registry } => |app, req, body| {
+        cleanup_schedule(app, &req, &registry, body).await
+    }),
+};
+
+/// `GET|POST /api/v1/registries/<registry>/cleanup/runs` (a started run is a queued job).
+pub const CLEANUP_RUNS: Endpoint = Endpoint {
+    name: "api-cleanup-runs",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/cleanup/runs",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Role(Action::ViewCleanupHistory), "List cleanup runs, newest first").paged(),
+        Operation::change(
+            "POST",
+            Rule::Role(Action::ManageCleanupPolicy),
+            "Start a cleanup run (dry_run: a test run)",
+            202,
+        )
+        .body("StartRun"),
+    ],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("api-cleanup-runs", Route::ApiCleanupRuns { registry } => |app, req, body| {
+        cleanup_runs(app, &req, &registry, body).await
+    }),
+};
+
+/// `GET /api/v1/registries/<registry>/cleanup/runs/<run>`.
+pub const CLEANUP_RUN: Endpoint = Endpoint {
+    name: "api-cleanup-run",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/cleanup/runs/{run}",
+    has_repository: false,
+    operations: &[Operation::read(
+        "GET",
+        Rule::Role(Action::ViewCleanupHistory),
+        "Show a cleanup run with its decisions (chunk=K pages them)",
+    )
+    .query(&[("chunk", "first decision chunk to return (default 0); the answer's next_chunk is the next one")])],
+    ports: &[],
+    handler: handler!("api-cleanup-run", Route::ApiCleanupRun { registry, run } => |app, req, body| {
+        cleanup_run(app, &req, &registry, &run).await
+    }),
+};
+
+/// `GET|POST /api/v1/registries/<registry>/protection/rules`.
+pub const PROTECTION_RULES: Endpoint = Endpoint {
+    name: "api-protection-rules",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/protection/rules",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Role(Action::ViewProtectionPolicy), "List a registry's image protection rules"),
+        Operation::change(
+            "POST",
+            Rule::Role(Action::ManageProtectionPolicy),
+            "Add an image protection rule (at most 15)",
+            201,
+        )
+        .body("NewProtectionRule"),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-protection-rules", Route::ApiProtectionRules { registry } => |app, req, body| {
+        protection_rules(app, &req, &registry, body).await
+    }),
+};
+
+/// `PATCH|DELETE /api/v1/registries/<registry>/protection/rules/<rule>`.
+pub const PROTECTION_RULE: Endpoint = Endpoint {
+    name: "api-protection-rule",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/protection/rules/{rule}",
+    has_repository: false,
+    operations: &[
+        Operation::change(
+            "PATCH",
+            Rule::Role(Action::ManageProtectionPolicy),
+            "Enable or disable an image protection rule",
+            200,
+        )
+        .body("ToggleRule"),
+        Operation::change("DELETE", Rule::Role(Action::ManageProtectionPolicy), "Delete an image protection rule", 204),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-protection-rule", Route::ApiProtectionRule { registry, rule } => |app, req, body| {
+        protection_rule(app, &req, &registry, &rule, body).await
+    }),
+};
 
 /// How many decision chunks `GET …/cleanup/runs/<run>` returns when `chunk` pages are not asked for.
 pub const DECISION_CHUNKS: usize = 5;

@@ -6,14 +6,80 @@ use serde::{Deserialize, Serialize};
 
 use super::{forced, grants, invalid, object, page_request, page_response, read_json};
 use crate::access::guard::user_of;
+use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head};
+use crate::api::Route;
 use crate::api::{ErrorCode, OciError};
 use crate::app::App;
 use crate::body::Response;
 use crate::identity::registry;
+use crate::identity::Action;
 use crate::oci::RepoName;
 use crate::storage::ByteStream;
 use crate::usage;
+
+/// `GET|POST /api/v1/registries`.
+pub const REGISTRIES: Endpoint = Endpoint {
+    name: "api-registries",
+    prefix: "/api/v1",
+    suffix: "/registries",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Role(Action::ViewRegistries), "List registries").paged(),
+        Operation::change("POST", Rule::Admin, "Create a registry", 201).body("CreateRegistry"),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-registries", Route::ApiRegistries => |app, req, body| {
+        if req.method == http::Method::GET { list(app, &req).await } else { create(app, &req, body).await }
+    }),
+};
+
+/// `GET|PATCH|DELETE /api/v1/registries/<registry>` (a forced delete deletes its images, whose
+/// storage use is then recounted by jobs).
+pub const REGISTRY: Endpoint = Endpoint {
+    name: "api-registry",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Role(Action::ViewRegistries), "Show a registry"),
+        Operation::change(
+            "PATCH",
+            Rule::Role(Action::ManageRegistries),
+            "Change a registry's public access and private networks",
+            200,
+        )
+        .body("ChangeRegistry"),
+        Operation::change(
+            "DELETE",
+            Rule::Role(Action::ManageRegistries),
+            "Delete a registry (force=true deletes its images too)",
+            204,
+        ),
+    ],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("api-registry", Route::ApiRegistry { registry } => |app, req, body| match req.method {
+        http::Method::GET => show(app, &registry).await,
+        http::Method::PATCH => change(app, &registry, body).await,
+        _ => delete(app, &req, &registry).await,
+    }),
+};
+
+/// `GET /api/v1/registries/<registry>/images`.
+pub const IMAGES: Endpoint = Endpoint {
+    name: "api-images",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/images",
+    has_repository: false,
+    operations: &[Operation::read(
+        "GET",
+        Rule::Role(Action::ViewImages),
+        "List a registry's images with artifact count, size, last push and stored bytes",
+    )
+    .paged()],
+    ports: &[Port::BlobsRead],
+    handler: handler!("api-images", Route::ApiImages { registry } => |app, req, body| images(app, &req, &registry).await),
+};
 
 /// The body of `POST /api/v1/registries`.
 #[derive(Debug, Deserialize)]

@@ -5,12 +5,95 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{grants, invalid, object, page_request, page_response, read_json};
+use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head};
+use crate::api::Route;
 use crate::api::{ErrorCode, OciError};
 use crate::app::App;
 use crate::body::Response;
 use crate::identity::{key, user, AccessKey, Role, User};
 use crate::storage::ByteStream;
+
+/// `GET|POST /api/v1/users`.
+pub const USERS: Endpoint = Endpoint {
+    name: "api-users",
+    prefix: "/api/v1",
+    suffix: "/users",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Admin, "List users").paged(),
+        Operation::change("POST", Rule::Admin, "Create a user with a role", 201)
+            .body("CreateUser")
+            .changes_credentials(),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-users", Route::ApiUsers => |app, req, body| {
+        if req.method == http::Method::GET { list(app, &req).await } else { create(app, &req, body).await }
+    }),
+};
+
+/// `GET|PATCH|DELETE /api/v1/users/<user>`.
+pub const USER: Endpoint = Endpoint {
+    name: "api-user",
+    prefix: "/api/v1",
+    suffix: "/users/{user}",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::SelfOrAdmin, "Show a user"),
+        Operation::change("PATCH", Rule::Admin, "Change a user's role and registries", 200)
+            .body("ChangeUser")
+            .changes_credentials(),
+        Operation::change("DELETE", Rule::Admin, "Delete a user and its access keys", 204),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-user", Route::ApiUser { user } => |app, req, body| match req.method {
+        http::Method::GET => show(app, &user).await,
+        http::Method::PATCH => change(app, &user, body).await,
+        _ => delete(app, &req, &user).await,
+    }),
+};
+
+/// `GET|POST /api/v1/users/<user>/keys`.
+pub const KEYS: Endpoint = Endpoint {
+    name: "api-keys",
+    prefix: "/api/v1",
+    suffix: "/users/{user}/keys",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::SelfOrAdmin, "List a user's access keys").paged(),
+        Operation::change("POST", Rule::SelfOrAdmin, "Create an access key (the secret is returned once)", 201)
+            .changes_credentials(),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-keys", Route::ApiKeys { user } => |app, req, body| {
+        if req.method == http::Method::GET { keys(app, &req, &user).await } else { create_key(app, &user).await }
+    }),
+};
+
+/// `DELETE /api/v1/users/<user>/keys/<key>`.
+pub const KEY: Endpoint = Endpoint {
+    name: "api-key",
+    prefix: "/api/v1",
+    suffix: "/users/{user}/keys/{key}",
+    has_repository: false,
+    operations: &[Operation::change("DELETE", Rule::SelfOrAdmin, "Revoke an access key", 204)],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-key", Route::ApiKey { user, key } => |app, req, body| revoke_key(app, &user, &key).await),
+};
+
+/// `POST /api/v1/users/<user>/keys/<key>/rotate`.
+pub const KEY_ROTATE: Endpoint = Endpoint {
+    name: "api-key-rotate",
+    prefix: "/api/v1",
+    suffix: "/users/{user}/keys/{key}/rotate",
+    has_repository: false,
+    operations: &[Operation::change("POST", Rule::SelfOrAdmin, "Replace an access key's secret (returned once)", 200)
+        .changes_credentials()],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-key-rotate", Route::ApiKeyRotate { user, key } => |app, req, body| {
+        rotate_key(app, &user, &key).await
+    }),
+};
 
 /// The body of `POST /api/v1/users`.
 #[derive(Debug, Deserialize)]

@@ -95,7 +95,9 @@ enum Command {
         #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECONDS", default_value_t = berth::connections::DEFAULT_IDLE_TIMEOUT.as_secs())]
         idle_timeout: u64,
     },
-    /// Print the route table as JSON (what Terraform, the functions and the event files follow).
+    /// Print the route table: per route its methods, path and the ports it uses (with
+    /// `--output json` also each method's access rule and audit: what Terraform, the functions
+    /// and the event files follow).
     Routes,
     /// A client of a running server's management API.
     #[command(flatten)]
@@ -125,7 +127,7 @@ fn main() -> ExitCode {
     let cli = parse();
     match cli.command {
         Command::Client(client) => run_client(cli.output, usize::from(cli.page_size), client),
-        server => run_server(server),
+        server => run_server(cli.output, server),
     }
 }
 
@@ -150,8 +152,43 @@ fn run_client(format: Format, page_size: usize, command: ClientCommand) -> ExitC
     }
 }
 
+/// Prints the route table in `format`.
+fn print_routes(format: Format) -> Result<(), String> {
+    let routes = serde_json::to_value(&berth::api::ENDPOINTS[..]).map_err(|e| e.to_string())?;
+    match format {
+        Format::Json => println!("{}", output::json(&routes)),
+        Format::Text => {
+            let items = routes.as_array().cloned().unwrap_or_default();
+            fn list(v: &serde_json::Value) -> String {
+                v.as_array()
+                    .map(|a| a.iter().filter_map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            }
+            let columns = [
+                output::Column { header: "ROUTE", cell: |r| r["name"].as_str().unwrap_or("").to_string() },
+                output::Column { header: "METHODS", cell: |r| list(&r["methods"]) },
+                output::Column {
+                    header: "PATH",
+                    cell: |r| {
+                        let prefix = r["prefix"].as_str().unwrap_or("");
+                        let suffix = r["suffix"].as_str().unwrap_or("");
+                        if r["has_repository"] == true {
+                            format!("{prefix}/<name>{suffix}")
+                        } else {
+                            format!("{prefix}{suffix}")
+                        }
+                    },
+                },
+                output::Column { header: "PORTS", cell: |r| list(&r["ports"]) },
+            ];
+            print!("{}", output::table(&items, &columns));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `serve` or `routes`.
-fn run_server(command: Command) -> ExitCode {
+fn run_server(format: Format, command: Command) -> ExitCode {
     berth::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -195,9 +232,7 @@ fn run_server(command: Command) -> ExitCode {
             };
             runtime.block_on(serve(options)).map_err(|e| e.to_string())
         }
-        Command::Routes => serde_json::to_string_pretty(&berth::api::ROUTE_SPECS[..])
-            .map(|json| println!("{json}"))
-            .map_err(|e| e.to_string()),
+        Command::Routes => print_routes(format),
         Command::Client(_) => Err("not a server command".to_string()),
     };
     match result {

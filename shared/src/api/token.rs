@@ -1,0 +1,33 @@
+//! `GET|POST /auth/token`: the token endpoint of the Docker registry token flow, served by
+//! [`crate::access::token_service`].
+
+use super::endpoint::{handler, Endpoint, Operation, Rule};
+use super::{OciError, Route};
+use crate::access::AccessError;
+
+/// `GET|POST /auth/token`.
+pub const TOKEN: Endpoint = Endpoint {
+    name: "token",
+    prefix: "/auth",
+    suffix: "/token",
+    has_repository: false,
+    operations: &[
+        Operation::read("GET", Rule::Public, "Issue a registry token (Basic credentials)"),
+        Operation::read("POST", Rule::Public, "Issue a registry token (password grant form)"),
+    ],
+    ports: &[],
+    handler: handler!("token", Route::Token => |app, req, body| {
+        crate::access::token_service::issue(app, &req, body).await.map_err(challenge_basic)
+    }),
+};
+
+/// A failed login is answered with a Basic challenge, so clients ask for credentials.
+fn challenge_basic(e: AccessError) -> OciError {
+    let basic = matches!(e, AccessError::Unauthenticated(_));
+    let err = OciError::from(e);
+    if basic {
+        err.header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
+    } else {
+        err
+    }
+}
