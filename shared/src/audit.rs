@@ -5,10 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::metadata::{Expect, MetadataError, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, UnixTime};
 
-/// The document collection audit entries are kept in.
+/// The name of the document collection audit entries are kept in.
 pub const COLLECTION: &str = "audit";
+
+/// Audit entries by time-ordered id.
+pub const ENTRIES: Collection<AuditEntry> = Collection::new(COLLECTION);
 
 /// One recorded change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,14 +87,7 @@ impl Context {
 pub async fn record(app: &App, mut entry: AuditEntry) {
     // UUIDv7 is time-ordered to the millisecond, so entries of one second keep their order.
     entry.id = format!("{:012}-{}", entry.at.max(0), uuid::Uuid::now_v7().simple());
-    let body = match serde_json::to_value(&entry) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "audit entry not encodable");
-            return;
-        }
-    };
-    if let Err(e) = app.meta.put_document(COLLECTION, &entry.id, &body, Expect::Absent).await {
+    if let Err(e) = ENTRIES.put(app.meta.as_ref(), &entry.id, &entry, Expect::Absent).await {
         tracing::error!(error = %e, action = %entry.action, target = %entry.target, "audit entry not written");
     } else {
         tracing::info!(who = %entry.who, action = %entry.action, method = %entry.method, target = %entry.target, status = entry.status, "audit");
@@ -100,11 +96,6 @@ pub async fn record(app: &App, mut entry: AuditEntry) {
 
 /// Entries after `after`, oldest first, at most `limit`.
 pub async fn list(app: &App, after: Option<&str>, limit: usize) -> Result<(Vec<AuditEntry>, bool), MetadataError> {
-    let page = app.meta.list_documents(COLLECTION, "", after, limit).await?;
-    let items = page
-        .items
-        .into_iter()
-        .map(|d| serde_json::from_value(d.body).map_err(|e| MetadataError::Corrupt(format!("audit entry: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((items, page.more))
+    let (items, more) = ENTRIES.list(app.meta.as_ref(), "", after, limit).await?;
+    Ok((items.into_iter().map(|v| v.record).collect(), more))
 }

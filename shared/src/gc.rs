@@ -12,7 +12,7 @@
 //! notices the fence when it links, so a push that succeeds never ends with a link or a manifest
 //! whose bytes are gone; a push that loses the race gets a retryable 503.
 //!
-//! Runs are recorded as documents of collection [`RUNS`] and executed by the [`GC_JOB`] job, one
+//! Runs are recorded as documents of collection `gc-runs` and executed by the [`GC_JOB`] job, one
 //! time slice at a time: each page's counts and the last digest done are saved together, so a run
 //! whose worker dies resumes after the last saved page and never counts a blob twice (the blobs
 //! of an unsaved page that were already deleted are not counted at all).
@@ -21,16 +21,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::app::App;
-use crate::metadata::{Expect, MetadataError, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, UnixTime};
 use crate::oci::Digest;
 use crate::queue::{Job, QueueError};
 use crate::storage::{StorageError, StoredBlob};
 
-/// The document collection of garbage-collection runs.
-pub const RUNS: &str = "gc-runs";
+/// Garbage-collection runs by id, with their resume cursors.
+const RUNS: Collection<Stored> = Collection::new("gc-runs");
 /// The job kind that executes a run (payload `{"run_id": …}`).
 pub const GC_JOB: &str = "gc";
 /// Blobs listed, processed and recorded per page.
@@ -60,14 +59,6 @@ pub enum GcError {
     /// A `gc` job carries no usable run id.
     #[error("garbage-collection job payload is invalid: {0}")]
     Payload(String),
-    /// A stored run record cannot be decoded.
-    #[error("garbage-collection run record {id:?} is corrupt: {reason}")]
-    Corrupt {
-        /// the run
-        id: String,
-        /// what is wrong
-        reason: String,
-    },
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
@@ -211,7 +202,7 @@ async fn create_as(app: &App, id: String, dry_run: bool, now: UnixTime) -> Resul
         error: None,
     };
     let stored = Stored { run: run.clone(), cursor: None, failures: 0 };
-    app.meta.put_document(RUNS, &id, &encode(&stored)?, Expect::Absent).await?;
+    RUNS.put(app.meta.as_ref(), &id, &stored, Expect::Absent).await?;
     Ok(run)
 }
 
@@ -222,7 +213,7 @@ pub async fn start(app: &App, dry_run: bool) -> Result<GcRun, GcError> {
         // a run no job will ever execute is recorded as failed, not left queued
         if let Some((mut stored, version)) = load(app, &run.id).await? {
             finish(&mut stored.run, GcStatus::Failed, app.clock.now(), Some(format!("could not enqueue its job: {e}")));
-            app.meta.put_document(RUNS, &run.id, &encode(&stored)?, Expect::Version(version)).await?;
+            RUNS.put(app.meta.as_ref(), &run.id, &stored, Expect::Version(version)).await?;
         }
         return Err(e.into());
     }
@@ -239,9 +230,8 @@ pub async fn get(app: &App, id: &str) -> Result<Option<GcRun>, GcError> {
 
 /// Runs after `after` (ids sort newest first), at most `limit`, and whether more follow.
 pub async fn list(app: &App, after: Option<&str>, limit: usize) -> Result<(Vec<GcRun>, bool), GcError> {
-    let page = app.meta.list_documents(RUNS, "", after, limit).await?;
-    let runs = page.items.iter().map(|doc| decode(&doc.id, &doc.body).map(|s| s.run)).collect::<Result<_, _>>()?;
-    Ok((runs, page.more))
+    let (runs, more) = RUNS.list(app.meta.as_ref(), "", after, limit).await?;
+    Ok((runs.into_iter().map(|v| v.record.run).collect(), more))
 }
 
 /// Executes run `id` to the end (or resumes it), with the job's page size but no time slice.
@@ -275,7 +265,9 @@ pub async fn run_with(app: &App, id: &str, options: RunOptions) -> Result<(GcRun
             return Ok((stored.run, Slice::Paused));
         }
         let after = match &stored.cursor {
-            Some(cursor) => Some(cursor.parse::<Digest>().map_err(|e| corrupt(id, format!("cursor: {e}")))?),
+            Some(cursor) => Some(
+                cursor.parse::<Digest>().map_err(|e| MetadataError::Corrupt(format!("gc-runs {id:?}: cursor: {e}")))?,
+            ),
             None => None,
         };
         let (blobs, more) = app.blobs.list_blobs(after.as_ref(), options.page_size.max(1)).await?;
@@ -451,7 +443,7 @@ async fn record_failure(app: &App, id: &str, error: &GcError) -> Result<bool, Gc
         finish(&mut stored.run, GcStatus::Failed, app.clock.now(), Some(error.to_string()));
     }
     // a concurrent update (another worker) wins: the queue retries this job anyway
-    match app.meta.put_document(RUNS, id, &encode(&stored)?, Expect::Version(version)).await {
+    match RUNS.put(app.meta.as_ref(), id, &stored, Expect::Version(version)).await {
         Ok(_) | Err(MetadataError::Conflict(_)) => Ok(given_up),
         Err(e) => Err(e.into()),
     }
@@ -459,31 +451,16 @@ async fn record_failure(app: &App, id: &str, error: &GcError) -> Result<bool, Gc
 
 /// A run's record and its version.
 async fn load(app: &App, id: &str) -> Result<Option<(Stored, u64)>, GcError> {
-    match app.meta.get_document(RUNS, id).await? {
-        Some(doc) => Ok(Some((decode(id, &doc.body)?, doc.version))),
-        None => Ok(None),
-    }
+    Ok(RUNS.get(app.meta.as_ref(), id).await?.map(|v| (v.record, v.version)))
 }
 
 /// Saves a run over `version`; the new version, or `None` when another worker saved first.
 async fn save(app: &App, stored: &Stored, version: u64) -> Result<Option<u64>, GcError> {
-    match app.meta.put_document(RUNS, &stored.run.id, &encode(stored)?, Expect::Version(version)).await {
+    match RUNS.put(app.meta.as_ref(), &stored.run.id, stored, Expect::Version(version)).await {
         Ok(v) => Ok(Some(v)),
         Err(MetadataError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-fn encode(stored: &Stored) -> Result<Value, GcError> {
-    serde_json::to_value(stored).map_err(|e| corrupt(&stored.run.id, e.to_string()))
-}
-
-fn decode(id: &str, body: &Value) -> Result<Stored, GcError> {
-    serde_json::from_value(body.clone()).map_err(|e| corrupt(id, e.to_string()))
-}
-
-fn corrupt(id: &str, reason: String) -> GcError {
-    GcError::Corrupt { id: id.to_string(), reason }
 }
 
 /// Whether `id` has the shape of a run id (12 digits, a dash, 8 hex digits).
@@ -529,13 +506,12 @@ mod tests {
             error: None,
         };
         let stored = Stored { run: run.clone(), cursor: Some("sha256:ab".into()), failures: 1 };
-        let body = encode(&stored).unwrap();
+        let body = serde_json::to_value(&stored).unwrap();
         assert_eq!(body["status"], "running");
         assert_eq!(body["cursor"], "sha256:ab");
-        let back = decode(&run.id, &body).unwrap();
+        let back: Stored = serde_json::from_value(body).unwrap();
         assert_eq!((back.run, back.cursor, back.failures), (run.clone(), Some("sha256:ab".into()), 1));
         let shown = serde_json::to_value(&run).unwrap();
         assert!(shown.get("cursor").is_none());
-        assert!(matches!(decode("x", &serde_json::json!({"id": 1})), Err(GcError::Corrupt { .. })));
     }
 }

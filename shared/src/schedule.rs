@@ -15,11 +15,11 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::cron::{Cron, CronError};
-use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::queue::{Job, QueueError};
 
-/// The document collection of schedules.
-pub const COLLECTION: &str = "schedules";
+/// Schedules by id.
+pub const SCHEDULES: Collection<Schedule> = Collection::new("schedules");
 
 /// How many schedules one tick reads per page.
 const PAGE: usize = 200;
@@ -39,9 +39,6 @@ pub enum ScheduleError {
     /// The job queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// A stored schedule could not be decoded.
-    #[error("stored schedule {0} is corrupt: {1}")]
-    Corrupt(String, String),
 }
 
 /// A stored schedule.
@@ -55,14 +52,6 @@ pub struct Schedule {
     pub next_due: UnixTime,
 }
 
-fn decode(id: &str, body: Value) -> Result<Schedule, ScheduleError> {
-    serde_json::from_value(body).map_err(|e| ScheduleError::Corrupt(id.to_string(), e.to_string()))
-}
-
-fn encode(id: &str, schedule: &Schedule) -> Result<Value, ScheduleError> {
-    serde_json::to_value(schedule).map_err(|e| ScheduleError::Corrupt(id.to_string(), e.to_string()))
-}
-
 /// Creates or replaces schedule `id`: `job` is enqueued at every time `cron` matches after `now`.
 pub async fn set(
     meta: &dyn MetadataStore,
@@ -73,7 +62,7 @@ pub async fn set(
 ) -> Result<Schedule, ScheduleError> {
     let next_due = cron.next_after(now).ok_or_else(|| ScheduleError::Never(cron.as_str().to_string()))?;
     let schedule = Schedule { cron: cron.as_str().to_string(), job, next_due };
-    meta.put_document(COLLECTION, id, &encode(id, &schedule)?, Expect::Any).await?;
+    SCHEDULES.put(meta, id, &schedule, Expect::Any).await?;
     Ok(schedule)
 }
 
@@ -94,15 +83,16 @@ pub async fn ensure(
     } else {
         cron.next_after(now).ok_or_else(|| ScheduleError::Never(cron.as_str().to_string()))?
     };
-    let expect = match meta.get_document(COLLECTION, id).await? {
-        Some(doc) => match decode(id, doc.body) {
+    // an unreadable schedule is replaced
+    let expect = match SCHEDULES.entry(meta, id).await? {
+        Some(entry) => match entry.record {
             Ok(existing) if existing.cron == cron.as_str() && existing.job == job => return Ok(false),
-            _ => Expect::Version(doc.version),
+            _ => Expect::Version(entry.version),
         },
         None => Expect::Absent,
     };
     let schedule = Schedule { cron: cron.as_str().to_string(), job, next_due };
-    match meta.put_document(COLLECTION, id, &encode(id, &schedule)?, expect).await {
+    match SCHEDULES.put(meta, id, &schedule, expect).await {
         Ok(_) => Ok(true),
         Err(MetadataError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
@@ -111,12 +101,12 @@ pub async fn ensure(
 
 /// Schedule `id`, if set.
 pub async fn get(meta: &dyn MetadataStore, id: &str) -> Result<Option<Schedule>, ScheduleError> {
-    meta.get_document(COLLECTION, id).await?.map(|d| decode(id, d.body)).transpose()
+    Ok(SCHEDULES.get(meta, id).await?.map(|v| v.record))
 }
 
 /// Removes schedule `id`; false when it was not set.
 pub async fn remove(meta: &dyn MetadataStore, id: &str) -> Result<bool, ScheduleError> {
-    Ok(meta.delete_document(COLLECTION, id, Expect::Any).await?)
+    Ok(SCHEDULES.delete(meta, id, Expect::Any).await?)
 }
 
 /// The job as enqueued for one due time: its task with the due time set (a job of a kind this
@@ -141,26 +131,27 @@ pub async fn fire_due(app: &App) -> Result<usize, ScheduleError> {
     let mut fired = 0;
     let mut after: Option<String> = None;
     loop {
-        let page = app.meta.list_documents(COLLECTION, "", after.as_deref(), PAGE).await?;
-        for doc in &page.items {
-            let schedule = match decode(&doc.id, doc.body.clone()) {
+        let (entries, more) = SCHEDULES.entries(app.meta.as_ref(), "", after.as_deref(), PAGE).await?;
+        let last = entries.last().map(|e| e.id.clone());
+        for entry in entries {
+            let schedule = match entry.record {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(schedule = %doc.id, error = %e, "skipping an unreadable schedule");
+                    tracing::warn!(schedule = %entry.id, error = %e, "skipping an unreadable schedule");
                     continue;
                 }
             };
             if schedule.next_due > now {
                 continue;
             }
-            if fire(app, &doc.id, doc.version, schedule, now).await? {
+            if fire(app, &entry.id, entry.version, schedule, now).await? {
                 fired += 1;
             }
         }
-        if !page.more {
+        if !more {
             return Ok(fired);
         }
-        after = page.items.last().map(|d| d.id.clone());
+        after = last;
         if after.is_none() {
             return Ok(fired);
         }
@@ -188,7 +179,7 @@ async fn fire(app: &App, id: &str, version: u64, schedule: Schedule, now: UnixTi
         return Ok(true);
     };
     let moved = Schedule { next_due, ..schedule };
-    match app.meta.put_document(COLLECTION, id, &encode(id, &moved)?, Expect::Version(version)).await {
+    match SCHEDULES.put(app.meta.as_ref(), id, &moved, Expect::Version(version)).await {
         Ok(_) => {
             tracing::info!(schedule = %id, due, next_due, "schedule fired");
             Ok(true)

@@ -1,5 +1,5 @@
 //! Storage accounting: one usage document per image in the metadata document store (collection
-//! [`COLLECTION`], id: the repository name, body `{"bytes", "blobs", "artifacts", "updated_at"}`),
+//! `usage`, id: the repository name, body `{"bytes", "blobs", "artifacts", "updated_at"}`),
 //! kept current by a `refresh-usage` job that every change to an image queues
 //! ([`mark_changed`]), so the management API shows storage per image and per registry without
 //! reading every artifact. `bytes` and `blobs` are what the metadata store counts as linked into
@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::metadata::{Expect, MetadataError, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, UnixTime};
 use crate::oci::RepoName;
 use crate::queue::Job;
 
-/// The document collection of usage documents (one per image, id: the repository name).
-pub const COLLECTION: &str = "usage";
+/// Usage documents, one per image (id: the repository name). They are a cache: one that does not
+/// decode is counted again.
+const USAGE: Collection<ImageUsage> = Collection::new("usage");
 
 /// The job kind that recomputes one image's usage document (payload `{"repository": name}`).
 pub const REFRESH_USAGE: &str = "refresh-usage";
@@ -39,13 +39,6 @@ pub struct ImageUsage {
     pub artifacts: u64,
     /// when it was counted
     pub updated_at: UnixTime,
-}
-
-impl ImageUsage {
-    /// The document body.
-    fn body(&self) -> Value {
-        json!({ "bytes": self.bytes, "blobs": self.blobs, "artifacts": self.artifacts, "updated_at": self.updated_at })
-    }
 }
 
 /// The job that recomputes `repo`'s usage document, so changes are counted off the request path.
@@ -86,11 +79,11 @@ pub async fn refresh(app: &App, repo: &RepoName) -> Result<Option<ImageUsage>, M
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let current = app.meta.get_document(COLLECTION, id).await?;
+        let current = USAGE.entry(app.meta.as_ref(), id).await?;
         let expect = current.as_ref().map_or(Expect::Absent, |d| Expect::Version(d.version));
         if !app.meta.repository_exists(repo).await? {
             if current.is_some() {
-                match app.meta.delete_document(COLLECTION, id, expect).await {
+                match USAGE.delete(app.meta.as_ref(), id, expect).await {
                     Ok(_) => {}
                     Err(MetadataError::Conflict(_)) if attempt < WRITE_ATTEMPTS => continue,
                     Err(MetadataError::Conflict(_)) => {}
@@ -100,7 +93,7 @@ pub async fn refresh(app: &App, repo: &RepoName) -> Result<Option<ImageUsage>, M
             return Ok(None);
         }
         let usage = compute(app, repo).await?;
-        match app.meta.put_document(COLLECTION, id, &usage.body(), expect).await {
+        match USAGE.put(app.meta.as_ref(), id, &usage, expect).await {
             Ok(_) => return Ok(Some(usage)),
             Err(MetadataError::Conflict(_)) if attempt < WRITE_ATTEMPTS => continue,
             // refreshes keep racing: theirs are as new as this one
@@ -110,15 +103,10 @@ pub async fn refresh(app: &App, repo: &RepoName) -> Result<Option<ImageUsage>, M
     }
 }
 
-/// The usage document's content, if it exists and reads as one.
-fn decode(body: Value) -> Option<ImageUsage> {
-    serde_json::from_value(body).ok()
-}
-
 /// `repo`'s usage from its document; when the document is missing (an image pushed before
 /// accounting existed) or unreadable, counted now and written. `None` when the image does not exist.
 pub async fn image_usage(app: &App, repo: &RepoName) -> Result<Option<ImageUsage>, MetadataError> {
-    if let Some(usage) = app.meta.get_document(COLLECTION, repo.as_str()).await?.and_then(|d| decode(d.body)) {
+    if let Some(Ok(usage)) = USAGE.entry(app.meta.as_ref(), repo.as_str()).await?.map(|e| e.record) {
         return Ok(Some(usage));
     }
     refresh(app, repo).await
@@ -132,15 +120,15 @@ pub async fn registry_usage(app: &App, registry: &str) -> Result<(u64, u64), Met
     let mut documents: HashMap<String, ImageUsage> = HashMap::new();
     let mut after: Option<String> = None;
     loop {
-        let page = app.meta.list_documents(COLLECTION, &prefix, after.as_deref(), PAGE).await?;
-        let last = page.items.last().map(|d| d.id.clone());
-        for doc in page.items {
-            if let Some(usage) = decode(doc.body) {
-                documents.insert(doc.id, usage);
+        let (entries, more) = USAGE.entries(app.meta.as_ref(), &prefix, after.as_deref(), PAGE).await?;
+        let last = entries.last().map(|d| d.id.clone());
+        for entry in entries {
+            if let Ok(usage) = entry.record {
+                documents.insert(entry.id, usage);
             }
         }
         match last {
-            Some(last) if page.more => after = Some(last),
+            Some(last) if more => after = Some(last),
             _ => break,
         }
     }

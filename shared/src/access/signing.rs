@@ -4,17 +4,27 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::AccessError;
 use crate::app::App;
 use crate::auth::jwt::SigningKey;
-use crate::metadata::{Expect, MetadataError};
+use crate::metadata::{Collection, Expect, MetadataError, UnixTime};
 
-/// Where the generated key is kept.
+/// The name of the collection the generated key is kept in.
 pub const COLLECTION: &str = "setting";
 /// Its document id.
 pub const DOCUMENT: &str = "token-signing-key";
+
+/// The generated key as stored (no `Debug`: it holds the seed).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    /// the Ed25519 seed, base64
+    seed: String,
+    /// when it was generated
+    created_at: UnixTime,
+}
+
+/// Where the generated key is kept.
+const SETTINGS: Collection<StoredKey> = Collection::new(COLLECTION);
 
 /// The signing key, loaded once per process.
 pub async fn key(app: &App) -> Result<Arc<SigningKey>, AccessError> {
@@ -28,13 +38,14 @@ async fn load_or_create(app: &App) -> Result<Arc<SigningKey>, AccessError> {
             .map_err(|e| AccessError::SigningKey(e.to_string()));
     }
     loop {
-        if let Some(doc) = app.meta.get_document(COLLECTION, DOCUMENT).await? {
-            let seed = doc.body.get("seed").and_then(|s| s.as_str()).unwrap_or_default();
-            return SigningKey::from_seed_b64(seed).map(Arc::new).map_err(|e| AccessError::SigningKey(e.to_string()));
+        if let Some(stored) = SETTINGS.get(app.meta.as_ref(), DOCUMENT).await? {
+            return SigningKey::from_seed_b64(&stored.record.seed)
+                .map(Arc::new)
+                .map_err(|e| AccessError::SigningKey(e.to_string()));
         }
         let fresh = SigningKey::generate().map_err(|e| AccessError::SigningKey(e.to_string()))?;
-        let body = json!({ "seed": fresh.seed_b64(), "created_at": app.clock.now() });
-        match app.meta.put_document(COLLECTION, DOCUMENT, &body, Expect::Absent).await {
+        let stored = StoredKey { seed: fresh.seed_b64(), created_at: app.clock.now() };
+        match SETTINGS.put(app.meta.as_ref(), DOCUMENT, &stored, Expect::Absent).await {
             Ok(_) => return Ok(Arc::new(fresh)),
             // Another process created it first: use theirs.
             Err(MetadataError::Conflict(_)) => continue,

@@ -337,7 +337,6 @@ impl From<ProtectionError> for OciError {
             ProtectionError::TooMany(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
             ProtectionError::UnknownRule { .. } => OciError::new(ErrorCode::NotFound, e.to_string()),
             ProtectionError::Metadata(inner) => inner.into(),
-            ProtectionError::Corrupt(..) => OciError::internal(&e),
         }
     }
 }
@@ -382,7 +381,7 @@ impl From<IdentityError> for OciError {
             IdentityError::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
             IdentityError::TooManyKeys(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
             IdentityError::Metadata(inner) => inner.into(),
-            IdentityError::Secret(_) | IdentityError::Corrupt(..) => OciError::internal(&e),
+            IdentityError::Secret(_) => OciError::internal(&e),
         }
     }
 }
@@ -393,7 +392,6 @@ impl From<ScheduleError> for OciError {
             ScheduleError::Cron(_) | ScheduleError::Never(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
             ScheduleError::Metadata(inner) => inner.into(),
             ScheduleError::Queue(inner) => inner.into(),
-            ScheduleError::Corrupt(..) => OciError::internal(&e),
         }
     }
 }
@@ -413,7 +411,7 @@ impl From<CleanupError> for OciError {
             CleanupError::Schedule(inner) => inner.into(),
             CleanupError::Metadata(inner) => inner.into(),
             CleanupError::Queue(inner) => inner.into(),
-            CleanupError::Corrupt(..) | CleanupError::Delete { .. } => OciError::internal(&e),
+            CleanupError::Delete { .. } => OciError::internal(&e),
         }
     }
 }
@@ -426,7 +424,6 @@ impl From<GcError> for OciError {
             GcError::Metadata(inner) => inner.into(),
             GcError::Storage(inner) => inner.into(),
             GcError::Queue(inner) => inner.into(),
-            GcError::Corrupt { .. } => OciError::internal(&e),
         }
     }
 }
@@ -474,7 +471,7 @@ mod tests {
             ),
             (GcError::UnknownRun("x".into()).into(), StatusCode::NOT_FOUND, "NOT_FOUND"),
             (
-                GcError::Corrupt { id: "x".into(), reason: "y".into() }.into(),
+                GcError::Metadata(MetadataError::Corrupt("gc-runs \"x\": y".into())).into(),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "UNKNOWN",
             ),

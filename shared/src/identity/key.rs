@@ -3,12 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, user, IdentityError};
+use super::{user, IdentityError};
 use crate::auth::secret;
-use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 
-/// The document collection access keys are kept in.
+/// The name of the document collection access keys are kept in.
 pub const COLLECTION: &str = "key";
+
+/// Access keys by id.
+pub const KEYS: Collection<AccessKey> = Collection::new(COLLECTION);
 
 /// The most access keys one user may hold.
 pub const MAX_KEYS_PER_USER: usize = 5;
@@ -100,7 +103,7 @@ pub async fn create(
         if owner.keys.len() >= MAX_KEYS_PER_USER {
             return Err(IdentityError::TooManyKeys(user_name.to_string()));
         }
-        match meta.put_document(COLLECTION, &id, &encode("key", &key)?, Expect::Absent).await {
+        match KEYS.put(meta, &id, &key, Expect::Absent).await {
             Ok(_) => {}
             Err(MetadataError::Conflict(_)) => {
                 return Err(IdentityError::AlreadyExists { kind: "access key", name: id });
@@ -112,10 +115,10 @@ pub async fn create(
             Ok(()) => return Ok((key, secret)),
             Err(IdentityError::Metadata(MetadataError::Conflict(_))) => {
                 // Someone changed the user meanwhile: undo and re-check the limit.
-                meta.delete_document(COLLECTION, &id, Expect::Any).await?;
+                KEYS.delete(meta, &id, Expect::Any).await?;
             }
             Err(e) => {
-                meta.delete_document(COLLECTION, &id, Expect::Any).await?;
+                KEYS.delete(meta, &id, Expect::Any).await?;
                 return Err(e);
             }
         }
@@ -139,10 +142,7 @@ fn validate_chosen(id: &str, secret: &str) -> Result<(), IdentityError> {
 
 /// A key by id.
 pub async fn get(meta: &dyn MetadataStore, id: &str) -> Result<Option<(AccessKey, u64)>, IdentityError> {
-    match meta.get_document(COLLECTION, id).await? {
-        Some(doc) => Ok(Some((decode("key", doc.body)?, doc.version))),
-        None => Ok(None),
-    }
+    Ok(KEYS.get(meta, id).await?.map(|v| (v.record, v.version)))
 }
 
 /// The keys of a user.
@@ -165,7 +165,7 @@ pub async fn revoke(meta: &dyn MetadataStore, user_name: &str, id: &str) -> Resu
         if !owner.keys.iter().any(|k| k == id) {
             return Err(IdentityError::KeyUnknown(id.to_string()));
         }
-        meta.delete_document(COLLECTION, id, Expect::Any).await?;
+        KEYS.delete(meta, id, Expect::Any).await?;
         owner.keys.retain(|k| k != id);
         match user::replace(meta, &owner, version).await {
             Err(IdentityError::Metadata(MetadataError::Conflict(_))) => continue,
@@ -191,7 +191,7 @@ pub async fn rotate(
         key.secret_hash = secret_hash.clone();
         key.generation += 1;
         key.rotated_at = Some(now);
-        match meta.put_document(COLLECTION, id, &encode("key", &key)?, Expect::Version(version)).await {
+        match KEYS.put(meta, id, &key, Expect::Version(version)).await {
             Ok(_) => return Ok((key, secret)),
             Err(MetadataError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -207,7 +207,7 @@ pub async fn set_secret(meta: &dyn MetadataStore, id: &str, secret: &str) -> Res
         key.secret_hash = secret_hash.clone();
         // a replaced secret ends the tokens obtained with the old one
         key.generation += 1;
-        match meta.put_document(COLLECTION, id, &encode("key", &key)?, Expect::Version(version)).await {
+        match KEYS.put(meta, id, &key, Expect::Version(version)).await {
             Ok(_) => return Ok(()),
             Err(MetadataError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -222,8 +222,6 @@ pub async fn touch(meta: &dyn MetadataStore, key: &AccessKey, version: u64, now:
     }
     let mut key = key.clone();
     key.last_used_at = Some(now);
-    if let Ok(body) = encode("key", &key) {
-        // A lost race only loses a timestamp.
-        let _ = meta.put_document(COLLECTION, &key.id, &body, Expect::Version(version)).await;
-    }
+    // A lost race only loses a timestamp.
+    let _ = KEYS.put(meta, &key.id, &key, Expect::Version(version)).await;
 }

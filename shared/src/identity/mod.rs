@@ -46,17 +46,4 @@ pub enum IdentityError {
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    /// A stored document could not be decoded.
-    #[error("stored {0} record is corrupt: {1}")]
-    Corrupt(&'static str, String),
-}
-
-/// Decodes a stored document body.
-fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, body: serde_json::Value) -> Result<T, IdentityError> {
-    serde_json::from_value(body).map_err(|e| IdentityError::Corrupt(kind, e.to_string()))
-}
-
-/// Encodes a record as a document body.
-fn encode<T: serde::Serialize>(kind: &'static str, value: &T) -> Result<serde_json::Value, IdentityError> {
-    serde_json::to_value(value).map_err(|e| IdentityError::Corrupt(kind, e.to_string()))
 }

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, IdentityError};
-use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use super::IdentityError;
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 
-/// The document collection registries are kept in.
-pub const COLLECTION: &str = "registry";
+/// Registries by name.
+pub const REGISTRIES: Collection<Registry> = Collection::new("registry");
 
 /// A registry as stored and shown by the management API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ pub async fn create(
         public_access,
         private_networks,
     };
-    match meta.put_document(COLLECTION, name, &encode("registry", &registry)?, Expect::Absent).await {
+    match REGISTRIES.put(meta, name, &registry, Expect::Absent).await {
         Ok(_) => Ok(registry),
         Err(MetadataError::Conflict(_)) => {
             Err(IdentityError::AlreadyExists { kind: "registry", name: name.to_string() })
@@ -86,10 +86,7 @@ pub async fn create(
 
 /// A registry by name.
 pub async fn get(meta: &dyn MetadataStore, name: &str) -> Result<Option<Registry>, IdentityError> {
-    match meta.get_document(COLLECTION, name).await? {
-        Some(doc) => Ok(Some(decode("registry", doc.body)?)),
-        None => Ok(None),
-    }
+    Ok(REGISTRIES.get(meta, name).await?.map(|v| v.record))
 }
 
 /// Registries after `after`, at most `limit`, and whether more exist.
@@ -98,9 +95,8 @@ pub async fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Registry>, bool), IdentityError> {
-    let page = meta.list_documents(COLLECTION, "", after, limit).await?;
-    let items = page.items.into_iter().map(|d| decode("registry", d.body)).collect::<Result<Vec<_>, _>>()?;
-    Ok((items, page.more))
+    let (items, more) = REGISTRIES.list(meta, "", after, limit).await?;
+    Ok((items.into_iter().map(|v| v.record).collect(), more))
 }
 
 /// Changes the access settings of a registry.
@@ -111,18 +107,16 @@ pub async fn set_access(
     private_networks: Option<Vec<IpNet>>,
 ) -> Result<Registry, IdentityError> {
     loop {
-        let doc = meta
-            .get_document(COLLECTION, name)
-            .await?
-            .ok_or_else(|| IdentityError::RegistryUnknown(name.to_string()))?;
-        let mut registry: Registry = decode("registry", doc.body)?;
+        let stored =
+            REGISTRIES.get(meta, name).await?.ok_or_else(|| IdentityError::RegistryUnknown(name.to_string()))?;
+        let mut registry = stored.record;
         if let Some(p) = public_access {
             registry.public_access = p;
         }
         if let Some(n) = private_networks.clone() {
             registry.private_networks = n;
         }
-        match meta.put_document(COLLECTION, name, &encode("registry", &registry)?, Expect::Version(doc.version)).await {
+        match REGISTRIES.put(meta, name, &registry, Expect::Version(stored.version)).await {
             Ok(_) => return Ok(registry),
             Err(MetadataError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -132,7 +126,7 @@ pub async fn set_access(
 
 /// Removes the registry record; the caller has emptied it (or checked it is empty) first.
 pub async fn remove(meta: &dyn MetadataStore, name: &str) -> Result<bool, IdentityError> {
-    Ok(meta.delete_document(COLLECTION, name, Expect::Any).await?)
+    Ok(REGISTRIES.delete(meta, name, Expect::Any).await?)
 }
 
 /// The registry segment of a repository name (`team` of `team/app/web`).

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, IdentityError, Role};
-use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use super::{IdentityError, Role};
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 
-/// The document collection users are kept in.
-pub const COLLECTION: &str = "user";
+/// Users by name.
+pub const USERS: Collection<User> = Collection::new("user");
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub async fn create(
         created_at: now,
         created_by: created_by.to_string(),
     };
-    match meta.put_document(COLLECTION, name, &encode("user", &user)?, Expect::Absent).await {
+    match USERS.put(meta, name, &user, Expect::Absent).await {
         Ok(_) => Ok(user),
         Err(MetadataError::Conflict(_)) => Err(IdentityError::AlreadyExists { kind: "user", name: name.to_string() }),
         Err(e) => Err(e.into()),
@@ -89,10 +89,7 @@ pub async fn create(
 
 /// A user by name, with its document version.
 pub async fn get_versioned(meta: &dyn MetadataStore, name: &str) -> Result<Option<(User, u64)>, IdentityError> {
-    match meta.get_document(COLLECTION, name).await? {
-        Some(doc) => Ok(Some((decode("user", doc.body)?, doc.version))),
-        None => Ok(None),
-    }
+    Ok(USERS.get(meta, name).await?.map(|v| (v.record, v.version)))
 }
 
 /// A user by name.
@@ -106,14 +103,13 @@ pub async fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<User>, bool), IdentityError> {
-    let page = meta.list_documents(COLLECTION, "", after, limit).await?;
-    let items = page.items.into_iter().map(|d| decode("user", d.body)).collect::<Result<Vec<_>, _>>()?;
-    Ok((items, page.more))
+    let (items, more) = USERS.list(meta, "", after, limit).await?;
+    Ok((items.into_iter().map(|v| v.record).collect(), more))
 }
 
 /// Writes a changed user if nobody changed it since `version`.
 pub async fn replace(meta: &dyn MetadataStore, user: &User, version: u64) -> Result<(), IdentityError> {
-    meta.put_document(COLLECTION, &user.name, &encode("user", user)?, Expect::Version(version)).await?;
+    USERS.put(meta, &user.name, user, Expect::Version(version)).await?;
     Ok(())
 }
 
@@ -141,7 +137,7 @@ pub async fn set_role(
 pub async fn delete(meta: &dyn MetadataStore, name: &str) -> Result<bool, IdentityError> {
     let Some(user) = get(meta, name).await? else { return Ok(false) };
     for key in &user.keys {
-        meta.delete_document(super::key::COLLECTION, key, Expect::Any).await?;
+        super::key::KEYS.delete(meta, key, Expect::Any).await?;
     }
-    Ok(meta.delete_document(COLLECTION, name, Expect::Any).await?)
+    Ok(USERS.delete(meta, name, Expect::Any).await?)
 }

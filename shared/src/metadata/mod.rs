@@ -4,6 +4,7 @@
 //! Adapters:
 //! [`sqlite::SqliteMetadataStore`] (embedded) and [`dynamodb::DynamoMetadataStore`] (AWS).
 
+pub mod collection;
 pub mod conformance;
 pub mod dynamodb;
 pub mod sqlite;
@@ -12,6 +13,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+pub use collection::{Collection, Entry, Versioned};
 
 /// Seconds since the Unix epoch; every timestamp the stores keep.
 pub type UnixTime = i64;

@@ -20,24 +20,23 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
 use crate::cron::{Cron, CronError};
-use crate::metadata::{Document, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
 use crate::queue::QueueError;
 use crate::schedule::{self, ScheduleError};
 use crate::task::Task;
 
-/// The document collection of cleanup policies (id = registry).
-pub const POLICIES: &str = "cleanup-policies";
-/// The document collection of runs (id = `<registry>/<run>`).
-pub const RUNS: &str = "cleanup-runs";
-/// The document collection of run decisions (id = `<registry>/<run>/<chunk>`).
-pub const DECISIONS: &str = "cleanup-decisions";
+/// Cleanup policies (id = registry).
+const POLICIES: Collection<StoredPolicy> = Collection::new("cleanup-policies");
+/// Runs (id = `<registry>/<run>`).
+const RUNS: Collection<CleanupRun> = Collection::new("cleanup-runs");
+/// Run decisions, in chunks (id = `<registry>/<run>/<chunk>`).
+const DECISIONS: Collection<Vec<Decision>> = Collection::new("cleanup-decisions");
 /// The job kind that executes a run.
 pub const JOB: &str = "cleanup";
 /// The most rules one registry may have (Harbor's limit).
@@ -93,9 +92,6 @@ pub enum CleanupError {
     /// A job payload is malformed.
     #[error("cleanup job payload is invalid: {0}")]
     Payload(String),
-    /// A stored record could not be decoded.
-    #[error("stored cleanup record {0} is corrupt: {1}")]
-    Corrupt(String, String),
     /// Deleting an artifact failed.
     #[error("deleting {what}: {why}")]
     Delete {
@@ -251,18 +247,10 @@ struct StoredPolicy {
 }
 
 async fn load(meta: &dyn MetadataStore, registry: &str) -> Result<(StoredPolicy, Expect), CleanupError> {
-    match meta.get_document(POLICIES, registry).await? {
+    match POLICIES.get(meta, registry).await? {
         None => Ok((StoredPolicy::default(), Expect::Absent)),
-        Some(doc) => Ok((decode(registry, doc.body)?, Expect::Version(doc.version))),
+        Some(stored) => Ok((stored.record, Expect::Version(stored.version))),
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(id: &str, body: Value) -> Result<T, CleanupError> {
-    serde_json::from_value(body).map_err(|e| CleanupError::Corrupt(id.to_string(), e.to_string()))
-}
-
-fn encode<T: Serialize>(id: &str, value: &T) -> Result<Value, CleanupError> {
-    serde_json::to_value(value).map_err(|e| CleanupError::Corrupt(id.to_string(), e.to_string()))
 }
 
 /// Applies `change` to a registry's policy with compare-and-swap, retrying on a concurrent write.
@@ -274,7 +262,7 @@ async fn update<T>(
     loop {
         let (mut policy, expect) = load(meta, registry).await?;
         let out = change(&mut policy)?;
-        match meta.put_document(POLICIES, registry, &encode(registry, &policy)?, expect).await {
+        match POLICIES.put(meta, registry, &policy, expect).await {
             Err(MetadataError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
             Ok(_) => return Ok(out),
@@ -397,7 +385,7 @@ pub async fn set_cycle(
 
 /// Removes a deleted registry's rules and cycle (its run history stays readable to admins).
 pub async fn forget(meta: &dyn MetadataStore, registry: &str) -> Result<(), CleanupError> {
-    meta.delete_document(POLICIES, registry, Expect::Any).await?;
+    POLICIES.delete(meta, registry, Expect::Any).await?;
     schedule::remove(meta, &schedule_id(registry)).await?;
     Ok(())
 }
@@ -671,15 +659,12 @@ async fn get_run(
     run: &str,
 ) -> Result<Option<(CleanupRun, u64)>, CleanupError> {
     let key = run_key(registry, run);
-    match meta.get_document(RUNS, &key).await? {
-        None => Ok(None),
-        Some(Document { body, version, .. }) => Ok(Some((decode(&key, body)?, version))),
-    }
+    Ok(RUNS.get(meta, &key).await?.map(|v| (v.record, v.version)))
 }
 
 async fn put_run(meta: &dyn MetadataStore, run: &CleanupRun, expect: Expect) -> Result<u64, CleanupError> {
     let key = run_key(&run.registry, &run.id);
-    Ok(meta.put_document(RUNS, &key, &encode(&key, run)?, expect).await?)
+    Ok(RUNS.put(meta, &key, run, expect).await?)
 }
 
 fn new_run(
@@ -735,9 +720,8 @@ pub async fn runs(
 ) -> Result<(Vec<CleanupRun>, bool), CleanupError> {
     let prefix = format!("{registry}/");
     let after = after.map(|a| run_key(registry, a));
-    let page = meta.list_documents(RUNS, &prefix, after.as_deref(), limit).await?;
-    let runs = page.items.into_iter().map(|d| decode(&d.id, d.body)).collect::<Result<Vec<CleanupRun>, _>>()?;
-    Ok((runs, page.more))
+    let (runs, more) = RUNS.list(meta, &prefix, after.as_deref(), limit).await?;
+    Ok((runs.into_iter().map(|v| v.record).collect(), more))
 }
 
 /// One run.
@@ -759,15 +743,14 @@ pub async fn decisions(
 ) -> Result<(Vec<Decision>, Option<u64>), CleanupError> {
     let prefix = format!("{registry}/{run_id}/");
     let after = if from == 0 { None } else { Some(chunk_key(registry, run_id, from - 1)) };
-    let page = meta.list_documents(DECISIONS, &prefix, after.as_deref(), limit_chunks.max(1)).await?;
+    let (chunks, more) = DECISIONS.list(meta, &prefix, after.as_deref(), limit_chunks.max(1)).await?;
     let mut out = vec![];
     let mut next = from;
-    for doc in page.items {
-        let chunk: Vec<Decision> = decode(&doc.id, doc.body)?;
-        out.extend(chunk);
+    for chunk in chunks {
+        out.extend(chunk.record);
         next += 1;
     }
-    Ok((out, page.more.then_some(next)))
+    Ok((out, more.then_some(next)))
 }
 
 /// The `cleanup` job: creates a scheduled run on first delivery, then plans and executes it,
@@ -1007,7 +990,7 @@ async fn write_chunk(
     chunk: &[Decision],
 ) -> Result<(), CleanupError> {
     let key = chunk_key(&run.registry, &run.id, n);
-    meta.put_document(DECISIONS, &key, &encode(&key, &chunk)?, Expect::Any).await?;
+    DECISIONS.put(meta, &key, &chunk.to_vec(), Expect::Any).await?;
     Ok(())
 }
 
@@ -1016,10 +999,7 @@ async fn write_chunk(
 async fn execute_chunk(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, CleanupError> {
     let meta = app.meta.as_ref();
     let key = chunk_key(&run.registry, &run.id, run.next_chunk);
-    let mut chunk: Vec<Decision> = match meta.get_document(DECISIONS, &key).await? {
-        Some(doc) => decode(&key, doc.body)?,
-        None => vec![],
-    };
+    let mut chunk: Vec<Decision> = DECISIONS.get(meta, &key).await?.map(|v| v.record).unwrap_or_default();
     let protection = Protection::load(meta, &run.registry).await?;
     let (mut deleted, mut moved_protected, mut moved_retained, mut failed) = (0u64, 0u64, 0u64, 0u64);
     let mut touched: HashSet<String> = HashSet::new();
@@ -1057,7 +1037,7 @@ async fn execute_chunk(app: &App, run: &mut CleanupRun, version: u64) -> Result<
             }
         }
     }
-    meta.put_document(DECISIONS, &key, &encode(&key, &chunk)?, Expect::Any).await?;
+    DECISIONS.put(meta, &key, &chunk, Expect::Any).await?;
     run.deleted += deleted;
     run.failed += failed;
     run.protected += moved_protected;

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::pattern::{Pattern, PatternError};
 use crate::app::App;
 use crate::identity::registry;
-use crate::metadata::{Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName, Tag};
 
-/// The document collection of protection policies (one document per registry, id = registry).
-pub const COLLECTION: &str = "protection-policies";
+/// Protection policies, one per registry (id = registry).
+const POLICIES: Collection<StoredPolicy> = Collection::new("protection-policies");
 
 /// The most rules one registry may have (Harbor's limit).
 pub const MAX_RULES: usize = 15;
@@ -62,9 +62,6 @@ pub enum ProtectionError {
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    /// A stored policy could not be decoded.
-    #[error("stored protection policy of {0} is corrupt: {1}")]
-    Corrupt(String, String),
 }
 
 /// One protection rule as stored and shown.
@@ -89,13 +86,9 @@ struct StoredPolicy {
 }
 
 async fn load(meta: &dyn MetadataStore, registry: &str) -> Result<(StoredPolicy, Expect), ProtectionError> {
-    match meta.get_document(COLLECTION, registry).await? {
+    match POLICIES.get(meta, registry).await? {
         None => Ok((StoredPolicy::default(), Expect::Absent)),
-        Some(doc) => {
-            let policy = serde_json::from_value(doc.body)
-                .map_err(|e| ProtectionError::Corrupt(registry.to_string(), e.to_string()))?;
-            Ok((policy, Expect::Version(doc.version)))
-        }
+        Some(stored) => Ok((stored.record, Expect::Version(stored.version))),
     }
 }
 
@@ -105,9 +98,7 @@ async fn store(
     policy: &StoredPolicy,
     expect: Expect,
 ) -> Result<(), ProtectionError> {
-    let body =
-        serde_json::to_value(policy).map_err(|e| ProtectionError::Corrupt(registry.to_string(), e.to_string()))?;
-    meta.put_document(COLLECTION, registry, &body, expect).await?;
+    POLICIES.put(meta, registry, policy, expect).await?;
     Ok(())
 }
 
@@ -193,7 +184,7 @@ pub async fn remove(meta: &dyn MetadataStore, registry: &str, id: &str) -> Resul
 
 /// Removes every rule of a deleted registry.
 pub async fn forget(meta: &dyn MetadataStore, registry: &str) -> Result<(), ProtectionError> {
-    meta.delete_document(COLLECTION, registry, Expect::Any).await?;
+    POLICIES.delete(meta, registry, Expect::Any).await?;
     Ok(())
 }
 
