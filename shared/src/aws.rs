@@ -56,13 +56,44 @@ pub async fn create_resources(sdk: &SdkConfig, aws: &AwsSettings) -> Result<AwsS
     Ok(out)
 }
 
+/// Which clients the AWS wiring builds. DynamoDB is always built (every request is
+/// authenticated against it); a function whose endpoint uses no blob or job port gets no S3 or
+/// SQS client, and an adapter that refuses every call in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    /// build the S3 blob store
+    pub blobs: bool,
+    /// build the SQS job queue
+    pub jobs: bool,
+}
+
+impl Wiring {
+    /// Every client: `berth serve --backend aws`, the upload gateway, the job functions.
+    pub const ALL: Wiring = Wiring { blobs: true, jobs: true };
+}
+
 /// The application on S3, DynamoDB and SQS.
 pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App, AppError> {
-    let queue_url = aws.queue_url.clone().ok_or(AppError::Config(ConfigError::Missing("BERTH_QUEUE_URL")))?;
+    app_wired(sdk, aws, settings, Wiring::ALL)
+}
+
+/// The application with only the clients `wiring` asks for.
+pub fn app_wired(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings, wiring: Wiring) -> Result<App, AppError> {
+    let blobs: std::sync::Arc<dyn crate::storage::BlobStore> = if wiring.blobs {
+        std::sync::Arc::new(S3BlobStore::new(s3_client(sdk, aws), aws.bucket.clone()))
+    } else {
+        std::sync::Arc::new(crate::storage::unwired::UnwiredBlobStore)
+    };
+    let queue: std::sync::Arc<dyn crate::queue::JobQueue> = if wiring.jobs {
+        let queue_url = aws.queue_url.clone().ok_or(AppError::Config(ConfigError::Missing("BERTH_QUEUE_URL")))?;
+        std::sync::Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url))
+    } else {
+        std::sync::Arc::new(crate::queue::unwired::UnwiredJobQueue)
+    };
     Ok(App {
-        blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk, aws), aws.bucket.clone())),
+        blobs,
         meta: std::sync::Arc::new(DynamoMetadataStore::new(aws_sdk_dynamodb::Client::new(sdk), aws.table.clone())),
-        queue: std::sync::Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url)),
+        queue,
         settings,
         clock: std::sync::Arc::new(SystemClock),
         manifest_cache: std::sync::Arc::new(crate::state::content_cache::ContentCache::default()),
@@ -73,8 +104,13 @@ pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App
 
 /// The application for a Lambda function or the upload gateway: everything from the environment.
 pub async fn app_from_env() -> Result<App, AppError> {
+    app_from_env_wired(Wiring::ALL).await
+}
+
+/// As [`app_from_env`], building only the clients `wiring` asks for.
+pub async fn app_from_env_wired(wiring: Wiring) -> Result<App, AppError> {
     let aws = AwsSettings::from_env()?;
     let settings = Settings::default().with_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    app(&sdk, &aws, settings)
+    app_wired(&sdk, &aws, settings, wiring)
 }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::api::{self, Endpoint, ErrorCode, OciError, RouteFilter, API_VERSION_HEADER};
 use crate::app::App;
+use crate::aws::Wiring;
 use crate::body::{empty_stream, once_stream, ResponseBody};
 use crate::jobs;
 use crate::queue::{Job, QueueError};
@@ -39,35 +40,41 @@ pub type Error = lambda_runtime::Error;
 /// manifests are at most 4 MiB, so only a misconfiguration gets near it.
 pub const MAX_RESPONSE_BODY: usize = (6 * 1024 * 1024 - 64 * 1024) / 4 * 3;
 
-/// `main` of a route function: tracing, the AWS-backed [`App`] (once per cold start), then
-/// [`run_route`].
+/// `main` of a route function: tracing, the AWS-backed [`App`] with only the clients its
+/// endpoint's ports need (once per cold start), then [`run_route`].
 pub async fn main_route(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app(endpoint.name).await?;
+    let app = init_app(endpoint.name, wiring(endpoint)).await?;
     run_route(endpoint, app).await
+}
+
+/// The clients a route function builds: S3 only when its endpoint uses a blob or upload port,
+/// SQS only when it sends jobs (DynamoDB always: every request is authenticated).
+pub fn wiring(endpoint: &Endpoint) -> Wiring {
+    use crate::api::Port;
+    let blobs = endpoint.ports.iter().any(|p| !matches!(p, Port::MetadataWrite | Port::JobsSend));
+    Wiring { blobs, jobs: endpoint.uses(Port::JobsSend) }
 }
 
 /// `main` of the `job-worker` function: tracing, the [`App`], then [`run_job_worker`].
 pub async fn main_job_worker() -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app("job-worker").await?;
+    let app = init_app("job-worker", Wiring::ALL).await?;
     run_job_worker(app).await
 }
 
 /// `main` of the `job-scheduler` function: tracing, the [`App`], then [`run_scheduler`].
 pub async fn main_job_scheduler() -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app("job-scheduler").await?;
+    let app = init_app("job-scheduler", Wiring::ALL).await?;
     run_scheduler(app).await
 }
 
-async fn init_app(function: &'static str) -> Result<App, Error> {
-    app_for_lambda().await.inspect_err(|e| tracing::error!(function, error = %e, "cannot initialise the function"))
-}
-
-/// The AWS-backed application (S3, DynamoDB, SQS) from the function's environment.
-pub async fn app_for_lambda() -> Result<App, Error> {
-    Ok(crate::aws::app_from_env().await?)
+async fn init_app(function: &'static str, wiring: Wiring) -> Result<App, Error> {
+    crate::aws::app_from_env_wired(wiring)
+        .await
+        .map_err(Error::from)
+        .inspect_err(|e| tracing::error!(function, error = %e, "cannot initialise the function"))
 }
 
 /// Serves one route's API Gateway events until the runtime stops the process.

@@ -1016,3 +1016,23 @@ async fn read_only_routes_write_only_the_edge_documents() {
         assert!(used.is_empty(), "{function} used {used:?}");
     }
 }
+
+#[test]
+fn functions_build_only_the_clients_their_ports_need() {
+    use berth::aws::Wiring;
+    use berth::lambda::wiring;
+    let cases = [
+        ("tags-list", Wiring { blobs: false, jobs: false }),
+        ("token", Wiring { blobs: false, jobs: false }),
+        ("blob-get", Wiring { blobs: true, jobs: false }),
+        ("upload-patch", Wiring { blobs: true, jobs: false }),
+        ("api-gc-runs", Wiring { blobs: false, jobs: true }),
+        ("manifest-put", Wiring { blobs: true, jobs: true }),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(wiring(endpoint(name)), expected, "{name}");
+    }
+    let without_s3 = ENDPOINTS.iter().filter(|e| !wiring(e).blobs).count();
+    let without_sqs = ENDPOINTS.iter().filter(|e| !wiring(e).jobs).count();
+    assert_eq!((without_s3, without_sqs), (29, 31));
+}

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod sqlite;
 pub mod sqs;
+pub mod unwired;
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod fs;
 pub mod s3;
+pub mod unwired;
 
 use std::pin::Pin;
 
