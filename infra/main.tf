@@ -41,7 +41,7 @@ locals {
     "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, ports = [] }
     "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, ports = ["metadata:write"] }
     "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
-    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read"] }
+    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read", "metadata:write"] }
     "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["metadata:write", "jobs:send"] }
     "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
     "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }

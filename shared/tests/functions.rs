@@ -1036,3 +1036,50 @@ fn functions_build_only_the_clients_their_ports_need() {
     let without_sqs = ENDPOINTS.iter().filter(|e| !wiring(e).jobs).count();
     assert_eq!((without_s3, without_sqs), (29, 31));
 }
+
+#[tokio::test]
+async fn management_functions_answer_their_events_within_their_ports() {
+    // each management function's sample event, in an order where each makes sense; `invoke`
+    // fails the test if a handler uses a port its endpoint does not declare (its IAM role and its
+    // Lambda wiring would refuse it on AWS)
+    let r = Registry::new();
+    let digest = r.push_image(&["v1"]).await;
+    // images are listed before any storage recount ran: the listing counts and writes usage
+    let steps: [(&str, StatusCode); 15] = [
+        ("api-images", StatusCode::OK),
+        ("api-registries", StatusCode::OK),
+        ("api-registry", StatusCode::OK),
+        ("api-artifacts", StatusCode::OK),
+        ("api-artifact", StatusCode::OK),
+        ("api-tags", StatusCode::OK),
+        ("api-tag", StatusCode::OK),
+        ("api-users", StatusCode::CREATED),
+        ("api-user", StatusCode::OK),
+        ("api-keys", StatusCode::OK),
+        ("api-key", StatusCode::NOT_FOUND),
+        ("api-openapi", StatusCode::OK),
+        ("api-audit", StatusCode::OK),
+        ("api-image", StatusCode::OK),
+        ("api-key-rotate", StatusCode::OK),
+    ];
+    for (function, status) in steps {
+        let a = r.invoke(function, event(function)).await;
+        assert_eq!(a.status, status, "{function}: {}", String::from_utf8_lossy(&a.body));
+        match function {
+            "api-images" => {
+                let items = a.json()["items"].clone();
+                assert_eq!(items[0]["name"], "team/app");
+                assert!(items[0]["storage_bytes"].as_u64().unwrap() >= (CONFIG.len() + LAYER.len()) as u64);
+            }
+            "api-artifact" => assert_eq!(a.json()["digest"], digest.to_string()),
+            "api-tag" => assert_eq!(a.json()["digest"], digest.to_string()),
+            "api-users" => assert_eq!(a.json()["name"], "ci"),
+            "api-image" => {
+                let gone = r.call(Method::GET, &format!("/v2/{REPO}/manifests/v1"), &[], b"").await;
+                assert_eq!(gone.status, StatusCode::NOT_FOUND);
+            }
+            "api-key-rotate" => assert!(a.json()["secret_key"].as_str().is_some_and(|s| s.len() >= 32)),
+            _ => {}
+        }
+    }
+}

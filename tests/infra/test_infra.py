@@ -335,7 +335,7 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
     assert readers == sorted(["token", "base", "catalog", "tags-list", "blob-get", "upload-status", "referrers",
-                              "api-images", "api-artifacts", "api-tags", "api-audit", "api-openapi",
+                              "api-artifacts", "api-tags", "api-audit", "api-openapi",
                               "api-cleanup-run", "api-gc-run"])
     for name in readers:
         assert "meta_write" not in grants[name], name

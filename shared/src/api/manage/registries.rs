@@ -65,7 +65,8 @@ pub const REGISTRY: Endpoint = Endpoint {
     }),
 };
 
-/// `GET /api/v1/registries/<registry>/images`.
+/// `GET /api/v1/registries/<registry>/images` (an image whose usage document is missing is
+/// counted and its document written: a metadata write).
 pub const IMAGES: Endpoint = Endpoint {
     name: "api-images",
     prefix: "/api/v1",
@@ -77,7 +78,7 @@ pub const IMAGES: Endpoint = Endpoint {
         "List a registry's images with artifact count, size, last push and stored bytes",
     )
     .paged()],
-    ports: &[Port::BlobsRead],
+    ports: &[Port::BlobsRead, Port::MetadataWrite],
     handler: handler!("api-images", Route::ApiImages { registry } => |app, req, body| images(app, &req, &registry).await),
 };
 
