@@ -115,6 +115,9 @@ impl Registry {
         let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
         let jobs = Arc::new(Recording { inner: app.queue.clone(), sent: Mutex::new(Vec::new()) });
         app.queue = jobs.clone();
+        // no manifest bytes cached in the process: every read reaches the blob store, as in a
+        // cold Lambda instance, so the port check sees it
+        app.manifest_cache = Arc::new(berth::state::content_cache::ContentCache::new(0));
         let ports = Arc::new(PortUse::default());
         app.blobs = Arc::new(PortBlobs { inner: app.blobs.clone(), use_: ports.clone() });
         app.meta = Arc::new(PortMeta { inner: app.meta.clone(), use_: ports.clone() });
