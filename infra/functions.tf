@@ -30,11 +30,13 @@ locals {
     # there is no dynamodb:TransactWriteItems IAM action.
     meta_write = { actions = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"], resources = local.table_resources }
     # The edge's own writes (shared/src/api/endpoint.rs, EDGE_WRITES): the document partitions of
-    # access keys, audit entries and settings, nothing else.
+    # access key use stamps and audit entries, nothing else. No credential record: a key counts
+    # only while its user lists it, and user and key records need meta_write. (The signing key
+    # the edge would make on first use always comes from SSM here.)
     edge_write = {
       actions    = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
       resources  = [aws_dynamodb_table.metadata.arn]
-      conditions = [{ test = "ForAllValues:StringEquals", variable = "dynamodb:LeadingKeys", values = ["doc#key", "doc#audit", "doc#setting"] }]
+      conditions = [{ test = "ForAllValues:StringEquals", variable = "dynamodb:LeadingKeys", values = ["doc#key-use", "doc#audit"] }]
     }
     jobs_send    = { actions = ["sqs:SendMessage"], resources = [aws_sqs_queue.jobs.arn] }
     jobs_consume = { actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], resources = [aws_sqs_queue.jobs.arn] }

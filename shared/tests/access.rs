@@ -508,3 +508,39 @@ async fn the_password_grant_form_issues_the_same_scoped_token() {
         .await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()));
 }
+
+#[tokio::test]
+async fn a_key_record_its_user_does_not_list_grants_nothing() {
+    // what a function that may write key records (before: every function's edge) could forge: a
+    // key for the admin with a secret of its choosing, or the admin's own key with a new secret
+    let env = Env::new().await;
+    let meta = env.app.meta.as_ref();
+    let secret = "forged-secret-of-the-attacker-0001";
+    let hash = berth::auth::secret::hash_secret(secret).unwrap();
+    let forged = key::AccessKey {
+        id: "BKFORGED000000000001".to_string(),
+        user: "admin".to_string(),
+        secret_hash: hash.clone(),
+        created_at: 0,
+        rotated_at: None,
+        generation: 0,
+        last_used_at: None,
+    };
+    key::KEYS.put(meta, &forged.id, &forged, berth::metadata::Expect::Absent).await.unwrap();
+    let creds = (forged.id.clone(), secret.to_string());
+    let a = env.call(Auth::Basic(&creds), Method::GET, "/api/v1/users", vec![]).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string()));
+    let a = env
+        .call(Auth::Basic(&creds), Method::GET, "/auth/token?service=berth&scope=registry:management:*", vec![])
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // the admin's real key still works, and its use is stamped apart from the key record
+    let a = env.call(Auth::Basic(&env.admin()), Method::GET, "/api/v1/users/admin/keys", vec![]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let listed = a.json()["items"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["last_used_at"], json!(env.clock.now()));
+    let stored = meta.get_document("key", ADMIN.0).await.unwrap().unwrap();
+    assert!(stored.body.get("last_used_at").is_none(), "{}", stored.body);
+    assert!(meta.get_document(key::USE_COLLECTION, ADMIN.0).await.unwrap().is_some());
+}

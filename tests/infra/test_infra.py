@@ -341,22 +341,20 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
         assert "meta_write" not in grants[name], name
 
 
-def test_the_edge_writes_only_key_audit_and_setting_documents(tf: Module):
+def test_the_edge_writes_only_key_use_stamps_and_audit_entries(tf: Module):
     edge = tf.local("permission_sets")["edge_write"]
     assert edge["actions"] == ["dynamodb:PutItem", "dynamodb:UpdateItem"]
     assert edge["resources"] == [Unknown("aws_dynamodb_table.metadata.arn")]
-    # the document partitions of shared/src/api/endpoint.rs EDGE_WRITES ("doc#" + collection)
+    # the document partitions ("doc#" + collection) of shared/src/api/endpoint.rs EDGE_WRITES but
+    # the signing key's, which on AWS always comes from SSM; never a credential record
     source = (REPO / "shared/src/api/endpoint.rs").read_text()
     assert "EDGE_WRITES" in source
     assert edge["conditions"] == [{"test": "ForAllValues:StringEquals", "variable": "dynamodb:LeadingKeys",
-                                   "values": ["doc#key", "doc#audit", "doc#setting"]}]
-    collections = {
-        "key": (REPO / "shared/src/identity/key.rs").read_text(),
-        "audit": (REPO / "shared/src/audit.rs").read_text(),
-        "setting": (REPO / "shared/src/access/signing.rs").read_text(),
-    }
-    for name, text in collections.items():
-        assert f'pub const COLLECTION: &str = "{name}";' in text, name
+                                   "values": ["doc#key-use", "doc#audit"]}]
+    assert 'pub const USE_COLLECTION: &str = "key-use";' in (REPO / "shared/src/identity/key.rs").read_text()
+    assert 'pub const COLLECTION: &str = "audit";' in (REPO / "shared/src/audit.rs").read_text()
+    env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "tags-list")
+    assert env["BERTH_TOKEN_SIGNING_KEY"] == Unknown("data.aws_ssm_parameter.token_signing_key.value")
 
 
 def test_every_function_has_a_least_privilege_policy(tf: Module):

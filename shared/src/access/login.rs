@@ -190,7 +190,7 @@ pub async fn verify_key(
             return Err(key_blocked.map_or(failed, |retry_after| AccessError::RateLimited { retry_after }));
         }
     }
-    let Some((stored, version)) = found else { return Err(fail().await) };
+    let Some((stored, _)) = found else { return Err(fail().await) };
     if !cached {
         if let Ok(mut m) = app.access.verified.lock() {
             if m.len() > 10_000 {
@@ -199,10 +199,15 @@ pub async fn verify_key(
             m.insert(id.to_string(), (fingerprint, stored.secret_hash.clone()));
         }
     }
+    // a key counts only while its user lists it: a key record alone (written by anything that
+    // may write key records) grants nothing
     let Some(user) = crate::identity::user::get(app.meta.as_ref(), &stored.user).await? else {
         return Err(fail().await);
     };
-    key::touch(app.meta.as_ref(), &stored, version, app.clock.now()).await;
+    if !user.keys.iter().any(|k| k == &stored.id) {
+        return Err(fail().await);
+    }
+    key::touch(app.meta.as_ref(), &app.access.key_use, &stored.id, app.clock.now()).await;
     Ok((user, stored))
 }
 
@@ -224,9 +229,10 @@ pub async fn token_holder_is_current(app: &App, claims: &jwt::Claims, fresh: boo
     }
     let current = match crate::identity::user::get(app.meta.as_ref(), &claims.sub).await? {
         Some(user) if user.generation == claims.gen => match &claims.access_key_id {
-            Some(id) => key::get(app.meta.as_ref(), id)
+            Some(id) if user.keys.iter().any(|k| k == id) => key::get(app.meta.as_ref(), id)
                 .await?
                 .is_some_and(|(k, _)| k.user == claims.sub && k.generation == claims.kgen),
+            Some(_) => false,
             // every token Berth issues names its key; one without cannot be checked
             None => false,
         },

@@ -277,11 +277,12 @@ pub enum Port {
     JobsSend,
 }
 
-/// The document collections the edge writes on any route: access keys' last-use stamps, audit
-/// entries and the token signing key made on first use. A route without
-/// [`Port::MetadataWrite`] writes nothing else.
+/// The document collections the edge writes on any route: access keys' use stamps, audit
+/// entries and the token signing key made on first use (never on AWS, where
+/// `BERTH_TOKEN_SIGNING_KEY` comes from SSM, so IAM grants only the first two). A route without
+/// [`Port::MetadataWrite`] writes nothing else; no credential record is among them.
 pub const EDGE_WRITES: &[&str] =
-    &[crate::identity::key::COLLECTION, crate::audit::COLLECTION, crate::access::signing::COLLECTION];
+    &[crate::identity::key::USE_COLLECTION, crate::audit::COLLECTION, crate::access::signing::COLLECTION];
 
 /// Boxes a handler's future ([`Handler`]'s return type).
 pub fn boxed<'a>(f: impl Future<Output = Result<Response, OciError>> + Send + 'a) -> HandlerFuture<'a> {

@@ -7,11 +7,20 @@ use super::{user, IdentityError};
 use crate::auth::secret;
 use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 
-/// The name of the document collection access keys are kept in.
-pub const COLLECTION: &str = "key";
-
 /// Access keys by id.
-pub const KEYS: Collection<AccessKey> = Collection::new(COLLECTION);
+pub const KEYS: Collection<AccessKey> = Collection::new("key");
+
+/// The name of the collection of key use stamps: the only identity records the edge writes.
+pub const USE_COLLECTION: &str = "key-use";
+
+/// When each key was last used, by key id.
+const KEY_USE: Collection<KeyUse> = Collection::new(USE_COLLECTION);
+
+/// A key's use stamp.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct KeyUse {
+    last_used_at: UnixTime,
+}
 
 /// The most access keys one user may hold.
 pub const MAX_KEYS_PER_USER: usize = 5;
@@ -35,8 +44,9 @@ pub struct AccessKey {
     /// the rotation's second)
     #[serde(default)]
     pub generation: u64,
-    /// when it last authenticated a request (updated at most once a minute)
-    #[serde(default)]
+    /// when it last authenticated a request (updated at most once a minute): kept apart, in
+    /// its use stamp, and filled in by [`list`]
+    #[serde(default, skip_serializing)]
     pub last_used_at: Option<UnixTime>,
 }
 
@@ -150,7 +160,8 @@ pub async fn list(meta: &dyn MetadataStore, user_name: &str) -> Result<Vec<Acces
     let owner = user::get(meta, user_name).await?.ok_or_else(|| IdentityError::UserUnknown(user_name.into()))?;
     let mut keys = Vec::with_capacity(owner.keys.len());
     for id in &owner.keys {
-        if let Some((key, _)) = get(meta, id).await? {
+        if let Some((mut key, _)) = get(meta, id).await? {
+            key.last_used_at = last_used(meta, id).await?;
             keys.push(key);
         }
     }
@@ -215,13 +226,30 @@ pub async fn set_secret(meta: &dyn MetadataStore, id: &str, secret: &str) -> Res
     }
 }
 
-/// Records that a key was used, at most once a minute (best effort).
-pub async fn touch(meta: &dyn MetadataStore, key: &AccessKey, version: u64, now: UnixTime) {
-    if key.last_used_at.is_some_and(|t| now - t < 60) {
-        return;
+/// Records that key `id` was used, at most once a minute per process (best effort). The stamp
+/// is a record of its own, so what writes stamps on every request (each function's edge) never
+/// writes a credential record.
+/// `stamped` is the process's memory of when it last wrote each stamp.
+pub async fn touch(
+    meta: &dyn MetadataStore,
+    stamped: &std::sync::Mutex<std::collections::HashMap<String, UnixTime>>,
+    id: &str,
+    now: UnixTime,
+) {
+    if let Ok(mut stamped) = stamped.lock() {
+        if stamped.get(id).is_some_and(|t| now - t < 60) {
+            return;
+        }
+        if stamped.len() >= 10_000 {
+            stamped.clear();
+        }
+        stamped.insert(id.to_string(), now);
     }
-    let mut key = key.clone();
-    key.last_used_at = Some(now);
-    // A lost race only loses a timestamp.
-    let _ = KEYS.put(meta, &key.id, &key, Expect::Version(version)).await;
+    // A failed write only loses a timestamp.
+    let _ = KEY_USE.put(meta, id, &KeyUse { last_used_at: now }, Expect::Any).await;
+}
+
+/// When a key was last used, if it was.
+pub async fn last_used(meta: &dyn MetadataStore, id: &str) -> Result<Option<UnixTime>, IdentityError> {
+    Ok(KEY_USE.get(meta, id).await?.map(|v| v.record.last_used_at))
 }

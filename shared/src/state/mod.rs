@@ -34,6 +34,8 @@ pub struct AccessState {
     pub refusals: RefusalBudget,
     /// registry name → (record, when read)
     pub registries: RegistryCache,
+    /// access key id → when this process last wrote its use stamp
+    pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl AccessState {
