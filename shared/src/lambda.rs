@@ -52,7 +52,19 @@ pub async fn main_route(endpoint: &'static Endpoint) -> Result<(), Error> {
 /// SQS only when it sends jobs (DynamoDB always: every request is authenticated).
 pub fn wiring(endpoint: &Endpoint) -> Wiring {
     use crate::api::Port;
-    let blobs = endpoint.ports.iter().any(|p| !matches!(p, Port::MetadataWrite | Port::JobsSend));
+    let blobs = endpoint.ports.iter().any(|p| {
+        matches!(
+            p,
+            Port::BlobsRead
+                | Port::BlobsWrite
+                | Port::BlobsDelete
+                | Port::BlobsList
+                | Port::UploadsRead
+                | Port::UploadsWrite
+                | Port::UploadsAbort
+                | Port::UploadsList
+        )
+    });
     Wiring { blobs, jobs: endpoint.uses(Port::JobsSend) }
 }
 

@@ -291,7 +291,10 @@ impl From<ArtifactError> for OciError {
             ArtifactError::UnknownArtifact { .. } | ArtifactError::UnknownTag { .. } => {
                 OciError::new(ErrorCode::NotFound, e.to_string())
             }
-            ArtifactError::Busy(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            ArtifactError::Busy(_)
+            | ArtifactError::Metadata(MetadataError::ReferencedByIndex { .. } | MetadataError::Conflict(_)) => {
+                OciError::new(ErrorCode::Conflict, e.to_string())
+            }
             ArtifactError::Protected(inner) => inner.into(),
             ArtifactError::Metadata(inner) => inner.into(),
         }

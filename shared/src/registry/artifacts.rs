@@ -1,6 +1,6 @@
 //! What happens to artifacts beyond a push: tagging one, deleting one with its referrers, and
-//! deleting a whole image. The management API and image cleanup both call these, so a referrer
-//! walk or an image delete is written once.
+//! deleting a whole image, for the management API and registry deletes. The referrer walk itself
+//! is `metadata::delete_referrers`, which image cleanup shares.
 
 use std::collections::HashSet;
 

@@ -16,10 +16,10 @@ use crate::api::{ErrorCode, OciError};
 use crate::app::App;
 use crate::body::Response;
 use crate::identity::Action;
-use crate::metadata::{ManifestRecord, MetadataError};
+use crate::metadata::ManifestRecord;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::policy::protection;
-use crate::registry::artifacts::{self, ArtifactError};
+use crate::registry::artifacts;
 use crate::registry::manifests;
 use crate::storage::ByteStream;
 
@@ -262,13 +262,8 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
         return Err(OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")));
     }
     protection::check_artifact_delete(app, repo, digest).await?;
-    match artifacts::delete_with_referrers(app, repo, digest).await {
-        Ok(_) => empty(StatusCode::NO_CONTENT, &[]),
-        Err(e @ ArtifactError::Metadata(MetadataError::ReferencedByIndex { .. })) => {
-            Err(OciError::new(ErrorCode::Conflict, e.to_string()))
-        }
-        Err(e) => Err(e.into()),
-    }
+    artifacts::delete_with_referrers(app, repo, digest).await?;
+    empty(StatusCode::NO_CONTENT, &[])
 }
 
 /// `DELETE /api/v1/images/<name>`.
