@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::cron::{Cron, CronError};
-use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
 use crate::queue::{Job, QueueError};
 
 /// Schedules by id.
@@ -54,7 +54,7 @@ pub struct Schedule {
 
 /// Creates or replaces schedule `id`: `job` is enqueued at every time `cron` matches after `now`.
 pub async fn set(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     id: &str,
     cron: &Cron,
     job: Job,
@@ -70,7 +70,7 @@ pub async fn set(
 /// with the same cron expression and job; a changed one replaces it. For built-in schedules, made
 /// sure of on every tick. Returns whether it was written.
 pub async fn ensure(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     id: &str,
     cron: &str,
     job: Job,
@@ -100,12 +100,12 @@ pub async fn ensure(
 }
 
 /// Schedule `id`, if set.
-pub async fn get(meta: &dyn MetadataStore, id: &str) -> Result<Option<Schedule>, ScheduleError> {
+pub async fn get(meta: &dyn Documents, id: &str) -> Result<Option<Schedule>, ScheduleError> {
     Ok(SCHEDULES.get(meta, id).await?.map(|v| v.record))
 }
 
 /// Removes schedule `id`; false when it was not set.
-pub async fn remove(meta: &dyn MetadataStore, id: &str) -> Result<bool, ScheduleError> {
+pub async fn remove(meta: &dyn Documents, id: &str) -> Result<bool, ScheduleError> {
     Ok(SCHEDULES.delete(meta, id, Expect::Any).await?)
 }
 

@@ -17,6 +17,7 @@ use berth::api::{self, Endpoint, Port, RouteFilter, ENDPOINTS, ROUTE_NAMES};
 use berth::app::{App, Clock, Settings, SystemClock};
 use berth::body::{empty_stream, once_stream};
 use berth::lambda::{process_job_batch, schedule_housekeeping, serve_lambda_request, ExactBody};
+use berth::metadata::prelude::*;
 use berth::metadata::{ManifestRecord, UnixTime, UploadSession};
 use berth::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use berth::queue::{Delivery, Job, JobQueue, QueueError};
@@ -833,57 +834,77 @@ impl PortMeta {
 }
 
 #[async_trait::async_trait]
-impl berth::metadata::MetadataStore for PortMeta {
+impl BlobLinks for PortMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetaErr> {
         self.write();
         self.inner.link_blob(repo, digest, size, now).await
     }
+
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaErr> {
         self.inner.linked_blob(repo, digest).await
     }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaErr> {
         self.write();
         self.inner.unlink_blob(repo, digest).await
     }
+
     async fn blob_referenced(&self, digest: &Digest) -> Result<bool, MetaErr> {
         self.inner.blob_referenced(digest).await
     }
+}
+
+#[async_trait::async_trait]
+impl UploadSessions for PortMeta {
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetaErr> {
         self.write();
         self.inner.create_upload(session).await
     }
+
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadSession>, MetaErr> {
         self.inner.upload(id).await
     }
+
     async fn advance_upload(&self, session: &UploadSession, expected_offset: u64) -> Result<(), MetaErr> {
         self.write();
         self.inner.advance_upload(session, expected_offset).await
     }
+
     async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaErr> {
         self.write();
         self.inner.delete_upload(id).await
     }
+
     async fn stale_uploads(&self, before: UnixTime) -> Result<Vec<UploadSession>, MetaErr> {
         self.inner.stale_uploads(before).await
     }
+}
+
+#[async_trait::async_trait]
+impl Manifests for PortMeta {
     async fn put_manifest(&self, record: &ManifestRecord, tags: &[berth::oci::Tag]) -> Result<(), MetaErr> {
         self.write();
         self.inner.put_manifest(record, tags).await
     }
+
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaErr> {
         self.inner.manifest(repo, digest).await
     }
+
     async fn resolve_tag(&self, repo: &RepoName, tag: &berth::oci::Tag) -> Result<Option<ManifestRecord>, MetaErr> {
         self.inner.resolve_tag(repo, tag).await
     }
+
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaErr> {
         self.write();
         self.inner.delete_manifest(repo, digest).await
     }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &berth::oci::Tag) -> Result<bool, MetaErr> {
         self.write();
         self.inner.delete_tag(repo, tag).await
     }
+
     async fn list_tags(
         &self,
         repo: &RepoName,
@@ -892,6 +913,7 @@ impl berth::metadata::MetadataStore for PortMeta {
     ) -> Result<Option<berth::metadata::Page>, MetaErr> {
         self.inner.list_tags(repo, last, limit).await
     }
+
     async fn list_manifests(
         &self,
         repo: &RepoName,
@@ -900,9 +922,11 @@ impl berth::metadata::MetadataStore for PortMeta {
     ) -> Result<(Vec<ManifestRecord>, bool), MetaErr> {
         self.inner.list_manifests(repo, after, limit).await
     }
+
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaErr> {
         self.inner.tags_of(repo, digest).await
     }
+
     async fn referrers(
         &self,
         repo: &RepoName,
@@ -911,19 +935,43 @@ impl berth::metadata::MetadataStore for PortMeta {
     ) -> Result<Vec<ManifestRecord>, MetaErr> {
         self.inner.referrers(repo, subject, artifact_type).await
     }
+
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.record_pull(repo, digest, at).await
+    }
+
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetaErr> {
+        self.inner.parents(repo, child).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Repositories for PortMeta {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaErr> {
         self.inner.repository_exists(repo).await
     }
+
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<berth::metadata::Page, MetaErr> {
         self.inner.list_repositories(last, limit).await
     }
+
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaErr> {
         self.write();
         self.inner.delete_repository(repo).await
     }
+
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetaErr> {
+        self.inner.repository_usage(repo).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Documents for PortMeta {
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<berth::metadata::Document>, MetaErr> {
         self.inner.get_document(collection, id).await
     }
+
     async fn put_document(
         &self,
         collection: &str,
@@ -937,6 +985,7 @@ impl berth::metadata::MetadataStore for PortMeta {
         }
         self.inner.put_document(collection, id, body, expect).await
     }
+
     async fn delete_document(
         &self,
         collection: &str,
@@ -946,6 +995,7 @@ impl berth::metadata::MetadataStore for PortMeta {
         self.write();
         self.inner.delete_document(collection, id, expect).await
     }
+
     async fn list_documents(
         &self,
         collection: &str,
@@ -955,22 +1005,18 @@ impl berth::metadata::MetadataStore for PortMeta {
     ) -> Result<berth::metadata::DocumentPage, MetaErr> {
         self.inner.list_documents(collection, prefix, after, limit).await
     }
-    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetaErr> {
-        self.write();
-        self.inner.record_pull(repo, digest, at).await
-    }
-    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetaErr> {
-        self.inner.parents(repo, child).await
-    }
-    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetaErr> {
-        self.inner.repository_usage(repo).await
-    }
+}
+
+#[async_trait::async_trait]
+impl GcFences for PortMeta {
     async fn blob_links(&self, digest: &Digest) -> Result<Vec<berth::metadata::BlobLink>, MetaErr> {
         self.inner.blob_links(digest).await
     }
+
     async fn blob_used(&self, digest: &Digest, repo: Option<&RepoName>) -> Result<bool, MetaErr> {
         self.inner.blob_used(digest, repo).await
     }
+
     async fn unlink_if_unreferenced(
         &self,
         repo: &RepoName,
@@ -980,9 +1026,11 @@ impl berth::metadata::MetadataStore for PortMeta {
         self.write();
         self.inner.unlink_if_unreferenced(repo, digest, linked_before).await
     }
+
     async fn gc_generation(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetaErr> {
         self.inner.gc_generation(digest, now).await
     }
+
     async fn link_blob_since(
         &self,
         repo: &RepoName,
@@ -994,10 +1042,12 @@ impl berth::metadata::MetadataStore for PortMeta {
         self.write();
         self.inner.link_blob_since(repo, digest, size, now, generation).await
     }
+
     async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetaErr> {
         self.write();
         self.inner.fence_blob(digest, now).await
     }
+
     async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetaErr> {
         self.write();
         self.inner.unfence_blob(digest, generation).await

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{user, IdentityError};
 use crate::auth::secret;
-use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
 
 /// Access keys by id.
 pub const KEYS: Collection<AccessKey> = Collection::new("key");
@@ -86,7 +86,7 @@ pub async fn verify(secret: String, phc: String) -> Result<bool, IdentityError> 
 /// Creates a key for `user_name` (at most [`MAX_KEYS_PER_USER`]); returns it and its secret.
 /// `chosen` imports an operator-supplied pair (the bootstrap admin key).
 pub async fn create(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     user_name: &str,
     chosen: Option<(&str, &str)>,
     now: UnixTime,
@@ -151,12 +151,12 @@ fn validate_chosen(id: &str, secret: &str) -> Result<(), IdentityError> {
 }
 
 /// A key by id.
-pub async fn get(meta: &dyn MetadataStore, id: &str) -> Result<Option<(AccessKey, u64)>, IdentityError> {
+pub async fn get(meta: &dyn Documents, id: &str) -> Result<Option<(AccessKey, u64)>, IdentityError> {
     Ok(KEYS.get(meta, id).await?.map(|v| (v.record, v.version)))
 }
 
 /// The keys of a user.
-pub async fn list(meta: &dyn MetadataStore, user_name: &str) -> Result<Vec<AccessKey>, IdentityError> {
+pub async fn list(meta: &dyn Documents, user_name: &str) -> Result<Vec<AccessKey>, IdentityError> {
     let owner = user::get(meta, user_name).await?.ok_or_else(|| IdentityError::UserUnknown(user_name.into()))?;
     let mut keys = Vec::with_capacity(owner.keys.len());
     for id in &owner.keys {
@@ -169,7 +169,7 @@ pub async fn list(meta: &dyn MetadataStore, user_name: &str) -> Result<Vec<Acces
 }
 
 /// Revokes (deletes) a key of a user; a revoked key obtains no new token.
-pub async fn revoke(meta: &dyn MetadataStore, user_name: &str, id: &str) -> Result<(), IdentityError> {
+pub async fn revoke(meta: &dyn Documents, user_name: &str, id: &str) -> Result<(), IdentityError> {
     loop {
         let (mut owner, version) =
             user::get_versioned(meta, user_name).await?.ok_or_else(|| IdentityError::UserUnknown(user_name.into()))?;
@@ -187,7 +187,7 @@ pub async fn revoke(meta: &dyn MetadataStore, user_name: &str, id: &str) -> Resu
 
 /// Replaces a key's secret; returns the new secret (shown once).
 pub async fn rotate(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     user_name: &str,
     id: &str,
     now: UnixTime,
@@ -211,7 +211,7 @@ pub async fn rotate(
 }
 
 /// Replaces a key's secret with an operator-chosen one (bootstrap admin key whose secret changed).
-pub async fn set_secret(meta: &dyn MetadataStore, id: &str, secret: &str) -> Result<(), IdentityError> {
+pub async fn set_secret(meta: &dyn Documents, id: &str, secret: &str) -> Result<(), IdentityError> {
     let secret_hash = hash(secret.to_string()).await?;
     loop {
         let (mut key, version) = get(meta, id).await?.ok_or_else(|| IdentityError::KeyUnknown(id.to_string()))?;
@@ -231,7 +231,7 @@ pub async fn set_secret(meta: &dyn MetadataStore, id: &str, secret: &str) -> Res
 /// writes a credential record.
 /// `stamped` is the process's memory of when it last wrote each stamp.
 pub async fn touch(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     stamped: &std::sync::Mutex<std::collections::HashMap<String, UnixTime>>,
     id: &str,
     now: UnixTime,
@@ -250,6 +250,6 @@ pub async fn touch(
 }
 
 /// When a key was last used, if it was.
-pub async fn last_used(meta: &dyn MetadataStore, id: &str) -> Result<Option<UnixTime>, IdentityError> {
+pub async fn last_used(meta: &dyn Documents, id: &str) -> Result<Option<UnixTime>, IdentityError> {
     Ok(KEY_USE.get(meta, id).await?.map(|v| v.record.last_used_at))
 }

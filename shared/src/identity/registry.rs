@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
-use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
 
 /// Registries by name.
 pub const REGISTRIES: Collection<Registry> = Collection::new("registry");
@@ -60,7 +60,7 @@ pub fn validate_name(name: &str) -> Result<(), IdentityError> {
 
 /// Creates a registry; `AlreadyExists` if the name is taken.
 pub async fn create(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     name: &str,
     public_access: bool,
     private_networks: Vec<IpNet>,
@@ -85,13 +85,13 @@ pub async fn create(
 }
 
 /// A registry by name.
-pub async fn get(meta: &dyn MetadataStore, name: &str) -> Result<Option<Registry>, IdentityError> {
+pub async fn get(meta: &dyn Documents, name: &str) -> Result<Option<Registry>, IdentityError> {
     Ok(REGISTRIES.get(meta, name).await?.map(|v| v.record))
 }
 
 /// Registries after `after`, at most `limit`, and whether more exist.
 pub async fn list(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<Registry>, bool), IdentityError> {
@@ -101,7 +101,7 @@ pub async fn list(
 
 /// Changes the access settings of a registry.
 pub async fn set_access(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     name: &str,
     public_access: Option<bool>,
     private_networks: Option<Vec<IpNet>>,
@@ -125,7 +125,7 @@ pub async fn set_access(
 }
 
 /// Removes the registry record; the caller has emptied it (or checked it is empty) first.
-pub async fn remove(meta: &dyn MetadataStore, name: &str) -> Result<bool, IdentityError> {
+pub async fn remove(meta: &dyn Documents, name: &str) -> Result<bool, IdentityError> {
     Ok(REGISTRIES.delete(meta, name, Expect::Any).await?)
 }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{IdentityError, Role};
-use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
 
 /// Users by name.
 pub const USERS: Collection<User> = Collection::new("user");
@@ -58,7 +58,7 @@ pub fn validate_name(name: &str) -> Result<(), IdentityError> {
 
 /// Creates a user; `AlreadyExists` if the name is taken.
 pub async fn create(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     name: &str,
     role: Role,
     registries: Option<Vec<String>>,
@@ -88,34 +88,30 @@ pub async fn create(
 }
 
 /// A user by name, with its document version.
-pub async fn get_versioned(meta: &dyn MetadataStore, name: &str) -> Result<Option<(User, u64)>, IdentityError> {
+pub async fn get_versioned(meta: &dyn Documents, name: &str) -> Result<Option<(User, u64)>, IdentityError> {
     Ok(USERS.get(meta, name).await?.map(|v| (v.record, v.version)))
 }
 
 /// A user by name.
-pub async fn get(meta: &dyn MetadataStore, name: &str) -> Result<Option<User>, IdentityError> {
+pub async fn get(meta: &dyn Documents, name: &str) -> Result<Option<User>, IdentityError> {
     Ok(get_versioned(meta, name).await?.map(|(u, _)| u))
 }
 
 /// Users after `after`, at most `limit`, and whether more exist.
-pub async fn list(
-    meta: &dyn MetadataStore,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<(Vec<User>, bool), IdentityError> {
+pub async fn list(meta: &dyn Documents, after: Option<&str>, limit: usize) -> Result<(Vec<User>, bool), IdentityError> {
     let (items, more) = USERS.list(meta, "", after, limit).await?;
     Ok((items.into_iter().map(|v| v.record).collect(), more))
 }
 
 /// Writes a changed user if nobody changed it since `version`.
-pub async fn replace(meta: &dyn MetadataStore, user: &User, version: u64) -> Result<(), IdentityError> {
+pub async fn replace(meta: &dyn Documents, user: &User, version: u64) -> Result<(), IdentityError> {
     USERS.put(meta, &user.name, user, Expect::Version(version)).await?;
     Ok(())
 }
 
 /// Changes a user's role and registries.
 pub async fn set_role(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     name: &str,
     role: Role,
     registries: Option<Vec<String>>,
@@ -134,7 +130,7 @@ pub async fn set_role(
 }
 
 /// Deletes a user and all its access keys.
-pub async fn delete(meta: &dyn MetadataStore, name: &str) -> Result<bool, IdentityError> {
+pub async fn delete(meta: &dyn Documents, name: &str) -> Result<bool, IdentityError> {
     let Some(user) = get(meta, name).await? else { return Ok(false) };
     for key in &user.keys {
         super::key::KEYS.delete(meta, key, Expect::Any).await?;

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Expect, MetadataError, MetadataStore};
+use super::{Documents, Expect, MetadataError};
 
 /// The records of type `T` kept in one document collection.
 pub struct Collection<T> {
@@ -75,31 +75,25 @@ impl<T> Entry<T> {
 impl<T: Serialize + DeserializeOwned> Collection<T> {
     /// The record `id` with its version, if stored; a record that does not decode is
     /// [`MetadataError::Corrupt`].
-    pub async fn get(&self, meta: &dyn MetadataStore, id: &str) -> Result<Option<Versioned<T>>, MetadataError> {
+    pub async fn get(&self, meta: &dyn Documents, id: &str) -> Result<Option<Versioned<T>>, MetadataError> {
         self.entry(meta, id).await?.map(Entry::versioned).transpose()
     }
 
     /// The stored document `id`, decoded or not.
-    pub async fn entry(&self, meta: &dyn MetadataStore, id: &str) -> Result<Option<Entry<T>>, MetadataError> {
+    pub async fn entry(&self, meta: &dyn Documents, id: &str) -> Result<Option<Entry<T>>, MetadataError> {
         Ok(meta.get_document(self.name, id).await?.map(|doc| self.entry_of(doc)))
     }
 
     /// Stores `record` as `id` under `expect`; returns its new version. A failed condition is
     /// [`MetadataError::Conflict`].
-    pub async fn put(
-        &self,
-        meta: &dyn MetadataStore,
-        id: &str,
-        record: &T,
-        expect: Expect,
-    ) -> Result<u64, MetadataError> {
+    pub async fn put(&self, meta: &dyn Documents, id: &str, record: &T, expect: Expect) -> Result<u64, MetadataError> {
         let body = serde_json::to_value(record)
             .map_err(|e| MetadataError::Corrupt(format!("{} {id:?} cannot be encoded: {e}", self.name)))?;
         meta.put_document(self.name, id, &body, expect).await
     }
 
     /// Deletes `id` under `expect`; whether it was there.
-    pub async fn delete(&self, meta: &dyn MetadataStore, id: &str, expect: Expect) -> Result<bool, MetadataError> {
+    pub async fn delete(&self, meta: &dyn Documents, id: &str, expect: Expect) -> Result<bool, MetadataError> {
         meta.delete_document(self.name, id, expect).await
     }
 
@@ -107,7 +101,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     /// and whether more follow.
     pub async fn list(
         &self,
-        meta: &dyn MetadataStore,
+        meta: &dyn Documents,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
@@ -120,7 +114,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     /// As [`Collection::list`], with records that do not decode kept as such.
     pub async fn entries(
         &self,
-        meta: &dyn MetadataStore,
+        meta: &dyn Documents,
         prefix: &str,
         after: Option<&str>,
         limit: usize,

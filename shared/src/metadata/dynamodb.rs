@@ -163,8 +163,9 @@ use futures_util::future::{join_all, try_join};
 use serde_json::{Map, Value};
 
 use super::{
-    check_document_key, BlobLink, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page,
-    UnixTime, UploadSession, GC_FENCE_SECS, MAX_DOCUMENT_KEY_BYTES,
+    check_document_key, BlobLink, BlobLinks, Document, DocumentPage, Documents, Expect, GcFences, ManifestRecord,
+    Manifests, MetadataError, Page, Repositories, UnixTime, UploadSession, UploadSessions, GC_FENCE_SECS,
+    MAX_DOCUMENT_KEY_BYTES,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
@@ -2081,7 +2082,7 @@ fn check_schema(table: &str, desc: &TableDescription) -> Result<(), MetadataErro
 }
 
 #[async_trait]
-impl MetadataStore for DynamoMetadataStore {
+impl BlobLinks for DynamoMetadataStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError> {
         self.link(repo, digest, size, now, None).await
     }
@@ -2123,7 +2124,10 @@ impl MetadataStore for DynamoMetadataStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl UploadSessions for DynamoMetadataStore {
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError> {
         let item = upload_item(session)?;
         let condition = "attribute_not_exists(#PK)";
@@ -2218,7 +2222,10 @@ impl MetadataStore for DynamoMetadataStore {
         sessions.sort_by(|a, b| (a.updated_at, a.id.as_str()).cmp(&(b.updated_at, b.id.as_str())));
         Ok(sessions)
     }
+}
 
+#[async_trait]
+impl Manifests for DynamoMetadataStore {
     async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError> {
         let plan = PutPlan::new(record, tags)?;
         let mut staged = false;
@@ -2364,6 +2371,48 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(out)
     }
 
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
+        let key = key_item(&manifest_key(repo.as_str(), &digest.to_string()));
+        let update = "SET #pulled_at = :at";
+        let condition = "attribute_exists(#PK) AND (attribute_not_exists(#pulled_at) OR #pulled_at < :at)";
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(key.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
+                .expression_attribute_values(":at", n(at))
+                .send()
+        })
+        .await;
+        match result {
+            // missing, or already pulled at `at` or later: nothing to record
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
+        let (r, c) = (repo.as_str(), child.to_string());
+        let mut candidates = std::collections::BTreeSet::new();
+        for item in self.query_all(&format!("CHILD#{r}#{c}"), Some(KEYS_ONLY)).await? {
+            let sk = string(&item, SK)?;
+            let (parent, _token) = sk.rsplit_once('#').ok_or_else(|| corrupt(format!("child link {sk:?}")))?;
+            if parent != c {
+                candidates.insert(parent.to_string());
+            }
+        }
+        // staged items of a put that has not committed (or that crashed) name no manifest yet
+        let found = self.batch_get(candidates.iter().map(|p| manifest_key(r, p)), Some(KEYS_ONLY)).await?;
+        candidates.iter().filter(|p| found.contains_key(&manifest_key(r, p))).map(|p| parse_digest(p)).collect()
+    }
+}
+
+#[async_trait]
+impl Repositories for DynamoMetadataStore {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError> {
         Ok(self.get(&repo_key(repo.as_str()), Some(KEYS_ONLY)).await?.is_some())
     }
@@ -2384,6 +2433,21 @@ impl MetadataStore for DynamoMetadataStore {
         Err(MetadataError::Conflict(format!("repository {repo}")))
     }
 
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError> {
+        let r = repo.as_str();
+        // the listing is a superset of the links: only links that exist count
+        let listed = self.listed_links(r).await?;
+        let links = self.batch_get(listed.iter().map(|d| link_key(r, d)), Some("#size")).await?;
+        let mut bytes = 0u64;
+        for link in links.values() {
+            bytes = bytes.saturating_add(number::<u64>(link, "size")?);
+        }
+        Ok((bytes, links.len() as u64))
+    }
+}
+
+#[async_trait]
+impl Documents for DynamoMetadataStore {
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
         check_document_key("collection", collection)?;
         check_document_key("id", id)?;
@@ -2527,62 +2591,10 @@ impl MetadataStore for DynamoMetadataStore {
         items.truncate(limit);
         Ok(DocumentPage { items, more })
     }
+}
 
-    // --- pull times and usage ---
-
-    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
-        let key = key_item(&manifest_key(repo.as_str(), &digest.to_string()));
-        let update = "SET #pulled_at = :at";
-        let condition = "attribute_exists(#PK) AND (attribute_not_exists(#pulled_at) OR #pulled_at < :at)";
-        let result = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(self.table())
-                .set_key(Some(key.clone()))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .expression_attribute_values(":at", n(at))
-                .send()
-        })
-        .await;
-        match result {
-            // missing, or already pulled at `at` or later: nothing to record
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
-    }
-
-    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
-        let (r, c) = (repo.as_str(), child.to_string());
-        let mut candidates = std::collections::BTreeSet::new();
-        for item in self.query_all(&format!("CHILD#{r}#{c}"), Some(KEYS_ONLY)).await? {
-            let sk = string(&item, SK)?;
-            let (parent, _token) = sk.rsplit_once('#').ok_or_else(|| corrupt(format!("child link {sk:?}")))?;
-            if parent != c {
-                candidates.insert(parent.to_string());
-            }
-        }
-        // staged items of a put that has not committed (or that crashed) name no manifest yet
-        let found = self.batch_get(candidates.iter().map(|p| manifest_key(r, p)), Some(KEYS_ONLY)).await?;
-        candidates.iter().filter(|p| found.contains_key(&manifest_key(r, p))).map(|p| parse_digest(p)).collect()
-    }
-
-    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError> {
-        let r = repo.as_str();
-        // the listing is a superset of the links: only links that exist count
-        let listed = self.listed_links(r).await?;
-        let links = self.batch_get(listed.iter().map(|d| link_key(r, d)), Some("#size")).await?;
-        let mut bytes = 0u64;
-        for link in links.values() {
-            bytes = bytes.saturating_add(number::<u64>(link, "size")?);
-        }
-        Ok((bytes, links.len() as u64))
-    }
-
-    // --- garbage collection ---
-
+#[async_trait]
+impl GcFences for DynamoMetadataStore {
     async fn blob_links(&self, digest: &Digest) -> Result<Vec<BlobLink>, MetadataError> {
         let projection = Some("#PK, #SK, #size, #linked_at");
         let items = self.query_prefix(&format!("DIGEST#{digest}"), "LINK#", projection).await?;

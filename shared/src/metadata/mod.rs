@@ -215,13 +215,9 @@ pub(crate) fn check_document_key(what: &str, value: &str) -> Result<(), Metadata
     Ok(())
 }
 
-/// Repository, manifest, tag, blob-link and upload-session records, with the transactions the
-/// OCI API needs: a manifest is stored only if everything it references is present, a tag never
-/// points at a missing manifest, and an upload's progress moves only forward.
+/// Blobs linked into repositories: what a repository may reference.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
-    // --- blobs linked into repositories ---
-
+pub trait BlobLinks: Send + Sync + 'static {
     /// Links a verified blob into a repository (creating the repository). Idempotent; linking
     /// again moves the link's time to `now` (a re-upload restarts the garbage-collection grace
     /// window). Refused with [`MetadataError::Conflict`] while a collector fences the digest.
@@ -232,9 +228,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError>;
     /// Whether any repository or manifest still references the blob (for reclaiming its bytes).
     async fn blob_referenced(&self, digest: &Digest) -> Result<bool, MetadataError>;
+}
 
-    // --- upload sessions ---
-
+/// Open chunked or streamed uploads, advanced only forward.
+#[async_trait]
+pub trait UploadSessions: Send + Sync + 'static {
     /// Records a new session.
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError>;
     /// Reads a session.
@@ -246,9 +244,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetadataError>;
     /// Sessions whose last activity is older than `before`.
     async fn stale_uploads(&self, before: UnixTime) -> Result<Vec<UploadSession>, MetadataError>;
+}
 
-    // --- manifests and tags ---
-
+/// Manifests, tags, referrers and pull times of repositories.
+#[async_trait]
+pub trait Manifests: Send + Sync + 'static {
     /// Stores a manifest and points `tags` at it, in one transaction that first checks every
     /// blob is linked into the repository and every child manifest exists there. Re-putting an
     /// existing manifest keeps its first `pushed_at` and just moves the tags. Refused with
@@ -284,9 +284,18 @@ pub trait MetadataStore: Send + Sync + 'static {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>, MetadataError>;
+    /// Records a pull of a manifest at `at`, so unused artifacts can be found: its `pulled_at`
+    /// becomes the later of the stored time and `at`. A no-op (`Ok`) when the manifest does not
+    /// exist; it never creates a manifest and never moves what puts and deletes condition on.
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError>;
+    /// The existing indexes of `repo` that list `child`, in digest order (a pulled child counts
+    /// as a pull of them).
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError>;
+}
 
-    // --- repositories ---
-
+/// Repositories as a whole: existence, the catalog, usage and deletion.
+#[async_trait]
+pub trait Repositories: Send + Sync + 'static {
     /// Whether the repository exists (has had a blob or manifest since it was last deleted).
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError>;
     /// Repository names after `last`, at most `limit`.
@@ -295,9 +304,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// lists. Refused with `MetadataError::Conflict` while it still has manifests (or tags).
     /// False when it did not exist.
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetadataError>;
+    /// The storage a repository holds, for usage accounting: the total size and the number of
+    /// the blobs linked into it; `(0, 0)` when it does not exist.
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError>;
+}
 
-    // --- documents (control-plane records) ---
-
+/// Control-plane records (registries, users, keys, policies, runs): versioned JSON documents.
+#[async_trait]
+pub trait Documents: Send + Sync + 'static {
     /// A document by collection and id.
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError>;
     /// Writes a document under `expect`; returns its new version (1 when created, previous + 1
@@ -322,30 +336,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<DocumentPage, MetadataError>;
+}
 
-    // --- pull times and usage ---
-
-    /// Records a pull of a manifest at `at`, so unused artifacts can be found: its `pulled_at`
-    /// becomes the later of the stored time and `at`. A no-op (`Ok`) when the manifest does not
-    /// exist; it never creates a manifest and never moves what puts and deletes condition on.
-    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError>;
-    /// The existing indexes of `repo` that list `child`, in digest order (a pulled child counts
-    /// as a pull of them).
-    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError>;
-    /// The storage a repository holds, for usage accounting: the total size and the number of
-    /// the blobs linked into it; `(0, 0)` when it does not exist.
-    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError>;
-
-    // --- garbage collection ---
-    //
-    // A collector deletes a blob's bytes only under a fence: `fence_blob` takes it (bumping the
-    // digest's fence generation) and then finds the blob unreferenced; `unfence_blob` releases it
-    // after the delete. While a fence holds (younger than [`GC_FENCE_SECS`]) `link_blob` and a
-    // `put_manifest` of that digest are refused with [`MetadataError::Conflict`]. An upload reads
-    // the generation before it commits its bytes and links with `link_blob_since`, which is also
-    // refused when a fence was taken in between: so a link is only ever made to bytes that no
-    // collector deleted after the upload saw them.
-
+/// What garbage collection needs. A collector deletes a blob's bytes only under a fence:
+/// `fence_blob` takes it (bumping the digest's fence generation) and then finds the blob
+/// unreferenced; `unfence_blob` releases it after the delete. While a fence holds (younger than
+/// [`GC_FENCE_SECS`]) `link_blob` and a `put_manifest` of that digest are refused with
+/// [`MetadataError::Conflict`]. An upload reads the generation before it commits its bytes and
+/// links with `link_blob_since`, which is also refused when a fence was taken in between: so a
+/// link is only ever made to bytes that no collector deleted after the upload saw them.
+#[async_trait]
+pub trait GcFences: Send + Sync + 'static {
     /// Every repository the blob is linked into, with the link's size and time, in repository
     /// order (to remove the links that outlived the grace window).
     async fn blob_links(&self, digest: &Digest) -> Result<Vec<BlobLink>, MetadataError>;
@@ -354,7 +355,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// run's question: would the blob survive its links' removal).
     async fn blob_used(&self, digest: &Digest, repo: Option<&RepoName>) -> Result<bool, MetadataError>;
     /// Atomically removes `repo`'s link to the blob when it was last linked before
-    /// `linked_before` and no manifest of `repo` uses it ([`MetadataStore::blob_used`]); a
+    /// `linked_before` and no manifest of `repo` uses it ([`GcFences::blob_used`]); a
     /// manifest put racing it either makes it keep the link or is refused. Whether it removed it.
     async fn unlink_if_unreferenced(
         &self,
@@ -365,7 +366,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The digest's fence generation (how many fences were ever taken on it, 0 for none), or
     /// `None` while a collector holds a fence on it (its bytes may be being deleted).
     async fn gc_generation(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError>;
-    /// [`MetadataStore::link_blob`], refused with [`MetadataError::Conflict`] also when the
+    /// [`BlobLinks::link_blob`], refused with [`MetadataError::Conflict`] also when the
     /// digest's fence generation is no longer `generation` (a collector fenced it since).
     async fn link_blob_since(
         &self,
@@ -375,10 +376,23 @@ pub trait MetadataStore: Send + Sync + 'static {
         now: UnixTime,
         generation: u64,
     ) -> Result<(), MetadataError>;
-    /// Takes the fence on a digest and then checks [`MetadataStore::blob_referenced`]: the new
+    /// Takes the fence on a digest and then checks [`BlobLinks::blob_referenced`]: the new
     /// generation when the caller may delete the bytes; `None` (no fence left) when another
     /// collector holds one or the blob is referenced.
     async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError>;
     /// Releases the fence of `generation` (a no-op when a later fence replaced it).
     async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetadataError>;
+}
+
+/// Repository, manifest, tag, blob-link and upload-session records, with the transactions the
+/// OCI API needs: a manifest is stored only if everything it references is present, a tag never
+/// points at a missing manifest, and an upload's progress moves only forward.
+/// The whole store is every capability; domain code takes the narrowest one it needs.
+pub trait MetadataStore: BlobLinks + UploadSessions + Manifests + Repositories + Documents + GcFences {}
+
+impl<T: BlobLinks + UploadSessions + Manifests + Repositories + Documents + GcFences> MetadataStore for T {}
+
+/// The capability traits, to bring every metadata method into scope at once.
+pub mod prelude {
+    pub use super::{BlobLinks, Documents, GcFences, Manifests, MetadataStore, Repositories, UploadSessions};
 }

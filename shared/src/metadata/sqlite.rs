@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use serde_json::{Map, Value};
 
 use super::{
-    check_document_key, BlobLink, Document, DocumentPage, Expect, ManifestRecord, MetadataError, MetadataStore, Page,
-    UnixTime, UploadSession, GC_FENCE_SECS,
+    check_document_key, BlobLink, BlobLinks, Document, DocumentPage, Documents, Expect, GcFences, ManifestRecord,
+    Manifests, MetadataError, Page, Repositories, UnixTime, UploadSession, UploadSessions, GC_FENCE_SECS,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
@@ -553,7 +553,7 @@ fn ensure_repository(tx: &Connection, repo: &str, now: UnixTime) -> Result<(), M
 }
 
 #[async_trait]
-impl MetadataStore for SqliteMetadataStore {
+impl BlobLinks for SqliteMetadataStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: UnixTime) -> Result<(), MetadataError> {
         let (repo, digest, size) = (repo.as_str().to_string(), digest.to_string(), to_i64(size, "blob size")?);
         self.write(move |tx| link_in(tx, &repo, &digest, size, now, None)).await
@@ -591,7 +591,10 @@ impl MetadataStore for SqliteMetadataStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl UploadSessions for SqliteMetadataStore {
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError> {
         let s = session.clone();
         let offset = to_i64(s.offset, "upload offset")?;
@@ -676,7 +679,10 @@ impl MetadataStore for SqliteMetadataStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Manifests for SqliteMetadataStore {
     async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError> {
         let record = record.clone();
         let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_string()).collect();
@@ -906,6 +912,32 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
+        let (repo, digest) = (repo.as_str().to_string(), digest.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(RECORD_PULL_SQL).map_err(backend)?.execute(params![repo, digest, at]).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
+        let (repo, child) = (repo.as_str().to_string(), child.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(PARENTS_SQL).map_err(backend)?;
+            let mut rows = stmt.query(params![repo, child]).map_err(backend)?;
+            let mut parents = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                parents.push(text(row, 0)?.parse().map_err(corrupt)?);
+            }
+            Ok(parents)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Repositories for SqliteMetadataStore {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetadataError> {
         let repo = repo.as_str().to_string();
         self.read(move |conn| {
@@ -951,6 +983,22 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError> {
+        let repo = repo.as_str().to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(REPOSITORY_USAGE_SQL).map_err(backend)?;
+            let mut rows = stmt.query(params![repo]).map_err(backend)?;
+            match rows.next().map_err(backend)? {
+                Some(row) => Ok((unsigned(row, 0)?, unsigned(row, 1)?)),
+                None => Ok((0, 0)),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Documents for SqliteMetadataStore {
     async fn get_document(&self, collection: &str, id: &str) -> Result<Option<Document>, MetadataError> {
         check_document_key("collection", collection)?;
         check_document_key("id", id)?;
@@ -1050,47 +1098,10 @@ impl MetadataStore for SqliteMetadataStore {
         })
         .await
     }
+}
 
-    // --- pull times and usage ---
-
-    async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
-        let (repo, digest) = (repo.as_str().to_string(), digest.to_string());
-        self.write(move |tx| {
-            tx.prepare_cached(RECORD_PULL_SQL).map_err(backend)?.execute(params![repo, digest, at]).map_err(backend)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
-        let (repo, child) = (repo.as_str().to_string(), child.to_string());
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(PARENTS_SQL).map_err(backend)?;
-            let mut rows = stmt.query(params![repo, child]).map_err(backend)?;
-            let mut parents = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
-                parents.push(text(row, 0)?.parse().map_err(corrupt)?);
-            }
-            Ok(parents)
-        })
-        .await
-    }
-
-    async fn repository_usage(&self, repo: &RepoName) -> Result<(u64, u64), MetadataError> {
-        let repo = repo.as_str().to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(REPOSITORY_USAGE_SQL).map_err(backend)?;
-            let mut rows = stmt.query(params![repo]).map_err(backend)?;
-            match rows.next().map_err(backend)? {
-                Some(row) => Ok((unsigned(row, 0)?, unsigned(row, 1)?)),
-                None => Ok((0, 0)),
-            }
-        })
-        .await
-    }
-
-    // --- garbage collection ---
-
+#[async_trait]
+impl GcFences for SqliteMetadataStore {
     async fn blob_links(&self, digest: &Digest) -> Result<Vec<BlobLink>, MetadataError> {
         let digest = digest.to_string();
         self.read(move |conn| {

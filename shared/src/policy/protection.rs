@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::pattern::{Pattern, PatternError};
 use crate::app::App;
 use crate::identity::registry;
-use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
+use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// Protection policies, one per registry (id = registry).
@@ -85,7 +85,7 @@ struct StoredPolicy {
     next_id: u64,
 }
 
-async fn load(meta: &dyn MetadataStore, registry: &str) -> Result<(StoredPolicy, Expect), ProtectionError> {
+async fn load(meta: &dyn Documents, registry: &str) -> Result<(StoredPolicy, Expect), ProtectionError> {
     match POLICIES.get(meta, registry).await? {
         None => Ok((StoredPolicy::default(), Expect::Absent)),
         Some(stored) => Ok((stored.record, Expect::Version(stored.version))),
@@ -93,7 +93,7 @@ async fn load(meta: &dyn MetadataStore, registry: &str) -> Result<(StoredPolicy,
 }
 
 async fn store(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     registry: &str,
     policy: &StoredPolicy,
     expect: Expect,
@@ -103,13 +103,13 @@ async fn store(
 }
 
 /// The rules of a registry, in creation order.
-pub async fn list(meta: &dyn MetadataStore, registry: &str) -> Result<Vec<ProtectionRule>, ProtectionError> {
+pub async fn list(meta: &dyn Documents, registry: &str) -> Result<Vec<ProtectionRule>, ProtectionError> {
     Ok(load(meta, registry).await?.0.rules)
 }
 
 /// Adds an enabled rule; identical (image, tag) rules are refused.
 pub async fn add(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     registry: &str,
     image: &str,
     tag: &str,
@@ -148,7 +148,7 @@ pub async fn add(
 
 /// Enables or disables a rule.
 pub async fn set_enabled(
-    meta: &dyn MetadataStore,
+    meta: &dyn Documents,
     registry: &str,
     id: &str,
     enabled: bool,
@@ -168,7 +168,7 @@ pub async fn set_enabled(
 }
 
 /// Deletes a rule.
-pub async fn remove(meta: &dyn MetadataStore, registry: &str, id: &str) -> Result<ProtectionRule, ProtectionError> {
+pub async fn remove(meta: &dyn Documents, registry: &str, id: &str) -> Result<ProtectionRule, ProtectionError> {
     loop {
         let (mut policy, expect) = load(meta, registry).await?;
         let Some(at) = policy.rules.iter().position(|r| r.id == id) else {
@@ -183,7 +183,7 @@ pub async fn remove(meta: &dyn MetadataStore, registry: &str, id: &str) -> Resul
 }
 
 /// Removes every rule of a deleted registry.
-pub async fn forget(meta: &dyn MetadataStore, registry: &str) -> Result<(), ProtectionError> {
+pub async fn forget(meta: &dyn Documents, registry: &str) -> Result<(), ProtectionError> {
     POLICIES.delete(meta, registry, Expect::Any).await?;
     Ok(())
 }
@@ -210,7 +210,7 @@ pub struct Protection {
 
 impl Protection {
     /// Loads and compiles the enabled rules of `registry`.
-    pub async fn load(meta: &dyn MetadataStore, registry: &str) -> Result<Protection, ProtectionError> {
+    pub async fn load(meta: &dyn Documents, registry: &str) -> Result<Protection, ProtectionError> {
         Ok(Protection::of(load(meta, registry).await?.0.rules))
     }
 

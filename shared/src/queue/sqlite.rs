@@ -210,8 +210,8 @@ impl JobQueue for SqliteJobQueue {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::metadata::prelude::*;
     use crate::metadata::sqlite::SqliteMetadataStore;
-    use crate::metadata::MetadataStore;
     use crate::oci::{Digest, RepoName};
 
     crate::job_queue_conformance!(async {
