@@ -26,6 +26,7 @@ pub mod state;
 pub mod storage;
 pub mod task;
 pub mod telemetry;
+#[cfg(test)]
 pub mod testing;
 pub mod upload_token;
 pub mod usage;

@@ -7,6 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+/// The moto server and SDK configuration the library's own adapter tests use.
+#[path = "../src/testing.rs"]
+mod testing;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -69,12 +72,12 @@ impl Env {
 
     /// The AWS backend: S3, DynamoDB and SQS on the test moto server (jobs go through SQS).
     async fn aws() -> Env {
-        let sdk = berth::testing::aws_config().await;
+        let sdk = testing::aws_config().await;
         let names = berth::aws::AwsSettings {
-            bucket: berth::testing::unique_name("berth-cleanup"),
-            table: berth::testing::unique_name("berth-cleanup"),
+            bucket: testing::unique_name("berth-cleanup"),
+            table: testing::unique_name("berth-cleanup"),
             queue_url: None,
-            queue_name: berth::testing::unique_name("berth-cleanup"),
+            queue_name: testing::unique_name("berth-cleanup"),
             force_path_style: true,
         };
         let names = berth::aws::create_resources(&sdk, &names).await.unwrap();

@@ -4,6 +4,10 @@
 //! and pushes racing collection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+/// The moto server and SDK configuration the library's own adapter tests use.
+#[path = "../src/testing.rs"]
+mod testing;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +46,12 @@ async fn embedded(grace: u64) -> Backend {
 }
 
 async fn aws(grace: u64) -> Backend {
-    let sdk = berth::testing::aws_config().await;
+    let sdk = testing::aws_config().await;
     let names = berth::aws::AwsSettings {
-        bucket: berth::testing::unique_name("berth-gc"),
-        table: berth::testing::unique_name("berth-gc"),
+        bucket: testing::unique_name("berth-gc"),
+        table: testing::unique_name("berth-gc"),
         queue_url: None,
-        queue_name: berth::testing::unique_name("berth-gc"),
+        queue_name: testing::unique_name("berth-gc"),
         force_path_style: true,
     };
     let names = berth::aws::create_resources(&sdk, &names).await.unwrap();

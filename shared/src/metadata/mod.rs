@@ -5,6 +5,7 @@
 //! [`sqlite::SqliteMetadataStore`] (embedded) and [`dynamodb::DynamoMetadataStore`] (AWS).
 
 pub mod collection;
+#[cfg(test)]
 pub mod conformance;
 pub mod dynamodb;
 pub mod sqlite;

@@ -1,6 +1,7 @@
 //! The `JobQueue` port: durable, at-least-once delivery of background jobs. Adapters:
 //! [`sqlite::SqliteJobQueue`] (embedded, a table next to the metadata) and [`sqs::SqsJobQueue`] (AWS).
 
+#[cfg(test)]
 pub mod conformance;
 pub mod sqlite;
 pub mod sqs;

@@ -1,6 +1,7 @@
 //! The `BlobStore` port: where blob and manifest bytes live, and where uploads are staged until
 //! their digest is verified. Adapters: [`fs::FsBlobStore`] (embedded) and [`s3::S3BlobStore`] (AWS).
 
+#[cfg(test)]
 pub mod conformance;
 pub mod fs;
 pub mod s3;
