@@ -4,149 +4,25 @@
 //! who may do what, and that every change is audited.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+mod common;
 
-use base64::Engine;
-use berth::api::{self, RouteFilter};
-use berth::app::{App, Clock, Settings};
-use berth::body::{empty_stream, once_stream};
-use berth::identity::{bootstrap, key, registry, user, Role};
+use berth::identity::Role;
 use berth::metadata::UnixTime;
-use berth::oci::Digest;
+use common::registry::TestRegistry;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-const ADMIN: (&str, &str) = ("BKPOLICYADMIN0000001", "policy-admin-secret-00000000");
 /// 2027-01-15T08:00:00Z.
 const T0: UnixTime = 1_800_000_000;
 
-struct TestClock(AtomicI64);
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        self.0.load(Ordering::SeqCst)
-    }
+/// A registry whose clock stands at [`T0`].
+fn registry() -> TestRegistry {
+    TestRegistry::embedded().with_clock(T0)
 }
 
-struct Env {
-    app: App,
-    clock: Arc<TestClock>,
-    admin: (String, String),
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
-    }
-    fn detail(&self) -> String {
-        self.json()["errors"][0]["detail"].as_str().unwrap_or("").to_string()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-impl Env {
-    async fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
-        let clock = Arc::new(TestClock(AtomicI64::new(T0)));
-        app.clock = clock.clone();
-        bootstrap::ensure_admin(app.meta.as_ref(), Some(ADMIN), 0).await.unwrap();
-        for name in ["team", "other"] {
-            registry::create(app.meta.as_ref(), name, true, vec![], "t", 0).await.unwrap();
-        }
-        Env { app, clock, admin: (ADMIN.0.to_string(), ADMIN.1.to_string()), _dir: dir }
-    }
-
-    fn advance(&self, secs: i64) {
-        self.clock.0.fetch_add(secs, Ordering::SeqCst);
-    }
-
-    async fn user(&self, name: &str, role: Role, registries: Option<Vec<&str>>) -> (String, String) {
-        let regs = registries.map(|l| l.into_iter().map(String::from).collect());
-        user::create(self.app.meta.as_ref(), name, role, regs, "t", 0).await.unwrap();
-        let (k, secret) = key::create(self.app.meta.as_ref(), name, None, 0).await.unwrap();
-        (k.id, secret)
-    }
-
-    async fn call_as(&self, creds: &(String, String), method: Method, uri: &str, body: &str) -> Answer {
-        self.call_typed(creds, method, uri, "application/json", body.as_bytes().to_vec()).await
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: &str) -> Answer {
-        let admin = self.admin.clone();
-        self.call_as(&admin, method, uri, body).await
-    }
-
-    async fn call_typed(
-        &self,
-        (k, s): &(String, String),
-        method: Method,
-        uri: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Answer {
-        let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{s}")));
-        let mut b = http::Request::builder().method(method).uri(uri).header("host", "registry.test");
-        b = b.header("authorization", auth);
-        if !body.is_empty() {
-            b = b.header("content-type", content_type);
-        }
-        let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let resp = api::handle(&self.app, RouteFilter::All, b.body(stream).unwrap()).await;
-        let (parts, body) = resp.into_parts();
-        Answer { status: parts.status, body: body.collect().await.unwrap().to_bytes().to_vec() }
-    }
-
-    /// Pushes a one-layer image as the admin and tags it; answers its digest.
-    async fn push_image(&self, repo: &str, tag: &str) -> Digest {
-        let admin = self.admin.clone();
-        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{repo}:{tag}\"}}").into_bytes();
-        let layer = format!("layer of {repo}:{tag}").into_bytes();
-        for blob in [&config, &layer] {
-            let uri = format!("/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(blob));
-            let a = self.call_typed(&admin, Method::POST, &uri, "application/octet-stream", blob.clone()).await;
-            assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len() }]
-        });
-        let bytes = serde_json::to_vec(&manifest).unwrap();
-        let uri = format!("/v2/{repo}/manifests/{tag}");
-        let media_type = "application/vnd.oci.image.manifest.v1+json";
-        let a = self.call_typed(&admin, Method::PUT, &uri, media_type, bytes.clone()).await;
-        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
-        Digest::sha256_of(&bytes)
-    }
-
-    async fn tags(&self, repo: &str) -> Value {
-        self.call(Method::GET, &format!("/v2/{repo}/tags/list"), "").await.json()["tags"].clone()
-    }
-
-    /// Runs every queued job (and the jobs they enqueue) to the end.
-    async fn work(&self) {
-        for _ in 0..20 {
-            if berth::jobs::work_once(&self.app, 10).await.unwrap() == 0 {
-                return;
-            }
-        }
-        panic!("the job queue did not drain");
-    }
+/// The tags of `repo`.
+async fn tags(env: &TestRegistry, repo: &str) -> Value {
+    env.call_json(Method::GET, &format!("/v2/{repo}/tags/list"), "").await.json()["tags"].clone()
 }
 
 const RULES: &str = "/api/v1/registries/team/cleanup/rules";
@@ -156,24 +32,24 @@ const PROTECTION: &str = "/api/v1/registries/team/protection/rules";
 
 #[tokio::test]
 async fn cleanup_rules_are_added_listed_toggled_and_deleted() {
-    let env = Env::new().await;
-    let a = env.call(Method::GET, RULES, "").await;
+    let env = registry();
+    let a = env.call_json(Method::GET, RULES, "").await;
     assert_eq!((a.status, a.json()), (StatusCode::OK, json!({ "items": [], "next": null })));
 
     let body = r#"{"image":"app/**","tag":"**","untagged":true,"keep":"latest-pushed:10"}"#;
-    let a = env.call(Method::POST, RULES, body).await;
+    let a = env.call_json(Method::POST, RULES, body).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let c1 = json!({ "id": "c1", "image": "app/**", "tag": "**", "tag_mode": "match", "untagged": true,
         "keep": "latest-pushed:10", "enabled": true, "created_at": T0 });
     assert_eq!(a.json(), c1);
 
     // the same rule again names the existing one
-    let a = env.call(Method::POST, RULES, body).await;
+    let a = env.call_json(Method::POST, RULES, body).await;
     assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "ALREADY_EXISTS".to_string()));
     assert!(a.detail().contains("c1"), "{}", a.detail());
 
     let exclude = r#"{"image":"web","tag":"prod-*","tag_mode":"exclude","keep":"pushed-within:30d"}"#;
-    let a = env.call(Method::POST, RULES, exclude).await;
+    let a = env.call_json(Method::POST, RULES, exclude).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     assert_eq!(
         a.json(),
@@ -191,83 +67,83 @@ async fn cleanup_rules_are_added_listed_toggled_and_deleted() {
         r#"{"image":"app","keep":"always"}"#,
         "not json",
     ] {
-        let a = env.call(Method::POST, RULES, bad).await;
+        let a = env.call_json(Method::POST, RULES, bad).await;
         assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()), "{bad}");
     }
-    let a = env.call(Method::POST, RULES, r#"{"image":"app/{x","tag":"**","keep":"always"}"#).await;
+    let a = env.call_json(Method::POST, RULES, r#"{"image":"app/{x","tag":"**","keep":"always"}"#).await;
     assert!(a.detail().contains("app/{x"), "the detail names the pattern: {}", a.detail());
 
-    let a = env.call(Method::PATCH, &format!("{RULES}/c1"), r#"{"enabled":false}"#).await;
+    let a = env.call_json(Method::PATCH, &format!("{RULES}/c1"), r#"{"enabled":false}"#).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let mut disabled = c1.clone();
     disabled["enabled"] = json!(false);
     assert_eq!(a.json(), disabled);
-    let a = env.call(Method::PATCH, &format!("{RULES}/c1"), r#"{"enabled":"no"}"#).await;
+    let a = env.call_json(Method::PATCH, &format!("{RULES}/c1"), r#"{"enabled":"no"}"#).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = env.call(Method::PATCH, &format!("{RULES}/c9"), r#"{"enabled":true}"#).await;
+    let a = env.call_json(Method::PATCH, &format!("{RULES}/c9"), r#"{"enabled":true}"#).await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
 
-    let a = env.call(Method::GET, RULES, "").await;
+    let a = env.call_json(Method::GET, RULES, "").await;
     assert_eq!(a.json()["items"][0], disabled);
     assert_eq!(a.json()["items"].as_array().unwrap().len(), 2);
 
-    let a = env.call(Method::DELETE, &format!("{RULES}/c1"), "").await;
+    let a = env.call_json(Method::DELETE, &format!("{RULES}/c1"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text());
     assert!(a.body.is_empty());
-    let a = env.call(Method::DELETE, &format!("{RULES}/c1"), "").await;
+    let a = env.call_json(Method::DELETE, &format!("{RULES}/c1"), "").await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
-    let a = env.call(Method::GET, RULES, "").await;
+    let a = env.call_json(Method::GET, RULES, "").await;
     assert_eq!(a.json()["items"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), ["c2"]);
 
     // at most 15 rules
     for n in 0..14 {
-        let a = env.call(Method::POST, RULES, &format!(r#"{{"image":"i{n}","tag":"**","keep":"always"}}"#)).await;
+        let a = env.call_json(Method::POST, RULES, &format!(r#"{{"image":"i{n}","tag":"**","keep":"always"}}"#)).await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     }
-    let a = env.call(Method::POST, RULES, r#"{"image":"one-too-many","tag":"**","keep":"always"}"#).await;
+    let a = env.call_json(Method::POST, RULES, r#"{"image":"one-too-many","tag":"**","keep":"always"}"#).await;
     assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "CONFLICT".to_string()), "{}", a.text());
     // ids are never reused
-    let a = env.call(Method::GET, RULES, "").await;
+    let a = env.call_json(Method::GET, RULES, "").await;
     assert_eq!(a.json()["items"].as_array().unwrap().last().unwrap()["id"], "c16");
 }
 
 #[tokio::test]
 async fn the_cleanup_cycle_is_set_shown_and_removed() {
-    let env = Env::new().await;
+    let env = registry();
     let none = json!({ "cron": null, "next_run_at": null });
-    let a = env.call(Method::GET, SCHEDULE, "").await;
+    let a = env.call_json(Method::GET, SCHEDULE, "").await;
     assert_eq!((a.status, a.json()), (StatusCode::OK, none.clone()));
 
-    let a = env.call(Method::PUT, SCHEDULE, r#"{"cron":"0 3 * * *"}"#).await;
+    let a = env.call_json(Method::PUT, SCHEDULE, r#"{"cron":"0 3 * * *"}"#).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     // T0 is 08:00 UTC: the next 03:00 is the next day's
     let set = json!({ "cron": "0 3 * * *", "next_run_at": T0 - 8 * 3600 + 86_400 + 3 * 3600 });
     assert_eq!(a.json(), set);
-    assert_eq!(env.call(Method::GET, SCHEDULE, "").await.json(), set);
+    assert_eq!(env.call_json(Method::GET, SCHEDULE, "").await.json(), set);
 
     for (cron, field) in [("61 * * * *", "minute"), ("0 25 * * *", "hour"), ("0 3 * 13 *", "month")] {
-        let a = env.call(Method::PUT, SCHEDULE, &json!({ "cron": cron }).to_string()).await;
+        let a = env.call_json(Method::PUT, SCHEDULE, &json!({ "cron": cron }).to_string()).await;
         assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()), "{cron}");
         assert!(a.detail().contains(field), "{cron}: {}", a.detail());
     }
-    let a = env.call(Method::PUT, SCHEDULE, r#"{"cron":"0 3 * *"}"#).await;
+    let a = env.call_json(Method::PUT, SCHEDULE, r#"{"cron":"0 3 * *"}"#).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.detail().contains("5 fields"), "{}", a.detail());
-    let a = env.call(Method::PUT, SCHEDULE, r#"{"cron":"0 0 31 2 *"}"#).await;
+    let a = env.call_json(Method::PUT, SCHEDULE, r#"{"cron":"0 0 31 2 *"}"#).await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()), "{}", a.text());
-    let a = env.call(Method::PUT, SCHEDULE, "{}").await;
+    let a = env.call_json(Method::PUT, SCHEDULE, "{}").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     // a refused change leaves the cycle as it was
-    assert_eq!(env.call(Method::GET, SCHEDULE, "").await.json(), set);
+    assert_eq!(env.call_json(Method::GET, SCHEDULE, "").await.json(), set);
 
-    let a = env.call(Method::DELETE, SCHEDULE, "").await;
+    let a = env.call_json(Method::DELETE, SCHEDULE, "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text());
-    assert_eq!(env.call(Method::GET, SCHEDULE, "").await.json(), none);
+    assert_eq!(env.call_json(Method::GET, SCHEDULE, "").await.json(), none);
 }
 
 #[tokio::test]
 async fn test_runs_decide_and_runs_delete_what_no_rule_keeps() {
-    let env = Env::new().await;
+    let env = registry();
     let v1 = env.push_image("team/app", "v1").await;
     env.advance(10);
     env.push_image("team/app", "v2").await;
@@ -276,11 +152,11 @@ async fn test_runs_decide_and_runs_delete_what_no_rule_keeps() {
     env.advance(10);
     env.push_image("team/other", "v1").await;
     env.advance(100);
-    let a = env.call(Method::POST, RULES, r#"{"image":"app","tag":"**","keep":"latest-pushed:1"}"#).await;
+    let a = env.call_json(Method::POST, RULES, r#"{"image":"app","tag":"**","keep":"latest-pushed:1"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED);
 
     // a test run: queued, then decided by the job, nothing deleted
-    let a = env.call(Method::POST, RUNS, r#"{"dry_run":true}"#).await;
+    let a = env.call_json(Method::POST, RUNS, r#"{"dry_run":true}"#).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
     let queued = a.json();
     assert_eq!(queued["status"], "queued");
@@ -290,7 +166,7 @@ async fn test_runs_decide_and_runs_delete_what_no_rule_keeps() {
     assert_eq!(queued["rules"][0]["id"], "c1");
     let test_id = queued["id"].as_str().unwrap().to_string();
     env.work().await;
-    let a = env.call(Method::GET, &format!("{RUNS}/{test_id}"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}/{test_id}"), "").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let run = a.json();
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -307,93 +183,93 @@ async fn test_runs_decide_and_runs_delete_what_no_rule_keeps() {
     assert_eq!(by_tag("v1")["action"], "delete");
     assert_eq!(by_tag("v1")["digest"], v1.to_string());
     assert_eq!(by_tag("v1")["image"], "team/app");
-    assert_eq!(env.tags("team/app").await, json!(["v1", "v2", "v3"]), "a test run deletes nothing");
+    assert_eq!(tags(&env, "team/app").await, json!(["v1", "v2", "v3"]), "a test run deletes nothing");
 
     // protect v1, then run for real: v1 stays (protected), v2 goes, v3 is kept; team/other untouched
-    let a = env.call(Method::POST, PROTECTION, r#"{"image":"app","tag":"v1"}"#).await;
+    let a = env.call_json(Method::POST, PROTECTION, r#"{"image":"app","tag":"v1"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     env.advance(60);
-    let a = env.call(Method::POST, RUNS, "").await;
+    let a = env.call_json(Method::POST, RUNS, "").await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "an empty body is a real run: {}", a.text());
     assert_eq!(a.json()["dry_run"], false);
     let real_id = a.json()["id"].as_str().unwrap().to_string();
     env.work().await;
-    let run = env.call(Method::GET, &format!("{RUNS}/{real_id}"), "").await.json();
+    let run = env.call_json(Method::GET, &format!("{RUNS}/{real_id}"), "").await.json();
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         (run["retained"].clone(), run["deleted"].clone(), run["protected"].clone()),
         (json!(1), json!(1), json!(1))
     );
-    assert_eq!(env.tags("team/app").await, json!(["v1", "v3"]));
-    assert_eq!(env.tags("team/other").await, json!(["v1"]));
+    assert_eq!(tags(&env, "team/app").await, json!(["v1", "v3"]));
+    assert_eq!(tags(&env, "team/other").await, json!(["v1"]));
 
     // history: newest first, paged by run id
-    let a = env.call(Method::GET, RUNS, "").await;
+    let a = env.call_json(Method::GET, RUNS, "").await;
     let ids: Vec<String> =
         a.json()["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, [real_id.clone(), test_id.clone()]);
-    let a = env.call(Method::GET, &format!("{RUNS}?n=1"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}?n=1"), "").await;
     assert_eq!(a.json()["items"].as_array().unwrap().len(), 1);
     assert_eq!(a.json()["next"], json!(real_id));
-    let a = env.call(Method::GET, &format!("{RUNS}?n=1&last={real_id}"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}?n=1&last={real_id}"), "").await;
     assert_eq!(a.json()["items"][0]["id"], json!(test_id));
     assert_eq!(a.json()["next"], Value::Null);
 
     // decisions page by chunk: this run has one chunk
-    let a = env.call(Method::GET, &format!("{RUNS}/{real_id}?chunk=1"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}/{real_id}?chunk=1"), "").await;
     assert_eq!((a.status, a.json()["decisions"].clone()), (StatusCode::OK, json!([])));
-    let a = env.call(Method::GET, &format!("{RUNS}/{real_id}?chunk=x"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}/{real_id}?chunk=x"), "").await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()));
-    let a = env.call(Method::GET, &format!("{RUNS}/0000000000-nothing"), "").await;
+    let a = env.call_json(Method::GET, &format!("{RUNS}/0000000000-nothing"), "").await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
-    let a = env.call(Method::POST, RUNS, r#"{"dry_run":"yes"}"#).await;
+    let a = env.call_json(Method::POST, RUNS, r#"{"dry_run":"yes"}"#).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn protection_rules_are_added_listed_toggled_and_deleted() {
-    let env = Env::new().await;
+    let env = registry();
     let digest = env.push_image("team/app", "v1").await;
-    let a = env.call(Method::GET, PROTECTION, "").await;
+    let a = env.call_json(Method::GET, PROTECTION, "").await;
     assert_eq!((a.status, a.json()), (StatusCode::OK, json!({ "items": [], "next": null })));
 
-    let a = env.call(Method::POST, PROTECTION, r#"{"image":"app","tag":"v*"}"#).await;
+    let a = env.call_json(Method::POST, PROTECTION, r#"{"image":"app","tag":"v*"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let p1 = json!({ "id": "p1", "image": "app", "tag": "v*", "enabled": true, "created_at": T0 });
     assert_eq!(a.json(), p1);
-    let a = env.call(Method::POST, PROTECTION, r#"{"image":"app","tag":"v*"}"#).await;
+    let a = env.call_json(Method::POST, PROTECTION, r#"{"image":"app","tag":"v*"}"#).await;
     assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "ALREADY_EXISTS".to_string()));
     assert!(a.detail().contains("p1"), "{}", a.detail());
     for bad in [r#"{"image":"app/{","tag":"v*"}"#, r#"{"image":"app"}"#, r#"{"image":"a","tag":"b","x":1}"#] {
-        let a = env.call(Method::POST, PROTECTION, bad).await;
+        let a = env.call_json(Method::POST, PROTECTION, bad).await;
         assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()), "{bad}");
     }
 
     // an enabled rule refuses deleting the artifact with the PROTECTED code
     let artifact = format!("/api/v1/images/team/app/artifacts/{digest}");
-    let a = env.call(Method::DELETE, &artifact, "").await;
+    let a = env.call_json(Method::DELETE, &artifact, "").await;
     assert_eq!((a.status, a.code()), (StatusCode::PRECONDITION_FAILED, "PROTECTED".to_string()), "{}", a.text());
     assert!(a.detail().contains("p1"), "{}", a.detail());
 
-    let a = env.call(Method::PATCH, &format!("{PROTECTION}/p1"), r#"{"enabled":false}"#).await;
+    let a = env.call_json(Method::PATCH, &format!("{PROTECTION}/p1"), r#"{"enabled":false}"#).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let mut disabled = p1.clone();
     disabled["enabled"] = json!(false);
     assert_eq!(a.json(), disabled);
-    assert_eq!(env.call(Method::GET, PROTECTION, "").await.json(), json!({ "items": [disabled], "next": null }));
-    let a = env.call(Method::PATCH, &format!("{PROTECTION}/p7"), r#"{"enabled":true}"#).await;
+    assert_eq!(env.call_json(Method::GET, PROTECTION, "").await.json(), json!({ "items": [disabled], "next": null }));
+    let a = env.call_json(Method::PATCH, &format!("{PROTECTION}/p7"), r#"{"enabled":true}"#).await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
 
-    let a = env.call(Method::DELETE, &format!("{PROTECTION}/p1"), "").await;
+    let a = env.call_json(Method::DELETE, &format!("{PROTECTION}/p1"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text());
-    let a = env.call(Method::DELETE, &format!("{PROTECTION}/p1"), "").await;
+    let a = env.call_json(Method::DELETE, &format!("{PROTECTION}/p1"), "").await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
-    assert_eq!(env.call(Method::DELETE, &artifact, "").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(env.call_json(Method::DELETE, &artifact, "").await.status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
 async fn every_policy_route_answers_404_for_a_missing_registry() {
-    let env = Env::new().await;
+    let env = registry();
     let cases = [
         (Method::GET, "cleanup/rules", ""),
         (Method::POST, "cleanup/rules", r#"{"image":"a","tag":"b","keep":"always"}"#),
@@ -412,7 +288,7 @@ async fn every_policy_route_answers_404_for_a_missing_registry() {
     ];
     for (method, rest, body) in cases {
         let uri = format!("/api/v1/registries/nope/{rest}");
-        let a = env.call(method.clone(), &uri, body).await;
+        let a = env.call_json(method.clone(), &uri, body).await;
         assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()), "{method} {uri}");
         assert!(a.detail().contains("\"nope\""), "{}", a.detail());
     }
@@ -423,21 +299,21 @@ async fn every_policy_route_answers_404_for_a_missing_registry() {
 
 #[tokio::test]
 async fn garbage_collection_runs_are_started_listed_and_shown_by_administrators() {
-    let env = Env::new().await;
-    let a = env.call(Method::POST, "/api/v1/gc/runs", r#"{"dry_run":true}"#).await;
+    let env = registry();
+    let a = env.call_json(Method::POST, "/api/v1/gc/runs", r#"{"dry_run":true}"#).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
     let run = a.json();
     assert_eq!((run["status"].clone(), run["dry_run"].clone()), (json!("queued"), json!(true)));
     let id = run["id"].as_str().unwrap().to_string();
-    let a = env.call(Method::GET, "/api/v1/gc/runs", "").await;
+    let a = env.call_json(Method::GET, "/api/v1/gc/runs", "").await;
     assert_eq!(a.json()["items"][0]["id"], json!(id));
     env.work().await;
-    let a = env.call(Method::GET, &format!("/api/v1/gc/runs/{id}"), "").await;
+    let a = env.call_json(Method::GET, &format!("/api/v1/gc/runs/{id}"), "").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["status"], "succeeded", "{}", a.text());
-    let a = env.call(Method::GET, "/api/v1/gc/runs/999999999999-00000000", "").await;
+    let a = env.call_json(Method::GET, "/api/v1/gc/runs/999999999999-00000000", "").await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".to_string()));
-    let a = env.call(Method::POST, "/api/v1/gc/runs", r#"{"dry":true}"#).await;
+    let a = env.call_json(Method::POST, "/api/v1/gc/runs", r#"{"dry":true}"#).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 
     // only an administrator of every registry (a role holding every action, over every registry)
@@ -455,12 +331,12 @@ async fn garbage_collection_runs_are_started_listed_and_shown_by_administrators(
 
 #[tokio::test]
 async fn viewers_and_uploaders_read_policies_and_members_manage_them() {
-    let env = Env::new().await;
-    let a = env.call(Method::POST, RULES, r#"{"image":"**","tag":"**","keep":"always"}"#).await;
+    let env = registry();
+    let a = env.call_json(Method::POST, RULES, r#"{"image":"**","tag":"**","keep":"always"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED);
-    let a = env.call(Method::POST, PROTECTION, r#"{"image":"**","tag":"release-*"}"#).await;
+    let a = env.call_json(Method::POST, PROTECTION, r#"{"image":"**","tag":"release-*"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED);
-    let a = env.call(Method::POST, RUNS, r#"{"dry_run":true}"#).await;
+    let a = env.call_json(Method::POST, RUNS, r#"{"dry_run":true}"#).await;
     let run = a.json()["id"].as_str().unwrap().to_string();
 
     let reads = [
@@ -510,7 +386,7 @@ async fn viewers_and_uploaders_read_policies_and_members_manage_them() {
     assert_eq!(a.status, StatusCode::OK);
 
     // every change was audited under its route, reads were not
-    let audit = env.call(Method::GET, "/api/v1/audit", "").await.json();
+    let audit = env.call_json(Method::GET, "/api/v1/audit", "").await.json();
     let entries: Vec<(String, String, String)> = audit["items"]
         .as_array()
         .unwrap()

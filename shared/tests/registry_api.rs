@@ -5,87 +5,16 @@
 
 mod common;
 use berth::api::{self, RouteFilter};
-use berth::app::{App, Settings};
-use berth::body::{empty_stream, once_stream, Response, ResponseBody};
+use berth::app::Settings;
+use berth::body::empty_stream;
 use berth::oci::Digest;
-use common::{admin_basic, prepare};
+use common::registry::TestRegistry;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
-struct Registry {
-    app: App,
-    dir: tempfile::TempDir,
-    prepared: tokio::sync::OnceCell<()>,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap().to_string()
-    }
-}
-
-impl Registry {
-    fn new() -> Registry {
-        Registry::with(Settings::default())
-    }
-
-    fn with(settings: Settings) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let app = App::embedded(dir.path(), settings).unwrap();
-        Registry { app, dir, prepared: tokio::sync::OnceCell::new() }
-    }
-
-    async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-        let mut builder = http::Request::builder().method(method).uri(uri).header("host", "127.0.0.1:5000");
-        prepare(&self.app, &self.prepared).await;
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
-            builder = builder.header("authorization", admin_basic());
-        }
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let response: Response = api::handle(&self.app, RouteFilter::All, builder.body(stream).unwrap()).await;
-        let (parts, body): (_, ResponseBody) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes().to_vec();
-        assert_eq!(parts.headers["docker-distribution-api-version"], "registry/2.0");
-        Answer { status: parts.status, headers: parts.headers, body: bytes }
-    }
-
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(data);
-        let a =
-            self.call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], data.to_vec()).await;
-        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
-        digest
-    }
-
-    async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Answer {
-        self.call(
-            Method::PUT,
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &[("content-type", media_type)],
-            body.to_vec(),
-        )
-        .await
-    }
-
-    fn staged_uploads(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("uploads")).unwrap().count()
-    }
+/// Upload sessions with staged bytes on disk.
+fn staged_uploads(r: &TestRegistry) -> usize {
+    std::fs::read_dir(r.dir.path().join("uploads")).unwrap().count()
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -105,7 +34,7 @@ fn image_manifest(config: &Digest, config_len: usize, layers: &[(Digest, usize)]
     .into_bytes()
 }
 
-async fn simple_image(r: &Registry, repo: &str, tag: &str) -> (Vec<u8>, Digest) {
+async fn simple_image(r: &TestRegistry, repo: &str, tag: &str) -> (Vec<u8>, Digest) {
     let config = r.push_blob(repo, b"{}").await;
     let layer = r.push_blob(repo, b"layer bytes").await;
     let m = image_manifest(&config, 2, &[(layer, 11)], "");
@@ -118,7 +47,7 @@ async fn simple_image(r: &Registry, repo: &str, tag: &str) -> (Vec<u8>, Digest) 
 
 #[tokio::test]
 async fn base_answers_with_the_api_version() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let a = r.call(Method::GET, "/v2/", &[], vec![]).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json(), json!({}));
@@ -126,7 +55,7 @@ async fn base_answers_with_the_api_version() {
 
 #[tokio::test]
 async fn chunked_upload_with_out_of_order_chunk_and_resume() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::sha256_of(&data);
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[("content-length", "0")], vec![]).await;
@@ -139,7 +68,7 @@ async fn chunked_upload_with_out_of_order_chunk_and_resume() {
     // a chunk that skips ahead is refused and the session keeps its place
     let a = r.call(Method::PATCH, &loc, &[("content-range", "2000-2999")], data[2000..].to_vec()).await;
     assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(a.error_code(), "BLOB_UPLOAD_INVALID");
+    assert_eq!(a.code(), "BLOB_UPLOAD_INVALID");
     // overlapping too
     let a = r.call(Method::PATCH, &loc, &[("content-range", "500-1499")], data[500..1500].to_vec()).await;
     assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
@@ -149,7 +78,7 @@ async fn chunked_upload_with_out_of_order_chunk_and_resume() {
     // a body longer than its Content-Range is refused without moving the offset
     let a = r.call(Method::PATCH, &loc, &[("content-range", "1000-1009")], data[1000..1100].to_vec()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.error_code(), "SIZE_INVALID");
+    assert_eq!(a.code(), "SIZE_INVALID");
     let a = r.call(Method::PATCH, &loc, &[("content-range", "1000-1999")], data[1000..2000].to_vec()).await;
     assert_eq!(a.header("range"), "0-1999");
     // the last chunk rides on the PUT
@@ -160,29 +89,29 @@ async fn chunked_upload_with_out_of_order_chunk_and_resume() {
     let a = r.call(Method::GET, &format!("/v2/a/blobs/{digest}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, data);
-    assert_eq!(r.staged_uploads(), 0);
+    assert_eq!(staged_uploads(&r), 0);
     let a = r.call(Method::GET, &loc, &[], vec![]).await;
-    assert_eq!(a.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(a.code(), "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[tokio::test]
 async fn wrong_digest_leaves_nothing_visible() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let wrong = Digest::sha256_of(b"something else");
     let a = r.call(Method::POST, &format!("/v2/a/blobs/uploads/?digest={wrong}"), &[], b"actual".to_vec()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.error_code(), "DIGEST_INVALID");
+    assert_eq!(a.code(), "DIGEST_INVALID");
     let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{wrong}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let actual = Digest::sha256_of(b"actual");
     let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{actual}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.staged_uploads(), 0);
+    assert_eq!(staged_uploads(&r), 0);
 }
 
 #[tokio::test]
 async fn sha512_blobs_and_range_reads() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let data = b"0123456789abcdefghij".to_vec();
     let digest = Digest::of(berth::oci::Algorithm::Sha512, &data);
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
@@ -202,7 +131,7 @@ async fn sha512_blobs_and_range_reads() {
 
 #[tokio::test]
 async fn manifests_keep_exact_bytes_and_refuse_dangling_references() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let (m, d) = simple_image(&r, "app", "v1").await;
     for reference in ["v1".to_string(), d.to_string()] {
         let a = r.call(Method::GET, &format!("/v2/app/manifests/{reference}"), &[], vec![]).await;
@@ -216,19 +145,19 @@ async fn manifests_keep_exact_bytes_and_refuse_dangling_references() {
     let bad = image_manifest(&config, 2, &[(missing, 12)], "");
     let a = r.push_manifest("app", "v2", OCI_MANIFEST, &bad).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
     let a = r.push_manifest("app", "v3", OCI_MANIFEST, b"{ not json").await;
-    assert_eq!(a.error_code(), "MANIFEST_INVALID");
+    assert_eq!(a.code(), "MANIFEST_INVALID");
     let a = r.call(Method::GET, "/v2/app/tags/list", &[], vec![]).await;
     assert_eq!(a.json()["tags"], json!(["v1"]));
     // a blob of another repository is not visible here
     let a = r.push_manifest("other", "v1", OCI_MANIFEST, &m).await;
-    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
 }
 
 #[tokio::test]
 async fn index_children_must_exist_and_protect_their_deletion() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let (m, d) = simple_image(&r, "multi", "amd64").await;
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
@@ -242,16 +171,16 @@ async fn index_children_must_exist_and_protect_their_deletion() {
     let a = r.call(Method::DELETE, &format!("/v2/multi/manifests/{idx}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let a = r.call(Method::GET, "/v2/multi/manifests/latest", &[], vec![]).await;
-    assert_eq!(a.error_code(), "MANIFEST_UNKNOWN");
+    assert_eq!(a.code(), "MANIFEST_UNKNOWN");
     let a = r.call(Method::DELETE, &format!("/v2/multi/manifests/{d}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let a = r.push_manifest("multi", "again", OCI_INDEX, index.as_bytes()).await;
-    assert_eq!(a.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
 }
 
 #[tokio::test]
 async fn push_by_digest_with_several_tags_and_referrers() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let (m, d) = simple_image(&r, "app", "base").await;
     let empty = r.push_blob("app", b"{}").await;
     let sbom = format!(
@@ -282,12 +211,12 @@ async fn push_by_digest_with_several_tags_and_referrers() {
     assert_eq!(a.json()["manifests"], json!([]));
     // a wrong digest in the URL is refused
     let a = r.push_manifest("app", &d.to_string(), OCI_MANIFEST, sbom.as_bytes()).await;
-    assert_eq!(a.error_code(), "DIGEST_INVALID");
+    assert_eq!(a.code(), "DIGEST_INVALID");
 }
 
 #[tokio::test]
 async fn tag_and_catalog_pagination_with_link_headers() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     for repo in ["r1", "r2", "r3"] {
         for tag in ["a", "b", "c", "d", "e"] {
             simple_image(&r, repo, tag).await;
@@ -308,12 +237,12 @@ async fn tag_and_catalog_pagination_with_link_headers() {
     assert_eq!(a.json()["repositories"], json!(["r3"]));
     assert_eq!(a.header("link"), "");
     let a = r.call(Method::GET, "/v2/nope/tags/list", &[], vec![]).await;
-    assert_eq!(a.error_code(), "NAME_UNKNOWN");
+    assert_eq!(a.code(), "NAME_UNKNOWN");
 }
 
 #[tokio::test]
 async fn mount_links_or_falls_back_to_a_session() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let digest = r.push_blob("src", b"shared layer").await;
     let a = r.call(Method::POST, &format!("/v2/dst/blobs/uploads/?mount={digest}&from=src"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::CREATED);
@@ -328,40 +257,40 @@ async fn mount_links_or_falls_back_to_a_session() {
 
 #[tokio::test]
 async fn cancel_and_expiry_reclaim_staged_data() {
-    let r = Registry::with(Settings { upload_expiry: std::time::Duration::ZERO, ..Settings::default() });
+    let r = TestRegistry::embedded_with(Settings { upload_expiry: std::time::Duration::ZERO, ..Settings::default() });
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
     let loc = a.header("location").to_string();
     r.call(Method::PATCH, &loc, &[], b"some bytes".to_vec()).await;
-    assert_eq!(r.staged_uploads(), 1);
+    assert_eq!(staged_uploads(&r), 1);
     let a = r.call(Method::DELETE, &loc, &[], vec![]).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    assert_eq!(r.staged_uploads(), 0);
+    assert_eq!(staged_uploads(&r), 0);
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
     let loc = a.header("location").to_string();
     r.call(Method::PATCH, &loc, &[], b"more bytes".to_vec()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let reclaimed = berth::registry::uploads::expire_stale(&r.app).await.unwrap();
     assert_eq!(reclaimed, 1);
-    assert_eq!(r.staged_uploads(), 0);
+    assert_eq!(staged_uploads(&r), 0);
     let a = r.call(Method::PATCH, &loc, &[], b"late".to_vec()).await;
-    assert_eq!(a.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(a.code(), "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[tokio::test]
 async fn bad_names_tags_and_methods() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let a = r.call(Method::GET, "/v2/Bad/tags/list", &[], vec![]).await;
-    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
     let tag = "t".repeat(129);
     let a = r.push_manifest("a", &tag, OCI_MANIFEST, b"{}").await;
-    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "TAG_INVALID"));
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::BAD_REQUEST, "TAG_INVALID"));
     let a = r.call(Method::GET, "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", &[], vec![]).await;
-    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
     let a = r.call(Method::POST, "/v2/a/manifests/x", &[], vec![]).await;
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
     let id = uuid_like();
     let a = r.call(Method::PATCH, &format!("/v2/a/blobs/uploads/{id}"), &[], b"x".to_vec()).await;
-    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"));
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"));
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
     let a = r.push_manifest("a", "big", OCI_MANIFEST, &big).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -373,7 +302,7 @@ fn uuid_like() -> String {
 
 #[tokio::test]
 async fn a_function_serves_only_its_route() {
-    let r = Registry::new();
+    let r = TestRegistry::embedded();
     let req = http::Request::builder().uri("/v2/_catalog").body(empty_stream()).unwrap();
     let resp = api::handle(&r.app, RouteFilter::Only(&api::listing::BASE), req).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
@@ -386,7 +315,7 @@ async fn upload_gateway_locations_carry_a_token_that_is_required() {
         upload_tokens: Some(berth::upload_token::UploadTokens::new(b"k".to_vec(), std::time::Duration::from_secs(600))),
         ..Settings::default()
     };
-    let r = Registry::with(settings);
+    let r = TestRegistry::embedded_with(settings);
     let a = r.call(Method::POST, "/v2/team/app/blobs/uploads/", &[], vec![]).await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let loc = a.header("location").to_string();
@@ -395,7 +324,7 @@ async fn upload_gateway_locations_carry_a_token_that_is_required() {
     assert!(query.starts_with("_state="));
     // without the token, or with another upload's token, the session is not reachable
     let a = r.call(Method::PATCH, path, &[], b"abc".to_vec()).await;
-    assert_eq!((a.status, a.error_code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     let b = r.call(Method::POST, "/v2/team/app/blobs/uploads/", &[], vec![]).await;
     let other_query = b.header("location").split_once('?').unwrap().1.to_string();
     let a = r.call(Method::PATCH, &format!("{path}?{other_query}"), &[], b"abc".to_vec()).await;

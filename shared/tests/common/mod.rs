@@ -2,6 +2,8 @@
 //! and the registries the tests push into.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod registry;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use berth::app::{App, Clock};
@@ -15,9 +17,9 @@ pub const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
 pub const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
 
 /// `Authorization` with the administrator's key.
+#[allow(dead_code)]
 pub fn admin_basic() -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_KEY}:{ADMIN_SECRET}")))
+    registry::basic(&(ADMIN_KEY.to_string(), ADMIN_SECRET.to_string()))
 }
 
 /// Creates the admin key and the test registries, once per store.
