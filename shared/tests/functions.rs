@@ -1092,13 +1092,14 @@ fn functions_build_only_the_clients_their_ports_need() {
 
 #[tokio::test]
 async fn management_functions_answer_their_events_within_their_ports() {
-    // each management function's sample event, in an order where each makes sense; `invoke`
+    // the token function's and each management function's sample event, in an order where each makes sense; `invoke`
     // fails the test if a handler uses a port its endpoint does not declare (its IAM role and its
     // Lambda wiring would refuse it on AWS)
     let r = Registry::new();
     let digest = r.push_image(&["v1"]).await;
     // images are listed before any storage recount ran: the listing counts and writes usage
-    let steps: [(&str, StatusCode); 15] = [
+    let steps: [(&str, StatusCode); 16] = [
+        ("token", StatusCode::OK),
         ("api-images", StatusCode::OK),
         ("api-registries", StatusCode::OK),
         ("api-registry", StatusCode::OK),
@@ -1119,6 +1120,17 @@ async fn management_functions_answer_their_events_within_their_ports() {
         let a = r.invoke(function, event(function)).await;
         assert_eq!(a.status, status, "{function}: {}", String::from_utf8_lossy(&a.body));
         match function {
+            "token" => {
+                // a token for the event's scope, granted in full to the administrator
+                let token = a.json()["token"].as_str().unwrap().to_string();
+                let claims = token.split('.').nth(1).unwrap();
+                use base64::Engine;
+                let claims: Value =
+                    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap())
+                        .unwrap();
+                assert_eq!(claims["access"][0]["name"], "team/app");
+                assert_eq!(claims["access"][0]["actions"], json!(["pull", "push"]));
+            }
             "api-images" => {
                 let items = a.json()["items"].clone();
                 assert_eq!(items[0]["name"], "team/app");
