@@ -198,30 +198,19 @@ impl GcFences for DynamoMetadataStore {
     }
 
     async fn fence_blob(&self, digest: &Digest, now: UnixTime) -> Result<Option<u64>, MetadataError> {
-        let key = key_item(&fence_key(&digest.to_string()));
         let update = "SET #fenced_at = :now ADD #generation :one";
         let condition = "attribute_not_exists(#fenced_at) OR #fenced_at <= :stale";
-        let result = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(self.table())
-                .set_key(Some(key.clone()))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":stale", n(now.saturating_sub(GC_FENCE_SECS)))
-                .return_values(ReturnValue::UpdatedNew)
-                .send()
-        })
-        .await;
-        let generation: u64 = match result {
-            Ok(out) => number(&out.attributes.unwrap_or_default(), "generation")?,
-            // another collector holds it
-            Err(e) if is_condition_failure(&e) => return Ok(None),
-            Err(e) => return Err(sdk_error("UpdateItem", e)),
-        };
+        let values = Item::from([
+            (":now".to_string(), n(now)),
+            (":one".to_string(), n(1)),
+            (":stale".to_string(), n(now.saturating_sub(GC_FENCE_SECS))),
+        ]);
+        let generation: u64 =
+            match self.conditional_update(&fence_key(&digest.to_string()), update, condition, values).await? {
+                Some(attributes) => number(&attributes, "generation")?,
+                // another collector holds it
+                None => return Ok(None),
+            };
         // the fence is written: a link committed before it is seen here, one after it is refused
         match self.blob_referenced(digest).await {
             Ok(false) => Ok(Some(generation)),
@@ -239,25 +228,11 @@ impl GcFences for DynamoMetadataStore {
     }
 
     async fn unfence_blob(&self, digest: &Digest, generation: u64) -> Result<(), MetadataError> {
-        let key = key_item(&fence_key(&digest.to_string()));
         let (update, condition) = ("REMOVE #fenced_at", "#generation = :generation");
-        let result = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(self.table())
-                .set_key(Some(key.clone()))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .expression_attribute_values(":generation", n(generation))
-                .send()
-        })
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            // a later fence replaced it (this one had lapsed): that one is not ours to release
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+        let values = Item::from([(":generation".to_string(), n(generation))]);
+        // a condition that fails means a later fence replaced this one (it had lapsed): that one
+        // is not ours to release
+        self.conditional_update(&fence_key(&digest.to_string()), update, condition, values).await?;
+        Ok(())
     }
 }

@@ -151,27 +151,12 @@ impl Manifests for DynamoMetadataStore {
     }
 
     async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError> {
-        let key = key_item(&manifest_key(repo.as_str(), &digest.to_string()));
         let update = "SET #pulled_at = :at";
         let condition = "attribute_exists(#PK) AND (attribute_not_exists(#pulled_at) OR #pulled_at < :at)";
-        let result = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(self.table())
-                .set_key(Some(key.clone()))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .expression_attribute_values(":at", n(at))
-                .send()
-        })
-        .await;
-        match result {
-            // missing, or already pulled at `at` or later: nothing to record
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+        let values = Item::from([(":at".to_string(), n(at))]);
+        // a failed condition: missing, or already pulled at `at` or later; nothing to record
+        self.conditional_update(&manifest_key(repo.as_str(), &digest.to_string()), update, condition, values).await?;
+        Ok(())
     }
 
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {

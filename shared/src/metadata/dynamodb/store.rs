@@ -523,8 +523,20 @@ impl DynamoMetadataStore {
 
     /// Moves an item's (a manifest's or a blob link's) version if it exists; whether it did.
     pub(super) async fn bump(&self, key: Key) -> Result<bool, MetadataError> {
-        let key = key_item(&key);
-        let (update, condition) = ("ADD #version :one", "attribute_exists(#PK)");
+        let values = Item::from([(":one".to_string(), n(1))]);
+        Ok(self.conditional_update(&key, "ADD #version :one", "attribute_exists(#PK)", values).await?.is_some())
+    }
+
+    /// One `UpdateItem` of `key` under `condition` (retried on transaction conflicts): the
+    /// updated attributes, or `None` when the condition did not hold.
+    pub(super) async fn conditional_update(
+        &self,
+        key: &Key,
+        update: &str,
+        condition: &str,
+        values: Item,
+    ) -> Result<Option<Item>, MetadataError> {
+        let key = key_item(key);
         let result = retry_conflicts(|| {
             self.client
                 .update_item()
@@ -533,13 +545,14 @@ impl DynamoMetadataStore {
                 .update_expression(update)
                 .condition_expression(condition)
                 .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .expression_attribute_values(":one", n(1))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values(ReturnValue::UpdatedNew)
                 .send()
         })
         .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(sdk_error("UpdateItem", e)),
         }
     }

@@ -38,23 +38,9 @@ impl UploadSessions for DynamoMetadataStore {
         let mut values: Item =
             upload_attributes(session).into_iter().map(|(k, v)| (format!(":{k}"), v)).collect::<Item>();
         values.insert(":expected".into(), n(expected_offset));
-        let key = key_item(&upload_key(session.id.as_str()));
-        let result = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(self.table())
-                .set_key(Some(key.clone()))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(expression_names(&[Some(update), Some(condition)]))
-                .set_expression_attribute_values(Some(values.clone()))
-                .send()
-        })
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(MetadataError::Conflict(format!("upload {}", session.id))),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
+        match self.conditional_update(&upload_key(session.id.as_str()), update, condition, values).await? {
+            Some(_) => Ok(()),
+            None => Err(MetadataError::Conflict(format!("upload {}", session.id))),
         }
     }
 
