@@ -79,12 +79,28 @@ pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App
 
 /// The application with only the clients `wiring` asks for.
 pub fn app_wired(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings, wiring: Wiring) -> Result<App, AppError> {
-    let blobs: std::sync::Arc<dyn crate::storage::BlobStore> = if wiring.blobs {
+    match (wiring.blobs, wiring.jobs) {
+        (true, true) => app_with::<true, true>(sdk, aws, settings),
+        (true, false) => app_with::<true, false>(sdk, aws, settings),
+        (false, true) => app_with::<false, true>(sdk, aws, settings),
+        (false, false) => app_with::<false, false>(sdk, aws, settings),
+    }
+}
+
+/// The application with an S3 blob store if `BLOBS` and an SQS queue if `JOBS`. Const
+/// parameters rather than a [`Wiring`] value: a Lambda function instantiates only its own
+/// combination, so an adapter it does not use is not linked into it.
+pub fn app_with<const BLOBS: bool, const JOBS: bool>(
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    settings: Settings,
+) -> Result<App, AppError> {
+    let blobs: std::sync::Arc<dyn crate::storage::BlobStore> = if BLOBS {
         std::sync::Arc::new(S3BlobStore::new(s3_client(sdk, aws), aws.bucket.clone()))
     } else {
         std::sync::Arc::new(crate::storage::unwired::UnwiredBlobStore)
     };
-    let queue: std::sync::Arc<dyn crate::queue::JobQueue> = if wiring.jobs {
+    let queue: std::sync::Arc<dyn crate::queue::JobQueue> = if JOBS {
         let queue_url = aws.queue_url.clone().ok_or(AppError::Config(ConfigError::Missing("BERTH_QUEUE_URL")))?;
         std::sync::Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url))
     } else {
@@ -102,15 +118,16 @@ pub fn app_wired(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings, wiring:
     })
 }
 
-/// The application for a Lambda function or the upload gateway: everything from the environment.
+/// The application for the upload gateway or a job function: every client, settings from the
+/// environment.
 pub async fn app_from_env() -> Result<App, AppError> {
-    app_from_env_wired(Wiring::ALL).await
+    app_from_env_with::<true, true>().await
 }
 
-/// As [`app_from_env`], building only the clients `wiring` asks for.
-pub async fn app_from_env_wired(wiring: Wiring) -> Result<App, AppError> {
+/// As [`app_from_env`], building (and linking) only the clients `BLOBS` and `JOBS` ask for.
+pub async fn app_from_env_with<const BLOBS: bool, const JOBS: bool>() -> Result<App, AppError> {
     let aws = AwsSettings::from_env()?;
     let settings = Settings::default().with_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    app_wired(&sdk, &aws, settings, wiring)
+    app_with::<BLOBS, JOBS>(&sdk, &aws, settings)
 }

@@ -23,7 +23,7 @@ use lambda_http::{Body, IntoResponse, RequestExt};
 use lambda_runtime::{service_fn, LambdaEvent};
 use tracing::Instrument;
 
-use crate::api::{self, Endpoint, ErrorCode, OciError, RouteFilter, API_VERSION_HEADER};
+use crate::api::{self, Endpoint, ErrorCode, OciError, API_VERSION_HEADER};
 use crate::app::App;
 use crate::aws::Wiring;
 use crate::body::{empty_stream, once_stream, ResponseBody};
@@ -40,50 +40,87 @@ pub type Error = lambda_runtime::Error;
 /// manifests are at most 4 MiB, so only a misconfiguration gets near it.
 pub const MAX_RESPONSE_BODY: usize = (6 * 1024 * 1024 - 64 * 1024) / 4 * 3;
 
-/// `main` of a route function: tracing, the AWS-backed [`App`] with only the clients its
-/// endpoint's ports need (once per cold start), then [`run_route`].
-pub async fn main_route(endpoint: &'static Endpoint) -> Result<(), Error> {
+/// The whole `main` of a route function: `berth::route_function!(berth::api::blobs::GET);`. It
+/// hands [`main_route`] the endpoint's [`wiring`] as const parameters, so the clients the
+/// endpoint does not use are not merely left unbuilt but not linked into the function at all.
+#[macro_export]
+macro_rules! route_function {
+    ($endpoint:path) => {
+        fn main() -> Result<(), $crate::lambda::Error> {
+            $crate::lambda::block_on($crate::lambda::main_route::<
+                { $crate::lambda::wiring(&$endpoint).blobs },
+                { $crate::lambda::wiring(&$endpoint).jobs },
+            >(&$endpoint))
+        }
+    };
+}
+
+/// Runs a function's `main` future on a multi-threaded tokio runtime (what `#[tokio::main]`
+/// does), so function crates need no tokio dependency of their own.
+pub fn block_on<F: Future<Output = Result<(), Error>>>(main: F) -> Result<(), Error> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(main)
+}
+
+/// `main` of a route function (through [`route_function!`]): tracing, the AWS-backed [`App`]
+/// with the clients `BLOBS` and `JOBS` ask for (once per cold start), then [`run_route`]. They
+/// must equal the endpoint's [`wiring`], which [`route_function!`] guarantees and this checks.
+pub async fn main_route<const BLOBS: bool, const JOBS: bool>(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app(endpoint.name, wiring(endpoint)).await?;
+    let wired = Wiring { blobs: BLOBS, jobs: JOBS };
+    if wired != wiring(endpoint) {
+        tracing::error!(function = endpoint.name, "the function's wiring differs from its endpoint's ports");
+        return Err(
+            format!("{}: wiring {wired:?} differs from the endpoint's {:?}", endpoint.name, wiring(endpoint)).into()
+        );
+    }
+    let app = crate::aws::app_from_env_with::<BLOBS, JOBS>()
+        .await
+        .inspect_err(|e| tracing::error!(function = endpoint.name, error = %e, "cannot initialise the function"))?;
     run_route(endpoint, app).await
 }
 
 /// The clients a route function builds: S3 only when its endpoint uses a blob or upload port,
-/// SQS only when it sends jobs (DynamoDB always: every request is authenticated).
-pub fn wiring(endpoint: &Endpoint) -> Wiring {
+/// SQS only when it sends jobs (DynamoDB always: every request is authenticated). A `const fn`,
+/// so [`route_function!`] can turn it into const parameters.
+pub const fn wiring(endpoint: &Endpoint) -> Wiring {
     use crate::api::Port;
-    let blobs = endpoint.ports.iter().any(|p| {
-        matches!(
-            p,
+    let mut wiring = Wiring { blobs: false, jobs: false };
+    let mut i = 0;
+    while i < endpoint.ports.len() {
+        match endpoint.ports[i] {
             Port::BlobsRead
-                | Port::BlobsWrite
-                | Port::BlobsDelete
-                | Port::BlobsList
-                | Port::UploadsRead
-                | Port::UploadsWrite
-                | Port::UploadsAbort
-                | Port::UploadsList
-        )
-    });
-    Wiring { blobs, jobs: endpoint.uses(Port::JobsSend) }
+            | Port::BlobsWrite
+            | Port::BlobsDelete
+            | Port::BlobsList
+            | Port::UploadsRead
+            | Port::UploadsWrite
+            | Port::UploadsAbort
+            | Port::UploadsList => wiring.blobs = true,
+            Port::JobsSend => wiring.jobs = true,
+            Port::MetadataWrite => {}
+        }
+        i += 1;
+    }
+    wiring
 }
 
 /// `main` of the `job-worker` function: tracing, the [`App`], then [`run_job_worker`].
 pub async fn main_job_worker() -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app("job-worker", Wiring::ALL).await?;
+    let app = init_app("job-worker").await?;
     run_job_worker(app).await
 }
 
 /// `main` of the `job-scheduler` function: tracing, the [`App`], then [`run_scheduler`].
 pub async fn main_job_scheduler() -> Result<(), Error> {
     crate::telemetry::init();
-    let app = init_app("job-scheduler", Wiring::ALL).await?;
+    let app = init_app("job-scheduler").await?;
     run_scheduler(app).await
 }
 
-async fn init_app(function: &'static str, wiring: Wiring) -> Result<App, Error> {
-    crate::aws::app_from_env_wired(wiring)
+/// The job functions' [`App`]: every client.
+async fn init_app(function: &'static str) -> Result<App, Error> {
+    crate::aws::app_from_env_with::<true, true>()
         .await
         .map_err(Error::from)
         .inspect_err(|e| tracing::error!(function, error = %e, "cannot initialise the function"))
@@ -116,7 +153,7 @@ pub async fn serve_lambda_request(
             return to_lambda_response(only, api_error(error.status(StatusCode::BAD_REQUEST)), None).await;
         }
     };
-    let response = api::handle(app, RouteFilter::Only(endpoint), req).await;
+    let response = api::handle(app, endpoint, req).await;
     to_lambda_response(only, response, client_prefix.as_deref()).await
 }
 

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::api::{self, RouteFilter};
+use crate::api::{self, AllRoutes};
 use crate::app::{App, AppError, Settings};
 use crate::connections::{Admitted, ConnectionLimits, Connections, ProgressIo};
 use crate::jobs;
@@ -174,7 +174,7 @@ async fn serve_connection(
             let has_body = !body.is_end_stream();
             let stream = stall_limited(body.into_data_stream().map_err(std::io::Error::other), limits.idle_timeout);
             let req = http::Request::from_parts(parts, stream);
-            let mut response = api::handle(&app, RouteFilter::All, req).await;
+            let mut response = api::handle(&app, AllRoutes, req).await;
             // An error may be answered before the request body was read; say so, rather than
             // leave the client to find a connection closed under its next request.
             if has_body && !response.status().is_success() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use berth::api::{self, RouteFilter};
+use berth::api;
 use berth::app::{App, Clock, Settings};
 use berth::body::{empty_stream, once_stream};
 use berth::identity::{bootstrap, key, registry, user, Action, Role};
@@ -100,7 +100,7 @@ impl Env {
             b = b.header("content-type", content_type);
         }
         let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let resp = api::handle(&self.app, RouteFilter::All, b.body(stream).unwrap()).await;
+        let resp = api::handle(&self.app, api::AllRoutes, b.body(stream).unwrap()).await;
         let (parts, body) = resp.into_parts();
         Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes().to_vec() }
     }

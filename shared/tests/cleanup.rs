@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::api::{self, RouteFilter};
+use berth::api;
 use berth::app::{App, Clock, Settings};
 use berth::body::{empty_stream, once_stream};
 use berth::metadata::UnixTime;
@@ -107,7 +107,7 @@ impl Env {
             b = b.header("content-type", t);
         }
         let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let response = api::handle(&self.app, RouteFilter::All, b.body(stream).unwrap()).await;
+        let response = api::handle(&self.app, api::AllRoutes, b.body(stream).unwrap()).await;
         let (parts, body) = response.into_parts();
         Answer { status: parts.status, body: body.collect().await.unwrap().to_bytes().to_vec() }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use berth::api::{self, Endpoint, Port, RouteFilter, ENDPOINTS, ROUTE_NAMES};
+use berth::api::{self, Endpoint, Port, ENDPOINTS, ROUTE_NAMES};
 use berth::app::{App, Clock, Settings, SystemClock};
 use berth::body::{empty_stream, once_stream};
 use berth::lambda::{process_job_batch, schedule_housekeeping, serve_lambda_request, ExactBody};
@@ -172,7 +172,7 @@ impl Registry {
             builder = builder.header(*k, *v);
         }
         let stream = if body.is_empty() { empty_stream() } else { once_stream(body.to_vec()) };
-        let response = api::handle(&self.app, RouteFilter::All, builder.body(stream).unwrap()).await;
+        let response = api::handle(&self.app, api::AllRoutes, builder.body(stream).unwrap()).await;
         let (parts, body) = response.into_parts();
         Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes().to_vec() }
     }
@@ -671,13 +671,13 @@ fn every_route_has_a_function_and_an_event_and_nothing_else_does() {
             .unwrap_or_else(|e| panic!("functions/{name}/Cargo.toml: {e}"));
         assert!(manifest.contains(&format!("name = \"{name}\"")), "functions/{name}: package and binary are {name}");
         let main = std::fs::read_to_string(root.join("functions").join(name).join("src/main.rs")).unwrap();
-        // main names its endpoint by path (`main_route(&berth::api::manifests::GET)`); that constant
-        // is declared with this very name
+        // main names its endpoint by path (`berth::route_function!(berth::api::manifests::GET);`);
+        // that constant is declared with this very name
         let path = main
-            .split("main_route(&berth::api::")
+            .split("berth::route_function!(berth::api::")
             .nth(1)
             .and_then(|rest| rest.split(')').next())
-            .unwrap_or_else(|| panic!("functions/{name}: main calls berth::lambda::main_route(&berth::api::…)"));
+            .unwrap_or_else(|| panic!("functions/{name}: main is berth::route_function!(berth::api::…)"));
         let (module, constant) = path.rsplit_once("::").unwrap();
         let source =
             std::fs::read_to_string(root.join("shared/src/api").join(format!("{}.rs", module.replace("::", "/"))))

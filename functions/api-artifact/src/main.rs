@@ -1,6 +1,3 @@
 //! `GET|DELETE /api/v1/images/{image}/artifacts/{digest}`: shows or deletes one artifact.
 
-#[tokio::main]
-async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route(&berth::api::manage::artifacts::ARTIFACT).await
-}
+berth::route_function!(berth::api::manage::artifacts::ARTIFACT);

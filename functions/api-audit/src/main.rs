@@ -1,6 +1,3 @@
 //! `GET /api/v1/audit`: reads the audit log.
 
-#[tokio::main]
-async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route(&berth::api::manage::audit::AUDIT).await
-}
+berth::route_function!(berth::api::manage::audit::AUDIT);

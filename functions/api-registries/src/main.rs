@@ -1,6 +1,3 @@
 //! `GET|POST /api/v1/registries`: lists and creates registries.
 
-#[tokio::main]
-async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route(&berth::api::manage::registries::REGISTRIES).await
-}
+berth::route_function!(berth::api::manage::registries::REGISTRIES);

@@ -1,6 +1,3 @@
 //! `GET|POST /api/v1/users`: lists and creates users.
 
-#[tokio::main]
-async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route(&berth::api::manage::users::USERS).await
-}
+berth::route_function!(berth::api::manage::users::USERS);

@@ -1,6 +1,3 @@
 //! `DELETE /v2/<name>/blobs/<digest>`: unlinks a blob from a repository.
 
-#[tokio::main]
-async fn main() -> Result<(), berth::lambda::Error> {
-    berth::lambda::main_route(&berth::api::blobs::DELETE).await
-}
+berth::route_function!(berth::api::blobs::DELETE);

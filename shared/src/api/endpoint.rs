@@ -74,6 +74,14 @@ impl PartialEq for Endpoint {
 impl Eq for Endpoint {}
 
 impl Endpoint {
+    /// This declaration with its handler left out (one that refuses stands in for it). Parsing,
+    /// the access check, the audit log and the OpenAPI document read these copies, made at
+    /// compile time, so they reference no handler: a Lambda function links only the handler of
+    /// the endpoint its `main` names.
+    pub const fn declaration(&self) -> Endpoint {
+        Endpoint { handler: undispatched, ..*self }
+    }
+
     /// The methods served, in declaration order.
     pub fn methods(&self) -> impl Iterator<Item = &'static str> {
         self.operations.iter().map(|o| o.method)
@@ -287,6 +295,12 @@ pub const EDGE_WRITES: &[&str] =
 /// Boxes a handler's future ([`Handler`]'s return type).
 pub fn boxed<'a>(f: impl Future<Output = Result<Response, OciError>> + Send + 'a) -> HandlerFuture<'a> {
     Box::pin(f)
+}
+
+/// The handler of a [`Endpoint::declaration`]: never dispatched to (dispatch takes handlers from
+/// [`super::ENDPOINTS`] or a function's own endpoint), and an error if it were.
+fn undispatched<'a>(_: &'a App, route: Route, _: Request) -> HandlerFuture<'a> {
+    boxed(async move { Err(wrong_route("a declaration", &route)) })
 }
 
 /// The error a handler gives when dispatch handed it another endpoint's route (a table mistake).

@@ -18,13 +18,13 @@ impl Route {
             | Route::UploadCancel { name, id } => Some((name, id)),
             _ => None,
         };
-        let changes_credentials = self.endpoint().operation(method).is_some_and(|o| o.changes_credentials);
+        let changes_credentials = self.declaration().operation(method).is_some_and(|o| o.changes_credentials);
         Gate { need: self.need(method), upload_session, changes_credentials }
     }
 
     /// What `route` needs when called with `method` (its endpoint's rule for that method; a
     /// method the endpoint does not serve needs an administrator, though parsing refuses it first).
     pub fn need(&self, method: &Method) -> Need {
-        self.endpoint().operation(method).map_or(Need::Admin, |o| o.rule.need(self))
+        self.declaration().operation(method).map_or(Need::Admin, |o| o.rule.need(self))
     }
 }

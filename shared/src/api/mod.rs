@@ -19,7 +19,7 @@ use http::header::{HeaderName, HeaderValue};
 
 pub use endpoint::{Endpoint, Port};
 pub use error::{ErrorCode, OciError};
-pub use routes::{Route, ENDPOINTS, ROUTE_NAMES};
+pub use routes::{Route, DECLARATIONS, ENDPOINTS, ROUTE_NAMES};
 
 use crate::app::App;
 use crate::body::{Request, Response};
@@ -28,26 +28,46 @@ use query::Query;
 /// Every response carries the API version header docker checks for.
 pub const API_VERSION_HEADER: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// Which routes a process serves: all of them (`berth serve`) or one (a Lambda function).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteFilter {
-    /// every route
-    All,
-    /// only this endpoint's route
-    Only(&'static Endpoint),
+/// Which routes a process serves, and where their handlers come from. Generic rather than a
+/// run-time choice so that a Lambda function, which serves one [`Endpoint`], never references
+/// [`Route::endpoint`] and so links only its own handler.
+pub trait Routes: Copy + Send + Sync {
+    /// The handler for `route`, or the error a request for a route not served here gets.
+    fn handler(self, route: &Route) -> Result<endpoint::Handler, OciError>;
+}
+
+/// Every route: what `berth serve` and the tests serve.
+#[derive(Debug, Clone, Copy)]
+pub struct AllRoutes;
+
+impl Routes for AllRoutes {
+    fn handler(self, route: &Route) -> Result<endpoint::Handler, OciError> {
+        Ok(route.endpoint().handler)
+    }
+}
+
+/// One endpoint's route: what its Lambda function serves.
+impl Routes for &'static Endpoint {
+    fn handler(self, route: &Route) -> Result<endpoint::Handler, OciError> {
+        if self.name == route.name() {
+            Ok(self.handler)
+        } else {
+            Err(OciError::new(
+                ErrorCode::Unsupported,
+                format!("this function serves route {}, not {}", self.name, route.name()),
+            )
+            .status(http::StatusCode::NOT_FOUND))
+        }
+    }
 }
 
 /// Serves one request.
-pub async fn handle(app: &App, filter: RouteFilter, req: Request) -> Response {
+pub async fn handle(app: &App, routes: impl Routes, req: Request) -> Response {
     let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
     let result = match Route::parse(req.method(), req.uri().path(), host) {
-        Ok(route) => match filter {
-            RouteFilter::Only(endpoint) if endpoint.name != route.name() => Err(OciError::new(
-                ErrorCode::Unsupported,
-                format!("this function serves route {}, not {}", endpoint.name, route.name()),
-            )
-            .status(http::StatusCode::NOT_FOUND)),
-            _ => guarded(app, route, req).await,
+        Ok(route) => match routes.handler(&route) {
+            Ok(handler) => guarded(app, route, handler, req).await,
+            Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
@@ -56,12 +76,12 @@ pub async fn handle(app: &App, filter: RouteFilter, req: Request) -> Response {
     response
 }
 
-/// Authorizes the request ([`crate::access::guard::authorize`]), then dispatches it with its
+/// Authorizes the request ([`crate::access::guard::authorize`]), then calls `handler` with its
 /// grants in the request extensions. Changes, and refusals of an authenticated caller, go to the
 /// audit log.
-async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciError> {
+async fn guarded(app: &App, route: Route, handler: endpoint::Handler, req: Request) -> Result<Response, OciError> {
     let (mut head, body) = req.into_parts();
-    let endpoint = route.endpoint();
+    let endpoint = route.declaration();
     let name = endpoint.name;
     let mounting = Query::of(&head).get("mount").is_some();
     let audit = crate::audit::Context::of(&head);
@@ -79,17 +99,11 @@ async fn guarded(app: &App, route: Route, req: Request) -> Result<Response, OciE
         head.extensions.insert(grants);
     }
     let audit_as = endpoint.operation(&head.method).map_or(endpoint::Audit::Never, |o| o.audit);
-    let result = dispatch(app, route, Request::from_parts(head, body)).await;
+    let result = handler(app, route, Request::from_parts(head, body)).await;
     if let Ok(response) = &result {
         if let Some(action) = audit_as.action(endpoint, response.status(), mounting) {
             audit.record(app, &who, action, response.status()).await;
         }
     }
     result
-}
-
-/// Calls the one handler of `route`, the one its [`Endpoint`] declares.
-pub async fn dispatch(app: &App, route: Route, req: Request) -> Result<Response, OciError> {
-    let handler = route.endpoint().handler;
-    handler(app, route, req).await
 }

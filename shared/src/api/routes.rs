@@ -224,52 +224,84 @@ pub enum Route {
     },
 }
 
-/// How many routes there are.
-pub const ROUTE_COUNT: usize = 39;
+/// Declares the route table once: [`ENDPOINTS`], [`DECLARATIONS`], [`Route::endpoint`] and
+/// [`Route::declaration`] all come from this one list of `variant => endpoint` pairs.
+macro_rules! route_table {
+    ($($variant:pat => $endpoint:path,)*) => {
+        /// How many routes there are.
+        pub const ROUTE_COUNT: usize = [$(stringify!($endpoint),)*].len();
 
-/// Every route's declaration, in table order: one Lambda function, Terraform route and event file
-/// each.
-pub const ENDPOINTS: [&Endpoint; ROUTE_COUNT] = [
-    &token::TOKEN,
-    &listing::BASE,
-    &listing::CATALOG,
-    &listing::TAGS_LIST,
-    &manifests::GET,
-    &manifests::PUT,
-    &manifests::DELETE,
-    &blobs::GET,
-    &blobs::DELETE,
-    &uploads::START,
-    &uploads::PATCH,
-    &uploads::PUT,
-    &uploads::STATUS,
-    &uploads::CANCEL,
-    &referrers::LIST,
-    &manage::registries::REGISTRIES,
-    &manage::registries::REGISTRY,
-    &manage::registries::IMAGES,
-    &manage::artifacts::IMAGE,
-    &manage::artifacts::ARTIFACTS,
-    &manage::artifacts::ARTIFACT,
-    &manage::artifacts::TAGS,
-    &manage::artifacts::TAG,
-    &manage::users::USERS,
-    &manage::users::USER,
-    &manage::users::KEYS,
-    &manage::users::KEY,
-    &manage::users::KEY_ROTATE,
-    &manage::audit::AUDIT,
-    &manage::openapi::OPENAPI,
-    &manage::policies::CLEANUP_RULES,
-    &manage::policies::CLEANUP_RULE,
-    &manage::policies::CLEANUP_SCHEDULE,
-    &manage::policies::CLEANUP_RUNS,
-    &manage::policies::CLEANUP_RUN,
-    &manage::policies::PROTECTION_RULES,
-    &manage::policies::PROTECTION_RULE,
-    &manage::gc::GC_RUNS,
-    &manage::gc::GC_RUN,
-];
+        /// Every route's endpoint, handler included, in table order: one Lambda function, Terraform
+        /// route and event file each.
+        pub const ENDPOINTS: [&Endpoint; ROUTE_COUNT] = [$(&$endpoint,)*];
+
+        /// Every route's declaration without its handler, in table order: what the OpenAPI
+        /// document and other readers of the table use, so they link no handler.
+        pub const DECLARATIONS: [&Endpoint; ROUTE_COUNT] = [$(&$endpoint.declaration(),)*];
+
+        impl Route {
+            /// The route's endpoint with its handler: what `berth serve` dispatches to.
+            pub fn endpoint(&self) -> &'static Endpoint {
+                match self {
+                    $($variant => &$endpoint,)*
+                }
+            }
+
+            /// The route's declaration (access rules, audit, ports) without its handler: what
+            /// parsing and the access check read, in every process.
+            pub fn declaration(&self) -> &'static Endpoint {
+                match self {
+                    $($variant => {
+                        const DECLARED: Endpoint = $endpoint.declaration();
+                        &DECLARED
+                    })*
+                }
+            }
+        }
+    };
+}
+
+route_table! {
+    Route::Token => token::TOKEN,
+    Route::Base => listing::BASE,
+    Route::Catalog => listing::CATALOG,
+    Route::TagsList { .. } => listing::TAGS_LIST,
+    Route::ManifestGet { .. } => manifests::GET,
+    Route::ManifestPut { .. } => manifests::PUT,
+    Route::ManifestDelete { .. } => manifests::DELETE,
+    Route::BlobGet { .. } => blobs::GET,
+    Route::BlobDelete { .. } => blobs::DELETE,
+    Route::UploadStart { .. } => uploads::START,
+    Route::UploadPatch { .. } => uploads::PATCH,
+    Route::UploadPut { .. } => uploads::PUT,
+    Route::UploadStatus { .. } => uploads::STATUS,
+    Route::UploadCancel { .. } => uploads::CANCEL,
+    Route::Referrers { .. } => referrers::LIST,
+    Route::ApiRegistries => manage::registries::REGISTRIES,
+    Route::ApiRegistry { .. } => manage::registries::REGISTRY,
+    Route::ApiImages { .. } => manage::registries::IMAGES,
+    Route::ApiImage { .. } => manage::artifacts::IMAGE,
+    Route::ApiArtifacts { .. } => manage::artifacts::ARTIFACTS,
+    Route::ApiArtifact { .. } => manage::artifacts::ARTIFACT,
+    Route::ApiTags { .. } => manage::artifacts::TAGS,
+    Route::ApiTag { .. } => manage::artifacts::TAG,
+    Route::ApiUsers => manage::users::USERS,
+    Route::ApiUser { .. } => manage::users::USER,
+    Route::ApiKeys { .. } => manage::users::KEYS,
+    Route::ApiKey { .. } => manage::users::KEY,
+    Route::ApiKeyRotate { .. } => manage::users::KEY_ROTATE,
+    Route::ApiAudit => manage::audit::AUDIT,
+    Route::ApiOpenApi => manage::openapi::OPENAPI,
+    Route::ApiCleanupRules { .. } => manage::policies::CLEANUP_RULES,
+    Route::ApiCleanupRule { .. } => manage::policies::CLEANUP_RULE,
+    Route::ApiCleanupSchedule { .. } => manage::policies::CLEANUP_SCHEDULE,
+    Route::ApiCleanupRuns { .. } => manage::policies::CLEANUP_RUNS,
+    Route::ApiCleanupRun { .. } => manage::policies::CLEANUP_RUN,
+    Route::ApiProtectionRules { .. } => manage::policies::PROTECTION_RULES,
+    Route::ApiProtectionRule { .. } => manage::policies::PROTECTION_RULE,
+    Route::ApiGcRuns => manage::gc::GC_RUNS,
+    Route::ApiGcRun { .. } => manage::gc::GC_RUN,
+}
 
 /// The names of all routes, in table order.
 pub const ROUTE_NAMES: [&str; ROUTE_COUNT] = {
@@ -283,54 +315,9 @@ pub const ROUTE_NAMES: [&str; ROUTE_COUNT] = {
 };
 
 impl Route {
-    /// The route's declaration: handler, access rules, audit, ports.
-    pub fn endpoint(&self) -> &'static Endpoint {
-        match self {
-            Route::Token => &token::TOKEN,
-            Route::Base => &listing::BASE,
-            Route::Catalog => &listing::CATALOG,
-            Route::TagsList { .. } => &listing::TAGS_LIST,
-            Route::ManifestGet { .. } => &manifests::GET,
-            Route::ManifestPut { .. } => &manifests::PUT,
-            Route::ManifestDelete { .. } => &manifests::DELETE,
-            Route::BlobGet { .. } => &blobs::GET,
-            Route::BlobDelete { .. } => &blobs::DELETE,
-            Route::UploadStart { .. } => &uploads::START,
-            Route::UploadPatch { .. } => &uploads::PATCH,
-            Route::UploadPut { .. } => &uploads::PUT,
-            Route::UploadStatus { .. } => &uploads::STATUS,
-            Route::UploadCancel { .. } => &uploads::CANCEL,
-            Route::Referrers { .. } => &referrers::LIST,
-            Route::ApiRegistries => &manage::registries::REGISTRIES,
-            Route::ApiRegistry { .. } => &manage::registries::REGISTRY,
-            Route::ApiImages { .. } => &manage::registries::IMAGES,
-            Route::ApiImage { .. } => &manage::artifacts::IMAGE,
-            Route::ApiArtifacts { .. } => &manage::artifacts::ARTIFACTS,
-            Route::ApiArtifact { .. } => &manage::artifacts::ARTIFACT,
-            Route::ApiTags { .. } => &manage::artifacts::TAGS,
-            Route::ApiTag { .. } => &manage::artifacts::TAG,
-            Route::ApiUsers => &manage::users::USERS,
-            Route::ApiUser { .. } => &manage::users::USER,
-            Route::ApiKeys { .. } => &manage::users::KEYS,
-            Route::ApiKey { .. } => &manage::users::KEY,
-            Route::ApiKeyRotate { .. } => &manage::users::KEY_ROTATE,
-            Route::ApiAudit => &manage::audit::AUDIT,
-            Route::ApiOpenApi => &manage::openapi::OPENAPI,
-            Route::ApiCleanupRules { .. } => &manage::policies::CLEANUP_RULES,
-            Route::ApiCleanupRule { .. } => &manage::policies::CLEANUP_RULE,
-            Route::ApiCleanupSchedule { .. } => &manage::policies::CLEANUP_SCHEDULE,
-            Route::ApiCleanupRuns { .. } => &manage::policies::CLEANUP_RUNS,
-            Route::ApiCleanupRun { .. } => &manage::policies::CLEANUP_RUN,
-            Route::ApiProtectionRules { .. } => &manage::policies::PROTECTION_RULES,
-            Route::ApiProtectionRule { .. } => &manage::policies::PROTECTION_RULE,
-            Route::ApiGcRuns => &manage::gc::GC_RUNS,
-            Route::ApiGcRun { .. } => &manage::gc::GC_RUN,
-        }
-    }
-
     /// The route's name: its function crate, binary, Terraform key and event file.
     pub fn name(&self) -> &'static str {
-        self.endpoint().name
+        self.declaration().name
     }
 
     /// The repository the route addresses, if one.
@@ -536,7 +523,7 @@ const MAX_MANAGEMENT_SEGMENT: usize = 256;
 
 /// `route` if its endpoint serves `method`.
 fn only(method: &Method, route: Route) -> Result<Route, OciError> {
-    if route.endpoint().operation(method).is_some() {
+    if route.declaration().operation(method).is_some() {
         Ok(route)
     } else {
         Err(not_allowed(method))

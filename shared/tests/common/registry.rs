@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use berth::api::{self, RouteFilter};
+use berth::api;
 use berth::app::{App, Settings};
 use berth::body::{empty_stream, once_stream};
 use berth::identity::{key, user, Role};
@@ -118,7 +118,7 @@ impl TestRegistry {
             builder = builder.header(*k, *v);
         }
         let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let response = api::handle(&self.app, RouteFilter::All, builder.body(stream).unwrap()).await;
+        let response = api::handle(&self.app, api::AllRoutes, builder.body(stream).unwrap()).await;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes().to_vec();
         assert_eq!(parts.headers["docker-distribution-api-version"], "registry/2.0");

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::endpoint::{handler, Endpoint, Operation, Rule};
 use crate::api::query::json as json_response;
-use crate::api::{OciError, Route, ENDPOINTS};
+use crate::api::{OciError, Route, DECLARATIONS};
 use crate::body::Response;
 
 /// `GET /api/v1/openapi.json`.
@@ -63,7 +63,7 @@ fn schemas() -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for endpoint in ENDPOINTS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
+    for endpoint in DECLARATIONS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
         let path = endpoint.path_template();
         let params: Vec<Value> = path
             .split('/')
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn every_management_route_and_method_is_documented() {
         let doc = document();
-        for endpoint in ENDPOINTS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
+        for endpoint in DECLARATIONS.iter().filter(|e| e.prefix.starts_with("/api/v1")) {
             for operation in endpoint.operations {
                 let op = &doc["paths"][endpoint.path_template()][operation.method.to_lowercase()];
                 assert!(
