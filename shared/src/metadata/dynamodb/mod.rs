@@ -238,12 +238,18 @@ mod codec;
 mod documents;
 mod errors;
 mod gc;
+mod items;
 mod keys;
 mod links;
+mod manifest_commit;
+mod manifest_delete;
 mod manifest_put;
 mod manifests;
+mod queries;
+mod references;
 mod repositories;
-mod store;
+mod repository_delete;
+mod table;
 mod transactions;
 mod uploads;
 
@@ -257,8 +263,6 @@ use gc::*;
 use keys::*;
 #[allow(unused_imports)]
 use manifest_put::*;
-#[allow(unused_imports)]
-use store::*;
 #[allow(unused_imports)]
 use transactions::*;
 
