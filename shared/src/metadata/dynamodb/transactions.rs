@@ -1,4 +1,4 @@
-//! Transactions: writes, their roles and why one was cancelled.
+//! Transactions: writes, their roles, committing them and why one was cancelled.
 
 #[allow(unused_imports)]
 use super::*;
@@ -153,4 +153,68 @@ pub(super) fn validation_failure(reasons: &[Cancel]) -> Option<MetadataError> {
         .iter()
         .find(|r| r.code == "ValidationError")
         .map(|r| MetadataError::Backend(format!("DynamoDB refused a transaction: {} ({:?})", r.message, r.role)))
+}
+
+impl DynamoMetadataStore {
+    /// Commits `writes` in one transaction (nothing for none); why it was cancelled if it was.
+    pub(super) async fn transact(&self, writes: Vec<Write>) -> Result<(), TxFailure> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let roles: Vec<Role> = writes.iter().map(|w| w.role.clone()).collect();
+        let items = writes
+            .into_iter()
+            .map(|w| w.into_transact_item(self.table()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TxFailure::Failed)?;
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    let reasons = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, reason)| {
+                            let code = reason.code().filter(|c| *c != "None")?;
+                            Some(Cancel {
+                                role: roles.get(i).cloned().unwrap_or(Role::Other),
+                                code: code.to_string(),
+                                message: reason.message().unwrap_or_default().to_string(),
+                            })
+                        })
+                        .collect();
+                    Err(TxFailure::Cancelled(reasons))
+                }
+                _ => Err(TxFailure::Failed(sdk_error("TransactWriteItems", e))),
+            },
+        }
+    }
+
+    /// Commits `writes`, again while only transaction conflicts stop them; the reasons when a
+    /// condition failed.
+    pub(super) async fn transact_retrying(
+        &self,
+        writes: Vec<Write>,
+        what: &str,
+    ) -> Result<Result<(), Vec<Cancel>>, MetadataError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            match self.transact(writes.clone()).await {
+                Ok(()) => return Ok(Ok(())),
+                Err(TxFailure::Failed(e)) => return Err(e),
+                Err(TxFailure::Cancelled(reasons)) => {
+                    if let Some(e) = validation_failure(&reasons) {
+                        return Err(e);
+                    }
+                    if reasons.iter().any(|r| r.code == "ConditionalCheckFailed") {
+                        return Ok(Err(reasons));
+                    }
+                }
+            }
+        }
+        Err(MetadataError::Conflict(what.to_string()))
+    }
 }

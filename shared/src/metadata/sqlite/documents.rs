@@ -105,3 +105,18 @@ impl Documents for SqliteMetadataStore {
         .await
     }
 }
+
+/// The stored version of a document, inside a write transaction.
+fn document_version(tx: &Connection, collection: &str, id: &str) -> Result<Option<u64>, MetadataError> {
+    let version: Option<i64> = tx
+        .prepare_cached(DOCUMENT_VERSION_SQL)
+        .map_err(backend)?
+        .query_row(params![collection, id], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    version.map(|v| u64::try_from(v).map_err(|_| corrupt(format!("negative document version {v}")))).transpose()
+}
+
+fn document_conflict(collection: &str, id: &str) -> MetadataError {
+    MetadataError::Conflict(format!("document {id:?} of collection {collection:?}"))
+}
