@@ -2,11 +2,16 @@
 //! and SQS adapters wired into an [`App`], and resource creation for local runs against moto
 //! (Terraform creates the resources in AWS).
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
+
+use crate::api::Port;
 
 use crate::app::{App, AppError, Settings, SystemClock};
 use crate::config::{parsed, required, var, ConfigError};
 use crate::metadata::dynamodb::DynamoMetadataStore;
+use crate::port_limit::PortLimited;
 use crate::queue::sqs::SqsJobQueue;
 use crate::storage::s3::S3BlobStore;
 
@@ -56,78 +61,51 @@ pub async fn create_resources(sdk: &SdkConfig, aws: &AwsSettings) -> Result<AwsS
     Ok(out)
 }
 
-/// Which clients the AWS wiring builds. DynamoDB is always built (every request is
-/// authenticated against it); a function whose endpoint uses no blob or job port gets no S3 or
-/// SQS client, and an adapter that refuses every call in its place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wiring {
-    /// build the S3 blob store
-    pub blobs: bool,
-    /// build the SQS job queue
-    pub jobs: bool,
-}
-
-impl Wiring {
-    /// Every client: `berth serve --backend aws`, the upload gateway, the job functions.
-    pub const ALL: Wiring = Wiring { blobs: true, jobs: true };
-}
-
-/// The application on S3, DynamoDB and SQS.
+/// The application on S3, DynamoDB and SQS, every port held.
 pub fn app(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App, AppError> {
-    app_wired(sdk, aws, settings, Wiring::ALL)
+    app_with::<{ Port::ALL }>(sdk, aws, settings)
 }
 
-/// The application with only the clients `wiring` asks for.
-pub fn app_wired(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings, wiring: Wiring) -> Result<App, AppError> {
-    match (wiring.blobs, wiring.jobs) {
-        (true, true) => app_with::<true, true>(sdk, aws, settings),
-        (true, false) => app_with::<true, false>(sdk, aws, settings),
-        (false, true) => app_with::<false, true>(sdk, aws, settings),
-        (false, false) => app_with::<false, false>(sdk, aws, settings),
-    }
-}
-
-/// The application with an S3 blob store if `BLOBS` and an SQS queue if `JOBS`. Const
-/// parameters rather than a [`Wiring`] value: a Lambda function instantiates only its own
-/// combination, so an adapter it does not use is not linked into it.
-pub fn app_with<const BLOBS: bool, const JOBS: bool>(
-    sdk: &SdkConfig,
-    aws: &AwsSettings,
-    settings: Settings,
-) -> Result<App, AppError> {
-    let blobs: std::sync::Arc<dyn crate::storage::BlobStore> = if BLOBS {
-        std::sync::Arc::new(S3BlobStore::new(s3_client(sdk, aws), aws.bucket.clone()))
+/// The application holding only `PORTS` (a [`Port::mask`]): an S3 blob store limited to those
+/// ports if it holds any blob port, an SQS queue if it may send jobs (DynamoDB always: every
+/// request is authenticated). In place of a client it does not build, an adapter refuses every
+/// call, as the function's IAM role would. A const parameter rather than a value: a Lambda
+/// function instantiates only its own set, so an adapter or S3 call it does not use is not
+/// linked into it.
+pub fn app_with<const PORTS: u16>(sdk: &SdkConfig, aws: &AwsSettings, settings: Settings) -> Result<App, AppError> {
+    let blobs: Arc<dyn crate::storage::BlobStore> = if const { PORTS & Port::mask(Port::BLOB_PORTS) != 0 } {
+        Arc::new(PortLimited::<_, PORTS>(S3BlobStore::new(s3_client(sdk, aws), aws.bucket.clone())))
     } else {
-        std::sync::Arc::new(crate::storage::unwired::UnwiredBlobStore)
+        Arc::new(crate::storage::unwired::UnwiredBlobStore)
     };
-    let queue: std::sync::Arc<dyn crate::queue::JobQueue> = if JOBS {
+    let queue: Arc<dyn crate::queue::JobQueue> = if const { PORTS & Port::JobsSend.bit() != 0 } {
         let queue_url = aws.queue_url.clone().ok_or(AppError::Config(ConfigError::Missing("BERTH_QUEUE_URL")))?;
-        std::sync::Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url))
+        Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url))
     } else {
-        std::sync::Arc::new(crate::queue::unwired::UnwiredJobQueue)
+        Arc::new(crate::queue::unwired::UnwiredJobQueue)
     };
     Ok(App {
         blobs,
-        meta: std::sync::Arc::new(DynamoMetadataStore::new(aws_sdk_dynamodb::Client::new(sdk), aws.table.clone())),
+        meta: Arc::new(DynamoMetadataStore::new(aws_sdk_dynamodb::Client::new(sdk), aws.table.clone())),
         queue,
         settings,
-        clock: std::sync::Arc::new(SystemClock),
-        manifest_cache: std::sync::Arc::new(crate::state::content_cache::ContentCache::default()),
-        access: std::sync::Arc::new(crate::state::AccessState::default()),
-        pull_recorder: std::sync::Arc::new(crate::state::PullRecorder::default()),
+        clock: Arc::new(SystemClock),
+        manifest_cache: Arc::new(crate::state::content_cache::ContentCache::default()),
+        access: Arc::new(crate::state::AccessState::default()),
+        pull_recorder: Arc::new(crate::state::PullRecorder::default()),
     })
 }
 
 /// The application for the upload gateway or a job function: every client, settings from the
 /// environment.
 pub async fn app_from_env() -> Result<App, AppError> {
-    app_from_env_with::<true, true>().await
+    app_from_env_with::<{ Port::ALL }>().await
 }
 
-/// As [`app_from_env`], building (and linking) only the clients `BLOBS` and `JOBS` ask for.
-pub async fn app_from_env_with<const BLOBS: bool, const JOBS: bool>() -> Result<App, AppError> {
+/// As [`app_from_env`], holding only `PORTS` ([`app_with`]).
+pub async fn app_from_env_with<const PORTS: u16>() -> Result<App, AppError> {
     let aws = AwsSettings::from_env()?;
     let settings = Settings::default().with_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    app_with::<BLOBS, JOBS>(&sdk, &aws, settings)
+    app_with::<PORTS>(&sdk, &aws, settings)
 }

@@ -23,9 +23,8 @@ use lambda_http::{Body, IntoResponse, RequestExt};
 use lambda_runtime::{service_fn, LambdaEvent};
 use tracing::Instrument;
 
-use crate::api::{self, Endpoint, ErrorCode, OciError, API_VERSION_HEADER};
+use crate::api::{self, Endpoint, ErrorCode, OciError, Port, API_VERSION_HEADER};
 use crate::app::App;
-use crate::aws::Wiring;
 use crate::body::{empty_stream, once_stream, ResponseBody};
 use crate::jobs;
 use crate::queue::{Job, QueueError};
@@ -41,16 +40,15 @@ pub type Error = lambda_runtime::Error;
 pub const MAX_RESPONSE_BODY: usize = (6 * 1024 * 1024 - 64 * 1024) / 4 * 3;
 
 /// The whole `main` of a route function: `berth::route_function!(berth::api::blobs::GET);`. It
-/// hands [`main_route`] the endpoint's [`wiring`] as const parameters, so the clients the
-/// endpoint does not use are not merely left unbuilt but not linked into the function at all.
+/// hands [`main_route`] the endpoint's ports as a const parameter, so the adapters (and adapter
+/// calls) the endpoint does not use are not merely left unbuilt but not linked into the function.
 #[macro_export]
 macro_rules! route_function {
     ($endpoint:path) => {
         fn main() -> Result<(), $crate::lambda::Error> {
-            $crate::lambda::block_on($crate::lambda::main_route::<
-                { $crate::lambda::wiring(&$endpoint).blobs },
-                { $crate::lambda::wiring(&$endpoint).jobs },
-            >(&$endpoint))
+            $crate::lambda::block_on($crate::lambda::main_route::<{ $crate::api::Port::mask($endpoint.ports) }>(
+                &$endpoint,
+            ))
         }
     };
 }
@@ -62,46 +60,18 @@ pub fn block_on<F: Future<Output = Result<(), Error>>>(main: F) -> Result<(), Er
 }
 
 /// `main` of a route function (through [`route_function!`]): tracing, the AWS-backed [`App`]
-/// with the clients `BLOBS` and `JOBS` ask for (once per cold start), then [`run_route`]. They
-/// must equal the endpoint's [`wiring`], which [`route_function!`] guarantees and this checks.
-pub async fn main_route<const BLOBS: bool, const JOBS: bool>(endpoint: &'static Endpoint) -> Result<(), Error> {
+/// holding only `PORTS` (once per cold start), then [`run_route`]. `PORTS` must be the
+/// endpoint's [`Port::mask`], which [`route_function!`] guarantees and this checks.
+pub async fn main_route<const PORTS: u16>(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::telemetry::init();
-    let wired = Wiring { blobs: BLOBS, jobs: JOBS };
-    if wired != wiring(endpoint) {
-        tracing::error!(function = endpoint.name, "the function's wiring differs from its endpoint's ports");
-        return Err(
-            format!("{}: wiring {wired:?} differs from the endpoint's {:?}", endpoint.name, wiring(endpoint)).into()
-        );
+    if PORTS != Port::mask(endpoint.ports) {
+        tracing::error!(function = endpoint.name, "the function's ports differ from its endpoint's");
+        return Err(format!("{}: ports {PORTS:#x} differ from the endpoint's", endpoint.name).into());
     }
-    let app = crate::aws::app_from_env_with::<BLOBS, JOBS>()
+    let app = crate::aws::app_from_env_with::<PORTS>()
         .await
         .inspect_err(|e| tracing::error!(function = endpoint.name, error = %e, "cannot initialise the function"))?;
     run_route(endpoint, app).await
-}
-
-/// The clients a route function builds: S3 only when its endpoint uses a blob or upload port,
-/// SQS only when it sends jobs (DynamoDB always: every request is authenticated). A `const fn`,
-/// so [`route_function!`] can turn it into const parameters.
-pub const fn wiring(endpoint: &Endpoint) -> Wiring {
-    use crate::api::Port;
-    let mut wiring = Wiring { blobs: false, jobs: false };
-    let mut i = 0;
-    while i < endpoint.ports.len() {
-        match endpoint.ports[i] {
-            Port::BlobsRead
-            | Port::BlobsWrite
-            | Port::BlobsDelete
-            | Port::BlobsList
-            | Port::UploadsRead
-            | Port::UploadsWrite
-            | Port::UploadsAbort
-            | Port::UploadsList => wiring.blobs = true,
-            Port::JobsSend => wiring.jobs = true,
-            Port::MetadataWrite => {}
-        }
-        i += 1;
-    }
-    wiring
 }
 
 /// `main` of the `job-worker` function: tracing, the [`App`], then [`run_job_worker`].
@@ -120,7 +90,7 @@ pub async fn main_job_scheduler() -> Result<(), Error> {
 
 /// The job functions' [`App`]: every client.
 async fn init_app(function: &'static str) -> Result<App, Error> {
-    crate::aws::app_from_env_with::<true, true>()
+    crate::aws::app_from_env_with::<{ Port::ALL }>()
         .await
         .map_err(Error::from)
         .inspect_err(|e| tracing::error!(function, error = %e, "cannot initialise the function"))

@@ -18,6 +18,7 @@ pub mod lambda;
 pub mod metadata;
 pub mod oci;
 pub mod policy;
+pub mod port_limit;
 pub mod queue;
 pub mod registry;
 pub mod schedule;

@@ -20,6 +20,7 @@ use berth::lambda::{process_job_batch, schedule_housekeeping, serve_lambda_reque
 use berth::metadata::prelude::*;
 use berth::metadata::{ManifestRecord, UnixTime, UploadSession};
 use berth::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use berth::port_limit::blob_calls;
 use berth::queue::{Delivery, Job, JobQueue, QueueError};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -733,6 +734,9 @@ impl PortUse {
     fn note(&self, port: Port) {
         self.used.lock().unwrap().insert(serde_json::to_value(port).unwrap().as_str().unwrap().to_string());
     }
+    fn note_all(&self, ports: &[Port]) {
+        ports.iter().for_each(|port| self.note(*port));
+    }
     fn take(&self) -> std::collections::BTreeSet<String> {
         std::mem::take(&mut *self.used.lock().unwrap())
     }
@@ -746,7 +750,7 @@ struct PortBlobs {
 #[async_trait::async_trait]
 impl berth::storage::BlobStore for PortBlobs {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, berth::storage::StorageError> {
-        self.use_.note(Port::BlobsRead);
+        self.use_.note_all(blob_calls::STAT);
         self.inner.stat(digest).await
     }
     async fn read(
@@ -754,15 +758,15 @@ impl berth::storage::BlobStore for PortBlobs {
         digest: &Digest,
         range: Option<berth::oci::ByteRange>,
     ) -> Result<berth::storage::ByteStream, berth::storage::StorageError> {
-        self.use_.note(Port::BlobsRead);
+        self.use_.note_all(blob_calls::READ);
         self.inner.read(digest, range).await
     }
     async fn put(&self, digest: &Digest, bytes: bytes::Bytes) -> Result<(), berth::storage::StorageError> {
-        self.use_.note(Port::BlobsWrite);
+        self.use_.note_all(blob_calls::PUT);
         self.inner.put(digest, bytes).await
     }
     async fn delete(&self, digest: &Digest) -> Result<(), berth::storage::StorageError> {
-        self.use_.note(Port::BlobsDelete);
+        self.use_.note_all(blob_calls::DELETE);
         self.inner.delete(digest).await
     }
     async fn open_upload(
@@ -771,7 +775,7 @@ impl berth::storage::BlobStore for PortBlobs {
         offset: u64,
         staging: &[u8],
     ) -> Result<Box<dyn berth::storage::UploadWriter>, berth::storage::StorageError> {
-        self.use_.note(Port::UploadsWrite);
+        self.use_.note_all(blob_calls::OPEN_UPLOAD);
         self.inner.open_upload(id, offset, staging).await
     }
     async fn read_upload(
@@ -780,7 +784,7 @@ impl berth::storage::BlobStore for PortBlobs {
         len: u64,
         staging: &[u8],
     ) -> Result<berth::storage::ByteStream, berth::storage::StorageError> {
-        self.use_.note(Port::UploadsRead);
+        self.use_.note_all(blob_calls::READ_UPLOAD);
         self.inner.read_upload(id, len, staging).await
     }
     async fn commit_upload(
@@ -790,10 +794,7 @@ impl berth::storage::BlobStore for PortBlobs {
         staging: &[u8],
         digest: &Digest,
     ) -> Result<(), berth::storage::StorageError> {
-        // S3 copies the staged parts into the blob (UploadPartCopy), then drops the staging area
-        self.use_.note(Port::UploadsRead);
-        self.use_.note(Port::BlobsWrite);
-        self.use_.note(Port::UploadsAbort);
+        self.use_.note_all(blob_calls::COMMIT_UPLOAD);
         self.inner.commit_upload(id, len, staging, digest).await
     }
     async fn presign_read(
@@ -801,15 +802,15 @@ impl berth::storage::BlobStore for PortBlobs {
         digest: &Digest,
         expiry: Duration,
     ) -> Result<Option<String>, berth::storage::StorageError> {
-        self.use_.note(Port::BlobsRead);
+        self.use_.note_all(blob_calls::PRESIGN_READ);
         self.inner.presign_read(digest, expiry).await
     }
     async fn abort_upload(&self, id: &UploadId) -> Result<(), berth::storage::StorageError> {
-        self.use_.note(Port::UploadsAbort);
+        self.use_.note_all(blob_calls::ABORT_UPLOAD);
         self.inner.abort_upload(id).await
     }
     async fn list_uploads(&self) -> Result<Vec<UploadId>, berth::storage::StorageError> {
-        self.use_.note(Port::UploadsList);
+        self.use_.note_all(blob_calls::LIST_UPLOADS);
         self.inner.list_uploads().await
     }
     async fn list_blobs(
@@ -817,7 +818,7 @@ impl berth::storage::BlobStore for PortBlobs {
         after: Option<&Digest>,
         limit: usize,
     ) -> Result<(Vec<berth::storage::StoredBlob>, bool), berth::storage::StorageError> {
-        self.use_.note(Port::BlobsList);
+        self.use_.note_all(blob_calls::LIST_BLOBS);
         self.inner.list_blobs(after, limit).await
     }
 }
@@ -1072,21 +1073,23 @@ async fn read_only_routes_write_only_the_edge_documents() {
 
 #[test]
 fn functions_build_only_the_clients_their_ports_need() {
-    use berth::aws::Wiring;
-    use berth::lambda::wiring;
+    // a function gets an S3 blob store if it holds a blob or upload port and SQS if it sends jobs
+    // (`berth::aws::app_with`); the rest of the 39 get neither client
+    let blobs = Port::mask(Port::BLOB_PORTS);
+    let held = |name: &str| Port::mask(endpoint(name).ports);
     let cases = [
-        ("tags-list", Wiring { blobs: false, jobs: false }),
-        ("token", Wiring { blobs: false, jobs: false }),
-        ("blob-get", Wiring { blobs: true, jobs: false }),
-        ("upload-patch", Wiring { blobs: true, jobs: false }),
-        ("api-gc-runs", Wiring { blobs: false, jobs: true }),
-        ("manifest-put", Wiring { blobs: true, jobs: true }),
+        ("tags-list", false, false),
+        ("token", false, false),
+        ("blob-get", true, false),
+        ("upload-patch", true, false),
+        ("api-gc-runs", false, true),
+        ("manifest-put", true, true),
     ];
-    for (name, expected) in cases {
-        assert_eq!(wiring(endpoint(name)), expected, "{name}");
+    for (name, s3, sqs) in cases {
+        assert_eq!((held(name) & blobs != 0, held(name) & Port::JobsSend.bit() != 0), (s3, sqs), "{name}");
     }
-    let without_s3 = ENDPOINTS.iter().filter(|e| !wiring(e).blobs).count();
-    let without_sqs = ENDPOINTS.iter().filter(|e| !wiring(e).jobs).count();
+    let without_s3 = ENDPOINTS.iter().filter(|e| Port::mask(e.ports) & blobs == 0).count();
+    let without_sqs = ENDPOINTS.iter().filter(|e| !e.uses(Port::JobsSend)).count();
     assert_eq!((without_s3, without_sqs), (29, 31));
 }
 

@@ -285,6 +285,40 @@ pub enum Port {
     JobsSend,
 }
 
+impl Port {
+    /// Every blob and upload port: a function holding any of them gets a blob store.
+    pub const BLOB_PORTS: &'static [Port] = &[
+        Port::BlobsRead,
+        Port::BlobsWrite,
+        Port::BlobsDelete,
+        Port::BlobsList,
+        Port::UploadsRead,
+        Port::UploadsWrite,
+        Port::UploadsAbort,
+        Port::UploadsList,
+    ];
+
+    /// Every port: what `berth serve`, the upload gateway and the job functions hold.
+    pub const ALL: u16 = u16::MAX;
+
+    /// This port's bit in a [`Port::mask`].
+    pub const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// `ports` as a bit set: a const parameter naming what a Lambda function may use, so the
+    /// adapters behind the other ports are not linked into it.
+    pub const fn mask(ports: &[Port]) -> u16 {
+        let mut mask = 0;
+        let mut i = 0;
+        while i < ports.len() {
+            mask |= ports[i].bit();
+            i += 1;
+        }
+        mask
+    }
+}
+
 /// The document collections the edge writes on any route: access keys' use stamps, audit
 /// entries and the token signing key made on first use (never on AWS, where
 /// `BERTH_TOKEN_SIGNING_KEY` comes from SSM, so IAM grants only the first two). A route without
