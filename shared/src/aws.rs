@@ -44,6 +44,15 @@ impl AwsSettings {
     }
 }
 
+/// The SDK configuration loader Berth starts from: the standard providers (environment, the
+/// Lambda role, profiles) over rustls with ring, the crypto library reqwest already brings, rather
+/// than the SDK default's aws-lc: a function links one crypto library, not two.
+pub fn sdk_defaults() -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https)
+}
+
 fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(aws.force_path_style).build();
     aws_sdk_s3::Client::from_conf(config)
@@ -106,6 +115,6 @@ pub async fn app_from_env() -> Result<App, AppError> {
 pub async fn app_from_env_with<const PORTS: u16>() -> Result<App, AppError> {
     let aws = AwsSettings::from_env()?;
     let settings = Settings::default().with_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = sdk_defaults().load().await;
     app_with::<PORTS>(&sdk, &aws, settings)
 }

@@ -1,6 +1,11 @@
 //! Berth: an OCI container registry whose route handlers run unchanged as AWS Lambda functions
 //! (S3, DynamoDB, SQS) or together in one local process (`berth serve`, embedded storage).
 
+/// Lets code compiled both into this crate and into its integration tests (`testing.rs`, included
+/// by path) name the library as `berth::` in either.
+#[cfg(test)]
+extern crate self as berth;
+
 pub mod access;
 pub mod api;
 pub mod app;

@@ -79,7 +79,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
         Backend::Aws { create_resources } => {
             let aws = crate::aws::AwsSettings::from_env()?;
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let sdk = crate::aws::sdk_defaults().load().await;
             let aws = if *create_resources { crate::aws::create_resources(&sdk, &aws).await? } else { aws };
             let described = format!("AWS (bucket {}, table {})", aws.bucket, aws.table);
             (crate::aws::app(&sdk, &aws, settings)?, described)

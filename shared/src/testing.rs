@@ -82,7 +82,7 @@ async fn wait_ready(url: &str) {
 /// SDK configuration for moto: dummy credentials, `us-east-1`, the moto endpoint.
 pub async fn aws_config() -> aws_config::SdkConfig {
     let moto = moto().await;
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    berth::aws::sdk_defaults()
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&moto.endpoint)
         .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto"))
