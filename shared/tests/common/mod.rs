@@ -1,8 +1,12 @@
 //! Set-up the in-process test suites share: the administrator every request authenticates as,
-//! and the registries the tests push into.
+//! the registries the tests push into, and the test registry itself.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod registry;
+/// The moto server and SDK configuration the library's own adapter tests use.
+#[allow(dead_code)]
+#[path = "../../src/testing.rs"]
+pub mod testing;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -14,7 +18,7 @@ pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
 /// The administrator's secret key.
 pub const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
 /// Registries the tests push into.
-pub const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
+pub const REGISTRIES: [&str; 12] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e", "gc"];
 
 /// `Authorization` with the administrator's key.
 #[allow(dead_code)]
