@@ -8,10 +8,7 @@ pub mod registry;
 #[path = "../../src/testing.rs"]
 pub mod testing;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use berth::app::{App, Clock};
-use berth::metadata::UnixTime;
+use berth::app::App;
 
 /// The administrator's access key.
 pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
@@ -19,12 +16,6 @@ pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
 pub const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
 /// Registries the tests push into.
 pub const REGISTRIES: [&str; 12] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e", "gc"];
-
-/// `Authorization` with the administrator's key.
-#[allow(dead_code)]
-pub fn admin_basic() -> String {
-    registry::basic(&(ADMIN_KEY.to_string(), ADMIN_SECRET.to_string()))
-}
 
 /// Creates the admin key and the test registries, once per store.
 pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
@@ -35,15 +26,4 @@ pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
         }
     })
     .await;
-}
-
-/// A clock a test sets and moves (`.0.store`, `.0.fetch_add`), for expiry and schedule checks
-/// without sleeping.
-#[allow(dead_code)]
-pub struct TestClock(pub AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        self.0.load(Ordering::SeqCst)
-    }
 }
