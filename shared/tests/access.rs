@@ -45,12 +45,9 @@ async fn attempt(env: &TestRegistry, auth: &Creds, action: Action, n: usize, bea
         Action::ViewTags => {
             (Method::GET, format!("/v2/{repo}/tags/list"), String::new(), Some(format!("repository:{repo}:pull,push")))
         }
-        Action::ManageTags => (
-            Method::PUT,
-            format!("/api/v1/images/{repo}/tags/t{n}"),
-            format!("{{\"digest\":\"{digest}\"}}"),
-            None,
-        ),
+        Action::ManageTags => {
+            (Method::PUT, format!("/api/v1/images/{repo}/tags/t{n}"), format!("{{\"digest\":\"{digest}\"}}"), None)
+        }
         Action::ViewCleanupPolicy => (Method::GET, "/api/v1/registries/team/cleanup/rules".into(), String::new(), None),
         Action::ViewCleanupHistory => (Method::GET, "/api/v1/registries/team/cleanup/runs".into(), String::new(), None),
         Action::ManageCleanupPolicy => (
@@ -68,7 +65,9 @@ async fn attempt(env: &TestRegistry, auth: &Creds, action: Action, n: usize, bea
             let uri = format!("/api/v1/registries/team/cleanup/rules/{}", rule.id);
             (Method::PATCH, uri, "{\"enabled\":false}".to_string(), None)
         }
-        Action::ViewProtectionPolicy => (Method::GET, "/api/v1/registries/team/protection/rules".into(), String::new(), None),
+        Action::ViewProtectionPolicy => {
+            (Method::GET, "/api/v1/registries/team/protection/rules".into(), String::new(), None)
+        }
         Action::ManageProtectionPolicy => (
             Method::POST,
             "/api/v1/registries/team/protection/rules".into(),
@@ -305,8 +304,7 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     let rd = Digest::sha256_of(&referrer);
     let media_type = "application/vnd.oci.image.manifest.v1+json";
     assert_eq!(env.push_manifest("team/app", &rd.to_string(), media_type, &referrer).await.status, StatusCode::CREATED);
-    let shown =
-        env.call_as(&admin, Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
+    let shown = env.call_as(&admin, Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(shown.json()["referrers"][0]["digest"], rd.to_string());
     assert_eq!(shown.json()["tags"], json!(["v1"]));
     assert_eq!(shown.json()["platforms"], json!([{ "os": "linux", "architecture": "amd64" }]));
@@ -322,9 +320,7 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     let id = Digest::sha256_of(&index);
     let media_type = "application/vnd.oci.image.index.v1+json";
     assert_eq!(env.push_manifest("team/app", "multi", media_type, &index).await.status, StatusCode::CREATED);
-    let a = env
-        .call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "")
-        .await;
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(
         (a.status, a.code()),
         (StatusCode::CONFLICT, "CONFLICT".to_string()),
@@ -335,12 +331,9 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     let a = env.call_as(&admin, Method::GET, &format!("/v2/team/app/manifests/{rd}"), "").await;
     assert_eq!(a.status, StatusCode::OK, "a refused delete keeps the referrers too");
 
-    let a =
-        env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{id}"), "").await;
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{id}"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    let a = env
-        .call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "")
-        .await;
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     for d in [image, rd] {
         let a = env.call_as(&admin, Method::GET, &format!("/v2/team/app/manifests/{d}"), "").await;
@@ -395,9 +388,7 @@ async fn a_key_record_its_user_does_not_list_grants_nothing() {
     let creds = (forged.id.clone(), secret.to_string());
     let a = env.call_as(&creds, Method::GET, "/api/v1/users", "").await;
     assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string()));
-    let a = env
-        .call_as(&creds, Method::GET, "/auth/token?service=berth&scope=registry:management:*", "")
-        .await;
+    let a = env.call_as(&creds, Method::GET, "/auth/token?service=berth&scope=registry:management:*", "").await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     // the admin's real key still works, and its use is stamped apart from the key record
     let a = env.call_as(&env.admin(), Method::GET, "/api/v1/users/admin/keys", "").await;

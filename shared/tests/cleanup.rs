@@ -208,7 +208,7 @@ async fn pulled_within_counts_a_fresh_push_as_pulled_and_a_get_as_a_pull() {
     let env = registry();
     let pulled = push(&env, "team/p", "pulled", "p").await; // T0+1
     let never = push(&env, "team/p", "never", "n").await; // T0+2
-                                                        // 20 days later, `pulled` is pulled (GET); HEAD does not count
+                                                          // 20 days later, `pulled` is pulled (GET); HEAD does not count
     env.set_time(T0 + 20 * DAY);
     let a = env.call(Method::GET, "/v2/team/p/manifests/pulled", &[], vec![]).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -395,7 +395,11 @@ async fn protected_tags_refuse_overwrite_move_and_delete_through_the_registry_ap
     assert!(a.text().contains("v1"), "{}", a.text());
     // moving it through the management API, deleting the tag, deleting the artifact
     let mv = env
-        .call_json(Method::PUT, &format!("/api/v1/images/{repo}/tags/v1"), &json!({ "digest": other.to_string() }).to_string())
+        .call_json(
+            Method::PUT,
+            &format!("/api/v1/images/{repo}/tags/v1"),
+            &json!({ "digest": other.to_string() }).to_string(),
+        )
         .await;
     assert_eq!(mv.status, StatusCode::PRECONDITION_FAILED, "{}", mv.text());
     let del_tag = env.call(Method::DELETE, &format!("/v2/{repo}/manifests/v1"), &[], vec![]).await;

@@ -20,7 +20,6 @@ use berth::registry::{blobs, BlobError};
 use berth::storage::fs::collect;
 use common::registry::{image_manifest, TestRegistry, OCI_MANIFEST};
 
-
 /// The registry with `grace` seconds as the garbage collector's grace window.
 fn with_grace(r: TestRegistry, grace: u64) -> TestRegistry {
     r.with_settings(|s| s.gc_grace = Duration::from_secs(grace))
@@ -32,9 +31,16 @@ fn repo(name: &str) -> RepoName {
 
 /// Pushes an image through the registry API (config and layers, then the manifest under `tag`);
 /// the manifest's digest and every blob it names with its bytes.
-async fn push_image(r: &TestRegistry, repo: &RepoName, tag: &str, config: &[u8], layers: &[&[u8]]) -> (Digest, Vec<(Digest, Vec<u8>)>) {
+async fn push_image(
+    r: &TestRegistry,
+    repo: &RepoName,
+    tag: &str,
+    config: &[u8],
+    layers: &[&[u8]],
+) -> (Digest, Vec<(Digest, Vec<u8>)>) {
     let (_, digest) = r.push_image_of(repo.as_str(), Some(tag), config, layers).await;
-    let blobs = std::iter::once(config).chain(layers.iter().copied()).map(|b| (Digest::sha256_of(b), b.to_vec())).collect();
+    let blobs =
+        std::iter::once(config).chain(layers.iter().copied()).map(|b| (Digest::sha256_of(b), b.to_vec())).collect();
     (digest, blobs)
 }
 
@@ -167,7 +173,10 @@ async fn deleted_image_loses_exactly_its_unshared_blobs(registry: TestRegistry) 
     registry.work().await; // the usage refreshes the pushes queued
 }
 
-on_both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] deleted_image_loses_exactly_its_unshared_blobs);
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    deleted_image_loses_exactly_its_unshared_blobs
+);
 
 // --- the grace window ---------------------------------------------------------------------------
 
@@ -200,7 +209,10 @@ async fn young_blobs_survive(registry: TestRegistry) {
     registry.work().await; // the usage refreshes the pushes queued
 }
 
-on_both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] young_blobs_survive);
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    young_blobs_survive
+);
 
 // --- a manifest pushed again while collection deletes it -----------------------------------------
 
@@ -235,7 +247,10 @@ async fn manifest_pushed_again_while_collected_keeps_its_bytes(registry: TestReg
     registry.work().await; // the usage refreshes the pushes queued
 }
 
-on_both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] manifest_pushed_again_while_collected_keeps_its_bytes);
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    manifest_pushed_again_while_collected_keeps_its_bytes
+);
 
 // --- a run stopped part-way ---------------------------------------------------------------------
 
@@ -300,7 +315,10 @@ async fn work_until_finished(registry: &TestRegistry, id: &str) -> GcRun {
     panic!("run {id} did not finish");
 }
 
-on_both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] stopped_run_resumes_with_correct_totals);
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stopped_run_resumes_with_correct_totals
+);
 
 // --- pushes racing collection -------------------------------------------------------------------
 
@@ -402,7 +420,10 @@ async fn collection_racing_pushes_loses_nothing(registry: TestRegistry, pushes: 
     registry.work().await; // the usage refreshes the pushes queued
 }
 
-on_both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] collection_racing_100_concurrent_pushes_loses_nothing);
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    collection_racing_100_concurrent_pushes_loses_nothing
+);
 
 async fn collection_racing_100_concurrent_pushes_loses_nothing(registry: TestRegistry) {
     collection_racing_pushes_loses_nothing(registry, 100).await;

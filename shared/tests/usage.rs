@@ -102,12 +102,10 @@ async fn storage_is_counted_per_image_and_per_registry_and_follows_deletes() {
     assert_eq!(env.app.meta.get_document("usage", "team/db").await.unwrap(), None);
 
     // the registry answers of create and change carry the same figures
-    let a = env
-.call_json(Method::PATCH, "/api/v1/registries/team", r#"{"public_access":true}"#).await;
+    let a = env.call_json(Method::PATCH, "/api/v1/registries/team", r#"{"public_access":true}"#).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!((a.json()["storage_bytes"].as_u64(), a.json()["image_count"].as_u64()), (Some(1042), Some(1)));
-    let a =
-        env.call_json(Method::POST, "/api/v1/registries", r#"{"name":"fresh"}"#).await;
+    let a = env.call_json(Method::POST, "/api/v1/registries", r#"{"name":"fresh"}"#).await;
     assert_eq!(a.status, StatusCode::CREATED);
     assert_eq!((a.json()["storage_bytes"].as_u64(), a.json()["image_count"].as_u64()), (Some(0), Some(0)));
 }

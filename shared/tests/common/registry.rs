@@ -80,7 +80,10 @@ impl Answer {
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident) => {
-        $crate::on_both_backends!(#[tokio::test] $name);
+        $crate::on_both_backends!(
+            #[tokio::test]
+            $name
+        );
     };
     (#[$test:meta] $name:ident) => {
         mod $name {
