@@ -5,7 +5,8 @@
 
 mod common;
 use berth::oci::Digest;
-use common::registry::{image_manifest, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+use common::registry::{image_manifest, Answer, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+use common::snapshot::{assert_snapshots, without_uuids};
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -308,4 +309,85 @@ async fn upload_gateway_locations_carry_a_token_that_is_required() {
     assert_eq!(a.status, StatusCode::CREATED);
     let a = r.call(Method::GET, &format!("/v2/team/app/blobs/{digest}"), &[], vec![]).await;
     assert_eq!(a.body, b"abc");
+}
+
+/// Status, the headers a client acts on, and the JSON body of an error answer, with what differs
+/// per run (session ids) normalised.
+fn error_snapshot(a: &Answer) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for name in ["content-type", "www-authenticate", "range", "content-range"] {
+        if let Some(value) = a.headers.get(name) {
+            headers.insert(name.into(), without_uuids(value.to_str().unwrap()).into());
+        }
+    }
+    let body: serde_json::Value = serde_json::from_str(&without_uuids(&a.text())).unwrap_or_else(|e| {
+        panic!("an error answer carries a JSON body ({e}): {}", a.text());
+    });
+    json!({ "status": a.status.as_u16(), "headers": headers, "body": body })
+}
+
+#[tokio::test]
+async fn every_distinct_error_answer_matches_its_snapshot() {
+    let r = TestRegistry::embedded().with_clock(1_800_000_000);
+    let image = r.push_image("app", "v1").await;
+    let viewer = r.user("viewer", berth::identity::Role::ServiceViewer, None).await;
+    let never = Digest::sha256_of(b"never pushed");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut record = |name: &str, a: Answer| {
+        assert!(a.status.is_client_error(), "{name}: {} {}", a.status, a.text());
+        assert!(seen.insert(name.to_string(), error_snapshot(&a)).is_none(), "{name} twice");
+    };
+
+    // the registry API
+    record("name-unknown", r.call(Method::GET, "/v2/nope/tags/list", &[], vec![]).await);
+    record("name-invalid", r.call(Method::GET, "/v2/Bad/tags/list", &[], vec![]).await);
+    record("manifest-unknown", r.call(Method::GET, "/v2/app/manifests/missing", &[], vec![]).await);
+    record("manifest-invalid", r.push_manifest("app", "v2", OCI_MANIFEST, b"{ not json").await);
+    let config = r.push_blob("app", b"{}").await;
+    let dangling = image_manifest((&config, 2), &[(&never, 12)], None);
+    record("manifest-blob-unknown", r.push_manifest("app", "v2", OCI_MANIFEST, &dangling).await);
+    record("manifest-too-large", r.push_manifest("app", "big", OCI_MANIFEST, &vec![b' '; 4 * 1024 * 1024 + 1]).await);
+    record("tag-invalid", r.push_manifest("app", &"t".repeat(129), OCI_MANIFEST, b"{}").await);
+    record("manifest-method", r.call(Method::POST, "/v2/app/manifests/v1", &[], vec![]).await);
+    record("blob-unknown", r.call(Method::GET, &format!("/v2/app/blobs/{never}"), &[], vec![]).await);
+    record(
+        "digest-malformed",
+        r.call(Method::GET, "/v2/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", &[], vec![]).await,
+    );
+    let uri = format!("/v2/app/blobs/uploads/?digest={never}");
+    record("digest-mismatch", r.call(Method::POST, &uri, &[], b"actual bytes".to_vec()).await);
+    let layer = Digest::sha256_of(b"layer of app:v1");
+    let uri = format!("/v2/app/blobs/{layer}");
+    record("range-not-satisfiable", r.call(Method::GET, &uri, &[("range", "bytes=1000-")], vec![]).await);
+    let unknown_session = "/v2/app/blobs/uploads/6f1c2a4e-0b7d-4c1e-9a55-3f2d8e7b9c10";
+    record("blob-upload-unknown", r.call(Method::PATCH, unknown_session, &[], b"x".to_vec()).await);
+    let session = r.call(Method::POST, "/v2/app/blobs/uploads/", &[], vec![]).await.header("location").to_string();
+    record("chunk-out-of-order", r.call(Method::PATCH, &session, &[("content-range", "10-19")], vec![7; 10]).await);
+    record("chunk-size-mismatch", r.call(Method::PATCH, &session, &[("content-range", "0-9")], vec![7; 20]).await);
+    let a = r.call(Method::DELETE, &session, &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+
+    // who may do what
+    record("unauthorized-anonymous", r.call_anonymous(Method::GET, "/v2/").await);
+    let wrong = (r.admin().0, "not the secret".to_string());
+    record("unauthorized-wrong-secret", r.call_as(&wrong, Method::GET, "/v2/", "").await);
+    record("denied", r.call_as(&viewer, Method::POST, "/v2/app/blobs/uploads/", "").await);
+    let a = r.call_json(Method::POST, "/api/v1/registries/app/protection/rules", r#"{"image":"**","tag":"v*"}"#).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let other = r.upload_image("app", b"{}", &[b"another layer"], None).await;
+    record("protected", r.push_manifest("app", "v1", OCI_MANIFEST, &other).await);
+    record("another-function", r.call_route(&berth::api::listing::BASE, Method::GET, "/v2/_catalog").await);
+
+    // the management API
+    record("api-invalid-request", r.call_json(Method::POST, "/api/v1/registries", "not json").await);
+    record("api-not-found", r.call_json(Method::GET, "/api/v1/registries/nope", "").await);
+    record("api-no-route", r.call_json(Method::GET, "/api/v1/nothing", "").await);
+    record("api-already-exists", r.call_json(Method::POST, "/api/v1/registries", r#"{"name":"team"}"#).await);
+    record("api-conflict", r.call_json(Method::DELETE, "/api/v1/users/admin", "").await);
+    record("api-method", r.call_json(Method::PUT, "/api/v1/registries", "{}").await);
+    let uri = format!("/api/v1/images/app/artifacts/{image}");
+    record("api-protected", r.call_json(Method::DELETE, &uri, "").await);
+
+    assert_snapshots("errors", &seen);
+    r.work().await; // the usage refresh of the push
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod registry;
+pub mod snapshot;
 /// The moto server and SDK configuration the library's own adapter tests use.
 #[allow(dead_code)]
 #[path = "../../src/testing.rs"]
