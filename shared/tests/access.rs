@@ -3,182 +3,57 @@
 //! credentials and with scoped Bearer tokens; plus token scope, expiry and revocation.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+mod common;
 
-use base64::Engine;
-use berth::api;
-use berth::app::{App, Clock, Settings};
-use berth::body::{empty_stream, once_stream};
-use berth::identity::{bootstrap, key, registry, user, Action, Role};
-use berth::metadata::UnixTime;
+use berth::identity::{key, Action, Role};
 use berth::oci::Digest;
+use common::registry::{basic, Answer, Creds, TestRegistry};
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const ADMIN: (&str, &str) = ("BKMATRIXADMIN0000001", "matrix-admin-secret-0000000");
-
-struct TestClock(AtomicI64);
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct Env {
-    app: App,
-    clock: Arc<TestClock>,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
-    }
-}
-
-enum Auth<'a> {
-    Basic(&'a (String, String)),
-    Bearer(&'a str),
-}
-
-impl Env {
-    async fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut app = App::embedded(dir.path(), Settings::default()).unwrap();
-        let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000)));
-        app.clock = clock.clone();
-        bootstrap::ensure_admin(app.meta.as_ref(), Some(ADMIN), 0).await.unwrap();
-        registry::create(app.meta.as_ref(), "team", true, vec![], "t", 0).await.unwrap();
-        registry::create(app.meta.as_ref(), "other", true, vec![], "t", 0).await.unwrap();
-        Env { app, clock, _dir: dir }
-    }
-
-    fn admin(&self) -> (String, String) {
-        (ADMIN.0.to_string(), ADMIN.1.to_string())
-    }
-
-    async fn user(&self, name: &str, role: Role, registries: Option<Vec<&str>>) -> (String, String) {
-        let regs = registries.map(|l| l.into_iter().map(String::from).collect());
-        user::create(self.app.meta.as_ref(), name, role, regs, "t", 0).await.unwrap();
-        let (k, secret) = key::create(self.app.meta.as_ref(), name, None, 0).await.unwrap();
-        (k.id, secret)
-    }
-
-    async fn call(&self, auth: Auth<'_>, method: Method, uri: &str, body: Vec<u8>) -> Answer {
-        self.call_typed(auth, method, uri, "application/json", body).await
-    }
-
-    /// A manifest PUT as the admin; answers its status.
-    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) -> StatusCode {
-        let admin = self.admin();
-        let uri = format!("/v2/{repo}/manifests/{reference}");
-        self.call_typed(Auth::Basic(&admin), Method::PUT, &uri, media_type, bytes).await.status
-    }
-
-    async fn call_typed(&self, auth: Auth<'_>, method: Method, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
-        let value = match auth {
-            Auth::Basic((k, s)) => {
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{s}")))
-            }
-            Auth::Bearer(t) => format!("Bearer {t}"),
-        };
-        let mut b = http::Request::builder().method(method).uri(uri).header("host", "registry.test");
-        b = b.header("authorization", value);
-        if !body.is_empty() {
-            b = b.header("content-type", content_type);
-        }
-        let stream = if body.is_empty() { empty_stream() } else { once_stream(body) };
-        let resp = api::handle(&self.app, api::AllRoutes, b.body(stream).unwrap()).await;
-        let (parts, body) = resp.into_parts();
-        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes().to_vec() }
-    }
-
-    async fn token(&self, creds: &(String, String), scope: &str) -> String {
-        let uri = format!(
-            "/auth/token?service=berth&scope={}",
-            scope.replace(':', "%3A").replace('/', "%2F").replace(' ', "%20")
-        );
-        let a = self.call(Auth::Basic(creds), Method::GET, &uri, vec![]).await;
-        assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
-        a.json()["token"].as_str().unwrap().to_string()
-    }
-
-    async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> Digest {
-        let admin = self.admin();
-        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}").into_bytes();
-        let layer = format!("layer of {seed}").into_bytes();
-        for blob in [&config, &layer] {
-            let d = Digest::sha256_of(blob);
-            let uri = format!("/v2/{repo}/blobs/uploads/?digest={d}");
-            let a = self.call(Auth::Basic(&admin), Method::POST, &uri, blob.clone()).await;
-            assert_eq!(a.status, StatusCode::CREATED);
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len() }]
-        });
-        let bytes = serde_json::to_vec(&manifest).unwrap();
-        let media_type = "application/vnd.oci.image.manifest.v1+json";
-        assert_eq!(self.put_manifest(repo, tag, media_type, bytes.clone()).await, StatusCode::CREATED);
-        Digest::sha256_of(&bytes)
-    }
+/// A registry whose clock stands at 2027-01-15T08:00:00Z.
+fn registry() -> TestRegistry {
+    TestRegistry::embedded().with_clock(1_800_000_000)
 }
 
 /// A request exercising one action of the guide's table; `n` makes names unique per attempt.
-async fn attempt(env: &Env, auth: &(String, String), action: Action, n: usize, bearer: bool) -> Option<Answer> {
+async fn attempt(env: &TestRegistry, auth: &Creds, action: Action, n: usize, bearer: bool) -> Option<Answer> {
     let repo = format!("team/app{n}");
-    let digest = env.push_image(&repo, "v1", &format!("{n}")).await;
-    let (method, uri, body, scope): (Method, String, Vec<u8>, Option<String>) = match action {
-        Action::ViewRegistries => (Method::GET, "/api/v1/registries/team".into(), vec![], None),
+    let digest = env.push_image(&repo, "v1").await;
+    let (method, uri, body, scope): (Method, String, String, Option<String>) = match action {
+        Action::ViewRegistries => (Method::GET, "/api/v1/registries/team".into(), String::new(), None),
         Action::ManageRegistries => {
-            (Method::POST, "/api/v1/registries".into(), format!("{{\"name\":\"made{n}\"}}").into_bytes(), None)
+            (Method::POST, "/api/v1/registries".into(), format!("{{\"name\":\"made{n}\"}}"), None)
         }
-        Action::ViewImages => (Method::GET, "/api/v1/registries/team/images".into(), vec![], None),
+        Action::ViewImages => (Method::GET, "/api/v1/registries/team/images".into(), String::new(), None),
         Action::PullImages => {
-            (Method::GET, format!("/v2/{repo}/manifests/v1"), vec![], Some(format!("repository:{repo}:pull")))
+            (Method::GET, format!("/v2/{repo}/manifests/v1"), String::new(), Some(format!("repository:{repo}:pull")))
         }
         Action::PushImages => {
-            let blob = format!("pushed {n}").into_bytes();
-            let uri = format!("/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(&blob));
+            let blob = format!("pushed {n}");
+            let uri = format!("/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(blob.as_bytes()));
             (Method::POST, uri, blob, Some(format!("repository:{repo}:pull,push")))
         }
-        Action::DeleteImages => (Method::DELETE, format!("/api/v1/images/{repo}"), vec![], None),
-        Action::ViewArtifacts => (Method::GET, format!("/api/v1/images/{repo}/artifacts"), vec![], None),
+        Action::DeleteImages => (Method::DELETE, format!("/api/v1/images/{repo}"), String::new(), None),
+        Action::ViewArtifacts => (Method::GET, format!("/api/v1/images/{repo}/artifacts"), String::new(), None),
         Action::DeleteArtifacts => (
             Method::DELETE,
             format!("/v2/{repo}/manifests/{digest}"),
-            vec![],
+            String::new(),
             Some(format!("repository:{repo}:delete")),
         ),
         Action::ViewTags => {
-            (Method::GET, format!("/v2/{repo}/tags/list"), vec![], Some(format!("repository:{repo}:pull,push")))
+            (Method::GET, format!("/v2/{repo}/tags/list"), String::new(), Some(format!("repository:{repo}:pull,push")))
         }
-        Action::ManageTags => (
-            Method::PUT,
-            format!("/api/v1/images/{repo}/tags/t{n}"),
-            format!("{{\"digest\":\"{digest}\"}}").into_bytes(),
-            None,
-        ),
-        Action::ViewCleanupPolicy => (Method::GET, "/api/v1/registries/team/cleanup/rules".into(), vec![], None),
-        Action::ViewCleanupHistory => (Method::GET, "/api/v1/registries/team/cleanup/runs".into(), vec![], None),
+        Action::ManageTags => {
+            (Method::PUT, format!("/api/v1/images/{repo}/tags/t{n}"), format!("{{\"digest\":\"{digest}\"}}"), None)
+        }
+        Action::ViewCleanupPolicy => (Method::GET, "/api/v1/registries/team/cleanup/rules".into(), String::new(), None),
+        Action::ViewCleanupHistory => (Method::GET, "/api/v1/registries/team/cleanup/runs".into(), String::new(), None),
         Action::ManageCleanupPolicy => (
             Method::POST,
             "/api/v1/registries/team/cleanup/rules".into(),
-            format!("{{\"image\":\"m{n}\",\"tag\":\"**\",\"keep\":\"always\"}}").into_bytes(),
+            format!("{{\"image\":\"m{n}\",\"tag\":\"**\",\"keep\":\"always\"}}"),
             None,
         ),
         // a management route: no token scope covers it, so only Basic keys try it (and only they
@@ -188,13 +63,15 @@ async fn attempt(env: &Env, auth: &(String, String), action: Action, n: usize, b
                 serde_json::from_value(json!({ "image": format!("t{n}"), "tag": "**", "keep": "always" })).unwrap();
             let rule = berth::policy::cleanup::add_rule(env.app.meta.as_ref(), "team", &new, 0).await.unwrap();
             let uri = format!("/api/v1/registries/team/cleanup/rules/{}", rule.id);
-            (Method::PATCH, uri, b"{\"enabled\":false}".to_vec(), None)
+            (Method::PATCH, uri, "{\"enabled\":false}".to_string(), None)
         }
-        Action::ViewProtectionPolicy => (Method::GET, "/api/v1/registries/team/protection/rules".into(), vec![], None),
+        Action::ViewProtectionPolicy => {
+            (Method::GET, "/api/v1/registries/team/protection/rules".into(), String::new(), None)
+        }
         Action::ManageProtectionPolicy => (
             Method::POST,
             "/api/v1/registries/team/protection/rules".into(),
-            format!("{{\"image\":\"m{n}\",\"tag\":\"v*\"}}").into_bytes(),
+            format!("{{\"image\":\"m{n}\",\"tag\":\"v*\"}}"),
             None,
         ),
         // Replication and webhooks have no routes yet.
@@ -203,15 +80,15 @@ async fn attempt(env: &Env, auth: &(String, String), action: Action, n: usize, b
     if bearer {
         let scope = scope?;
         let token = env.token(auth, &scope).await;
-        Some(env.call(Auth::Bearer(&token), method, &uri, body).await)
+        Some(env.call_bearer(&token, method, &uri, &body).await)
     } else {
-        Some(env.call(Auth::Basic(auth), method, &uri, body).await)
+        Some(env.call_as(auth, method, &uri, &body).await)
     }
 }
 
 #[tokio::test]
 async fn every_role_against_every_routed_action_on_both_apis() {
-    let env = Env::new().await;
+    let env = registry();
     let mut users = vec![];
     for role in Role::ALL {
         users.push((role, env.user(&format!("u-{}", role.as_str()), role, None).await));
@@ -239,53 +116,56 @@ async fn every_role_against_every_routed_action_on_both_apis() {
     }
     // 16 routed actions x 5 roles with Basic keys; the 4 registry-API ones with tokens too
     assert_eq!(checked, 5 * (16 + 4));
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn registry_lists_limit_roles_to_their_registries() {
-    let env = Env::new().await;
+    let env = registry();
     let scoped = env.user("scoped", Role::ProjectAdmin, Some(vec!["team"])).await;
-    env.push_image("other/app", "v1", "o").await;
-    env.push_image("team/app", "v1", "t").await;
-    let a = env.call(Auth::Basic(&scoped), Method::GET, "/v2/other/app/manifests/v1", vec![]).await;
+    env.push_image("other/app", "v1").await;
+    env.push_image("team/app", "v1").await;
+    let a = env.call_as(&scoped, Method::GET, "/v2/other/app/manifests/v1", "").await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    let a = env.call(Auth::Basic(&scoped), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    let a = env.call_as(&scoped, Method::GET, "/v2/team/app/manifests/v1", "").await;
     assert_eq!(a.status, StatusCode::OK);
-    let a = env.call(Auth::Basic(&scoped), Method::GET, "/api/v1/registries", vec![]).await;
+    let a = env.call_as(&scoped, Method::GET, "/api/v1/registries", "").await;
     let listed = a.json();
     let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["team"]);
     // not an administrator of every registry: no users, no audit log, no catalog
     for uri in ["/api/v1/users", "/api/v1/audit", "/v2/_catalog"] {
-        let a = env.call(Auth::Basic(&scoped), Method::GET, uri, vec![]).await;
+        let a = env.call_as(&scoped, Method::GET, uri, "").await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
     }
     let t = env.token(&scoped, "repository:other/app:pull repository:team/app:pull").await;
-    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/other/app/manifests/v1", vec![]).await;
+    let a = env.call_bearer(&t, Method::GET, "/v2/other/app/manifests/v1", "").await;
     assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "DENIED".to_string()));
     assert!(!a.headers.contains_key("www-authenticate"), "a refused scope is final: no challenge");
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn tokens_expire_and_revoked_keys_get_no_new_ones() {
-    let env = Env::new().await;
+    let env = registry();
     let creds = env.user("viewer", Role::ServiceViewer, None).await;
-    env.push_image("team/app", "v1", "x").await;
+    env.push_image("team/app", "v1").await;
     let t = env.token(&creds, "repository:team/app:pull").await;
-    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    let a = env.call_bearer(&t, Method::GET, "/v2/team/app/manifests/v1", "").await;
     assert_eq!(a.status, StatusCode::OK);
-    env.clock.0.fetch_add(3600 + 6, Ordering::SeqCst);
-    let a = env.call(Auth::Bearer(&t), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    env.advance(3600 + 6);
+    let a = env.call_bearer(&t, Method::GET, "/v2/team/app/manifests/v1", "").await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(a.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
     key::revoke(env.app.meta.as_ref(), "viewer", &creds.0).await.unwrap();
-    let a = env.call(Auth::Basic(&creds), Method::GET, "/auth/token?service=berth", vec![]).await;
+    let a = env.call_as(&creds, Method::GET, "/auth/token?service=berth", "").await;
     assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string()));
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn management_routes_refuse_bad_input_and_change_nothing() {
-    let env = Env::new().await;
+    let env = registry();
     let admin = env.admin();
     let zero_artifact = format!("/api/v1/images/team/none/artifacts/sha256:{}", "0".repeat(64));
     let cases: Vec<(Method, &str, &str, StatusCode, &str)> = vec![
@@ -365,10 +245,10 @@ async fn management_routes_refuse_bad_input_and_change_nothing() {
         (Method::GET, "/api/v1/audit?n=abc", "", StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         (Method::PUT, "/api/v1/registries", "{}", StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
     ];
-    let before_users = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/users", vec![]).await.body;
-    let before_regs = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/registries", vec![]).await.body;
+    let before_users = env.call_as(&admin, Method::GET, "/api/v1/users", "").await.body;
+    let before_regs = env.call_as(&admin, Method::GET, "/api/v1/registries", "").await.body;
     for (method, uri, body, status, code) in cases {
-        let a = env.call(Auth::Basic(&admin), method.clone(), uri, body.as_bytes().to_vec()).await;
+        let a = env.call_as(&admin, method.clone(), uri, body).await;
         assert_eq!(
             (a.status, a.code()),
             (status, code.to_string()),
@@ -378,20 +258,20 @@ async fn management_routes_refuse_bad_input_and_change_nothing() {
         let detail = a.json()["errors"][0]["detail"].as_str().unwrap_or("").to_string();
         assert!(!detail.is_empty(), "{method} {uri}: an error needs a detail");
     }
-    assert_eq!(env.call(Auth::Basic(&admin), Method::GET, "/api/v1/users", vec![]).await.body, before_users);
-    assert_eq!(env.call(Auth::Basic(&admin), Method::GET, "/api/v1/registries", vec![]).await.body, before_regs);
+    assert_eq!(env.call_as(&admin, Method::GET, "/api/v1/users", "").await.body, before_users);
+    assert_eq!(env.call_as(&admin, Method::GET, "/api/v1/registries", "").await.body, before_regs);
 }
 
 #[tokio::test]
 async fn changes_are_audited_with_who_what_and_where() {
-    let env = Env::new().await;
+    let env = registry();
     let admin = env.admin();
-    env.push_image("team/app", "v1", "a").await;
-    let a = env.call(Auth::Basic(&admin), Method::POST, "/api/v1/registries", b"{\"name\":\"audited\"}".to_vec()).await;
+    env.push_image("team/app", "v1").await;
+    let a = env.call_as(&admin, Method::POST, "/api/v1/registries", "{\"name\":\"audited\"}").await;
     assert_eq!(a.status, StatusCode::CREATED);
-    let a = env.call(Auth::Basic(&admin), Method::DELETE, "/api/v1/registries/audited", vec![]).await;
+    let a = env.call_as(&admin, Method::DELETE, "/api/v1/registries/audited", "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    let a = env.call(Auth::Basic(&admin), Method::GET, "/api/v1/audit", vec![]).await;
+    let a = env.call_as(&admin, Method::GET, "/api/v1/audit", "").await;
     let entries = a.json()["items"].as_array().unwrap().clone();
     let actions: Vec<(String, String)> = entries
         .iter()
@@ -402,20 +282,16 @@ async fn changes_are_audited_with_who_what_and_where() {
     assert!(actions.contains(&("api-registry".into(), "DELETE".into())), "{actions:?}");
     assert!(entries.iter().all(|e| e["who"] == "admin" && e["at"].as_i64().unwrap() > 0));
     assert!(!actions.iter().any(|(a, _)| a.starts_with("upload-")), "upload traffic is not an audited change");
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_lists_it() {
-    let env = Env::new().await;
+    let env = registry();
     let admin = env.admin();
-    let image = env.push_image("team/app", "v1", "base").await;
+    let image = env.push_image("team/app", "v1").await;
     // a signature-like referrer of the image
-    let empty = b"{}".to_vec();
-    let ed = Digest::sha256_of(&empty);
-    let a = env
-        .call(Auth::Basic(&admin), Method::POST, &format!("/v2/team/app/blobs/uploads/?digest={ed}"), empty.clone())
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED);
+    let ed = env.push_blob("team/app", b"{}").await;
     let referrer = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -427,9 +303,8 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     .unwrap();
     let rd = Digest::sha256_of(&referrer);
     let media_type = "application/vnd.oci.image.manifest.v1+json";
-    assert_eq!(env.put_manifest("team/app", &rd.to_string(), media_type, referrer).await, StatusCode::CREATED);
-    let shown =
-        env.call(Auth::Basic(&admin), Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![]).await;
+    assert_eq!(env.push_manifest("team/app", &rd.to_string(), media_type, &referrer).await.status, StatusCode::CREATED);
+    let shown = env.call_as(&admin, Method::GET, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(shown.json()["referrers"][0]["digest"], rd.to_string());
     assert_eq!(shown.json()["tags"], json!(["v1"]));
     assert_eq!(shown.json()["platforms"], json!([{ "os": "linux", "architecture": "amd64" }]));
@@ -444,10 +319,8 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
     .unwrap();
     let id = Digest::sha256_of(&index);
     let media_type = "application/vnd.oci.image.index.v1+json";
-    assert_eq!(env.put_manifest("team/app", "multi", media_type, index).await, StatusCode::CREATED);
-    let a = env
-        .call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![])
-        .await;
+    assert_eq!(env.push_manifest("team/app", "multi", media_type, &index).await.status, StatusCode::CREATED);
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(
         (a.status, a.code()),
         (StatusCode::CONFLICT, "CONFLICT".to_string()),
@@ -455,65 +328,50 @@ async fn deleting_an_artifact_takes_its_referrers_and_is_refused_while_an_index_
         String::from_utf8_lossy(&a.body)
     );
     assert!(String::from_utf8_lossy(&a.body).contains(&id.to_string()));
-    let a = env.call(Auth::Basic(&admin), Method::GET, &format!("/v2/team/app/manifests/{rd}"), vec![]).await;
+    let a = env.call_as(&admin, Method::GET, &format!("/v2/team/app/manifests/{rd}"), "").await;
     assert_eq!(a.status, StatusCode::OK, "a refused delete keeps the referrers too");
 
-    let a =
-        env.call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{id}"), vec![]).await;
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{id}"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    let a = env
-        .call(Auth::Basic(&admin), Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), vec![])
-        .await;
+    let a = env.call_as(&admin, Method::DELETE, &format!("/api/v1/images/team/app/artifacts/{image}"), "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     for d in [image, rd] {
-        let a = env.call(Auth::Basic(&admin), Method::GET, &format!("/v2/team/app/manifests/{d}"), vec![]).await;
+        let a = env.call_as(&admin, Method::GET, &format!("/v2/team/app/manifests/{d}"), "").await;
         assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".to_string()));
     }
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn the_password_grant_form_issues_the_same_scoped_token() {
-    let env = Env::new().await;
-    env.push_image("team/app", "v1", "p").await;
+    let env = registry();
+    env.push_image("team/app", "v1").await;
+    let (admin_key, admin_secret) = env.admin();
     let form = format!(
-        "grant_type=password&service=berth&username={}&password={}&scope=repository%3Ateam%2Fapp%3Apull",
-        ADMIN.0, ADMIN.1
+        "grant_type=password&service=berth&username={admin_key}&password={admin_secret}&scope=repository%3Ateam%2Fapp%3Apull"
     );
-    let none = ("".to_string(), "".to_string());
-    let a = env
-        .call_typed(
-            Auth::Basic(&none),
-            Method::POST,
-            "/auth/token",
-            "application/x-www-form-urlencoded",
-            form.into_bytes(),
-        )
-        .await;
+    let none = basic(&("".to_string(), "".to_string()));
+    let form_headers = [("authorization", none.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+    let a = env.call(Method::POST, "/auth/token", &form_headers, form.into_bytes()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
     let token = a.json()["access_token"].as_str().unwrap().to_string();
-    let got = env.call(Auth::Bearer(&token), Method::GET, "/v2/team/app/manifests/v1", vec![]).await;
+    let got = env.call_bearer(&token, Method::GET, "/v2/team/app/manifests/v1", "").await;
     assert_eq!(got.status, StatusCode::OK);
-    let denied = env.call(Auth::Bearer(&token), Method::POST, "/v2/team/app/blobs/uploads/", vec![]).await;
+    let denied = env.call_bearer(&token, Method::POST, "/v2/team/app/blobs/uploads/", "").await;
     assert_eq!((denied.status, denied.code()), (StatusCode::FORBIDDEN, "DENIED".to_string()));
     // a form past 16 KiB is refused without reading further
     let huge = format!("grant_type=password&scope={}", "x".repeat(17 * 1024));
-    let a = env
-        .call_typed(
-            Auth::Basic(&none),
-            Method::POST,
-            "/auth/token",
-            "application/x-www-form-urlencoded",
-            huge.into_bytes(),
-        )
-        .await;
+    let a = env.call(Method::POST, "/auth/token", &form_headers, huge.into_bytes()).await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST".to_string()));
+    env.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
 async fn a_key_record_its_user_does_not_list_grants_nothing() {
     // what a function that may write key records (before: every function's edge) could forge: a
     // key for the admin with a secret of its choosing, or the admin's own key with a new secret
-    let env = Env::new().await;
+    let env = registry();
+    env.ready().await;
     let meta = env.app.meta.as_ref();
     let secret = "forged-secret-of-the-attacker-0001";
     let hash = berth::auth::secret::hash_secret(secret).unwrap();
@@ -528,19 +386,17 @@ async fn a_key_record_its_user_does_not_list_grants_nothing() {
     };
     key::KEYS.put(meta, &forged.id, &forged, berth::metadata::Expect::Absent).await.unwrap();
     let creds = (forged.id.clone(), secret.to_string());
-    let a = env.call(Auth::Basic(&creds), Method::GET, "/api/v1/users", vec![]).await;
+    let a = env.call_as(&creds, Method::GET, "/api/v1/users", "").await;
     assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string()));
-    let a = env
-        .call(Auth::Basic(&creds), Method::GET, "/auth/token?service=berth&scope=registry:management:*", vec![])
-        .await;
+    let a = env.call_as(&creds, Method::GET, "/auth/token?service=berth&scope=registry:management:*", "").await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     // the admin's real key still works, and its use is stamped apart from the key record
-    let a = env.call(Auth::Basic(&env.admin()), Method::GET, "/api/v1/users/admin/keys", vec![]).await;
+    let a = env.call_as(&env.admin(), Method::GET, "/api/v1/users/admin/keys", "").await;
     assert_eq!(a.status, StatusCode::OK);
     let listed = a.json()["items"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["last_used_at"], json!(env.clock.now()));
-    let stored = meta.get_document("key", ADMIN.0).await.unwrap().unwrap();
+    assert_eq!(listed[0]["last_used_at"], json!(env.now()));
+    let stored = meta.get_document("key", &env.admin().0).await.unwrap().unwrap();
     assert!(stored.body.get("last_used_at").is_none(), "{}", stored.body);
-    assert!(meta.get_document(key::USE_COLLECTION, ADMIN.0).await.unwrap().is_some());
+    assert!(meta.get_document(key::USE_COLLECTION, &env.admin().0).await.unwrap().is_some());
 }

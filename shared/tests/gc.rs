@@ -4,83 +4,44 @@
 //! and pushes racing collection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-/// The moto server and SDK configuration the library's own adapter tests use.
-#[path = "../src/testing.rs"]
-mod testing;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::app::{App, Clock, Settings, SystemClock};
+use berth::app::App;
 use berth::body::once_stream;
 use berth::gc::{self, GcRun, GcStatus, RunOptions, Slice};
-use berth::metadata::UnixTime;
 use berth::oci::{Digest, Reference, RepoName, Tag};
 use berth::registry::manifests::{self, PushError};
 use berth::registry::uploads::{self, Chunk, UploadError};
 use berth::registry::{blobs, BlobError};
 use berth::storage::fs::collect;
+use common::registry::{image_manifest, TestRegistry, OCI_MANIFEST};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// The wall clock moved by a fixed offset (ahead: everything written so far is old).
-struct Shifted(i64);
-
-impl Clock for Shifted {
-    fn now(&self) -> UnixTime {
-        SystemClock.now() + self.0
-    }
-}
-
-/// An application on a fresh store of one backend, with `grace` as the grace window.
-struct Backend {
-    app: App,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn embedded(grace: u64) -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings { gc_grace: Duration::from_secs(grace), ..Settings::default() };
-    Backend { app: App::embedded(dir.path(), settings).unwrap(), _dir: Some(dir) }
-}
-
-async fn aws(grace: u64) -> Backend {
-    let sdk = testing::aws_config().await;
-    let names = berth::aws::AwsSettings {
-        bucket: testing::unique_name("berth-gc"),
-        table: testing::unique_name("berth-gc"),
-        queue_url: None,
-        queue_name: testing::unique_name("berth-gc"),
-        force_path_style: true,
-    };
-    let names = berth::aws::create_resources(&sdk, &names).await.unwrap();
-    let settings = Settings { gc_grace: Duration::from_secs(grace), ..Settings::default() };
-    Backend { app: berth::aws::app(&sdk, &names, settings).unwrap(), _dir: None }
+/// The registry with `grace` seconds as the garbage collector's grace window.
+fn with_grace(r: TestRegistry, grace: u64) -> TestRegistry {
+    r.with_settings(|s| s.gc_grace = Duration::from_secs(grace))
 }
 
 fn repo(name: &str) -> RepoName {
     RepoName::parse(name, None).unwrap()
 }
 
-async fn push_blob(app: &App, repo: &RepoName, bytes: &[u8]) -> Result<Digest, UploadError> {
-    let digest = Digest::sha256_of(bytes);
-    uploads::upload_whole(app, repo, "admin", &digest, Chunk::default(), once_stream(bytes.to_vec())).await?;
-    Ok(digest)
-}
-
-fn manifest_bytes(config: &(Digest, usize), layers: &[(Digest, usize)]) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
-        config.0,
-        config.1,
-        layers.join(",")
-    )
-    .into_bytes()
+/// Pushes an image through the registry API (config and layers, then the manifest under `tag`);
+/// the manifest's digest and every blob it names with its bytes.
+async fn push_image(
+    r: &TestRegistry,
+    repo: &RepoName,
+    tag: &str,
+    config: &[u8],
+    layers: &[&[u8]],
+) -> (Digest, Vec<(Digest, Vec<u8>)>) {
+    let (_, digest) = r.push_image_of(repo.as_str(), Some(tag), config, layers).await;
+    let blobs =
+        std::iter::once(config).chain(layers.iter().copied()).map(|b| (Digest::sha256_of(b), b.to_vec())).collect();
+    (digest, blobs)
 }
 
 /// Why a push failed.
@@ -90,21 +51,25 @@ enum PushFailure {
     Manifest(PushError),
 }
 
-/// Pushes an image (config and layers, then the manifest under `tag`); the manifest's digest
-/// and every blob it names with its bytes.
-async fn push_image(
+/// [`push_image`] through the library instead, so that a failure keeps its type: the race with
+/// collection tells the failures it allows apart from any other.
+async fn try_push_image(
     app: &App,
     repo: &RepoName,
     tag: &str,
     config: &[u8],
     layers: &[&[u8]],
 ) -> Result<(Digest, Vec<(Digest, Vec<u8>)>), PushFailure> {
-    let mut blobs = vec![(push_blob(app, repo, config).await.map_err(PushFailure::Upload)?, config.to_vec())];
-    for layer in layers {
-        blobs.push((push_blob(app, repo, layer).await.map_err(PushFailure::Upload)?, layer.to_vec()));
+    let mut blobs = Vec::new();
+    for bytes in std::iter::once(config).chain(layers.iter().copied()) {
+        let digest = Digest::sha256_of(bytes);
+        uploads::upload_whole(app, repo, "admin", &digest, Chunk::default(), once_stream(bytes.to_vec()))
+            .await
+            .map_err(PushFailure::Upload)?;
+        blobs.push((digest, bytes.to_vec()));
     }
-    let sized: Vec<(Digest, usize)> = blobs.iter().map(|(d, b)| (d.clone(), b.len())).collect();
-    let body = manifest_bytes(&sized[0], &sized[1..]);
+    let sized: Vec<(&Digest, usize)> = blobs.iter().map(|(d, b)| (d, b.len())).collect();
+    let body = image_manifest(sized[0], &sized[1..], None);
     let reference = Reference::Tag(Tag::parse(tag).unwrap());
     let record = manifests::push(app, repo, &reference, vec![], Some(OCI_MANIFEST), once_stream(body))
         .await
@@ -152,19 +117,20 @@ fn counts(run: &GcRun) -> [u64; 6] {
 /// other repository holds an orphan too. A dry run reports exactly what the real run then does:
 /// the deleted image's manifest, config and own layer and both orphans go; the other image is
 /// pulled intact, byte for byte.
-async fn deleted_image_loses_exactly_its_unshared_blobs(backend: Backend) {
-    let mut app = backend.app;
+async fn deleted_image_loses_exactly_its_unshared_blobs(registry: TestRegistry) {
+    let registry = with_grace(registry, 0);
+    let app = registry.app.clone();
     let (a, b) = (repo("gc/a"), repo("gc/b"));
     let shared: &[u8] = b"a layer both images use";
-    let (ma, blobs_a) = push_image(&app, &a, "v1", b"config a", &[shared, b"layer only a has"]).await.unwrap();
-    let (mb, blobs_b) = push_image(&app, &b, "v1", b"config b", &[shared, b"layer only b has"]).await.unwrap();
+    let (ma, blobs_a) = push_image(&registry, &a, "v1", b"config a", &[shared, b"layer only a has"]).await;
+    let (mb, blobs_b) = push_image(&registry, &b, "v1", b"config b", &[shared, b"layer only b has"]).await;
     let manifest_b = pull_manifest(&app, &b, "v1").await;
-    let orphan_a = push_blob(&app, &a, b"uploaded into a, never used").await.unwrap();
-    let orphan_b = push_blob(&app, &b, b"uploaded into b, never used").await.unwrap();
+    let orphan_a = registry.push_blob(a.as_str(), b"uploaded into a, never used").await;
+    let orphan_b = registry.push_blob(b.as_str(), b"uploaded into b, never used").await;
     berth::registry::artifacts::delete_image(&app, &a).await.unwrap();
 
     // everything so far is older than the (zero) grace window
-    app.clock = Arc::new(Shifted(10));
+    registry.advance(10);
     let gone: Vec<&Digest> = vec![&ma, &blobs_a[0].0, &blobs_a[2].0, &orphan_a, &orphan_b];
     let mut gone_bytes = 0;
     for d in &gone {
@@ -204,38 +170,35 @@ async fn deleted_image_loses_exactly_its_unshared_blobs(backend: Backend) {
     assert!(runs.windows(2).all(|w| w[0].queued_at >= w[1].queued_at), "newest first");
     assert_eq!(gc::get(&app, &real.id).await.unwrap(), Some(real));
     assert_eq!(gc::get(&app, "no-such-run").await.unwrap(), None);
+    registry.work().await; // the usage refreshes the pushes queued
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_deleted_image_loses_exactly_its_unshared_blobs() {
-    deleted_image_loses_exactly_its_unshared_blobs(embedded(0).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_deleted_image_loses_exactly_its_unshared_blobs() {
-    deleted_image_loses_exactly_its_unshared_blobs(aws(0).await).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    deleted_image_loses_exactly_its_unshared_blobs
+);
 
 // --- the grace window ---------------------------------------------------------------------------
 
 /// Unreferenced blobs and links younger than the grace window survive; once older they go, but
 /// uploading a blob again (its bytes old, its link new) restarts its window.
-async fn young_blobs_survive(backend: Backend) {
-    let mut app = backend.app;
+async fn young_blobs_survive(registry: TestRegistry) {
+    let registry = with_grace(registry, 3600);
+    let app = registry.app.clone();
     let r = repo("gc/young");
-    let orphan = push_blob(&app, &r, b"an orphan").await.unwrap();
-    let again = push_blob(&app, &r, b"uploaded again later").await.unwrap();
-    let (_, image) = push_image(&app, &r, "v1", b"config", &[b"layer"]).await.unwrap();
+    let orphan = registry.push_blob(r.as_str(), b"an orphan").await;
+    let again = registry.push_blob(r.as_str(), b"uploaded again later").await;
+    let (_, image) = push_image(&registry, &r, "v1", b"config", &[b"layer"]).await;
 
     let run = collect_now(&app, false).await;
     assert_eq!(counts(&run), [5, 0, 0, 0, 5, 0], "all in grace: {run:?}");
-    app.clock = Arc::new(Shifted(3000));
+    registry.advance(3000);
     let run = collect_now(&app, false).await;
     assert_eq!(counts(&run), [5, 0, 0, 0, 5, 0], "still in grace: {run:?}");
 
     // the bytes are old now; uploading a blob again makes its link young (its bytes stay old)
-    app.clock = Arc::new(Shifted(7300));
-    push_blob(&app, &r, b"uploaded again later").await.unwrap();
+    registry.advance(4300); // 7300 s ahead of the wall clock now
+    registry.push_blob(r.as_str(), b"uploaded again later").await;
     let run = collect_now(&app, false).await;
     assert_eq!((run.blobs_deleted, run.links_removed, run.blobs_in_grace), (1, 1, 0), "{run:?}");
     assert!(!stored(&app, &orphan).await);
@@ -243,27 +206,24 @@ async fn young_blobs_survive(backend: Backend) {
     for (d, bytes) in &image {
         assert_eq!(&pull_blob(&app, &r, d).await.unwrap(), bytes);
     }
+    registry.work().await; // the usage refreshes the pushes queued
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_young_blobs_survive() {
-    young_blobs_survive(embedded(3600).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_young_blobs_survive() {
-    young_blobs_survive(aws(3600).await).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    young_blobs_survive
+);
 
 // --- a manifest pushed again while collection deletes it -----------------------------------------
 
 /// A deleted manifest is pushed again while a collector holds its digest and deletes its bytes
 /// (which the push found still stored, so it did not write them): the push waits for the fence,
 /// stores its record, and then finds and restores the missing bytes.
-async fn manifest_pushed_again_while_collected_keeps_its_bytes(backend: Backend) {
-    let app = backend.app;
+async fn manifest_pushed_again_while_collected_keeps_its_bytes(registry: TestRegistry) {
+    let registry = with_grace(registry, 0);
+    let app = registry.app.clone();
     let r = repo("gc/again");
-    let (m, _) = push_image(&app, &r, "v1", b"config", &[b"layer"]).await.unwrap();
+    let (m, _) = push_image(&registry, &r, "v1", b"config", &[b"layer"]).await;
     let bytes = pull_manifest(&app, &r, "v1").await;
     manifests::delete(&app, &r, &Reference::Digest(m.clone())).await.unwrap();
     assert!(stored(&app, &m).await, "deleting a manifest leaves its bytes to collection");
@@ -284,34 +244,31 @@ async fn manifest_pushed_again_while_collected_keeps_its_bytes(backend: Backend)
     assert!(stored(&app, &m).await, "the push restored the bytes collection deleted");
     assert_eq!(pull_manifest(&app, &r, "v2").await, bytes);
     assert_eq!(collect(app.blobs.read(&m, None).await.unwrap()).await.unwrap(), bytes);
+    registry.work().await; // the usage refreshes the pushes queued
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_manifest_pushed_again_while_collected_keeps_its_bytes() {
-    manifest_pushed_again_while_collected_keeps_its_bytes(embedded(0).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_manifest_pushed_again_while_collected_keeps_its_bytes() {
-    manifest_pushed_again_while_collected_keeps_its_bytes(aws(0).await).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    manifest_pushed_again_while_collected_keeps_its_bytes
+);
 
 // --- a run stopped part-way ---------------------------------------------------------------------
 
 /// A run stopped after its first page (as if its worker died) is resumed by its job and ends with
 /// the totals of an uninterrupted run; running it again changes nothing.
-async fn stopped_run_resumes_with_correct_totals(backend: Backend) {
-    let mut app = backend.app;
+async fn stopped_run_resumes_with_correct_totals(registry: TestRegistry) {
+    let registry = with_grace(registry, 0);
+    let app = registry.app.clone();
     let r = repo("gc/resume");
     let mut orphans = Vec::new();
     let mut orphan_bytes = 0;
     for i in 0..12 {
         let bytes = format!("orphan {i}");
         orphan_bytes += bytes.len() as u64;
-        orphans.push(push_blob(&app, &r, bytes.as_bytes()).await.unwrap());
+        orphans.push(registry.push_blob(r.as_str(), bytes.as_bytes()).await);
     }
-    let (_, image) = push_image(&app, &r, "v1", b"config", &[b"layer"]).await.unwrap();
-    app.clock = Arc::new(Shifted(10));
+    let (_, image) = push_image(&registry, &r, "v1", b"config", &[b"layer"]).await;
+    registry.advance(10);
 
     let run = gc::create(&app, false).await.unwrap();
     let options = RunOptions { page_size: 5, max_pages: Some(1), ..RunOptions::default() };
@@ -324,7 +281,7 @@ async fn stopped_run_resumes_with_correct_totals(backend: Backend) {
 
     // its job (redelivered, say) carries on from the recorded page
     app.queue.enqueue(&gc::job(&run.id), Duration::ZERO).await.unwrap();
-    let done = work_until_finished(&app, &run.id).await;
+    let done = work_until_finished(&registry, &run.id).await;
     assert_eq!(done.status, GcStatus::Succeeded, "{done:?}");
     assert_eq!(counts(&done), [15, 12, orphan_bytes, 12, 0, 0], "{done:?}");
     for d in &orphans {
@@ -335,21 +292,21 @@ async fn stopped_run_resumes_with_correct_totals(backend: Backend) {
     }
     // a duplicate delivery of a finished run changes nothing
     app.queue.enqueue(&gc::job(&run.id), Duration::ZERO).await.unwrap();
-    assert_eq!(work_until_finished(&app, &run.id).await, done);
+    assert_eq!(work_until_finished(&registry, &run.id).await, done);
     assert_eq!(gc::run(&app, &run.id).await.unwrap(), done);
 
     // `start` records a run and enqueues its job
     let started = gc::start(&app, true).await.unwrap();
     assert_eq!(started.status, GcStatus::Queued);
-    let dry = work_until_finished(&app, &started.id).await;
+    let dry = work_until_finished(&registry, &started.id).await;
     assert_eq!((dry.status, dry.blobs_scanned, dry.blobs_deleted), (GcStatus::Succeeded, 3, 0));
 }
 
 /// Works the job queue until run `id` has finished (other jobs run along).
-async fn work_until_finished(app: &App, id: &str) -> GcRun {
+async fn work_until_finished(registry: &TestRegistry, id: &str) -> GcRun {
     for _ in 0..50 {
-        berth::jobs::work_once(app, 10).await.unwrap();
-        let run = gc::get(app, id).await.unwrap().unwrap();
+        registry.work().await;
+        let run = gc::get(&registry.app, id).await.unwrap().unwrap();
         if matches!(run.status, GcStatus::Succeeded | GcStatus::Failed) {
             return run;
         }
@@ -358,15 +315,10 @@ async fn work_until_finished(app: &App, id: &str) -> GcRun {
     panic!("run {id} did not finish");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_stopped_run_resumes_with_correct_totals() {
-    stopped_run_resumes_with_correct_totals(embedded(0).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_stopped_run_resumes_with_correct_totals() {
-    stopped_run_resumes_with_correct_totals(aws(0).await).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stopped_run_resumes_with_correct_totals
+);
 
 // --- pushes racing collection -------------------------------------------------------------------
 
@@ -375,9 +327,10 @@ async fn aws_stopped_run_resumes_with_correct_totals() {
 /// runs in a loop with no grace window and the clock one second ahead (so every blob's bytes are
 /// old the moment they land). A push may fail (retryably, or because collection unlinked a blob
 /// before its manifest came); every push that succeeded must pull intact afterwards.
-async fn collection_racing_pushes_loses_nothing(backend: Backend, pushes: usize) {
-    let mut app = backend.app;
-    app.clock = Arc::new(Shifted(1));
+async fn collection_racing_pushes_loses_nothing(registry: TestRegistry, pushes: usize) {
+    let registry = with_grace(registry, 0);
+    let app = registry.app.clone();
+    registry.advance(1);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = {
         let (app, done) = (app.clone(), done.clone());
@@ -398,7 +351,7 @@ async fn collection_racing_pushes_loses_nothing(backend: Backend, pushes: usize)
             let shared = format!("shared layer {}", i % 5);
             let own = format!("own layer {i}");
             let tag = format!("t{i}");
-            let pushed = push_image(&app, &r, &tag, config.as_bytes(), &[shared.as_bytes(), own.as_bytes()]).await;
+            let pushed = try_push_image(&app, &r, &tag, config.as_bytes(), &[shared.as_bytes(), own.as_bytes()]).await;
             (r, tag, pushed)
         });
     }
@@ -464,14 +417,14 @@ async fn collection_racing_pushes_loses_nothing(backend: Backend, pushes: usize)
             }
         }
     }
+    registry.work().await; // the usage refreshes the pushes queued
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_collection_racing_100_concurrent_pushes_loses_nothing() {
-    collection_racing_pushes_loses_nothing(embedded(0).await, 100).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    collection_racing_100_concurrent_pushes_loses_nothing
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_collection_racing_100_concurrent_pushes_loses_nothing() {
-    collection_racing_pushes_loses_nothing(aws(0).await, 100).await;
+async fn collection_racing_100_concurrent_pushes_loses_nothing(registry: TestRegistry) {
+    collection_racing_pushes_loses_nothing(registry, 100).await;
 }

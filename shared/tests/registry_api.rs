@@ -4,45 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
-use berth::api;
-use berth::app::Settings;
-use berth::body::empty_stream;
 use berth::oci::Digest;
-use common::registry::TestRegistry;
+use common::registry::{image_manifest, Answer, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+use common::snapshot::{assert_snapshots, without_uuids};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-/// Upload sessions with staged bytes on disk.
-fn staged_uploads(r: &TestRegistry) -> usize {
-    std::fs::read_dir(r.dir.path().join("uploads")).unwrap().count()
-}
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-fn image_manifest(config: &Digest, config_len: usize, layers: &[(Digest, usize)], extra: &str) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
-        .collect();
-    format!(
-        r#"{{ "schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
-  "config": {{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},
-  "layers": [{}]{extra} }}"#,
-        layers.join(",")
-    )
-    .into_bytes()
-}
-
+/// Pushes a `{}` config and an 11-byte layer as `repo:tag`; the manifest and its digest.
 async fn simple_image(r: &TestRegistry, repo: &str, tag: &str) -> (Vec<u8>, Digest) {
-    let config = r.push_blob(repo, b"{}").await;
-    let layer = r.push_blob(repo, b"layer bytes").await;
-    let m = image_manifest(&config, 2, &[(layer, 11)], "");
-    let a = r.push_manifest(repo, tag, OCI_MANIFEST, &m).await;
-    assert_eq!(a.status, StatusCode::CREATED);
-    let d = Digest::sha256_of(&m);
-    assert_eq!(a.header("docker-content-digest"), d.to_string());
-    (m, d)
+    r.push_image_of(repo, Some(tag), b"{}", &[b"layer bytes"]).await
 }
 
 #[tokio::test]
@@ -89,7 +59,7 @@ async fn chunked_upload_with_out_of_order_chunk_and_resume() {
     let a = r.call(Method::GET, &format!("/v2/a/blobs/{digest}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, data);
-    assert_eq!(staged_uploads(&r), 0);
+    assert_eq!(r.staged_uploads().await, 0);
     let a = r.call(Method::GET, &loc, &[], vec![]).await;
     assert_eq!(a.code(), "BLOB_UPLOAD_UNKNOWN");
 }
@@ -106,7 +76,7 @@ async fn wrong_digest_leaves_nothing_visible() {
     let actual = Digest::sha256_of(b"actual");
     let a = r.call(Method::HEAD, &format!("/v2/a/blobs/{actual}"), &[], vec![]).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert_eq!(staged_uploads(&r), 0);
+    assert_eq!(r.staged_uploads().await, 0);
 }
 
 #[tokio::test]
@@ -142,7 +112,7 @@ async fn manifests_keep_exact_bytes_and_refuse_dangling_references() {
     }
     let missing = Digest::sha256_of(b"never pushed");
     let config = Digest::sha256_of(b"{}");
-    let bad = image_manifest(&config, 2, &[(missing, 12)], "");
+    let bad = image_manifest((&config, 2), &[(&missing, 12)], None);
     let a = r.push_manifest("app", "v2", OCI_MANIFEST, &bad).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
@@ -153,11 +123,12 @@ async fn manifests_keep_exact_bytes_and_refuse_dangling_references() {
     // a blob of another repository is not visible here
     let a = r.push_manifest("other", "v1", OCI_MANIFEST, &m).await;
     assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
+    r.work().await; // the usage refreshes its pushes queued
 }
 
-#[tokio::test]
-async fn index_children_must_exist_and_protect_their_deletion() {
-    let r = TestRegistry::embedded();
+on_both_backends!(index_children_must_exist_and_protect_their_deletion);
+
+async fn index_children_must_exist_and_protect_their_deletion(r: TestRegistry) {
     let (m, d) = simple_image(&r, "multi", "amd64").await;
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
@@ -176,11 +147,12 @@ async fn index_children_must_exist_and_protect_their_deletion() {
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let a = r.push_manifest("multi", "again", OCI_INDEX, index.as_bytes()).await;
     assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
+    r.work().await; // the usage refreshes its pushes queued
 }
 
-#[tokio::test]
-async fn push_by_digest_with_several_tags_and_referrers() {
-    let r = TestRegistry::embedded();
+on_both_backends!(push_by_digest_with_several_tags_and_referrers);
+
+async fn push_by_digest_with_several_tags_and_referrers(r: TestRegistry) {
     let (m, d) = simple_image(&r, "app", "base").await;
     let empty = r.push_blob("app", b"{}").await;
     let sbom = format!(
@@ -212,11 +184,12 @@ async fn push_by_digest_with_several_tags_and_referrers() {
     // a wrong digest in the URL is refused
     let a = r.push_manifest("app", &d.to_string(), OCI_MANIFEST, sbom.as_bytes()).await;
     assert_eq!(a.code(), "DIGEST_INVALID");
+    r.work().await; // the usage refreshes its pushes queued
 }
 
-#[tokio::test]
-async fn tag_and_catalog_pagination_with_link_headers() {
-    let r = TestRegistry::embedded();
+on_both_backends!(tag_and_catalog_pagination_with_link_headers);
+
+async fn tag_and_catalog_pagination_with_link_headers(r: TestRegistry) {
     for repo in ["r1", "r2", "r3"] {
         for tag in ["a", "b", "c", "d", "e"] {
             simple_image(&r, repo, tag).await;
@@ -238,6 +211,7 @@ async fn tag_and_catalog_pagination_with_link_headers() {
     assert_eq!(a.header("link"), "");
     let a = r.call(Method::GET, "/v2/nope/tags/list", &[], vec![]).await;
     assert_eq!(a.code(), "NAME_UNKNOWN");
+    r.work().await; // the usage refreshes its pushes queued
 }
 
 #[tokio::test]
@@ -257,21 +231,21 @@ async fn mount_links_or_falls_back_to_a_session() {
 
 #[tokio::test]
 async fn cancel_and_expiry_reclaim_staged_data() {
-    let r = TestRegistry::embedded_with(Settings { upload_expiry: std::time::Duration::ZERO, ..Settings::default() });
+    let r = TestRegistry::embedded().with_settings(|s| s.upload_expiry = std::time::Duration::ZERO);
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
     let loc = a.header("location").to_string();
     r.call(Method::PATCH, &loc, &[], b"some bytes".to_vec()).await;
-    assert_eq!(staged_uploads(&r), 1);
+    assert_eq!(r.staged_uploads().await, 1);
     let a = r.call(Method::DELETE, &loc, &[], vec![]).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    assert_eq!(staged_uploads(&r), 0);
+    assert_eq!(r.staged_uploads().await, 0);
     let a = r.call(Method::POST, "/v2/a/blobs/uploads/", &[], vec![]).await;
     let loc = a.header("location").to_string();
     r.call(Method::PATCH, &loc, &[], b"more bytes".to_vec()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let reclaimed = berth::registry::uploads::expire_stale(&r.app).await.unwrap();
     assert_eq!(reclaimed, 1);
-    assert_eq!(staged_uploads(&r), 0);
+    assert_eq!(r.staged_uploads().await, 0);
     let a = r.call(Method::PATCH, &loc, &[], b"late".to_vec()).await;
     assert_eq!(a.code(), "BLOB_UPLOAD_UNKNOWN");
 }
@@ -303,19 +277,17 @@ fn uuid_like() -> String {
 #[tokio::test]
 async fn a_function_serves_only_its_route() {
     let r = TestRegistry::embedded();
-    let req = http::Request::builder().uri("/v2/_catalog").body(empty_stream()).unwrap();
-    let resp = api::handle(&r.app, &api::listing::BASE, req).await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let a = r.call_route(&berth::api::listing::BASE, Method::GET, "/v2/_catalog").await;
+    assert_eq!((a.status, a.code().as_str()), (StatusCode::NOT_FOUND, "UNSUPPORTED"));
 }
 
 #[tokio::test]
 async fn upload_gateway_locations_carry_a_token_that_is_required() {
-    let settings = Settings {
-        upload_gateway_url: Some("https://upload.example.net/".into()),
-        upload_tokens: Some(berth::upload_token::UploadTokens::new(b"k".to_vec(), std::time::Duration::from_secs(600))),
-        ..Settings::default()
-    };
-    let r = TestRegistry::embedded_with(settings);
+    let r = TestRegistry::embedded().with_settings(|s| {
+        s.upload_gateway_url = Some("https://upload.example.net/".into());
+        s.upload_tokens =
+            Some(berth::upload_token::UploadTokens::new(b"k".to_vec(), std::time::Duration::from_secs(600)));
+    });
     let a = r.call(Method::POST, "/v2/team/app/blobs/uploads/", &[], vec![]).await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let loc = a.header("location").to_string();
@@ -337,4 +309,85 @@ async fn upload_gateway_locations_carry_a_token_that_is_required() {
     assert_eq!(a.status, StatusCode::CREATED);
     let a = r.call(Method::GET, &format!("/v2/team/app/blobs/{digest}"), &[], vec![]).await;
     assert_eq!(a.body, b"abc");
+}
+
+/// Status, the headers a client acts on, and the JSON body of an error answer, with what differs
+/// per run (session ids) normalised.
+fn error_snapshot(a: &Answer) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for name in ["content-type", "www-authenticate", "range", "content-range"] {
+        if let Some(value) = a.headers.get(name) {
+            headers.insert(name.into(), without_uuids(value.to_str().unwrap()).into());
+        }
+    }
+    let body: serde_json::Value = serde_json::from_str(&without_uuids(&a.text())).unwrap_or_else(|e| {
+        panic!("an error answer carries a JSON body ({e}): {}", a.text());
+    });
+    json!({ "status": a.status.as_u16(), "headers": headers, "body": body })
+}
+
+#[tokio::test]
+async fn every_distinct_error_answer_matches_its_snapshot() {
+    let r = TestRegistry::embedded().with_clock(1_800_000_000);
+    let image = r.push_image("app", "v1").await;
+    let viewer = r.user("viewer", berth::identity::Role::ServiceViewer, None).await;
+    let never = Digest::sha256_of(b"never pushed");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut record = |name: &str, a: Answer| {
+        assert!(a.status.is_client_error(), "{name}: {} {}", a.status, a.text());
+        assert!(seen.insert(name.to_string(), error_snapshot(&a)).is_none(), "{name} twice");
+    };
+
+    // the registry API
+    record("name-unknown", r.call(Method::GET, "/v2/nope/tags/list", &[], vec![]).await);
+    record("name-invalid", r.call(Method::GET, "/v2/Bad/tags/list", &[], vec![]).await);
+    record("manifest-unknown", r.call(Method::GET, "/v2/app/manifests/missing", &[], vec![]).await);
+    record("manifest-invalid", r.push_manifest("app", "v2", OCI_MANIFEST, b"{ not json").await);
+    let config = r.push_blob("app", b"{}").await;
+    let dangling = image_manifest((&config, 2), &[(&never, 12)], None);
+    record("manifest-blob-unknown", r.push_manifest("app", "v2", OCI_MANIFEST, &dangling).await);
+    record("manifest-too-large", r.push_manifest("app", "big", OCI_MANIFEST, &vec![b' '; 4 * 1024 * 1024 + 1]).await);
+    record("tag-invalid", r.push_manifest("app", &"t".repeat(129), OCI_MANIFEST, b"{}").await);
+    record("manifest-method", r.call(Method::POST, "/v2/app/manifests/v1", &[], vec![]).await);
+    record("blob-unknown", r.call(Method::GET, &format!("/v2/app/blobs/{never}"), &[], vec![]).await);
+    record(
+        "digest-malformed",
+        r.call(Method::GET, "/v2/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", &[], vec![]).await,
+    );
+    let uri = format!("/v2/app/blobs/uploads/?digest={never}");
+    record("digest-mismatch", r.call(Method::POST, &uri, &[], b"actual bytes".to_vec()).await);
+    let layer = Digest::sha256_of(b"layer of app:v1");
+    let uri = format!("/v2/app/blobs/{layer}");
+    record("range-not-satisfiable", r.call(Method::GET, &uri, &[("range", "bytes=1000-")], vec![]).await);
+    let unknown_session = "/v2/app/blobs/uploads/6f1c2a4e-0b7d-4c1e-9a55-3f2d8e7b9c10";
+    record("blob-upload-unknown", r.call(Method::PATCH, unknown_session, &[], b"x".to_vec()).await);
+    let session = r.call(Method::POST, "/v2/app/blobs/uploads/", &[], vec![]).await.header("location").to_string();
+    record("chunk-out-of-order", r.call(Method::PATCH, &session, &[("content-range", "10-19")], vec![7; 10]).await);
+    record("chunk-size-mismatch", r.call(Method::PATCH, &session, &[("content-range", "0-9")], vec![7; 20]).await);
+    let a = r.call(Method::DELETE, &session, &[], vec![]).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+
+    // who may do what
+    record("unauthorized-anonymous", r.call_anonymous(Method::GET, "/v2/").await);
+    let wrong = (r.admin().0, "not the secret".to_string());
+    record("unauthorized-wrong-secret", r.call_as(&wrong, Method::GET, "/v2/", "").await);
+    record("denied", r.call_as(&viewer, Method::POST, "/v2/app/blobs/uploads/", "").await);
+    let a = r.call_json(Method::POST, "/api/v1/registries/app/protection/rules", r#"{"image":"**","tag":"v*"}"#).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let other = r.upload_image("app", b"{}", &[b"another layer"], None).await;
+    record("protected", r.push_manifest("app", "v1", OCI_MANIFEST, &other).await);
+    record("another-function", r.call_route(&berth::api::listing::BASE, Method::GET, "/v2/_catalog").await);
+
+    // the management API
+    record("api-invalid-request", r.call_json(Method::POST, "/api/v1/registries", "not json").await);
+    record("api-not-found", r.call_json(Method::GET, "/api/v1/registries/nope", "").await);
+    record("api-no-route", r.call_json(Method::GET, "/api/v1/nothing", "").await);
+    record("api-already-exists", r.call_json(Method::POST, "/api/v1/registries", r#"{"name":"team"}"#).await);
+    record("api-conflict", r.call_json(Method::DELETE, "/api/v1/users/admin", "").await);
+    record("api-method", r.call_json(Method::PUT, "/api/v1/registries", "{}").await);
+    let uri = format!("/api/v1/images/app/artifacts/{image}");
+    record("api-protected", r.call_json(Method::DELETE, &uri, "").await);
+
+    assert_snapshots("errors", &seen);
+    r.work().await; // the usage refresh of the push
 }

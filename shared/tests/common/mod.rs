@@ -1,26 +1,22 @@
 //! Set-up the in-process test suites share: the administrator every request authenticates as,
-//! and the registries the tests push into.
+//! the registries the tests push into, and the test registry itself.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod registry;
+pub mod snapshot;
+/// The moto server and SDK configuration the library's own adapter tests use.
+#[allow(dead_code)]
+#[path = "../../src/testing.rs"]
+pub mod testing;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use berth::app::{App, Clock};
-use berth::metadata::UnixTime;
+use berth::app::App;
 
 /// The administrator's access key.
 pub const ADMIN_KEY: &str = "BKTESTADMIN000000001";
 /// The administrator's secret key.
 pub const ADMIN_SECRET: &str = "test-admin-secret-not-for-production";
 /// Registries the tests push into.
-pub const REGISTRIES: [&str; 11] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e"];
-
-/// `Authorization` with the administrator's key.
-#[allow(dead_code)]
-pub fn admin_basic() -> String {
-    registry::basic(&(ADMIN_KEY.to_string(), ADMIN_SECRET.to_string()))
-}
+pub const REGISTRIES: [&str; 12] = ["a", "team", "app", "dst", "multi", "other", "src", "r1", "r2", "r3", "e2e", "gc"];
 
 /// Creates the admin key and the test registries, once per store.
 pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
@@ -31,15 +27,4 @@ pub async fn prepare(app: &App, done: &tokio::sync::OnceCell<()>) {
         }
     })
     .await;
-}
-
-/// A clock a test sets and moves (`.0.store`, `.0.fetch_add`), for expiry and schedule checks
-/// without sleeping.
-#[allow(dead_code)]
-pub struct TestClock(pub AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        self.0.load(Ordering::SeqCst)
-    }
 }
