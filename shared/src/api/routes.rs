@@ -577,6 +577,26 @@ mod tests {
     }
 
     #[test]
+    fn declarations_carry_every_field_but_the_handler() {
+        // what parsing and the access check read must be the endpoint's own data (only the
+        // handler is left out, by `Endpoint::declaration`)
+        for (endpoint, declared) in ENDPOINTS.iter().zip(DECLARATIONS.iter()) {
+            assert_eq!(declared.name, endpoint.name);
+            assert_eq!(declared.path_template(), endpoint.path_template());
+            assert_eq!(declared.ports, endpoint.ports, "{}", endpoint.name);
+            assert_eq!(
+                serde_json::to_value(declared.operations).unwrap(),
+                serde_json::to_value(endpoint.operations).unwrap(),
+                "{}",
+                endpoint.name
+            );
+        }
+        let route = parse(Method::GET, "/v2/").unwrap();
+        assert_eq!(route.endpoint().name, "base");
+        assert_eq!(route.declaration().name, "base");
+    }
+
+    #[test]
     fn the_spec_table_matches_the_parser() {
         let id = UploadId::generate().to_string();
         for spec in ENDPOINTS {
