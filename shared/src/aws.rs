@@ -118,3 +118,47 @@ pub async fn app_from_env_with<const PORTS: u16>() -> Result<App, AppError> {
     let sdk = sdk_defaults().load().await;
     app_with::<PORTS>(&sdk, &aws, settings)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::oci::Digest;
+    use crate::testing::{aws_config, unique_name};
+
+    #[tokio::test]
+    async fn a_function_reaches_only_the_adapters_its_ports_name() {
+        let sdk = aws_config().await;
+        let wanted = AwsSettings {
+            bucket: unique_name("ports"),
+            table: unique_name("ports"),
+            queue_url: None,
+            queue_name: unique_name("ports"),
+            force_path_style: true,
+        };
+        let aws = create_resources(&sdk, &wanted).await.unwrap();
+        let bytes = Bytes::from_static(b"held");
+        let digest = Digest::sha256_of(&bytes);
+
+        // no blob port: no S3 client at all
+        let meta_only = app_with::<{ Port::mask(&[]) }>(&sdk, &aws, Settings::default()).unwrap();
+        let refused = meta_only.blobs.stat(&digest).await.unwrap_err();
+        assert!(refused.to_string().contains("declares no blob port"), "{refused}");
+
+        // a reader reaches S3 for reads and is refused writes, which leave nothing behind
+        let reader = app_with::<{ Port::mask(&[Port::BlobsRead]) }>(&sdk, &aws, Settings::default()).unwrap();
+        assert_eq!(reader.blobs.stat(&digest).await.unwrap(), None);
+        let refused = reader.blobs.put(&digest, bytes.clone()).await.unwrap_err();
+        assert!(refused.to_string().contains("PUT"), "{refused}");
+        assert_eq!(reader.blobs.stat(&digest).await.unwrap(), None);
+
+        // every port: the write lands, and the reader sees it in the same bucket
+        let full = app(&sdk, &aws, Settings::default()).unwrap();
+        full.blobs.put(&digest, bytes).await.unwrap();
+        assert_eq!(reader.blobs.stat(&digest).await.unwrap(), Some(4));
+        assert!(reader.blobs.delete(&digest).await.is_err());
+        assert_eq!(full.blobs.stat(&digest).await.unwrap(), Some(4));
+    }
+}
