@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod lambda;
 pub mod metadata;
 pub mod oci;
+pub mod outbound;
 pub mod policy;
 pub mod port_limit;
 pub mod queue;
