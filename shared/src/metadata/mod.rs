@@ -23,6 +23,20 @@ pub type UnixTime = i64;
 /// The longest document collection name or id, in bytes (keeps every adapter's keys in bounds).
 pub const MAX_DOCUMENT_KEY_BYTES: usize = 512;
 
+/// The document collection registry events wait in until they are queued (the transactional
+/// outbox): a change writes its event here in its own transaction, so a crash after the change
+/// cannot lose the event and a change that failed cannot invent one.
+pub const EVENT_OUTBOX: &str = "event-outbox";
+
+/// An event to write into [`EVENT_OUTBOX`] together with the change it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// the document id (sorts by time, so the oldest events are relayed first)
+    pub id: String,
+    /// the event
+    pub body: Value,
+}
+
 /// Failures of a metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -255,16 +269,45 @@ pub trait Manifests: Send + Sync + 'static {
     /// existing manifest keeps its first `pushed_at` and just moves the tags. Refused with
     /// [`MetadataError::Conflict`] while a collector fences the manifest's own digest (as of
     /// `record.pushed_at`).
-    async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError>;
+    async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError> {
+        self.put_manifest_noting(record, tags, &[]).await
+    }
+    /// [`Manifests::put_manifest`], writing `events` into [`EVENT_OUTBOX`] in the same transaction.
+    async fn put_manifest_noting(
+        &self,
+        record: &ManifestRecord,
+        tags: &[Tag],
+        events: &[OutboxEntry],
+    ) -> Result<(), MetadataError>;
     /// A manifest of `repo` by digest.
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetadataError>;
     /// The manifest a tag points at.
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>, MetadataError>;
     /// Deletes a manifest and every tag pointing at it; refused while an index of the same
     /// repository lists it. False when it did not exist.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError> {
+        self.delete_manifest_noting(repo, digest, &[]).await
+    }
+    /// [`Manifests::delete_manifest`], writing `events` into [`EVENT_OUTBOX`] in the same
+    /// transaction, and only when the manifest existed.
+    async fn delete_manifest_noting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError>;
     /// Deletes a tag (not the manifest); false when it did not exist.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetadataError>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetadataError> {
+        self.delete_tag_noting(repo, tag, &[]).await
+    }
+    /// [`Manifests::delete_tag`], writing `events` into [`EVENT_OUTBOX`] in the same transaction,
+    /// and only when the tag existed.
+    async fn delete_tag_noting(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError>;
     /// Tags of `repo` after `last`, at most `limit`; `None` when the repository does not exist.
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize)
         -> Result<Option<Page>, MetadataError>;

@@ -100,6 +100,7 @@ impl DynamoMetadataStore {
             }
             writes.push(plan.index_write());
             writes.extend(plan.referrer_write());
+            writes.extend(plan.events.iter().cloned());
             let tag_groups: Vec<Vec<Write>> =
                 plan.tags.iter().map(|t| plan.tag_writes(t, state.tag_target(plan.repo, t))).collect();
             let tag_count: usize = tag_groups.iter().map(Vec::len).sum();

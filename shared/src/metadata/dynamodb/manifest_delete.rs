@@ -9,6 +9,7 @@ impl DynamoMetadataStore {
         &self,
         repo: &RepoName,
         digest: &Digest,
+        events: &[Write],
     ) -> Result<Option<bool>, MetadataError> {
         let r = repo.as_str();
         let m = digest.to_string();
@@ -71,7 +72,8 @@ impl DynamoMetadataStore {
         if let Some(subject) = &record.subject {
             writes.push(Write::delete(referrer_key(r, &subject.to_string(), &m)));
         }
-        let max = self.max_transaction_items.max(3);
+        writes.extend(events.iter().cloned());
+        let max = self.max_transaction_items.max(3 + events.len());
         let tag_count: usize = tag_groups.iter().map(Vec::len).sum();
         if writes.len() + tag_count > max {
             // too many tags for one transaction: delete them first, each batch guarded by the

@@ -23,6 +23,8 @@ pub(super) struct PutPlan<'a> {
     /// the manifest update's SET/REMOVE clauses and their values
     pub(super) fields: String,
     pub(super) field_values: Item,
+    /// the outbox writes of the events this put reports, in its first transaction
+    pub(super) events: Vec<Write>,
 }
 
 pub(super) fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -102,6 +104,7 @@ impl<'a> PutPlan<'a> {
             wall: wall_now(),
             fields,
             field_values: values,
+            events: Vec::new(),
         })
     }
 

@@ -5,8 +5,14 @@ use super::*;
 
 #[async_trait]
 impl Manifests for DynamoMetadataStore {
-    async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError> {
-        let plan = PutPlan::new(record, tags)?;
+    async fn put_manifest_noting(
+        &self,
+        record: &ManifestRecord,
+        tags: &[Tag],
+        events: &[OutboxEntry],
+    ) -> Result<(), MetadataError> {
+        let mut plan = PutPlan::new(record, tags)?;
+        plan.events = outbox_writes(events)?;
         let mut staged = false;
         let result = self.put_attempts(&plan, &mut staged).await;
         if staged && result.is_err() {
@@ -40,20 +46,32 @@ impl Manifests for DynamoMetadataStore {
         Err(MetadataError::Conflict(format!("tag {tag} of {repo}")))
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError> {
+    async fn delete_manifest_noting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError> {
+        let events = outbox_writes(events)?;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            if let Some(deleted) = self.try_delete_manifest(repo, digest).await? {
+            if let Some(deleted) = self.try_delete_manifest(repo, digest, &events).await? {
                 return Ok(deleted);
             }
         }
         Err(MetadataError::Conflict(format!("manifest {digest} of {repo}")))
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetadataError> {
+    async fn delete_tag_noting(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError> {
         let (r, t) = (repo.as_str(), tag.as_str());
+        let events = outbox_writes(events)?;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
@@ -63,10 +81,11 @@ impl Manifests for DynamoMetadataStore {
             };
             let target = string(&item, "digest")?;
             // the tag and its reverse item go together, while the tag still points there
-            let writes = vec![
+            let mut writes = vec![
                 Write::delete(tag_key(r, t)).when("#digest = :digest").value(":digest", s(target)),
                 Write::delete(tagged_key(r, target, t)),
             ];
+            writes.extend(events.iter().cloned());
             match self.transact(writes).await {
                 Ok(()) => return Ok(true),
                 Err(TxFailure::Failed(e)) => return Err(e),

@@ -164,8 +164,8 @@ use serde_json::{Map, Value};
 
 use super::{
     check_document_key, BlobLink, BlobLinks, Document, DocumentPage, Documents, Expect, GcFences, ManifestRecord,
-    Manifests, MetadataError, Page, Repositories, UnixTime, UploadSession, UploadSessions, GC_FENCE_SECS,
-    MAX_DOCUMENT_KEY_BYTES,
+    Manifests, MetadataError, OutboxEntry, Page, Repositories, UnixTime, UploadSession, UploadSessions, EVENT_OUTBOX,
+    GC_FENCE_SECS, MAX_DOCUMENT_KEY_BYTES,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 

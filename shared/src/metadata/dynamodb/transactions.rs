@@ -218,3 +218,16 @@ impl DynamoMetadataStore {
         Err(MetadataError::Conflict(what.to_string()))
     }
 }
+
+/// The transaction writes that put outbox entries into [`EVENT_OUTBOX`] (each a new document).
+pub(super) fn outbox_writes(events: &[OutboxEntry]) -> Result<Vec<Write>, MetadataError> {
+    events
+        .iter()
+        .map(|event| {
+            check_document_key("id", &event.id)?;
+            let key = document_key(EVENT_OUTBOX, &event.id);
+            let item = document_attributes(&key, &event.body, 1)?;
+            Ok(Write::put(key, item))
+        })
+        .collect()
+}

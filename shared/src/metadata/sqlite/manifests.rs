@@ -5,8 +5,14 @@ use super::*;
 
 #[async_trait]
 impl Manifests for SqliteMetadataStore {
-    async fn put_manifest(&self, record: &ManifestRecord, tags: &[Tag]) -> Result<(), MetadataError> {
+    async fn put_manifest_noting(
+        &self,
+        record: &ManifestRecord,
+        tags: &[Tag],
+        events: &[OutboxEntry],
+    ) -> Result<(), MetadataError> {
         let record = record.clone();
+        let events = encode_outbox(events)?;
         let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_string()).collect();
         let size = to_i64(record.size, "manifest size")?;
         let annotations = record
@@ -102,7 +108,7 @@ impl Manifests for SqliteMetadataStore {
                     set_tag.execute(params![repo, tag, digest, record.pushed_at]).map_err(backend)?;
                 }
             }
-            Ok(())
+            write_outbox(tx, &events)
         })
         .await
     }
@@ -117,8 +123,14 @@ impl Manifests for SqliteMetadataStore {
         self.read(move |conn| query_manifest(conn, RESOLVE_TAG_SQL, params![repo.as_str(), tag], &repo)).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetadataError> {
+    async fn delete_manifest_noting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError> {
         let (repo, digest) = (repo.as_str().to_string(), digest.clone());
+        let events = encode_outbox(events)?;
         self.write(move |tx| {
             let d = digest.to_string();
             let exists: bool = tx
@@ -151,19 +163,29 @@ impl Manifests for SqliteMetadataStore {
             ] {
                 tx.prepare_cached(sql).map_err(backend)?.execute(params![repo, d]).map_err(backend)?;
             }
+            write_outbox(tx, &events)?;
             Ok(true)
         })
         .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetadataError> {
+    async fn delete_tag_noting(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        events: &[OutboxEntry],
+    ) -> Result<bool, MetadataError> {
         let (repo, tag) = (repo.as_str().to_string(), tag.as_str().to_string());
+        let events = encode_outbox(events)?;
         self.write(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM tags WHERE repo = ?1 AND tag = ?2")
                 .map_err(backend)?
                 .execute(params![repo, tag])
                 .map_err(backend)?;
+            if n > 0 {
+                write_outbox(tx, &events)?;
+            }
             Ok(n > 0)
         })
         .await
@@ -256,4 +278,28 @@ impl Manifests for SqliteMetadataStore {
         })
         .await
     }
+}
+
+/// Outbox entries as the documents table stores them: `(id, body JSON)`.
+fn encode_outbox(events: &[OutboxEntry]) -> Result<Vec<(String, String)>, MetadataError> {
+    events
+        .iter()
+        .map(|e| {
+            check_document_key("id", &e.id)?;
+            let body = serde_json::to_string(&e.body)
+                .map_err(|err| MetadataError::Backend(format!("event could not be encoded: {err}")))?;
+            Ok((e.id.clone(), body))
+        })
+        .collect()
+}
+
+/// Writes events into the outbox collection inside the change's transaction.
+fn write_outbox(tx: &rusqlite::Transaction<'_>, events: &[(String, String)]) -> Result<(), MetadataError> {
+    let mut insert = tx
+        .prepare_cached("INSERT INTO documents (collection, id, body, version) VALUES (?1, ?2, ?3, 1)")
+        .map_err(backend)?;
+    for (id, body) in events {
+        insert.execute(params![EVENT_OUTBOX, id, body]).map_err(backend)?;
+    }
+    Ok(())
 }
