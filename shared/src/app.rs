@@ -61,6 +61,8 @@ pub struct Settings {
     /// how long after a change to an image its storage use is recounted (by a queued job, so a
     /// push's last writes have landed by then)
     pub usage_refresh_delay: Duration,
+    /// webhook delivery, the outbound guard and the secrets key
+    pub webhooks: crate::events::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             job_lease: DEFAULT_JOB_LEASE,
             gc_schedule: Some(DEFAULT_GC_SCHEDULE.to_string()),
             usage_refresh_delay: Duration::from_secs(5),
+            webhooks: crate::events::WebhookSettings::default(),
         }
     }
 }
@@ -156,6 +159,7 @@ impl Settings {
         if let Some(secs) = parsed::<u64>("BERTH_JOB_LEASE_SECONDS")? {
             s.job_lease = Duration::from_secs(secs.clamp(1, 43_200));
         }
+        s.webhooks = s.webhooks.with_env()?;
         Ok(s)
     }
 }
@@ -219,6 +223,8 @@ pub struct App {
     pub access: Arc<AccessState>,
     /// when this process last wrote each manifest's pull time, so hot pulls write rarely
     pub pull_recorder: Arc<PullRecorder>,
+    /// the secrets key, the pull-subscriber cache and the event bus
+    pub events: Arc<crate::events::EventState>,
 }
 
 impl App {
@@ -235,6 +241,7 @@ impl App {
             manifest_cache: Arc::new(ContentCache::default()),
             access: Arc::new(AccessState::default()),
             pull_recorder: Arc::new(PullRecorder::default()),
+            events: Arc::new(crate::events::EventState::default()),
         })
     }
 }

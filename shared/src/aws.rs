@@ -93,6 +93,16 @@ pub fn app_with<const PORTS: u16>(sdk: &SdkConfig, aws: &AwsSettings, settings: 
     } else {
         Arc::new(crate::queue::unwired::UnwiredJobQueue)
     };
+    // only the job functions (every port) publish events, so only they link EventBridge
+    let mut events = crate::events::EventState::default();
+    if const { PORTS == Port::ALL } {
+        if let Some(bus) = &settings.webhooks.event_bus {
+            events.bus = Some(Arc::new(crate::events::bus::EventBridgeBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                bus.clone(),
+            )));
+        }
+    }
     Ok(App {
         blobs,
         meta: Arc::new(DynamoMetadataStore::new(aws_sdk_dynamodb::Client::new(sdk), aws.table.clone())),
@@ -102,6 +112,7 @@ pub fn app_with<const PORTS: u16>(sdk: &SdkConfig, aws: &AwsSettings, settings: 
         manifest_cache: Arc::new(crate::state::content_cache::ContentCache::default()),
         access: Arc::new(crate::state::AccessState::default()),
         pull_recorder: Arc::new(crate::state::PullRecorder::default()),
+        events: Arc::new(events),
     })
 }
 

@@ -32,6 +32,12 @@ pub enum JobError {
     /// A garbage-collection slice failed (recorded on its run, which resumes on redelivery).
     #[error(transparent)]
     Gc(#[from] crate::gc::GcError),
+    /// Publishing an event failed (it stays in the outbox and the job retries).
+    #[error(transparent)]
+    Event(#[from] crate::outbox::EventError),
+    /// Recording a webhook delivery failed.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// The job that expires stale uploads.
@@ -61,6 +67,12 @@ pub fn builtin_schedules(settings: &crate::app::Settings) -> Vec<BuiltinSchedule
             id: "housekeeping/expire-uploads",
             cron: "*/10 * * * *".to_string(),
             job: Some(expire_uploads()),
+            due_at_once: true,
+        },
+        BuiltinSchedule {
+            id: "housekeeping/relay-events",
+            cron: "* * * * *".to_string(),
+            job: Some(Task::RelayEvents { due: None }.to_job()),
             due_at_once: true,
         },
         BuiltinSchedule {
@@ -95,15 +107,39 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         }
         Task::RefreshUsage { repository } => Ok(crate::usage::run(app, &repository).await?),
         Task::Gc { run_id, due } => Ok(crate::gc::run_job(app, run_id.as_deref(), due).await?),
+        Task::PublishEvent { event } => Ok(crate::outbox::publish(app, &event).await?),
+        Task::DeliverWebhook { registry, webhook, event } => {
+            Ok(crate::webhook::delivery::run(app, &registry, &webhook, &event).await?)
+        }
+        Task::RelayEvents { .. } => {
+            let relayed = crate::outbox::relay(app).await?;
+            if relayed > 0 {
+                tracing::info!(relayed, "re-queued events left in the outbox");
+            }
+            Ok(())
+        }
     }
 }
 
 /// Leases up to `max` jobs and runs them; returns how many were received.
 pub async fn work_once(app: &App, max: usize) -> Result<usize, QueueError> {
     let deliveries = app.queue.receive(max, app.settings.job_lease).await?;
-    for delivery in &deliveries {
-        settle(app, delivery, run(app, &delivery.job).await).await?;
-    }
+    // webhook deliveries run side by side, so a receiver that hangs until its timeout holds up
+    // neither the other deliveries nor the rest; the rest run one after another, as before
+    let (slow, ordered): (Vec<&Delivery>, Vec<&Delivery>) =
+        deliveries.iter().partition(|d| d.job.kind == crate::task::KINDS[5]);
+    let in_order = async {
+        for delivery in ordered {
+            settle(app, delivery, run(app, &delivery.job).await).await?;
+        }
+        Ok::<(), QueueError>(())
+    };
+    let side_by_side = futures_util::future::join_all(
+        slow.into_iter().map(|d| async move { settle(app, d, run(app, &d.job).await).await }),
+    );
+    let (in_order, side_by_side) = futures_util::future::join(in_order, side_by_side).await;
+    in_order?;
+    side_by_side.into_iter().collect::<Result<Vec<()>, QueueError>>()?;
     Ok(deliveries.len())
 }
 

@@ -6,11 +6,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::events::RegistryEvent;
 use crate::metadata::UnixTime;
 use crate::queue::{Job, QueueError};
 
 /// One background job and its arguments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Task {
     /// Reclaim idle upload sessions and staged bytes no session owns.
@@ -45,10 +46,31 @@ pub enum Task {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         due: Option<UnixTime>,
     },
+    /// Fan one registry event out to its webhooks and the event bus, then clear its outbox entry.
+    PublishEvent {
+        /// the event
+        event: Box<RegistryEvent>,
+    },
+    /// Deliver one event to one webhook (one attempt; a failure queues the next).
+    DeliverWebhook {
+        /// the webhook's scope: a registry, or `_all`
+        registry: String,
+        /// the webhook id
+        webhook: String,
+        /// the event
+        event: Box<RegistryEvent>,
+    },
+    /// Re-queue events left in the outbox by a process that stopped before queuing them.
+    RelayEvents {
+        /// the schedule's due time
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 4] = ["expire-uploads", "refresh-usage", "cleanup", "gc"];
+pub const KINDS: [&str; 7] =
+    ["expire-uploads", "refresh-usage", "cleanup", "gc", "publish-event", "deliver-webhook", "relay-events"];
 
 impl Task {
     /// The kind name the job carries.
@@ -58,14 +80,20 @@ impl Task {
             Task::RefreshUsage { .. } => KINDS[1],
             Task::Cleanup { .. } => KINDS[2],
             Task::Gc { .. } => KINDS[3],
+            Task::PublishEvent { .. } => KINDS[4],
+            Task::DeliverWebhook { .. } => KINDS[5],
+            Task::RelayEvents { .. } => KINDS[6],
         }
     }
 
     /// The same task for one due time of its schedule (a schedule stores the task without it).
     pub fn due_at(mut self, at: UnixTime) -> Task {
         match &mut self {
-            Task::ExpireUploads { due } | Task::Cleanup { due, .. } | Task::Gc { due, .. } => *due = Some(at),
-            Task::RefreshUsage { .. } => {}
+            Task::ExpireUploads { due }
+            | Task::Cleanup { due, .. }
+            | Task::Gc { due, .. }
+            | Task::RelayEvents { due } => *due = Some(at),
+            Task::RefreshUsage { .. } | Task::PublishEvent { .. } | Task::DeliverWebhook { .. } => {}
         }
         self
     }
@@ -85,6 +113,11 @@ impl Task {
             }
             Task::Gc { run_id: Some(run), .. } => format!("gc:{run}"),
             Task::Gc { due, .. } => format!("gc@{}", due.map_or("?".to_string(), |d| d.to_string())),
+            Task::PublishEvent { event } => format!("publish-event:{}", event.id),
+            Task::DeliverWebhook { registry, webhook, event } => {
+                format!("deliver-webhook:{registry}/{webhook}/{}", event.id)
+            }
+            Task::RelayEvents { due } => format!("relay-events@{}", due.map_or("now".to_string(), |d| d.to_string())),
         }
     }
 

@@ -573,10 +573,12 @@ async fn scheduler_event_enqueues_housekeeping() {
     let path = repo_root().join("events/eventbridge/job-scheduler.json");
     let event: EventBridgeEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(event.detail_type, "Scheduled Event");
-    assert_eq!(schedule_housekeeping(&r.app, &event).await.unwrap(), 1);
-    let jobs = r.discard_pending_jobs().await;
+    // upload expiry and the event relay are due at once on a new deployment
+    assert_eq!(schedule_housekeeping(&r.app, &event).await.unwrap(), 2);
+    let mut jobs = r.discard_pending_jobs().await;
+    jobs.sort_by(|a, b| a.kind.cmp(&b.kind));
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    assert_eq!(kinds, [berth::jobs::EXPIRE_UPLOADS]);
+    assert_eq!(kinds, [berth::jobs::EXPIRE_UPLOADS, "relay-events"]);
     // the built-in upload-expiry schedule fired for "now", once: a second tick claims nothing
     assert_eq!(jobs[0].payload["due"], json!(r.now()));
     assert_eq!(schedule_housekeeping(&r.app, &event).await.unwrap(), 0);
@@ -807,9 +809,14 @@ impl UploadSessions for PortMeta {
 
 #[async_trait::async_trait]
 impl Manifests for PortMeta {
-    async fn put_manifest(&self, record: &ManifestRecord, tags: &[berth::oci::Tag]) -> Result<(), MetaErr> {
+    async fn put_manifest_noting(
+        &self,
+        record: &ManifestRecord,
+        tags: &[berth::oci::Tag],
+        events: &[berth::metadata::OutboxEntry],
+    ) -> Result<(), MetaErr> {
         self.write();
-        self.inner.put_manifest(record, tags).await
+        self.inner.put_manifest_noting(record, tags, events).await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaErr> {
@@ -820,14 +827,24 @@ impl Manifests for PortMeta {
         self.inner.resolve_tag(repo, tag).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaErr> {
+    async fn delete_manifest_noting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[berth::metadata::OutboxEntry],
+    ) -> Result<bool, MetaErr> {
         self.write();
-        self.inner.delete_manifest(repo, digest).await
+        self.inner.delete_manifest_noting(repo, digest, events).await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &berth::oci::Tag) -> Result<bool, MetaErr> {
+    async fn delete_tag_noting(
+        &self,
+        repo: &RepoName,
+        tag: &berth::oci::Tag,
+        events: &[berth::metadata::OutboxEntry],
+    ) -> Result<bool, MetaErr> {
         self.write();
-        self.inner.delete_tag(repo, tag).await
+        self.inner.delete_tag_noting(repo, tag, events).await
     }
 
     async fn list_tags(
@@ -999,7 +1016,7 @@ async fn read_only_routes_write_only_the_edge_documents() {
 #[test]
 fn functions_build_only_the_clients_their_ports_need() {
     // a function gets an S3 blob store if it holds a blob or upload port and SQS if it sends jobs
-    // (`berth::aws::app_with`); the rest of the 39 get neither client
+    // (`berth::aws::app_with`); the rest of the 44 get neither client
     let blobs = Port::mask(Port::BLOB_PORTS);
     let held = |name: &str| Port::mask(endpoint(name).ports);
     let cases = [
@@ -1015,7 +1032,7 @@ fn functions_build_only_the_clients_their_ports_need() {
     }
     let without_s3 = ENDPOINTS.iter().filter(|e| Port::mask(e.ports) & blobs == 0).count();
     let without_sqs = ENDPOINTS.iter().filter(|e| !e.uses(Port::JobsSend)).count();
-    assert_eq!((without_s3, without_sqs), (29, 31));
+    assert_eq!((without_s3, without_sqs), (34, 33));
 }
 
 #[tokio::test]

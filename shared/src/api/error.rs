@@ -389,6 +389,21 @@ impl From<IdentityError> for OciError {
     }
 }
 
+impl From<crate::webhook::WebhookError> for OciError {
+    fn from(e: crate::webhook::WebhookError) -> Self {
+        use crate::webhook::WebhookError as W;
+        match e {
+            W::Invalid(_) | W::Outbound(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            W::NotFound(_) | W::NoRegistry(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            W::Exists(_) => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            W::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            W::Metadata(inner) => inner.into(),
+            W::Identity(inner) => inner.into(),
+            W::Queue(_) | W::Seal(_) | W::Secrets(_) | W::Internal(_) => OciError::internal(&e),
+        }
+    }
+}
+
 impl From<ScheduleError> for OciError {
     fn from(e: ScheduleError) -> Self {
         match e {
@@ -414,7 +429,7 @@ impl From<CleanupError> for OciError {
             CleanupError::Schedule(inner) => inner.into(),
             CleanupError::Metadata(inner) => inner.into(),
             CleanupError::Queue(inner) => inner.into(),
-            CleanupError::Delete { .. } => OciError::internal(&e),
+            CleanupError::Delete { .. } | CleanupError::Event(_) => OciError::internal(&e),
         }
     }
 }

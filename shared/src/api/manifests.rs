@@ -10,6 +10,7 @@ use super::Route;
 use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
+use crate::events::EventType;
 use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{manifests, pulls};
 use crate::storage::ByteStream;
@@ -24,7 +25,7 @@ pub const GET: Endpoint = Endpoint {
         Operation::read("GET", Rule::Repo(RepoAction::Pull), "Fetch a manifest"),
         Operation::read("HEAD", Rule::Repo(RepoAction::View), "Check a manifest"),
     ],
-    ports: &[Port::BlobsRead, Port::MetadataWrite],
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("manifest-get", Route::ManifestGet { name, reference } => |app, req, body| {
         get(app, &name, &reference, &req).await
     }),
@@ -71,6 +72,14 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
         let bytes = manifests::content(app, &record).await?;
         // a GET is a pull (a HEAD is not): recorded, debounced, never failing the answer
         pulls::record(app, &record).await;
+        if crate::outbox::wants_pulls(app, crate::identity::registry::of_repository(name.as_str())).await {
+            let reference = match reference {
+                Reference::Tag(tag) => Some(tag.as_str()),
+                Reference::Digest(_) => None,
+            };
+            let event = crate::outbox::artifact(app, EventType::PullArtifact, &record, reference);
+            crate::outbox::notify(app, event).await;
+        }
         ResponseBody::full(bytes)
     };
     builder.body(body).map_err(|e| OciError::internal(&e))

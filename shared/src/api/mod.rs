@@ -99,7 +99,11 @@ async fn guarded(app: &App, route: Route, handler: endpoint::Handler, req: Reque
         head.extensions.insert(grants);
     }
     let audit_as = endpoint.operation(&head.method).map_or(endpoint::Audit::Never, |o| o.audit);
-    let result = handler(app, route, Request::from_parts(head, body)).await;
+    let actor = crate::events::Actor {
+        operator: who.clone(),
+        host: head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string),
+    };
+    let result = crate::events::acting(actor, handler(app, route, Request::from_parts(head, body))).await;
     if let Ok(response) = &result {
         if let Some(action) = audit_as.action(endpoint, response.status(), mounting) {
             audit.record(app, &who, action, response.status()).await;

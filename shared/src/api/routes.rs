@@ -222,6 +222,41 @@ pub enum Route {
         /// run id
         run: String,
     },
+    /// `GET|POST /api/v1/registries/<registry>/webhooks`: list or create webhooks (`_all`: registry-wide).
+    ApiWebhooks {
+        /// registry name, or `_all`
+        registry: String,
+    },
+    /// `GET|PATCH|DELETE /api/v1/registries/<registry>/webhooks/<webhook>`: show, change or delete one.
+    ApiWebhook {
+        /// registry name, or `_all`
+        registry: String,
+        /// webhook id
+        webhook: String,
+    },
+    /// `POST …/webhooks/<webhook>/test`: send a test ping now.
+    ApiWebhookTest {
+        /// registry name, or `_all`
+        registry: String,
+        /// webhook id
+        webhook: String,
+    },
+    /// `GET …/webhooks/<webhook>/deliveries`: the delivery log.
+    ApiWebhookDeliveries {
+        /// registry name, or `_all`
+        registry: String,
+        /// webhook id
+        webhook: String,
+    },
+    /// `POST …/webhooks/<webhook>/deliveries/<delivery>/redeliver`: queue a delivery again.
+    ApiWebhookRedeliver {
+        /// registry name, or `_all`
+        registry: String,
+        /// webhook id
+        webhook: String,
+        /// delivery id
+        delivery: String,
+    },
 }
 
 /// Declares the route table once: [`ENDPOINTS`], [`DECLARATIONS`], [`Route::endpoint`] and
@@ -301,6 +336,11 @@ route_table! {
     Route::ApiProtectionRule { .. } => manage::policies::PROTECTION_RULE,
     Route::ApiGcRuns => manage::gc::GC_RUNS,
     Route::ApiGcRun { .. } => manage::gc::GC_RUN,
+    Route::ApiWebhooks { .. } => manage::webhooks::WEBHOOKS,
+    Route::ApiWebhook { .. } => manage::webhooks::WEBHOOK,
+    Route::ApiWebhookTest { .. } => manage::webhooks::WEBHOOK_TEST,
+    Route::ApiWebhookDeliveries { .. } => manage::webhooks::WEBHOOK_DELIVERIES,
+    Route::ApiWebhookRedeliver { .. } => manage::webhooks::WEBHOOK_REDELIVER,
 }
 
 /// The names of all routes, in table order.
@@ -356,7 +396,12 @@ impl Route {
             | Route::ApiCleanupRuns { registry }
             | Route::ApiCleanupRun { registry, .. }
             | Route::ApiProtectionRules { registry }
-            | Route::ApiProtectionRule { registry, .. } => Some(registry),
+            | Route::ApiProtectionRule { registry, .. }
+            | Route::ApiWebhooks { registry }
+            | Route::ApiWebhook { registry, .. }
+            | Route::ApiWebhookTest { registry, .. }
+            | Route::ApiWebhookDeliveries { registry, .. }
+            | Route::ApiWebhookRedeliver { registry, .. } => Some(registry),
             other => other.repository().map(|name| crate::identity::registry::of_repository(name.as_str())),
         }
     }
@@ -485,6 +530,17 @@ impl Route {
             ["registries", _, "protection", "rules", _] => {
                 only(method, Route::ApiProtectionRule { registry: text(1), rule: text(4) })
             }
+            ["registries", _, "webhooks"] => only(method, Route::ApiWebhooks { registry: text(1) }),
+            ["registries", _, "webhooks", _] => only(method, Route::ApiWebhook { registry: text(1), webhook: text(3) }),
+            ["registries", _, "webhooks", _, "test"] => {
+                only(method, Route::ApiWebhookTest { registry: text(1), webhook: text(3) })
+            }
+            ["registries", _, "webhooks", _, "deliveries"] => {
+                only(method, Route::ApiWebhookDeliveries { registry: text(1), webhook: text(3) })
+            }
+            ["registries", _, "webhooks", _, "deliveries", _, "redeliver"] => {
+                only(method, Route::ApiWebhookRedeliver { registry: text(1), webhook: text(3), delivery: text(5) })
+            }
             ["gc", "runs"] => only(method, Route::ApiGcRuns),
             ["gc", "runs", _] => only(method, Route::ApiGcRun { run: text(2) }),
             ["users"] => only(method, Route::ApiUsers),
@@ -610,7 +666,9 @@ mod tests {
                 .replace("{key}", "BKEXAMPLE")
                 .replace("{tag}", "v1")
                 .replace("{rule}", "c1")
-                .replace("{run}", "8199999999-abcdef12");
+                .replace("{run}", "8199999999-abcdef12")
+                .replace("{webhook}", "wh-0123456789ab")
+                .replace("{delivery}", "8199999999-0190");
             let prefix = spec.prefix;
             let path =
                 if spec.has_repository { format!("{prefix}/team/app{suffix}") } else { format!("{prefix}{suffix}") };

@@ -25,6 +25,7 @@ use super::pattern::{Pattern, PatternError};
 use super::protection::{image_of, Protection, ProtectionError};
 use crate::app::App;
 use crate::cron::{Cron, CronError};
+use crate::events::{EventType, RegistryEvent};
 use crate::metadata::{Collection, Expect, MetadataError, MetadataStore, UnixTime};
 use crate::oci::{Digest, RepoName};
 use crate::queue::QueueError;
@@ -112,6 +113,9 @@ pub enum CleanupError {
     /// The job queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The run's event could not be recorded (the run resumes on redelivery).
+    #[error(transparent)]
+    Event(#[from] crate::outbox::EventError),
 }
 
 /// What a rule keeps among the artifacts it selects.
@@ -629,6 +633,29 @@ pub struct CleanupRun {
     pub failed_attempts: u32,
 }
 
+/// The operator cleanup's events name.
+pub const OPERATOR: &str = "cleanup";
+
+/// The `TAG_RETENTION` event of a finished run (Harbor's `retention` shape, counts only: each
+/// deleted artifact has its own `DELETE_ARTIFACT` event).
+fn retention_event(app: &App, run: &CleanupRun) -> RegistryEvent {
+    let mut event = crate::outbox::event(app, EventType::TagRetention, &run.registry);
+    event.id = format!("retention-{}-{}", run.registry, run.id);
+    event.operator = OPERATOR.to_string();
+    event.details = Some(serde_json::json!({
+        "total": run.total,
+        "retained": run.retained,
+        "deleted": run.deleted,
+        "protected": run.protected,
+        "failed": run.failed,
+        "project_name": run.registry,
+        "retention_policy_id": run.id,
+        "trigger": run.trigger,
+        "result": if run.failed == 0 { "SUCCESS" } else { "PARTIAL" },
+    }));
+    event
+}
+
 /// Failed deliveries after which a run is marked failed rather than retried again.
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -819,6 +846,11 @@ pub async fn execute(app: &App, registry: &str, run: Option<&str>, due: Option<U
     };
     match outcome {
         Ok(()) => {
+            if !run.dry_run {
+                // before the run is marked finished, under an id of the run: a redelivery
+                // after a crash between the two writes the same event again, never a second one
+                crate::outbox::record(app, &retention_event(app, &run)).await?;
+            }
             run.status = RunStatus::Succeeded;
             run.finished_at = Some(app.clock.now());
             put_run(meta, &run, Expect::Version(version)).await?;
@@ -1085,8 +1117,12 @@ async fn delete_planned(
         return Ok(Gone::Protected(format!("protected: tag {tag} matches protection rule {}", rule.id)));
     }
     let fail = |e: MetadataError| CleanupError::Delete { what: format!("{repo}@{digest}"), why: e.to_string() };
-    match meta.delete_manifest(repo, digest).await {
-        Ok(_) => {}
+    let mut event = crate::outbox::artifact(app, EventType::DeleteArtifact, &record, tags.first().map(String::as_str));
+    event.operator = OPERATOR.to_string();
+    event.tags = tags.clone();
+    match meta.delete_manifest_noting(repo, digest, &[event.outbox_entry()]).await {
+        Ok(true) => crate::outbox::committed(app, std::slice::from_ref(&event)).await,
+        Ok(false) => {}
         Err(MetadataError::ReferencedByIndex { parent, .. }) => {
             return Ok(Gone::Changed(format!("kept: index {parent} lists it now")));
         }

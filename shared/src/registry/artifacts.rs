@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use crate::app::App;
+use crate::events::EventType;
 use crate::metadata::MetadataError;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::policy::protection::{self, ProtectionError};
@@ -47,14 +48,22 @@ pub async fn tag(app: &App, repo: &RepoName, tag: &Tag, digest: &Digest) -> Resu
         .await?
         .ok_or_else(|| ArtifactError::UnknownArtifact { repo: repo.clone(), digest: digest.clone() })?;
     protection::check_tag_write(app, repo, tag, digest).await?;
-    app.meta.put_manifest(&record, std::slice::from_ref(tag)).await?;
+    let event = crate::outbox::artifact(app, EventType::CreateTag, &record, Some(tag.as_str()));
+    app.meta.put_manifest_noting(&record, std::slice::from_ref(tag), &[event.outbox_entry()]).await?;
+    crate::outbox::committed(app, std::slice::from_ref(&event)).await;
     Ok(())
 }
 
 /// Deletes `tag` (the artifact stays), unless protection forbids it.
 pub async fn untag(app: &App, repo: &RepoName, tag: &Tag) -> Result<(), ArtifactError> {
     protection::check_tag_delete(app, repo, tag).await?;
-    if app.meta.delete_tag(repo, tag).await? {
+    let mut event = crate::outbox::about(app, EventType::DeleteTag, repo);
+    event.tag = Some(tag.as_str().to_string());
+    if let Some(record) = app.meta.resolve_tag(repo, tag).await? {
+        event.digest = Some(record.digest.to_string());
+    }
+    if app.meta.delete_tag_noting(repo, tag, &[event.outbox_entry()]).await? {
+        crate::outbox::committed(app, std::slice::from_ref(&event)).await;
         Ok(())
     } else {
         Err(ArtifactError::UnknownTag { repo: repo.clone(), tag: tag.clone() })
@@ -68,9 +77,11 @@ pub use crate::metadata::delete_referrers;
 /// is gone. Returns the digests deleted (none when the artifact did not exist). Its image's
 /// storage use is recounted afterwards.
 pub async fn delete_with_referrers(app: &App, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, ArtifactError> {
-    if !app.meta.delete_manifest(repo, digest).await? {
+    let event = crate::registry::manifests::deleted_artifact_event(app, repo, digest).await?;
+    if !app.meta.delete_manifest_noting(repo, digest, &[event.outbox_entry()]).await? {
         return Ok(vec![]);
     }
+    crate::outbox::committed(app, std::slice::from_ref(&event)).await;
     // the recount is queued with a delay, so the referrers deleted below are in it too
     crate::usage::mark_changed(app, repo).await;
     let mut visited = HashSet::from([digest.clone()]);
@@ -100,8 +111,10 @@ async fn empty_and_remove(app: &App, repo: &RepoName) -> Result<usize, ArtifactE
         let listed: HashSet<Digest> = manifests.iter().flat_map(|m| m.children.iter().cloned()).collect();
         let mut progressed = false;
         for m in manifests.iter().filter(|m| !listed.contains(&m.digest)) {
-            match app.meta.delete_manifest(repo, &m.digest).await {
+            let event = crate::registry::manifests::deleted_artifact_event(app, repo, &m.digest).await?;
+            match app.meta.delete_manifest_noting(repo, &m.digest, &[event.outbox_entry()]).await {
                 Ok(true) => {
+                    crate::outbox::committed(app, std::slice::from_ref(&event)).await;
                     count += 1;
                     progressed = true;
                 }
@@ -118,7 +131,14 @@ async fn empty_and_remove(app: &App, repo: &RepoName) -> Result<usize, ArtifactE
     }
     // the emptied repository goes too (its remaining blob links and its record), so it no longer lists
     match app.meta.delete_repository(repo).await {
-        Ok(_) => Ok(count),
+        Ok(_) => {
+            let mut event = crate::outbox::about(app, EventType::DeleteImage, repo);
+            event.details = Some(serde_json::json!({ "artifacts_deleted": count }));
+            if let Err(e) = crate::outbox::record(app, &event).await {
+                tracing::warn!(repo = %repo, error = %e, "could not record the image-deleted event");
+            }
+            Ok(count)
+        }
         Err(MetadataError::Conflict(_)) => Err(ArtifactError::Busy(format!(
             "image {repo} was pushed to while it was deleted; {count} artifact(s) deleted, the image remains"
         ))),

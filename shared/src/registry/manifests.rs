@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::app::App;
+use crate::events::{EventType, RegistryEvent};
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::protection;
@@ -150,10 +151,15 @@ const PUT_ATTEMPTS: usize = 3;
 /// before the put may have deleted bytes that `put` found already stored, and none can once the
 /// record exists, so bytes present now stay.
 async fn store_record(app: &App, record: &ManifestRecord, tags: &[Tag], bytes: &Bytes) -> Result<(), PushError> {
+    let reference = tags.first().map(Tag::as_str);
+    let event = crate::outbox::artifact(app, EventType::PushArtifact, record, reference);
     let mut attempt = 1;
     loop {
-        match app.meta.put_manifest(record, tags).await {
-            Ok(()) => break,
+        match app.meta.put_manifest_noting(record, tags, &[event.outbox_entry()]).await {
+            Ok(()) => {
+                crate::outbox::committed(app, std::slice::from_ref(&event)).await;
+                break;
+            }
             Err(MetadataError::Conflict(_)) if attempt < PUT_ATTEMPTS => {
                 attempt += 1;
                 if crate::gc::unfenced_generation(app, &record.digest).await?.is_none() {
@@ -194,16 +200,25 @@ pub async fn content(app: &App, record: &ManifestRecord) -> Result<Bytes, PushEr
 
 /// Deletes a tag (the manifest stays) or, by digest, a manifest with all its tags.
 pub async fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<(), PushError> {
-    let deleted = match reference {
+    let (deleted, event) = match reference {
         Reference::Tag(tag) => {
             protection::check_tag_delete(app, repo, tag).await?;
-            app.meta.delete_tag(repo, tag).await?
+            let mut event = crate::outbox::about(app, EventType::DeleteTag, repo);
+            event.tag = Some(tag.as_str().to_string());
+            if let Some(record) = app.meta.resolve_tag(repo, tag).await? {
+                event.digest = Some(record.digest.to_string());
+            }
+            (app.meta.delete_tag_noting(repo, tag, &[event.outbox_entry()]).await?, event)
         }
         Reference::Digest(digest) => {
             protection::check_artifact_delete(app, repo, digest).await?;
-            app.meta.delete_manifest(repo, digest).await?
+            let event = deleted_artifact_event(app, repo, digest).await?;
+            (app.meta.delete_manifest_noting(repo, digest, &[event.outbox_entry()]).await?, event)
         }
     };
+    if deleted {
+        crate::outbox::committed(app, std::slice::from_ref(&event)).await;
+    }
     if deleted && matches!(reference, Reference::Digest(_)) {
         crate::usage::mark_changed(app, repo).await;
     }
@@ -222,4 +237,23 @@ async fn read_limited(body: ByteStream, limit: usize) -> Result<Bytes, PushError
             PushError::Body(std::io::Error::new(std::io::ErrorKind::TimedOut, "the manifest did not arrive in time"))
         }
     })
+}
+
+/// The `DELETE_ARTIFACT` event of deleting `digest` from `repo`, naming its tags as they are now.
+pub async fn deleted_artifact_event(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<RegistryEvent, MetadataError> {
+    let mut event = match app.meta.manifest(repo, digest).await? {
+        Some(record) => crate::outbox::artifact(app, EventType::DeleteArtifact, &record, None),
+        None => {
+            let mut event = crate::outbox::about(app, EventType::DeleteArtifact, repo);
+            event.digest = Some(digest.to_string());
+            event
+        }
+    };
+    event.tags = app.meta.tags_of(repo, digest).await?;
+    event.tag = event.tags.first().cloned().or_else(|| Some(digest.to_string()));
+    Ok(event)
 }

@@ -97,7 +97,7 @@ pub const TAG: Endpoint = Endpoint {
             .body("PutTag"),
         Operation::change("DELETE", Rule::Role(Action::ManageTags), "Delete a tag", 204),
     ],
-    ports: &[Port::MetadataWrite],
+    ports: &[Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-tag", Route::ApiTag { name, tag } => |app, req, body| {
         if req.method == http::Method::PUT { put_tag(app, &name, &tag, body).await } else { delete_tag(app, &name, &tag).await }
     }),

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod policies;
 pub mod registries;
 pub mod users;
+pub mod webhooks;
 
 use http::{header, StatusCode};
 use serde::de::DeserializeOwned;

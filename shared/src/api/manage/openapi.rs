@@ -25,6 +25,9 @@ fn schemas() -> Value {
     let cidrs = json!({ "type": "array", "items": { "type": "string", "description": "CIDR, e.g. 10.0.0.0/8" } });
     let roles = json!({ "type": "string", "enum": ["project-admin", "project-member", "service-admin", "service-viewer", "image-uploader"] });
     let registries = json!({ "type": ["array", "null"], "items": { "type": "string" }, "description": "registries the role applies to; null = all" });
+    let names: Vec<&str> = crate::events::EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
+    let event_types =
+        json!({ "type": "array", "items": { "type": "string", "enum": names }, "description": "default: every type" });
     json!({
         "CreateRegistry": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
             "name": string, "public_access": { "type": "boolean", "default": true }, "private_networks": cidrs } },
@@ -52,6 +55,24 @@ fn schemas() -> Value {
         "NewProtectionRule": { "type": "object", "required": ["image", "tag"], "additionalProperties": false, "properties": {
             "image": { "type": "string", "description": "image pattern without the registry" },
             "tag": { "type": "string", "description": "tag pattern" } } },
+        "NewWebhook": { "type": "object", "required": ["name", "url"], "additionalProperties": false, "properties": {
+            "name": { "type": "string", "description": "1-64 letters, digits, spaces, '.', '_', '-'; unique in its scope" },
+            "description": string,
+            "url": { "type": "string", "description": "http(s) target; refused when it resolves to a non-public address not in BERTH_OUTBOUND_ALLOW" },
+            "type": { "type": "string", "enum": ["http", "slack"], "default": "http" },
+            "events": event_types.clone(),
+            "format": { "type": "string", "enum": ["default", "cloudevents"], "default": "default" },
+            "auth_header": { "type": "string", "description": "sent as Authorization; stored encrypted, never returned" },
+            "enabled": { "type": "boolean", "default": true },
+            "skip_tls_verify": { "type": "boolean", "default": false } } },
+        "WebhookPatch": { "type": "object", "additionalProperties": false, "properties": {
+            "name": string, "description": string, "url": string,
+            "type": { "type": "string", "enum": ["http", "slack"] },
+            "events": event_types,
+            "format": { "type": "string", "enum": ["default", "cloudevents"] },
+            "auth_header": { "type": "string", "description": "\"\" removes it" },
+            "enabled": { "type": "boolean" }, "skip_tls_verify": { "type": "boolean" },
+            "rotate_secret": { "type": "boolean", "description": "issue a new signing secret, shown in the answer once" } } },
         "Error": { "type": "object", "properties": { "errors": { "type": "array", "items": { "type": "object",
             "required": ["code", "message", "detail"],
             "properties": { "code": string, "message": string, "detail": {} } } } } },
@@ -136,7 +157,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(24));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(29));
         let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
         let names: Vec<&str> =
             run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
