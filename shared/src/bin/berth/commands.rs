@@ -15,6 +15,7 @@ use crate::client::{
 };
 use crate::output::{self, field, Column, Format};
 use crate::policies::{self, CleanupCommand, GcCommand, ProtectCommand};
+use crate::webhooks::{self, WebhookCommand};
 
 /// What a command produced, for [`print`].
 pub enum Outcome {
@@ -79,6 +80,9 @@ pub enum ClientCommand {
     /// Garbage collection of blob bytes no image uses (administrators).
     #[command(subcommand)]
     Gc(GcCommand),
+    /// Webhooks: registry events delivered over HTTP(S) or to Slack, their log and redelivery.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -99,6 +103,7 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::Cleanup(c) => policies::cleanup(&client, format, c).await?,
                 ClientCommand::Protect(c) => policies::protect(&client, c).await?,
                 ClientCommand::Gc(c) => policies::gc(&client, format, c).await?,
+                ClientCommand::Webhook(c) => webhooks::webhook(&client, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }
