@@ -41,6 +41,8 @@ locals {
     jobs_send    = { actions = ["sqs:SendMessage"], resources = [aws_sqs_queue.jobs.arn] }
     jobs_consume = { actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], resources = [aws_sqs_queue.jobs.arn] }
     kms          = { actions = ["kms:Decrypt", "kms:GenerateDataKey"], resources = compact([var.kms_key_arn]) }
+    # Registry events onto the bus infra teams route from (events.tf): job-worker only.
+    events_put = { actions = ["events:PutEvents"], resources = [aws_cloudwatch_event_bus.registry.arn] }
   }
 
   # What each port a route declares ("ports" in `berth routes --output json`, mirrored in
@@ -71,11 +73,12 @@ locals {
   }
 
   # The job functions have no route: they run every kind of job (expire-uploads, cleanup runs,
-  # garbage collection, which lists blobs/ and deletes unreferenced blob bytes) and fire the
-  # stored cron schedules (reads them and claims each due time with a conditional write before
+  # garbage collection, which lists blobs/ and deletes unreferenced blob bytes, registry events:
+  # fanned out to the webhook policies, delivered, and put on the event bus) and fire the stored
+  # cron schedules (reads them and claims each due time with a conditional write before
   # enqueueing its job).
   job_permissions = {
-    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete"]
+    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_delete", "events_put"]
     "job-scheduler" = ["jobs_send", "meta_read", "meta_write"]
   }
 
@@ -177,7 +180,7 @@ resource "aws_cloudwatch_log_group" "function" {
 
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:Route functions are invoked synchronously by API Gateway (a DLQ only applies to async invokes); job-worker's failures go to the SQS queue's own DLQ, and job-scheduler's EventBridge target retries.
-  #checkov:skip=CKV_AWS_117:The functions only call AWS APIs (S3, DynamoDB, SQS, SSM); a VPC attachment would add NAT or endpoint cost and cold-start latency without isolating anything.
+  #checkov:skip=CKV_AWS_117:The functions call AWS APIs (S3, DynamoDB, SQS, EventBridge) and public webhook targets; a VPC attachment would need a NAT gateway for the deliveries and add cold-start latency without isolating anything.
   #checkov:skip=CKV_AWS_272:cargo-lambda zips are deployed directly from the build; code signing needs an AWS Signer profile and an S3-staged artifact pipeline, out of scope for this stack.
   for_each = local.functions
 
@@ -201,9 +204,10 @@ resource "aws_lambda_function" "this" {
   environment {
     # The keys reach the functions as environment variables (encrypted at rest by Lambda) rather
     # than by an SSM call on every cold start; the gateway reads them as ECS secrets.
-    variables = merge(local.berth_environment, {
+    variables = merge(local.berth_environment, try(local.function_environment[each.key], {}), {
       BERTH_UPLOAD_TOKEN_KEY  = data.aws_ssm_parameter.upload_token_key.value
       BERTH_TOKEN_SIGNING_KEY = data.aws_ssm_parameter.token_signing_key.value
+      BERTH_SECRETS_KEY       = data.aws_ssm_parameter.secrets_key.value
     })
   }
 
@@ -230,5 +234,13 @@ data "aws_ssm_parameter" "upload_token_key" {
 # accepted by all.
 data "aws_ssm_parameter" "token_signing_key" {
   name            = local.token_signing_key_param
+  with_decryption = true
+}
+
+# The key (base64 of 32 bytes) that encrypts webhook secrets and auth headers at rest, created
+# before apply (README): one key for every function and the gateway, so what one stored the
+# others can read.
+data "aws_ssm_parameter" "secrets_key" {
+  name            = local.secrets_key_param
   with_decryption = true
 }

@@ -28,7 +28,7 @@ locals {
     "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
     "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, ports = [] }
     "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
-    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "metadata:write"] }
+    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
     "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read"] }
@@ -46,7 +46,7 @@ locals {
     "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
     "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, ports = [] }
-    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write"] }
+    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
     "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, ports = ["metadata:write"] }
     "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, ports = ["metadata:write"] }
     "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, ports = ["metadata:write"] }
@@ -64,6 +64,12 @@ locals {
     "api-protection-rule"  = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/protection/rules/{rule}", has_repository = false, ports = ["metadata:write"] }
     "api-gc-runs"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/gc/runs", has_repository = false, ports = ["metadata:write", "jobs:send"] }
     "api-gc-run"           = { prefix = "/api/v1", methods = ["GET"], suffix = "/gc/runs/{run}", has_repository = false, ports = [] }
+    # Webhooks of a registry (or `_all`)
+    "api-webhooks"           = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/webhooks", has_repository = false, ports = ["metadata:write"] }
+    "api-webhook"            = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}/webhooks/{webhook}", has_repository = false, ports = ["metadata:write"] }
+    "api-webhook-test"       = { prefix = "/api/v1", methods = ["POST"], suffix = "/registries/{registry}/webhooks/{webhook}/test", has_repository = false, ports = ["metadata:write"] }
+    "api-webhook-deliveries" = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/webhooks/{webhook}/deliveries", has_repository = false, ports = [] }
+    "api-webhook-redeliver"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/registries/{registry}/webhooks/{webhook}/deliveries/{delivery}/redeliver", has_repository = false, ports = ["metadata:write", "jobs:send"] }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a
@@ -146,6 +152,9 @@ locals {
   token_signing_key_param     = coalesce(var.token_signing_key_parameter, "/${var.name}/token-signing-key")
   token_signing_key_param_arn = "${local.ssm_parameter_arn_prefix}${trimprefix(local.token_signing_key_param, "/")}"
 
+  secrets_key_param     = coalesce(var.secrets_key_ssm_parameter, "/${var.name}/secrets-key")
+  secrets_key_param_arn = "${local.ssm_parameter_arn_prefix}${trimprefix(local.secrets_key_param, "/")}"
+
   # The bootstrap administrator key, made sure of by the upload gateway (`berth serve`) at start:
   # both parameters or neither (checked on the task definition).
   admin_key_params = {
@@ -163,8 +172,9 @@ locals {
   registry_url          = var.domain_name != null ? "https://${var.domain_name}" : "https://${local.registry_default_host}"
 
   # The environment of every function and of the upload gateway (shared/src/config.rs). The
-  # secrets (BERTH_UPLOAD_TOKEN_KEY, BERTH_TOKEN_SIGNING_KEY) are added where each is resolved:
-  # functions.tf and upload_gateway.tf.
+  # secrets (BERTH_UPLOAD_TOKEN_KEY, BERTH_TOKEN_SIGNING_KEY, BERTH_SECRETS_KEY) are added where
+  # each is resolved: functions.tf and upload_gateway.tf. What only some functions need:
+  # local.function_environment.
   berth_environment = {
     BERTH_BUCKET                 = aws_s3_bucket.blobs.bucket
     BERTH_TABLE                  = aws_dynamodb_table.metadata.name
@@ -177,5 +187,27 @@ locals {
     BERTH_TOKEN_LIFETIME_SECONDS         = tostring(var.token_lifetime_seconds)
     AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH = "true"
     RUST_LOG                             = var.rust_log
+  }
+
+  # Outbound requests to addresses the operator chose (webhook targets now): the functions that
+  # check a target URL when a webhook policy is written get the allow-list, the ones that deliver
+  # get the delivery settings too. The others have no use for them.
+  outbound_environment = {
+    BERTH_OUTBOUND_ALLOW = join(",", var.outbound_allow_cidrs)
+  }
+  webhook_delivery_environment = merge(local.outbound_environment, {
+    BERTH_WEBHOOK_TIMEOUT_SECS = tostring(var.webhook_timeout_seconds)
+    BERTH_WEBHOOK_MAX_ATTEMPTS = tostring(var.webhook_max_attempts)
+    BERTH_WEBHOOK_RETRY_SECS   = tostring(var.webhook_retry_seconds)
+  })
+
+  # function => its environment beyond local.berth_environment. job-worker fans registry events
+  # out to the webhook policies, delivers them and puts them on the event bus (the only function
+  # allowed events:PutEvents); api-webhook-test delivers a ping synchronously.
+  function_environment = {
+    "job-worker"       = merge(local.webhook_delivery_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
+    "api-webhook-test" = local.webhook_delivery_environment
+    "api-webhooks"     = local.outbound_environment
+    "api-webhook"      = local.outbound_environment
   }
 }

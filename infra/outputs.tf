@@ -28,7 +28,7 @@ output "registry_dns_target" {
 }
 
 output "route_count" {
-  description = "API Gateway routes created (22 + 21 x max_repository_depth: 106 at the default depth 4; the default quota is 300 per API)."
+  description = "API Gateway routes created (47 + 21 x max_repository_depth: 131 at the default depth 4; the default quota is 300 per API)."
   value       = length(local.api_routes)
 }
 
@@ -90,6 +90,21 @@ output "queue_url" {
 output "dead_letter_queue_url" {
   description = "SQS dead-letter queue of the job queue."
   value       = try(aws_sqs_queue.jobs_dlq.url, "")
+}
+
+output "event_bus_name" {
+  description = "EventBridge bus job-worker puts every registry event on (BERTH_EVENT_BUS; source berth.registry): attach your rules here."
+  value       = aws_cloudwatch_event_bus.registry.name
+}
+
+output "event_bus_arn" {
+  description = "ARN of the registry event bus (for rules, cross-account targets and IAM)."
+  value       = aws_cloudwatch_event_bus.registry.arn
+}
+
+output "secrets_key_ssm_parameter" {
+  description = "SSM SecureString parameter the functions and the gateway read the webhook secrets key (BERTH_SECRETS_KEY) from."
+  value       = local.secrets_key_param
 }
 
 output "function_names" {

@@ -33,6 +33,7 @@ locals {
     {
       BERTH_UPLOAD_TOKEN_KEY  = local.upload_token_key_param_arn
       BERTH_TOKEN_SIGNING_KEY = local.token_signing_key_param_arn
+      BERTH_SECRETS_KEY       = local.secrets_key_param_arn
     },
     local.admin_key_params,
   )

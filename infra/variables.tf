@@ -26,7 +26,7 @@ variable "tags" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key for S3, DynamoDB, SQS, CloudWatch Logs and Lambda environment variables. null = AWS managed encryption (SSE-S3, aws/dynamodb, SSE-SQS, service default keys). The key policy must let CloudWatch Logs (logs.<region>.amazonaws.com) use it."
+  description = "Customer managed KMS key for S3, DynamoDB, SQS, CloudWatch Logs, the registry event bus and Lambda environment variables. null = AWS managed encryption (SSE-S3, aws/dynamodb, SSE-SQS, service default keys, an AWS owned key for the bus). The key policy must let CloudWatch Logs (logs.<region>.amazonaws.com) and EventBridge (events.amazonaws.com, for the event bus) use it."
   type        = string
   default     = null
 }
@@ -48,13 +48,13 @@ variable "rust_log" {
 ################################################################################
 
 variable "max_repository_depth" {
-  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 22 + 21 x N (see README)."
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 47 + 21 x N (see README)."
   type        = number
   default     = 4
 
   validation {
     condition     = var.max_repository_depth >= 1 && var.max_repository_depth <= 8 && floor(var.max_repository_depth) == var.max_repository_depth
-    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 190 routes, under the 300-routes quota)."
+    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 215 routes, under the 300-routes quota)."
   }
 }
 
@@ -204,6 +204,71 @@ variable "scheduler_rate" {
   description = "EventBridge schedule expression that triggers job-scheduler (cron schedules fire at most this late; keep it at one minute)."
   type        = string
   default     = "rate(1 minute)"
+}
+
+################################################################################
+# Registry events and webhooks
+################################################################################
+
+variable "event_bus_name" {
+  description = "Name of the EventBridge bus job-worker puts every registry event on (BERTH_EVENT_BUS; source berth.registry). null = <name>-events."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.event_bus_name == null ? true : can(regex("^[A-Za-z0-9._-]{1,256}$", var.event_bus_name)) && var.event_bus_name != "default"
+    error_message = "event_bus_name must be 1-256 letters, digits, dots, dashes or underscores, and not \"default\" (the account's own bus)."
+  }
+}
+
+variable "webhook_timeout_seconds" {
+  description = "Per-attempt timeout of a webhook delivery, connect and whole response (BERTH_WEBHOOK_TIMEOUT_SECS). api-webhook-test sends its ping within the API's 30 s, and job-worker delivers a batch within its own timeout, so at most 25."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.webhook_timeout_seconds >= 1 && var.webhook_timeout_seconds <= 25 && floor(var.webhook_timeout_seconds) == var.webhook_timeout_seconds
+    error_message = "webhook_timeout_seconds must be a whole number from 1 to 25."
+  }
+}
+
+variable "webhook_max_attempts" {
+  description = "Attempts of a webhook delivery before it becomes dead (BERTH_WEBHOOK_MAX_ATTEMPTS)."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.webhook_max_attempts >= 1 && var.webhook_max_attempts <= 50 && floor(var.webhook_max_attempts) == var.webhook_max_attempts
+    error_message = "webhook_max_attempts must be a whole number from 1 to 50."
+  }
+}
+
+variable "webhook_retry_seconds" {
+  description = "Delay before the first retry of a failed webhook delivery (BERTH_WEBHOOK_RETRY_SECS); it doubles per attempt, capped at 900 s."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.webhook_retry_seconds >= 1 && var.webhook_retry_seconds <= 900 && floor(var.webhook_retry_seconds) == var.webhook_retry_seconds
+    error_message = "webhook_retry_seconds must be a whole number from 1 to 900."
+  }
+}
+
+variable "outbound_allow_cidrs" {
+  description = "CIDRs that outbound requests (webhook deliveries) may reach although they are not public addresses: loopback, link-local, private, unique-local, CGNAT and the like are refused otherwise (BERTH_OUTBOUND_ALLOW, comma-joined). Given to job-worker, api-webhook-test, api-webhooks and api-webhook. Empty = public addresses only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.outbound_allow_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "outbound_allow_cidrs must be CIDR blocks (10.0.0.0/8, fd00::/8)."
+  }
+}
+
+variable "secrets_key_ssm_parameter" {
+  description = "Name of the SSM SecureString parameter holding the key that encrypts webhook secrets and auth headers at rest (BERTH_SECRETS_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`). Create it before apply (README); replacing its value makes the stored webhook secrets unreadable. null = /<name>/secrets-key."
+  type        = string
+  default     = null
 }
 
 ################################################################################

@@ -1,15 +1,18 @@
-"""Static checks of the Terraform in infra/ (no terraform binary, no AWS account needed).
+"""Static checks of the Terraform in infra/ (no AWS account, no provider download needed).
 
-1. every .tf file parses (python-hcl2);
+1. every .tf file parses (python-hcl2) and is `terraform fmt`-clean;
 2. checkov reports no failed check, and every suppression is an inline, reasoned comment;
 3. the route table of the built `berth` binary is what Terraform deploys: one function, one
-   artifact and one API route per method and repository depth for every route, and the job
-   functions are wired to SQS and EventBridge;
-4. house style: typed, described variables with defaults; described outputs.
+   artifact, one sample event and one API route per method and repository depth for every route,
+   and the job functions are wired to SQS and EventBridge;
+4. registry events and webhooks: the event bus only job-worker may put on, the webhook settings
+   on the functions that deliver or check targets, the new variables' validation (terraform plan
+   on variables.tf alone);
+5. house style: typed, described variables with defaults; described outputs.
 
 Terraform expressions are evaluated by tests/infra/hcl_eval.py over python-hcl2's parse tree.
 
-Run: .venv/bin/python -m pytest tests/infra   (BERTH_BIN, CHECKOV_BIN override the tools)
+Run: .venv/bin/python -m pytest tests/infra   (BERTH_BIN, CHECKOV_BIN, TERRAFORM_BIN override the tools)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import hcl2
@@ -32,6 +36,16 @@ REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 TF_FILES = sorted(INFRA.glob("*.tf"))
 JOB_FUNCTIONS = ("job-worker", "job-scheduler")
+WEBHOOK_SETTINGS = ("BERTH_WEBHOOK_TIMEOUT_SECS", "BERTH_WEBHOOK_MAX_ATTEMPTS", "BERTH_WEBHOOK_RETRY_SECS", "BERTH_OUTBOUND_ALLOW")
+# What a function gets beyond the environment every function has: job-worker fans registry events
+# out, delivers webhooks and puts the events on the bus; api-webhook-test delivers a ping; the two
+# that write policies check their target URLs against the outbound allow-list.
+EXTRA_ENVIRONMENT = {
+    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS},
+    "api-webhook-test": set(WEBHOOK_SETTINGS),
+    "api-webhooks": {"BERTH_OUTBOUND_ALLOW"},
+    "api-webhook": {"BERTH_OUTBOUND_ALLOW"},
+}
 DEFAULT_DEPTH = 4
 ROUTES_QUOTA = 300  # API Gateway: routes per HTTP API (default quota)
 
@@ -210,15 +224,18 @@ def test_every_function_gets_the_berth_environment(tf: Module, berth_routes: lis
     names = [r["name"] for r in berth_routes] + list(JOB_FUNCTIONS)
     envs = {name: tf.block_argument("aws_lambda_function", "this", "environment", "variables", name) for name in names}
     env = envs["blob-get"]
-    assert all(e == env for e in envs.values()), "every function gets the same environment"
+    for name, e in envs.items():
+        # the same environment everywhere, plus what the few webhook functions need (below)
+        assert {k: v for k, v in e.items() if k not in EXTRA_ENVIRONMENT.get(name, set())} == env, name
     assert sorted(env) == sorted([
         "BERTH_BUCKET", "BERTH_TABLE", "BERTH_QUEUE_URL", "BERTH_PRESIGN_EXPIRY_SECONDS", "BERTH_UPLOAD_GATEWAY_URL",
-        "BERTH_UPLOAD_TOKEN_KEY", "BERTH_TOKEN_SIGNING_KEY", "BERTH_TOKEN_LIFETIME_SECONDS", "BERTH_PUBLIC_URL",
-        "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG",
+        "BERTH_UPLOAD_TOKEN_KEY", "BERTH_TOKEN_SIGNING_KEY", "BERTH_SECRETS_KEY", "BERTH_TOKEN_LIFETIME_SECONDS",
+        "BERTH_PUBLIC_URL", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG",
     ])
     # the keys' values come from the SSM parameters at apply time, never from a literal
     assert env["BERTH_UPLOAD_TOKEN_KEY"] == Unknown("data.aws_ssm_parameter.upload_token_key.value")
     assert env["BERTH_TOKEN_SIGNING_KEY"] == Unknown("data.aws_ssm_parameter.token_signing_key.value")
+    assert env["BERTH_SECRETS_KEY"] == Unknown("data.aws_ssm_parameter.secrets_key.value")
     assert tf.argument("aws_ssm_parameter", "token_signing_key", "name", kind="data") == "/berth/token-signing-key"
     assert module(token_signing_key_parameter="/x/signing").argument("aws_ssm_parameter", "token_signing_key", "name", kind="data") == "/x/signing"
     assert tf.argument("aws_ssm_parameter", "token_signing_key", "with_decryption", kind="data") is True
@@ -261,8 +278,8 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (39, 21)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 123
+    assert (fixed, per_depth) == (47, 21)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 131
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -328,15 +345,17 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     assert set(tf.local("function_permissions")) - set(tf.local("routes")) == {"job-worker", "job-scheduler"}
     senders = sorted(r["name"] for r in berth_routes if "jobs:send" in r["ports"])
     assert sorted(r["name"] for r in berth_routes if "jobs_send" in grants[r["name"]]) == senders
-    # the six that recount storage after a change, and the two that start runs
+    # the six that recount storage after a change, the two that start runs, those that queue a
+    # registry event (manifest-get and api-tag only for that), and the one that queues a redelivery
     assert senders == sorted(["manifest-put", "manifest-delete", "blob-delete", "api-registry", "api-image",
-                              "api-artifact", "api-cleanup-runs", "api-gc-runs"])
+                              "api-artifact", "api-cleanup-runs", "api-gc-runs",
+                              "manifest-get", "api-tag", "api-webhook-redeliver"])
     # a route that only reads metadata gets read-only DynamoDB for the registry's data: its only
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
     assert readers == sorted(["token", "base", "catalog", "tags-list", "blob-get", "upload-status", "referrers",
                               "api-artifacts", "api-tags", "api-audit", "api-openapi",
-                              "api-cleanup-run", "api-gc-run"])
+                              "api-cleanup-run", "api-gc-run", "api-webhook-deliveries"])
     for name in readers:
         assert "meta_write" not in grants[name], name
 
@@ -382,10 +401,11 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
     # Pure identity routes and the version check touch no object at all.
     identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
                 "api-audit", "api-openapi", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
-                "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run")
+                "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run",
+                "api-webhooks", "api-webhook", "api-webhook-test", "api-webhook-deliveries")
     for function in identity:
         assert set(grants[function]) <= {"meta_read", "edge_write", "meta_write"}, function
-    for function in ("api-cleanup-runs", "api-gc-runs"):
+    for function in ("api-cleanup-runs", "api-gc-runs", "api-webhook-redeliver"):
         assert set(grants[function]) == {"meta_read", "edge_write", "meta_write", "jobs_send"}, function
     # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
     for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
@@ -435,7 +455,10 @@ def test_upload_gateway_runs_berth_serve_with_the_berth_environment(tf: Module):
     for timeout in ("BERTH_HEADER_TIMEOUT_SECONDS", "BERTH_IDLE_TIMEOUT_SECONDS"):
         assert int(env_values[timeout]) > alb_idle, f"{timeout} must outlast the ALB's idle timeout"
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
-    assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key")}
+    assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key"),
+                       "BERTH_SECRETS_KEY": ssm_arn("berth/secrets-key")}
+    # the gateway delivers nothing and puts no event on the bus
+    assert not {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS} & env
     assert not set(secrets) & env, "a secret is also a plain environment variable"
     # the execution role may read exactly these parameters
     readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
@@ -452,7 +475,7 @@ def test_bootstrap_admin_key_reaches_the_gateway_as_secrets():
     assert secrets["BERTH_ADMIN_SECRET_KEY"] == ssm_arn("berth/admin-secret-key")
     assert not {"BERTH_ADMIN_ACCESS_KEY", "BERTH_ADMIN_SECRET_KEY"} & {e["name"] for e in container["environment"]}
     readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
-    assert sorted(readable) == sorted(secrets.values()) and len(readable) == 4
+    assert sorted(readable) == sorted(secrets.values()) and len(readable) == 5
     # no function gets the admin key: only `berth serve` makes sure of it
     env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "token")
     assert not any(k.startswith("BERTH_ADMIN_") for k in env)
@@ -474,7 +497,159 @@ def test_table_gsis_become_attributes_and_indexes():
     assert tf.local("table_gsi_attributes") == {"upload_shard": "S", "updated_at": "N"}
 
 
-# ---- 4. variables and outputs ----------------------------------------------------------------
+# ---- 4. registry events and webhooks (issue 13) -----------------------------------------------
+
+# The webhook management routes as the issue's contract declares them; once the binary serves them,
+# test_terraform_route_table_mirrors_berth_routes checks it declares the same.
+WEBHOOK_ROUTES = {
+    "api-webhooks": (["GET", "POST"], "/registries/{registry}/webhooks", ["metadata:write"]),
+    "api-webhook": (["GET", "PATCH", "DELETE"], "/registries/{registry}/webhooks/{webhook}", ["metadata:write"]),
+    "api-webhook-test": (["POST"], "/registries/{registry}/webhooks/{webhook}/test", ["metadata:write"]),
+    "api-webhook-deliveries": (["GET"], "/registries/{registry}/webhooks/{webhook}/deliveries", []),
+    "api-webhook-redeliver": (["POST"], "/registries/{registry}/webhooks/{webhook}/deliveries/{delivery}/redeliver",
+                              ["metadata:write", "jobs:send"]),
+}
+# The routes whose changes (and manifest-get's pulls) are registry events, queued for job-worker.
+EVENT_EMITTERS = ("manifest-put", "manifest-get", "manifest-delete", "api-tag", "api-artifact", "api-image")
+
+
+def test_webhook_routes_are_deployed_with_their_functions(tf: Module):
+    routes = tf.local("routes")
+    for name, (methods, suffix, ports) in WEBHOOK_ROUTES.items():
+        assert routes[name] == {"prefix": "/api/v1", "methods": methods, "suffix": suffix, "has_repository": False, "ports": ports}
+        assert name in tf.instances("aws_lambda_function", "this"), name
+        assert name in tf.instances("aws_apigatewayv2_integration", "function"), name
+    api = tf.local("api_routes")
+    for name, (methods, suffix, _) in WEBHOOK_ROUTES.items():
+        for method in methods:
+            assert api[f"{method} /api/v1{suffix}"] == name
+    for name in EVENT_EMITTERS:
+        assert "jobs:send" in routes[name]["ports"], f"{name} queues registry events"
+        assert "jobs_send" in tf.local("function_permission_sets")[name], name
+
+
+def test_every_route_has_a_sample_event_for_one_of_its_route_keys(tf: Module):
+    """events/apigw-v2/<route>.json is an API Gateway payload 2.0 request that the HTTP API would
+    send to that very function (route key as Terraform generates it, path filled in)."""
+    api = tf.local("api_routes")
+    for name in tf.local("routes"):
+        path = REPO / "events" / "apigw-v2" / f"{name}.json"
+        assert path.is_file(), f"{path.relative_to(REPO)} is missing"
+        event = json.loads(path.read_text())
+        assert event["version"] == "2.0"
+        key = event["routeKey"]
+        assert api.get(key) == name, f"{path.name}: {key} is not a route of {name}"
+        assert event["requestContext"]["routeKey"] == key
+        method, template = key.split(" ", 1)
+        assert event["requestContext"]["http"]["method"] == method
+        stage = event["requestContext"]["stage"]
+        raw = event["rawPath"] if stage == "$default" else event["rawPath"].removeprefix(f"/{stage}")
+        assert event["requestContext"]["http"]["path"] == event["rawPath"]
+        pattern = "".join(r"[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template))
+        assert re.fullmatch(pattern + "/?", raw), f"{path.name}: {raw} does not match {template}"
+        query = event["rawQueryString"]
+        if "queryStringParameters" in event:  # both forms of the query, as API Gateway sends them
+            params: dict[str, list[str]] = {}
+            for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
+                params.setdefault(k, []).append(v)
+            assert {k: ",".join(v) for k, v in params.items()} == event["queryStringParameters"], path.name
+    names = {p.stem for p in (REPO / "events" / "apigw-v2").glob("*.json")}
+    assert names == set(tf.local("routes")), "a sample event names no route"
+
+
+def test_registry_events_go_to_a_bus_only_job_worker_may_put_on(tf: Module):
+    assert tf.instances("aws_cloudwatch_event_bus", "registry") == {None: {}}
+    assert tf.argument("aws_cloudwatch_event_bus", "registry", "name") == "berth-events"
+    assert module(name="reg").argument("aws_cloudwatch_event_bus", "registry", "name") == "reg-events"
+    assert module(event_bus_name="platform-events").argument("aws_cloudwatch_event_bus", "registry", "name") == "platform-events"
+    # the customer managed key, when there is one, encrypts the bus too
+    assert tf.argument("aws_cloudwatch_event_bus", "registry", "kms_key_identifier") is None
+    arn = "arn:aws:kms:us-east-1:111122223333:key/0000"
+    assert module(kms_key_arn=arn).argument("aws_cloudwatch_event_bus", "registry", "kms_key_identifier") == arn
+    # PutEvents on that bus alone, for job-worker alone
+    sets = tf.local("permission_sets")
+    assert sets["events_put"] == {"actions": ["events:PutEvents"], "resources": [Unknown("aws_cloudwatch_event_bus.registry.arn")]}
+    grants = tf.local("function_permission_sets")
+    assert [f for f, g in grants.items() if "events_put" in g] == ["job-worker"]
+    assert not any(a.startswith("events:") for name, grant in sets.items() if name != "events_put" for a in grant["actions"])
+    # job-worker learns the bus's name; no other function does
+    for function in tf.local("functions"):
+        env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", function)
+        assert ("BERTH_EVENT_BUS" in env) == (function == "job-worker"), function
+    worker = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "job-worker")
+    assert worker["BERTH_EVENT_BUS"] == Unknown("aws_cloudwatch_event_bus.registry.name")
+    # routing is the infra team's: the only rule is job-scheduler's, on the default bus
+    rules = [name for kind, rtype, name in tf.resources if kind == "resource" and rtype == "aws_cloudwatch_event_rule"]
+    assert rules == ["job_scheduler"]
+    assert "event_bus_name" not in tf.resources[("resource", "aws_cloudwatch_event_rule", "job_scheduler")]
+    readme = (INFRA / "README.md").read_text()
+    assert 'source        = ["berth.registry"]' in readme and '"detail-type" = ["Berth Image Action"]' in readme
+
+
+def test_webhook_settings_reach_only_the_functions_that_deliver_or_check_targets(tf: Module):
+    def envs(tf: Module) -> dict[str, dict]:
+        return {f: tf.block_argument("aws_lambda_function", "this", "environment", "variables", f) for f in tf.local("functions")}
+
+    for function, env in envs(tf).items():
+        assert {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS} & set(env) == EXTRA_ENVIRONMENT.get(function, set()), function
+        assert env["BERTH_SECRETS_KEY"] == Unknown("data.aws_ssm_parameter.secrets_key.value"), function
+    defaults = {"BERTH_WEBHOOK_TIMEOUT_SECS": "10", "BERTH_WEBHOOK_MAX_ATTEMPTS": "8", "BERTH_WEBHOOK_RETRY_SECS": "2",
+                "BERTH_OUTBOUND_ALLOW": ""}
+    custom = module(webhook_timeout_seconds=5, webhook_max_attempts=3, webhook_retry_seconds=30,
+                    outbound_allow_cidrs=["127.0.0.0/8", "::1/128"])
+    settings = {"BERTH_WEBHOOK_TIMEOUT_SECS": "5", "BERTH_WEBHOOK_MAX_ATTEMPTS": "3", "BERTH_WEBHOOK_RETRY_SECS": "30",
+                "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8,::1/128"}
+    for values, expected in ((envs(tf), defaults), (envs(custom), settings)):
+        for function, names in EXTRA_ENVIRONMENT.items():
+            assert {k: values[function][k] for k in names if k != "BERTH_EVENT_BUS"} == {k: expected[k] for k in names if k != "BERTH_EVENT_BUS"}
+    # the webhook secrets key comes from its SSM parameter, like the token signing key
+    assert tf.argument("aws_ssm_parameter", "secrets_key", "name", kind="data") == "/berth/secrets-key"
+    assert module(secrets_key_ssm_parameter="/x/secrets").argument("aws_ssm_parameter", "secrets_key", "name", kind="data") == "/x/secrets"
+    assert tf.argument("aws_ssm_parameter", "secrets_key", "with_decryption", kind="data") is True
+
+
+@pytest.fixture(scope="session")
+def terraform_variables(tmp_path_factory) -> Path:
+    """A root module of infra/variables.tf alone: no provider, so `terraform init` needs no
+    download and `terraform plan -var ...` runs every validation block."""
+    terraform = Path(os.environ.get("TERRAFORM_BIN", "/usr/local/bin/terraform"))
+    assert terraform.is_file(), f"{terraform} not found: terraform is part of the machine image (or set TERRAFORM_BIN)"
+    root = tmp_path_factory.mktemp("variables")
+    shutil.copy(INFRA / "variables.tf", root / "variables.tf")
+    p = subprocess.run([str(terraform), "init", "-input=false", "-backend=false", "-no-color"], cwd=root,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "CHECKPOINT_DISABLE": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    return root
+
+
+@pytest.mark.parametrize("assignments, accepted", [
+    ({}, True),
+    ({"event_bus_name": "platform.events_1-a"}, True),
+    ({"event_bus_name": "default"}, False),
+    ({"event_bus_name": "a/b"}, False),
+    ({"event_bus_name": ""}, False),
+    ({"webhook_timeout_seconds": 25, "webhook_max_attempts": 1, "webhook_retry_seconds": 900}, True),
+    ({"webhook_timeout_seconds": 0}, False),
+    ({"webhook_timeout_seconds": 26}, False),  # api-webhook-test must answer within API Gateway's 30 s
+    ({"webhook_timeout_seconds": 2.5}, False),
+    ({"webhook_max_attempts": 0}, False),
+    ({"webhook_retry_seconds": 901}, False),
+    ({"outbound_allow_cidrs": ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "fd00::/8"]}, True),
+    ({"outbound_allow_cidrs": ["127.0.0.1"]}, False),
+    ({"outbound_allow_cidrs": ["10.0.0.0/33"]}, False),
+], ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v))
+def test_event_and_webhook_variables_are_validated(terraform_variables: Path, assignments: dict, accepted: bool):
+    terraform = os.environ.get("TERRAFORM_BIN", "/usr/local/bin/terraform")
+    args = [a for name, value in assignments.items()
+            for a in ("-var", f"{name}={json.dumps(value) if isinstance(value, list) else value}")]
+    p = subprocess.run([terraform, "plan", "-input=false", "-no-color", "-lock=false", *args], cwd=terraform_variables,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "CHECKPOINT_DISABLE": "1"})
+    assert (p.returncode == 0) == accepted, p.stdout + p.stderr
+    if not accepted:
+        assert "Invalid value for variable" in p.stderr
+
+
+# ---- 5. variables and outputs ----------------------------------------------------------------
 
 
 def _blocks(kind: str) -> dict[str, dict]:
@@ -498,6 +673,7 @@ def test_variables_are_typed_described_and_defaulted():
 
 def test_outputs_are_described():
     outputs = _blocks("output")
-    assert {"registry_url", "upload_gateway_url", "bucket_name", "table_name", "queue_url", "function_names"} <= set(outputs)
+    assert {"registry_url", "upload_gateway_url", "bucket_name", "table_name", "queue_url", "function_names",
+            "event_bus_name", "event_bus_arn", "secrets_key_ssm_parameter"} <= set(outputs)
     for name, body in outputs.items():
         assert len(unquote(body.get("description", "")).strip()) > 10, f"output {name} has no description"
