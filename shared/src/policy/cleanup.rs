@@ -31,6 +31,7 @@ use crate::oci::{Digest, RepoName};
 use crate::queue::QueueError;
 use crate::schedule::{self, ScheduleError};
 use crate::task::Task;
+use sha2::Digest as _;
 
 /// Cleanup policies (id = registry).
 const POLICIES: Collection<StoredPolicy> = Collection::new("cleanup-policies");
@@ -640,7 +641,11 @@ pub const OPERATOR: &str = "cleanup";
 /// deleted artifact has its own `DELETE_ARTIFACT` event).
 fn retention_event(app: &App, run: &CleanupRun) -> RegistryEvent {
     let mut event = crate::outbox::event(app, EventType::TagRetention, &run.registry);
-    event.id = format!("retention-{}-{}", run.registry, run.id);
+    // an id derived from the run (a UUID, as receivers expect), the same on every redelivery
+    let seed = sha2::Sha256::digest(format!("retention:{}/{}", run.registry, run.id).as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&seed[..16]);
+    event.id = uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string();
     event.operator = OPERATOR.to_string();
     event.details = Some(serde_json::json!({
         "total": run.total,

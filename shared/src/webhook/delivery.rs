@@ -81,9 +81,18 @@ pub struct Delivery {
     pub round_attempts: u32,
 }
 
-/// The delivery id of an event: inverted time first, so the log lists newest first.
+/// The delivery id of an event: its inverted time in milliseconds first (from the event id, a
+/// UUID v7), so the log lists newest first, then the event id.
 pub fn delivery_id(event: &RegistryEvent) -> String {
-    format!("{:010}-{}", 9_999_999_999_i64.saturating_sub(event.occurred_at).max(0), event.id)
+    let millis = uuid::Uuid::parse_str(&event.id)
+        .ok()
+        .and_then(|u| u.get_timestamp())
+        .map(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000) + i64::from(nanos / 1_000_000)
+        })
+        .unwrap_or_else(|| event.occurred_at.saturating_mul(1000));
+    format!("{:013}-{}", 9_999_999_999_999_i64.saturating_sub(millis).max(0), event.id)
 }
 
 fn delivery_key(scope: &str, webhook: &str, id: &str) -> String {
@@ -217,6 +226,7 @@ async fn post(
     let mut request = client
         .post(url)
         .header(http::header::CONTENT_TYPE, rendered.content_type)
+        .header(http::header::USER_AGENT, concat!("Berth-Webhook/", env!("CARGO_PKG_VERSION")))
         .header("X-Berth-Event", event.kind.as_str())
         .header("X-Berth-Event-Id", &event.id)
         .header("X-Berth-Delivery", delivery_id)
