@@ -378,7 +378,7 @@ class WebhookBench:
             out += ["**Debug build: these figures are not representative.**", ""]
         out += ["| measure | Berth |", "| --- | ---: |"]
         out += [f"| {what} | {value} |" for what, value in self.rows]
-        out += ["", f"Setup: {machine_line(load0, load1)}; Berth {version} (`{rel}`); embedded storage; "
+        out += ["", f"Setup: {machine_line(load0, load1)}; Berth {version} (`{rel}`), git {git_rev()}; embedded storage; "
                     f"`BERTH_OUTBOUND_ALLOW=127.0.0.0/8`, other webhook settings default; the receiver is a Python "
                     f"`ThreadingHTTPServer` on 127.0.0.1 with keep-alive answering 200 at once; client, server and "
                     f"receiver share the cores. A: {a.pushes} pushes per side in {a.rounds} rounds (each side once "
@@ -397,6 +397,17 @@ class WebhookBench:
             p.write_text(text)
             log(f"table saved to {p}")
         return 2 if self.errors else 0
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip() or "no commit"
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return f"{rev} (dirty)" if dirty else rev
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def default_bin() -> str:
