@@ -108,8 +108,8 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         Task::RefreshUsage { repository } => Ok(crate::usage::run(app, &repository).await?),
         Task::Gc { run_id, due } => Ok(crate::gc::run_job(app, run_id.as_deref(), due).await?),
         Task::PublishEvent { event } => Ok(crate::outbox::publish(app, &event).await?),
-        Task::DeliverWebhook { registry, webhook, event } => {
-            Ok(crate::webhook::delivery::run(app, &registry, &webhook, &event).await?)
+        Task::DeliverWebhook { registry, webhook, event, round } => {
+            Ok(crate::webhook::delivery::run(app, &registry, &webhook, &event, round).await?)
         }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;

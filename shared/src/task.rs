@@ -59,6 +59,9 @@ pub enum Task {
         webhook: String,
         /// the event
         event: Box<RegistryEvent>,
+        /// the delivery's round (a redelivery starts a new one; jobs of older rounds are dropped)
+        #[serde(default)]
+        round: u32,
     },
     /// Re-queue events left in the outbox by a process that stopped before queuing them.
     RelayEvents {
@@ -114,8 +117,8 @@ impl Task {
             Task::Gc { run_id: Some(run), .. } => format!("gc:{run}"),
             Task::Gc { due, .. } => format!("gc@{}", due.map_or("?".to_string(), |d| d.to_string())),
             Task::PublishEvent { event } => format!("publish-event:{}", event.id),
-            Task::DeliverWebhook { registry, webhook, event } => {
-                format!("deliver-webhook:{registry}/{webhook}/{}", event.id)
+            Task::DeliverWebhook { registry, webhook, event, round } => {
+                format!("deliver-webhook:{registry}/{webhook}/{}#{round}", event.id)
             }
             Task::RelayEvents { due } => format!("relay-events@{}", due.map_or("now".to_string(), |d| d.to_string())),
         }

@@ -1514,3 +1514,48 @@ def test_webhook_cli_end_to_end(hook_server, receiver, tmp_path):
         assert wid not in [x["id"] for x in items(cli.ok("webhook", "ls", name))]
     finally:
         hooks.delete("_all", glob["id"])
+
+
+def test_racing_creates_keep_the_limit_and_unique_names(hook_server, receiver):
+    """60 creates released together: exactly 20 (the limit per registry) succeed, the rest are
+    refused with 400 (limit) or 409 (name taken); 20 creates of one name: one succeeds."""
+    import concurrent.futures as cf
+    import threading
+    reg = hook_server
+    hooks = Hooks(reg)
+    name = new_registry(reg, "race")
+    barrier = threading.Barrier(20)
+
+    def create(i: int, same: bool) -> int:
+        barrier.wait(timeout=30)
+        return hooks.create(name, name="same" if same else f"h{i}", url=receiver.url("/r")).status_code
+
+    with cf.ThreadPoolExecutor(20) as pool:
+        same = list(pool.map(lambda i: create(i, True), range(20)))
+    assert sorted(same) == [201] + [409] * 19, same
+    with cf.ThreadPoolExecutor(20) as pool:
+        many = [s for batch in range(3) for s in pool.map(lambda i: create(batch * 20 + i, False), range(20))]
+    assert many.count(201) == 19, many  # 19 more than "same": 20 in all
+    assert set(many) <= {201, 400}, many
+    listed = hooks.list(name).json()["items"]
+    assert len(listed) == 20, len(listed)
+    assert len({p["name"] for p in listed}) == 20
+
+
+@pytest.mark.edge_only
+def test_deleting_a_registry_deletes_its_webhooks_and_urls_with_control_characters_are_refused(
+        hook_server, receiver):
+    reg = hook_server
+    hooks = Hooks(reg)
+    name = new_registry(reg, "ephem")
+    made = hooks.make(name, name="old", url=receiver.url("/old"), auth_header="Bearer STALE")
+    mgmt(reg, "DELETE", f"/api/v1/registries/{name}")
+    r = requests.post(f"{reg.url}/api/v1/registries", json={"name": name}, auth=reg.credentials, timeout=T)
+    assert r.status_code == 201, r.text
+    assert hooks.list(name).json()["items"] == []
+    assert hooks.get(name, made["id"]).status_code == 404
+    # and the name is free again in the new registry
+    hooks.make(name, name="old", url=receiver.url("/new"))
+    for bad in (receiver.url("/a") + "\r\nX-Injected: yes", receiver.url("/a b"), receiver.url("/a\tb")):
+        assert_refused(hooks.create(name, name="ctl", url=bad), 400, "INVALID_REQUEST", "url",
+                       what=f"url {bad!r}")

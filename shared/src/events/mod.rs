@@ -236,6 +236,9 @@ pub struct EventState {
     pub pull_subscribers: Mutex<Option<(UnixTime, Vec<String>)>>,
     /// where events are also put (EventBridge on AWS)
     pub bus: Option<std::sync::Arc<dyn bus::EventBus>>,
+    /// per webhook: consecutive failed attempts, and until when its deliveries wait (a circuit
+    /// breaker, so a receiver that hangs stops taking the worker's time)
+    pub breakers: Mutex<std::collections::HashMap<String, (u32, UnixTime)>>,
 }
 
 impl std::fmt::Debug for EventState {

@@ -79,6 +79,9 @@ pub struct Delivery {
     /// attempts made since the last redelivery (the budget counts these)
     #[serde(default)]
     pub round_attempts: u32,
+    /// how many times it was redelivered: a queued attempt of an earlier round is dropped
+    #[serde(default)]
+    pub round: u32,
 }
 
 /// The delivery id of an event: its inverted time in milliseconds first (from the event id, a
@@ -100,7 +103,7 @@ fn delivery_key(scope: &str, webhook: &str, id: &str) -> String {
 }
 
 /// The delivery job: one attempt, then the log updated and, on failure, the next attempt queued.
-pub async fn run(app: &App, scope: &str, webhook: &str, event: &RegistryEvent) -> Result<(), WebhookError> {
+pub async fn run(app: &App, scope: &str, webhook: &str, event: &RegistryEvent, round: u32) -> Result<(), WebhookError> {
     let policy = match policy::get(app, scope, webhook).await {
         Ok((policy, _)) => policy,
         // deleted since: its log is gone with it
@@ -113,20 +116,40 @@ pub async fn run(app: &App, scope: &str, webhook: &str, event: &RegistryEvent) -
         Some(v) => (v.record, Expect::Version(v.version)),
         None => (new_delivery(app, &policy, event, id), Expect::Absent),
     };
-    if matches!(delivery.status, DeliveryStatus::Delivered | DeliveryStatus::Dead | DeliveryStatus::Skipped) {
-        return Ok(()); // a duplicate job: this delivery is settled
+    if round != delivery.round
+        || matches!(delivery.status, DeliveryStatus::Delivered | DeliveryStatus::Dead | DeliveryStatus::Skipped)
+    {
+        return Ok(()); // a duplicate job, or one of a round a redelivery replaced: settled
     }
     if !policy.wants(event.kind) {
         delivery.status = DeliveryStatus::Skipped;
         delivery.next_attempt_at = None;
         return save(app, &key, &delivery, version).await;
     }
-    let attempt = send(app, &policy, event, &delivery.id).await;
+    let next = Task::DeliverWebhook {
+        registry: scope.to_string(),
+        webhook: webhook.to_string(),
+        event: Box::new(event.clone()),
+        round,
+    }
+    .to_job();
+    let breaker = policy.key();
+    if let Some(wait) = breaker_open(app, &breaker) {
+        // the receiver failed its last attempts: wait without spending an attempt (or a worker)
+        app.queue.enqueue(&next, wait).await?;
+        return Ok(());
+    }
+    let (attempt, refused) = send(app, &policy, event, &delivery.id).await;
     let ok = attempt.error.is_none();
+    note_outcome(app, &breaker, ok || refused);
     record_attempt(&mut delivery, attempt);
     let settings = &app.settings.webhooks;
     if ok {
         delivery.status = DeliveryStatus::Delivered;
+        delivery.next_attempt_at = None;
+    } else if refused {
+        // the target is not one outbound requests may reach: another attempt is refused too
+        delivery.status = DeliveryStatus::Dead;
         delivery.next_attempt_at = None;
     } else if delivery.round_attempts >= settings.max_attempts {
         delivery.status = DeliveryStatus::Dead;
@@ -136,15 +159,41 @@ pub async fn run(app: &App, scope: &str, webhook: &str, event: &RegistryEvent) -
         let delay = settings.retry_delay(delivery.round_attempts);
         delivery.status = DeliveryStatus::Retrying;
         delivery.next_attempt_at = Some(app.clock.now() + delay.as_secs() as i64);
-        let job = Task::DeliverWebhook {
-            registry: scope.to_string(),
-            webhook: webhook.to_string(),
-            event: Box::new(event.clone()),
-        }
-        .to_job();
-        app.queue.enqueue(&job, delay).await?;
+        app.queue.enqueue(&next, delay).await?;
     }
     save(app, &key, &delivery, version).await
+}
+
+/// Consecutive failed attempts after which a webhook's deliveries wait instead of trying.
+const BREAKER_THRESHOLD: u32 = 3;
+
+/// How long a webhook's deliveries still wait, if its breaker is open.
+fn breaker_open(app: &App, key: &str) -> Option<Duration> {
+    let breakers = app.events.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_, until) = breakers.get(key)?;
+    let left = until - app.clock.now();
+    (left > 0).then(|| Duration::from_secs(left.unsigned_abs()))
+}
+
+/// How long an open breaker holds a webhook's deliveries back.
+const BREAKER_OPEN_SECS: i64 = 30;
+
+/// Records an attempt's outcome, per process: a success closes the breaker; the third failure in
+/// a row opens it for [`BREAKER_OPEN_SECS`], and every failure after that (the one attempt let
+/// through when it closes) opens it again. A held-back delivery waits at most that long, so the
+/// breaker never delays a receiver that recovered by more than 30 s.
+fn note_outcome(app: &App, key: &str, ok: bool) {
+    let mut breakers = app.events.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if ok {
+        breakers.remove(key);
+        return;
+    }
+    let now = app.clock.now();
+    let entry = breakers.entry(key.to_string()).or_insert((0, now));
+    entry.0 = entry.0.saturating_add(1);
+    if entry.0 >= BREAKER_THRESHOLD && entry.1 <= now {
+        entry.1 = now + BREAKER_OPEN_SECS;
+    }
 }
 
 fn new_delivery(app: &App, policy: &StoredPolicy, event: &RegistryEvent, id: String) -> Delivery {
@@ -159,6 +208,7 @@ fn new_delivery(app: &App, policy: &StoredPolicy, event: &RegistryEvent, id: Str
         next_attempt_at: None,
         attempts: Vec::new(),
         round_attempts: 0,
+        round: 0,
     }
 }
 
@@ -180,14 +230,15 @@ async fn save(app: &App, key: &str, delivery: &Delivery, expect: Expect) -> Resu
     }
 }
 
-/// Sends one attempt. Never fails: what went wrong is the attempt's `error`.
-async fn send(app: &App, policy: &StoredPolicy, event: &RegistryEvent, delivery_id: &str) -> Attempt {
+/// Sends one attempt. Never fails: what went wrong is the attempt's `error`; the flag says the
+/// outbound guard refused the target (no attempt can succeed).
+async fn send(app: &App, policy: &StoredPolicy, event: &RegistryEvent, delivery_id: &str) -> (Attempt, bool) {
     let at = app.clock.now();
     let started = Instant::now();
     let outcome = post(app, policy, event, delivery_id).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let url = policy.url.clone();
-    match outcome {
+    let attempt = match outcome {
         Ok((status, response)) if (200..300).contains(&status) => {
             Attempt { at, url, status: Some(status), latency_ms, error: None, response: Some(response) }
         }
@@ -199,7 +250,25 @@ async fn send(app: &App, policy: &StoredPolicy, event: &RegistryEvent, delivery_
             };
             Attempt { at, url, status: Some(status), latency_ms, error: Some(error), response: Some(response) }
         }
-        Err(e) => Attempt { at, url, status: None, latency_ms, error: Some(e), response: None },
+        Err(PostError::Refused(e)) => {
+            return (Attempt { at, url, status: None, latency_ms, error: Some(e), response: None }, true)
+        }
+        Err(PostError::Failed(e)) => Attempt { at, url, status: None, latency_ms, error: Some(e), response: None },
+    };
+    (attempt, false)
+}
+
+/// Why a request was not answered.
+enum PostError {
+    /// the outbound guard refused the target
+    Refused(String),
+    /// anything else (connection, timeout, secrets)
+    Failed(String),
+}
+
+impl From<String> for PostError {
+    fn from(e: String) -> Self {
+        PostError::Failed(e)
     }
 }
 
@@ -210,9 +279,14 @@ async fn post(
     policy: &StoredPolicy,
     event: &RegistryEvent,
     delivery_id: &str,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), PostError> {
     let settings = &app.settings.webhooks;
-    let url = settings.outbound.check_url(&policy.url).await.map_err(|e| e.to_string())?;
+    let url = settings.outbound.check_url(&policy.url).await.map_err(|e| match e {
+        crate::outbound::OutboundError::Refused { .. } | crate::outbound::OutboundError::InvalidUrl(_) => {
+            PostError::Refused(e.to_string())
+        }
+        other => PostError::Failed(other.to_string()),
+    })?;
     let key = crate::secrets::key(app).await.map_err(|e| e.to_string())?;
     let secret =
         key.open(&policy.secret, &seal_context(&policy.registry, &policy.id, "secret")).map_err(|e| e.to_string())?;
@@ -296,6 +370,7 @@ pub async fn redeliver(app: &App, scope: &str, webhook: &str, id: &str) -> Resul
     }
     delivery.status = DeliveryStatus::Pending;
     delivery.round_attempts = 0;
+    delivery.round = delivery.round.saturating_add(1);
     delivery.next_attempt_at = Some(app.clock.now());
     match DELIVERIES.put(app.meta.as_ref(), &key, &delivery, Expect::Version(found.version)).await {
         Ok(_) => {}
@@ -308,8 +383,15 @@ pub async fn redeliver(app: &App, scope: &str, webhook: &str, id: &str) -> Resul
         registry: scope.to_string(),
         webhook: webhook.to_string(),
         event: Box::new(delivery.event.clone()),
+        round: delivery.round,
     }
     .to_job();
+    // a redelivery asks for an attempt now, whatever the breaker says
+    app.events
+        .breakers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&policy::policy_key(scope, webhook));
     app.queue.enqueue(&job, Duration::ZERO).await?;
     Ok(delivery)
 }
@@ -321,7 +403,7 @@ pub async fn ping(app: &App, scope: &str, webhook: &str) -> Result<Delivery, Web
     let mut event = RegistryEvent::new(EventType::Ping, registry, app.clock.now(), app.settings.public_url.as_deref());
     event.details = Some(serde_json::json!({ "webhook": webhook }));
     let mut delivery = new_delivery(app, &policy, &event, delivery_id(&event));
-    let attempt = send(app, &policy, &event, &delivery.id).await;
+    let (attempt, _) = send(app, &policy, &event, &delivery.id).await;
     delivery.status = if attempt.error.is_none() { DeliveryStatus::Delivered } else { DeliveryStatus::Dead };
     record_attempt(&mut delivery, attempt);
     let key = delivery_key(scope, webhook, &delivery.id);

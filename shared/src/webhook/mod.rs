@@ -73,6 +73,7 @@ pub async fn fan_out(app: &App, event: &RegistryEvent) -> Result<usize, WebhookE
                 registry: scope.to_string(),
                 webhook: policy.id.clone(),
                 event: Box::new(event.clone()),
+                round: 0,
             }
             .to_job();
             app.queue.enqueue(&job, Duration::ZERO).await?;

@@ -269,12 +269,16 @@ pub fn validate_auth_header(value: &str) -> Result<(), WebhookError> {
 }
 
 /// Checks a target URL's form and that it reaches a permitted address.
-pub async fn validate_url(app: &App, url: &str) -> Result<(), WebhookError> {
+/// Returns the URL as it will be requested (normalized), which is what is stored and shown.
+pub async fn validate_url(app: &App, url: &str) -> Result<String, WebhookError> {
     if url.len() > MAX_URL_BYTES {
         return Err(WebhookError::Invalid(format!("url: longer than {MAX_URL_BYTES} bytes")));
     }
-    app.settings.webhooks.outbound.check_url(url).await.map_err(WebhookError::Outbound)?;
-    Ok(())
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(WebhookError::Invalid("url: spaces and control characters (CR, LF, tab …) are not allowed".into()));
+    }
+    let parsed = app.settings.webhooks.outbound.check_url(url).await.map_err(WebhookError::Outbound)?;
+    Ok(parsed.to_string())
 }
 
 /// Checks a scope: a registry that exists, or `_all`.
@@ -331,15 +335,27 @@ pub async fn create(app: &App, scope: &str, new: NewPolicy, by: &str) -> Result<
     if new.description.len() > 1024 {
         return Err(WebhookError::Invalid("description: longer than 1024 bytes".into()));
     }
-    validate_url(app, &new.url).await?;
-    let existing = all_of(app, scope).await?;
-    if existing.len() >= MAX_PER_SCOPE {
-        return Err(WebhookError::Invalid(format!("{scope} has {MAX_PER_SCOPE} webhooks already (the most allowed)")));
-    }
-    if existing.iter().any(|p| p.name == new.name) {
-        return Err(WebhookError::Exists(format!("a webhook named {:?} exists in {scope}", new.name)));
-    }
+    let url = validate_url(app, &new.url).await?;
     let id = format!("wh-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let now = app.clock.now();
+    change_index(app, scope, |index, live| {
+        // entries of creations that never stored their policy (a crash) stop counting after a while
+        let reserved = index.reserved.clone();
+        index.names.retain(|id, _| live.contains(id) || reserved.get(id).is_some_and(|at| now - at < RESERVATION_SECS));
+        index.reserved.retain(|id, at| !live.contains(id) && now - *at < RESERVATION_SECS);
+        if index.names.values().any(|n| *n == new.name) {
+            return Err(WebhookError::Exists(format!("a webhook named {:?} exists in {scope}", new.name)));
+        }
+        if index.names.len() >= MAX_PER_SCOPE {
+            return Err(WebhookError::Invalid(format!(
+                "{scope} has {MAX_PER_SCOPE} webhooks already (the most allowed)"
+            )));
+        }
+        index.names.insert(id.clone(), new.name.clone());
+        index.reserved.insert(id.clone(), now);
+        Ok(())
+    })
+    .await?;
     let key = crate::secrets::key(app).await?;
     let secret = super::payload::new_secret()?;
     let now = app.clock.now();
@@ -348,7 +364,7 @@ pub async fn create(app: &App, scope: &str, new: NewPolicy, by: &str) -> Result<
         registry: scope.to_string(),
         name: new.name,
         description: new.description,
-        url: new.url,
+        url,
         target: new.target,
         events,
         format: new.format,
@@ -363,7 +379,14 @@ pub async fn create(app: &App, scope: &str, new: NewPolicy, by: &str) -> Result<
         updated_at: now,
         created_by: by.to_string(),
     };
-    POLICIES.put(app.meta.as_ref(), &policy.key(), &policy, Expect::Absent).await?;
+    if let Err(e) = POLICIES.put(app.meta.as_ref(), &policy.key(), &policy, Expect::Absent).await {
+        let _ = change_index(app, scope, |index, _| {
+            index.names.remove(&id);
+            Ok(())
+        })
+        .await;
+        return Err(e.into());
+    }
     super::subscriptions_changed(app);
     Ok(policy.view(Some(secret)))
 }
@@ -371,13 +394,21 @@ pub async fn create(app: &App, scope: &str, new: NewPolicy, by: &str) -> Result<
 /// Applies a change; the answer carries the new secret when one was issued.
 pub async fn update(app: &App, scope: &str, id: &str, patch: PolicyPatch) -> Result<PolicyView, WebhookError> {
     let (mut policy, version) = get(app, scope, id).await?;
-    if let Some(name) = patch.name {
-        validate_name(&name)?;
-        if name != policy.name && all_of(app, scope).await?.iter().any(|p| p.name == name) {
-            return Err(WebhookError::Exists(format!("a webhook named {name:?} exists in {scope}")));
+    let renamed_from = match patch.name {
+        Some(name) if name != policy.name => {
+            validate_name(&name)?;
+            change_index(app, scope, |index, _| {
+                if index.names.iter().any(|(other, n)| *n == name && other != id) {
+                    return Err(WebhookError::Exists(format!("a webhook named {name:?} exists in {scope}")));
+                }
+                index.names.insert(id.to_string(), name.clone());
+                Ok(())
+            })
+            .await?;
+            Some(std::mem::replace(&mut policy.name, name))
         }
-        policy.name = name;
-    }
+        _ => None,
+    };
     if let Some(d) = patch.description {
         if d.len() > 1024 {
             return Err(WebhookError::Invalid("description: longer than 1024 bytes".into()));
@@ -385,8 +416,7 @@ pub async fn update(app: &App, scope: &str, id: &str, patch: PolicyPatch) -> Res
         policy.description = d;
     }
     if let Some(url) = patch.url {
-        validate_url(app, &url).await?;
-        policy.url = url;
+        policy.url = validate_url(app, &url).await?;
     }
     if let Some(t) = patch.target {
         policy.target = t;
@@ -415,12 +445,22 @@ pub async fn update(app: &App, scope: &str, id: &str, patch: PolicyPatch) -> Res
         shown = Some(secret);
     }
     policy.updated_at = app.clock.now();
-    match POLICIES.put(app.meta.as_ref(), &policy.key(), &policy, Expect::Version(version)).await {
-        Ok(_) => {}
+    let stored = match POLICIES.put(app.meta.as_ref(), &policy.key(), &policy, Expect::Version(version)).await {
+        Ok(_) => Ok(()),
         Err(MetadataError::Conflict(_)) => {
-            return Err(WebhookError::Conflict(format!("webhook {id} changed meanwhile; read it and try again")))
+            Err(WebhookError::Conflict(format!("webhook {id} changed meanwhile; read it and try again")))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = stored {
+        if let Some(old) = renamed_from {
+            let _ = change_index(app, scope, |index, _| {
+                index.names.insert(id.to_string(), old.clone());
+                Ok(())
+            })
+            .await;
+        }
+        return Err(e);
     }
     super::subscriptions_changed(app);
     Ok(policy.view(shown))
@@ -431,7 +471,66 @@ pub async fn delete(app: &App, scope: &str, id: &str) -> Result<(), WebhookError
     if !POLICIES.delete(app.meta.as_ref(), &policy_key(scope, id), Expect::Any).await? {
         return Err(WebhookError::NotFound(format!("webhook {id} of {scope}")));
     }
+    change_index(app, scope, |index, _| {
+        index.names.remove(id);
+        Ok(())
+    })
+    .await?;
     super::subscriptions_changed(app);
     super::delivery::forget(app, scope, id).await?;
+    Ok(())
+}
+
+/// Per scope, the names of its policies by id: the one document that creating, renaming and
+/// deleting change by compare-and-swap, so the per-scope limit and unique names hold under
+/// concurrent requests (each policy is its own document, which no single write could count).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ScopeIndex {
+    /// policy id → name
+    names: std::collections::BTreeMap<String, String>,
+    /// policy id → when a creation reserved it (until its policy is stored)
+    #[serde(default)]
+    reserved: std::collections::BTreeMap<String, UnixTime>,
+}
+
+/// How long a creation's reservation counts without its policy stored (longer than any request).
+const RESERVATION_SECS: UnixTime = 300;
+
+const INDEXES: Collection<ScopeIndex> = Collection::new("webhook-scope");
+
+/// Applies `change` to the scope's index (built from the stored policies when it does not exist
+/// yet) and stores it if no other request changed it meanwhile, retrying otherwise. `change` is
+/// also given the ids of the policies stored now.
+async fn change_index(
+    app: &App,
+    scope: &str,
+    change: impl Fn(&mut ScopeIndex, &[String]) -> Result<(), WebhookError>,
+) -> Result<(), WebhookError> {
+    for _ in 0..20 {
+        let live: Vec<String> = all_of(app, scope).await?.into_iter().map(|p| p.id).collect();
+        let (mut index, expect) = match INDEXES.get(app.meta.as_ref(), scope).await? {
+            Some(v) => (v.record, Expect::Version(v.version)),
+            None => {
+                let names = all_of(app, scope).await?.into_iter().map(|p| (p.id, p.name)).collect();
+                (ScopeIndex { names, reserved: Default::default() }, Expect::Absent)
+            }
+        };
+        change(&mut index, &live)?;
+        match INDEXES.put(app.meta.as_ref(), scope, &index, expect).await {
+            Ok(_) => return Ok(()),
+            Err(MetadataError::Conflict(_)) => tokio::task::yield_now().await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WebhookError::Conflict(format!("the webhooks of {scope} are being changed by many requests; try again")))
+}
+
+/// Deletes every policy of a deleted registry, with their delivery logs, so a registry created
+/// again under the name starts without them.
+pub async fn forget(app: &App, scope: &str) -> Result<(), WebhookError> {
+    for policy in all_of(app, scope).await? {
+        delete(app, scope, &policy.id).await?;
+    }
+    INDEXES.delete(app.meta.as_ref(), scope, Expect::Any).await?;
     Ok(())
 }

@@ -183,6 +183,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
     // a registry created again later starts without the old one's rules and cycle
     crate::policy::cleanup::forget(app.meta.as_ref(), name).await?;
     crate::policy::protection::forget(app.meta.as_ref(), name).await?;
+    crate::webhook::policy::forget(app, name).await?;
     app.access.registries.forget(name);
     empty(StatusCode::NO_CONTENT, &[])
 }
