@@ -137,3 +137,43 @@ async fn events_reach_the_eventbridge_bus_with_ecr_like_details() {
     assert_eq!(event["detail"]["event-type"], "PUSH_ARTIFACT");
     assert!(outbox(&env).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_failing_receiver_trips_the_breaker_and_its_deliveries_wait_without_attempts() {
+    let env = TestRegistry::embedded().with_settings(|s| {
+        s.webhooks.outbound = berth::outbound::OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        s.webhooks.timeout = std::time::Duration::from_secs(2);
+    });
+    // a port nobody listens on: every attempt is refused at once
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let made = env
+        .call_json(
+            http::Method::POST,
+            "/api/v1/registries/team/webhooks",
+            &format!(r#"{{"name":"down","url":"http://127.0.0.1:{closed}/hook","events":["PUSH_ARTIFACT"]}}"#),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    let id = made.json()["id"].as_str().unwrap().to_string();
+    let attempts = |log: &serde_json::Value| -> usize {
+        log["items"].as_array().unwrap().iter().map(|d| d["attempts"].as_array().unwrap().len()).sum()
+    };
+    let log_path = format!("/api/v1/registries/team/webhooks/{id}/deliveries");
+    for i in 0..6 {
+        env.push_image("team/app", &format!("v{i}")).await;
+    }
+    env.work().await;
+    // attempts made side by side in one batch all fail; from the third failure on, the breaker
+    // holds the rest back
+    let first = attempts(&env.get_json(&log_path).await);
+    assert!((3..=6).contains(&first), "{first}");
+    for i in 6..12 {
+        env.push_image("team/app", &format!("v{i}")).await;
+    }
+    env.work().await;
+    let log = env.get_json(&log_path).await;
+    assert_eq!(attempts(&log), first, "no attempt while the breaker is open: {log}");
+    assert!(log["items"].as_array().unwrap().iter().all(|d| d["status"] == "retrying"), "{log}");
+    let waiting = env.discard_pending_jobs().await;
+    assert_eq!(waiting.iter().filter(|j| j.kind == "deliver-webhook").count(), 12, "{waiting:?}");
+}
