@@ -177,3 +177,31 @@ async fn a_failing_receiver_trips_the_breaker_and_its_deliveries_wait_without_at
     let waiting = env.discard_pending_jobs().await;
     assert_eq!(waiting.iter().filter(|j| j.kind == "deliver-webhook").count(), 12, "{waiting:?}");
 }
+
+#[tokio::test]
+async fn a_webhook_log_keeps_its_newest_thousand_deliveries() {
+    let env = TestRegistry::embedded();
+    // delivery ids sort newest first; bodies need not decode for trimming
+    for i in 0..1010 {
+        let id = format!("team/wh-1/{i:05}");
+        env.app
+            .meta
+            .put_document("webhook-delivery", &id, &serde_json::json!({}), berth::metadata::Expect::Any)
+            .await
+            .unwrap();
+    }
+    env.app
+        .meta
+        .put_document("webhook-delivery", "team/wh-2/00000", &serde_json::json!({}), berth::metadata::Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(berth::webhook::delivery::trim_log(&env.app, "team", "wh-1").await.unwrap(), 10);
+    let kept = env.app.meta.list_documents("webhook-delivery", "team/wh-1/", None, 2000).await.unwrap().items;
+    assert_eq!(kept.len(), 1000);
+    assert_eq!(kept.last().unwrap().id, "team/wh-1/00999", "the oldest went");
+    assert!(
+        env.app.meta.get_document("webhook-delivery", "team/wh-2/00000").await.unwrap().is_some(),
+        "another webhook's log stays"
+    );
+    assert_eq!(berth::webhook::delivery::trim_log(&env.app, "team", "wh-1").await.unwrap(), 0);
+}

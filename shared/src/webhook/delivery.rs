@@ -19,6 +19,12 @@ const DELIVERIES: Collection<Delivery> = Collection::new("webhook-delivery");
 
 /// The most attempts one log entry keeps (the oldest are dropped).
 const MAX_LOGGED_ATTEMPTS: usize = 20;
+/// The most deliveries a webhook's log keeps (the oldest go first).
+pub const MAX_LOGGED_DELIVERIES: usize = 1000;
+/// On average every this many new deliveries, the log is trimmed to [`MAX_LOGGED_DELIVERIES`]
+/// (reading the log on every delivery would cost more than the log).
+const TRIM_EVERY: u8 = 32;
+
 /// The most bytes of a receiver's answer kept in the log.
 pub const RESPONSE_SNIPPET: usize = 512;
 
@@ -222,8 +228,14 @@ fn record_attempt(delivery: &mut Delivery, attempt: Attempt) {
 }
 
 async fn save(app: &App, key: &str, delivery: &Delivery, expect: Expect) -> Result<(), WebhookError> {
+    let new = matches!(expect, Expect::Absent);
     match DELIVERIES.put(app.meta.as_ref(), key, delivery, expect).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if new && one_in(TRIM_EVERY) {
+                trim_log(app, &delivery.registry, &delivery.webhook).await?;
+            }
+            Ok(())
+        }
         // another worker recorded the same delivery meanwhile (a duplicate job): theirs stands
         Err(MetadataError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -421,6 +433,34 @@ pub async fn forget(app: &App, scope: &str, webhook: &str) -> Result<(), Webhook
         }
         if !more || items.is_empty() {
             return Ok(());
+        }
+    }
+}
+
+/// True about once in `n` calls.
+fn one_in(n: u8) -> bool {
+    let mut byte = [0u8; 1];
+    getrandom::getrandom(&mut byte).is_ok() && byte[0] % n == 0
+}
+
+/// Deletes the deliveries of a webhook beyond the newest [`MAX_LOGGED_DELIVERIES`]; how many.
+pub async fn trim_log(app: &App, scope: &str, webhook: &str) -> Result<usize, WebhookError> {
+    let prefix = delivery_key(scope, webhook, "");
+    let (newest, more) = DELIVERIES.entries(app.meta.as_ref(), &prefix, None, MAX_LOGGED_DELIVERIES).await?;
+    let Some(last) = newest.last().filter(|_| more) else {
+        return Ok(0);
+    };
+    let mut after = last.id.clone();
+    let mut trimmed = 0;
+    loop {
+        let (older, more) = DELIVERIES.entries(app.meta.as_ref(), &prefix, Some(&after), 100).await?;
+        for entry in &older {
+            DELIVERIES.delete(app.meta.as_ref(), &entry.id, Expect::Any).await?;
+            trimmed += 1;
+        }
+        match older.last() {
+            Some(last) if more => after = last.id.clone(),
+            _ => return Ok(trimmed),
         }
     }
 }
