@@ -342,7 +342,9 @@ pub async fn create(app: &App, scope: &str, new: NewPolicy, by: &str) -> Result<
         // entries of creations that never stored their policy (a crash) stop counting after a while
         let reserved = index.reserved.clone();
         index.names.retain(|id, _| live.contains(id) || reserved.get(id).is_some_and(|at| now - at < RESERVATION_SECS));
-        index.reserved.retain(|id, at| !live.contains(id) && now - *at < RESERVATION_SECS);
+        // (a reservation is kept its full time even once its policy is stored: `live` may be
+        // older than the index, and must not make another request drop a fresh entry)
+        index.reserved.retain(|_, at| now - *at < RESERVATION_SECS);
         if index.names.values().any(|n| *n == new.name) {
             return Err(WebhookError::Exists(format!("a webhook named {:?} exists in {scope}", new.name)));
         }
