@@ -61,6 +61,7 @@ pub async fn committed(app: &App, events: &[RegistryEvent]) {
             tracing::warn!(event = %event.id, error = %e, "could not queue an event; the outbox relay will");
         }
     }
+    app.events.queued.notify_one();
 }
 
 /// Writes an event that no metadata transaction carries (a cleanup run's end) into the outbox

@@ -272,7 +272,10 @@ async fn cron_loop(app: Arc<App>) {
 async fn worker_loop(app: Arc<App>) {
     loop {
         match jobs::work_once(&app, 10).await {
-            Ok(0) => tokio::time::sleep(Duration::from_millis(500)).await,
+            // idle: poll again in half a second, or at once when a request queues an event
+            Ok(0) => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), app.events.queued.notified()).await;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "job queue failed");

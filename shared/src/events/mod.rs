@@ -239,6 +239,9 @@ pub struct EventState {
     /// per webhook: consecutive failed attempts, and until when its deliveries wait (a circuit
     /// breaker, so a receiver that hangs stops taking the worker's time)
     pub breakers: Mutex<std::collections::HashMap<String, (u32, UnixTime)>>,
+    /// wakes an idle in-process worker when an event is queued (`berth serve`), so a delivery
+    /// does not wait for the worker's next poll
+    pub queued: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for EventState {
