@@ -276,6 +276,13 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `2026-12-03T12:00:00Z`: a Unix time as RFC 3339 in UTC (payloads, CLI output).
+pub fn rfc3339(t: UnixTime) -> String {
+    let (year, month, day) = civil_from_days(t.div_euclid(86_400));
+    let rem = t.rem_euclid(86_400);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// The proleptic Gregorian `(year, month, day)` of a day count since 1970-01-01 (Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

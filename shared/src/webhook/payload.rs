@@ -132,7 +132,7 @@ fn cloudevent(policy: &StoredPolicy, event: &RegistryEvent, payload: &Value) -> 
         "id": event.id,
         "source": format!("/registries/{}/webhooks/{}", policy.registry, policy.id),
         "type": event.kind.cloudevents_type(),
-        "time": rfc3339(event.occurred_at),
+        "time": crate::cron::rfc3339(event.occurred_at),
         "datacontenttype": "application/json",
         "operator": event.operator,
         "data": payload["event_data"],
@@ -148,7 +148,7 @@ fn slack(event: &RegistryEvent, payload: &Value) -> Value {
         _ => event.registry.clone(),
     };
     let data = serde_json::to_string_pretty(&payload["event_data"]).unwrap_or_default();
-    let when = rfc3339(event.occurred_at);
+    let when = crate::cron::rfc3339(event.occurred_at);
     json!({
         "text": format!("Berth: {} {subject}", event.kind.as_str()),
         "blocks": [
@@ -161,23 +161,6 @@ fn slack(event: &RegistryEvent, payload: &Value) -> Value {
             {"type": "section", "text": {"type": "mrkdwn", "text": format!("*event_data:*\n```{data}```")}},
         ],
     })
-}
-
-/// `2026-12-03T12:00:00Z` for Unix seconds.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil-from-days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -204,9 +187,9 @@ mod tests {
 
     #[test]
     fn rfc3339_matches_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_680_501_893), "2023-04-03T06:04:53Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(crate::cron::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::cron::rfc3339(1_680_501_893), "2023-04-03T06:04:53Z");
+        assert_eq!(crate::cron::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -509,11 +509,12 @@ async fn change_index(
     change: impl Fn(&mut ScopeIndex, &[String]) -> Result<(), WebhookError>,
 ) -> Result<(), WebhookError> {
     for _ in 0..20 {
-        let live: Vec<String> = all_of(app, scope).await?.into_iter().map(|p| p.id).collect();
+        let stored = all_of(app, scope).await?;
+        let live: Vec<String> = stored.iter().map(|p| p.id.clone()).collect();
         let (mut index, expect) = match INDEXES.get(app.meta.as_ref(), scope).await? {
             Some(v) => (v.record, Expect::Version(v.version)),
             None => {
-                let names = all_of(app, scope).await?.into_iter().map(|p| (p.id, p.name)).collect();
+                let names = stored.into_iter().map(|p| (p.id, p.name)).collect();
                 (ScopeIndex { names, reserved: Default::default() }, Expect::Absent)
             }
         };
