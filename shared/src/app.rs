@@ -63,6 +63,8 @@ pub struct Settings {
     pub usage_refresh_delay: Duration,
     /// webhook delivery, the outbound guard and the secrets key
     pub webhooks: crate::events::WebhookSettings,
+    /// replication copy steps, request timeouts and retries
+    pub replication: crate::replication_settings::ReplicationSettings,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             gc_schedule: Some(DEFAULT_GC_SCHEDULE.to_string()),
             usage_refresh_delay: Duration::from_secs(5),
             webhooks: crate::events::WebhookSettings::default(),
+            replication: crate::replication_settings::ReplicationSettings::default(),
         }
     }
 }
@@ -160,6 +163,7 @@ impl Settings {
             s.job_lease = Duration::from_secs(secs.clamp(1, 43_200));
         }
         s.webhooks = s.webhooks.with_env()?;
+        s.replication = s.replication.with_env()?;
         Ok(s)
     }
 }

@@ -38,6 +38,9 @@ pub enum JobError {
     /// Recording a webhook delivery failed.
     #[error(transparent)]
     Webhook(#[from] crate::webhook::WebhookError),
+    /// A replication step could not record its progress.
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
 }
 
 /// The job that expires stale uploads.
@@ -107,9 +110,23 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         }
         Task::RefreshUsage { repository } => Ok(crate::usage::run(app, &repository).await?),
         Task::Gc { run_id, due } => Ok(crate::gc::run_job(app, run_id.as_deref(), due).await?),
-        Task::PublishEvent { event } => Ok(crate::outbox::publish(app, &event).await?),
+        Task::PublishEvent { event } => {
+            // event-triggered replications start before the outbox entry is cleared, so a crash
+            // in between repeats them (idempotently) rather than losing them
+            crate::replication::on_event(app, &event).await?;
+            Ok(crate::outbox::publish(app, &event).await?)
+        }
         Task::DeliverWebhook { registry, webhook, event, round } => {
             Ok(crate::webhook::delivery::run(app, &registry, &webhook, &event, round).await?)
+        }
+        Task::CheckReplication { registry, replication, generation } => {
+            Ok(crate::replication::policy::check(app, &registry, &replication, generation).await?)
+        }
+        Task::Replicate { registry, replication, execution, due } => {
+            Ok(crate::replication::run::plan(app, &registry, &replication, execution.as_deref(), due).await?)
+        }
+        Task::ReplicateArtifact { registry, replication, execution, task } => {
+            Ok(crate::replication::run::copy(app, &registry, &replication, &execution, &task).await?)
         }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;
@@ -124,10 +141,12 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
 /// Leases up to `max` jobs and runs them; returns how many were received.
 pub async fn work_once(app: &App, max: usize) -> Result<usize, QueueError> {
     let deliveries = app.queue.receive(max, app.settings.job_lease).await?;
-    // webhook deliveries run side by side, so a receiver that hangs until its timeout holds up
-    // neither the other deliveries nor the rest; the rest run one after another, as before
+    // webhook deliveries and replication copies run side by side, so a receiver or target that
+    // hangs until its timeout holds up neither the others nor the rest; the rest run one after
+    // another, as before
+    let outbound = [crate::task::KINDS[5], crate::task::KINDS[7], crate::task::KINDS[9]];
     let (slow, ordered): (Vec<&Delivery>, Vec<&Delivery>) =
-        deliveries.iter().partition(|d| d.job.kind == crate::task::KINDS[5]);
+        deliveries.iter().partition(|d| outbound.contains(&d.job.kind.as_str()));
     let in_order = async {
         for delivery in ordered {
             settle(app, delivery, run(app, &delivery.job).await).await?;

@@ -29,6 +29,8 @@ pub mod policy;
 pub mod port_limit;
 pub mod queue;
 pub mod registry;
+pub mod replication;
+pub mod replication_settings;
 pub mod schedule;
 pub mod sealed;
 pub mod secrets;

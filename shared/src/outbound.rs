@@ -299,6 +299,19 @@ fn in_v6(net: Ipv6Addr, len: u8, ip: Ipv6Addr) -> bool {
 }
 
 /// An error and its causes on one line.
+/// Why an outbound request failed, as logs and delivery records show it: the kind (timed out,
+/// could not connect, failed), then the error and each of its causes.
+pub fn describe_failure(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", error_chain(e))
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

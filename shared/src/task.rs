@@ -69,11 +69,54 @@ pub enum Task {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         due: Option<UnixTime>,
     },
+    /// Check that a replication's target answers, and record it (its status follows).
+    CheckReplication {
+        /// the source registry
+        registry: String,
+        /// the replication id
+        replication: String,
+        /// the check chain (a change starts a new one; jobs of older chains do nothing)
+        generation: u64,
+    },
+    /// Plan a replication execution: the one named (a manual run), or the scheduled one of a due time.
+    Replicate {
+        /// the source registry
+        registry: String,
+        /// the replication id
+        replication: String,
+        /// the execution to plan
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        execution: Option<String>,
+        /// the schedule's due time
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
+    /// Copy (or continue copying) one artifact of a replication execution.
+    ReplicateArtifact {
+        /// the source registry
+        registry: String,
+        /// the replication id
+        replication: String,
+        /// the execution
+        execution: String,
+        /// the task
+        task: String,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 7] =
-    ["expire-uploads", "refresh-usage", "cleanup", "gc", "publish-event", "deliver-webhook", "relay-events"];
+pub const KINDS: [&str; 10] = [
+    "expire-uploads",
+    "refresh-usage",
+    "cleanup",
+    "gc",
+    "publish-event",
+    "deliver-webhook",
+    "relay-events",
+    "check-replication",
+    "replicate",
+    "replicate-artifact",
+];
 
 impl Task {
     /// The kind name the job carries.
@@ -86,6 +129,9 @@ impl Task {
             Task::PublishEvent { .. } => KINDS[4],
             Task::DeliverWebhook { .. } => KINDS[5],
             Task::RelayEvents { .. } => KINDS[6],
+            Task::CheckReplication { .. } => KINDS[7],
+            Task::Replicate { .. } => KINDS[8],
+            Task::ReplicateArtifact { .. } => KINDS[9],
         }
     }
 
@@ -95,8 +141,13 @@ impl Task {
             Task::ExpireUploads { due }
             | Task::Cleanup { due, .. }
             | Task::Gc { due, .. }
-            | Task::RelayEvents { due } => *due = Some(at),
-            Task::RefreshUsage { .. } | Task::PublishEvent { .. } | Task::DeliverWebhook { .. } => {}
+            | Task::RelayEvents { due }
+            | Task::Replicate { due, .. } => *due = Some(at),
+            Task::RefreshUsage { .. }
+            | Task::PublishEvent { .. }
+            | Task::DeliverWebhook { .. }
+            | Task::CheckReplication { .. }
+            | Task::ReplicateArtifact { .. } => {}
         }
         self
     }
@@ -121,6 +172,18 @@ impl Task {
                 format!("deliver-webhook:{registry}/{webhook}/{}#{round}", event.id)
             }
             Task::RelayEvents { due } => format!("relay-events@{}", due.map_or("now".to_string(), |d| d.to_string())),
+            Task::CheckReplication { registry, replication, generation } => {
+                format!("check-replication:{registry}/{replication}#{generation}")
+            }
+            Task::Replicate { registry, replication, execution: Some(execution), .. } => {
+                format!("replicate:{registry}/{replication}/{execution}")
+            }
+            Task::Replicate { registry, replication, due, .. } => {
+                format!("replicate:{registry}/{replication}@{}", due.map_or("?".to_string(), |d| d.to_string()))
+            }
+            Task::ReplicateArtifact { registry, replication, execution, task } => {
+                format!("replicate-artifact:{registry}/{replication}/{execution}/{task}")
+            }
         }
     }
 

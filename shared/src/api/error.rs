@@ -404,6 +404,23 @@ impl From<crate::webhook::WebhookError> for OciError {
     }
 }
 
+impl From<crate::replication::ReplicationError> for OciError {
+    fn from(e: crate::replication::ReplicationError) -> Self {
+        use crate::replication::ReplicationError as R;
+        match e {
+            R::Invalid(_) | R::Outbound(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            R::NotFound(_) | R::NoRegistry(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            R::Exists(_) => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            R::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            R::Denied(_) => OciError::new(ErrorCode::Denied, e.to_string()),
+            R::Metadata(inner) => inner.into(),
+            R::Identity(inner) => inner.into(),
+            R::Schedule(inner) => inner.into(),
+            R::Queue(_) | R::Seal(_) | R::Secrets(_) | R::Local(_) => OciError::internal(&e),
+        }
+    }
+}
+
 impl From<ScheduleError> for OciError {
     fn from(e: ScheduleError) -> Self {
         match e {

@@ -257,6 +257,62 @@ pub enum Route {
         /// delivery id
         delivery: String,
     },
+    /// `GET|POST /api/v1/registries/<registry>/replication-targets`: list or add targets (`_all`: shared).
+    ApiReplicationTargets {
+        /// registry name, or `_all`
+        registry: String,
+    },
+    /// `GET|PATCH|DELETE …/replication-targets/<target>`: show, change or delete one.
+    ApiReplicationTarget {
+        /// registry name, or `_all`
+        registry: String,
+        /// target id
+        target: String,
+    },
+    /// `GET|POST /api/v1/registries/<registry>/replications`: list or create replications.
+    ApiReplications {
+        /// registry name
+        registry: String,
+    },
+    /// `GET|PATCH|DELETE …/replications/<replication>`: show, change or delete one.
+    ApiReplication {
+        /// registry name
+        registry: String,
+        /// replication id
+        replication: String,
+    },
+    /// `POST …/replications/<replication>/run`: run it now.
+    ApiReplicationRun {
+        /// registry name
+        registry: String,
+        /// replication id
+        replication: String,
+    },
+    /// `GET …/replications/<replication>/executions`: its history.
+    ApiReplicationExecutions {
+        /// registry name
+        registry: String,
+        /// replication id
+        replication: String,
+    },
+    /// `GET …/replications/<replication>/executions/<execution>`: one execution.
+    ApiReplicationExecution {
+        /// registry name
+        registry: String,
+        /// replication id
+        replication: String,
+        /// execution id
+        execution: String,
+    },
+    /// `GET …/executions/<execution>/tasks`: an execution's per-artifact tasks.
+    ApiReplicationTasks {
+        /// registry name
+        registry: String,
+        /// replication id
+        replication: String,
+        /// execution id
+        execution: String,
+    },
 }
 
 /// Declares the route table once: [`ENDPOINTS`], [`DECLARATIONS`], [`Route::endpoint`] and
@@ -341,6 +397,14 @@ route_table! {
     Route::ApiWebhookTest { .. } => manage::webhooks::WEBHOOK_TEST,
     Route::ApiWebhookDeliveries { .. } => manage::webhooks::WEBHOOK_DELIVERIES,
     Route::ApiWebhookRedeliver { .. } => manage::webhooks::WEBHOOK_REDELIVER,
+    Route::ApiReplicationTargets { .. } => manage::replications::TARGETS,
+    Route::ApiReplicationTarget { .. } => manage::replications::TARGET,
+    Route::ApiReplications { .. } => manage::replications::REPLICATIONS,
+    Route::ApiReplication { .. } => manage::replications::REPLICATION,
+    Route::ApiReplicationRun { .. } => manage::replications::REPLICATION_RUN,
+    Route::ApiReplicationExecutions { .. } => manage::replications::EXECUTIONS,
+    Route::ApiReplicationExecution { .. } => manage::replications::EXECUTION,
+    Route::ApiReplicationTasks { .. } => manage::replications::TASKS,
 }
 
 /// The names of all routes, in table order.
@@ -401,7 +465,15 @@ impl Route {
             | Route::ApiWebhook { registry, .. }
             | Route::ApiWebhookTest { registry, .. }
             | Route::ApiWebhookDeliveries { registry, .. }
-            | Route::ApiWebhookRedeliver { registry, .. } => Some(registry),
+            | Route::ApiWebhookRedeliver { registry, .. }
+            | Route::ApiReplicationTargets { registry }
+            | Route::ApiReplicationTarget { registry, .. }
+            | Route::ApiReplications { registry }
+            | Route::ApiReplication { registry, .. }
+            | Route::ApiReplicationRun { registry, .. }
+            | Route::ApiReplicationExecutions { registry, .. }
+            | Route::ApiReplicationExecution { registry, .. }
+            | Route::ApiReplicationTasks { registry, .. } => Some(registry),
             other => other.repository().map(|name| crate::identity::registry::of_repository(name.as_str())),
         }
     }
@@ -540,6 +612,29 @@ impl Route {
             }
             ["registries", _, "webhooks", _, "deliveries", _, "redeliver"] => {
                 only(method, Route::ApiWebhookRedeliver { registry: text(1), webhook: text(3), delivery: text(5) })
+            }
+            ["registries", _, "replication-targets"] => {
+                only(method, Route::ApiReplicationTargets { registry: text(1) })
+            }
+            ["registries", _, "replication-targets", _] => {
+                only(method, Route::ApiReplicationTarget { registry: text(1), target: text(3) })
+            }
+            ["registries", _, "replications"] => only(method, Route::ApiReplications { registry: text(1) }),
+            ["registries", _, "replications", _] => {
+                only(method, Route::ApiReplication { registry: text(1), replication: text(3) })
+            }
+            ["registries", _, "replications", _, "run"] => {
+                only(method, Route::ApiReplicationRun { registry: text(1), replication: text(3) })
+            }
+            ["registries", _, "replications", _, "executions"] => {
+                only(method, Route::ApiReplicationExecutions { registry: text(1), replication: text(3) })
+            }
+            ["registries", _, "replications", _, "executions", _] => only(
+                method,
+                Route::ApiReplicationExecution { registry: text(1), replication: text(3), execution: text(5) },
+            ),
+            ["registries", _, "replications", _, "executions", _, "tasks"] => {
+                only(method, Route::ApiReplicationTasks { registry: text(1), replication: text(3), execution: text(5) })
             }
             ["gc", "runs"] => only(method, Route::ApiGcRuns),
             ["gc", "runs", _] => only(method, Route::ApiGcRun { run: text(2) }),

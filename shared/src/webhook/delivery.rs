@@ -323,7 +323,7 @@ async fn post(
         let value = key.open(sealed, &seal_context(&policy.registry, &policy.id, "auth")).map_err(|e| e.to_string())?;
         request = request.header(http::header::AUTHORIZATION, value);
     }
-    let mut response = request.send().await.map_err(describe)?;
+    let mut response = request.send().await.map_err(|e| crate::outbound::describe_failure(&e))?;
     let status = response.status().as_u16();
     let mut snippet = Vec::new();
     while snippet.len() < RESPONSE_SNIPPET {
@@ -335,23 +335,6 @@ async fn post(
         }
     }
     Ok((status, String::from_utf8_lossy(&snippet).into_owned()))
-}
-
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// The delivery log of a webhook, newest first.

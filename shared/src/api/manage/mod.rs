@@ -9,6 +9,7 @@ pub mod gc;
 pub mod openapi;
 pub mod policies;
 pub mod registries;
+pub mod replications;
 pub mod users;
 pub mod webhooks;
 

@@ -28,6 +28,11 @@ fn schemas() -> Value {
     let names: Vec<&str> = crate::events::EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
     let event_types =
         json!({ "type": "array", "items": { "type": "string", "enum": names }, "description": "default: every type" });
+    let trigger = json!({ "type": "object", "required": ["type"], "additionalProperties": false,
+        "description": "when it runs (default manual); `event`: every push after the policy exists",
+        "properties": {
+            "type": { "type": "string", "enum": ["manual", "event", "schedule"] },
+            "cron": { "type": "string", "description": "with `schedule`: minute hour day-of-month month day-of-week, in UTC" } } });
     json!({
         "CreateRegistry": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
             "name": string, "public_access": { "type": "boolean", "default": true }, "private_networks": cidrs } },
@@ -73,6 +78,40 @@ fn schemas() -> Value {
             "auth_header": { "type": "string", "description": "\"\" removes it" },
             "enabled": { "type": "boolean" }, "skip_tls_verify": { "type": "boolean" },
             "rotate_secret": { "type": "boolean", "description": "issue a new signing secret, shown in the answer once" } } },
+        "NewReplicationTarget": { "type": "object", "required": ["name", "url"], "additionalProperties": false, "properties": {
+            "name": { "type": "string", "description": "1-64 letters, digits, spaces, '.', '_', '-'; unique in its scope" },
+            "description": string,
+            "kind": { "type": "string", "enum": ["berth", "registry"], "default": "registry" },
+            "url": { "type": "string", "description": "the registry's base URL (no /v2); refused when it resolves to a non-public address not in BERTH_OUTBOUND_ALLOW" },
+            "username": { "type": "string", "description": "user name or access key id" },
+            "password": { "type": "string", "description": "password or secret key; stored encrypted, never returned" },
+            "skip_tls_verify": { "type": "boolean", "default": false },
+            "chunk_bytes": { "type": "integer", "minimum": 1048576, "maximum": 67108864, "default": 8388608,
+                             "description": "size of one upload PATCH" } } },
+        "ReplicationTargetPatch": { "type": "object", "additionalProperties": false, "properties": {
+            "name": string, "description": string, "url": string,
+            "kind": { "type": "string", "enum": ["berth", "registry"] },
+            "username": { "type": "string", "description": "\"\" removes it" },
+            "password": { "type": "string", "description": "\"\" removes it" },
+            "skip_tls_verify": { "type": "boolean" },
+            "chunk_bytes": { "type": "integer", "minimum": 1048576, "maximum": 67108864 } } },
+        "NewReplication": { "type": "object", "required": ["name", "target"], "additionalProperties": false, "properties": {
+            "name": { "type": "string", "description": "1-64 letters, digits, spaces, '.', '_', '-'; unique in the registry" },
+            "description": string,
+            "target": { "type": "string", "description": "a target id of this registry or of _all" },
+            "destination": { "type": "string", "description": "repository prefix at the target; default: this registry's name" },
+            "name_filter": { "type": "string", "description": "image pattern without the registry (`*`, `**`, `?`, `{a,b}`); empty: all" },
+            "tag_filter": { "type": "string", "description": "tag pattern; empty: all" },
+            "tag_filter_mode": { "type": "string", "enum": ["match", "exclude"], "default": "match" },
+            "trigger": trigger.clone(),
+            "override": { "type": "boolean", "default": true, "description": "overwrite a tag that points elsewhere at the target" },
+            "enabled": { "type": "boolean", "default": true } } },
+        "ReplicationPatch": { "type": "object", "additionalProperties": false, "properties": {
+            "name": string, "description": string, "target": string, "destination": string,
+            "name_filter": string, "tag_filter": string,
+            "tag_filter_mode": { "type": "string", "enum": ["match", "exclude"] },
+            "trigger": trigger,
+            "override": { "type": "boolean" }, "enabled": { "type": "boolean" } } },
         "Error": { "type": "object", "properties": { "errors": { "type": "array", "items": { "type": "object",
             "required": ["code", "message", "detail"],
             "properties": { "code": string, "message": string, "detail": {} } } } } },
@@ -157,7 +196,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(29));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(37));
         let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
         let names: Vec<&str> =
             run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
