@@ -15,6 +15,7 @@ use crate::client::{
 };
 use crate::output::{self, field, Column, Format};
 use crate::policies::{self, CleanupCommand, GcCommand, ProtectCommand};
+use crate::replications::{self, ReplicationCommand};
 use crate::webhooks::{self, WebhookCommand};
 
 /// What a command produced, for [`print`].
@@ -83,6 +84,10 @@ pub enum ClientCommand {
     /// Webhooks: registry events delivered over HTTP(S) or to Slack, their log and redelivery.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Replication: copying a registry's images to other registries (targets), by hand, on push or
+    /// on a schedule, and the history of each execution.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -104,6 +109,7 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::Protect(c) => policies::protect(&client, c).await?,
                 ClientCommand::Gc(c) => policies::gc(&client, format, c).await?,
                 ClientCommand::Webhook(c) => webhooks::webhook(&client, c).await?,
+                ClientCommand::Replication(c) => replications::replication(&client, format, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }
@@ -230,7 +236,7 @@ fn set_echo(on: bool) {
 }
 
 /// One line of standard input without its line ending; empty input is a usage error.
-fn read_line_from_stdin(what: &str) -> Result<String, CliError> {
+pub fn read_line_from_stdin(what: &str) -> Result<String, CliError> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)

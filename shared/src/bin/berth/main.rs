@@ -1,6 +1,6 @@
 //! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
 //! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`, `cleanup`,
-//! `protect`, `gc`, `webhook`) are a client of a running server's management API.
+//! `protect`, `gc`, `webhook`, `replication`) are a client of a running server's management API.
 
 /// The client commands' command line.
 mod cli;
@@ -12,6 +12,8 @@ mod commands;
 mod output;
 /// The `cleanup`, `protect` and `gc` commands.
 mod policies;
+/// The `replication` commands.
+mod replications;
 /// The `webhook` commands.
 mod webhooks;
 
