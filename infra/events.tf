@@ -2,13 +2,14 @@
 # Registry events
 #
 # Every registry event (artifact pushed, pulled or deleted; tag created or deleted; image
-# deleted; cleanup run finished) goes through the job queue to job-worker, which delivers it to
-# the webhook policies that subscribe to it and also puts it on this bus (BERTH_EVENT_BUS):
-# source "berth.registry", detail-types "Berth Image Action", "Berth Tag Action",
-# "Berth Cleanup Action" and "Berth Webhook Ping". job-worker is the only function allowed
-# events:PutEvents on it (functions.tf, events_put); api-webhook-test sends its ping itself and
-# knows no bus. No rule is created here: infra teams route the events with their own rules on
-# this bus (README, "Registry events and webhooks").
+# deleted; cleanup run finished; replication execution finished) goes through the job queue to
+# job-worker, which delivers it to the webhook policies that subscribe to it and also puts it on
+# this bus (BERTH_EVENT_BUS): source "berth.registry", detail-types "Berth Image Action",
+# "Berth Tag Action", "Berth Cleanup Action", "Berth Replication Action" and "Berth Webhook
+# Ping". job-worker is the only function allowed events:PutEvents on it (functions.tf,
+# events_put); api-webhook-test sends its ping itself and knows no bus. No rule is created
+# here: infra teams route the events with their own rules on this bus (README, "Registry events
+# and webhooks").
 ################################################################################
 
 locals {

@@ -70,6 +70,15 @@ locals {
     "api-webhook-test"       = { prefix = "/api/v1", methods = ["POST"], suffix = "/registries/{registry}/webhooks/{webhook}/test", has_repository = false, ports = ["metadata:write"] }
     "api-webhook-deliveries" = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/webhooks/{webhook}/deliveries", has_repository = false, ports = [] }
     "api-webhook-redeliver"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/registries/{registry}/webhooks/{webhook}/deliveries/{delivery}/redeliver", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    # Replication: targets of a registry (or `_all`), its replication policies, their runs and history
+    "api-replication-targets"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/replication-targets", has_repository = false, ports = ["metadata:write"] }
+    "api-replication-target"     = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}/replication-targets/{target}", has_repository = false, ports = ["metadata:write"] }
+    "api-replications"           = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/replications", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-replication"            = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}/replications/{replication}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-replication-run"        = { prefix = "/api/v1", methods = ["POST"], suffix = "/registries/{registry}/replications/{replication}/run", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-replication-executions" = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions", has_repository = false, ports = [] }
+    "api-replication-execution"  = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}", has_repository = false, ports = [] }
+    "api-replication-tasks"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}/tasks", has_repository = false, ports = [] }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a
@@ -189,9 +198,10 @@ locals {
     RUST_LOG                             = var.rust_log
   }
 
-  # Outbound requests to addresses the operator chose (webhook targets now): the functions that
-  # check a target URL when a webhook policy is written get the allow-list, the ones that deliver
-  # get the delivery settings too. The others have no use for them.
+  # Outbound requests to addresses the operator chose (webhook and replication targets): the
+  # functions that check a target URL when a webhook policy, a replication target or a
+  # replication policy is written get the allow-list, the ones that deliver get the delivery
+  # settings too. The others have no use for them.
   outbound_environment = {
     BERTH_OUTBOUND_ALLOW = join(",", var.outbound_allow_cidrs)
   }
@@ -201,13 +211,26 @@ locals {
     BERTH_WEBHOOK_RETRY_SECS   = tostring(var.webhook_retry_seconds)
   })
 
+  # job-worker copies images to replication targets in steps: a step stops and re-queues the rest
+  # of its task after BERTH_REPLICATION_STEP_SECS, 60 s before the invocation would time out
+  # (job-worker's timeout is at least 120 s: function_overrides' validation).
+  replication_step_seconds = local.functions["job-worker"].timeout_seconds - 60
+  replication_environment = {
+    BERTH_REPLICATION_STEP_SECS = tostring(local.replication_step_seconds)
+  }
+
   # function => its environment beyond local.berth_environment. job-worker fans registry events
-  # out to the webhook policies, delivers them and puts them on the event bus (the only function
-  # allowed events:PutEvents); api-webhook-test delivers a ping synchronously.
+  # out to the webhook policies, delivers them, puts them on the event bus (the only function
+  # allowed events:PutEvents) and runs replications (outbound to the targets, so the allow-list
+  # of the webhook settings covers them too); api-webhook-test delivers a ping synchronously.
   function_environment = {
-    "job-worker"       = merge(local.webhook_delivery_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
-    "api-webhook-test" = local.webhook_delivery_environment
-    "api-webhooks"     = local.outbound_environment
-    "api-webhook"      = local.outbound_environment
+    "job-worker"              = merge(local.webhook_delivery_environment, local.replication_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
+    "api-webhook-test"        = local.webhook_delivery_environment
+    "api-webhooks"            = local.outbound_environment
+    "api-webhook"             = local.outbound_environment
+    "api-replication-targets" = local.outbound_environment
+    "api-replication-target"  = local.outbound_environment
+    "api-replications"        = local.outbound_environment
+    "api-replication"         = local.outbound_environment
   }
 }

@@ -48,13 +48,13 @@ variable "rust_log" {
 ################################################################################
 
 variable "max_repository_depth" {
-  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 47 + 21 x N (see README)."
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 61 + 21 x N (see README)."
   type        = number
   default     = 4
 
   validation {
     condition     = var.max_repository_depth >= 1 && var.max_repository_depth <= 8 && floor(var.max_repository_depth) == var.max_repository_depth
-    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 215 routes, under the 300-routes quota)."
+    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 229 routes, under the 300-routes quota)."
   }
 }
 
@@ -117,13 +117,18 @@ variable "lambda_timeout_seconds" {
 }
 
 variable "function_overrides" {
-  description = "Per-function settings keyed by function name (route name, job-worker or job-scheduler). reserved_concurrency = null leaves the function on the unreserved pool."
+  description = "Per-function settings keyed by function name (route name, job-worker or job-scheduler). reserved_concurrency = null leaves the function on the unreserved pool. job-worker's timeout (default 300) is 120 to 900 s: a replication copy step stops and re-queues itself 60 s before it (BERTH_REPLICATION_STEP_SECS = timeout - 60)."
   type = map(object({
     memory_mb            = optional(number)
     timeout_seconds      = optional(number)
     reserved_concurrency = optional(number)
   }))
   default = {}
+
+  validation {
+    condition     = alltrue([for name, o in var.function_overrides : o.timeout_seconds >= 120 && o.timeout_seconds <= 900 && floor(o.timeout_seconds) == o.timeout_seconds if name == "job-worker" && o.timeout_seconds != null])
+    error_message = "function_overrides[\"job-worker\"].timeout_seconds must be a whole number from 120 to 900 (a replication step gets the timeout minus 60 s)."
+  }
 }
 
 variable "enable_xray_tracing" {
@@ -207,7 +212,7 @@ variable "scheduler_rate" {
 }
 
 ################################################################################
-# Registry events and webhooks
+# Registry events, webhooks and replication
 ################################################################################
 
 variable "event_bus_name" {
@@ -255,7 +260,7 @@ variable "webhook_retry_seconds" {
 }
 
 variable "outbound_allow_cidrs" {
-  description = "CIDRs that outbound requests (webhook deliveries) may reach although they are not public addresses: loopback, link-local, private, unique-local, CGNAT and the like are refused otherwise (BERTH_OUTBOUND_ALLOW, comma-joined). Given to job-worker, api-webhook-test, api-webhooks and api-webhook. Empty = public addresses only."
+  description = "CIDRs that outbound requests (webhook deliveries, replication targets) may reach although they are not public addresses: loopback, link-local, private, unique-local, CGNAT and the like are refused otherwise (BERTH_OUTBOUND_ALLOW, comma-joined). Given to job-worker, api-webhook-test, api-webhooks, api-webhook, api-replication-targets, api-replication-target, api-replications and api-replication. Empty = public addresses only."
   type        = list(string)
   default     = []
 

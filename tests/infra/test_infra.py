@@ -8,7 +8,9 @@
 4. registry events and webhooks: the event bus only job-worker may put on, the webhook settings
    on the functions that deliver or check targets, the new variables' validation (terraform plan
    on variables.tf alone);
-5. house style: typed, described variables with defaults; described outputs.
+5. replication: its eight routes and functions, the outbound allow-list on the routes that check
+   targets, job-worker's copy step (its timeout minus 60 s) and blob reads;
+6. house style: typed, described variables with defaults; described outputs.
 
 Terraform expressions are evaluated by tests/infra/hcl_eval.py over python-hcl2's parse tree.
 
@@ -37,14 +39,20 @@ INFRA = REPO / "infra"
 TF_FILES = sorted(INFRA.glob("*.tf"))
 JOB_FUNCTIONS = ("job-worker", "job-scheduler")
 WEBHOOK_SETTINGS = ("BERTH_WEBHOOK_TIMEOUT_SECS", "BERTH_WEBHOOK_MAX_ATTEMPTS", "BERTH_WEBHOOK_RETRY_SECS", "BERTH_OUTBOUND_ALLOW")
+REPLICATION_SETTINGS = ("BERTH_REPLICATION_STEP_SECS",)
 # What a function gets beyond the environment every function has: job-worker fans registry events
-# out, delivers webhooks and puts the events on the bus; api-webhook-test delivers a ping; the two
-# that write policies check their target URLs against the outbound allow-list.
+# out, delivers webhooks, puts the events on the bus and copies images to replication targets;
+# api-webhook-test delivers a ping; the routes that write webhook policies, replication targets
+# and replication policies check their target URLs against the outbound allow-list.
 EXTRA_ENVIRONMENT = {
-    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS},
+    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS},
     "api-webhook-test": set(WEBHOOK_SETTINGS),
     "api-webhooks": {"BERTH_OUTBOUND_ALLOW"},
     "api-webhook": {"BERTH_OUTBOUND_ALLOW"},
+    "api-replication-targets": {"BERTH_OUTBOUND_ALLOW"},
+    "api-replication-target": {"BERTH_OUTBOUND_ALLOW"},
+    "api-replications": {"BERTH_OUTBOUND_ALLOW"},
+    "api-replication": {"BERTH_OUTBOUND_ALLOW"},
 }
 DEFAULT_DEPTH = 4
 ROUTES_QUOTA = 300  # API Gateway: routes per HTTP API (default quota)
@@ -278,8 +286,8 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (47, 21)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 131
+    assert (fixed, per_depth) == (61, 21)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 145
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -346,16 +354,19 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     senders = sorted(r["name"] for r in berth_routes if "jobs:send" in r["ports"])
     assert sorted(r["name"] for r in berth_routes if "jobs_send" in grants[r["name"]]) == senders
     # the six that recount storage after a change, the two that start runs, those that queue a
-    # registry event (manifest-get and api-tag only for that), and the one that queues a redelivery
+    # registry event (manifest-get and api-tag only for that), the one that queues a redelivery,
+    # and the replication policy routes (a run's job, a policy's target check)
     assert senders == sorted(["manifest-put", "manifest-delete", "blob-delete", "api-registry", "api-image",
                               "api-artifact", "api-cleanup-runs", "api-gc-runs",
-                              "manifest-get", "api-tag", "api-webhook-redeliver"])
+                              "manifest-get", "api-tag", "api-webhook-redeliver",
+                              "api-replications", "api-replication", "api-replication-run"])
     # a route that only reads metadata gets read-only DynamoDB for the registry's data: its only
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
     assert readers == sorted(["token", "base", "catalog", "tags-list", "blob-get", "upload-status", "referrers",
                               "api-artifacts", "api-tags", "api-audit", "api-openapi",
-                              "api-cleanup-run", "api-gc-run", "api-webhook-deliveries"])
+                              "api-cleanup-run", "api-gc-run", "api-webhook-deliveries",
+                              "api-replication-executions", "api-replication-execution", "api-replication-tasks"])
     for name in readers:
         assert "meta_write" not in grants[name], name
 
@@ -402,10 +413,13 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
     identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
                 "api-audit", "api-openapi", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
                 "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run",
-                "api-webhooks", "api-webhook", "api-webhook-test", "api-webhook-deliveries")
+                "api-webhooks", "api-webhook", "api-webhook-test", "api-webhook-deliveries",
+                "api-replication-targets", "api-replication-target", "api-replication-executions",
+                "api-replication-execution", "api-replication-tasks")
     for function in identity:
         assert set(grants[function]) <= {"meta_read", "edge_write", "meta_write"}, function
-    for function in ("api-cleanup-runs", "api-gc-runs", "api-webhook-redeliver"):
+    for function in ("api-cleanup-runs", "api-gc-runs", "api-webhook-redeliver", "api-replications", "api-replication",
+                     "api-replication-run"):
         assert set(grants[function]) == {"meta_read", "edge_write", "meta_write", "jobs_send"}, function
     # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
     for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
@@ -457,8 +471,8 @@ def test_upload_gateway_runs_berth_serve_with_the_berth_environment(tf: Module):
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
     assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key"),
                        "BERTH_SECRETS_KEY": ssm_arn("berth/secrets-key")}
-    # the gateway delivers nothing and puts no event on the bus
-    assert not {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS} & env
+    # the gateway delivers nothing, replicates nothing and puts no event on the bus
+    assert not {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS} & env
     assert not set(secrets) & env, "a secret is also a plain environment variable"
     # the execution role may read exactly these parameters
     readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
@@ -591,7 +605,7 @@ def test_webhook_settings_reach_only_the_functions_that_deliver_or_check_targets
         return {f: tf.block_argument("aws_lambda_function", "this", "environment", "variables", f) for f in tf.local("functions")}
 
     for function, env in envs(tf).items():
-        assert {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS} & set(env) == EXTRA_ENVIRONMENT.get(function, set()), function
+        assert {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS} & set(env) == EXTRA_ENVIRONMENT.get(function, set()), function
         assert env["BERTH_SECRETS_KEY"] == Unknown("data.aws_ssm_parameter.secrets_key.value"), function
     defaults = {"BERTH_WEBHOOK_TIMEOUT_SECS": "10", "BERTH_WEBHOOK_MAX_ATTEMPTS": "8", "BERTH_WEBHOOK_RETRY_SECS": "2",
                 "BERTH_OUTBOUND_ALLOW": ""}
@@ -601,7 +615,8 @@ def test_webhook_settings_reach_only_the_functions_that_deliver_or_check_targets
                 "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8,::1/128"}
     for values, expected in ((envs(tf), defaults), (envs(custom), settings)):
         for function, names in EXTRA_ENVIRONMENT.items():
-            assert {k: values[function][k] for k in names if k != "BERTH_EVENT_BUS"} == {k: expected[k] for k in names if k != "BERTH_EVENT_BUS"}
+            names = set(names) - {"BERTH_EVENT_BUS", *REPLICATION_SETTINGS}  # those two: their own tests
+            assert {k: values[function][k] for k in names} == {k: expected[k] for k in names}, function
     # the webhook secrets key comes from its SSM parameter, like the token signing key
     assert tf.argument("aws_ssm_parameter", "secrets_key", "name", kind="data") == "/berth/secrets-key"
     assert module(secrets_key_ssm_parameter="/x/secrets").argument("aws_ssm_parameter", "secrets_key", "name", kind="data") == "/x/secrets"
@@ -637,11 +652,19 @@ def terraform_variables(tmp_path_factory) -> Path:
     ({"outbound_allow_cidrs": ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "fd00::/8"]}, True),
     ({"outbound_allow_cidrs": ["127.0.0.1"]}, False),
     ({"outbound_allow_cidrs": ["10.0.0.0/33"]}, False),
+    # job-worker's timeout leaves a replication copy step a minute at least (the step is 60 s shorter)
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 120}, "blob-get": {"timeout_seconds": 10}}}, True),
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 900, "memory_mb": 1024}}}, True),
+    ({"function_overrides": {"job-worker": {"memory_mb": 1024}}}, True),
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 60}}}, False),
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 119}}}, False),
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 901}}}, False),
+    ({"function_overrides": {"job-worker": {"timeout_seconds": 200.5}}}, False),
 ], ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v))
 def test_event_and_webhook_variables_are_validated(terraform_variables: Path, assignments: dict, accepted: bool):
     terraform = os.environ.get("TERRAFORM_BIN", "/usr/local/bin/terraform")
     args = [a for name, value in assignments.items()
-            for a in ("-var", f"{name}={json.dumps(value) if isinstance(value, list) else value}")]
+            for a in ("-var", f"{name}={json.dumps(value) if isinstance(value, (list, dict)) else value}")]
     p = subprocess.run([terraform, "plan", "-input=false", "-no-color", "-lock=false", *args], cwd=terraform_variables,
                        capture_output=True, text=True, timeout=120, env={**os.environ, "CHECKPOINT_DISABLE": "1"})
     assert (p.returncode == 0) == accepted, p.stdout + p.stderr
@@ -649,7 +672,65 @@ def test_event_and_webhook_variables_are_validated(terraform_variables: Path, as
         assert "Invalid value for variable" in p.stderr
 
 
-# ---- 5. variables and outputs ----------------------------------------------------------------
+# ---- 5. replication (issue 14) ----------------------------------------------------------------
+
+# The replication management routes as the issue's contract declares them; once the binary serves
+# them, test_terraform_route_table_mirrors_berth_routes checks it declares the same.
+REPLICATION_ROUTES = {
+    "api-replication-targets": (["GET", "POST"], "/registries/{registry}/replication-targets", ["metadata:write"]),
+    "api-replication-target": (["GET", "PATCH", "DELETE"], "/registries/{registry}/replication-targets/{target}",
+                               ["metadata:write"]),
+    "api-replications": (["GET", "POST"], "/registries/{registry}/replications", ["metadata:write", "jobs:send"]),
+    "api-replication": (["GET", "PATCH", "DELETE"], "/registries/{registry}/replications/{replication}",
+                        ["metadata:write", "jobs:send"]),
+    "api-replication-run": (["POST"], "/registries/{registry}/replications/{replication}/run", ["metadata:write", "jobs:send"]),
+    "api-replication-executions": (["GET"], "/registries/{registry}/replications/{replication}/executions", []),
+    "api-replication-execution": (["GET"], "/registries/{registry}/replications/{replication}/executions/{execution}", []),
+    "api-replication-tasks": (["GET"], "/registries/{registry}/replications/{replication}/executions/{execution}/tasks", []),
+}
+
+
+def test_replication_routes_are_deployed_with_their_functions(tf: Module):
+    routes = tf.local("routes")
+    api = tf.local("api_routes")
+    for name, (methods, suffix, ports) in REPLICATION_ROUTES.items():
+        assert routes[name] == {"prefix": "/api/v1", "methods": methods, "suffix": suffix, "has_repository": False, "ports": ports}
+        assert name in tf.instances("aws_lambda_function", "this"), name
+        assert name in tf.instances("aws_apigatewayv2_integration", "function"), name
+        for method in methods:
+            assert api[f"{method} /api/v1{suffix}"] == name
+        # its crate: one line naming its endpoint in berth::api::manage::replications
+        crate = REPO / "functions" / name
+        assert f'name = "{name}"' in (crate / "Cargo.toml").read_text(), name
+        main = (crate / "src" / "main.rs").read_text()
+        assert re.search(r"berth::route_function!\(berth::api::manage::replications::[A-Z_]+\);", main), name
+
+
+def test_replication_steps_end_a_minute_before_job_worker_times_out(tf: Module):
+    def step(tf: Module) -> str:
+        return tf.block_argument("aws_lambda_function", "this", "environment", "variables", "job-worker")["BERTH_REPLICATION_STEP_SECS"]
+
+    assert tf.argument("aws_lambda_function", "this", "timeout", "job-worker") == 300
+    assert step(tf) == "240"
+    longer = module(function_overrides={"job-worker": {"timeout_seconds": 900}})
+    assert longer.argument("aws_lambda_function", "this", "timeout", "job-worker") == 900
+    assert step(longer) == "840"
+    # only job-worker copies (BERTH_REPLICATION_STEP_SECS elsewhere: test_webhook_settings_reach_only_…),
+    # and it reaches the targets through the same allow-list as the routes that check them
+    worker = tf.block_argument("aws_lambda_function", "this", "environment", "variables", "job-worker")
+    custom = module(outbound_allow_cidrs=["10.20.0.0/16"])
+    for function in ("job-worker", "api-replication-targets", "api-replication-target", "api-replications", "api-replication"):
+        env = custom.block_argument("aws_lambda_function", "this", "environment", "variables", function)
+        assert env["BERTH_OUTBOUND_ALLOW"] == "10.20.0.0/16", function
+    assert worker["BERTH_OUTBOUND_ALLOW"] == ""
+    # a copy reads the manifests and blobs it sends; still no route deletes blob bytes
+    grants = tf.local("function_permission_sets")
+    assert {"blob_read", "jobs_send"} <= set(grants["job-worker"])
+    for name in REPLICATION_ROUTES:
+        assert not {"blob_read", "blob_write", "blob_delete", "events_put"} & set(grants[name]), name
+
+
+# ---- 6. variables and outputs ----------------------------------------------------------------
 
 
 def _blocks(kind: str) -> dict[str, dict]:
