@@ -839,6 +839,35 @@ def test_identical_digest_is_skipped_and_override_decides_a_conflicting_tag(sour
     assert tag_digest(dst_api, "e2e/skip/app", "v1") == img["digest"]
 
 
+def test_a_protected_tag_at_the_target_is_a_recorded_failure(source, target):
+    """Protection at the target is respected: moving its protected tag is refused there (412), which
+    the task records as its error; the run ends failed, the server keeps working, the tag stays."""
+    src_api, dst_api = Api(source), Api(target)
+    repl = Repl(source, watch=[target])
+    dest = new_registry(target, "prot")
+    first = push_image(src_api, "e2e/prot/app", ["v1"], "first")
+    tgt = repl.berth_target("e2e", target)
+    pol = repl.make("e2e", name="prot", target=tgt["id"], destination=dest)
+    repl.run_ok("e2e", pol["id"])
+    assert tag_digest(dst_api, f"{dest}/prot/app", "v1") == first["digest"]
+    r = requests.post(f"{target.url}/api/v1/registries/{dest}/protection/rules",
+                      json={"image": "prot/**", "tag": "v*"}, auth=target.credentials, timeout=30)
+    assert r.status_code == 201, r.text
+    moved = push_image(src_api, "e2e/prot/app", ["v1"], "moved")
+    done, tasks = repl.run_and_wait("e2e", pol["id"])
+    # the first digest, untagged now, is replicated by digest (skipped: it is there)
+    [task] = [t for t in tasks if t["digest"] == moved["digest"]]
+    assert (done["status"], done["failed"], task["status"]) == ("failed", 1, "failed"), (done, tasks)
+    assert "412" in (task["error"] or ""), f"the target's answer is not recorded: {task}"
+    assert tag_digest(dst_api, f"{dest}/prot/app", "v1") == first["digest"], "a protected tag moved"
+    # the artifact itself arrived by digest; only the tag was refused
+    assert dst_api.get_manifest(f"{dest}/prot/app", moved["digest"], method="HEAD").status_code == 200
+    # and the source keeps replicating what the rule allows
+    push_image(src_api, "e2e/prot/app", ["latest"], "free")
+    pol2 = repl.make("e2e", name="prot-latest", target=tgt["id"], destination=dest, tag_filter="latest")
+    repl.run_ok("e2e", pol2["id"])
+
+
 # --- 5. deletes are not propagated ------------------------------------------------------------------------
 
 def test_deletes_at_the_source_are_not_propagated(source, target):
