@@ -138,15 +138,22 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
     }
 }
 
-/// Leases up to `max` jobs and runs them; returns how many were received.
+/// The job kinds that wait on remote servers (webhook deliveries, replication target checks and
+/// copies): they run side by side, never in line with the rest.
+const OUTBOUND: [&str; 3] = [crate::task::KINDS[5], crate::task::KINDS[7], crate::task::KINDS[9]];
+
+/// Whether a job waits on a remote server.
+fn is_outbound(delivery: &Delivery) -> bool {
+    OUTBOUND.contains(&delivery.job.kind.as_str())
+}
+
+/// Leases up to `max` jobs and runs them, returning when all have settled (the Lambda worker's
+/// batch, and tests); returns how many were received.
 pub async fn work_once(app: &App, max: usize) -> Result<usize, QueueError> {
     let deliveries = app.queue.receive(max, app.settings.job_lease).await?;
-    // webhook deliveries and replication copies run side by side, so a receiver or target that
-    // hangs until its timeout holds up neither the others nor the rest; the rest run one after
-    // another, as before
-    let outbound = [crate::task::KINDS[5], crate::task::KINDS[7], crate::task::KINDS[9]];
-    let (slow, ordered): (Vec<&Delivery>, Vec<&Delivery>) =
-        deliveries.iter().partition(|d| outbound.contains(&d.job.kind.as_str()));
+    // outbound jobs run side by side, so a receiver or target that hangs until its timeout holds
+    // up none of the other outbound jobs of the batch; the rest run one after another, as before
+    let (slow, ordered): (Vec<&Delivery>, Vec<&Delivery>) = deliveries.iter().partition(|d| is_outbound(d));
     let in_order = async {
         for delivery in ordered {
             settle(app, delivery, run(app, &delivery.job).await).await?;
@@ -160,6 +167,38 @@ pub async fn work_once(app: &App, max: usize) -> Result<usize, QueueError> {
     in_order?;
     side_by_side.into_iter().collect::<Result<Vec<()>, QueueError>>()?;
     Ok(deliveries.len())
+}
+
+/// Leases up to `max` jobs for a long-running worker (`berth serve`): the outbound ones are
+/// started in the background, each holding one of `outbound`'s permits, and the rest run in
+/// line; returns once the in-line ones have settled. So a remote server that hangs (a webhook
+/// receiver, a replication target) delays nothing else: only when every permit is held by a
+/// hanging job does the worker wait for one to end.
+pub async fn work_detached(
+    app: &std::sync::Arc<App>,
+    max: usize,
+    outbound: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<usize, QueueError> {
+    let deliveries = app.queue.receive(max, app.settings.job_lease).await?;
+    let received = deliveries.len();
+    let (slow, ordered): (Vec<Delivery>, Vec<Delivery>) = deliveries.into_iter().partition(is_outbound);
+    for delivery in slow {
+        let Ok(permit) = std::sync::Arc::clone(outbound).acquire_owned().await else {
+            break; // closed: the process is stopping; the lease hands the job to the next worker
+        };
+        let app = std::sync::Arc::clone(app);
+        tokio::spawn(async move {
+            let outcome = run(&app, &delivery.job).await;
+            if let Err(e) = settle(&app, &delivery, outcome).await {
+                tracing::warn!(kind = %delivery.job.kind, error = %e, "could not settle a job");
+            }
+            drop(permit);
+        });
+    }
+    for delivery in &ordered {
+        settle(app, delivery, run(app, &delivery.job).await).await?;
+    }
+    Ok(received)
 }
 
 async fn settle(app: &App, delivery: &Delivery, outcome: Result<(), JobError>) -> Result<(), QueueError> {

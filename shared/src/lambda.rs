@@ -326,20 +326,30 @@ enum RecordError {
     Delay(#[from] QueueError),
 }
 
-/// Runs the job of every record and lists the records whose job failed or could not be read,
-/// so SQS redelivers only those (after the visibility timeout; the redrive policy moves a
-/// record that keeps failing to the dead-letter queue). A record without a message id is
-/// reported with an empty id, which makes Lambda retry the whole batch: jobs are idempotent.
+/// Runs the job of every record, side by side (a replication copy step or a webhook delivery
+/// waiting on a remote server must not push the batch's other records past the function's
+/// timeout: each step is bounded by it, not by it divided by the batch), and lists the records
+/// whose job failed or could not be read, so SQS redelivers only those (after the visibility
+/// timeout; the redrive policy moves a record that keeps failing to the dead-letter queue). A
+/// record without a message id is reported with an empty id, which makes Lambda retry the
+/// whole batch: jobs are idempotent.
 pub async fn process_job_batch(app: &App, event: SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for record in &event.records {
+    let outcomes = futures_util::future::join_all(event.records.iter().map(|record| async move {
         let message_id = record.message_id.clone().unwrap_or_default();
         let attempt = record.attributes.get("ApproximateReceiveCount").map_or("?", String::as_str);
         let span = tracing::info_span!("job", message_id = %message_id, attempt);
-        if let Err(e) = run_record(app, record).instrument(span).await {
-            tracing::warn!(message_id = %message_id, attempt, error = %e, "job failed; SQS will redeliver it");
-            response.add_failure(message_id);
+        match run_record(app, record).instrument(span).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(message_id = %message_id, attempt, error = %e, "job failed; SQS will redeliver it");
+                Some(message_id)
+            }
         }
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for failed in outcomes.into_iter().flatten() {
+        response.add_failure(failed);
     }
     response
 }

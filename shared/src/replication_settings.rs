@@ -95,8 +95,14 @@ impl ReplicationSettings {
     }
 
     /// How long one copy job may run: the configured step, but always well inside the job lease
-    /// (a job held past its lease is handed to another worker).
+    /// (a job held past its lease is handed to another worker), leaving room for the request in
+    /// flight when the step's time runs out. A step always sends at least one chunk.
     pub fn step_within(&self, lease: Duration) -> Duration {
-        self.step.min(lease.mul_f64(0.8)).max(Duration::from_millis(1))
+        self.step.min(lease.mul_f64(0.8).saturating_sub(self.request_timeout)).max(Duration::from_millis(1))
+    }
+
+    /// The timeout of a target check: short, since a check is only a `GET /v2/` (and a token).
+    pub fn check_timeout(&self) -> Duration {
+        self.request_timeout.min(Duration::from_secs(15))
     }
 }

@@ -269,9 +269,14 @@ async fn cron_loop(app: Arc<App>) {
 }
 
 /// Runs queued jobs, polling when idle.
+/// How many outbound jobs (webhook deliveries, replication checks and copies) `berth serve`
+/// runs at once, beside the in-line ones.
+const OUTBOUND_JOBS: usize = 16;
+
 async fn worker_loop(app: Arc<App>) {
+    let outbound = Arc::new(tokio::sync::Semaphore::new(OUTBOUND_JOBS));
     loop {
-        match jobs::work_once(&app, 10).await {
+        match jobs::work_detached(&app, 10, &outbound).await {
             // idle: poll again in half a second, or at once when a request queues an event
             Ok(0) => {
                 let _ = tokio::time::timeout(Duration::from_millis(500), app.events.queued.notified()).await;

@@ -196,3 +196,52 @@ async fn a_copy_cut_into_steps_resumes_its_upload() {
     let copy_jobs = env.sent_jobs().iter().filter(|(j, _)| j.kind == "replicate-artifact").count();
     assert!(copy_jobs >= 4, "the copy took several steps ({copy_jobs} jobs)");
 }
+
+#[tokio::test]
+async fn disabling_a_policy_stops_its_copy_between_chunks() {
+    let t = Target::start().await;
+    let env = source().await.with_settings(|s| s.replication.step = Duration::from_millis(1));
+    let layer: Vec<u8> = (0..(4 * 1024 * 1024)).map(|i: u32| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    env.push_image_of("team/stop", Some("v1"), b"{}", &[&layer]).await;
+    env.work().await;
+    let target = add_target(&env, &t, Some(1024 * 1024)).await;
+    let id = add_policy(&env, &target, serde_json::json!({ "type": "manual" })).await;
+    let started = berth::replication::run::start_manual(&env.app, "team", &id).await.unwrap();
+    // the plan, then the first copy steps: one chunk each
+    for _ in 0..3 {
+        berth::jobs::work_once(&env.app, 1).await.unwrap();
+    }
+    let (tasks, _) = history::tasks(&env.app, "team", &id, &started.id, None, 10).await.unwrap();
+    assert_eq!(tasks[0].status, TaskStatus::Running, "{:?}", tasks[0]);
+    let patch: policy::PolicyPatch = serde_json::from_value(serde_json::json!({ "enabled": false })).unwrap();
+    policy::update(&env.app, "team", &id, patch, true).await.unwrap();
+    env.work().await;
+    let (tasks, _) = history::tasks(&env.app, "team", &id, &started.id, None, 10).await.unwrap();
+    assert_eq!(tasks[0].status, TaskStatus::Failed, "{:?}", tasks[0]);
+    assert!(tasks[0].error.as_deref().unwrap_or_default().contains("disabled"), "{:?}", tasks[0]);
+    assert!(tasks[0].bytes < layer.len() as u64, "the copy went on: {:?}", tasks[0]);
+    let run = history::execution(&env.app, "team", &id, &started.id).await.unwrap();
+    assert_eq!((run.status, run.failed), (ExecutionStatus::Failed, 1));
+    assert_eq!(t.digest("team/stop", "v1").await, None, "nothing half-written is visible at the target");
+}
+
+#[test]
+fn a_trigger_takes_cron_only_with_a_schedule() {
+    let parse = |v: serde_json::Value| serde_json::from_value::<policy::Trigger>(v).map_err(|e| e.to_string());
+    assert_eq!(parse(serde_json::json!({ "type": "manual" })), Ok(policy::Trigger::Manual));
+    assert_eq!(
+        parse(serde_json::json!({ "type": "schedule", "cron": "0 3 * * *" })),
+        Ok(policy::Trigger::Schedule { cron: "0 3 * * *".into() })
+    );
+    for bad in [
+        serde_json::json!({ "type": "manual", "cron": "* * * * *" }),
+        serde_json::json!({ "type": "event", "bogus": 1 }),
+        serde_json::json!({ "type": "schedule" }),
+        serde_json::json!({ "type": "hourly" }),
+    ] {
+        assert!(parse(bad.clone()).is_err(), "{bad}");
+    }
+    // what is stored reads back
+    let stored = serde_json::to_value(policy::Trigger::Schedule { cron: "0 3 * * *".into() }).unwrap();
+    assert_eq!(parse(stored), Ok(policy::Trigger::Schedule { cron: "0 3 * * *".into() }));
+}

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 import warnings
@@ -1696,3 +1698,145 @@ def test_replication_cli_end_to_end(source, target, tmp_path):
     assert items(cli.ok("replication", "ls", "e2e")) == []
     cli.ok("replication", "target", "rm", "e2e", t["id"])
     assert_refused(repl.get_target("e2e", t["id"]), 404, "NOT_FOUND", what="GET after `replication target rm`")
+
+
+# --- attacks found by review -----------------------------------------------------------------------------
+
+def test_a_policy_replicating_into_its_own_server_makes_one_hop_per_push(source):
+    """A registry replicating to itself (or two replicating to each other) cannot loop: a push made
+    by a replication carries X-Berth-Replication, and its event starts no event-triggered
+    replication again (one hop per push, as ECR)."""
+    api = Api(source)
+    repl = Repl(source)
+    tgt = repl.berth_target("e2e", source, name=unique("self-"))
+    pol = repl.make("e2e", name="self", target=tgt["id"], destination="e2e/x", trigger={"type": "event"})
+    repl.wait_status("e2e", pol["id"])
+    img = push_image(api, "e2e/loop/app", ["v1"], "loop")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and tag_digest(api, "e2e/x/loop/app", "v1") is None:
+        time.sleep(0.3)
+    assert tag_digest(api, "e2e/x/loop/app", "v1") == img["digest"], logs(source)
+    time.sleep(3)  # what a loop would have done by now
+    executions = repl.all_executions("e2e", pol["id"])
+    assert len(executions) == 1, f"the replicated push was replicated again: {executions}"
+    assert tag_digest(api, "e2e/x/x/loop/app", "v1") is None, "a second hop happened"
+    catalog = requests.get(f"{source.url}/v2/_catalog", auth=source.credentials, timeout=T).json()
+    assert not [r for r in catalog["repositories"] if r.startswith("e2e/x/x")], catalog
+
+
+class _Recorder(http.server.ThreadingHTTPServer):
+    """A minimal HTTP server on loopback that records every request's method, path and headers."""
+
+    def __init__(self, host: str, handler):
+        super().__init__((host, 0), handler)
+        self.seen: list[tuple[str, str, dict]] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def test_credentials_never_go_to_an_upload_location_on_another_host(source):
+    """A target answers its upload POST with a Location on another host (a storage host): the
+    chunks go there, but never the target's credentials (Basic or Bearer)."""
+    user, password = "repl", "pw-" + uuid.uuid4().hex
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    class Storage(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _answer(self):
+            self.server.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            self.send_response(202 if self.command == "PATCH" else 201)
+            self.send_header("Location", self.path.split("?")[0])
+            self.send_header("Range", "0-0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PATCH = do_PUT = _answer
+
+    storage = _Recorder("127.0.0.3", Storage)
+
+    class Fake(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _answer(self):
+            self.server.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            if self.headers.get("Authorization") != basic:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="fake"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.command == "HEAD":
+                self.send_response(404)
+            elif self.command == "POST" and "/blobs/uploads/" in self.path:
+                self.send_response(202)
+                self.send_header("Location", f"{storage.url}/upload/{uuid.uuid4().hex}")
+            elif self.command == "PUT" and "/manifests/" in self.path:
+                self.send_response(201)
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer
+
+    fake = _Recorder("127.0.0.2", Fake)
+    try:
+        api = Api(source)
+        repl = Repl(source)
+        push_image(api, "e2e/xorigin/app", ["v1"], "xo")
+        tgt = repl.make_target("e2e", name=unique("xo-"), kind="registry", url=fake.url, username=user,
+                               password=password)
+        pol = repl.make("e2e", name="xo", target=tgt["id"], name_filter="xorigin/**")
+        repl.wait_status("e2e", pol["id"])
+        done, tasks = repl.run_ok("e2e", pol["id"])
+        assert tasks[0]["blobs_sent"] == 2, tasks
+        patches = [s for s in storage.seen if s[0] == "PATCH"]
+        assert patches, f"no chunk went to the storage host: {storage.seen}"
+        leaked = [(m, p) for m, p, h in storage.seen if "authorization" in h]
+        assert not leaked, f"credentials sent to another host: {leaked}"
+        assert any(h.get("authorization") == basic for _, _, h in fake.seen), "the target itself got no credentials"
+        puts = [h for m, p, h in fake.seen if m == "PUT" and "/manifests/" in p]
+        assert puts and all(h.get("x-berth-replication") == "1" for h in puts), puts
+    finally:
+        fake.close()
+        storage.close()
+
+
+@pytest.mark.edge_only
+def test_odd_ids_and_trigger_shapes_are_refused_cleanly(source):
+    repl = Repl(source)
+    long = "x" * 256
+    for r, what in [(repl.get("e2e", long), "a 256-byte policy id"),
+                    (repl.executions("e2e", long), "executions of a 256-byte policy id"),
+                    (repl.execution("e2e", long, long), "a 256-byte execution id"),
+                    (repl.tasks("e2e", long, long), "tasks of a 256-byte execution id"),
+                    (repl.get_target("e2e", long), "a 256-byte target id")]:
+        assert r.status_code == 404, f"{what}: {r.status_code} {r.text[:300]}"
+        assert r.json()["errors"][0]["code"] == "NOT_FOUND", r.text
+    assert_refused(repl.list("_all"), 400, "INVALID_REQUEST", "_all", what="listing replications of _all")
+    tgt = repl.make_target("e2e", name=unique("shape-"), url="http://127.0.0.1:9")
+    for trigger in ({"type": "manual", "cron": "* * * * *"}, {"type": "event", "bogus": 1}, {"type": "schedule"},
+                    {"type": "hourly"}):
+        r = repl.create("e2e", name=unique("t-"), target=tgt["id"], trigger=trigger)
+        assert_refused(r, 400, "INVALID_REQUEST", "trigger", "cron", "unknown", what=f"trigger {trigger}")
+    for name in (" lead", "trail "):
+        assert_refused(repl.create_target("e2e", name=name, url="http://127.0.0.1:9"), 400, "INVALID_REQUEST",
+                       "name", what=f"name {name!r}")
+    repl.delete_target("e2e", tgt["id"])

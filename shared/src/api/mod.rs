@@ -102,6 +102,7 @@ async fn guarded(app: &App, route: Route, handler: endpoint::Handler, req: Reque
     let actor = crate::events::Actor {
         operator: who.clone(),
         host: head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string),
+        replicated: head.headers.contains_key(crate::events::REPLICATION_HEADER),
     };
     let result = crate::events::acting(actor, handler(app, route, Request::from_parts(head, body))).await;
     if let Ok(response) = &result {

@@ -164,7 +164,13 @@ pub struct Actor {
     pub operator: String,
     /// the request's `Host`
     pub host: Option<String>,
+    /// the request came from another registry's replication (`X-Berth-Replication`): its push
+    /// events say so, and do not start event-triggered replications again (one hop per push)
+    pub replicated: bool,
 }
+
+/// The header a replicating Berth sends with the manifests it pushes.
+pub const REPLICATION_HEADER: &str = "x-berth-replication";
 
 tokio::task_local! {
     static ACTOR: Actor;
@@ -176,7 +182,7 @@ pub async fn acting<F: std::future::Future>(actor: Actor, work: F) -> F::Output 
 }
 
 fn actor() -> Actor {
-    ACTOR.try_with(Clone::clone).unwrap_or_else(|_| Actor { operator: "system".into(), host: None })
+    ACTOR.try_with(Clone::clone).unwrap_or_else(|_| Actor { operator: "system".into(), host: None, replicated: false })
 }
 
 impl RegistryEvent {
@@ -200,8 +206,13 @@ impl RegistryEvent {
             media_type: None,
             size: None,
             host,
-            details: None,
+            details: actor.replicated.then(|| serde_json::json!({ "replicated": true })),
         }
+    }
+
+    /// Whether the change came from another registry's replication.
+    pub fn is_replicated(&self) -> bool {
+        self.details.as_ref().and_then(|d| d.get("replicated")).and_then(Value::as_bool).unwrap_or(false)
     }
 
     /// This event about image `repo`.

@@ -137,7 +137,69 @@ pub struct TaskRecord {
     pub paused: bool,
 }
 
+/// A task as the API shows it: everything but the unfinished upload (its location may carry the
+/// target's upload-session token).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// `000001`…
+    pub id: String,
+    /// the source repository
+    pub source: String,
+    /// the repository at the target
+    pub destination: String,
+    /// the artifact
+    pub digest: String,
+    /// the tags it is sent with
+    pub tags: Vec<String>,
+    /// where it stands
+    pub status: TaskStatus,
+    /// blob bytes sent
+    pub bytes: u64,
+    /// blobs uploaded
+    pub blobs_sent: u64,
+    /// blobs the target had (or mounted)
+    pub blobs_skipped: u64,
+    /// referrers sent along
+    pub referrers: u64,
+    /// why the last attempt failed
+    pub error: Option<String>,
+    /// attempts made
+    pub attempts: u32,
+    /// when the first attempt started
+    pub started_at: Option<UnixTime>,
+    /// when it settled
+    pub ended_at: Option<UnixTime>,
+    /// bytes of an unfinished upload the target holds, while a step is paused
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<u64>,
+    /// a step ran out of time and queued the next
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
 impl TaskRecord {
+    /// What the API shows.
+    pub fn view(&self) -> TaskView {
+        TaskView {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            digest: self.digest.clone(),
+            tags: self.tags.clone(),
+            status: self.status,
+            bytes: self.bytes,
+            blobs_sent: self.blobs_sent,
+            blobs_skipped: self.blobs_skipped,
+            referrers: self.referrers,
+            error: self.error.clone(),
+            attempts: self.attempts,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            uploaded: self.upload.as_ref().map(|u| u.offset),
+            paused: self.paused,
+        }
+    }
+
     /// A pending task.
     pub fn new(id: String, source: String, destination: String, digest: String, tags: Vec<String>) -> TaskRecord {
         TaskRecord {
@@ -211,6 +273,9 @@ pub async fn create(app: &App, execution: &Execution) -> Result<bool, Replicatio
 
 /// One execution.
 pub async fn execution(app: &App, registry: &str, policy: &str, id: &str) -> Result<Execution, ReplicationError> {
+    if id.len() > super::MAX_ID_BYTES || policy.len() > super::MAX_ID_BYTES {
+        return Err(ReplicationError::NotFound(format!("execution {id:.64}… of replication {policy:.64}")));
+    }
     EXECUTIONS
         .get(app.meta.as_ref(), &execution_key(registry, policy, id))
         .await?

@@ -20,6 +20,9 @@ use crate::outbound::OutboundError;
 /// The scope of targets every registry's policies may use (never a registry name).
 pub const ALL_REGISTRIES: &str = crate::webhook::ALL_REGISTRIES;
 
+/// The longest id of a target, policy or execution (longer ones are unknown: 404).
+pub const MAX_ID_BYTES: usize = 64;
+
 /// Why a replication request or job failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -71,7 +74,9 @@ pub enum ReplicationError {
 /// enabled, reachable policy of the registry whose filters the push passes. Idempotent per
 /// event (the execution id derives from it), so a repeated publish job starts nothing twice.
 pub async fn on_event(app: &App, event: &RegistryEvent) -> Result<usize, ReplicationError> {
-    if event.kind != EventType::PushArtifact {
+    // a push made by another registry's replication is not replicated on (one hop per push, as
+    // ECR): two registries replicating to each other, or to themselves, cannot loop
+    if event.kind != EventType::PushArtifact || event.is_replicated() {
         return Ok(0);
     }
     let (Some(repository), Some(digest)) = (&event.repository, &event.digest) else {

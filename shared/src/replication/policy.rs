@@ -23,7 +23,7 @@ pub const MAX_PER_REGISTRY: usize = 50;
 
 /// When a policy runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase", try_from = "TriggerSpec")]
 pub enum Trigger {
     /// only by hand ("Run Replication")
     Manual,
@@ -34,6 +34,31 @@ pub enum Trigger {
         /// the cron expression
         cron: String,
     },
+}
+
+/// A trigger as requests (and stored policies) spell it; `cron` belongs to `schedule` only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    cron: Option<String>,
+}
+
+impl TryFrom<TriggerSpec> for Trigger {
+    type Error = String;
+
+    fn try_from(spec: TriggerSpec) -> Result<Trigger, String> {
+        match (spec.kind.as_str(), spec.cron) {
+            ("manual", None) => Ok(Trigger::Manual),
+            ("event", None) => Ok(Trigger::Event),
+            ("schedule", Some(cron)) => Ok(Trigger::Schedule { cron }),
+            ("schedule", None) => Err("trigger: a schedule needs a `cron` expression".into()),
+            ("manual" | "event", Some(_)) => Err("trigger: `cron` goes only with type `schedule`".into()),
+            (other, _) => Err(format!("trigger: unknown type {other:?} (manual, event or schedule)")),
+        }
+    }
 }
 
 impl Trigger {
@@ -365,6 +390,9 @@ pub async fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<StoredPolicy>, bool), ReplicationError> {
+    if registry == super::ALL_REGISTRIES {
+        return check_registry(app, registry).await.map(|()| (Vec::new(), false));
+    }
     let after = after.map(|a| key_of(registry, a));
     let (items, more) = POLICIES.list(app.meta.as_ref(), &format!("{registry}/"), after.as_deref(), limit).await?;
     Ok((items.into_iter().map(|v| v.record).collect(), more))
@@ -377,6 +405,9 @@ pub async fn all_of(app: &App, registry: &str) -> Result<Vec<StoredPolicy>, Repl
 
 /// One policy, with its version.
 pub async fn get(app: &App, registry: &str, id: &str) -> Result<(StoredPolicy, u64), ReplicationError> {
+    if id.len() > super::MAX_ID_BYTES {
+        return Err(ReplicationError::NotFound(format!("replication {id:.64}… of {registry}")));
+    }
     POLICIES
         .get(app.meta.as_ref(), &key_of(registry, id))
         .await?
@@ -662,7 +693,10 @@ pub async fn check(app: &App, registry: &str, id: &str, generation: u64) -> Resu
         return Ok(());
     }
     let outcome = match target::usable_by(app, registry, &policy.target).await {
-        Ok(t) => super::remote::Remote::connect(app, &t).await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(t) => super::remote::Remote::connect(app, &t, app.settings.replication.check_timeout())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let now = app.clock.now();

@@ -130,13 +130,12 @@ pub enum Mount {
 }
 
 impl<'a> Remote<'a> {
-    /// Opens a connection: asks `/v2/` and learns how to authenticate; fails when the target
-    /// cannot be reached or refuses the credentials.
-    pub async fn connect(app: &'a App, target: &StoredTarget) -> Result<Remote<'a>, RemoteError> {
+    /// Opens a connection whose requests time out after `timeout`: asks `/v2/` and learns how
+    /// to authenticate; fails when the target cannot be reached or refuses the credentials.
+    pub async fn connect(app: &'a App, target: &StoredTarget, timeout: Duration) -> Result<Remote<'a>, RemoteError> {
         let outbound = &app.settings.webhooks.outbound;
-        let client = outbound
-            .client(target.skip_tls_verify, app.settings.replication.request_timeout)
-            .map_err(|e| RemoteError::Refused(e.to_string()))?;
+        let client =
+            outbound.client(target.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
         let password = target.password(app).await.map_err(|e| RemoteError::Local(e.to_string()))?;
         let mut remote = Remote {
             app,
@@ -222,7 +221,8 @@ impl<'a> Remote<'a> {
         bytes: Bytes,
     ) -> Result<bool, RemoteError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let response = self.send(Method::PUT, &url, repo, &[], Payload::Bytes(bytes, media_type)).await?;
+        let headers = [(http::HeaderName::from_static(crate::events::REPLICATION_HEADER), "1".to_string())];
+        let response = self.send(Method::PUT, &url, repo, &headers, Payload::Bytes(bytes, media_type)).await?;
         if response.status().is_success() {
             Ok(response.headers().contains_key("oci-subject"))
         } else {
@@ -320,16 +320,17 @@ impl<'a> Remote<'a> {
         }
     }
 
-    /// The absolute URL of a response's `Location`.
+    /// The absolute URL of a response's `Location` (a relative one is relative to the request's
+    /// URL, which may be an upload host other than the target's).
     fn location(&self, response: &reqwest::Response) -> Result<String, RemoteError> {
         let location = response
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| RemoteError::Protocol("the target answered without a Location".into()))?;
-        let base = reqwest::Url::parse(&format!("{}/", self.base))
-            .map_err(|e| RemoteError::Protocol(format!("target URL: {e}")))?;
-        base.join(location)
+        response
+            .url()
+            .join(location)
             .map(|u| u.to_string())
             .map_err(|e| RemoteError::Protocol(format!("Location {location:?}: {e}")))
     }
@@ -343,10 +344,13 @@ impl<'a> Remote<'a> {
         headers: &[(header::HeaderName, String)],
         payload: Payload<'_>,
     ) -> Result<reqwest::Response, RemoteError> {
+        // credentials go to the target's own origin only: an upload location on another host
+        // (a storage or CDN host the target hands uploads to) gets none, as docker does
+        let same_origin = self.same_origin(url);
         for attempt in 0..2 {
-            let auth = self.authorization(repo).await?;
+            let auth = if same_origin { self.authorization(repo).await? } else { None };
             let response = self.raw(method.clone(), url, headers, self.body(&payload, auth.clone()).await?).await?;
-            if response.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if response.status() != StatusCode::UNAUTHORIZED || attempt == 1 || !same_origin {
                 return Ok(response);
             }
             match parse_challenge(&response)? {
@@ -388,6 +392,14 @@ impl<'a> Remote<'a> {
             }
         };
         Ok(Some(Prepared { body, auth }))
+    }
+
+    /// Whether `url` has the target's scheme, host and port.
+    fn same_origin(&self, url: &str) -> bool {
+        match (reqwest::Url::parse(url), reqwest::Url::parse(&self.base)) {
+            (Ok(a), Ok(b)) => a.origin() == b.origin(),
+            _ => false,
+        }
     }
 
     /// The `Authorization` value for requests about `repo`.
@@ -562,8 +574,9 @@ async fn status_error(what: &str, status: u16, response: reqwest::Response) -> R
     RemoteError::Status { what: what.to_string(), status, body }
 }
 
+/// A failed request, without its URL (an upload location may carry a session token).
 fn describe(e: reqwest::Error) -> RemoteError {
-    RemoteError::Unreachable(crate::outbound::describe_failure(&e))
+    RemoteError::Unreachable(crate::outbound::describe_failure(&e.without_url()))
 }
 
 #[cfg(test)]

@@ -296,7 +296,8 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
     let deadline = Instant::now() + app.settings.replication.step_within(app.settings.job_lease);
     let outcome = match target::usable_by(app, registry, &policy.target).await {
         Err(e) => Err(CopyError::Remote(RemoteError::Protocol(e.to_string()))),
-        Ok(target) => match Remote::connect(app, &target).await {
+        Ok(_) if !policy.enabled => Err(CopyError::Cancelled("the replication was disabled".into())),
+        Ok(target) => match Remote::connect(app, &target, app.settings.replication.request_timeout).await {
             Err(e) => Err(CopyError::Remote(e)),
             Ok(remote) => {
                 let mut copier = Copier::new(app, remote, &policy, &target, deadline, task.upload.take());
@@ -346,6 +347,12 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
         Err(CopyError::Remote(e)) => {
             task.status = TaskStatus::Failed;
             task.error = Some(e.to_string());
+            task.upload = None;
+            true
+        }
+        Err(CopyError::Cancelled(why)) => {
+            task.status = TaskStatus::Failed;
+            task.error = Some(format!("stopped: {why}"));
             task.upload = None;
             true
         }
@@ -420,6 +427,8 @@ async fn finished_event(app: &App, policy: &StoredPolicy, execution: &Execution)
 enum CopyError {
     /// the step's time ran out: the upload in progress, if any, to continue from
     Paused(Option<UploadProgress>),
+    /// the policy was disabled or deleted meanwhile
+    Cancelled(String),
     /// the copy failed
     Remote(RemoteError),
 }
@@ -633,6 +642,7 @@ impl<'a> Copier<'a> {
         if self.sent && Instant::now() >= self.deadline {
             return Err(CopyError::Paused(None));
         }
+        self.still_wanted().await?;
         let size = self
             .app
             .blobs
@@ -677,6 +687,9 @@ impl<'a> Copier<'a> {
                     hasher: base64::engine::general_purpose::STANDARD.encode(hasher.save()),
                 })));
             }
+            if offset > 0 {
+                self.still_wanted().await?;
+            }
             let len = self.chunk.min(size - offset);
             location = self.remote.patch(destination, &location, digest, offset, len, &mut hasher).await?;
             offset += len;
@@ -691,6 +704,17 @@ impl<'a> Copier<'a> {
         self.blobs_sent += 1;
         self.sent = true;
         Ok(())
+    }
+
+    /// Stops the copy when its policy was disabled or deleted since the step began (read again
+    /// before each blob and chunk, so a delete stops a long copy within one chunk).
+    async fn still_wanted(&self) -> Result<(), CopyError> {
+        match policy::get(self.app, &self.policy.registry, &self.policy.id).await {
+            Ok((p, _)) if p.enabled => Ok(()),
+            Ok(_) => Err(CopyError::Cancelled("the replication was disabled".into())),
+            Err(ReplicationError::NotFound(_)) => Err(CopyError::Cancelled("the replication was deleted".into())),
+            Err(e) => Err(CopyError::Remote(RemoteError::Local(e.to_string()))),
+        }
     }
 
     /// Tries a cross-repository mount from another repository of the source registry that holds

@@ -195,12 +195,15 @@ fn default_kind() -> TargetKind {
 /// Checks a name: 1 to 64 letters, digits, spaces, `.`, `_`, `-`.
 pub fn validate_name(name: &str) -> Result<(), ReplicationError> {
     let ok = !name.trim().is_empty()
+        && name.trim() == name
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ReplicationError::Invalid(format!("name {name:?}: use 1 to 64 letters, digits, spaces, '.', '_' or '-'")))
+        Err(ReplicationError::Invalid(format!(
+            "name {name:?}: use 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space"
+        )))
     }
 }
 
@@ -284,6 +287,9 @@ pub async fn list(
 
 /// One target, with its version.
 pub async fn get(app: &App, scope: &str, id: &str) -> Result<(StoredTarget, u64), ReplicationError> {
+    if id.len() > super::MAX_ID_BYTES {
+        return Err(ReplicationError::NotFound(format!("replication target {id:.64}… of {scope}")));
+    }
     TARGETS
         .get(app.meta.as_ref(), &key_of(scope, id))
         .await?

@@ -192,7 +192,9 @@ pub const TASKS: Endpoint = Endpoint {
         let page = page_request(&req)?;
         let (items, more) =
             history::tasks(app, &registry, &replication, &execution, page.after.as_deref(), page.limit).await?;
-        page_response(&req, &items, more, |t| t.id.clone())
+        // a paused task's upload location may carry the target's session token: never shown
+        let views: Vec<history::TaskView> = items.iter().map(history::TaskRecord::view).collect();
+        page_response(&req, &views, more, |t| t.id.clone())
     }),
 };
 
@@ -237,7 +239,8 @@ pub async fn replications(app: &App, head: &Head, registry: &str, body: ByteStre
     let new: policy::NewPolicy = read_json(body).await?;
     let grants = grants(head)?;
     let by = grants.principal().to_string();
-    object(StatusCode::CREATED, &policy::create(app, registry, new, &by, over_every_registry(grants)).await?)
+    let over_all = over_every_registry(app, grants).await?;
+    object(StatusCode::CREATED, &policy::create(app, registry, new, &by, over_all).await?)
 }
 
 /// `GET|PATCH|DELETE …/replications/<replication>`.
@@ -252,7 +255,7 @@ pub async fn one_replication(
         Method::GET => object(StatusCode::OK, &policy::get(app, registry, id).await?.0.view()),
         Method::PATCH => {
             let patch: policy::PolicyPatch = read_json(body).await?;
-            let over_all = over_every_registry(grants(head)?);
+            let over_all = over_every_registry(app, grants(head)?).await?;
             object(StatusCode::OK, &policy::update(app, registry, id, patch, over_all).await?)
         }
         _ => {
@@ -262,7 +265,14 @@ pub async fn one_replication(
     }
 }
 
-/// Whether the principal's role covers every registry (what a shared target asks for).
-fn over_every_registry(grants: &crate::access::Grants) -> bool {
-    matches!(grants, crate::access::Grants::User(user) if user.registries.is_none())
+/// Whether the principal's role covers every registry (what a shared target asks for): the
+/// user of Basic credentials, or the user a management token was issued to, as stored now.
+async fn over_every_registry(app: &App, grants: &crate::access::Grants) -> Result<bool, OciError> {
+    match grants {
+        crate::access::Grants::User(user) => Ok(user.registries.is_none()),
+        crate::access::Grants::Token(claims) => {
+            let user = crate::identity::user::get(app.meta.as_ref(), &claims.sub).await?;
+            Ok(user.is_some_and(|u| u.registries.is_none()))
+        }
+    }
 }
