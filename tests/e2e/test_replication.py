@@ -1840,3 +1840,64 @@ def test_odd_ids_and_trigger_shapes_are_refused_cleanly(source):
         assert_refused(repl.create_target("e2e", name=name, url="http://127.0.0.1:9"), 400, "INVALID_REQUEST",
                        "name", what=f"name {name!r}")
     repl.delete_target("e2e", tgt["id"])
+
+
+def test_a_hanging_target_delays_no_other_job(registry_factory):
+    """A target that accepts connections and never answers holds only its own copies: a webhook
+    of another registry is delivered at once, and other registries' replications still run."""
+    import socket
+
+    from webhook_receiver import Receiver
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    held: list = []
+    stop = threading.Event()
+
+    def accept():
+        hang.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(hang.accept()[0])  # never answered
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    source = registry_factory(env={**ENV, "BERTH_REPLICATION_TIMEOUT_SECS": "60"})
+    target = registry_factory(env=ENV)
+    receiver = Receiver().start()
+    try:
+        api = Api(source)
+        repl = Repl(source, watch=[target])
+        for i in range(4):
+            push_image(api, f"e2e/hang/app{i}", ["v1"], f"h{i}")
+        # a target that hangs, its check pending, and copies of four images queued against it
+        tgt = repl.make_target("e2e", name=unique("hang-"), url=f"http://127.0.0.1:{hang.getsockname()[1]}")
+        pol = repl.make("e2e", name="hang", target=tgt["id"], name_filter="hang/**")
+        for _ in range(3):
+            assert repl.run("e2e", pol["id"]).status_code == 202
+        time.sleep(1)  # the copies are now waiting on the hanging target
+        # meanwhile: a webhook of another registry, and another registry's replication
+        r = requests.post(f"{source.url}/api/v1/registries/charts/webhooks", auth=source.credentials, timeout=T,
+                          json={"name": "hang-check", "url": receiver.url(), "events": ["PUSH_ARTIFACT"]})
+        assert r.status_code == 201, r.text
+        started = time.monotonic()
+        push_image(api, "charts/other/app", ["v1"], "other")
+        receiver.wait_events(1, timeout=10)
+        delivered = time.monotonic() - started
+        assert delivered < 5, f"the webhook waited {delivered:.1f} s behind the hanging target"
+        ok_tgt = repl.berth_target("charts", target)
+        ok = repl.make("charts", name="fine", target=ok_tgt["id"], destination="e2e")
+        repl.wait_status("charts", ok["id"], timeout=10)
+        done, _ = repl.run_ok("charts", ok["id"], timeout=20)
+        assert done["succeeded"] == 1, done
+        # and the hanging run is still running, not failed early nor finished
+        [running, *_] = repl.all_executions("e2e", pol["id"])
+        assert running["status"] == "running", running
+    finally:
+        stop.set()
+        receiver.close()
+        for c in held:
+            c.close()
+        hang.close()
