@@ -245,3 +245,54 @@ fn a_trigger_takes_cron_only_with_a_schedule() {
     let stored = serde_json::to_value(policy::Trigger::Schedule { cron: "0 3 * * *".into() }).unwrap();
     assert_eq!(parse(stored), Ok(policy::Trigger::Schedule { cron: "0 3 * * *".into() }));
 }
+
+#[tokio::test]
+async fn a_second_run_waits_for_the_first() {
+    let t = Target::start().await;
+    let env = source().await;
+    env.push_image("team/once", "v1").await;
+    env.work().await;
+    let target = add_target(&env, &t, None).await;
+    let id = add_policy(&env, &target, serde_json::json!({ "type": "manual" })).await;
+    let first = berth::replication::run::start_manual(&env.app, "team", &id).await.unwrap();
+    let refused = berth::replication::run::start_manual(&env.app, "team", &id).await.unwrap_err();
+    assert!(refused.to_string().contains(&first.id), "{refused}");
+    env.work().await;
+    let second = berth::replication::run::start_manual(&env.app, "team", &id).await.unwrap();
+    env.work().await;
+    let (runs, _) = history::executions(&env.app, "team", &id, None, 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![second.id, first.id]);
+}
+
+#[tokio::test]
+async fn history_keeps_the_newest_executions() {
+    let env = source().await;
+    let total = history::MAX_EXECUTIONS + 7;
+    for n in 0..total {
+        let mut e = history::new_execution(history::execution_id(n as i64, "t"), "team", "rp-x", "manual", T0);
+        e.status = ExecutionStatus::Succeeded;
+        e.planned = true;
+        // written directly, as `create` would, without its occasional trim
+        let task =
+            history::TaskRecord::new(history::task_id(1), "team/a".into(), "dr/a".into(), "sha256:0".into(), vec![]);
+        assert!(history::create(&env.app, &e).await.unwrap() || n > 0);
+        history::put_task(&env.app, "team", "rp-x", &e.id, &task, berth::metadata::Expect::Any).await.unwrap();
+    }
+    history::trim(&env.app, "team", "rp-x").await.unwrap();
+    let mut kept = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let (page, more) = history::executions(&env.app, "team", "rp-x", last.as_deref(), 200).await.unwrap();
+        kept.extend(page.iter().map(|e| e.id.clone()));
+        if !more {
+            break;
+        }
+        last = kept.last().cloned();
+    }
+    assert_eq!(kept.len(), history::MAX_EXECUTIONS);
+    // the newest are kept: the highest start times, i.e. the smallest inverted ids
+    assert_eq!(kept[0], history::execution_id((total - 1) as i64, "t"));
+    let oldest = history::execution_id(0, "t");
+    assert!(history::execution(&env.app, "team", "rp-x", &oldest).await.is_err());
+    assert!(history::tasks(&env.app, "team", "rp-x", &oldest, None, 10).await.unwrap().0.is_empty());
+}

@@ -1875,9 +1875,11 @@ def test_a_hanging_target_delays_no_other_job(registry_factory):
         # a target that hangs, its check pending, and copies of four images queued against it
         tgt = repl.make_target("e2e", name=unique("hang-"), url=f"http://127.0.0.1:{hang.getsockname()[1]}")
         pol = repl.make("e2e", name="hang", target=tgt["id"], name_filter="hang/**")
-        for _ in range(3):
-            assert repl.run("e2e", pol["id"]).status_code == 202
-        time.sleep(1)  # the copies are now waiting on the hanging target
+        assert repl.run("e2e", pol["id"]).status_code == 202
+        time.sleep(1)  # the four copies are now waiting on the hanging target
+        # a second run while this one runs is refused, naming it
+        [running] = repl.all_executions("e2e", pol["id"])
+        assert_refused(repl.run("e2e", pol["id"]), 409, ("CONFLICT",), running["id"], what="a second run")
         # meanwhile: a webhook of another registry, and another registry's replication
         r = requests.post(f"{source.url}/api/v1/registries/charts/webhooks", auth=source.credentials, timeout=T,
                           json={"name": "hang-check", "url": receiver.url(), "events": ["PUSH_ARTIFACT"]})

@@ -261,13 +261,58 @@ pub fn new_execution(id: String, registry: &str, policy: &str, trigger: &str, no
     }
 }
 
-/// Stores a new execution; `false` when one of that id exists (a repeated job).
+/// The most executions a policy's history keeps (the oldest settled ones go first, with their tasks).
+pub const MAX_EXECUTIONS: usize = 500;
+
+/// Stores a new execution; `false` when one of that id exists (a repeated job). Now and then
+/// (one creation in 16) the policy's history is trimmed to [`MAX_EXECUTIONS`].
 pub async fn create(app: &App, execution: &Execution) -> Result<bool, ReplicationError> {
     let key = execution_key(&execution.registry, &execution.replication, &execution.id);
     match EXECUTIONS.put(app.meta.as_ref(), &key, execution, Expect::Absent).await {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            if crate::webhook::delivery::one_in(16) {
+                trim(app, &execution.registry, &execution.replication).await?;
+            }
+            Ok(true)
+        }
         Err(MetadataError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the settled executions (and their tasks) beyond the newest [`MAX_EXECUTIONS`] of a
+/// policy; returns how many.
+pub async fn trim(app: &App, registry: &str, policy: &str) -> Result<usize, ReplicationError> {
+    let prefix = execution_key(registry, policy, "");
+    let (kept, more) = EXECUTIONS.list(app.meta.as_ref(), &prefix, None, MAX_EXECUTIONS).await?;
+    let Some(boundary) = kept.last().filter(|_| more).map(|v| v.id.clone()) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    let mut after = boundary;
+    loop {
+        let (old, more) = EXECUTIONS.list(app.meta.as_ref(), &prefix, Some(&after), 200).await?;
+        for entry in &old {
+            if entry.record.status == ExecutionStatus::Running {
+                continue;
+            }
+            let tasks = format!("{}/", entry.id);
+            loop {
+                let page = app.meta.list_documents(TASKS.name(), &tasks, None, 500).await?;
+                for doc in &page.items {
+                    app.meta.delete_document(TASKS.name(), &doc.id, Expect::Any).await?;
+                }
+                if !page.more {
+                    break;
+                }
+            }
+            EXECUTIONS.delete(app.meta.as_ref(), &entry.id, Expect::Any).await?;
+            removed += 1;
+        }
+        match (more, old.last()) {
+            (true, Some(last)) => after = last.id.clone(),
+            _ => return Ok(removed),
+        }
     }
 }
 

@@ -115,11 +115,28 @@ pub async fn start_event(
     queue_copy(app, &policy.registry, &policy.id, &id, &task.id, Duration::ZERO).await
 }
 
+/// How long a running manual or scheduled execution refuses another manual run (after that it
+/// is presumed stuck, and no longer blocks).
+const RUN_BLOCKS_SECS: i64 = 24 * 3600;
+
 /// Starts a run by hand: the execution is recorded now and planned by a job.
 pub async fn start_manual(app: &App, registry: &str, id: &str) -> Result<Execution, ReplicationError> {
     let (policy, _) = policy::get(app, registry, id).await?;
     if !policy.enabled {
         return Err(ReplicationError::Conflict(format!("replication {id} is disabled; enable it to run it")));
+    }
+    // one manual or scheduled run at a time (event runs copy one push each and do not count): a
+    // second would only copy the same blobs again. Best effort: two requests at the same instant
+    // may both start, which repeats work and nothing else.
+    let (recent, _) = history::executions(app, registry, id, None, 20).await?;
+    let now = app.clock.now();
+    if let Some(running) = recent.iter().find(|e| {
+        e.status == history::ExecutionStatus::Running && e.trigger != "event" && now - e.started_at < RUN_BLOCKS_SECS
+    }) {
+        return Err(ReplicationError::Conflict(format!(
+            "execution {} of replication {id} is still running; wait for it to end before running again",
+            running.id
+        )));
     }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

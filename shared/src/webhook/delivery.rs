@@ -421,7 +421,7 @@ pub async fn forget(app: &App, scope: &str, webhook: &str) -> Result<(), Webhook
 }
 
 /// True about once in `n` calls.
-fn one_in(n: u8) -> bool {
+pub(crate) fn one_in(n: u8) -> bool {
     let mut byte = [0u8; 1];
     getrandom::getrandom(&mut byte).is_ok() && byte[0] % n == 0
 }
