@@ -298,7 +298,6 @@ fn in_v6(net: Ipv6Addr, len: u8, ip: Ipv6Addr) -> bool {
     Ipv6Net::new(net, len).is_ok_and(|net| net.contains(&ip))
 }
 
-/// An error and its causes on one line.
 /// Why an outbound request failed, as logs and delivery records show it: the kind (timed out,
 /// could not connect, failed), then the error and each of its causes.
 pub fn describe_failure(e: &reqwest::Error) -> String {
@@ -312,6 +311,7 @@ pub fn describe_failure(e: &reqwest::Error) -> String {
     format!("{kind}: {}", error_chain(e))
 }
 
+/// An error and its causes on one line.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -268,11 +268,11 @@ async fn cron_loop(app: Arc<App>) {
     }
 }
 
-/// Runs queued jobs, polling when idle.
 /// How many outbound jobs (webhook deliveries, replication checks and copies) `berth serve`
 /// runs at once, beside the in-line ones.
 const OUTBOUND_JOBS: usize = 16;
 
+/// Runs queued jobs, polling when idle.
 async fn worker_loop(app: Arc<App>) {
     let outbound = Arc::new(tokio::sync::Semaphore::new(OUTBOUND_JOBS));
     loop {

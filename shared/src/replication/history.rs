@@ -135,6 +135,9 @@ pub struct TaskRecord {
     /// a step ran out of time and queued the next (which continues the same attempt)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// settled and added to its execution's counters
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counted: bool,
 }
 
 /// A task as the API shows it: everything but the unfinished upload (its location may carry the
@@ -219,6 +222,7 @@ impl TaskRecord {
             ended_at: None,
             upload: None,
             paused: false,
+            counted: false,
         }
     }
 }
@@ -271,7 +275,10 @@ pub async fn create(app: &App, execution: &Execution) -> Result<bool, Replicatio
     match EXECUTIONS.put(app.meta.as_ref(), &key, execution, Expect::Absent).await {
         Ok(_) => {
             if crate::webhook::delivery::one_in(16) {
-                trim(app, &execution.registry, &execution.replication).await?;
+                // best effort: the execution stands whether or not old ones could go
+                if let Err(e) = trim(app, &execution.registry, &execution.replication).await {
+                    tracing::warn!(replication = %execution.replication, error = %e, "could not trim the history");
+                }
             }
             Ok(true)
         }

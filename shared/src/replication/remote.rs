@@ -127,6 +127,8 @@ pub enum Mount {
     Mounted,
     /// the target started an ordinary upload instead, at this location
     Upload(String),
+    /// the target declined (a token scoped to the destination may not read `from`): upload
+    Declined,
 }
 
 impl<'a> Remote<'a> {
@@ -248,7 +250,8 @@ impl<'a> Remote<'a> {
         match response.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::Upload(self.location(&response)?)),
-            s => Err(status_error(&format!("mount {digest} into {repo}"), s.as_u16(), response).await),
+            // any other answer only means no mount, as docker treats it
+            _ => Ok(Mount::Declined),
         }
     }
 

@@ -99,7 +99,9 @@ pub async fn start_event(
     plan: Planned,
 ) -> Result<(), ReplicationError> {
     let millis = event.occurred_at.saturating_mul(1000);
-    let id = history::execution_id(millis, &format!("e{}", &event.id.replace('-', "")[..16.min(event.id.len())]));
+    // the whole event id: two pushes of one millisecond differ only in its later digits
+    let event_hex: String = event.id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+    let id = history::execution_id(millis, &format!("e{event_hex}"));
     let mut execution = history::new_execution(id.clone(), &policy.registry, &policy.id, "event", app.clock.now());
     execution.total = 1;
     execution.planned = true;
@@ -152,7 +154,16 @@ pub async fn start_manual(app: &App, registry: &str, id: &str) -> Result<Executi
         due: None,
     }
     .to_job();
-    app.queue.enqueue(&job, Duration::ZERO).await?;
+    if let Err(e) = app.queue.enqueue(&job, Duration::ZERO).await {
+        // no plan job: end the execution rather than leave it running (and blocking runs)
+        let error = format!("could not queue the run: {e}");
+        let _ = history::update(app, registry, id, &execution.id, |x| {
+            x.planned = true;
+            x.error = Some(error.clone());
+        })
+        .await;
+        return Err(e.into());
+    }
     app.events.queued.notify_one();
     Ok(execution)
 }
@@ -294,6 +305,10 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
         return Ok(()); // its policy was deleted
     };
     if task.status.is_final() {
+        if !task.counted {
+            // settled by a step that stopped before its execution counted it: count it now
+            count_settled(app, registry, id, execution, &mut task, version).await?;
+        }
         return Ok(());
     }
     let policy = match policy::get(app, registry, id).await {
@@ -348,17 +363,20 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
         Err(CopyError::Paused(progress)) => {
             task.upload = progress;
             task.paused = true;
-            save_task(app, &policy, execution, &task, version).await?;
-            queue_copy(app, registry, id, execution, task_id, Duration::ZERO).await?;
+            // another worker took the task meanwhile (a duplicate job): its chain goes on, not ours
+            if save_task(app, &policy, execution, &task, version).await?.is_some() {
+                queue_copy(app, registry, id, execution, task_id, Duration::ZERO).await?;
+            }
             return Ok(());
         }
         Err(CopyError::Remote(e)) if e.is_transient() && task.attempts < settings.max_attempts => {
             task.error = Some(e.to_string());
             task.upload = None;
-            save_task(app, &policy, execution, &task, version).await?;
-            let delay = settings.retry_delay(task.attempts);
-            tracing::warn!(task = %task.id, error = %e, ?delay, "replication copy failed; will retry");
-            queue_copy(app, registry, id, execution, task_id, delay).await?;
+            if save_task(app, &policy, execution, &task, version).await?.is_some() {
+                let delay = settings.retry_delay(task.attempts);
+                tracing::warn!(task = %task.id, error = %e, ?delay, "replication copy failed; will retry");
+                queue_copy(app, registry, id, execution, task_id, delay).await?;
+            }
             return Ok(());
         }
         Err(CopyError::Remote(e)) => {
@@ -376,20 +394,40 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
     };
     if settled {
         task.ended_at = Some(app.clock.now());
-        if save_task(app, &policy, execution, &task, version).await?.is_none() {
+        let Some(version) = save_task(app, &policy, execution, &task, version).await? else {
             return Ok(());
+        };
+        count_settled(app, registry, id, execution, &mut task, version).await?;
+    }
+    Ok(())
+}
+
+/// Adds a settled task to its execution's counters (finishing the execution when it is the
+/// last), then marks the task counted. A step that stops in between leaves the task final but
+/// uncounted, and the job's redelivery counts it: the count happens at least once, and the
+/// mark keeps a later delivery from counting it again.
+async fn count_settled(
+    app: &App,
+    registry: &str,
+    id: &str,
+    execution: &str,
+    task: &mut TaskRecord,
+    version: u64,
+) -> Result<(), ReplicationError> {
+    let (status, bytes) = (task.status, task.bytes);
+    let finished = history::update(app, registry, id, execution, |x| {
+        match status {
+            TaskStatus::Succeeded => x.succeeded += 1,
+            TaskStatus::Skipped => x.skipped += 1,
+            _ => x.failed += 1,
         }
-        let (status, bytes) = (task.status, task.bytes);
-        let finished = history::update(app, registry, id, execution, |x| {
-            match status {
-                TaskStatus::Succeeded => x.succeeded += 1,
-                TaskStatus::Skipped => x.skipped += 1,
-                _ => x.failed += 1,
-            }
-            x.bytes += bytes;
-        })
-        .await?;
-        if let Some(done) = finished {
+        x.bytes += bytes;
+    })
+    .await?;
+    task.counted = true;
+    history::put_task(app, registry, id, execution, task, Expect::Version(version)).await?;
+    if let Some(done) = finished {
+        if let Ok((policy, _)) = policy::get(app, registry, id).await {
             finished_event(app, &policy, &done).await;
         }
     }
@@ -624,7 +662,8 @@ impl<'a> Copier<'a> {
     ) -> Result<(), CopyError> {
         let tag = format!("sha256-{}", subject.hex());
         let mut index = match self.remote.manifest(destination, &tag).await? {
-            Some((_, bytes)) => serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|_| empty_index()),
+            Some((_, bytes)) => serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| RemoteError::Protocol(format!("the target's {tag} is not JSON ({e}); left as it is")))?,
             None => empty_index(),
         };
         let digest = record.digest.to_string();
@@ -691,7 +730,9 @@ impl<'a> Copier<'a> {
                     return Ok(());
                 }
                 Some(Mount::Upload(location)) => (location, 0, Hasher::new(digest.algorithm())),
-                None => (self.remote.start_upload(destination).await?, 0, Hasher::new(digest.algorithm())),
+                Some(Mount::Declined) | None => {
+                    (self.remote.start_upload(destination).await?, 0, Hasher::new(digest.algorithm()))
+                }
             },
         };
         while offset < size {

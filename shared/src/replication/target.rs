@@ -361,6 +361,13 @@ pub async fn create(app: &App, scope: &str, new: NewTarget, by: &str) -> Result<
 /// Applies a change.
 pub async fn update(app: &App, scope: &str, id: &str, patch: TargetPatch) -> Result<TargetView, ReplicationError> {
     let (mut target, version) = get(app, scope, id).await?;
+    // only a change to how the target is reached makes its policies check it again (and pause
+    // their event triggers meanwhile); a new name, description or chunk size does not
+    let reached_anew = patch.url.is_some()
+        || patch.kind.is_some()
+        || patch.username.is_some()
+        || patch.password.is_some()
+        || patch.skip_tls_verify.is_some();
     if let Some(d) = patch.description {
         validate_description(&d)?;
         target.description = d;
@@ -400,7 +407,9 @@ pub async fn update(app: &App, scope: &str, id: &str, patch: TargetPatch) -> Res
             if let Some(old) = renamed {
                 release_name(app, "target", scope, &old, id).await;
             }
-            super::policy::target_changed(app, scope, id).await?;
+            if reached_anew {
+                super::policy::target_changed(app, scope, id).await?;
+            }
             Ok(target.view())
         }
         Err(e) => {
