@@ -416,7 +416,7 @@ impl From<crate::replication::ReplicationError> for OciError {
             R::Metadata(inner) => inner.into(),
             R::Identity(inner) => inner.into(),
             R::Schedule(inner) => inner.into(),
-            R::Queue(_) | R::Seal(_) | R::Secrets(_) | R::Local(_) => OciError::internal(&e),
+            R::Queue(_) | R::Seal(_) | R::Secrets(_) => OciError::internal(&e),
         }
     }
 }

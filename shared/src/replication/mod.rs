@@ -65,9 +65,6 @@ pub enum ReplicationError {
     /// Reading the registry failed.
     #[error(transparent)]
     Identity(crate::identity::IdentityError),
-    /// Reading local content failed.
-    #[error("reading local content: {0}")]
-    Local(String),
 }
 
 /// Starts the event-triggered replications a pushed artifact calls for: one execution per

@@ -16,10 +16,10 @@ use crate::output::{self, field, Column, Format};
 
 /// Environment variable holding a new target's password when `--password-stdin` is not given.
 pub const ENV_REPLICATION_PASSWORD: &str = "BERTH_REPLICATION_PASSWORD";
-/// The smallest chunk size a target takes (1 MiB).
-const MIN_CHUNK_BYTES: u64 = 1 << 20;
-/// The largest chunk size a target takes (64 MiB).
-const MAX_CHUNK_BYTES: u64 = 64 << 20;
+/// The smallest chunk size a target takes (1 MiB), as the server checks it.
+const MIN_CHUNK_BYTES: u64 = *berth::replication::target::CHUNK_BYTES.start();
+/// The largest chunk size a target takes (64 MiB), as the server checks it.
+const MAX_CHUNK_BYTES: u64 = *berth::replication::target::CHUNK_BYTES.end();
 /// How often `run --wait` asks how the execution is going.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long `run --wait` waits for the execution to end.
