@@ -75,11 +75,12 @@ locals {
   # The job functions have no route: they run every kind of job (expire-uploads, cleanup runs,
   # garbage collection, which lists blobs/ and deletes unreferenced blob bytes, registry events:
   # fanned out to the webhook policies, delivered, and put on the event bus, replication copies,
-  # which read the manifests and blobs they send to the targets) and fire the stored cron
-  # schedules (reads them and claims each due time with a conditional write before enqueueing
-  # its job).
+  # which read the manifests and blobs they send to the targets, image cachings, which stage a
+  # source's blob in uploads/, read it back into blobs/ once its digest checks and store the
+  # manifests they fetch) and fire the stored cron schedules (reads them and claims each due
+  # time with a conditional write before enqueueing its job).
   job_permissions = {
-    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_cleanup", "staging_list", "blob_read", "blob_delete", "events_put"]
+    "job-worker"    = ["jobs_consume", "jobs_send", "meta_read", "meta_write", "bucket_list", "staging_read", "staging_write", "staging_cleanup", "staging_list", "blob_read", "blob_write", "blob_delete", "events_put"]
     "job-scheduler" = ["jobs_send", "meta_read", "meta_write"]
   }
 
@@ -181,7 +182,7 @@ resource "aws_cloudwatch_log_group" "function" {
 
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:Route functions are invoked synchronously by API Gateway (a DLQ only applies to async invokes); job-worker's failures go to the SQS queue's own DLQ, and job-scheduler's EventBridge target retries.
-  #checkov:skip=CKV_AWS_117:The functions call AWS APIs (S3, DynamoDB, SQS, EventBridge) and public webhook and replication targets; a VPC attachment would need a NAT gateway for the deliveries and copies and add cold-start latency without isolating anything.
+  #checkov:skip=CKV_AWS_117:The functions call AWS APIs (S3, DynamoDB, SQS, EventBridge) and public webhook and replication targets and image cache sources; a VPC attachment would need a NAT gateway for the deliveries, copies and pulls and add cold-start latency without isolating anything.
   #checkov:skip=CKV_AWS_272:cargo-lambda zips are deployed directly from the build; code signing needs an AWS Signer profile and an S3-staged artifact pipeline, out of scope for this stack.
   for_each = local.functions
 
@@ -222,6 +223,13 @@ resource "aws_lambda_function" "this" {
   }
 
   depends_on = [aws_iam_role_policy.function]
+
+  lifecycle {
+    precondition {
+      condition     = each.key != "job-worker" || local.cache_budget_seconds <= each.value.timeout_seconds - 60
+      error_message = "cache_budget_seconds must end an image caching a minute before job-worker times out: at most function_overrides[\"job-worker\"].timeout_seconds (default 300) minus 60."
+    }
+  }
 }
 
 # The HMAC key of upload-gateway tokens, created before apply (README).

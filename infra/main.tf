@@ -28,10 +28,10 @@ locals {
     "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
     "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, ports = [] }
     "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
-    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
+    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
-    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read"] }
+    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
     "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
     "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:read", "uploads:write", "uploads:abort", "metadata:write"] }
@@ -79,6 +79,9 @@ locals {
     "api-replication-executions" = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions", has_repository = false, ports = [] }
     "api-replication-execution"  = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}", has_repository = false, ports = [] }
     "api-replication-tasks"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}/tasks", has_repository = false, ports = [] }
+    # Image caches: the source registries cache-type registries pull through (administrator objects)
+    "api-caches" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/caches", has_repository = false, ports = ["metadata:write"] }
+    "api-cache"  = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/caches/{cache}", has_repository = false, ports = ["metadata:write"] }
   }
 
   # "{r1}", "{r1}/{r2}", ...: a repository name of each supported depth. API Gateway allows a
@@ -198,10 +201,11 @@ locals {
     RUST_LOG                             = var.rust_log
   }
 
-  # Outbound requests to addresses the operator chose (webhook and replication targets): the
-  # functions that check a target URL when a webhook policy, a replication target or a
-  # replication policy is written get the allow-list, the ones that deliver get the delivery
-  # settings too. The others have no use for them.
+  # Outbound requests to addresses the operator chose (webhook and replication targets, image
+  # cache sources): the functions that check a target URL when a webhook policy, a replication
+  # target, a replication policy or an image cache is written get the allow-list, as do the ones
+  # that reach a cache's source on a pull; the ones that deliver get the delivery settings too.
+  # The others have no use for them.
   outbound_environment = {
     BERTH_OUTBOUND_ALLOW = join(",", var.outbound_allow_cidrs)
   }
@@ -219,12 +223,40 @@ locals {
     BERTH_REPLICATION_STEP_SECS = tostring(local.replication_step_seconds)
   }
 
+  # Image caches (shared/src/cache_settings.rs). api-caches and api-cache check a cache's source
+  # URL when a cache is written: its port against BERTH_CACHE_SOURCE_PORTS, its address against
+  # the outbound allow-list. A pull through a cache-type registry asks the source (through the
+  # same allow-list): manifest-get asks about a tag at most once per BERTH_CACHE_CHECK_SECS and
+  # fetches the manifest, blob-get checks that the source has the blob, and both queue the rest
+  # for job-worker (S3 serves blobs by redirect, so their bytes are fetched there, not in the
+  # request). Each caching gives up after BERTH_CACHE_BUDGET_SECS, so that job-worker ends it
+  # cleanly before its invocation times out: cache_budget_seconds, at most job-worker's timeout
+  # minus 60 s (the precondition on aws_lambda_function.this), by default Berth's 200 s or that
+  # bound if it is lower. blob-get reads the budget too.
+  cache_source_environment = merge(local.outbound_environment, {
+    BERTH_CACHE_SOURCE_PORTS = join(",", var.cache_source_ports)
+  })
+  cache_budget_seconds = coalesce(var.cache_budget_seconds, min(200, local.functions["job-worker"].timeout_seconds - 60))
+  cache_budget_environment = {
+    BERTH_CACHE_BUDGET_SECS = tostring(local.cache_budget_seconds)
+  }
+
+  # Mirror hosts: a request whose Host is one of them is served as if its path named the host's
+  # cache registry (/v2/library/alpine/... = /v2/<registry>/library/alpine/...). berth::api::handle
+  # rewrites the path of every /v2 repository route, so each of their functions gets the map.
+  mirror_environment = {
+    BERTH_MIRROR_HOSTS = join(",", [for host, registry in var.cache_mirror_hosts : "${host}=${registry}"])
+  }
+  mirror_functions = [for name, route in local.routes : name if route.prefix == "/v2" && route.has_repository]
+
   # function => its environment beyond local.berth_environment. job-worker fans registry events
   # out to the webhook policies, delivers them, puts them on the event bus (the only function
-  # allowed events:PutEvents) and runs replications (outbound to the targets, so the allow-list
-  # of the webhook settings covers them too); api-webhook-test delivers a ping synchronously.
-  function_environment = {
-    "job-worker"              = merge(local.webhook_delivery_environment, local.replication_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
+  # allowed events:PutEvents), runs replications and fills image caches (outbound to the targets
+  # and sources, so the allow-list of the webhook settings covers them too); api-webhook-test
+  # delivers a ping synchronously. The /v2 repository routes get the mirror hosts; manifest-get
+  # and blob-get, listed below, get them with their cache settings.
+  function_environment = merge({ for name in local.mirror_functions : name => local.mirror_environment }, {
+    "job-worker"              = merge(local.webhook_delivery_environment, local.replication_environment, local.cache_budget_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
     "api-webhook-test"        = local.webhook_delivery_environment
     "api-webhooks"            = local.outbound_environment
     "api-webhook"             = local.outbound_environment
@@ -232,5 +264,9 @@ locals {
     "api-replication-target"  = local.outbound_environment
     "api-replications"        = local.outbound_environment
     "api-replication"         = local.outbound_environment
-  }
+    "api-caches"              = local.cache_source_environment
+    "api-cache"               = local.cache_source_environment
+    "manifest-get"            = merge(local.outbound_environment, local.mirror_environment, { BERTH_CACHE_CHECK_SECS = tostring(var.cache_check_seconds) })
+    "blob-get"                = merge(local.outbound_environment, local.mirror_environment, local.cache_budget_environment)
+  })
 }

@@ -48,13 +48,13 @@ variable "rust_log" {
 ################################################################################
 
 variable "max_repository_depth" {
-  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 61 + 21 x N (see README)."
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 66 + 21 x N (see README)."
   type        = number
   default     = 4
 
   validation {
     condition     = var.max_repository_depth >= 1 && var.max_repository_depth <= 8 && floor(var.max_repository_depth) == var.max_repository_depth
-    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 229 routes, under the 300-routes quota)."
+    error_message = "max_repository_depth must be a whole number from 1 to 8 (8 gives 234 routes, under the 300-routes quota)."
   }
 }
 
@@ -260,7 +260,7 @@ variable "webhook_retry_seconds" {
 }
 
 variable "outbound_allow_cidrs" {
-  description = "CIDRs that outbound requests (webhook deliveries, replication targets) may reach although they are not public addresses: loopback, link-local, private, unique-local, CGNAT and the like are refused otherwise (BERTH_OUTBOUND_ALLOW, comma-joined). Given to job-worker, api-webhook-test, api-webhooks, api-webhook, api-replication-targets, api-replication-target, api-replications and api-replication. Empty = public addresses only."
+  description = "CIDRs that outbound requests (webhook deliveries, replication targets, image cache sources) may reach although they are not public addresses: loopback, link-local, private, unique-local, CGNAT and the like are refused otherwise (BERTH_OUTBOUND_ALLOW, comma-joined). Given to job-worker, api-webhook-test, api-webhooks, api-webhook, api-replication-targets, api-replication-target, api-replications, api-replication, api-caches, api-cache, manifest-get and blob-get. Empty = public addresses only."
   type        = list(string)
   default     = []
 
@@ -274,6 +274,56 @@ variable "secrets_key_ssm_parameter" {
   description = "Name of the SSM SecureString parameter holding the key that encrypts webhook secrets and auth headers at rest (BERTH_SECRETS_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`). Create it before apply (README); replacing its value makes the stored webhook secrets unreadable. null = /<name>/secrets-key."
   type        = string
   default     = null
+}
+
+################################################################################
+# Image caches (pull-through registries)
+################################################################################
+
+variable "cache_source_ports" {
+  description = "Ports an image cache's source URL may use (BERTH_CACHE_SOURCE_PORTS, comma-joined), checked by api-caches and api-cache when a cache is written; [\"*\"] = any port. The source's address must pass outbound_allow_cidrs too."
+  type        = list(string)
+  default     = ["80", "443"]
+
+  validation {
+    condition     = join(",", var.cache_source_ports) == "*" || (length(var.cache_source_ports) > 0 && alltrue([for p in var.cache_source_ports : can(regex("^[0-9]{1,5}$", p)) && try(tonumber(p) >= 1 && tonumber(p) <= 65535, false)]))
+    error_message = "cache_source_ports must be ports from 1 to 65535 (e.g. [80, 443, 5000]), or [\"*\"] alone for any port."
+  }
+}
+
+variable "cache_check_seconds" {
+  description = "How long manifest-get serves a cached tag without asking its source again, per function instance (BERTH_CACHE_CHECK_SECS). 0 = ask on every pull by tag."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.cache_check_seconds >= 0 && var.cache_check_seconds <= 86400 && floor(var.cache_check_seconds) == var.cache_check_seconds
+    error_message = "cache_check_seconds must be a whole number of seconds from 0 to 86400."
+  }
+}
+
+variable "cache_budget_seconds" {
+  description = "How long one image caching (an image or a blob, fetched by job-worker) may take before it is given up and left to the next pull (BERTH_CACHE_BUDGET_SECS). At most job-worker's timeout minus 60 s (checked at plan). null = 200, or job-worker's timeout minus 60 if that is lower."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.cache_budget_seconds == null ? true : var.cache_budget_seconds >= 1 && var.cache_budget_seconds <= 840 && floor(var.cache_budget_seconds) == var.cache_budget_seconds
+    error_message = "cache_budget_seconds must be a whole number of seconds from 1 to 840 (job-worker's longest timeout, 900, minus 60)."
+  }
+}
+
+variable "cache_mirror_hosts" {
+  description = "Mirror hosts (BERTH_MIRROR_HOSTS): host name => cache-type registry. A pull whose Host is such a name (port ignored) is served from that registry without its prefix (/v2/library/alpine/... on the host = /v2/<registry>/library/alpine/...), as Docker's registry-mirrors and containerd's hosts.toml ask. Given to every /v2 repository function. Each host must reach the registry API: a custom domain mapped to it (README). Empty = none."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([for host, registry in var.cache_mirror_hosts :
+      can(regex("^[A-Za-z0-9.-]+$", host)) && can(regex("^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", registry)) && !can(regex("\\.\\.|___|\\.-|-\\.|\\._|_\\.", registry))
+    ])
+    error_message = "cache_mirror_hosts maps host names (letters, digits, dots, dashes) to registry names (1-63 lowercase letters, digits and single '.', '_' or '-' separators, starting and ending with a letter or digit)."
+  }
 }
 
 ################################################################################

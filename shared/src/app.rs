@@ -65,6 +65,8 @@ pub struct Settings {
     pub webhooks: crate::events::WebhookSettings,
     /// replication copy steps, request timeouts and retries
     pub replication: crate::replication_settings::ReplicationSettings,
+    /// image caches: source ports, freshness, budgets and mirror hosts
+    pub cache: crate::cache_settings::CacheSettings,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             usage_refresh_delay: Duration::from_secs(5),
             webhooks: crate::events::WebhookSettings::default(),
             replication: crate::replication_settings::ReplicationSettings::default(),
+            cache: crate::cache_settings::CacheSettings::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ impl Settings {
         }
         s.webhooks = s.webhooks.with_env()?;
         s.replication = s.replication.with_env()?;
+        s.cache = s.cache.with_env()?;
         Ok(s)
     }
 }
@@ -229,6 +233,8 @@ pub struct App {
     pub pull_recorder: Arc<PullRecorder>,
     /// the secrets key, the pull-subscriber cache and the event bus
     pub events: Arc<crate::events::EventState>,
+    /// image-cache sources: tags checked lately, ECR passwords
+    pub upstream: Arc<crate::state::UpstreamState>,
 }
 
 impl App {
@@ -246,6 +252,7 @@ impl App {
             access: Arc::new(AccessState::default()),
             pull_recorder: Arc::new(PullRecorder::default()),
             events: Arc::new(crate::events::EventState::default()),
+            upstream: Arc::new(crate::state::UpstreamState::default()),
         })
     }
 }

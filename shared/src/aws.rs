@@ -44,14 +44,7 @@ impl AwsSettings {
     }
 }
 
-/// The SDK configuration loader Berth starts from: the standard providers (environment, the
-/// Lambda role, profiles) over rustls with ring, the crypto library reqwest already brings, rather
-/// than the SDK default's aws-lc: a function links one crypto library, not two.
-pub fn sdk_defaults() -> aws_config::ConfigLoader {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https)
-}
+pub use crate::config::sdk_defaults;
 
 fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(aws.force_path_style).build();
@@ -113,6 +106,7 @@ pub fn app_with<const PORTS: u16>(sdk: &SdkConfig, aws: &AwsSettings, settings: 
         access: Arc::new(crate::state::AccessState::default()),
         pull_recorder: Arc::new(crate::state::PullRecorder::default()),
         events: Arc::new(events),
+        upstream: Arc::new(crate::state::UpstreamState::default()),
     })
 }
 

@@ -57,3 +57,12 @@ where
 {
     var(name).map(|v| v.parse::<T>().map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })).transpose()
 }
+
+/// The SDK configuration loader Berth starts from: the standard providers (environment, the
+/// Lambda role, profiles) over rustls with ring, the crypto library reqwest already brings, rather
+/// than the SDK default's aws-lc: a function links one crypto library, not two.
+pub fn sdk_defaults() -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https)
+}

@@ -41,6 +41,9 @@ pub enum JobError {
     /// A replication step could not record its progress.
     #[error(transparent)]
     Replication(#[from] crate::replication::ReplicationError),
+    /// An image-cache job failed.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// The job that expires stale uploads.
@@ -128,6 +131,12 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         Task::ReplicateArtifact { registry, replication, execution, task } => {
             Ok(crate::replication::run::copy(app, &registry, &replication, &execution, &task).await?)
         }
+        Task::CacheImage { repository, digest, media_type, tag } => {
+            Ok(crate::cache::fill::run_image_job(app, &repository, &digest, &media_type, tag.as_deref()).await?)
+        }
+        Task::CacheBlob { repository, digest } => {
+            Ok(crate::cache::fill::run_blob_job(app, &repository, &digest).await?)
+        }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;
             if relayed > 0 {
@@ -139,8 +148,14 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
 }
 
 /// The job kinds that wait on remote servers (webhook deliveries, replication target checks and
-/// copies): they run side by side, never in line with the rest.
-const OUTBOUND: [&str; 3] = [crate::task::KINDS[5], crate::task::KINDS[7], crate::task::KINDS[9]];
+/// copies, image cachings): they run side by side, never in line with the rest.
+const OUTBOUND: [&str; 5] = [
+    crate::task::KINDS[5],
+    crate::task::KINDS[7],
+    crate::task::KINDS[9],
+    crate::task::KINDS[10],
+    crate::task::KINDS[11],
+];
 
 /// Whether a job waits on a remote server.
 fn is_outbound(delivery: &Delivery) -> bool {

@@ -102,10 +102,31 @@ pub enum Task {
         /// the task
         task: String,
     },
+    /// Record a manifest a cache registry fetched from its source (with its tag), once every
+    /// blob and child manifest it references is cached.
+    CacheImage {
+        /// the cache registry's repository
+        repository: String,
+        /// the manifest
+        digest: String,
+        /// its media type, as the source served it
+        #[serde(default)]
+        media_type: String,
+        /// the tag the pull named
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+    },
+    /// Cache one blob of a cache registry's repository from its source.
+    CacheBlob {
+        /// the cache registry's repository
+        repository: String,
+        /// the blob
+        digest: String,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 12] = [
     "expire-uploads",
     "refresh-usage",
     "cleanup",
@@ -116,6 +137,8 @@ pub const KINDS: [&str; 10] = [
     "check-replication",
     "replicate",
     "replicate-artifact",
+    "cache-image",
+    "cache-blob",
 ];
 
 impl Task {
@@ -132,6 +155,8 @@ impl Task {
             Task::CheckReplication { .. } => KINDS[7],
             Task::Replicate { .. } => KINDS[8],
             Task::ReplicateArtifact { .. } => KINDS[9],
+            Task::CacheImage { .. } => KINDS[10],
+            Task::CacheBlob { .. } => KINDS[11],
         }
     }
 
@@ -147,7 +172,9 @@ impl Task {
             | Task::PublishEvent { .. }
             | Task::DeliverWebhook { .. }
             | Task::CheckReplication { .. }
-            | Task::ReplicateArtifact { .. } => {}
+            | Task::ReplicateArtifact { .. }
+            | Task::CacheImage { .. }
+            | Task::CacheBlob { .. } => {}
         }
         self
     }
@@ -184,6 +211,10 @@ impl Task {
             Task::ReplicateArtifact { registry, replication, execution, task } => {
                 format!("replicate-artifact:{registry}/{replication}/{execution}/{task}")
             }
+            Task::CacheImage { repository, digest, tag, .. } => {
+                format!("cache-image:{repository}@{digest}#{}", tag.as_deref().unwrap_or(""))
+            }
+            Task::CacheBlob { repository, digest } => format!("cache-blob:{repository}@{digest}"),
         }
     }
 

@@ -10,7 +10,10 @@
    on variables.tf alone);
 5. replication: its eight routes and functions, the outbound allow-list on the routes that check
    targets, job-worker's copy step (its timeout minus 60 s) and blob reads;
-6. house style: typed, described variables with defaults; described outputs.
+6. image caches: their two routes and functions, the cache settings on the functions that read
+   them (mirror hosts on every /v2 repository route), the budget within job-worker's timeout, the
+   pulls' and job-worker's object permissions, the new variables' validation;
+7. house style: typed, described variables with defaults; described outputs.
 
 Terraform expressions are evaluated by tests/infra/hcl_eval.py over python-hcl2's parse tree.
 
@@ -40,12 +43,20 @@ TF_FILES = sorted(INFRA.glob("*.tf"))
 JOB_FUNCTIONS = ("job-worker", "job-scheduler")
 WEBHOOK_SETTINGS = ("BERTH_WEBHOOK_TIMEOUT_SECS", "BERTH_WEBHOOK_MAX_ATTEMPTS", "BERTH_WEBHOOK_RETRY_SECS", "BERTH_OUTBOUND_ALLOW")
 REPLICATION_SETTINGS = ("BERTH_REPLICATION_STEP_SECS",)
+CACHE_SETTINGS = ("BERTH_CACHE_SOURCE_PORTS", "BERTH_CACHE_CHECK_SECS", "BERTH_CACHE_BUDGET_SECS", "BERTH_MIRROR_HOSTS")
+# The /v2 repository routes: berth::api::handle serves a request on a mirror host as if its path
+# named the host's cache registry (test_mirror_hosts_reach_every_v2_repository_route checks the list).
+MIRROR_FUNCTIONS = ("tags-list", "manifest-get", "manifest-put", "manifest-delete", "blob-get", "blob-delete",
+                    "upload-start", "upload-patch", "upload-put", "upload-status", "upload-cancel", "referrers")
 # What a function gets beyond the environment every function has: job-worker fans registry events
-# out, delivers webhooks, puts the events on the bus and copies images to replication targets;
-# api-webhook-test delivers a ping; the routes that write webhook policies, replication targets
-# and replication policies check their target URLs against the outbound allow-list.
+# out, delivers webhooks, puts the events on the bus, copies images to replication targets and
+# fills image caches; api-webhook-test delivers a ping; the routes that write webhook policies,
+# replication targets, replication policies and image caches check their target URLs against the
+# outbound allow-list (and a cache's port against the allowed source ports); manifest-get and
+# blob-get reach a cache's source on a pull.
 EXTRA_ENVIRONMENT = {
-    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS},
+    **{function: {"BERTH_MIRROR_HOSTS"} for function in MIRROR_FUNCTIONS},
+    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS, "BERTH_CACHE_BUDGET_SECS"},
     "api-webhook-test": set(WEBHOOK_SETTINGS),
     "api-webhooks": {"BERTH_OUTBOUND_ALLOW"},
     "api-webhook": {"BERTH_OUTBOUND_ALLOW"},
@@ -53,7 +64,13 @@ EXTRA_ENVIRONMENT = {
     "api-replication-target": {"BERTH_OUTBOUND_ALLOW"},
     "api-replications": {"BERTH_OUTBOUND_ALLOW"},
     "api-replication": {"BERTH_OUTBOUND_ALLOW"},
+    "api-caches": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS"},
+    "api-cache": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS"},
+    "manifest-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_CHECK_SECS", "BERTH_MIRROR_HOSTS"},
+    "blob-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_BUDGET_SECS", "BERTH_MIRROR_HOSTS"},
 }
+# Every setting some functions get and others not: a function has exactly its EXTRA_ENVIRONMENT of these.
+SELECTIVE_SETTINGS = {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS, *CACHE_SETTINGS}
 DEFAULT_DEPTH = 4
 ROUTES_QUOTA = 300  # API Gateway: routes per HTTP API (default quota)
 
@@ -231,9 +248,10 @@ def test_every_function_is_deployed_from_its_artifact(tf: Module, berth_routes: 
 def test_every_function_gets_the_berth_environment(tf: Module, berth_routes: list[dict]):
     names = [r["name"] for r in berth_routes] + list(JOB_FUNCTIONS)
     envs = {name: tf.block_argument("aws_lambda_function", "this", "environment", "variables", name) for name in names}
-    env = envs["blob-get"]
+    env = {k: v for k, v in envs["blob-get"].items() if k not in EXTRA_ENVIRONMENT["blob-get"]}
     for name, e in envs.items():
-        # the same environment everywhere, plus what the few webhook functions need (below)
+        # the same environment everywhere, plus what the few webhook, replication and cache
+        # functions need (below)
         assert {k: v for k, v in e.items() if k not in EXTRA_ENVIRONMENT.get(name, set())} == env, name
     assert sorted(env) == sorted([
         "BERTH_BUCKET", "BERTH_TABLE", "BERTH_QUEUE_URL", "BERTH_PRESIGN_EXPIRY_SECONDS", "BERTH_UPLOAD_GATEWAY_URL",
@@ -286,8 +304,8 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (61, 21)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 145
+    assert (fixed, per_depth) == (66, 21)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 150
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -354,16 +372,17 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     senders = sorted(r["name"] for r in berth_routes if "jobs:send" in r["ports"])
     assert sorted(r["name"] for r in berth_routes if "jobs_send" in grants[r["name"]]) == senders
     # the six that recount storage after a change, the two that start runs, those that queue a
-    # registry event (manifest-get and api-tag only for that), the one that queues a redelivery,
-    # and the replication policy routes (a run's job, a policy's target check)
+    # registry event (api-tag only for that; manifest-get for that and a cached image), the one
+    # that queues a redelivery, the replication policy routes (a run's job, a policy's target
+    # check), and blob-get (the caching of a blob pulled through a cache-type registry)
     assert senders == sorted(["manifest-put", "manifest-delete", "blob-delete", "api-registry", "api-image",
                               "api-artifact", "api-cleanup-runs", "api-gc-runs",
                               "manifest-get", "api-tag", "api-webhook-redeliver",
-                              "api-replications", "api-replication", "api-replication-run"])
+                              "api-replications", "api-replication", "api-replication-run", "blob-get"])
     # a route that only reads metadata gets read-only DynamoDB for the registry's data: its only
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
-    assert readers == sorted(["token", "base", "catalog", "tags-list", "blob-get", "upload-status", "referrers",
+    assert readers == sorted(["token", "base", "catalog", "tags-list", "upload-status", "referrers",
                               "api-artifacts", "api-tags", "api-audit", "api-openapi",
                               "api-cleanup-run", "api-gc-run", "api-webhook-deliveries",
                               "api-replication-executions", "api-replication-execution", "api-replication-tasks"])
@@ -415,15 +434,19 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
                 "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run",
                 "api-webhooks", "api-webhook", "api-webhook-test", "api-webhook-deliveries",
                 "api-replication-targets", "api-replication-target", "api-replication-executions",
-                "api-replication-execution", "api-replication-tasks")
+                "api-replication-execution", "api-replication-tasks", "api-caches", "api-cache")
     for function in identity:
         assert set(grants[function]) <= {"meta_read", "edge_write", "meta_write"}, function
     for function in ("api-cleanup-runs", "api-gc-runs", "api-webhook-redeliver", "api-replications", "api-replication",
                      "api-replication-run"):
         assert set(grants[function]) == {"meta_read", "edge_write", "meta_write", "jobs_send"}, function
-    # Reads never write objects; no route deletes blob bytes (deletes only unlink, GC reclaims).
-    for function in ("blob-get", "manifest-get", "tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
+    # Reads never write objects, but a pull through a cache-type registry stores the manifest it
+    # fetched (blob_write; the blobs are fetched by job-worker) and never stages; no route deletes
+    # blob bytes (deletes only unlink, GC reclaims).
+    for function in ("tags-list", "catalog", "referrers", "api-images", "api-artifacts", "api-tags"):
         assert not {"blob_write", "staging_write", "staging_cleanup"} & set(grants[function]), function
+    for function in ("blob-get", "manifest-get"):
+        assert not {"staging_read", "staging_write", "staging_cleanup", "staging_list"} & set(grants[function]), function
     assert not any("blob_delete" in grants[r] for r in routes)
     # Management reads of manifests and configs read blobs/; management deletes can do what
     # manifest-delete does.
@@ -471,8 +494,9 @@ def test_upload_gateway_runs_berth_serve_with_the_berth_environment(tf: Module):
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
     assert secrets == {"BERTH_UPLOAD_TOKEN_KEY": ssm_arn("berth/upload-token-key"), "BERTH_TOKEN_SIGNING_KEY": ssm_arn("berth/token-signing-key"),
                        "BERTH_SECRETS_KEY": ssm_arn("berth/secrets-key")}
-    # the gateway delivers nothing, replicates nothing and puts no event on the bus
-    assert not {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS} & env
+    # the gateway delivers nothing, replicates nothing, serves no pull through a cache (it has
+    # no permission to queue the caching) and puts no event on the bus
+    assert not SELECTIVE_SETTINGS & env
     assert not set(secrets) & env, "a secret is also a plain environment variable"
     # the execution role may read exactly these parameters
     readable = tf.block_argument("aws_iam_policy_document", "upload_gateway_execution", "statement", "resources", 0, kind="data")
@@ -605,7 +629,7 @@ def test_webhook_settings_reach_only_the_functions_that_deliver_or_check_targets
         return {f: tf.block_argument("aws_lambda_function", "this", "environment", "variables", f) for f in tf.local("functions")}
 
     for function, env in envs(tf).items():
-        assert {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS} & set(env) == EXTRA_ENVIRONMENT.get(function, set()), function
+        assert SELECTIVE_SETTINGS & set(env) == EXTRA_ENVIRONMENT.get(function, set()), function
         assert env["BERTH_SECRETS_KEY"] == Unknown("data.aws_ssm_parameter.secrets_key.value"), function
     defaults = {"BERTH_WEBHOOK_TIMEOUT_SECS": "10", "BERTH_WEBHOOK_MAX_ATTEMPTS": "8", "BERTH_WEBHOOK_RETRY_SECS": "2",
                 "BERTH_OUTBOUND_ALLOW": ""}
@@ -615,7 +639,7 @@ def test_webhook_settings_reach_only_the_functions_that_deliver_or_check_targets
                 "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8,::1/128"}
     for values, expected in ((envs(tf), defaults), (envs(custom), settings)):
         for function, names in EXTRA_ENVIRONMENT.items():
-            names = set(names) - {"BERTH_EVENT_BUS", *REPLICATION_SETTINGS}  # those two: their own tests
+            names = set(names) - {"BERTH_EVENT_BUS", *REPLICATION_SETTINGS, *CACHE_SETTINGS}  # their own tests
             assert {k: values[function][k] for k in names} == {k: expected[k] for k in names}, function
     # the webhook secrets key comes from its SSM parameter, like the token signing key
     assert tf.argument("aws_ssm_parameter", "secrets_key", "name", kind="data") == "/berth/secrets-key"
@@ -660,6 +684,28 @@ def terraform_variables(tmp_path_factory) -> Path:
     ({"function_overrides": {"job-worker": {"timeout_seconds": 119}}}, False),
     ({"function_overrides": {"job-worker": {"timeout_seconds": 901}}}, False),
     ({"function_overrides": {"job-worker": {"timeout_seconds": 200.5}}}, False),
+    # image caches (issue 15)
+    ({"cache_source_ports": ["80", "443", "5000"], "cache_check_seconds": 0, "cache_budget_seconds": 1}, True),
+    ({"cache_source_ports": [443, 8443]}, True),
+    ({"cache_source_ports": ["*"], "cache_check_seconds": 86400, "cache_budget_seconds": 840}, True),
+    ({"cache_source_ports": ["*", "443"]}, False),
+    ({"cache_source_ports": []}, False),
+    ({"cache_source_ports": ["0"]}, False),
+    ({"cache_source_ports": ["65536"]}, False),
+    ({"cache_source_ports": ["https"]}, False),
+    ({"cache_check_seconds": -1}, False),
+    ({"cache_check_seconds": 86401}, False),
+    ({"cache_check_seconds": 1.5}, False),
+    ({"cache_budget_seconds": 0}, False),
+    ({"cache_budget_seconds": 841}, False),  # beyond any job-worker timeout (900) minus 60
+    ({"cache_budget_seconds": 99.5}, False),
+    ({"cache_mirror_hosts": {"mirror.example.com": "hubcache", "localhost": "hub_cache.1", "Docker-Mirror": "a-b"}}, True),
+    ({"cache_mirror_hosts": {"mirror.example.com": "HubCache"}}, False),
+    ({"cache_mirror_hosts": {"mirror.example.com:5000": "hubcache"}}, False),
+    ({"cache_mirror_hosts": {"mirror example": "hubcache"}}, False),
+    ({"cache_mirror_hosts": {"mirror.example.com": "hub..cache"}}, False),
+    ({"cache_mirror_hosts": {"mirror.example.com": "-hub"}}, False),
+    ({"cache_mirror_hosts": {"mirror.example.com": "a" * 64}}, False),
 ], ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v))
 def test_event_and_webhook_variables_are_validated(terraform_variables: Path, assignments: dict, accepted: bool):
     terraform = os.environ.get("TERRAFORM_BIN", "/usr/local/bin/terraform")
@@ -730,7 +776,121 @@ def test_replication_steps_end_a_minute_before_job_worker_times_out(tf: Module):
         assert not {"blob_read", "blob_write", "blob_delete", "events_put"} & set(grants[name]), name
 
 
-# ---- 6. variables and outputs ----------------------------------------------------------------
+# ---- 6. image caches (issue 15) ----------------------------------------------------------------
+
+# The image-cache management routes as the issue's contract declares them; the binary's route
+# table is checked against Terraform's by test_terraform_route_table_mirrors_berth_routes.
+CACHE_ROUTES = {
+    "api-caches": (["GET", "POST"], "/caches", ["metadata:write"]),
+    "api-cache": (["GET", "PATCH", "DELETE"], "/caches/{cache}", ["metadata:write"]),
+}
+# A pull through a cache-type registry stores what it fetches and queues the rest of the caching.
+CACHE_PULL_PORTS = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"]
+
+
+def test_cache_routes_are_deployed_with_their_functions(tf: Module):
+    routes = tf.local("routes")
+    api = tf.local("api_routes")
+    for name, (methods, suffix, ports) in CACHE_ROUTES.items():
+        assert routes[name] == {"prefix": "/api/v1", "methods": methods, "suffix": suffix, "has_repository": False, "ports": ports}
+        assert name in tf.instances("aws_lambda_function", "this"), name
+        assert name in tf.instances("aws_apigatewayv2_integration", "function"), name
+        for method in methods:
+            assert api[f"{method} /api/v1{suffix}"] == name
+        # its crate: one line naming its endpoint in berth::api::manage::caches
+        crate = REPO / "functions" / name
+        assert f'name = "{name}"' in (crate / "Cargo.toml").read_text(), name
+        main = (crate / "src" / "main.rs").read_text()
+        assert re.search(r"berth::route_function!\(berth::api::manage::caches::[A-Z_]+\);", main), name
+    for name in ("manifest-get", "blob-get"):
+        assert routes[name]["ports"] == CACHE_PULL_PORTS, name
+
+
+def test_cache_pulls_and_fills_have_the_object_permissions_they_use(tf: Module):
+    grants = tf.local("function_permission_sets")
+    # the cache routes write documents only (the source's secret is sealed in its document)
+    for name in CACHE_ROUTES:
+        assert set(grants[name]) == {"meta_read", "edge_write", "meta_write"}, name
+    # a pull stores a fetched manifest, links a blob stored for another repository and queues the
+    # caching; it stages nothing (S3 serves blobs by redirect: job-worker fetches the bytes)
+    for name in ("manifest-get", "blob-get"):
+        assert set(grants[name]) == {"meta_read", "edge_write", "blob_read", "bucket_list", "blob_write", "meta_write", "jobs_send"}, name
+    # job-worker stages a source's blob in uploads/, copies it into blobs/ once its digest checks
+    # (UploadPartCopy: staging_read + blob_write, then staging_cleanup) and stores manifests
+    assert {"staging_read", "staging_write", "staging_cleanup", "bucket_list", "blob_read", "blob_write", "meta_write", "jobs_send"} <= set(grants["job-worker"])
+    sets = tf.local("permission_sets")
+    assert sets["staging_write"]["actions"] == ["s3:PutObject"]
+    assert [str(r) for r in sets["staging_write"]["resources"]] == ["${aws_s3_bucket.blobs.arn}/uploads/*"]
+
+
+def test_mirror_hosts_reach_every_v2_repository_route(tf: Module, berth_routes: list[dict]):
+    v2_repository_routes = sorted(r["name"] for r in berth_routes if r["prefix"] == "/v2" and r["has_repository"])
+    assert sorted(MIRROR_FUNCTIONS) == v2_repository_routes == sorted(tf.local("mirror_functions"))
+    for function in tf.local("functions"):
+        env = tf.block_argument("aws_lambda_function", "this", "environment", "variables", function)
+        assert ("BERTH_MIRROR_HOSTS" in env) == (function in MIRROR_FUNCTIONS), function
+        if function in MIRROR_FUNCTIONS:
+            assert env["BERTH_MIRROR_HOSTS"] == "", function
+    custom = module(cache_mirror_hosts={"mirror.example.com": "hubcache", "localhost": "hubcache", "quay-mirror": "quaycache"})
+    for function in MIRROR_FUNCTIONS:
+        env = custom.block_argument("aws_lambda_function", "this", "environment", "variables", function)
+        # BERTH_MIRROR_HOSTS: host=registry pairs, comma-joined (Terraform orders a map's keys)
+        assert env["BERTH_MIRROR_HOSTS"] == "localhost=hubcache,mirror.example.com=hubcache,quay-mirror=quaycache", function
+
+
+def test_cache_settings_reach_the_functions_that_read_them(tf: Module):
+    def env(tf: Module, function: str) -> dict:
+        return tf.block_argument("aws_lambda_function", "this", "environment", "variables", function)
+
+    defaults = {
+        "api-caches": {"BERTH_CACHE_SOURCE_PORTS": "80,443", "BERTH_OUTBOUND_ALLOW": ""},
+        "api-cache": {"BERTH_CACHE_SOURCE_PORTS": "80,443", "BERTH_OUTBOUND_ALLOW": ""},
+        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "30", "BERTH_OUTBOUND_ALLOW": ""},
+        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": ""},
+        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": ""},
+    }
+    custom = module(cache_source_ports=["443", "5000"], cache_check_seconds=0, cache_budget_seconds=120,
+                    outbound_allow_cidrs=["127.0.0.0/8"])
+    settings = {
+        "api-caches": {"BERTH_CACHE_SOURCE_PORTS": "443,5000", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+        "api-cache": {"BERTH_CACHE_SOURCE_PORTS": "443,5000", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "0", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+    }
+    for values, expected in ((tf, defaults), (custom, settings)):
+        for function, want in expected.items():
+            got = env(values, function)
+            assert {k: got[k] for k in want} == want, function
+    # which function reads which setting: test_webhook_settings_reach_only_…, by EXTRA_ENVIRONMENT
+    assert env(module(cache_source_ports=["*"]), "api-caches")["BERTH_CACHE_SOURCE_PORTS"] == "*"
+
+
+def test_a_caching_ends_a_minute_before_job_worker_times_out(tf: Module):
+    def budget(tf: Module) -> str:
+        return tf.block_argument("aws_lambda_function", "this", "environment", "variables", "job-worker")["BERTH_CACHE_BUDGET_SECS"]
+
+    def fits(tf: Module) -> bool:
+        (ok,) = [v for msg, v in tf.preconditions("aws_lambda_function", "this", "job-worker").items() if "cache_budget_seconds" in msg]
+        return ok
+
+    # unset: Berth's 200 s, or job-worker's timeout minus 60 when that is shorter
+    assert (budget(tf), fits(tf)) == ("200", True)
+    short = {"job-worker": {"timeout_seconds": 120}}
+    assert (budget(module(function_overrides=short)), fits(module(function_overrides=short))) == ("60", True)
+    long = {"job-worker": {"timeout_seconds": 900}}
+    assert budget(module(function_overrides=long)) == "200"
+    # set: used as is, and the plan fails when it outlasts job-worker's timeout minus 60
+    assert (budget(module(cache_budget_seconds=240)), fits(module(cache_budget_seconds=240))) == ("240", True)
+    assert not fits(module(cache_budget_seconds=241))
+    assert not fits(module(cache_budget_seconds=100, function_overrides=short))
+    assert fits(module(cache_budget_seconds=840, function_overrides=long))
+    # the precondition is job-worker's alone: the route functions' timeouts are API Gateway's 29 s
+    for function in ("blob-get", "manifest-get"):
+        assert all(module(cache_budget_seconds=240).preconditions("aws_lambda_function", "this", function).values()), function
+
+
+# ---- 7. variables and outputs ----------------------------------------------------------------
 
 
 def _blocks(kind: str) -> dict[str, dict]:

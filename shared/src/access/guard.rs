@@ -108,7 +108,13 @@ pub fn realm(app: &App, head: &http::request::Parts) -> String {
 fn challenge(app: &App, head: &http::request::Parts, need: &Need, error: Option<&'static str>) -> Challenge {
     let scope = match need {
         Need::Catalog => Some("registry:catalog:*".to_string()),
-        Need::Repo { repository, action } => Some(format!("repository:{repository}:{}", action.challenge_actions())),
+        Need::Repo { repository, action } => {
+            // a mirror host's clients name repositories without the cache registry
+            let named = super::token_service::mirror_registry(app, head)
+                .and_then(|r| repository.strip_prefix(r).and_then(|rest| rest.strip_prefix('/')))
+                .unwrap_or(repository);
+            Some(format!("repository:{named}:{}", action.challenge_actions()))
+        }
         Need::Role { .. } | Need::Admin | Need::SelfOrAdmin { .. } => Some(MANAGEMENT_SCOPE.to_string()),
         Need::Public | Need::SignedIn => None,
     };
@@ -259,6 +265,13 @@ async fn permit(
                 return Err(AccessError::Denied(format!(
                     "registry {reg_name:?} does not allow public access and {} is not one of its private networks",
                     source.map_or("this client".to_string(), |ip| ip.to_string())
+                ))
+                .into());
+            }
+            if let (Some(cache), RepoAction::Push) = (&reg.cache, action) {
+                return Err(AccessError::Denied(format!(
+                    "registry {reg_name:?} is an image cache of {cache:?}: nothing can be pushed (or signed) into it; \
+                     its images arrive by pulling them"
                 ))
                 .into());
             }

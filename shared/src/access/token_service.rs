@@ -28,6 +28,12 @@ struct TokenRequest {
     scopes: Vec<String>,
 }
 
+/// The cache registry a request's `Host` stands for, when it is a mirror host.
+pub fn mirror_registry<'a>(app: &'a App, head: &http::request::Parts) -> Option<&'a str> {
+    let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())?;
+    app.settings.cache.mirror_for(host)
+}
+
 /// Serves one token request.
 pub async fn issue(app: &App, head: &http::request::Parts, body: ByteStream) -> Result<Response, AccessError> {
     let request = if head.method == http::Method::POST { from_form(head, body).await? } else { from_query(head)? };
@@ -42,6 +48,13 @@ pub async fn issue(app: &App, head: &http::request::Parts, body: ByteStream) -> 
     let mut asked = vec![];
     for s in &request.scopes {
         asked.extend(scope::parse(s)?);
+    }
+    // on a mirror host, clients name repositories without the cache registry (as the challenge
+    // there does): the token is for the repositories the requests will address
+    if let Some(registry) = mirror_registry(app, head) {
+        for s in asked.iter_mut().filter(|s| s.kind == "repository") {
+            s.name = format!("{registry}/{}", s.name);
+        }
     }
     let (user, key) = login::verify_key(app, &request.id, &request.secret, head).await?;
     let (granted, refused) = scope::grant(&user, &asked);

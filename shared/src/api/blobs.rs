@@ -9,6 +9,7 @@ use super::Route;
 use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
+use crate::cache::pull::ServedBlob;
 use crate::oci::{Digest, RepoName};
 use crate::registry::blobs;
 
@@ -22,7 +23,8 @@ pub const GET: Endpoint = Endpoint {
         Operation::read("GET", Rule::Repo(RepoAction::Pull), "Fetch a blob"),
         Operation::read("HEAD", Rule::Repo(RepoAction::View), "Check a blob"),
     ],
-    ports: &[Port::BlobsRead],
+    // a pull through a cache-type registry stores the blob it fetches and may queue its caching
+    ports: &[Port::BlobsRead, Port::BlobsWrite, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("blob-get", Route::BlobGet { name, digest } => |app, req, body| get(app, &name, &digest, &req).await),
 };
 
@@ -47,6 +49,29 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Head) -> Res
             .header(header::ETAG, format!("\"{digest}\""))
             .header("docker-content-digest", digest.to_string())
     };
+    if let Some(cache) = crate::cache::of_repository(app, name).await? {
+        if let Some(path) = crate::cache::library_path(&cache, name) {
+            return super::manifests::moved(&format!("/v2/{path}/blobs/{digest}"));
+        }
+        if app.meta.linked_blob(name, digest).await?.is_none() {
+            let redirects = app.blobs.presign_read(digest, app.settings.blob_redirect_expiry).await?.is_some();
+            if let ServedBlob::Streaming { len, stream } =
+                crate::cache::pull::blob(app, &cache, name, digest, redirects).await?
+            {
+                // a HEAD lets the caching run on without a reader
+                if req.method == Method::HEAD {
+                    return common(len)
+                        .status(StatusCode::OK)
+                        .body(ResponseBody::Empty)
+                        .map_err(|e| OciError::internal(&e));
+                }
+                return common(len)
+                    .status(StatusCode::OK)
+                    .body(ResponseBody::Stream(stream, len))
+                    .map_err(|e| OciError::internal(&e));
+            }
+        }
+    }
     if req.method == Method::HEAD {
         let size = blobs::size(app, name, digest).await?;
         return common(size).status(StatusCode::OK).body(ResponseBody::Empty).map_err(|e| OciError::internal(&e));

@@ -421,6 +421,32 @@ impl From<crate::replication::ReplicationError> for OciError {
     }
 }
 
+impl From<crate::cache::CacheError> for OciError {
+    fn from(e: crate::cache::CacheError) -> Self {
+        use crate::cache::CacheError as C;
+        match e {
+            C::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            C::NotFound(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            C::Exists(_) => OciError::new(ErrorCode::AlreadyExists, e.to_string()),
+            C::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            C::ManifestUnknown(_) => OciError::new(ErrorCode::ManifestUnknown, e.to_string()),
+            C::BlobUnknown(_) => OciError::new(ErrorCode::BlobUnknown, e.to_string()),
+            C::SourceDown(_) | C::Remote(_) => OciError::new(ErrorCode::Unavailable, e.to_string())
+                .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                .header(http::header::RETRY_AFTER, "5"),
+            C::Busy(_) => OciError::new(ErrorCode::Unavailable, e.to_string())
+                .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                .header(http::header::RETRY_AFTER, "2"),
+            C::Metadata(inner) => inner.into(),
+            C::Identity(inner) => inner.into(),
+            C::Cleanup(inner) => inner.into(),
+            C::Manifest(inner) => inner.into(),
+            C::Upload(inner) => inner.into(),
+            C::Storage(_) | C::Queue(_) | C::Seal(_) | C::Secrets(_) => OciError::internal(&e),
+        }
+    }
+}
+
 impl From<ScheduleError> for OciError {
     fn from(e: ScheduleError) -> Self {
         match e {

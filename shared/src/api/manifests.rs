@@ -10,10 +10,16 @@ use super::Route;
 use crate::access::RepoAction;
 use crate::app::App;
 use crate::body::{Response, ResponseBody};
+use crate::cache::pull::ServedManifest;
 use crate::events::EventType;
 use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{manifests, pulls};
 use crate::storage::ByteStream;
+
+/// A `301` to `location` (a Docker Hub cache's short name, moved under `library/`).
+pub fn moved(location: &str) -> Result<Response, OciError> {
+    empty(StatusCode::MOVED_PERMANENTLY, &[(header::LOCATION, location.to_string())])
+}
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: a manifest's exact bytes (and its pull time).
 pub const GET: Endpoint = Endpoint {
@@ -25,7 +31,8 @@ pub const GET: Endpoint = Endpoint {
         Operation::read("GET", Rule::Repo(RepoAction::Pull), "Fetch a manifest"),
         Operation::read("HEAD", Rule::Repo(RepoAction::View), "Check a manifest"),
     ],
-    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
+    // a pull through a cache-type registry stores the manifest it fetches
+    ports: &[Port::BlobsRead, Port::BlobsWrite, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("manifest-get", Route::ManifestGet { name, reference } => |app, req, body| {
         get(app, &name, &reference, &req).await
     }),
@@ -57,9 +64,30 @@ pub const DELETE: Endpoint = Endpoint {
     }),
 };
 
-/// Serves a manifest; `HEAD` answers from metadata alone, and only a `GET` records a pull.
+/// Serves a manifest; `HEAD` answers from metadata alone, and only a `GET` records a pull. In a
+/// cache-type registry the source decides what a tag names ([`crate::cache::pull`]).
 pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) -> Result<Response, OciError> {
-    let record = manifests::find(app, name, reference).await?;
+    let record = match crate::cache::of_repository(app, name).await? {
+        None => manifests::find(app, name, reference).await?,
+        Some(cache) => {
+            if let Some(path) = crate::cache::library_path(&cache, name) {
+                return moved(&format!("/v2/{path}/manifests/{reference}"));
+            }
+            match crate::cache::pull::manifest(app, &cache, name, reference).await? {
+                ServedManifest::Cached(record) => record,
+                ServedManifest::Fetched { digest, media_type, bytes } => {
+                    let builder = http::Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, media_type)
+                        .header(header::CONTENT_LENGTH, bytes.len())
+                        .header(header::ETAG, format!("\"{digest}\""))
+                        .header("docker-content-digest", digest.to_string());
+                    let body = if req.method == Method::HEAD { ResponseBody::Empty } else { ResponseBody::full(bytes) };
+                    return builder.body(body).map_err(|e| OciError::internal(&e));
+                }
+            }
+        }
+    };
     let builder = http::Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, &record.media_type)

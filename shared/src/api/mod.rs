@@ -64,7 +64,9 @@ impl Routes for &'static Endpoint {
 /// Serves one request.
 pub async fn handle(app: &App, routes: impl Routes, req: Request) -> Response {
     let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
-    let result = match Route::parse(req.method(), req.uri().path(), host) {
+    let mirrored = host.and_then(|h| mirror_path(app, h, req.uri().path()));
+    let path = mirrored.as_deref().unwrap_or(req.uri().path());
+    let result = match Route::parse(req.method(), path, host) {
         Ok(route) => match routes.handler(&route) {
             Ok(handler) => guarded(app, route, handler, req).await,
             Err(e) => Err(e),
@@ -74,6 +76,19 @@ pub async fn handle(app: &App, routes: impl Routes, req: Request) -> Response {
     let mut response = result.unwrap_or_else(OciError::into_response);
     response.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+/// The path a request on a mirror host (`BERTH_MIRROR_HOSTS`) stands for: its repository under
+/// the host's cache registry (`/v2/library/alpine/…` → `/v2/<registry>/library/alpine/…`), so a
+/// Docker `registry-mirrors` entry or a containerd `hosts.toml` works without the prefix. The
+/// base route and the catalog stay as they are.
+fn mirror_path(app: &App, host: &str, path: &str) -> Option<String> {
+    let registry = app.settings.cache.mirror_for(host)?;
+    let rest = path.strip_prefix("/v2/")?;
+    if rest.is_empty() || rest == "_catalog" {
+        return None;
+    }
+    Some(format!("/v2/{registry}/{rest}"))
 }
 
 /// Authorizes the request ([`crate::access::guard::authorize`]), then calls `handler` with its

@@ -257,6 +257,13 @@ pub enum Route {
         /// delivery id
         delivery: String,
     },
+    /// `GET|POST /api/v1/caches`: list or add image caches.
+    ApiCaches,
+    /// `GET|PATCH|DELETE /api/v1/caches/<cache>`: show, change or delete one.
+    ApiCache {
+        /// cache name
+        cache: String,
+    },
     /// `GET|POST /api/v1/registries/<registry>/replication-targets`: list or add targets (`_all`: shared).
     ApiReplicationTargets {
         /// registry name, or `_all`
@@ -405,6 +412,8 @@ route_table! {
     Route::ApiReplicationExecutions { .. } => manage::replications::EXECUTIONS,
     Route::ApiReplicationExecution { .. } => manage::replications::EXECUTION,
     Route::ApiReplicationTasks { .. } => manage::replications::TASKS,
+    Route::ApiCaches => manage::caches::CACHES,
+    Route::ApiCache { .. } => manage::caches::CACHE,
 }
 
 /// The names of all routes, in table order.
@@ -636,6 +645,8 @@ impl Route {
             ["registries", _, "replications", _, "executions", _, "tasks"] => {
                 only(method, Route::ApiReplicationTasks { registry: text(1), replication: text(3), execution: text(5) })
             }
+            ["caches"] => only(method, Route::ApiCaches),
+            ["caches", _] => only(method, Route::ApiCache { cache: text(1) }),
             ["gc", "runs"] => only(method, Route::ApiGcRuns),
             ["gc", "runs", _] => only(method, Route::ApiGcRun { run: text(2) }),
             ["users"] => only(method, Route::ApiUsers),

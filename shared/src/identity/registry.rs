@@ -26,6 +26,9 @@ pub struct Registry {
     /// source networks that count as private (used when public access is off)
     #[serde(default)]
     pub private_networks: Vec<IpNet>,
+    /// the image cache whose source this registry serves (a cache-type registry: pull only)
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 impl Registry {
@@ -67,18 +70,27 @@ pub async fn create(
     created_by: &str,
     now: UnixTime,
 ) -> Result<Registry, IdentityError> {
-    validate_name(name)?;
-    let registry = Registry {
-        name: name.to_string(),
-        created_at: now,
-        created_by: created_by.to_string(),
-        public_access,
-        private_networks,
-    };
-    match REGISTRIES.put(meta, name, &registry, Expect::Absent).await {
+    create_record(
+        meta,
+        Registry {
+            name: name.to_string(),
+            created_at: now,
+            created_by: created_by.to_string(),
+            public_access,
+            private_networks,
+            cache: None,
+        },
+    )
+    .await
+}
+
+/// Creates the registry `registry` describes; `AlreadyExists` if the name is taken.
+pub async fn create_record(meta: &dyn Documents, registry: Registry) -> Result<Registry, IdentityError> {
+    validate_name(&registry.name)?;
+    match REGISTRIES.put(meta, &registry.name, &registry, Expect::Absent).await {
         Ok(_) => Ok(registry),
         Err(MetadataError::Conflict(_)) => {
-            Err(IdentityError::AlreadyExists { kind: "registry", name: name.to_string() })
+            Err(IdentityError::AlreadyExists { kind: "registry", name: registry.name.clone() })
         }
         Err(e) => Err(e.into()),
     }
@@ -158,6 +170,7 @@ mod tests {
             created_by: "a".into(),
             public_access: false,
             private_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            cache: None,
         };
         assert!(r.admits(Some("10.1.2.3".parse().unwrap())));
         assert!(!r.admits(Some("192.0.2.1".parse().unwrap())));

@@ -138,13 +138,27 @@ pub async fn complete(
     } else {
         session.staging.clone()
     };
+    publish(app, repo, &session.id, session.offset, &staging, digest).await?;
+    Ok(session.offset)
+}
+
+/// Makes the first `len` staged bytes of upload `id` (already verified to hash to `digest`) the
+/// blob `digest`, links it into `repo` and ends the session.
+pub async fn publish(
+    app: &App,
+    repo: &RepoName,
+    id: &UploadId,
+    len: u64,
+    staging: &[u8],
+    digest: &Digest,
+) -> Result<(), UploadError> {
     // read before the commit, which may rely on bytes already stored: a collector that fences
     // the digest after this point (and may delete those bytes) makes the link below refuse
     let generation = unfenced_generation(app, digest).await?;
-    app.blobs.commit_upload(&session.id, session.offset, &staging, digest).await?;
-    link_committed(app, repo, digest, session.offset, generation).await?;
-    app.meta.delete_upload(&session.id).await?;
-    Ok(session.offset)
+    app.blobs.commit_upload(id, len, staging, digest).await?;
+    link_committed(app, repo, digest, len, generation).await?;
+    app.meta.delete_upload(id).await?;
+    Ok(())
 }
 
 /// How often a link refused by garbage collection is tried again before the upload fails.
@@ -220,20 +234,58 @@ pub async fn mount(app: &App, repo: &RepoName, digest: &Digest, from: &RepoName)
     }
 }
 
+/// Links a blob the store already holds (stored for another repository) into `repo` without
+/// moving bytes; `None` when it is not stored or garbage collection holds it.
+pub async fn adopt(app: &App, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UploadError> {
+    let Some(generation) = app.meta.gc_generation(digest, app.clock.now()).await? else {
+        return Ok(None);
+    };
+    let Some(size) = app.blobs.stat(digest).await? else {
+        return Ok(None);
+    };
+    match app.meta.link_blob_since(repo, digest, size, app.clock.now(), generation).await {
+        Ok(()) => Ok(Some(size)),
+        Err(MetadataError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops session `id` and its staged bytes, whoever opened it (a caching given up).
+pub async fn abandon(app: &App, id: &UploadId) -> Result<(), UploadError> {
+    discard(app, id).await
+}
+
 /// Cancels session `id` of `repo` (when `owner` opened it), dropping its staged bytes.
 pub async fn cancel(app: &App, repo: &RepoName, id: &UploadId, owner: &str) -> Result<(), UploadError> {
     let session = status(app, repo, id, owner).await?;
     discard(app, &session.id).await
 }
 
-/// Removes sessions idle for longer than the configured expiry, and staged data that no
-/// session owns (left by a crash). Returns how many uploads were reclaimed.
+/// The owner of the upload sessions image cachings stage into: no client can act on them.
+pub const CACHE_SESSION_OWNER: &str = "~image-cache";
+
+/// How long an image caching's staged bytes may sit before they are reclaimed (the guide's
+/// "restored after 2 hours"; a caching's budget is minutes).
+const CACHE_SESSION_EXPIRY_SECS: i64 = 2 * 3600;
+
+/// Removes sessions idle for longer than the configured expiry (an image caching's after two
+/// hours), and staged data that no session owns (left by a crash). Returns how many uploads
+/// were reclaimed.
 pub async fn expire_stale(app: &App) -> Result<usize, UploadError> {
-    let before = app.clock.now() - app.settings.upload_expiry.as_secs() as i64;
+    let now = app.clock.now();
+    let before = now - app.settings.upload_expiry.as_secs() as i64;
     let mut reclaimed = 0;
     for session in app.meta.stale_uploads(before).await? {
         discard(app, &session.id).await?;
         reclaimed += 1;
+    }
+    if now - CACHE_SESSION_EXPIRY_SECS > before {
+        for session in app.meta.stale_uploads(now - CACHE_SESSION_EXPIRY_SECS).await? {
+            if session.owner.as_deref() == Some(CACHE_SESSION_OWNER) {
+                discard(app, &session.id).await?;
+                reclaimed += 1;
+            }
+        }
     }
     for id in app.blobs.list_uploads().await? {
         if app.meta.upload(&id).await?.is_none() {

@@ -6,7 +6,6 @@
 
 pub mod history;
 pub mod policy;
-pub mod remote;
 pub mod run;
 pub mod target;
 

@@ -693,10 +693,13 @@ pub async fn check(app: &App, registry: &str, id: &str, generation: u64) -> Resu
         return Ok(());
     }
     let outcome = match target::usable_by(app, registry, &policy.target).await {
-        Ok(t) => super::remote::Remote::connect(app, &t, app.settings.replication.check_timeout())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        Ok(t) => match t.endpoint(app).await {
+            Ok(endpoint) => crate::remote::Remote::connect(app, endpoint, app.settings.replication.check_timeout())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
         Err(e) => Err(e.to_string()),
     };
     let now = app.clock.now();

@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 
 use super::history::{self, Execution, TaskRecord, TaskStatus, UploadProgress};
 use super::policy::{self, StoredPolicy};
-use super::remote::{Mount, Remote, RemoteError};
 use super::{target, ReplicationError};
 use crate::app::App;
 use crate::events::{EventType, RegistryEvent};
 use crate::metadata::{Expect, ManifestRecord};
 use crate::oci::{Digest, Hasher, RepoName};
+use crate::remote::{Mount, Remote, RemoteError};
 use crate::task::Task;
 
 /// How deep referrers of referrers are followed (a signature of an SBOM of an image).
@@ -329,7 +329,7 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
     let outcome = match target::usable_by(app, registry, &policy.target).await {
         Err(e) => Err(CopyError::Remote(RemoteError::Protocol(e.to_string()))),
         Ok(_) if !policy.enabled => Err(CopyError::Cancelled("the replication was disabled".into())),
-        Ok(target) => match Remote::connect(app, &target, app.settings.replication.request_timeout).await {
+        Ok(target) => match connect(app, &target).await {
             Err(e) => Err(CopyError::Remote(e)),
             Ok(remote) => {
                 let mut copier = Copier::new(app, remote, &policy, &target, deadline, task.upload.take());
@@ -400,6 +400,12 @@ pub async fn copy(app: &App, registry: &str, id: &str, execution: &str, task_id:
         count_settled(app, registry, id, execution, &mut task, version).await?;
     }
     Ok(())
+}
+
+/// A connection to `target` for copying.
+async fn connect<'a>(app: &'a App, target: &target::StoredTarget) -> Result<Remote<'a>, RemoteError> {
+    let endpoint = target.endpoint(app).await.map_err(|e| RemoteError::Local(e.to_string()))?;
+    Remote::connect(app, endpoint, app.settings.replication.request_timeout).await
 }
 
 /// Adds a settled task to its execution's counters (finishing the execution when it is the

@@ -117,6 +117,17 @@ impl StoredTarget {
         }
     }
 
+    /// Where the target is and how to sign in, for a connection (pushing needs `pull,push`).
+    pub async fn endpoint(&self, app: &App) -> Result<crate::remote::Endpoint, ReplicationError> {
+        Ok(crate::remote::Endpoint {
+            url: self.url.clone(),
+            username: self.username.clone(),
+            password: self.password(app).await?,
+            skip_tls_verify: self.skip_tls_verify,
+            actions: "pull,push",
+        })
+    }
+
     /// The password in the clear, for a request to the remote.
     pub async fn password(&self, app: &App) -> Result<Option<String>, ReplicationError> {
         match &self.password {

@@ -191,3 +191,64 @@ mod tests {
         assert!(recorder.due(&r, &first, 2), "forgotten when the memory was cleared");
     }
 }
+
+/// The most tags whose source check one process remembers (an attacker naming endless tags
+/// empties it rather than growing it).
+const MAX_CHECKED_TAGS: usize = 10_000;
+
+/// What a process remembers about image-cache sources: which tags it checked at the source
+/// lately (so a hot tag asks the source once per interval, not per pull) and ECR registry
+/// passwords until shortly before they expire.
+#[derive(Default)]
+pub struct UpstreamState {
+    checked: Mutex<HashMap<(RepoName, String), (Instant, Digest)>>,
+    ecr: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl std::fmt::Debug for UpstreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamState")
+    }
+}
+
+impl UpstreamState {
+    /// The digest the source gave for `repo:tag` within the last `within`, if it was asked then.
+    pub fn checked(&self, repo: &RepoName, tag: &str, within: Duration) -> Option<Digest> {
+        let map = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(repo.clone(), tag.to_string())).filter(|(at, _)| at.elapsed() < within).map(|(_, d)| d.clone())
+    }
+
+    /// Notes that the source gave `digest` for `repo:tag` now.
+    pub fn note_checked(&self, repo: &RepoName, tag: &str, digest: &Digest) {
+        let mut map = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_CHECKED_TAGS {
+            map.clear();
+        }
+        map.insert((repo.clone(), tag.to_string()), (Instant::now(), digest.clone()));
+    }
+
+    /// Forgets a tag's check (the source no longer has it, or the answer could not be used).
+    pub fn forget_checked(&self, repo: &RepoName, tag: &str) {
+        self.checked.lock().unwrap_or_else(PoisonError::into_inner).remove(&(repo.clone(), tag.to_string()));
+    }
+
+    /// The ECR registry password kept for cache `name`, while it is still good.
+    pub fn ecr_password(&self, name: &str) -> Option<String> {
+        let map = self.ecr.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(name).filter(|(_, until)| Instant::now() < *until).map(|(p, _)| p.clone())
+    }
+
+    /// Keeps an ECR registry password for `ttl`.
+    pub fn keep_ecr_password(&self, name: &str, password: String, ttl: Duration) {
+        self.ecr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), (password, Instant::now() + ttl));
+    }
+
+    /// Forgets what is known about cache `name` (it changed or went) and every tag check.
+    pub fn forget(&self, name: &str) {
+        self.ecr.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        self.checked.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}

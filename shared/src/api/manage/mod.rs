@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod audit;
+pub mod caches;
 pub mod gc;
 pub mod openapi;
 pub mod policies;

@@ -22,6 +22,8 @@ pub const OPENAPI: Endpoint = Endpoint {
 
 fn schemas() -> Value {
     let string = json!({ "type": "string" });
+    let cache_kinds = json!({ "type": "string",
+        "enum": ["ncr", "ecr", "acr", "gcr", "docker-hub", "docker-registry", "harbor", "quay"] });
     let cidrs = json!({ "type": "array", "items": { "type": "string", "description": "CIDR, e.g. 10.0.0.0/8" } });
     let roles = json!({ "type": "string", "enum": ["project-admin", "project-member", "service-admin", "service-viewer", "image-uploader"] });
     let registries = json!({ "type": ["array", "null"], "items": { "type": "string" }, "description": "registries the role applies to; null = all" });
@@ -35,7 +37,8 @@ fn schemas() -> Value {
             "cron": { "type": "string", "description": "with `schedule`: minute hour day-of-month month day-of-week, in UTC" } } });
     json!({
         "CreateRegistry": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": {
-            "name": string, "public_access": { "type": "boolean", "default": true }, "private_networks": cidrs } },
+            "name": string, "public_access": { "type": "boolean", "default": true }, "private_networks": cidrs,
+            "cache": { "type": "string", "description": "an image cache: the registry becomes its pull-only cache-type registry" } } },
         "ChangeRegistry": { "type": "object", "additionalProperties": false, "properties": {
             "public_access": { "type": "boolean" }, "private_networks": cidrs } },
         "PutTag": { "type": "object", "required": ["digest"], "additionalProperties": false, "properties": { "digest": string } },
@@ -78,6 +81,18 @@ fn schemas() -> Value {
             "auth_header": { "type": "string", "description": "\"\" removes it" },
             "enabled": { "type": "boolean" }, "skip_tls_verify": { "type": "boolean" },
             "rotate_secret": { "type": "boolean", "description": "issue a new signing secret, shown in the answer once" } } },
+        "NewImageCache": { "type": "object", "required": ["name", "type", "url"], "additionalProperties": false, "properties": {
+            "name": { "type": "string", "description": "1-63 lowercase letters, digits and single '.', '_' or '-' separators" },
+            "type": cache_kinds.clone(),
+            "url": { "type": "string", "description": "the source's base URL; ports 80 and 443 (BERTH_CACHE_SOURCE_PORTS allows more); refused when it resolves to a non-public address not in BERTH_OUTBOUND_ALLOW" },
+            "access_id": { "type": "string", "description": "user name, access key id, IAM key id (ecr), _json_key (gcr) or json_file (quay)" },
+            "access_secret": { "type": "string", "description": "password, secret key, service-account JSON (gcr) or {\"account_name\", \"docker_cli_password\"} (quay); stored encrypted, never returned" },
+            "skip_tls_verify": { "type": "boolean", "default": false },
+            "description": string } },
+        "ImageCachePatch": { "type": "object", "additionalProperties": false, "properties": {
+            "type": cache_kinds, "url": string,
+            "access_id": { "type": "string", "description": "\"\" removes it and the secret" },
+            "access_secret": string, "skip_tls_verify": { "type": "boolean" }, "description": string } },
         "NewReplicationTarget": { "type": "object", "required": ["name", "url"], "additionalProperties": false, "properties": {
             "name": { "type": "string", "description": "1-64 letters, digits, spaces, '.', '_', '-'; unique in its scope" },
             "description": string,
@@ -196,7 +211,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(37));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(39));
         let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
         let names: Vec<&str> =
             run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();

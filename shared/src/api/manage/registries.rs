@@ -91,6 +91,9 @@ struct CreateRegistry {
     public_access: bool,
     #[serde(default)]
     private_networks: Vec<IpNet>,
+    /// an image cache: the registry becomes its pull-through (cache-type) registry
+    #[serde(default)]
+    cache: Option<String>,
 }
 
 fn yes() -> bool {
@@ -136,10 +139,39 @@ pub async fn list(app: &App, head: &Head) -> Result<Response, OciError> {
 pub async fn create(app: &App, head: &Head, body: ByteStream) -> Result<Response, OciError> {
     let req: CreateRegistry = read_json(body).await?;
     let who = grants(head)?.principal().to_string();
-    let created =
-        registry::create(app.meta.as_ref(), &req.name, req.public_access, req.private_networks, &who, app.clock.now())
-            .await?;
+    let Some(cache) = req.cache else {
+        let created = registry::create(
+            app.meta.as_ref(),
+            &req.name,
+            req.public_access,
+            req.private_networks,
+            &who,
+            app.clock.now(),
+        )
+        .await?;
+        app.access.registries.forget(&created.name);
+        return object(StatusCode::CREATED, &view(app, created).await?);
+    };
+    registry::validate_name(&req.name)?;
+    // the claim comes first, so a delete of the cache that runs meanwhile sees this registry
+    crate::cache::source::claim(app, &cache, &req.name).await?;
+    let record = registry::Registry {
+        name: req.name.clone(),
+        created_at: app.clock.now(),
+        created_by: who,
+        public_access: req.public_access,
+        private_networks: req.private_networks,
+        cache: Some(cache.clone()),
+    };
+    let created = match registry::create_record(app.meta.as_ref(), record).await {
+        Ok(created) => created,
+        Err(e) => {
+            crate::cache::source::release(app, &cache, &req.name).await?;
+            return Err(e.into());
+        }
+    };
     app.access.registries.forget(&created.name);
+    crate::cache::source::add_default_cleanup(app, &created.name).await?;
     object(StatusCode::CREATED, &view(app, created).await?)
 }
 
@@ -179,7 +211,11 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
     for image in &images {
         crate::registry::artifacts::delete_image(app, image).await?;
     }
+    let cache = registry::get(app.meta.as_ref(), name).await?.and_then(|r| r.cache);
     registry::remove(app.meta.as_ref(), name).await?;
+    if let Some(cache) = cache {
+        crate::cache::source::release(app, &cache, name).await?;
+    }
     // a registry created again later starts without the old one's rules and cycle
     crate::policy::cleanup::forget(app.meta.as_ref(), name).await?;
     crate::policy::protection::forget(app.meta.as_ref(), name).await?;

@@ -1,8 +1,10 @@
-//! The outbound OCI distribution client replication pushes with: the registry token flow (Bearer
-//! tokens from the realm a `401` names, with Basic credentials) or Basic auth, manifest and blob
-//! existence checks, cross-repository mounts, chunked blob uploads streamed from the blob store,
-//! and manifest puts. Every URL (the target's, a token realm, an upload location) passes the
-//! outbound guard before it is requested, and the client never follows redirects.
+//! The outbound OCI distribution client replication pushes with and image caches pull with: the
+//! registry token flow (Bearer tokens from the realm a `401` names, with Basic credentials) or
+//! Basic auth, manifest and blob existence checks, manifest and blob reads, cross-repository
+//! mounts, chunked blob uploads streamed from the blob store, and manifest puts. Every URL (the
+//! remote's, a token realm, an upload location, a blob redirect) passes the outbound guard before
+//! it is requested; redirects are followed only for blob reads, by hand, without credentials
+//! when they leave the remote's origin.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +14,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, Method, StatusCode};
 
-use super::target::StoredTarget;
 use crate::app::App;
 use crate::oci::{ByteRange, Digest};
 
@@ -23,6 +24,38 @@ application/vnd.oci.artifact.manifest.v1+json";
 
 /// The most bytes of an error answer kept in messages.
 const SNIPPET: usize = 300;
+
+/// Where a remote registry is and how to sign in to it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// the base URL (`https://registry.example.net`), without `/v2`
+    pub url: String,
+    /// the user name (or access key id), if the remote needs credentials
+    pub username: Option<String>,
+    /// the password (or secret), in the clear for this connection only
+    pub password: Option<String>,
+    /// accept any TLS certificate
+    pub skip_tls_verify: bool,
+    /// the actions asked of a token realm (`pull,push` to replicate, `pull` to cache)
+    pub actions: &'static str,
+}
+
+/// A blob being read from a remote: its length when the remote said it, and the bytes.
+pub struct RemoteBlob {
+    /// `Content-Length` of the answer
+    pub len: Option<u64>,
+    /// the bytes, as they arrive
+    pub stream: crate::storage::ByteStream,
+}
+
+/// A manifest read from a remote.
+#[derive(Debug, Clone)]
+pub struct RemoteManifest {
+    /// its `Content-Type`
+    pub media_type: String,
+    /// its exact bytes
+    pub bytes: Bytes,
+}
 
 /// Why a request to the target failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +150,7 @@ pub struct Remote<'a> {
     client: reqwest::Client,
     username: Option<String>,
     password: Option<String>,
+    actions: &'static str,
     challenge: Challenge,
     tokens: HashMap<String, String>,
 }
@@ -133,18 +167,18 @@ pub enum Mount {
 
 impl<'a> Remote<'a> {
     /// Opens a connection whose requests time out after `timeout`: asks `/v2/` and learns how
-    /// to authenticate; fails when the target cannot be reached or refuses the credentials.
-    pub async fn connect(app: &'a App, target: &StoredTarget, timeout: Duration) -> Result<Remote<'a>, RemoteError> {
+    /// to authenticate; fails when the remote cannot be reached or refuses the credentials.
+    pub async fn connect(app: &'a App, endpoint: Endpoint, timeout: Duration) -> Result<Remote<'a>, RemoteError> {
         let outbound = &app.settings.webhooks.outbound;
         let client =
-            outbound.client(target.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
-        let password = target.password(app).await.map_err(|e| RemoteError::Local(e.to_string()))?;
+            outbound.client(endpoint.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
         let mut remote = Remote {
             app,
-            base: target.url.trim_end_matches('/').to_string(),
+            base: endpoint.url.trim_end_matches('/').to_string(),
             client,
-            username: target.username.clone(),
-            password,
+            username: endpoint.username,
+            password: endpoint.password,
+            actions: endpoint.actions,
             challenge: Challenge::None,
             tokens: HashMap::new(),
         };
@@ -211,6 +245,69 @@ impl<'a> Remote<'a> {
             }
             s => Err(status_error(&format!("GET {repo}:{reference}"), s.as_u16(), response).await),
         }
+    }
+
+    /// A manifest's digest, media type and bytes (the digest checked against the bytes when the
+    /// reference is one), or `None` when the remote has no such manifest.
+    pub async fn fetch_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+        limit: usize,
+    ) -> Result<Option<(Digest, RemoteManifest)>, RemoteError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let accept = [(header::ACCEPT, ACCEPT_MANIFESTS.to_string())];
+        let response = self.send(Method::GET, &url, repo, &accept, Payload::Empty).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let media_type = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let bytes = read_capped(response, limit).await?;
+                let digest = match reference.parse::<Digest>() {
+                    Ok(named) => {
+                        let actual = Digest::of(named.algorithm(), &bytes);
+                        if actual != named {
+                            return Err(RemoteError::Protocol(format!(
+                                "the manifest {named} the remote sent hashes to {actual}"
+                            )));
+                        }
+                        actual
+                    }
+                    Err(_) => Digest::sha256_of(&bytes),
+                };
+                Ok(Some((digest, RemoteManifest { media_type, bytes })))
+            }
+            s => Err(status_error(&format!("GET {repo}:{reference}"), s.as_u16(), response).await),
+        }
+    }
+
+    /// Opens a blob for reading, following up to five redirects (a storage or CDN host gets no
+    /// credentials, and every hop passes the outbound guard); `None` when the remote has no such blob.
+    pub async fn fetch_blob(&mut self, repo: &str, digest: &Digest) -> Result<Option<RemoteBlob>, RemoteError> {
+        let mut url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        for _ in 0..6 {
+            let response = self.send(Method::GET, &url, repo, &[], Payload::Empty).await?;
+            let status = response.status();
+            if status.is_redirection() {
+                url = self.location(&response)?;
+                continue;
+            }
+            return match status {
+                StatusCode::NOT_FOUND => Ok(None),
+                StatusCode::OK => {
+                    let len = response.content_length();
+                    let stream = response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other));
+                    Ok(Some(RemoteBlob { len, stream: Box::pin(stream) }))
+                }
+                s => Err(status_error(&format!("GET {repo}@{digest}"), s.as_u16(), response).await),
+            };
+        }
+        Err(RemoteError::Protocol(format!("GET {repo}@{digest}: more than five redirects")))
     }
 
     /// Puts a manifest; answers whether the target reported handling its subject (`OCI-Subject`,
@@ -438,7 +535,7 @@ impl<'a> Remote<'a> {
                 query.append_pair("service", service);
             }
             if !repo.is_empty() {
-                query.append_pair("scope", &format!("repository:{repo}:pull,push"));
+                query.append_pair("scope", &format!("repository:{repo}:{}", self.actions));
             }
         }
         let auth = self.basic();
