@@ -42,10 +42,14 @@ pub struct LoginArgs {
 /// `registry …`: registries (the first segment of every image name).
 #[derive(Subcommand)]
 pub enum RegistryCommand {
-    /// Create a registry (public unless --private).
+    /// Create a registry (public unless --private); with --cache, a registry pulling through an image cache.
     Create {
         /// Registry name (lower case letters, digits, `.`, `_`, `-`).
         name: String,
+        /// Make it a cache registry of this image cache (`berth cache add`): pulls go through to the
+        /// cache's source, pushes are refused.
+        #[arg(long, value_name = "CACHE")]
+        cache: Option<String>,
         /// Serve only requests from the private networks.
         #[arg(long)]
         private: bool,

@@ -2,9 +2,11 @@
 
 use std::io::{IsTerminal, Write};
 
+use ipnet::IpNet;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
+use crate::caches::{self, CacheCommand};
 use crate::cli::{
     ArtifactCommand, AuditCommand, ImageCommand, KeyCommand, LimitArgs, LoginArgs, RegistryCommand, RegistrySetArgs,
     TagCommand, UserCommand, UserRoleArgs,
@@ -88,6 +90,10 @@ pub enum ClientCommand {
     /// on a schedule, and the history of each execution.
     #[command(subcommand)]
     Replication(ReplicationCommand),
+    /// Image caches: source registries that cache registries (`registry create --cache`) pull
+    /// through (administrators).
+    #[command(subcommand)]
+    Cache(CacheCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -110,6 +116,7 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::Gc(c) => policies::gc(&client, format, c).await?,
                 ClientCommand::Webhook(c) => webhooks::webhook(&client, c).await?,
                 ClientCommand::Replication(c) => replications::replication(&client, format, c).await?,
+                ClientCommand::Cache(c) => caches::cache(&client, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }
@@ -260,14 +267,26 @@ const REGISTRY_COLUMNS: &[Column] = &[
 ];
 /// Text field order of one registry.
 const REGISTRY_FIELDS: &[&str] =
-    &["name", "public_access", "private_networks", "storage_bytes", "image_count", "created_at", "created_by"];
+    &["name", "public_access", "private_networks", "cache", "storage_bytes", "image_count", "created_at", "created_by"];
+
+/// The body of `POST /api/v1/registries` (`cache` only for a cache registry).
+fn registry_body(name: String, private: bool, private_networks: &[IpNet], cache: Option<String>) -> Value {
+    let networks: Vec<String> = private_networks.iter().map(ToString::to_string).collect();
+    let mut body = Map::new();
+    body.insert("name".to_string(), json!(name));
+    body.insert("public_access".to_string(), json!(!private));
+    body.insert("private_networks".to_string(), json!(networks));
+    if let Some(cache) = cache {
+        body.insert("cache".to_string(), json!(cache));
+    }
+    Value::Object(body)
+}
 
 /// `registry …`.
 async fn registry(client: &Client, command: RegistryCommand) -> Result<Outcome, CliError> {
     Ok(match command {
-        RegistryCommand::Create { name, private, private_networks } => {
-            let networks: Vec<String> = private_networks.iter().map(ToString::to_string).collect();
-            let body = json!({ "name": name, "public_access": !private, "private_networks": networks });
+        RegistryCommand::Create { name, cache, private, private_networks } => {
+            let body = registry_body(name, private, &private_networks, cache);
             let value = client.call(Method::POST, "/api/v1/registries", &[], Some(&body)).await?;
             Outcome::Object { value, order: REGISTRY_FIELDS }
         }
@@ -538,6 +557,7 @@ async fn audit(client: &Client, command: AuditCommand) -> Result<Outcome, CliErr
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -546,6 +566,19 @@ mod tests {
         assert_eq!(role_body(&args, true), json!({"name": "ci", "role": "service-viewer"}));
         let args = UserRoleArgs { name: "ci".into(), role: "project-member".into(), registries: vec!["e2e".into()] };
         assert_eq!(role_body(&args, false), json!({"role": "project-member", "registries": ["e2e"]}));
+    }
+
+    #[test]
+    fn registry_bodies_name_a_cache_only_when_given() {
+        let networks: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            registry_body("e2e".into(), true, &networks, None),
+            json!({"name": "e2e", "public_access": false, "private_networks": ["10.0.0.0/8"]})
+        );
+        assert_eq!(
+            registry_body("hubcache".into(), false, &[], Some("hub".into())),
+            json!({"name": "hubcache", "public_access": true, "private_networks": [], "cache": "hub"})
+        );
     }
 
     #[test]

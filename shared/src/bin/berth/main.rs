@@ -1,7 +1,9 @@
 //! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
 //! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`, `cleanup`,
-//! `protect`, `gc`, `webhook`, `replication`) are a client of a running server's management API.
+//! `protect`, `gc`, `webhook`, `replication`, `cache`) are a client of a running server's management API.
 
+/// The `cache` commands.
+mod caches;
 /// The client commands' command line.
 mod cli;
 /// The management API client and the stored credentials.
