@@ -167,7 +167,9 @@ async fn copy(
 
 /// Makes sure `digest` is stored and linked into `repo`: linked already, stored for another
 /// repository (linked without moving bytes), being cached by another caller (waited for), or
-/// fetched from the source now. `remote` is opened on first need.
+/// fetched from the source now. `remote` is opened on first need. `named_by_source`: a
+/// manifest from the source names the blob; otherwise (a client named it) bytes stored for
+/// another repository are linked only once the source confirms it has the blob here.
 pub async fn ensure_blob<'a>(
     app: &'a App,
     cache: &StoredCache,
@@ -175,11 +177,26 @@ pub async fn ensure_blob<'a>(
     repo: &RepoName,
     digest: &Digest,
     deadline: Instant,
+    named_by_source: bool,
 ) -> Result<(), CacheError> {
     let source = super::source_repository(repo).unwrap_or_default().to_string();
     loop {
-        if app.meta.linked_blob(repo, digest).await?.is_some() || uploads::adopt(app, repo, digest).await?.is_some() {
+        if app.meta.linked_blob(repo, digest).await?.is_some() {
             return Ok(());
+        }
+        if app.blobs.stat(digest).await?.is_some() {
+            if !named_by_source {
+                let r = match remote {
+                    Some(r) => r,
+                    None => remote.insert(upstream::connect(app, cache).await?),
+                };
+                if !r.blob_exists(&source, digest).await? {
+                    return Err(CacheError::BlobUnknown(digest.clone()));
+                }
+            }
+            if uploads::adopt(app, repo, digest).await?.is_some() {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             return Err(CacheError::Busy(format!("caching {digest} did not finish within its budget")));
@@ -251,7 +268,7 @@ pub async fn run_blob_job(app: &App, repository: &str, digest: &str) -> Result<(
     };
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = None;
-    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline).await {
+    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline, false).await {
         // nothing to retry: the source lacks it, or the budget ran out (the next pull asks again)
         Err(CacheError::BlobUnknown(_) | CacheError::Busy(_)) => Ok(()),
         other => other,
@@ -352,7 +369,7 @@ async fn ensure_manifest<'a>(
             .await?;
     }
     for blob in &parsed.blobs {
-        ensure_blob(app, cache, remote, repo, &blob.digest, deadline).await?;
+        ensure_blob(app, cache, remote, repo, &blob.digest, deadline, true).await?;
     }
     let record = ManifestRecord {
         repo: repo.clone(),

@@ -156,15 +156,8 @@ pub async fn blob(
     let source = source_repository(repo).ok_or_else(|| CacheError::BlobUnknown(digest.clone()))?.to_string();
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = connect(app, cache).await.map_err(|e| down_blob(e, digest))?;
-    // another repository may hold the bytes, but they are this repository's only if the
-    // source has them here: nobody reads a blob through a cache the source would not give them
-    if app.blobs.stat(digest).await?.is_some() {
-        if !remote.blob_exists(&source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
-            return Err(CacheError::BlobUnknown(digest.clone()));
-        }
-        if uploads::adopt(app, repo, digest).await?.is_some() {
-            return Ok(ServedBlob::Cached);
-        }
+    if adopted(app, &mut remote, repo, &source, digest).await? {
+        return Ok(ServedBlob::Cached);
     }
     if redirects {
         fill::queue_blob(app, repo, digest).await?;
@@ -185,7 +178,7 @@ pub async fn blob(
             Claim::Busy => {
                 fill::wait_for_blob(app, repo, digest, deadline).await?;
                 if app.meta.linked_blob(repo, digest).await?.is_some()
-                    || uploads::adopt(app, repo, digest).await?.is_some()
+                    || adopted(app, &mut remote, repo, &source, digest).await?
                 {
                     return Ok(ServedBlob::Cached);
                 }
@@ -214,6 +207,25 @@ pub async fn blob(
             }
         }
     }
+}
+
+/// Links a blob the store already holds (for another repository, or cached meanwhile by
+/// another caller) into `repo`, but only when the source has it in that repository: nobody
+/// reads a blob through a cache that the source would not give them.
+async fn adopted(
+    app: &App,
+    remote: &mut Remote<'_>,
+    repo: &RepoName,
+    source: &str,
+    digest: &Digest,
+) -> Result<bool, CacheError> {
+    if app.blobs.stat(digest).await?.is_none() {
+        return Ok(false);
+    }
+    if !remote.blob_exists(source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
+        return Err(CacheError::BlobUnknown(digest.clone()));
+    }
+    Ok(uploads::adopt(app, repo, digest).await?.is_some())
 }
 
 async fn connect<'a>(app: &'a App, cache: &StoredCache) -> Result<Remote<'a>, CacheError> {
