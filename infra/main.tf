@@ -225,7 +225,8 @@ locals {
 
   # Image caches (shared/src/cache_settings.rs). api-caches and api-cache check a cache's source
   # URL when a cache is written: its port against BERTH_CACHE_SOURCE_PORTS, its address against
-  # the outbound allow-list. A pull through a cache-type registry asks the source (through the
+  # the outbound allow-list; every request to a source (token realms and blob redirects too)
+  # passes both again, so every function that talks to sources gets both. A pull through a cache-type registry asks the source (through the
   # same allow-list): manifest-get asks about a tag at most once per BERTH_CACHE_CHECK_SECS and
   # fetches the manifest, blob-get checks that the source has the blob, and both queue the rest
   # for job-worker (S3 serves blobs by redirect, so their bytes are fetched there, not in the
@@ -236,6 +237,9 @@ locals {
   cache_source_environment = merge(local.outbound_environment, {
     BERTH_CACHE_SOURCE_PORTS = join(",", var.cache_source_ports)
   })
+  cache_ports_environment = {
+    BERTH_CACHE_SOURCE_PORTS = join(",", var.cache_source_ports)
+  }
   cache_budget_seconds = coalesce(var.cache_budget_seconds, min(200, local.functions["job-worker"].timeout_seconds - 60))
   cache_budget_environment = {
     BERTH_CACHE_BUDGET_SECS = tostring(local.cache_budget_seconds)
@@ -256,7 +260,7 @@ locals {
   # delivers a ping synchronously. The /v2 repository routes get the mirror hosts; manifest-get
   # and blob-get, listed below, get them with their cache settings.
   function_environment = merge({ for name in local.mirror_functions : name => local.mirror_environment }, {
-    "job-worker"              = merge(local.webhook_delivery_environment, local.replication_environment, local.cache_budget_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
+    "job-worker"              = merge(local.webhook_delivery_environment, local.replication_environment, local.cache_budget_environment, local.cache_ports_environment, { BERTH_EVENT_BUS = aws_cloudwatch_event_bus.registry.name })
     "api-webhook-test"        = local.webhook_delivery_environment
     "api-webhooks"            = local.outbound_environment
     "api-webhook"             = local.outbound_environment
@@ -266,7 +270,7 @@ locals {
     "api-replication"         = local.outbound_environment
     "api-caches"              = local.cache_source_environment
     "api-cache"               = local.cache_source_environment
-    "manifest-get"            = merge(local.outbound_environment, local.mirror_environment, { BERTH_CACHE_CHECK_SECS = tostring(var.cache_check_seconds) })
-    "blob-get"                = merge(local.outbound_environment, local.mirror_environment, local.cache_budget_environment)
+    "manifest-get"            = merge(local.cache_source_environment, local.mirror_environment, { BERTH_CACHE_CHECK_SECS = tostring(var.cache_check_seconds) })
+    "blob-get"                = merge(local.cache_source_environment, local.mirror_environment, local.cache_budget_environment)
   })
 }

@@ -281,7 +281,7 @@ variable "secrets_key_ssm_parameter" {
 ################################################################################
 
 variable "cache_source_ports" {
-  description = "Ports an image cache's source URL may use (BERTH_CACHE_SOURCE_PORTS, comma-joined), checked by api-caches and api-cache when a cache is written; [\"*\"] = any port. The source's address must pass outbound_allow_cidrs too."
+  description = "Ports an image cache's source URL may use (BERTH_CACHE_SOURCE_PORTS, comma-joined), checked by api-caches and api-cache when a cache is written and by manifest-get, blob-get and job-worker on every request to a source (token realms and blob redirects included); [\"*\"] = any port. The source's address must pass outbound_allow_cidrs too."
   type        = list(string)
   default     = ["80", "443"]
 

@@ -38,6 +38,9 @@ pub struct Endpoint {
     pub skip_tls_verify: bool,
     /// the actions asked of a token realm (`pull,push` to replicate, `pull` to cache)
     pub actions: &'static str,
+    /// the only ports any request of the connection may go to (a token realm and a redirect
+    /// included), when the operator restricts them; `None` = any
+    pub ports: Option<Vec<u16>>,
 }
 
 /// A blob being read from a remote: its length when the remote said it, and the bytes.
@@ -96,6 +99,15 @@ fn body_text(body: &str) -> String {
 }
 
 impl RemoteError {
+    /// The error without the remote's answer text: for callers who pass it on to clients who
+    /// are not the remote's operators (an answer may echo the request, credentials included).
+    pub fn brief(&self) -> String {
+        match self {
+            RemoteError::Status { what, status, .. } => format!("{what}: the remote answered {status}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether a later attempt may succeed (the target down or overloaded, a local hiccup).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -151,6 +163,7 @@ pub struct Remote<'a> {
     username: Option<String>,
     password: Option<String>,
     actions: &'static str,
+    ports: Option<Vec<u16>>,
     challenge: Challenge,
     tokens: HashMap<String, String>,
 }
@@ -179,6 +192,7 @@ impl<'a> Remote<'a> {
             username: endpoint.username,
             password: endpoint.password,
             actions: endpoint.actions,
+            ports: endpoint.ports,
             challenge: Challenge::None,
             tokens: HashMap::new(),
         };
@@ -570,6 +584,15 @@ impl<'a> Remote<'a> {
             }
             other => RemoteError::Unreachable(other.to_string()),
         })?;
+        if let Some(ports) = &self.ports {
+            let port = checked.port_or_known_default().unwrap_or(0);
+            if !ports.contains(&port) {
+                return Err(RemoteError::Refused(format!(
+                    "port {port} of {} is not one requests may go to",
+                    checked.host_str().unwrap_or_default()
+                )));
+            }
+        }
         let mut request = self.client.request(method, checked);
         for (name, value) in headers {
             request = request.header(name, value);

@@ -56,7 +56,8 @@ MIRROR_FUNCTIONS = ("tags-list", "manifest-get", "manifest-put", "manifest-delet
 # blob-get reach a cache's source on a pull.
 EXTRA_ENVIRONMENT = {
     **{function: {"BERTH_MIRROR_HOSTS"} for function in MIRROR_FUNCTIONS},
-    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS, "BERTH_CACHE_BUDGET_SECS"},
+    "job-worker": {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS, "BERTH_CACHE_BUDGET_SECS",
+                   "BERTH_CACHE_SOURCE_PORTS"},
     "api-webhook-test": set(WEBHOOK_SETTINGS),
     "api-webhooks": {"BERTH_OUTBOUND_ALLOW"},
     "api-webhook": {"BERTH_OUTBOUND_ALLOW"},
@@ -66,8 +67,8 @@ EXTRA_ENVIRONMENT = {
     "api-replication": {"BERTH_OUTBOUND_ALLOW"},
     "api-caches": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS"},
     "api-cache": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS"},
-    "manifest-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_CHECK_SECS", "BERTH_MIRROR_HOSTS"},
-    "blob-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_BUDGET_SECS", "BERTH_MIRROR_HOSTS"},
+    "manifest-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS", "BERTH_CACHE_CHECK_SECS", "BERTH_MIRROR_HOSTS"},
+    "blob-get": {"BERTH_OUTBOUND_ALLOW", "BERTH_CACHE_SOURCE_PORTS", "BERTH_CACHE_BUDGET_SECS", "BERTH_MIRROR_HOSTS"},
 }
 # Every setting some functions get and others not: a function has exactly its EXTRA_ENVIRONMENT of these.
 SELECTIVE_SETTINGS = {"BERTH_EVENT_BUS", *WEBHOOK_SETTINGS, *REPLICATION_SETTINGS, *CACHE_SETTINGS}
@@ -845,18 +846,21 @@ def test_cache_settings_reach_the_functions_that_read_them(tf: Module):
     defaults = {
         "api-caches": {"BERTH_CACHE_SOURCE_PORTS": "80,443", "BERTH_OUTBOUND_ALLOW": ""},
         "api-cache": {"BERTH_CACHE_SOURCE_PORTS": "80,443", "BERTH_OUTBOUND_ALLOW": ""},
-        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "30", "BERTH_OUTBOUND_ALLOW": ""},
-        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": ""},
-        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": ""},
+        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "30", "BERTH_OUTBOUND_ALLOW": "", "BERTH_CACHE_SOURCE_PORTS": "80,443"},
+        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": "", "BERTH_CACHE_SOURCE_PORTS": "80,443"},
+        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "200", "BERTH_OUTBOUND_ALLOW": "", "BERTH_CACHE_SOURCE_PORTS": "80,443"},
     }
     custom = module(cache_source_ports=["443", "5000"], cache_check_seconds=0, cache_budget_seconds=120,
                     outbound_allow_cidrs=["127.0.0.0/8"])
     settings = {
         "api-caches": {"BERTH_CACHE_SOURCE_PORTS": "443,5000", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
         "api-cache": {"BERTH_CACHE_SOURCE_PORTS": "443,5000", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
-        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "0", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
-        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
-        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"},
+        "manifest-get": {"BERTH_CACHE_CHECK_SECS": "0", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8",
+                         "BERTH_CACHE_SOURCE_PORTS": "443,5000"},
+        "blob-get": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8",
+                     "BERTH_CACHE_SOURCE_PORTS": "443,5000"},
+        "job-worker": {"BERTH_CACHE_BUDGET_SECS": "120", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8",
+                       "BERTH_CACHE_SOURCE_PORTS": "443,5000"},
     }
     for values, expected in ((tf, defaults), (custom, settings)):
         for function, want in expected.items():

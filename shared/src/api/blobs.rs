@@ -51,7 +51,7 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Head) -> Res
     };
     if let Some(cache) = crate::cache::of_repository(app, name).await? {
         if let Some(path) = crate::cache::library_path(&cache, name) {
-            return super::manifests::moved(&format!("/v2/{path}/blobs/{digest}"));
+            return super::manifests::moved(app, req, &format!("/v2/{path}/blobs/{digest}"));
         }
         if app.meta.linked_blob(name, digest).await?.is_none() {
             let redirects = app.blobs.presign_read(digest, app.settings.blob_redirect_expiry).await?.is_some();

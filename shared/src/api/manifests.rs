@@ -16,9 +16,14 @@ use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{manifests, pulls};
 use crate::storage::ByteStream;
 
-/// A `301` to `location` (a Docker Hub cache's short name, moved under `library/`).
-pub fn moved(location: &str) -> Result<Response, OciError> {
-    empty(StatusCode::MOVED_PERMANENTLY, &[(header::LOCATION, location.to_string())])
+/// A `301` to `path` (a Docker Hub cache's short name, moved under `library/`), as the client
+/// names it: without the cache registry on a mirror host.
+pub fn moved(app: &App, req: &Head, path: &str) -> Result<Response, OciError> {
+    let mirrored = crate::access::token_service::mirror_registry(app, req)
+        .and_then(|registry| path.strip_prefix("/v2/").and_then(|rest| rest.strip_prefix(registry)))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .map(|rest| format!("/v2/{rest}"));
+    empty(StatusCode::MOVED_PERMANENTLY, &[(header::LOCATION, mirrored.unwrap_or_else(|| path.to_string()))])
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: a manifest's exact bytes (and its pull time).
@@ -71,7 +76,7 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
         None => manifests::find(app, name, reference).await?,
         Some(cache) => {
             if let Some(path) = crate::cache::library_path(&cache, name) {
-                return moved(&format!("/v2/{path}/manifests/{reference}"));
+                return moved(app, req, &format!("/v2/{path}/manifests/{reference}"));
             }
             match crate::cache::pull::manifest(app, &cache, name, reference).await? {
                 ServedManifest::Cached(record) => record,

@@ -165,11 +165,11 @@ async fn copy(
     Ok(received)
 }
 
-/// Makes sure `digest` is stored and linked into `repo`: linked already, stored for another
-/// repository (linked without moving bytes), being cached by another caller (waited for), or
-/// fetched from the source now. `remote` is opened on first need. `named_by_source`: a
-/// manifest from the source names the blob; otherwise (a client named it) bytes stored for
-/// another repository are linked only once the source confirms it has the blob here.
+/// Makes sure `digest` is stored and linked into `repo`: linked already, being cached by
+/// another caller (waited for), or fetched from the source now, verified against its digest.
+/// Bytes stored for another repository are never linked here without the source serving them:
+/// a source naming someone else's private digest in a manifest gets nothing it did not send.
+/// `remote` is opened on first need.
 pub async fn ensure_blob<'a>(
     app: &'a App,
     cache: &StoredCache,
@@ -177,26 +177,11 @@ pub async fn ensure_blob<'a>(
     repo: &RepoName,
     digest: &Digest,
     deadline: Instant,
-    named_by_source: bool,
 ) -> Result<(), CacheError> {
     let source = super::source_repository(repo).unwrap_or_default().to_string();
     loop {
         if app.meta.linked_blob(repo, digest).await?.is_some() {
             return Ok(());
-        }
-        if app.blobs.stat(digest).await?.is_some() {
-            if !named_by_source {
-                let r = match remote {
-                    Some(r) => r,
-                    None => remote.insert(upstream::connect(app, cache).await?),
-                };
-                if !r.blob_exists(&source, digest).await? {
-                    return Err(CacheError::BlobUnknown(digest.clone()));
-                }
-            }
-            if uploads::adopt(app, repo, digest).await?.is_some() {
-                return Ok(());
-            }
         }
         if Instant::now() > deadline {
             return Err(CacheError::Busy(format!("caching {digest} did not finish within its budget")));
@@ -268,7 +253,7 @@ pub async fn run_blob_job(app: &App, repository: &str, digest: &str) -> Result<(
     };
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = None;
-    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline, false).await {
+    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline).await {
         // nothing to retry: the source lacks it, or the budget ran out (the next pull asks again)
         Err(CacheError::BlobUnknown(_) | CacheError::Busy(_)) => Ok(()),
         other => other,
@@ -335,27 +320,19 @@ async fn ensure_manifest<'a>(
     if let Some(record) = app.meta.manifest(repo, digest).await? {
         return Ok(record);
     }
-    let bytes = match app.blobs.stat(digest).await? {
-        Some(size) if size as usize <= app.settings.max_manifest_bytes => {
-            let stream = app.blobs.read(digest, None).await?;
-            crate::body::read_capped(stream, app.settings.max_manifest_bytes)
-                .await
-                .map_err(|e| CacheError::Invalid(format!("reading cached manifest {digest}: {e}")))?
-        }
-        _ => {
-            let source = super::source_repository(repo).unwrap_or_default().to_string();
-            let r = match remote {
-                Some(r) => r,
-                None => remote.insert(upstream::connect(app, cache).await?),
-            };
-            let (_, fetched) =
-                r.fetch_manifest(&source, &digest.to_string(), app.settings.max_manifest_bytes)
-                    .await?
-                    .ok_or_else(|| CacheError::ManifestUnknown(format!("manifest {digest} is not at the source")))?;
-            app.blobs.put(digest, fetched.bytes.clone()).await?;
-            fetched.bytes
-        }
+    // always from the source (by digest, verified): bytes stored here may be another
+    // repository's, and an index naming them must not make them this repository's
+    let source = super::source_repository(repo).unwrap_or_default().to_string();
+    let r = match remote {
+        Some(r) => r,
+        None => remote.insert(upstream::connect(app, cache).await?),
     };
+    let (_, fetched) = r
+        .fetch_manifest(&source, &digest.to_string(), app.settings.max_manifest_bytes)
+        .await?
+        .ok_or_else(|| CacheError::ManifestUnknown(format!("manifest {digest} is not at the source")))?;
+    let bytes = fetched.bytes;
+    app.blobs.put(digest, bytes.clone()).await?;
     if Digest::of(digest.algorithm(), &bytes) != *digest {
         return Err(CacheError::Invalid(format!("the stored bytes of manifest {digest} do not match it")));
     }
@@ -369,7 +346,7 @@ async fn ensure_manifest<'a>(
             .await?;
     }
     for blob in &parsed.blobs {
-        ensure_blob(app, cache, remote, repo, &blob.digest, deadline, true).await?;
+        ensure_blob(app, cache, remote, repo, &blob.digest, deadline).await?;
     }
     let record = ManifestRecord {
         repo: repo.clone(),

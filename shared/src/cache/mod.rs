@@ -47,8 +47,9 @@ pub enum CacheError {
     /// The blob is being cached elsewhere; the client should retry shortly.
     #[error("{0}")]
     Busy(String),
-    /// The source answered something unusable.
-    #[error("the source registry: {0}")]
+    /// The source answered something unusable (its answer text is left out: it may echo the
+    /// request, the cache's credentials included).
+    #[error("the source registry: {}", .0.brief())]
     Remote(#[from] RemoteError),
     /// A secret could not be sealed or opened.
     #[error(transparent)]

@@ -17,7 +17,6 @@ use super::{source_repository, upstream, CacheError};
 use crate::app::App;
 use crate::metadata::ManifestRecord;
 use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
-use crate::registry::uploads;
 use crate::remote::{Remote, RemoteError};
 use crate::storage::ByteStream;
 
@@ -86,7 +85,7 @@ pub async fn manifest(
                 Ok(found) => found,
                 // the source cannot be reached (or refuses us): the cached image is served
                 Err(e) => {
-                    tracing::info!(repo = %repo, tag = %tag, error = %e, "the cache source is not answering; serving the cached tag");
+                    tracing::info!(repo = %repo, tag = %tag, error = %e.brief(), "the cache source is not answering; serving the cached tag");
                     return cached.map(ServedManifest::Cached).ok_or_else(|| down(e, reference));
                 }
             };
@@ -145,7 +144,9 @@ async fn fetch(
 /// Blob `digest` of `repo` in a cache registry, which is not linked there yet. Where the blob
 /// store redirects pulls (`redirects`), the job worker caches it and this waits for it; otherwise
 /// the blob streams from the source to the client and into storage at once. Concurrent pulls of
-/// one blob fetch it once: the others wait for that caching and are served from the cache.
+/// one blob fetch it once: the others wait for that caching and are served from the cache. Bytes
+/// stored for another repository are never linked here: a repository of a cache holds only
+/// what its source served it, so no source (or client) can name its way to a private blob.
 pub async fn blob(
     app: &App,
     cache: &StoredCache,
@@ -156,9 +157,6 @@ pub async fn blob(
     let source = source_repository(repo).ok_or_else(|| CacheError::BlobUnknown(digest.clone()))?.to_string();
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = connect(app, cache).await.map_err(|e| down_blob(e, digest))?;
-    if adopted(app, &mut remote, repo, &source, digest).await? {
-        return Ok(ServedBlob::Cached);
-    }
     if redirects {
         fill::queue_blob(app, repo, digest).await?;
         let until = Instant::now() + app.settings.cache.wait;
@@ -177,9 +175,7 @@ pub async fn blob(
         match lease::take(app, &blob_key(digest)).await? {
             Claim::Busy => {
                 fill::wait_for_blob(app, repo, digest, deadline).await?;
-                if app.meta.linked_blob(repo, digest).await?.is_some()
-                    || adopted(app, &mut remote, repo, &source, digest).await?
-                {
+                if app.meta.linked_blob(repo, digest).await?.is_some() {
                     return Ok(ServedBlob::Cached);
                 }
             }
@@ -209,25 +205,6 @@ pub async fn blob(
     }
 }
 
-/// Links a blob the store already holds (for another repository, or cached meanwhile by
-/// another caller) into `repo`, but only when the source has it in that repository: nobody
-/// reads a blob through a cache that the source would not give them.
-async fn adopted(
-    app: &App,
-    remote: &mut Remote<'_>,
-    repo: &RepoName,
-    source: &str,
-    digest: &Digest,
-) -> Result<bool, CacheError> {
-    if app.blobs.stat(digest).await?.is_none() {
-        return Ok(false);
-    }
-    if !remote.blob_exists(source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
-        return Err(CacheError::BlobUnknown(digest.clone()));
-    }
-    Ok(uploads::adopt(app, repo, digest).await?.is_some())
-}
-
 async fn connect<'a>(app: &'a App, cache: &StoredCache) -> Result<Remote<'a>, CacheError> {
     upstream::connect(app, cache).await
 }
@@ -239,18 +216,20 @@ fn unknown(reference: &Reference) -> CacheError {
 /// A source failure on a pull with nothing cached to fall back to.
 fn down(e: impl Into<CacheError>, reference: &Reference) -> CacheError {
     match e.into() {
-        CacheError::Remote(r) => {
-            CacheError::SourceDown(format!("the source registry cannot serve {reference} and it is not cached: {r}"))
-        }
+        CacheError::Remote(r) => CacheError::SourceDown(format!(
+            "the source registry cannot serve {reference} and it is not cached: {}",
+            r.brief()
+        )),
         other => other,
     }
 }
 
 fn down_blob(e: CacheError, digest: &Digest) -> CacheError {
     match e {
-        CacheError::Remote(r) => {
-            CacheError::SourceDown(format!("the source registry cannot serve blob {digest} and it is not cached: {r}"))
-        }
+        CacheError::Remote(r) => CacheError::SourceDown(format!(
+            "the source registry cannot serve blob {digest} and it is not cached: {}",
+            r.brief()
+        )),
         other => other,
     }
 }

@@ -49,6 +49,8 @@ pub async fn endpoint(app: &App, cache: &StoredCache) -> Result<Endpoint, CacheE
         password,
         skip_tls_verify: cache.skip_tls_verify,
         actions: "pull",
+        // a token realm or a blob redirect on another port is refused as the source's URL would be
+        ports: app.settings.cache.source_ports.clone(),
     })
 }
 

@@ -234,22 +234,6 @@ pub async fn mount(app: &App, repo: &RepoName, digest: &Digest, from: &RepoName)
     }
 }
 
-/// Links a blob the store already holds (stored for another repository) into `repo` without
-/// moving bytes; `None` when it is not stored or garbage collection holds it.
-pub async fn adopt(app: &App, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UploadError> {
-    let Some(generation) = app.meta.gc_generation(digest, app.clock.now()).await? else {
-        return Ok(None);
-    };
-    let Some(size) = app.blobs.stat(digest).await? else {
-        return Ok(None);
-    };
-    match app.meta.link_blob_since(repo, digest, size, app.clock.now(), generation).await {
-        Ok(()) => Ok(Some(size)),
-        Err(MetadataError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Drops session `id` and its staged bytes, whoever opened it (a caching given up).
 pub async fn abandon(app: &App, id: &UploadId) -> Result<(), UploadError> {
     discard(app, id).await

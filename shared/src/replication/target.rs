@@ -125,6 +125,7 @@ impl StoredTarget {
             password: self.password(app).await?,
             skip_tls_verify: self.skip_tls_verify,
             actions: "pull,push",
+            ports: None,
         })
     }
 

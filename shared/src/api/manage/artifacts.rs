@@ -331,6 +331,13 @@ struct PutTag {
 pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) -> Result<Response, OciError> {
     let req: PutTag = read_json(body).await?;
     let digest: Digest = req.digest.parse().map_err(|e| invalid(format!("digest: {e}")))?;
+    if let Some(cache) = crate::cache::of_repository(app, repo).await? {
+        // a cache registry's tags are its source's: a tag set here would outlive the source's
+        return Err(OciError::new(
+            crate::api::ErrorCode::Denied,
+            format!("{repo} is in an image cache of {:?}: its tags follow the source and cannot be set", cache.name),
+        ));
+    }
     artifacts::tag(app, repo, tag, &digest).await?;
     object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
 }

@@ -57,7 +57,7 @@ pub async fn caches(app: &App, head: &Head, body: ByteStream) -> Result<Response
         let (items, more) = source::list(app, page.after.as_deref(), page.limit).await?;
         let mut views = Vec::with_capacity(items.len());
         for cache in &items {
-            views.push(source::view(app, cache).await?);
+            views.extend(visible_view(app, head, cache).await?);
         }
         return page_response(head, &views, more, |c| c.name.clone());
     }
@@ -72,7 +72,13 @@ pub async fn one_cache(app: &App, head: &Head, name: &str, body: ByteStream) -> 
     match head.method {
         Method::GET => {
             let (cache, _) = source::must_get(app, name).await?;
-            object(StatusCode::OK, &source::view(app, &cache).await?)
+            let view = visible_view(app, head, &cache).await?;
+            object(
+                StatusCode::OK,
+                &view.ok_or_else(|| {
+                    OciError::from(crate::cache::CacheError::NotFound(format!("image cache {name:?}")))
+                })?,
+            )
         }
         Method::PATCH => {
             let patch: source::CachePatch = read_json(body).await?;
@@ -95,4 +101,23 @@ pub async fn one_cache(app: &App, head: &Head, name: &str, body: ByteStream) -> 
             empty(StatusCode::NO_CONTENT, &[])
         }
     }
+}
+
+/// A cache as the caller may see it: a user whose role covers every registry sees every cache;
+/// a user of some registries sees only the caches those registries use, naming only those, so
+/// nobody learns another team's registries or source accounts through a cache.
+async fn visible_view(
+    app: &App,
+    head: &Head,
+    cache: &source::StoredCache,
+) -> Result<Option<source::CacheView>, OciError> {
+    let user = crate::access::guard::user_of(app, grants(head)?).await?;
+    let mut view = source::view(app, cache).await?;
+    if user.registries.is_some() {
+        view.registries.retain(|r| user.covers(r));
+        if view.registries.is_empty() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(view))
 }
