@@ -166,7 +166,23 @@ pub struct Remote<'a> {
     ports: Option<Vec<u16>>,
     challenge: Challenge,
     tokens: HashMap<String, String>,
+    shared: Option<std::sync::Arc<SharedSession>>,
 }
+
+/// How long a shared session's challenge is trusted before the next connection asks `/v2/`
+/// again (tokens are kept until the remote refuses one).
+const SESSION_REUSE: Duration = Duration::from_secs(300);
+
+/// What connections to one remote share within a process: how it wants to be authenticated
+/// and the tokens it gave, so a connection needs no `/v2/` probe and no token request per
+/// pull. A token the remote refuses is dropped for all.
+#[derive(Debug, Default)]
+pub struct SharedSession {
+    inner: std::sync::Mutex<Option<SignedIn>>,
+}
+
+/// The challenge, the tokens by repository, and when the challenge was learnt.
+type SignedIn = (Challenge, HashMap<String, String>, std::time::Instant);
 
 /// What a mount attempt did.
 pub enum Mount {
@@ -195,6 +211,7 @@ impl<'a> Remote<'a> {
             ports: endpoint.ports,
             challenge: Challenge::None,
             tokens: HashMap::new(),
+            shared: None,
         };
         let url = format!("{}/v2/", remote.base);
         let response = remote.raw(Method::GET, &url, &[], None).await?;
@@ -214,6 +231,38 @@ impl<'a> Remote<'a> {
         } else {
             Err(RemoteError::Auth(format!("GET /v2/ answered {} with the credentials", response.status().as_u16())))
         }
+    }
+
+    /// A connection like [`Remote::connect`], resumed from `shared` when another connection of
+    /// this process signed in lately (no request is sent then), and sharing what it learns.
+    pub async fn connect_shared(
+        app: &'a App,
+        endpoint: Endpoint,
+        timeout: Duration,
+        shared: std::sync::Arc<SharedSession>,
+    ) -> Result<Remote<'a>, RemoteError> {
+        let known = lock(&shared.inner).clone().filter(|(_, _, at)| at.elapsed() < SESSION_REUSE);
+        if let Some((challenge, tokens, _)) = known {
+            let outbound = &app.settings.webhooks.outbound;
+            let client =
+                outbound.client(endpoint.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
+            return Ok(Remote {
+                app,
+                base: endpoint.url.trim_end_matches('/').to_string(),
+                client,
+                username: endpoint.username,
+                password: endpoint.password,
+                actions: endpoint.actions,
+                ports: endpoint.ports,
+                challenge,
+                tokens,
+                shared: Some(shared),
+            });
+        }
+        let mut remote = Remote::connect(app, endpoint, timeout).await?;
+        *lock(&shared.inner) = Some((remote.challenge.clone(), remote.tokens.clone(), std::time::Instant::now()));
+        remote.shared = Some(shared);
+        Ok(remote)
     }
 
     /// The digest `reference` names in `repo`, or `None` when the target has no such manifest.
@@ -472,6 +521,9 @@ impl<'a> Remote<'a> {
                 challenge => {
                     self.challenge = challenge;
                     self.tokens.remove(repo);
+                    if let Some(shared) = &self.shared {
+                        *lock(&shared.inner) = None;
+                    }
                 }
             }
         }
@@ -524,6 +576,11 @@ impl<'a> Remote<'a> {
             Challenge::Bearer { .. } => {
                 if !self.tokens.contains_key(repo) {
                     let token = self.token(repo).await?;
+                    if let Some(shared) = &self.shared {
+                        if let Some((_, tokens, _)) = lock(&shared.inner).as_mut() {
+                            tokens.insert(repo.to_string(), token.clone());
+                        }
+                    }
                     self.tokens.insert(repo.to_string(), token);
                 }
                 Ok(self.tokens.get(repo).map(|t| format!("Bearer {t}")))

@@ -98,6 +98,11 @@ pub async fn catalog(app: &App, req: &Head) -> Result<Response, OciError> {
 
 /// Tags of one repository, paginated.
 pub async fn tags(app: &App, name: &RepoName, req: &Head) -> Result<Response, OciError> {
+    if let Some(cache) = crate::cache::of_repository(app, name).await? {
+        if let Some(path) = crate::cache::library_path(&cache, name) {
+            return super::manifests::moved(app, req, &format!("/v2/{path}/tags/list"));
+        }
+    }
     let q = Query::of(req);
     let n = q.page_size(app.settings.default_page_size)?;
     let page = app

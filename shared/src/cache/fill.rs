@@ -188,6 +188,11 @@ pub async fn ensure_blob<'a>(
         }
         match lease::take(app, &blob_key(digest)).await? {
             Claim::Held(held) => {
+                // the previous holder may have published it between our look and our claim
+                if app.meta.linked_blob(repo, digest).await?.is_some() {
+                    held.release(app).await;
+                    return Ok(());
+                }
                 let r = match remote {
                     Some(r) => r,
                     None => remote.insert(upstream::connect(app, cache).await?),

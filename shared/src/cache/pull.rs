@@ -158,6 +158,10 @@ pub async fn blob(
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = connect(app, cache).await.map_err(|e| down_blob(e, digest))?;
     if redirects {
+        // the worker fetches it: a blob the source lacks is answered now, not after the wait
+        if !remote.blob_exists(&source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
+            return Err(CacheError::BlobUnknown(digest.clone()));
+        }
         fill::queue_blob(app, repo, digest).await?;
         let until = Instant::now() + app.settings.cache.wait;
         while Instant::now() < until {
@@ -180,6 +184,11 @@ pub async fn blob(
                 }
             }
             Claim::Held(held) => {
+                // the previous holder may have published it between our look and our claim
+                if app.meta.linked_blob(repo, digest).await?.is_some() {
+                    held.release(app).await;
+                    return Ok(ServedBlob::Cached);
+                }
                 let blob = match remote.fetch_blob(&source, digest).await {
                     Ok(Some(blob)) => blob,
                     Ok(None) => {

@@ -57,7 +57,8 @@ pub async fn endpoint(app: &App, cache: &StoredCache) -> Result<Endpoint, CacheE
 /// A connection to `cache`'s source.
 pub async fn connect<'a>(app: &'a App, cache: &StoredCache) -> Result<Remote<'a>, CacheError> {
     let endpoint = endpoint(app, cache).await?;
-    Ok(Remote::connect(app, endpoint, app.settings.cache.request_timeout).await?)
+    let shared = app.upstream.session::<crate::remote::SharedSession>(&cache.name);
+    Ok(Remote::connect_shared(app, endpoint, app.settings.cache.request_timeout, shared).await?)
 }
 
 /// The registry password ECR gives for an IAM key (valid 12 hours), kept per process until an

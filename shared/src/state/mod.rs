@@ -203,6 +203,7 @@ const MAX_CHECKED_TAGS: usize = 10_000;
 pub struct UpstreamState {
     checked: Mutex<HashMap<(RepoName, String), (Instant, Digest)>>,
     ecr: Mutex<HashMap<String, (String, Instant)>>,
+    sessions: Mutex<HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for UpstreamState {
@@ -246,9 +247,22 @@ impl UpstreamState {
             .insert(name.to_string(), (password, Instant::now() + ttl));
     }
 
+    /// The value kept for cache `name`'s connections (the outbound client's shared session),
+    /// made on first use.
+    pub fn session<T: std::any::Any + Send + Sync + Default>(&self, name: &str) -> Arc<T> {
+        let mut map = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = map.get(name).and_then(|v| Arc::clone(v).downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        map.insert(name.to_string(), made.clone());
+        made
+    }
+
     /// Forgets what is known about cache `name` (it changed or went) and every tag check.
     pub fn forget(&self, name: &str) {
         self.ecr.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         self.checked.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
