@@ -41,6 +41,8 @@ pub struct Endpoint {
     /// the only ports any request of the connection may go to (a token realm and a redirect
     /// included), when the operator restricts them; `None` = any
     pub ports: Option<Vec<u16>>,
+    /// how long a blob read may take, body included (the connection's timeout is for the rest)
+    pub transfer_timeout: Option<Duration>,
 }
 
 /// A blob being read from a remote: its length when the remote said it, and the bytes.
@@ -164,6 +166,9 @@ pub struct Remote<'a> {
     password: Option<String>,
     actions: &'static str,
     ports: Option<Vec<u16>>,
+    transfer_timeout: Option<Duration>,
+    /// set while a blob is read: the timeout of its requests
+    reading: Option<Duration>,
     challenge: Challenge,
     tokens: HashMap<String, String>,
     shared: Option<std::sync::Arc<SharedSession>>,
@@ -198,21 +203,7 @@ impl<'a> Remote<'a> {
     /// Opens a connection whose requests time out after `timeout`: asks `/v2/` and learns how
     /// to authenticate; fails when the remote cannot be reached or refuses the credentials.
     pub async fn connect(app: &'a App, endpoint: Endpoint, timeout: Duration) -> Result<Remote<'a>, RemoteError> {
-        let outbound = &app.settings.webhooks.outbound;
-        let client =
-            outbound.client(endpoint.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
-        let mut remote = Remote {
-            app,
-            base: endpoint.url.trim_end_matches('/').to_string(),
-            client,
-            username: endpoint.username,
-            password: endpoint.password,
-            actions: endpoint.actions,
-            ports: endpoint.ports,
-            challenge: Challenge::None,
-            tokens: HashMap::new(),
-            shared: None,
-        };
+        let mut remote = Remote::unprobed(app, endpoint, timeout)?;
         let url = format!("{}/v2/", remote.base);
         let response = remote.raw(Method::GET, &url, &[], None).await?;
         match response.status() {
@@ -233,6 +224,27 @@ impl<'a> Remote<'a> {
         }
     }
 
+    /// A connection that has sent nothing yet and knows no challenge.
+    fn unprobed(app: &'a App, endpoint: Endpoint, timeout: Duration) -> Result<Remote<'a>, RemoteError> {
+        let outbound = &app.settings.webhooks.outbound;
+        let client =
+            outbound.client(endpoint.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
+        Ok(Remote {
+            app,
+            base: endpoint.url.trim_end_matches('/').to_string(),
+            client,
+            username: endpoint.username,
+            password: endpoint.password,
+            actions: endpoint.actions,
+            ports: endpoint.ports,
+            transfer_timeout: endpoint.transfer_timeout,
+            reading: None,
+            challenge: Challenge::None,
+            tokens: HashMap::new(),
+            shared: None,
+        })
+    }
+
     /// A connection like [`Remote::connect`], resumed from `shared` when another connection of
     /// this process signed in lately (no request is sent then), and sharing what it learns.
     pub async fn connect_shared(
@@ -243,21 +255,11 @@ impl<'a> Remote<'a> {
     ) -> Result<Remote<'a>, RemoteError> {
         let known = lock(&shared.inner).clone().filter(|(_, _, at)| at.elapsed() < SESSION_REUSE);
         if let Some((challenge, tokens, _)) = known {
-            let outbound = &app.settings.webhooks.outbound;
-            let client =
-                outbound.client(endpoint.skip_tls_verify, timeout).map_err(|e| RemoteError::Refused(e.to_string()))?;
-            return Ok(Remote {
-                app,
-                base: endpoint.url.trim_end_matches('/').to_string(),
-                client,
-                username: endpoint.username,
-                password: endpoint.password,
-                actions: endpoint.actions,
-                ports: endpoint.ports,
-                challenge,
-                tokens,
-                shared: Some(shared),
-            });
+            let mut remote = Remote::unprobed(app, endpoint, timeout)?;
+            remote.challenge = challenge;
+            remote.tokens = tokens;
+            remote.shared = Some(shared);
+            return Ok(remote);
         }
         let mut remote = Remote::connect(app, endpoint, timeout).await?;
         *lock(&shared.inner) = Some((remote.challenge.clone(), remote.tokens.clone(), std::time::Instant::now()));
@@ -289,25 +291,10 @@ impl<'a> Remote<'a> {
         }
     }
 
-    /// A manifest's media type and bytes, or `None`.
+    /// A manifest's media type and bytes (checked against a digest reference), or `None`.
     pub async fn manifest(&mut self, repo: &str, reference: &str) -> Result<Option<(String, Bytes)>, RemoteError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let accept = [(header::ACCEPT, ACCEPT_MANIFESTS.to_string())];
-        let response = self.send(Method::GET, &url, repo, &accept, Payload::Empty).await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                let media_type = response
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let bytes = read_capped(response, 4 * 1024 * 1024).await?;
-                Ok(Some((media_type, bytes)))
-            }
-            s => Err(status_error(&format!("GET {repo}:{reference}"), s.as_u16(), response).await),
-        }
+        let found = self.fetch_manifest(repo, reference, 4 * 1024 * 1024).await?;
+        Ok(found.map(|(_, m)| (m.media_type, m.bytes)))
     }
 
     /// A manifest's digest, media type and bytes (the digest checked against the bytes when the
@@ -354,7 +341,11 @@ impl<'a> Remote<'a> {
     pub async fn fetch_blob(&mut self, repo: &str, digest: &Digest) -> Result<Option<RemoteBlob>, RemoteError> {
         let mut url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
         for _ in 0..6 {
-            let response = self.send(Method::GET, &url, repo, &[], Payload::Empty).await?;
+            // a layer may take longer than a request: its transfer has its own timeout
+            self.reading = self.transfer_timeout;
+            let response = self.send(Method::GET, &url, repo, &[], Payload::Empty).await;
+            self.reading = None;
+            let response = response?;
             let status = response.status();
             if status.is_redirection() {
                 url = self.location(&response)?;
@@ -651,6 +642,9 @@ impl<'a> Remote<'a> {
             }
         }
         let mut request = self.client.request(method, checked);
+        if let Some(timeout) = self.reading {
+            request = request.timeout(timeout);
+        }
         for (name, value) in headers {
             request = request.header(name, value);
         }

@@ -71,7 +71,8 @@ impl From<AccessError> for Refusal {
     }
 }
 
-async fn registry_of(app: &App, name: &str) -> Result<Option<Registry>, AccessError> {
+/// Registry `name` as this process last read it (a short cache the edge and handlers share).
+pub async fn registry_of(app: &App, name: &str) -> Result<Option<Registry>, AccessError> {
     if let Some((hit, _)) = app.access.registries.get(name) {
         return Ok(hit);
     }

@@ -23,7 +23,12 @@ pub fn moved(app: &App, req: &Head, path: &str) -> Result<Response, OciError> {
         .and_then(|registry| path.strip_prefix("/v2/").and_then(|rest| rest.strip_prefix(registry)))
         .and_then(|rest| rest.strip_prefix('/'))
         .map(|rest| format!("/v2/{rest}"));
-    empty(StatusCode::MOVED_PERMANENTLY, &[(header::LOCATION, mirrored.unwrap_or_else(|| path.to_string()))])
+    let mut location = mirrored.unwrap_or_else(|| path.to_string());
+    // a tags list's paging (`?n=&last=`) goes along
+    if let Some(query) = req.uri.query() {
+        location = format!("{location}?{query}");
+    }
+    empty(StatusCode::MOVED_PERMANENTLY, &[(header::LOCATION, location)])
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: a manifest's exact bytes (and its pull time).

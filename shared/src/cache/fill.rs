@@ -14,7 +14,7 @@ use super::lease::{self, Claim, Held};
 use super::source::StoredCache;
 use super::{upstream, CacheError};
 use crate::app::App;
-use crate::metadata::{ManifestRecord, MetadataError, UploadSession};
+use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, Hasher, ParsedManifest, RepoName, Tag, UploadId};
 use crate::registry::uploads;
 use crate::remote::{Remote, RemoteBlob};
@@ -37,11 +37,16 @@ pub fn blob_key(digest: &Digest) -> String {
 /// One chunk on its way to a client reading a blob while it is cached.
 pub type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
-/// Streams `blob` (from the source) into storage as `digest` of `repo`, handing each chunk to
-/// `sink` when a client reads along. The client gets the last chunk only after the whole blob
-/// verified, and an error instead when it did not, so no client ever receives wrong bytes as a
-/// complete answer. Past the budget the caching is given up but the client still gets every
-/// byte. Releases `lease` when done.
+/// How long a reading client may keep the caching waiting for room in its queue before it is
+/// dropped (its answer ends short, which it sees as a failed transfer): a slow reader never
+/// holds a blob's caching, and everyone waiting for it, to its own pace.
+const SLOW_READER: Duration = Duration::from_secs(10);
+
+/// Streams `blob` (from the source) into storage as `digest` of `repo` until `deadline`,
+/// handing each chunk to `sink` when a client reads along. The client gets the last chunk only
+/// after the whole blob verified (and was published), and an error instead when it did not, so
+/// no client ever receives wrong bytes as a complete answer. Past the deadline the caching is
+/// given up but the client still gets every byte. Releases `lease` when done.
 pub async fn copy_blob(
     app: App,
     repo: RepoName,
@@ -49,13 +54,19 @@ pub async fn copy_blob(
     blob: RemoteBlob,
     mut lease: Held,
     sink: Option<Sink>,
+    deadline: Instant,
 ) -> Result<u64, CacheError> {
-    let result = copy(&app, &repo, &digest, blob, &mut lease, sink).await;
+    let result = copy(&app, &repo, &digest, blob, &mut lease, sink, deadline).await;
     lease.release(&app).await;
     if let Err(e) = &result {
         tracing::warn!(repo = %repo, digest = %digest, error = %e, "caching a blob failed");
     }
     result
+}
+
+/// Hands `chunk` to the reading client, if one still reads; `false` once it is gone or too slow.
+async fn hand_on(sink: &Sink, chunk: Result<Bytes, std::io::Error>) -> bool {
+    matches!(tokio::time::timeout(SLOW_READER, sink.send(chunk)).await, Ok(Ok(())))
 }
 
 async fn copy(
@@ -65,20 +76,9 @@ async fn copy(
     blob: RemoteBlob,
     lease: &mut Held,
     mut sink: Option<Sink>,
+    deadline: Instant,
 ) -> Result<u64, CacheError> {
-    let deadline = Instant::now() + app.settings.cache.budget;
-    let now = app.clock.now();
-    let session = UploadSession {
-        id: UploadId::generate(),
-        repo: repo.clone(),
-        owner: Some(SESSION_OWNER.to_string()),
-        offset: 0,
-        hash_state: Hasher::new(digest.algorithm()).save(),
-        staging: Vec::new(),
-        created_at: now,
-        updated_at: now,
-    };
-    app.meta.create_upload(&session).await?;
+    let session = uploads::start(app, repo, SESSION_OWNER, digest.algorithm()).await?;
     let mut writer: Option<Box<dyn UploadWriter>> = Some(app.blobs.open_upload(&session.id, 0, &[]).await?);
     let mut hasher = Hasher::new(digest.algorithm());
     let mut stream = blob.stream;
@@ -95,8 +95,7 @@ async fn copy(
         };
         received += chunk.len() as u64;
         if blob.len.is_some_and(|len| received > len) {
-            failure =
-                Some(CacheError::Invalid(format!("the source sent more than the {} bytes it announced", received)));
+            failure = Some(source_fault(format!("the source sent more than the {received} bytes it announced")));
             break;
         }
         hasher.update(&chunk);
@@ -117,59 +116,80 @@ async fn copy(
         }
         if let Some(previous) = held_back.replace(chunk) {
             if let Some(s) = &sink {
-                if s.send(Ok(previous)).await.is_err() {
-                    // the client went away: the caching goes on without it
+                if !hand_on(s, Ok(previous)).await {
+                    // the client went away (or reads too slowly): the caching goes on without it
                     sink = None;
                 }
             }
         }
+        if writer.is_none() && sink.is_none() {
+            break; // nobody wants the rest
+        }
     }
     let actual = hasher.finish();
     let verified = failure.is_none() && actual == *digest && blob.len.is_none_or(|len| len == received);
-    if let Some(s) = &sink {
-        let last = match (&failure, verified) {
-            (None, true) => held_back.map(Ok),
-            (Some(e), _) => Some(Err(std::io::Error::other(e.to_string()))),
-            (None, false) => {
-                Some(Err(std::io::Error::other(format!("the source's blob hashes to {actual}, not {digest}"))))
-            }
-        };
-        if let Some(last) = last {
-            let _ = s.send(last).await;
+    let outcome = if !verified {
+        Err(failure.unwrap_or_else(|| {
+            source_fault(format!("the source's blob {digest} hashes to {actual} ({received} bytes)"))
+        }))
+    } else {
+        match writer {
+            None => Err(CacheError::Busy(format!("caching {digest} did not finish within its budget"))),
+            Some(writer) => publish(app, repo, &session.id, writer, received, digest).await,
+        }
+    };
+    if outcome.is_err() {
+        if let Err(e) = uploads::abandon(app, &session.id).await {
+            tracing::warn!(digest = %digest, error = %e, "could not drop an unfinished caching's staged bytes; upload expiry will");
         }
     }
-    if !verified {
-        uploads::abandon(app, &session.id).await?;
-        return Err(failure.unwrap_or_else(|| {
-            CacheError::Invalid(format!("the source's blob {digest} hashes to {actual} ({received} bytes)"))
-        }));
+    if let Some(s) = &sink {
+        let last = match (&outcome, verified) {
+            // verified bytes are right whether or not this process could keep them
+            (_, true) => held_back.map(Ok),
+            (Err(e), false) => Some(Err(std::io::Error::other(e.to_string()))),
+            (Ok(_), false) => None,
+        };
+        if let Some(last) = last {
+            hand_on(s, last).await;
+        }
     }
-    let Some(writer) = writer else {
-        uploads::abandon(app, &session.id).await?;
-        return Err(CacheError::Busy(format!("caching {digest} did not finish within its budget")));
-    };
+    outcome.map(|()| received)
+}
+
+/// Publishes the verified staged bytes as `digest` of `repo`.
+async fn publish(
+    app: &App,
+    repo: &RepoName,
+    id: &UploadId,
+    writer: Box<dyn UploadWriter>,
+    received: u64,
+    digest: &Digest,
+) -> Result<(), CacheError> {
     let (staged, staging) = writer.finish().await?;
     if staged != received {
-        uploads::abandon(app, &session.id).await?;
         return Err(CacheError::Storage(crate::storage::StorageError::StagedDataLost {
-            id: session.id.clone(),
+            id: id.clone(),
             expected: received,
             actual: staged,
         }));
     }
-    if let Err(e) = uploads::publish(app, repo, &session.id, received, &staging, digest).await {
-        uploads::abandon(app, &session.id).await?;
-        return Err(e.into());
-    }
+    uploads::publish(app, repo, id, received, &staging, digest).await?;
     crate::usage::mark_changed(app, repo).await;
-    Ok(received)
+    Ok(())
+}
+
+/// A source that answered something wrong: for the client, the source's fault (503), not its own.
+fn source_fault(why: String) -> CacheError {
+    CacheError::Remote(crate::remote::RemoteError::Protocol(why))
 }
 
 /// Makes sure `digest` is stored and linked into `repo`: linked already, being cached by
 /// another caller (waited for), or fetched from the source now, verified against its digest.
 /// Bytes stored for another repository are never linked here without the source serving them:
 /// a source naming someone else's private digest in a manifest gets nothing it did not send.
-/// `remote` is opened on first need.
+/// `remote` is opened on first need. Without `wait`, a caching another caller holds ends this
+/// one at once (`Busy`).
 pub async fn ensure_blob<'a>(
     app: &'a App,
     cache: &StoredCache,
@@ -177,6 +197,7 @@ pub async fn ensure_blob<'a>(
     repo: &RepoName,
     digest: &Digest,
     deadline: Instant,
+    wait: bool,
 ) -> Result<(), CacheError> {
     let source = super::source_repository(repo).unwrap_or_default().to_string();
     loop {
@@ -186,6 +207,11 @@ pub async fn ensure_blob<'a>(
         if Instant::now() > deadline {
             return Err(CacheError::Busy(format!("caching {digest} did not finish within its budget")));
         }
+        // connected before the lease is taken, so no early return leaves it held
+        let r = match remote {
+            Some(r) => r,
+            None => remote.insert(upstream::connect(app, cache).await?),
+        };
         match lease::take(app, &blob_key(digest)).await? {
             Claim::Held(held) => {
                 // the previous holder may have published it between our look and our claim
@@ -193,10 +219,6 @@ pub async fn ensure_blob<'a>(
                     held.release(app).await;
                     return Ok(());
                 }
-                let r = match remote {
-                    Some(r) => r,
-                    None => remote.insert(upstream::connect(app, cache).await?),
-                };
                 let blob = match r.fetch_blob(&source, digest).await {
                     Ok(Some(blob)) => blob,
                     Ok(None) => {
@@ -208,8 +230,11 @@ pub async fn ensure_blob<'a>(
                         return Err(e.into());
                     }
                 };
-                copy_blob(app.clone(), repo.clone(), digest.clone(), blob, held, None).await?;
+                copy_blob(app.clone(), repo.clone(), digest.clone(), blob, held, None, deadline).await?;
                 return Ok(());
+            }
+            Claim::Busy if !wait => {
+                return Err(CacheError::Busy(format!("{digest} is being cached by another worker")))
             }
             Claim::Busy => wait_for_blob(app, repo, digest, deadline).await?,
         }
@@ -258,8 +283,10 @@ pub async fn run_blob_job(app: &App, repository: &str, digest: &str) -> Result<(
     };
     let deadline = Instant::now() + app.settings.cache.budget;
     let mut remote = None;
-    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline).await {
-        // nothing to retry: the source lacks it, or the budget ran out (the next pull asks again)
+    // a duplicate job (every waiting pull queues one) ends at once instead of holding a worker
+    match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline, false).await {
+        // nothing to retry: the source lacks it, another worker has it, or the budget ran out
+        // (the next pull asks again)
         Err(CacheError::BlobUnknown(_) | CacheError::Busy(_)) => Ok(()),
         other => other,
     }
@@ -286,7 +313,9 @@ pub async fn run_image_job(
         return Ok(());
     };
     let key = format!("m/{repo}@{digest}#{}", tag.as_ref().map_or("", |t| t.as_str()));
-    let Claim::Held(held) = lease::take(app, &key).await? else {
+    // held for the whole budget: a second job for the image starts only once this one is over
+    let hold = app.settings.cache.budget + app.settings.cache.lease;
+    let Claim::Held(held) = lease::take_for(app, &key, hold).await? else {
         return Ok(()); // another worker records it
     };
     let deadline = Instant::now() + app.settings.cache.budget;
@@ -294,7 +323,7 @@ pub async fn run_image_job(
     let result = ensure_manifest(app, &cache, &mut remote, &repo, &digest, media_type, 0, deadline).await;
     let result = match result {
         Ok(record) => match &tag {
-            Some(tag) => store(app, &record, std::slice::from_ref(tag)).await,
+            Some(tag) => store(app, &record, std::slice::from_ref(tag), None).await,
             None => Ok(()),
         },
         Err(e) => Err(e),
@@ -325,6 +354,9 @@ async fn ensure_manifest<'a>(
     if let Some(record) = app.meta.manifest(repo, digest).await? {
         return Ok(record);
     }
+    if Instant::now() > deadline {
+        return Err(CacheError::Busy(format!("caching manifest {digest} did not finish within its budget")));
+    }
     // always from the source (by digest, verified): bytes stored here may be another
     // repository's, and an index naming them must not make them this repository's
     let source = super::source_repository(repo).unwrap_or_default().to_string();
@@ -336,11 +368,9 @@ async fn ensure_manifest<'a>(
         .fetch_manifest(&source, &digest.to_string(), app.settings.max_manifest_bytes)
         .await?
         .ok_or_else(|| CacheError::ManifestUnknown(format!("manifest {digest} is not at the source")))?;
+    // fetch_manifest checked the bytes against the digest
     let bytes = fetched.bytes;
     app.blobs.put(digest, bytes.clone()).await?;
-    if Digest::of(digest.algorithm(), &bytes) != *digest {
-        return Err(CacheError::Invalid(format!("the stored bytes of manifest {digest} do not match it")));
-    }
     let parsed = ParsedManifest::parse(&bytes, Some(media_type).filter(|m| !m.is_empty()))
         .map_err(|e| CacheError::Manifest(e.into()))?;
     for child in &parsed.children {
@@ -351,7 +381,7 @@ async fn ensure_manifest<'a>(
             .await?;
     }
     for blob in &parsed.blobs {
-        ensure_blob(app, cache, remote, repo, &blob.digest, deadline).await?;
+        ensure_blob(app, cache, remote, repo, &blob.digest, deadline, true).await?;
     }
     let record = ManifestRecord {
         repo: repo.clone(),
@@ -370,7 +400,7 @@ async fn ensure_manifest<'a>(
         pushed_at: app.clock.now(),
         pulled_at: Some(app.clock.now()),
     };
-    store(app, &record, &[]).await?;
+    store(app, &record, &[], Some(&bytes)).await?;
     app.manifest_cache.insert(digest, bytes);
     Ok(record)
 }
@@ -379,8 +409,9 @@ async fn ensure_manifest<'a>(
 const PUT_ATTEMPTS: usize = 3;
 
 /// Stores `record` with `tags` (a cached image is no push: no event, no protection check, as
-/// the source decides what its tags name).
-async fn store(app: &App, record: &ManifestRecord, tags: &[Tag]) -> Result<(), CacheError> {
+/// the source decides what its tags name), then, as a push does, makes sure its `bytes`
+/// survived a garbage collection that fenced the digest before the record existed.
+async fn store(app: &App, record: &ManifestRecord, tags: &[Tag], bytes: Option<&Bytes>) -> Result<(), CacheError> {
     let mut attempt = 1;
     loop {
         match app.meta.put_manifest_noting(record, tags, &[]).await {
@@ -392,6 +423,11 @@ async fn store(app: &App, record: &ManifestRecord, tags: &[Tag]) -> Result<(), C
                 }
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(bytes) = bytes {
+        if app.blobs.stat(&record.digest).await?.is_none() {
+            app.blobs.put(&record.digest, bytes.clone()).await?;
         }
     }
     crate::usage::mark_changed(app, &record.repo).await;

@@ -43,6 +43,11 @@ fn lease_secs(app: &App) -> i64 {
 
 /// Takes the lease `key` unless another caller holds it and it has not lapsed.
 pub async fn take(app: &App, key: &str) -> Result<Claim, CacheError> {
+    take_for(app, key, app.settings.cache.lease).await
+}
+
+/// Takes the lease `key` for `hold` (unless renewed) unless another caller holds it.
+pub async fn take_for(app: &App, key: &str, hold: std::time::Duration) -> Result<Claim, CacheError> {
     let now = app.clock.now();
     let expect = match LEASES.get(app.meta.as_ref(), key).await? {
         None => Expect::Absent,
@@ -50,7 +55,7 @@ pub async fn take(app: &App, key: &str) -> Result<Claim, CacheError> {
         Some(found) => Expect::Version(found.version),
     };
     let holder = uuid::Uuid::new_v4().simple().to_string();
-    let lease = Lease { holder: holder.clone(), until: now + lease_secs(app) };
+    let lease = Lease { holder: holder.clone(), until: now + hold.as_secs() as i64 };
     match LEASES.put(app.meta.as_ref(), key, &lease, expect).await {
         Ok(version) => {
             Ok(Claim::Held(Held { key: key.to_string(), holder, version, renewed: std::time::Instant::now() }))

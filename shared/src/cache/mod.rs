@@ -83,14 +83,11 @@ pub enum CacheError {
 /// The cache behind `repo`'s registry, when it is a cache-type registry.
 pub async fn of_repository(app: &App, repo: &RepoName) -> Result<Option<StoredCache>, CacheError> {
     let reg = registry::of_repository(repo.as_str());
-    let record = match app.access.registries.get(reg) {
-        Some((hit, _)) => hit,
-        None => {
-            let fresh = registry::get(app.meta.as_ref(), reg).await?;
-            app.access.registries.insert(reg, fresh.clone());
-            fresh
-        }
-    };
+    let record = crate::access::guard::registry_of(app, reg).await.map_err(|e| match e {
+        crate::access::AccessError::Metadata(m) => CacheError::Metadata(m),
+        crate::access::AccessError::Identity(i) => CacheError::Identity(i),
+        other => CacheError::Invalid(other.to_string()),
+    })?;
     let Some(name) = record.and_then(|r| r.cache) else {
         return Ok(None);
     };

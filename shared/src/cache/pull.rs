@@ -162,7 +162,10 @@ pub async fn blob(
         if !remote.blob_exists(&source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
             return Err(CacheError::BlobUnknown(digest.clone()));
         }
-        fill::queue_blob(app, repo, digest).await?;
+        // one job per blob at a time: a pull arriving while one caches it only waits
+        if lease::is_free(app, &blob_key(digest)).await? {
+            fill::queue_blob(app, repo, digest).await?;
+        }
         let until = Instant::now() + app.settings.cache.wait;
         while Instant::now() < until {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -201,12 +204,33 @@ pub async fn blob(
                     }
                 };
                 let Some(len) = blob.len else {
-                    // no length to announce: cache it whole first, then serve it from the cache
-                    fill::copy_blob(app.clone(), repo.clone(), digest.clone(), blob, held, None).await?;
+                    // no length to announce: cache it whole first (in a task of its own, so a
+                    // client going away does not stop it), then serve it from the cache
+                    let copying = tokio::spawn(fill::copy_blob(
+                        app.clone(),
+                        repo.clone(),
+                        digest.clone(),
+                        blob,
+                        held,
+                        None,
+                        deadline,
+                    ));
+                    match copying.await {
+                        Ok(copied) => copied?,
+                        Err(e) => return Err(CacheError::Busy(format!("caching {digest} stopped: {e}"))),
+                    };
                     return Ok(ServedBlob::Cached);
                 };
                 let (tx, rx) = mpsc::channel(8);
-                tokio::spawn(fill::copy_blob(app.clone(), repo.clone(), digest.clone(), blob, held, Some(tx)));
+                tokio::spawn(fill::copy_blob(
+                    app.clone(),
+                    repo.clone(),
+                    digest.clone(),
+                    blob,
+                    held,
+                    Some(tx),
+                    deadline,
+                ));
                 let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
                 return Ok(ServedBlob::Streaming { len, stream: Box::pin(stream) });
             }

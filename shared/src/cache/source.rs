@@ -505,10 +505,21 @@ pub async fn delete(app: &App, name: &str) -> Result<(), CacheError> {
 }
 
 /// Records that `registry` uses cache `name`, before the registry is created; refused when the
-/// cache does not exist or is being deleted (the claim is taken back then).
+/// cache does not exist or is being deleted (the claim is taken back then). A claim already
+/// there belongs to an existing registry of that name (never released by a create that fails
+/// on the name), or to a creation that crashed before its registry was written (taken over).
 pub async fn claim(app: &App, name: &str, registry: &str) -> Result<(), CacheError> {
     let key = format!("{name}/{registry}");
-    USES.put(app.meta.as_ref(), &key, &CacheUse { registry: registry.to_string() }, Expect::Any).await?;
+    let new = CacheUse { registry: registry.to_string() };
+    match USES.put(app.meta.as_ref(), &key, &new, Expect::Absent).await {
+        Ok(_) => {}
+        Err(MetadataError::Conflict(_)) => {
+            if crate::identity::registry::get(app.meta.as_ref(), registry).await?.is_some() {
+                return Err(CacheError::Exists(format!("registry {registry:?} already exists")));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
     match get(app, name).await? {
         Some((cache, _)) if !cache.deleting => Ok(()),
         _ => {

@@ -51,25 +51,30 @@ pub async fn endpoint(app: &App, cache: &StoredCache) -> Result<Endpoint, CacheE
         actions: "pull",
         // a token realm or a blob redirect on another port is refused as the source's URL would be
         ports: app.settings.cache.source_ports.clone(),
+        // a blob read lasts at most one caching's budget, not one request's timeout
+        transfer_timeout: Some(app.settings.cache.budget),
     })
 }
 
 /// A connection to `cache`'s source.
 pub async fn connect<'a>(app: &'a App, cache: &StoredCache) -> Result<Remote<'a>, CacheError> {
     let endpoint = endpoint(app, cache).await?;
-    let shared = app.upstream.session::<crate::remote::SharedSession>(&cache.name);
+    // keyed by the definition's version: a changed URL or secret never reuses the old sign-in
+    let shared = app.upstream.session::<crate::remote::SharedSession>(&format!("{}@{}", cache.name, cache.updated_at));
     Ok(Remote::connect_shared(app, endpoint, app.settings.cache.request_timeout, shared).await?)
 }
 
 /// The registry password ECR gives for an IAM key (valid 12 hours), kept per process until an
 /// hour before it expires.
 async fn ecr_password(app: &App, cache: &StoredCache, key_id: &str, secret: &str) -> Result<String, CacheError> {
-    if let Some(password) = app.upstream.ecr_password(&cache.name) {
+    let key = format!("{}@{}", cache.name, cache.updated_at);
+    if let Some(password) = app.upstream.ecr_password(&key) {
         return Ok(password);
     }
     let host =
         reqwest::Url::parse(&cache.endpoint).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
-    let region = ecr_region(&host).ok_or_else(|| CacheError::Invalid(format!("{host} is not an ECR registry host")))?;
+    let region =
+        ecr_region(&host).ok_or_else(|| RemoteError::Protocol(format!("{host} is not an ECR registry host")))?;
     let mut loader = crate::config::sdk_defaults()
         .region(aws_sdk_ecr::config::Region::new(region))
         .credentials_provider(aws_sdk_ecr::config::Credentials::new(key_id, secret, None, None, "berth-image-cache"));
@@ -93,7 +98,7 @@ async fn ecr_password(app: &App, cache: &StoredCache, key_id: &str, secret: &str
     let (_, password) = decoded
         .split_once(':')
         .ok_or_else(|| RemoteError::Auth("ECR's authorization token is not user:password".into()))?;
-    app.upstream.keep_ecr_password(&cache.name, password.to_string(), Duration::from_secs(11 * 3600));
+    app.upstream.keep_ecr_password(&key, password.to_string(), Duration::from_secs(11 * 3600));
     Ok(password.to_string())
 }
 

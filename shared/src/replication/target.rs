@@ -126,6 +126,7 @@ impl StoredTarget {
             skip_tls_verify: self.skip_tls_verify,
             actions: "pull,push",
             ports: None,
+            transfer_timeout: None,
         })
     }
 

@@ -247,8 +247,8 @@ impl UpstreamState {
             .insert(name.to_string(), (password, Instant::now() + ttl));
     }
 
-    /// The value kept for cache `name`'s connections (the outbound client's shared session),
-    /// made on first use.
+    /// The value kept for the connections of cache version `name` (`<cache>@<version>`: the
+    /// outbound client's shared session), made on first use.
     pub fn session<T: std::any::Any + Send + Sync + Default>(&self, name: &str) -> Arc<T> {
         let mut map = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = map.get(name).and_then(|v| Arc::clone(v).downcast::<T>().ok()) {
@@ -261,8 +261,10 @@ impl UpstreamState {
 
     /// Forgets what is known about cache `name` (it changed or went) and every tag check.
     pub fn forget(&self, name: &str) {
-        self.ecr.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        // kept by `<name>@<version>`
+        let prefix = format!("{name}@");
+        self.ecr.lock().unwrap_or_else(PoisonError::into_inner).retain(|k, _| !k.starts_with(&prefix));
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|k, _| !k.starts_with(&prefix));
         self.checked.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }

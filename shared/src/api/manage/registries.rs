@@ -165,8 +165,12 @@ pub async fn create(app: &App, head: &Head, body: ByteStream) -> Result<Response
     };
     let created = match registry::create_record(app.meta.as_ref(), record).await {
         Ok(created) => created,
+        // the name is taken: the claim (if any) is the existing registry's, and stays
+        Err(e @ crate::identity::IdentityError::AlreadyExists { .. }) => return Err(e.into()),
         Err(e) => {
-            crate::cache::source::release(app, &cache, &req.name).await?;
+            if let Err(release) = crate::cache::source::release(app, &cache, &req.name).await {
+                tracing::warn!(registry = %req.name, error = %release, "could not take back a cache claim");
+            }
             return Err(e.into());
         }
     };
