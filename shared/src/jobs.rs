@@ -106,6 +106,10 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
             if reclaimed > 0 {
                 tracing::info!(reclaimed, "expired stale uploads");
             }
+            let swept = crate::cache::lease::sweep(app).await?;
+            if swept > 0 {
+                tracing::info!(swept, "deleted lapsed image-cache leases");
+            }
             Ok(())
         }
         Task::Cleanup { registry, run, due } => {

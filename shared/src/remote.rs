@@ -389,7 +389,8 @@ impl<'a> Remote<'a> {
         let response = self.send(Method::HEAD, &url, repo, &[], Payload::Empty).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
-            s if s.is_success() => Ok(true),
+            // a redirect (to storage or a CDN, as Docker Hub answers) says it is there
+            s if s.is_success() || s.is_redirection() => Ok(true),
             s => Err(status_error(&format!("HEAD blob {digest} in {repo}"), s.as_u16(), response).await),
         }
     }

@@ -1,7 +1,8 @@
 //! Image caches in process: a source that sends bytes other than the digest it was asked for
 //! (or more than it announced) is never served as a complete answer nor cached; the single-flight
 //! lease is exclusive, lapses when its holder stops renewing it, and a lapsed holder learns it
-//! lost it; an ECR source's IAM key is exchanged for a registry password with
+//! lost it; a worker's note that the source lacks a blob lasts a pull's wait, and the sweep
+//! deletes lapsed documents only; an ECR source's IAM key is exchanged for a registry password with
 //! `GetAuthorizationToken` (moto's ECR).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -9,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use berth::cache::lease::{self, Claim};
+use berth::cache::lease::{self, Claim, Failure};
 use berth::cache::pull::{self, ServedBlob};
 use berth::cache::{source, upstream};
 use berth::metadata::UnixTime;
@@ -178,6 +179,41 @@ async fn the_single_flight_lease_is_exclusive_and_lapses() {
         }
     }
     assert!(lease::is_free(&env.app, "b/x").await.unwrap());
+}
+
+#[tokio::test]
+async fn failure_notes_last_the_wait_and_the_sweep_deletes_only_lapsed_documents() {
+    let env = TestRegistry::embedded().with_clock(T0).with_settings(|s| {
+        s.cache.lease = std::time::Duration::from_secs(6);
+        s.cache.wait = std::time::Duration::from_secs(20);
+    });
+    env.ready().await;
+    lease::note_failure(&env.app, "failed/m/x@d", Failure::Missing).await.unwrap();
+    lease::note_failure(&env.app, "failed/m/z@d", Failure::Unusable).await.unwrap();
+    assert_eq!(lease::noted_failure(&env.app, "failed/m/x@d").await.unwrap(), Some(Failure::Missing));
+    assert_eq!(lease::noted_failure(&env.app, "failed/m/z@d").await.unwrap(), Some(Failure::Unusable));
+    assert_eq!(lease::noted_failure(&env.app, "failed/m/y@d").await.unwrap(), None, "a note is per key");
+    let Claim::Held(held) = lease::take(&env.app, "b/held").await.unwrap() else { panic!("free lease refused") };
+    assert_eq!(lease::noted_failure(&env.app, "b/held").await.unwrap(), None, "a lease is no note");
+    let Claim::Held(_crashed) = lease::take(&env.app, "b/crashed").await.unwrap() else { panic!("refused") };
+    env.advance(7);
+    // the crashed holder's lease lapsed; the live holder renews (a third of the lease has passed)
+    let mut held = held;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(held.keep(&env.app).await);
+    assert_eq!(lease::sweep(&env.app).await.unwrap(), 1, "only the lapsed lease goes");
+    assert!(lease::is_free(&env.app, "b/crashed").await.unwrap());
+    assert!(!lease::is_free(&env.app, "b/held").await.unwrap());
+    assert_eq!(
+        lease::noted_failure(&env.app, "failed/m/x@d").await.unwrap(),
+        Some(Failure::Missing),
+        "the note lasts the wait"
+    );
+    held.release(&env.app).await;
+    env.advance(14);
+    assert_eq!(lease::noted_failure(&env.app, "failed/m/x@d").await.unwrap(), None, "the note is gone after the wait");
+    assert_eq!(lease::sweep(&env.app).await.unwrap(), 2, "the lapsed notes go");
+    assert_eq!(lease::sweep(&env.app).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -1088,7 +1088,8 @@ def test_credentials_go_only_to_the_sources_origin_never_to_a_redirect_host(bert
             seen = src.requests_for("GET", location)
         auth = [s.headers.get("authorization") for s in seen]
         if name == "same origin":
-            if auth != [src.basic]:
+            # each GET of it (on AWS the pull checks the source, then the worker fetches) has them
+            if not auth or any(a != src.basic for a in auth):
                 problems.append(f"{name}: the source's own storage path got {auth}")
         elif any(auth) or not seen:
             problems.append(f"{name}: the redirect host {location} got Authorization {auth} (requests {seen})")

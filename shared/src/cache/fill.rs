@@ -10,14 +10,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::lease::{self, Claim, Held};
+use super::lease::{self, Claim, Failure, Held};
 use super::source::StoredCache;
 use super::{upstream, CacheError};
 use crate::app::App;
 use crate::metadata::{ManifestRecord, MetadataError};
 use crate::oci::{Digest, Hasher, ParsedManifest, RepoName, Tag, UploadId};
 use crate::registry::uploads;
-use crate::remote::{Remote, RemoteBlob};
+use crate::remote::{Remote, RemoteBlob, RemoteError};
 use crate::storage::UploadWriter;
 use crate::task::Task;
 
@@ -32,6 +32,11 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 /// The lease key of a blob's caching (one per digest, whatever the repository).
 pub fn blob_key(digest: &Digest) -> String {
     format!("b/{digest}")
+}
+
+/// The key of the note that the source of `repo` did not serve blob `digest`.
+pub fn failure_key(repo: &RepoName, digest: &Digest) -> String {
+    format!("failed/{repo}@{digest}")
 }
 
 /// One chunk on its way to a client reading a blob while it is cached.
@@ -285,9 +290,19 @@ pub async fn run_blob_job(app: &App, repository: &str, digest: &str) -> Result<(
     let mut remote = None;
     // a duplicate job (every waiting pull queues one) ends at once instead of holding a worker
     match ensure_blob(app, &cache, &mut remote, &repo, &digest, deadline, false).await {
-        // nothing to retry: the source lacks it, another worker has it, or the budget ran out
-        // (the next pull asks again)
-        Err(CacheError::BlobUnknown(_) | CacheError::Busy(_)) => Ok(()),
+        // nothing to retry; the pulls waiting on it answer 404 (a source may claim by HEAD a
+        // blob its GET does not serve)
+        Err(CacheError::BlobUnknown(_)) => {
+            lease::note_failure(app, &failure_key(&repo, &digest), Failure::Missing).await
+        }
+        // a refused address or a redirect loop is the same on every try: the waiting pulls answer
+        // 503 now rather than at the end of their wait
+        Err(CacheError::Remote(e @ (RemoteError::Refused(_) | RemoteError::Protocol(_)))) => {
+            tracing::warn!(repo = %repo, digest = %digest, error = %e.brief(), "the source's answer for a blob cannot be used; not retrying");
+            lease::note_failure(app, &failure_key(&repo, &digest), Failure::Unusable).await
+        }
+        // nothing to retry: another worker has it, or the budget ran out (the next pull asks again)
+        Err(CacheError::Busy(_)) => Ok(()),
         other => other,
     }
 }
@@ -313,22 +328,21 @@ pub async fn run_image_job(
         return Ok(());
     };
     let key = format!("m/{repo}@{digest}#{}", tag.as_ref().map_or("", |t| t.as_str()));
-    // held for the whole budget: a second job for the image starts only once this one is over
-    let hold = app.settings.cache.budget + app.settings.cache.lease;
-    let Claim::Held(held) = lease::take_for(app, &key, hold).await? else {
+    // renewed while the job runs: a second job for the image starts only once this one is over
+    // (or its process is gone and the lease lapsed)
+    let Claim::Held(held) = lease::take(app, &key).await? else {
         return Ok(()); // another worker records it
     };
     let deadline = Instant::now() + app.settings.cache.budget;
-    let mut remote = None;
-    let result = ensure_manifest(app, &cache, &mut remote, &repo, &digest, media_type, 0, deadline).await;
-    let result = match result {
-        Ok(record) => match &tag {
+    let work = async {
+        let mut remote = None;
+        let record = ensure_manifest(app, &cache, &mut remote, &repo, &digest, media_type, 0, deadline).await?;
+        match &tag {
             Some(tag) => store(app, &record, std::slice::from_ref(tag), None).await,
             None => Ok(()),
-        },
-        Err(e) => Err(e),
+        }
     };
-    held.release(app).await;
+    let result = held.hold_while(app, work).await;
     match result {
         Err(CacheError::Busy(why)) => {
             tracing::warn!(repo = %repo, digest = %digest, %why, "caching an image ran past its budget; the next pull continues it");

@@ -1,7 +1,9 @@
 //! Single flight across processes: whoever caches a blob (or commits an image) first holds a
 //! lease document in the metadata store, so concurrent pulls on any instance fetch it from the
 //! source once. A lease lapses unless renewed, so a holder that crashed blocks others only
-//! until then.
+//! until then. A worker whose source turned out not to serve a blob (it lacks it, or its answer
+//! can never be used) leaves a short-lived note in the same collection, so pulls waiting on it
+//! answer at once instead of at the end of their wait.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +45,7 @@ fn lease_secs(app: &App) -> i64 {
 
 /// Takes the lease `key` unless another caller holds it and it has not lapsed.
 pub async fn take(app: &App, key: &str) -> Result<Claim, CacheError> {
-    take_for(app, key, app.settings.cache.lease).await
-}
-
-/// Takes the lease `key` for `hold` (unless renewed) unless another caller holds it.
-pub async fn take_for(app: &App, key: &str, hold: std::time::Duration) -> Result<Claim, CacheError> {
+    let hold = app.settings.cache.lease;
     let now = app.clock.now();
     let expect = match LEASES.get(app.meta.as_ref(), key).await? {
         None => Expect::Absent,
@@ -62,6 +60,70 @@ pub async fn take_for(app: &App, key: &str, hold: std::time::Duration) -> Result
         }
         Err(MetadataError::Conflict(_)) => Ok(Claim::Busy),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Who "holds" a note that the source lacks a blob: nobody; the document only tells waiters.
+const MISSING: &str = "-missing-";
+/// Who "holds" a note that the source's answer cannot be used (a refused redirect, a loop).
+const UNUSABLE: &str = "-unusable-";
+
+/// How many lapsed documents one sweep reads at a time.
+const SWEEP_PAGE: usize = 500;
+
+/// Why a worker could not cache a blob, as waiting pulls read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// the source does not have it (404 to the client)
+    Missing,
+    /// the source's answer can never be used: retrying does not help (503 to the client)
+    Unusable,
+}
+
+/// Notes for a while (the time a pull waits) that the source did not serve what `key` names.
+pub async fn note_failure(app: &App, key: &str, failure: Failure) -> Result<(), CacheError> {
+    let until = app.clock.now() + app.settings.cache.wait.as_secs().max(1) as i64;
+    let holder = match failure {
+        Failure::Missing => MISSING,
+        Failure::Unusable => UNUSABLE,
+    };
+    LEASES.put(app.meta.as_ref(), key, &Lease { holder: holder.to_string(), until }, Expect::Any).await?;
+    Ok(())
+}
+
+/// What a recent note says about `key`, if there is one.
+pub async fn noted_failure(app: &App, key: &str) -> Result<Option<Failure>, CacheError> {
+    let Some(note) = LEASES.get(app.meta.as_ref(), key).await? else {
+        return Ok(None);
+    };
+    if note.record.until <= app.clock.now() {
+        return Ok(None);
+    }
+    Ok(match note.record.holder.as_str() {
+        MISSING => Some(Failure::Missing),
+        UNUSABLE => Some(Failure::Unusable),
+        _ => None,
+    })
+}
+
+/// Deletes lapsed leases and notes (a crashed holder's, a stale note); returns how many.
+pub async fn sweep(app: &App) -> Result<usize, CacheError> {
+    let now = app.clock.now();
+    let (mut swept, mut after) = (0, None::<String>);
+    loop {
+        let (page, more) = LEASES.list(app.meta.as_ref(), "", after.as_deref(), SWEEP_PAGE).await?;
+        for lapsed in page.iter().filter(|l| l.record.until <= now) {
+            // a lease renewed or taken meanwhile has another version and stays
+            match LEASES.delete(app.meta.as_ref(), &lapsed.id, Expect::Version(lapsed.version)).await {
+                Ok(true) => swept += 1,
+                Ok(false) | Err(MetadataError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match (more, page.last()) {
+            (true, Some(last)) => after = Some(last.id.clone()),
+            _ => return Ok(swept),
+        }
     }
 }
 
@@ -91,6 +153,24 @@ impl Held {
                 true
             }
         }
+    }
+
+    /// Runs `work` while renewing the lease every third of its time, then gives it up: a long
+    /// step (one big blob) keeps it, and a holder that dies blocks others only until it lapses.
+    pub async fn hold_while<T>(mut self, app: &App, work: impl std::future::Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        let out = loop {
+            tokio::select! {
+                out = &mut work => break out,
+                _ = tokio::time::sleep(app.settings.cache.lease / 3) => {
+                    if !self.keep(app).await {
+                        tracing::warn!(key = %self.key, "an image-cache lease was taken over while its work ran");
+                    }
+                }
+            }
+        };
+        self.release(app).await;
+        out
     }
 
     /// Gives the lease up (a lease taken over meanwhile is left to its new holder).

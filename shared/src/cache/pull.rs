@@ -159,18 +159,30 @@ pub async fn blob(
     let mut remote = connect(app, cache).await.map_err(|e| down_blob(e, digest))?;
     if redirects {
         // the worker fetches it: a blob the source lacks is answered now, not after the wait
+        let failed = fill::failure_key(repo, digest);
         if !remote.blob_exists(&source, digest).await.map_err(|e| down_blob(CacheError::Remote(e), digest))? {
             return Err(CacheError::BlobUnknown(digest.clone()));
         }
-        // one job per blob at a time: a pull arriving while one caches it only waits
-        if lease::is_free(app, &blob_key(digest)).await? {
-            fill::queue_blob(app, repo, digest).await?;
+        if let Some(failure) = lease::noted_failure(app, &failed).await? {
+            return Err(failed_blob(failure, digest));
         }
+        // one job per blob at a time: a pull arriving while one caches it only waits, and queues
+        // one itself if that caching's holder went away (its lease lapsed)
+        let mut queued = false;
         let until = Instant::now() + app.settings.cache.wait;
         while Instant::now() < until {
+            if !queued && lease::is_free(app, &blob_key(digest)).await? {
+                fill::queue_blob(app, repo, digest).await?;
+                queued = true;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             if app.meta.linked_blob(repo, digest).await?.is_some() {
                 return Ok(ServedBlob::Cached);
+            }
+            // the worker found the source does not serve it after all (its HEAD said it had it),
+            // or serves it in a way that can never be used
+            if let Some(failure) = lease::noted_failure(app, &failed).await? {
+                return Err(failed_blob(failure, digest));
             }
         }
         return Err(CacheError::Busy(format!("blob {digest} is being cached; retry shortly")));
@@ -254,6 +266,16 @@ fn down(e: impl Into<CacheError>, reference: &Reference) -> CacheError {
             r.brief()
         )),
         other => other,
+    }
+}
+
+/// The error for a blob a worker noted it could not cache.
+fn failed_blob(failure: lease::Failure, digest: &Digest) -> CacheError {
+    match failure {
+        lease::Failure::Missing => CacheError::BlobUnknown(digest.clone()),
+        lease::Failure::Unusable => CacheError::SourceDown(format!(
+            "the source registry cannot serve blob {digest} and it is not cached: its answer cannot be used"
+        )),
     }
 }
 
