@@ -90,6 +90,7 @@ async fn copy(
     let mut received = 0u64;
     let mut held_back: Option<Bytes> = None;
     let mut failure: Option<CacheError> = None;
+    let mut stopped_early = false;
     while let Some(next) = stream.next().await {
         let chunk = match next {
             Ok(c) => c,
@@ -128,15 +129,21 @@ async fn copy(
             }
         }
         if writer.is_none() && sink.is_none() {
+            stopped_early = true;
             break; // nobody wants the rest
         }
     }
     let actual = hasher.finish();
-    let verified = failure.is_none() && actual == *digest && blob.len.is_none_or(|len| len == received);
-    let outcome = if !verified {
-        Err(failure.unwrap_or_else(|| {
-            source_fault(format!("the source's blob {digest} hashes to {actual} ({received} bytes)"))
-        }))
+    let verified =
+        failure.is_none() && !stopped_early && actual == *digest && blob.len.is_none_or(|len| len == received);
+    let outcome = if let Some(failure) = failure {
+        Err(failure)
+    } else if stopped_early {
+        // our side gave up (budget, lease or a staging write), not the source: the next pull
+        // tries again, and nobody blames the source for a hash of half its bytes
+        Err(CacheError::Busy(format!("caching {digest} stopped before its end; the next pull continues it")))
+    } else if !verified {
+        Err(source_fault(format!("the source's blob {digest} hashes to {actual} ({received} bytes)")))
     } else {
         match writer {
             None => Err(CacheError::Busy(format!("caching {digest} did not finish within its budget"))),

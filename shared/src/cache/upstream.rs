@@ -83,7 +83,9 @@ async fn ecr_password(app: &App, cache: &StoredCache, key_id: &str, secret: &str
     }
     let sdk = loader.load().await;
     let answer = aws_sdk_ecr::Client::new(&sdk).get_authorization_token().send().await.map_err(|e| {
-        RemoteError::Auth(format!("ECR GetAuthorizationToken: {}", aws_sdk_ecr::error::DisplayErrorContext(e)))
+        // AWS's text names the IAM user and account: the operator's log gets it, a puller does not
+        tracing::warn!(error = %aws_sdk_ecr::error::DisplayErrorContext(e), "ECR GetAuthorizationToken failed");
+        RemoteError::Auth("ECR GetAuthorizationToken failed (the access key was refused; see the server log)".into())
     })?;
     let data = answer
         .authorization_data()

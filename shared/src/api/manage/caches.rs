@@ -3,7 +3,7 @@
 
 use http::{Method, StatusCode};
 
-use super::{grants, invalid, object, page_request, page_response, read_json};
+use super::{grants, invalid, object, page_request, page_response_after, read_json};
 use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head};
 use crate::api::OciError;
@@ -59,7 +59,8 @@ pub async fn caches(app: &App, head: &Head, body: ByteStream) -> Result<Response
         for cache in &items {
             views.extend(visible_view(app, head, cache).await?);
         }
-        return page_response(head, &views, more, |c| c.name.clone());
+        let next = if more { items.last().map(|c| c.name.clone()) } else { None };
+        return page_response_after(head, &views, next);
     }
     let new: source::NewCache = read_json(body).await?;
     let by = grants(head)?.principal().to_string();

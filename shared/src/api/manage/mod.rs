@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod policies;
 pub mod registries;
 pub mod replications;
+pub mod scans;
 pub mod users;
 pub mod webhooks;
 
@@ -61,6 +62,17 @@ pub fn page_response<T: Serialize>(
     key: impl Fn(&T) -> String,
 ) -> Result<Response, OciError> {
     let next = if more { items.last().map(&key) } else { None };
+    page_response_after(head, items, next)
+}
+
+/// A page of a listing filtered after it was read (what the caller may see): the cursor is the
+/// last item *read*, `next_after`, so a page whose items were all hidden still leads on.
+pub fn page_response_after<T: Serialize>(
+    head: &Head,
+    items: &[T],
+    next_after: Option<String>,
+) -> Result<Response, OciError> {
+    let next = next_after;
     let mut headers = vec![];
     if let Some(next) = &next {
         let limit = page_request(head).map(|p| p.limit).unwrap_or(DEFAULT_PAGE);

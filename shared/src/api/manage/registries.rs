@@ -4,7 +4,7 @@ use http::StatusCode;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{forced, grants, invalid, object, page_request, page_response, read_json};
+use super::{forced, grants, invalid, object, page_request, page_response, page_response_after, read_json};
 use crate::access::guard::user_of;
 use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
 use crate::api::query::{empty, Head};
@@ -131,8 +131,9 @@ pub async fn list(app: &App, head: &Head) -> Result<Response, OciError> {
     let page = page_request(head)?;
     let user = user_of(app, grants(head)?).await?;
     let (items, more) = registry::list(app.meta.as_ref(), page.after.as_deref(), page.limit).await?;
+    let next = if more { items.last().map(|r| r.name.clone()) } else { None };
     let visible: Vec<_> = items.into_iter().filter(|r| user.covers(&r.name)).collect();
-    page_response(head, &visible, more, |r| r.name.clone())
+    page_response_after(head, &visible, next)
 }
 
 /// `POST`: creates a registry.
