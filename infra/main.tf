@@ -24,36 +24,37 @@ locals {
   # has_repository. /v2 is the OCI distribution API, /auth the token endpoint, /api/v1 the
   # management API.
   routes = {
-    "token"           = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, ports = [] }
-    "base"            = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
-    "catalog"         = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, ports = [] }
-    "tags-list"       = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
-    "manifest-get"    = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
-    "manifest-put"    = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
-    "manifest-delete" = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
-    "blob-get"        = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
-    "blob-delete"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
-    "upload-start"    = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
-    "upload-patch"    = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:read", "uploads:write", "uploads:abort", "metadata:write"] }
-    "upload-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
-    "upload-status"   = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = [] }
-    "upload-cancel"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:abort", "uploads:list", "metadata:write"] }
-    "referrers"       = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, ports = [] }
-    "api-registries"  = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, ports = ["metadata:write"] }
-    "api-registry"    = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
-    "api-images"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read", "metadata:write"] }
-    "api-image"       = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["metadata:write", "jobs:send"] }
-    "api-artifacts"   = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
-    "api-artifact"    = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
-    "api-tags"        = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, ports = [] }
-    "api-tag"         = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
-    "api-users"       = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, ports = ["metadata:write"] }
-    "api-user"        = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, ports = ["metadata:write"] }
-    "api-keys"        = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, ports = ["metadata:write"] }
-    "api-key"         = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false, ports = ["metadata:write"] }
-    "api-key-rotate"  = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, ports = ["metadata:write"] }
-    "api-audit"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, ports = [] }
-    "api-openapi"     = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, ports = [] }
+    "token"             = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, ports = [] }
+    "base"              = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
+    "catalog"           = { prefix = "/v2", methods = ["GET"], suffix = "/_catalog", has_repository = false, ports = [] }
+    "tags-list"         = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
+    "manifest-get"      = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
+    "manifest-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
+    "manifest-delete"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "blob-get"          = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
+    "blob-delete"       = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "upload-start"      = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
+    "upload-patch"      = { prefix = "/v2", methods = ["PATCH"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:read", "uploads:write", "uploads:abort", "metadata:write"] }
+    "upload-put"        = { prefix = "/v2", methods = ["PUT"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
+    "upload-status"     = { prefix = "/v2", methods = ["GET"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = [] }
+    "upload-cancel"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:abort", "uploads:list", "metadata:write"] }
+    "referrers"         = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, ports = [] }
+    "api-registries"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, ports = ["metadata:write"] }
+    "api-registry"      = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-images"        = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read", "metadata:write"] }
+    "api-image"         = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "api-artifacts"     = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
+    "api-artifact"      = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
+    "api-artifact-scan" = { prefix = "/api/v1/images", methods = ["GET", "POST", "DELETE"], suffix = "/artifacts/{digest}/scan", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
+    "api-tags"          = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, ports = [] }
+    "api-tag"           = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "api-users"         = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, ports = ["metadata:write"] }
+    "api-user"          = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, ports = ["metadata:write"] }
+    "api-keys"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, ports = ["metadata:write"] }
+    "api-key"           = { prefix = "/api/v1", methods = ["DELETE"], suffix = "/users/{user}/keys/{key}", has_repository = false, ports = ["metadata:write"] }
+    "api-key-rotate"    = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, ports = ["metadata:write"] }
+    "api-audit"         = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, ports = [] }
+    "api-openapi"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, ports = [] }
     # Image cleanup and protection policies of a registry, and garbage collection.
     "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false, ports = ["metadata:write"] }
     "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false, ports = ["metadata:write"] }
@@ -79,6 +80,8 @@ locals {
     "api-replication-executions" = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions", has_repository = false, ports = [] }
     "api-replication-execution"  = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}", has_repository = false, ports = [] }
     "api-replication-tasks"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}/tasks", has_repository = false, ports = [] }
+    # Vulnerability scanning: a registry's scan settings (`_all`: the common allowlist)
+    "api-scan-settings" = { prefix = "/api/v1", methods = ["GET", "PUT"], suffix = "/registries/{registry}/scan-settings", has_repository = false, ports = ["metadata:write"] }
     # Image caches: the source registries cache-type registries pull through (administrator objects)
     "api-caches" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/caches", has_repository = false, ports = ["metadata:write"] }
     "api-cache"  = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/caches/{cache}", has_repository = false, ports = ["metadata:write"] }

@@ -28,7 +28,7 @@ output "registry_dns_target" {
 }
 
 output "route_count" {
-  description = "API Gateway routes created (66 + 21 x max_repository_depth: 150 at the default depth 4; the default quota is 300 per API)."
+  description = "API Gateway routes created (68 + 24 x max_repository_depth: 164 at the default depth 4; the default quota is 300 per API)."
   value       = length(local.api_routes)
 }
 

@@ -48,7 +48,7 @@ variable "rust_log" {
 ################################################################################
 
 variable "max_repository_depth" {
-  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 66 + 21 x N (see README)."
+  description = "Deepest repository name served, in path segments (org/team/app = 3). API Gateway cannot put a greedy variable before a suffix, so every repository route (/v2/<name>/... and /api/v1/images/<name>/...) is expanded once per depth 1..N; deeper names get 404. Route count = 68 + 24 x N (see README)."
   type        = number
   default     = 4
 

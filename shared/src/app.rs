@@ -67,7 +67,13 @@ pub struct Settings {
     pub replication: crate::replication_settings::ReplicationSettings,
     /// image caches: source ports, freshness, budgets and mirror hosts
     pub cache: crate::cache_settings::CacheSettings,
+    /// where the scanner's vulnerability data lives: an artifact in Berth itself
+    /// (`registry/image:tag`, `BERTH_SCAN_DB`) that an operator pushes or mirrors
+    pub scan_db: String,
 }
+
+/// Where vulnerability data is read from unless `BERTH_SCAN_DB` says otherwise.
+pub const DEFAULT_SCAN_DB: &str = "security/vulndb:latest";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -92,6 +98,7 @@ impl Default for Settings {
             webhooks: crate::events::WebhookSettings::default(),
             replication: crate::replication_settings::ReplicationSettings::default(),
             cache: crate::cache_settings::CacheSettings::default(),
+            scan_db: DEFAULT_SCAN_DB.to_string(),
         }
     }
 }
@@ -168,6 +175,9 @@ impl Settings {
         s.webhooks = s.webhooks.with_env()?;
         s.replication = s.replication.with_env()?;
         s.cache = s.cache.with_env()?;
+        if let Some(reference) = var("BERTH_SCAN_DB") {
+            s.scan_db = reference;
+        }
         Ok(s)
     }
 }

@@ -44,6 +44,9 @@ pub enum JobError {
     /// An image-cache job failed.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// A scan step failed (the scan continues on redelivery).
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
 }
 
 /// The job that expires stale uploads.
@@ -140,6 +143,9 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         }
         Task::CacheBlob { repository, digest } => {
             Ok(crate::cache::fill::run_blob_job(app, &repository, &digest).await?)
+        }
+        Task::Scan { repository, digest, scan } => {
+            Ok(crate::scan::artifact::run(app, &repository, &digest, &scan).await?)
         }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod remote;
 pub mod replication;
 pub mod replication_settings;
+pub mod scan;
 pub mod schedule;
 pub mod sealed;
 pub mod secrets;

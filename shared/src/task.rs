@@ -123,10 +123,19 @@ pub enum Task {
         /// the blob
         digest: String,
     },
+    /// Scan one artifact for vulnerabilities (or continue a scan a stopped worker left).
+    Scan {
+        /// the repository
+        repository: String,
+        /// the artifact
+        digest: String,
+        /// the scan this job belongs to (a new scan or a stop makes older jobs do nothing)
+        scan: String,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 13] = [
     "expire-uploads",
     "refresh-usage",
     "cleanup",
@@ -139,6 +148,7 @@ pub const KINDS: [&str; 12] = [
     "replicate-artifact",
     "cache-image",
     "cache-blob",
+    "scan",
 ];
 
 impl Task {
@@ -157,6 +167,7 @@ impl Task {
             Task::ReplicateArtifact { .. } => KINDS[9],
             Task::CacheImage { .. } => KINDS[10],
             Task::CacheBlob { .. } => KINDS[11],
+            Task::Scan { .. } => KINDS[12],
         }
     }
 
@@ -174,7 +185,8 @@ impl Task {
             | Task::CheckReplication { .. }
             | Task::ReplicateArtifact { .. }
             | Task::CacheImage { .. }
-            | Task::CacheBlob { .. } => {}
+            | Task::CacheBlob { .. }
+            | Task::Scan { .. } => {}
         }
         self
     }
@@ -215,6 +227,7 @@ impl Task {
                 format!("cache-image:{repository}@{digest}#{}", tag.as_deref().unwrap_or(""))
             }
             Task::CacheBlob { repository, digest } => format!("cache-blob:{repository}@{digest}"),
+            Task::Scan { repository, digest, scan } => format!("scan:{repository}@{digest}/{scan}"),
         }
     }
 

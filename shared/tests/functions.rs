@@ -1016,7 +1016,7 @@ async fn read_only_routes_write_only_the_edge_documents() {
 #[test]
 fn functions_build_only_the_clients_their_ports_need() {
     // a function gets an S3 blob store if it holds a blob or upload port and SQS if it sends jobs
-    // (`berth::aws::app_with`); the rest of the 54 get neither client
+    // (`berth::aws::app_with`); the rest of the 56 get neither client
     let blobs = Port::mask(Port::BLOB_PORTS);
     let held = |name: &str| Port::mask(endpoint(name).ports);
     let cases = [
@@ -1033,7 +1033,7 @@ fn functions_build_only_the_clients_their_ports_need() {
     }
     let without_s3 = ENDPOINTS.iter().filter(|e| Port::mask(e.ports) & blobs == 0).count();
     let without_sqs = ENDPOINTS.iter().filter(|e| !e.uses(Port::JobsSend)).count();
-    assert_eq!((without_s3, without_sqs), (44, 39));
+    assert_eq!((without_s3, without_sqs), (45, 40));
 }
 
 #[tokio::test]

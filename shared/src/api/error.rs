@@ -132,12 +132,21 @@ pub struct OciError {
     pub detail: Value,
     /// extra headers (e.g. `Range` on 416)
     pub headers: Vec<(header::HeaderName, String)>,
+    /// a message replacing the code's generic one, for errors whose reason clients print
+    /// (docker shows `message`, not `detail`)
+    pub message: Option<String>,
 }
 
 impl OciError {
     /// An error with the code's default status and a detail message.
     pub fn new(code: ErrorCode, detail: impl Into<Value>) -> OciError {
-        OciError { code, status: code.default_status(), detail: detail.into(), headers: vec![] }
+        OciError { code, status: code.default_status(), detail: detail.into(), headers: vec![], message: None }
+    }
+
+    /// Replaces the code's generic message with `text` (what docker prints).
+    pub fn message(mut self, text: impl Into<String>) -> OciError {
+        self.message = Some(text.into());
+        self
     }
 
     /// Overrides the status where the spec asks for a specific one.
@@ -160,7 +169,8 @@ impl OciError {
 
     /// The error as an HTTP response.
     pub fn into_response(self) -> Response {
-        let body = json!({ "errors": [{ "code": self.code, "message": self.code.message(), "detail": self.detail }] });
+        let message = self.message.as_deref().unwrap_or(self.code.message());
+        let body = json!({ "errors": [{ "code": self.code, "message": message, "detail": self.detail }] });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut builder = http::Response::builder()
             .status(self.status)
@@ -443,6 +453,22 @@ impl From<crate::cache::CacheError> for OciError {
             C::Manifest(inner) => inner.into(),
             C::Upload(inner) => inner.into(),
             C::Storage(_) | C::Queue(_) | C::Seal(_) | C::Secrets(_) => OciError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::scan::ScanError> for OciError {
+    fn from(e: crate::scan::ScanError) -> Self {
+        use crate::scan::ScanError as S;
+        match e {
+            S::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            S::NotFound(_) | S::NoData(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            S::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            S::Refused(_) => OciError::new(ErrorCode::Denied, e.to_string()).message(e.to_string()),
+            S::Metadata(inner) => inner.into(),
+            S::Data(_) | S::Layer(_) | S::Manifest(_) | S::Storage(_) | S::Queue(_) | S::Reader(_) => {
+                OciError::internal(&e)
+            }
         }
     }
 }

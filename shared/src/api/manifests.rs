@@ -78,7 +78,15 @@ pub const DELETE: Endpoint = Endpoint {
 /// cache-type registry the source decides what a tag names ([`crate::cache::pull`]).
 pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) -> Result<Response, OciError> {
     let record = match crate::cache::of_repository(app, name).await? {
-        None => manifests::find(app, name, reference).await?,
+        None => {
+            let record = manifests::find(app, name, reference).await?;
+            // prevent pull: only a GET fetches the image (a HEAD only checks it, as docker's
+            // and cosign's do before a push or a signature)
+            if req.method == Method::GET {
+                crate::scan::policy::check_pull(app, name, &record).await?;
+            }
+            record
+        }
         Some(cache) => {
             if let Some(path) = crate::cache::library_path(&cache, name) {
                 return moved(app, req, &format!("/v2/{path}/manifests/{reference}"));
@@ -134,6 +142,7 @@ pub async fn put(
     let tags = Query::of(req).all("tag").into_iter().map(Tag::parse).collect::<Result<Vec<_>, _>>()?;
     let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
     let record = manifests::push(app, name, reference, tags, content_type.as_deref(), body).await?;
+    crate::scan::policy::after_push(app, name, &record).await;
     let mut headers =
         vec![(header::LOCATION, format!("/v2/{name}/manifests/{}", record.digest)), digest_header(&record.digest)];
     if let Some(subject) = &record.subject {

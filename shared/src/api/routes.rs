@@ -132,6 +132,13 @@ pub enum Route {
         /// artifact
         digest: Digest,
     },
+    /// `GET|POST|DELETE /api/v1/images/<name>/artifacts/<digest>/scan`: an artifact's vulnerability scan.
+    ApiArtifactScan {
+        /// repository
+        name: RepoName,
+        /// artifact
+        digest: Digest,
+    },
     /// `GET /api/v1/images/<name>/tags`: tags of an image, with search.
     ApiTags {
         /// repository
@@ -256,6 +263,11 @@ pub enum Route {
         webhook: String,
         /// delivery id
         delivery: String,
+    },
+    /// `GET|PUT /api/v1/registries/<registry>/scan-settings`: scan settings (`_all`: the common allowlist).
+    ApiScanSettings {
+        /// registry name, or `_all`
+        registry: String,
     },
     /// `GET|POST /api/v1/caches`: list or add image caches.
     ApiCaches,
@@ -414,6 +426,8 @@ route_table! {
     Route::ApiReplicationTasks { .. } => manage::replications::TASKS,
     Route::ApiCaches => manage::caches::CACHES,
     Route::ApiCache { .. } => manage::caches::CACHE,
+    Route::ApiArtifactScan { .. } => manage::scans::SCAN,
+    Route::ApiScanSettings { .. } => manage::scans::SETTINGS,
 }
 
 /// The names of all routes, in table order.
@@ -451,6 +465,7 @@ impl Route {
             | Route::ApiImage { name }
             | Route::ApiArtifacts { name }
             | Route::ApiArtifact { name, .. }
+            | Route::ApiArtifactScan { name, .. }
             | Route::ApiTags { name }
             | Route::ApiTag { name, .. } => Some(name),
             _ => None,
@@ -482,7 +497,8 @@ impl Route {
             | Route::ApiReplicationRun { registry, .. }
             | Route::ApiReplicationExecutions { registry, .. }
             | Route::ApiReplicationExecution { registry, .. }
-            | Route::ApiReplicationTasks { registry, .. } => Some(registry),
+            | Route::ApiReplicationTasks { registry, .. }
+            | Route::ApiScanSettings { registry } => Some(registry),
             other => other.repository().map(|name| crate::identity::registry::of_repository(name.as_str())),
         }
     }
@@ -645,6 +661,7 @@ impl Route {
             ["registries", _, "replications", _, "executions", _, "tasks"] => {
                 only(method, Route::ApiReplicationTasks { registry: text(1), replication: text(3), execution: text(5) })
             }
+            ["registries", _, "scan-settings"] => only(method, Route::ApiScanSettings { registry: text(1) }),
             ["caches"] => only(method, Route::ApiCaches),
             ["caches", _] => only(method, Route::ApiCache { cache: text(1) }),
             ["gc", "runs"] => only(method, Route::ApiGcRuns),
@@ -663,6 +680,11 @@ impl Route {
                 let name = RepoName::parse(&name.join("/"), host)?;
                 let digest: Digest = d.parse()?;
                 only(method, Route::ApiArtifact { name, digest })
+            }
+            ["images", name @ .., "artifacts", d, "scan"] if !name.is_empty() && d.contains(':') => {
+                let name = RepoName::parse(&name.join("/"), host)?;
+                let digest: Digest = d.parse()?;
+                only(method, Route::ApiArtifactScan { name, digest })
             }
             ["images", name @ .., "tags"] if !name.is_empty() && *method == M::GET => {
                 Ok(Route::ApiTags { name: RepoName::parse(&name.join("/"), host)? })

@@ -89,6 +89,15 @@ fn schemas() -> Value {
             "access_secret": { "type": "string", "description": "password, secret key, service-account JSON (gcr) or {\"account_name\", \"docker_cli_password\"} (quay); stored encrypted, never returned" },
             "skip_tls_verify": { "type": "boolean", "default": false },
             "description": string } },
+        "ScanSettings": { "type": "object", "additionalProperties": false, "properties": {
+            "scan_on_push": { "type": "boolean", "default": false, "description": "scan each artifact when it is pushed (not for _all)" },
+            "prevent_pull": { "type": ["string", "null"], "enum": ["Negligible", "Low", "Medium", "High", "Critical", null],
+                "description": "refuse manifest GETs of artifacts with a non-allowlisted vulnerability at or above this (not for _all)" },
+            "allowlist": { "type": ["object", "null"], "additionalProperties": false, "required": ["ids"],
+                "description": "the registry's own CVE allowlist, replacing the common one (_all: the common one); null = use the common one",
+                "properties": {
+                    "ids": { "type": "string", "description": "vulnerability ids separated by commas or line breaks" },
+                    "expires_at": { "type": ["integer", "null"], "description": "Unix time after which the list no longer applies" } } } } },
         "ImageCachePatch": { "type": "object", "additionalProperties": false, "properties": {
             "type": cache_kinds, "url": string,
             "access_id": { "type": "string", "description": "\"\" removes it and the secret" },
@@ -211,7 +220,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(39));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(41));
         let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
         let names: Vec<&str> =
             run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();

@@ -226,6 +226,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
     crate::policy::protection::forget(app.meta.as_ref(), name).await?;
     crate::webhook::policy::forget(app, name).await?;
     crate::replication::policy::forget(app, name).await?;
+    crate::scan::policy::forget(app, name).await?;
     app.access.registries.forget(name);
     empty(StatusCode::NO_CONTENT, &[])
 }

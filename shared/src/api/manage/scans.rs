@@ -1,0 +1,217 @@
+//! `/api/v1/images/<name>/artifacts/<digest>/scan`: an artifact's vulnerability scan: start one,
+//! stop it, read its status, summary and findings, or its report in Harbor's format. The logic
+//! lives in [`crate::scan`]; this module reads requests and shapes answers.
+
+use std::collections::BTreeSet;
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{grants, invalid, object, read_json};
+use crate::api::endpoint::{handler, Endpoint, Operation, Port, Rule};
+use crate::api::query::{header_str, json as json_response, Head};
+use crate::api::OciError;
+use crate::api::Route;
+use crate::app::App;
+use crate::body::Response;
+use crate::identity::Action;
+use crate::oci::{Digest, RepoName};
+use crate::scan::artifact::{self, ScanRecord};
+use crate::scan::policy::{self, Allowlist, ScanPolicy};
+use crate::scan::report::{self, REPORT_MEDIA_TYPE};
+use crate::scan::severity::Severity;
+use crate::scan::ScanError;
+use crate::storage::ByteStream;
+
+/// `GET|POST|DELETE /api/v1/images/<name>/artifacts/<digest>/scan`.
+pub const SCAN: Endpoint = Endpoint {
+    name: "api-artifact-scan",
+    prefix: "/api/v1/images",
+    suffix: "/artifacts/{digest}/scan",
+    has_repository: true,
+    operations: &[
+        Operation::read(
+            "GET",
+            Rule::Role(Action::ViewArtifacts),
+            "An artifact's scan: status, severity, total and fixable counts, findings (Accept the Harbor report \
+             media type for the report)",
+        ),
+        Operation::change(
+            "POST",
+            Rule::Role(Action::PushImages),
+            "Scan an artifact (refused while it is being scanned)",
+            202,
+        ),
+        Operation::change("DELETE", Rule::Role(Action::PushImages), "Stop an artifact's running scan", 200),
+    ],
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
+    handler: handler!("api-artifact-scan", Route::ApiArtifactScan { name, digest } => |app, req, body| {
+        drop(body);
+        scan(app, &req, &name, &digest).await
+    }),
+};
+
+/// `GET|PUT /api/v1/registries/<registry>/scan-settings` (`_all`: the common allowlist).
+pub const SETTINGS: Endpoint = Endpoint {
+    name: "api-scan-settings",
+    prefix: "/api/v1",
+    suffix: "/registries/{registry}/scan-settings",
+    has_repository: false,
+    operations: &[
+        Operation::read(
+            "GET",
+            Rule::Role(Action::ViewRegistries),
+            "A registry's scan settings: auto scan on push, prevent pull, CVE allowlist (`_all`: the common allowlist)",
+        ),
+        Operation::change(
+            "PUT",
+            Rule::Role(Action::ManageRegistries),
+            "Replace a registry's scan settings (`_all`: the common allowlist)",
+            200,
+        )
+        .body("ScanSettings"),
+    ],
+    ports: &[Port::MetadataWrite],
+    handler: handler!("api-scan-settings", Route::ApiScanSettings { registry } => |app, req, body| {
+        settings(app, &req, &registry, body).await
+    }),
+};
+
+/// The body of `PUT …/scan-settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    #[serde(default)]
+    scan_on_push: bool,
+    #[serde(default)]
+    prevent_pull: Option<String>,
+    #[serde(default)]
+    allowlist: Option<AllowlistBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowlistBody {
+    ids: String,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+/// `GET|PUT …/scan-settings`.
+pub async fn settings(app: &App, head: &Head, registry: &str, body: ByteStream) -> Result<Response, OciError> {
+    let common = registry == policy::COMMON;
+    if !common && crate::identity::registry::REGISTRIES.get(app.meta.as_ref(), registry).await?.is_none() {
+        return Err(ScanError::NotFound(format!("registry {registry:?} does not exist")).into());
+    }
+    if head.method == Method::PUT {
+        let body: SettingsBody = read_json(body).await?;
+        let prevent_pull = match body.prevent_pull.as_deref() {
+            None => None,
+            Some(text) => Some(Severity::parse(text).filter(|s| *s > Severity::Unknown).ok_or_else(|| {
+                ScanError::Invalid(format!(
+                    "prevent_pull {:?} is not a severity: use Negligible, Low, Medium, High or Critical",
+                    text.chars().take(40).collect::<String>()
+                ))
+            })?),
+        };
+        if common && (body.scan_on_push || prevent_pull.is_some()) {
+            return Err(invalid(
+                "_all holds only the common allowlist: scan_on_push and prevent_pull are per registry",
+            ));
+        }
+        let allowlist = match body.allowlist {
+            None => None,
+            Some(list) => Some(Allowlist { ids: policy::parse_ids(&list.ids)?, expires_at: list.expires_at }),
+        };
+        let new = ScanPolicy { scan_on_push: body.scan_on_push, prevent_pull, allowlist };
+        policy::put(app, registry, &new).await?;
+    }
+    let current = policy::get(app, registry).await?;
+    object(StatusCode::OK, &current)
+}
+
+/// `GET|POST|DELETE …/scan`.
+pub async fn scan(app: &App, head: &Head, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+    match head.method {
+        Method::POST => {
+            let by = grants(head)?.principal().to_string();
+            let record = artifact::start(app, repo, digest, &by).await?;
+            object(StatusCode::ACCEPTED, &view(Some(&record), &BTreeSet::new()))
+        }
+        Method::DELETE => {
+            let record = artifact::stop(app, repo, digest).await?;
+            object(StatusCode::OK, &view(Some(&record), &allowed(app, repo).await?))
+        }
+        _ => {
+            if app.meta.manifest(repo, digest).await?.is_none() {
+                return Err(crate::scan::ScanError::NotFound(format!("artifact {repo}@{digest} does not exist")).into());
+            }
+            let record = artifact::latest(app, repo, digest).await?;
+            let wants_report = header_str(head, http::header::ACCEPT)
+                .is_some_and(|a| a.contains("application/vnd.security.vulnerability.report"));
+            if !wants_report {
+                return object(StatusCode::OK, &view(record.as_ref(), &allowed(app, repo).await?));
+            }
+            harbor_report(app, repo, digest, record.as_ref()).await
+        }
+    }
+}
+
+/// The allowlist in force for `repo`'s registry.
+async fn allowed(app: &App, repo: &RepoName) -> Result<BTreeSet<String>, OciError> {
+    let own = policy::get(app, crate::identity::registry::of_repository(repo.as_str())).await?;
+    Ok(policy::allowlist(app, &own).await?)
+}
+
+/// A scan as the API shows it: NCR's status, the summary (without allowlisted ids; every finding
+/// is listed, each marked), and the findings.
+fn view(record: Option<&ScanRecord>, allowed: &BTreeSet<String>) -> Value {
+    let Some(record) = record else {
+        return json!({ "status": "not_scanned" });
+    };
+    let summary = report::summarise(&record.findings, &|id| allowed.contains(id));
+    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.remove("scan");
+        map.insert("severity".into(), json!(summary.severity));
+        map.insert("total".into(), json!(summary.total));
+        map.insert("fixable".into(), json!(summary.fixable));
+        map.insert("counts".into(), json!(summary.counts));
+        if let Some(Value::Array(findings)) = map.get_mut("findings") {
+            for finding in findings.iter_mut() {
+                let listed = finding.get("id").and_then(Value::as_str).is_some_and(|id| allowed.contains(id));
+                if let Value::Object(f) = finding {
+                    f.insert("allowlisted".into(), json!(listed));
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Harbor's v1.1 report of the latest finished scan.
+async fn harbor_report(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    record: Option<&ScanRecord>,
+) -> Result<Response, OciError> {
+    let Some(record) = record.filter(|r| r.status == artifact::ScanStatus::Succeeded) else {
+        return Err(crate::scan::ScanError::NotFound(format!("{repo}@{digest} has no finished scan")).into());
+    };
+    let media_type = app.meta.manifest(repo, digest).await?.map(|m| m.media_type).unwrap_or_default();
+    // descriptions and links come from the data the scan used, when it is still the current data
+    let db = crate::scan::data::current(app).await.ok().filter(|(d, _)| Some(d.to_string()) == record.vulndb);
+    let empty = crate::scan::vulndb::VulnDb::default();
+    let db = db.as_ref().map_or(&empty, |(_, db)| db.as_ref());
+    let generated_at = record.finished_at.map(crate::cron::rfc3339).unwrap_or_default();
+    let digest_text = digest.to_string();
+    let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type: &media_type };
+    let body = report::harbor_report(&subject, &record.findings, db, &generated_at);
+    let mut response = json_response(StatusCode::OK, &body, &[])?;
+    if let Ok(v) = http::HeaderValue::from_str(REPORT_MEDIA_TYPE) {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,295 @@
+//! One artifact's scan, from request to result: NCR's statuses (Not Scanned, Scanning, Stopped,
+//! Failed, or the result), one scan at a time per artifact, a stop that the worker honours
+//! between layers, and a worker that can die at any point: the queue redelivers its job, and
+//! the layers it had read are not read again (their facts are stored per layer).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::report::{self, Finding};
+use super::{data, inventory, layers, ScanError};
+use crate::app::App;
+use crate::metadata::{Collection, Expect, ManifestRecord, MetadataError, UnixTime, Versioned};
+use crate::oci::{Digest, ParsedManifest, RepoName};
+use crate::task::Task;
+
+/// Scans by `<repository>@<digest>`.
+const SCANS: Collection<ScanRecord> = Collection::new("scan");
+
+/// How long a scan may stay "scanning" before a new request may replace it (its worker is gone
+/// and the queue gave up on its job).
+pub const STALE_AFTER_SECS: i64 = 3600;
+
+/// Where a scan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanStatus {
+    /// a worker is on it (or will be)
+    Scanning,
+    /// a user stopped it
+    Stopped,
+    /// it could not finish (the error says why)
+    Failed,
+    /// it finished; the findings are the result
+    Succeeded,
+}
+
+/// An artifact's latest scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    /// this scan's id: jobs of an older scan do nothing
+    pub scan: String,
+    /// where it is
+    pub status: ScanStatus,
+    /// who asked for it (`auto` for scans on push)
+    pub requested_by: String,
+    /// when it was asked for
+    pub started_at: UnixTime,
+    /// when it ended
+    #[serde(default)]
+    pub finished_at: Option<UnixTime>,
+    /// why it failed
+    #[serde(default)]
+    pub error: Option<String>,
+    /// the digest of the vulnerability data it matched against
+    #[serde(default)]
+    pub vulndb: Option<String>,
+    /// layers whose bytes this scan read (the others' facts were stored already)
+    #[serde(default)]
+    pub layers_read: u32,
+    /// layers of the artifact (every image of an index)
+    #[serde(default)]
+    pub layers_total: u32,
+    /// layers done so far (read, or their stored facts taken)
+    #[serde(default)]
+    pub layers_done: u32,
+    /// the operating system found (`debian 12`)
+    #[serde(default)]
+    pub os: Option<String>,
+    /// how many packages were found
+    #[serde(default)]
+    pub packages: u32,
+    /// what was found, worst first
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+fn key(repo: &RepoName, digest: &Digest) -> String {
+    format!("{repo}@{digest}")
+}
+
+/// The latest scan of an artifact, if it was ever scanned.
+pub async fn latest(app: &App, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>, ScanError> {
+    Ok(SCANS.get(app.meta.as_ref(), &key(repo, digest)).await?.map(|v| v.record))
+}
+
+/// Starts a scan of an artifact, unless one is running: the guide allows a scan "as long as the
+/// status is not Scanning". Two racing requests start one scan; the other is refused.
+pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Result<ScanRecord, ScanError> {
+    if app.meta.manifest(repo, digest).await?.is_none() {
+        return Err(ScanError::NotFound(format!("artifact {repo}@{digest} does not exist")));
+    }
+    let id = key(repo, digest);
+    let now = app.clock.now();
+    let expect = match SCANS.get(app.meta.as_ref(), &id).await? {
+        None => Expect::Absent,
+        Some(found)
+            if found.record.status == ScanStatus::Scanning && now - found.record.started_at < STALE_AFTER_SECS =>
+        {
+            return Err(ScanError::Conflict(format!("{repo}@{digest} is being scanned; stop it or wait for it")));
+        }
+        Some(found) => Expect::Version(found.version),
+    };
+    let record = ScanRecord {
+        scan: uuid::Uuid::new_v4().simple().to_string(),
+        status: ScanStatus::Scanning,
+        requested_by: by.to_string(),
+        started_at: now,
+        finished_at: None,
+        error: None,
+        vulndb: None,
+        layers_read: 0,
+        layers_total: 0,
+        layers_done: 0,
+        os: None,
+        packages: 0,
+        findings: Vec::new(),
+    };
+    match SCANS.put(app.meta.as_ref(), &id, &record, expect).await {
+        Ok(_) => {}
+        Err(MetadataError::Conflict(_)) => {
+            return Err(ScanError::Conflict(format!("{repo}@{digest} is being scanned; stop it or wait for it")))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let task = Task::Scan { repository: repo.to_string(), digest: digest.to_string(), scan: record.scan.clone() };
+    app.queue.enqueue(&task.to_job(), std::time::Duration::ZERO).await?;
+    Ok(record)
+}
+
+/// Stops a running scan; its worker notices before its next layer and drops its work.
+pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRecord, ScanError> {
+    let id = key(repo, digest);
+    let not_running = || ScanError::Conflict(format!("{repo}@{digest} is not being scanned"));
+    // the worker writes its progress meanwhile: a lost race is read again, not a refusal
+    for _ in 0..20 {
+        let found = SCANS.get(app.meta.as_ref(), &id).await?.ok_or_else(not_running)?;
+        if found.record.status != ScanStatus::Scanning {
+            return Err(not_running());
+        }
+        let mut record = found.record;
+        record.status = ScanStatus::Stopped;
+        record.finished_at = Some(app.clock.now());
+        match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
+            Ok(_) => return Ok(record),
+            Err(MetadataError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScanError::Conflict(format!("{repo}@{digest} changed too often to stop; try again")))
+}
+
+/// Deletes an artifact's scan (the artifact is gone).
+pub async fn forget(app: &App, repo: &RepoName, digest: &Digest) -> Result<(), ScanError> {
+    SCANS.delete(app.meta.as_ref(), &key(repo, digest), Expect::Any).await?;
+    Ok(())
+}
+
+/// The scan this job is for, if it is still the artifact's running scan.
+async fn current(app: &App, id: &str, scan: &str) -> Result<Option<Versioned<ScanRecord>>, ScanError> {
+    Ok(SCANS
+        .get(app.meta.as_ref(), id)
+        .await?
+        .filter(|found| found.record.scan == scan && found.record.status == ScanStatus::Scanning))
+}
+
+/// The `scan` job: reads what the artifact installs and matches it against the vulnerability data.
+pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Result<(), ScanError> {
+    let (Ok(repo), Ok(digest)) = (RepoName::parse(repository, None), digest.parse::<Digest>()) else {
+        return Err(ScanError::Invalid(format!("scan job for {repository:?}@{digest:?}")));
+    };
+    let id = key(&repo, &digest);
+    if current(app, &id, scan).await?.is_none() {
+        return Ok(()); // stopped, replaced, or done by an earlier delivery
+    }
+    let Some(manifest) = app.meta.manifest(&repo, &digest).await? else {
+        return finish(app, &id, scan, |r| fail(r, "the artifact was deleted")).await;
+    };
+    // an index is scanned through its images
+    let mut images = Vec::new();
+    if manifest.children.is_empty() {
+        images.push(manifest);
+    } else {
+        for child in &manifest.children {
+            images.extend(app.meta.manifest(&repo, child).await?);
+        }
+    }
+    // the whole plan first, so the record can show progress as "read of total"
+    let mut plan = Vec::with_capacity(images.len());
+    for image in &images {
+        match layer_digests(app, image).await {
+            Ok(l) => plan.push(l),
+            Err(e) => return finish(app, &id, scan, |r| fail(r, &e.to_string())).await,
+        }
+    }
+    let total = u32::try_from(plan.iter().map(Vec::len).sum::<usize>()).unwrap_or(u32::MAX);
+    let (mut read, mut done) = (0u32, 0u32);
+    let mut inventories = Vec::with_capacity(plan.len());
+    for layer_list in &plan {
+        let mut facts = Vec::with_capacity(layer_list.len());
+        for layer in layer_list {
+            // a stop is honoured between layers; the layers read so far stay stored for the next scan
+            if !progress(app, &id, scan, done, read, total).await? {
+                return Ok(());
+            }
+            match layers::facts_of(app, layer).await {
+                Ok((f, was_read)) => {
+                    facts.push(f);
+                    read += u32::from(was_read);
+                    done += 1;
+                }
+                Err(e @ ScanError::Layer(_)) => {
+                    let why = format!("layer {layer}: {e}");
+                    return finish(app, &id, scan, |r| fail(r, &why)).await;
+                }
+                Err(e) => return Err(e), // the job is retried
+            }
+        }
+        inventories.push(inventory::merge(&facts));
+    }
+    let (db_digest, db) = match data::current(app).await {
+        Ok(found) => found,
+        Err(e @ (ScanError::NoData(_) | ScanError::Data(_) | ScanError::Manifest(_))) => {
+            return finish(app, &id, scan, |r| fail(r, &e.to_string())).await
+        }
+        Err(e) => return Err(e),
+    };
+    let findings: BTreeSet<Finding> = inventories.iter().flat_map(|inv| report::find(inv, &db)).collect();
+    let mut findings: Vec<Finding> = findings.into_iter().collect();
+    findings.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.package.cmp(&b.package))
+    });
+    let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
+    let packages = inventories.iter().map(|i| i.packages.len()).sum::<usize>();
+    let now = app.clock.now();
+    finish(app, &id, scan, |r| {
+        r.status = ScanStatus::Succeeded;
+        r.finished_at = Some(now);
+        r.vulndb = Some(db_digest.to_string());
+        (r.layers_read, r.layers_done, r.layers_total) = (read, done, total);
+        r.os = os.clone();
+        r.packages = u32::try_from(packages).unwrap_or(u32::MAX);
+        r.findings = findings.clone();
+    })
+    .await
+}
+
+/// Records how far scan `scan` got (`done` of `total` layers, `read` of them from their bytes);
+/// `false` when it is no longer the artifact's running scan (stopped or replaced).
+async fn progress(app: &App, id: &str, scan: &str, done: u32, read: u32, total: u32) -> Result<bool, ScanError> {
+    let Some(found) = current(app, id, scan).await? else {
+        return Ok(false);
+    };
+    if found.record.layers_done == done && found.record.layers_total == total && done > 0 {
+        return Ok(true);
+    }
+    let mut record = found.record;
+    (record.layers_done, record.layers_read, record.layers_total) = (done, read, total);
+    match SCANS.put(app.meta.as_ref(), id, &record, Expect::Version(found.version)).await {
+        Ok(_) => Ok(true),
+        // a stop landed meanwhile: look again
+        Err(MetadataError::Conflict(_)) => Ok(current(app, id, scan).await?.is_some()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The layers of an image manifest, base first.
+async fn layer_digests(app: &App, image: &ManifestRecord) -> Result<Vec<Digest>, ScanError> {
+    let bytes =
+        crate::registry::manifests::content(app, image).await.map_err(|e| ScanError::Manifest(e.to_string()))?;
+    let parsed =
+        ParsedManifest::parse(&bytes, Some(&image.media_type)).map_err(|e| ScanError::Manifest(e.to_string()))?;
+    Ok(parsed.blobs.into_iter().filter(|b| layers::is_layer(&b.media_type)).map(|b| b.digest).collect())
+}
+
+fn fail(record: &mut ScanRecord, why: &str) {
+    record.status = ScanStatus::Failed;
+    record.error = Some(why.chars().take(1024).collect());
+}
+
+/// Writes the end of scan `scan`, unless it was stopped or replaced meanwhile.
+async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord)) -> Result<(), ScanError> {
+    let Some(found) = current(app, id, scan).await? else {
+        return Ok(());
+    };
+    let mut record = found.record;
+    change(&mut record);
+    if record.finished_at.is_none() {
+        record.finished_at = Some(app.clock.now());
+    }
+    match SCANS.put(app.meta.as_ref(), id, &record, Expect::Version(found.version)).await {
+        Ok(_) | Err(MetadataError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

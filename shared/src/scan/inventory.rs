@@ -1,0 +1,410 @@
+//! What is installed in an image, read from its layers' package databases (never from binaries).
+//!
+//! Each layer is read once, as a stream, into path-keyed [`LayerFacts`] (a parsed `os-release`,
+//! dpkg `status` or `status.d/*`, apk `installed`) plus the whiteouts and opaque directories that
+//! could hide such a file. Facts are stored per layer digest, so a layer shared by many images, or
+//! scanned again after a vulnerability-data update, is never read twice. [`merge`] applies the
+//! layers bottom-up as an overlay filesystem would: a later layer's whiteout deletes a lower
+//! layer's file, and the last copy of a whole-database file wins.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use super::version::Ecosystem;
+
+/// The largest package-database file read (a Debian `status` with thousands of packages is a few
+/// MiB); a larger one is refused rather than held in memory.
+pub const MAX_DATABASE_FILE: u64 = 32 * 1024 * 1024;
+
+/// Why a layer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The layer is not a (gzip-compressed) tar archive, or ended early.
+    #[error("the layer is not a readable tar archive: {0}")]
+    Unreadable(String),
+    /// The layer uses a compression the scanner does not read.
+    #[error("the layer's compression is not supported yet: {0}")]
+    Unsupported(String),
+    /// A package-database file is implausibly large.
+    #[error("{path} is {size} bytes, more than the {MAX_DATABASE_FILE} bytes a package database may have")]
+    TooLarge {
+        /// the file's path in the layer
+        path: String,
+        /// its size
+        size: u64,
+    },
+}
+
+/// The operating system an image says it is (`os-release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Os {
+    /// `ID` (`debian`, `alpine`, `ubuntu` …)
+    pub id: String,
+    /// `VERSION_ID` (`12`, `3.19.1`, `22.04` …); empty for rolling releases
+    pub version_id: String,
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Package {
+    /// which package manager installed it (and so whose version ordering applies)
+    pub ecosystem: Ecosystem,
+    /// the binary package's name
+    pub name: String,
+    /// its installed version
+    pub version: String,
+    /// the source package it was built from (dpkg `Source`, apk `o:` origin); advisories name these
+    pub source: String,
+    /// the source package's version (differs from `version` for binNMUs)
+    pub source_version: String,
+}
+
+/// What one file of interest holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFacts {
+    /// an `os-release` file
+    Os(Os),
+    /// a package database (or one `status.d` entry)
+    Packages(Vec<Package>),
+}
+
+/// What one layer contributes and deletes, by path (no leading `/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerFacts {
+    /// files of interest this layer writes
+    pub files: BTreeMap<String, FileFacts>,
+    /// paths this layer deletes from the layers below (`.wh.<name>`), where they could hide a file of interest
+    pub whiteouts: Vec<String>,
+    /// directories whose lower content this layer hides (`.wh..wh..opq`), likewise
+    pub opaque_dirs: Vec<String>,
+}
+
+/// An image's merged inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// the operating system, if the image names one
+    pub os: Option<Os>,
+    /// every installed package, sorted
+    pub packages: Vec<Package>,
+}
+
+const OS_RELEASE: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
+const DPKG_STATUS: &str = "var/lib/dpkg/status";
+const DPKG_STATUS_D: &str = "var/lib/dpkg/status.d/";
+const APK_INSTALLED: [&str; 2] = ["lib/apk/db/installed", "usr/lib/apk/db/installed"];
+
+/// The files the scanner reads, and how.
+enum Kind {
+    OsRelease,
+    DpkgStatus,
+    ApkInstalled,
+}
+
+fn kind_of(path: &str) -> Option<Kind> {
+    if OS_RELEASE.contains(&path) {
+        Some(Kind::OsRelease)
+    } else if path == DPKG_STATUS {
+        Some(Kind::DpkgStatus)
+    } else if let Some(name) = path.strip_prefix(DPKG_STATUS_D) {
+        // distroless: one stanza file per package; `*.md5sums` lists its files
+        (!name.is_empty() && !name.contains('/') && !name.ends_with(".md5sums")).then_some(Kind::DpkgStatus)
+    } else if APK_INSTALLED.contains(&path) {
+        Some(Kind::ApkInstalled)
+    } else {
+        None
+    }
+}
+
+/// Whether deleting `path` (a file or a whole directory) could delete a file of interest: only
+/// those whiteouts are kept, so a layer deleting a million files costs no memory.
+fn could_hide_interest(path: &str) -> bool {
+    const DPKG_DIR: &str = "var/lib/dpkg/status.d";
+    let interest = OS_RELEASE.iter().chain(APK_INSTALLED.iter()).chain([DPKG_STATUS, DPKG_DIR].iter());
+    path.is_empty()
+        || path.starts_with(DPKG_STATUS_D)
+        || interest.into_iter().any(|i| *i == path || i.strip_prefix(path).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// `./a/b/` → `a/b`.
+fn normalise(path: &str) -> String {
+    path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_string()
+}
+
+/// Reads one layer (plain or gzip-compressed tar, told apart by its first bytes) as a stream.
+pub fn read_layer(reader: impl Read) -> Result<LayerFacts, InventoryError> {
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
+    let head = std::io::BufRead::fill_buf(&mut reader).map_err(|e| InventoryError::Unreadable(e.to_string()))?;
+    match head {
+        [0x1f, 0x8b, ..] => read_tar(flate2::bufread::MultiGzDecoder::new(reader)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Err(InventoryError::Unsupported("zstd".into())),
+        _ => read_tar(reader),
+    }
+}
+
+fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
+    let unreadable = |e: std::io::Error| InventoryError::Unreadable(e.to_string());
+    let mut archive = tar::Archive::new(reader);
+    let mut facts = LayerFacts::default();
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let path = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((dir, name)) => (dir.to_string(), name.to_string()),
+            None => (String::new(), path.clone()),
+        };
+        if name == ".wh..wh..opq" {
+            if could_hide_interest(&dir) {
+                facts.opaque_dirs.push(dir);
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let hidden = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
+            if could_hide_interest(&hidden) {
+                facts.whiteouts.push(hidden);
+            }
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Some(kind) = kind_of(&path) else { continue };
+        let size = entry.size();
+        if size > MAX_DATABASE_FILE {
+            return Err(InventoryError::TooLarge { path, size });
+        }
+        let mut text = String::new();
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut bytes).map_err(unreadable)?;
+        text.push_str(&String::from_utf8_lossy(&bytes));
+        let file = match kind {
+            Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
+            Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
+            Kind::ApkInstalled => FileFacts::Packages(parse_apk_installed(&text)),
+        };
+        facts.files.insert(path, file);
+    }
+    Ok(facts)
+}
+
+/// Applies layers bottom-up (first = base) into one inventory.
+pub fn merge<'a>(layers: impl IntoIterator<Item = &'a LayerFacts>) -> Inventory {
+    let mut files: BTreeMap<String, FileFacts> = BTreeMap::new();
+    for layer in layers {
+        for dir in &layer.opaque_dirs {
+            if dir.is_empty() {
+                files.clear();
+            } else {
+                let under = format!("{dir}/");
+                files.retain(|path, _| !path.starts_with(&under));
+            }
+        }
+        for hidden in &layer.whiteouts {
+            let under = format!("{hidden}/");
+            files.retain(|path, _| path != hidden && !path.starts_with(&under));
+        }
+        files.extend(layer.files.iter().map(|(p, f)| (p.clone(), f.clone())));
+    }
+    let os = OS_RELEASE.iter().find_map(|p| match files.get(*p) {
+        Some(FileFacts::Os(os)) => Some(os.clone()),
+        _ => None,
+    });
+    let mut packages: Vec<Package> = files
+        .into_values()
+        .filter_map(|f| match f {
+            FileFacts::Packages(p) => Some(p),
+            FileFacts::Os(_) => None,
+        })
+        .flatten()
+        .collect();
+    packages.sort();
+    packages.dedup();
+    Inventory { os, packages }
+}
+
+/// `KEY=value` lines, values optionally quoted.
+pub fn parse_os_release(text: &str) -> Os {
+    let mut os = Os { id: String::new(), version_id: String::new() };
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once('=') else { continue };
+        let value = value.trim().trim_matches('"').trim_matches('\'').to_string();
+        match key.trim() {
+            "ID" => os.id = value.to_ascii_lowercase(),
+            "VERSION_ID" => os.version_id = value,
+            _ => {}
+        }
+    }
+    os
+}
+
+/// Blank-line-separated stanzas of `Field: value` lines (continuations start with a space).
+fn stanzas(text: &str) -> impl Iterator<Item = Vec<(&str, &str)>> {
+    text.split("\n\n").map(|stanza| {
+        stanza
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('\t'))
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect::<Vec<_>>()
+    })
+}
+
+fn field<'a>(stanza: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    stanza.iter().find(|(k, _)| *k == name).map(|(_, v)| *v).filter(|v| !v.is_empty())
+}
+
+/// dpkg's `status` (or one `status.d` file): installed packages with their source package.
+pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
+    let text = text.replace("\r\n", "\n");
+    stanzas(&text)
+        .filter_map(|s| {
+            let name = field(&s, "Package")?;
+            let version = field(&s, "Version")?;
+            // `Status: install ok installed`; distroless entries have no Status and are installed
+            if let Some(status) = field(&s, "Status") {
+                if status.split_whitespace().nth(2) != Some("installed") {
+                    return None;
+                }
+            }
+            // `Source: name` or `Source: name (version)` (a binNMU's source version differs)
+            let (source, source_version) = match field(&s, "Source") {
+                Some(src) => match src.split_once('(') {
+                    Some((n, v)) => (n.trim(), v.trim_end_matches(')').trim()),
+                    None => (src, version),
+                },
+                None => (name, version),
+            };
+            Some(Package {
+                ecosystem: Ecosystem::Dpkg,
+                name: name.to_string(),
+                version: version.to_string(),
+                source: source.to_string(),
+                source_version: source_version.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// apk's `installed`: `P:` name, `V:` version, `o:` origin (the source package).
+pub fn parse_apk_installed(text: &str) -> Vec<Package> {
+    let text = text.replace("\r\n", "\n");
+    text.split("\n\n")
+        .filter_map(|record| {
+            let value =
+                |key: &str| record.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).filter(|v| !v.is_empty());
+            let (name, version) = (value("P:")?, value("V:")?);
+            Some(Package {
+                ecosystem: Ecosystem::Apk,
+                name: name.to_string(),
+                version: version.to_string(),
+                source: value("o:").unwrap_or(name).to_string(),
+                source_version: version.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *bytes).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    const STATUS: &str = "Package: libssl3\nStatus: install ok installed\nVersion: 3.0.11-1~deb12u2\nSource: openssl\nDescription: x\n more\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13.dfsg-1+b1\nSource: zlib (1:1.2.13.dfsg-1)\n";
+
+    #[test]
+    fn dpkg_status_keeps_installed_packages_with_their_source() {
+        let packages = parse_dpkg_status(STATUS);
+        assert_eq!(packages.len(), 2);
+        assert_eq!((packages[0].name.as_str(), packages[0].source.as_str()), ("libssl3", "openssl"));
+        assert_eq!(packages[0].source_version, "3.0.11-1~deb12u2");
+        assert_eq!((packages[1].source.as_str(), packages[1].source_version.as_str()), ("zlib", "1:1.2.13.dfsg-1"));
+        assert_eq!(packages[1].version, "1:1.2.13.dfsg-1+b1");
+    }
+
+    #[test]
+    fn apk_installed_names_origins() {
+        let packages =
+            parse_apk_installed("C:Q1x\nP:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n\nP:musl\nV:1.2.4-r2\n");
+        assert_eq!(packages.len(), 2);
+        assert_eq!((packages[0].source.as_str(), packages[0].version.as_str()), ("openssl", "3.1.4-r5"));
+        assert_eq!(packages[1].source, "musl");
+    }
+
+    #[test]
+    fn layers_merge_bottom_up_with_whiteouts_and_opaque_dirs() {
+        let base = read_layer(
+            &tar(&[
+                ("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
+                ("var/lib/dpkg/status", STATUS.as_bytes()),
+                ("var/lib/dpkg/status.d/tzdata", b"Package: tzdata\nVersion: 2024a-0+deb12u1\n"),
+                ("var/lib/dpkg/status.d/tzdata.md5sums", b"abc  usr/share/zoneinfo\n"),
+                ("usr/bin/big", &[0u8; 4096]),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(base.files.len(), 3);
+        let inv = merge([&base]);
+        assert_eq!(inv.os, Some(Os { id: "debian".into(), version_id: "12".into() }));
+        assert_eq!(inv.packages.len(), 3);
+
+        // a later layer deletes the status.d entry and replaces the whole status file
+        let top = read_layer(
+            &tar(&[
+                ("var/lib/dpkg/status.d/.wh.tzdata", b""),
+                ("usr/share/.wh.doc", b""),
+                (
+                    "var/lib/dpkg/status",
+                    b"Package: libssl3\nStatus: install ok installed\nVersion: 3.0.13-1~deb12u1\nSource: openssl\n",
+                ),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(
+            top.whiteouts,
+            vec!["var/lib/dpkg/status.d/tzdata".to_string()],
+            "irrelevant whiteouts are not kept"
+        );
+        let inv = merge([&base, &top]);
+        let names: Vec<_> = inv.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(names, [("libssl3", "3.0.13-1~deb12u1")]);
+
+        // an opaque var/lib hides everything below it from the lower layers, but not its own files
+        let opaque = read_layer(
+            &tar(&[("var/lib/.wh..wh..opq", b""), ("var/lib/dpkg/status.d/x", b"Package: x\nVersion: 1\n")])[..],
+        )
+        .unwrap();
+        let inv = merge([&base, &opaque]);
+        assert_eq!(inv.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["x"]);
+        assert!(inv.os.is_some(), "etc is untouched");
+    }
+
+    #[test]
+    fn gzip_layers_are_read_and_zstd_is_refused_clearly() {
+        let plain = tar(&[
+            ("lib/apk/db/installed", b"P:busybox\nV:1.36.1-r15\no:busybox\n"),
+            ("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.1\n"),
+        ]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        let facts = read_layer(&gz.finish().unwrap()[..]).unwrap();
+        let inv = merge([&facts]);
+        assert_eq!(inv.packages[0].ecosystem, Ecosystem::Apk);
+        assert_eq!(inv.os.unwrap().version_id, "3.19.1");
+        let err = read_layer(&[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..]).unwrap_err();
+        assert!(matches!(err, InventoryError::Unsupported(_)), "{err}");
+    }
+}

@@ -1,0 +1,57 @@
+//! Vulnerability scanning: which packages an image installs ([`inventory`], read once per layer
+//! by [`layers`]), which known vulnerabilities affect them ([`vulndb`] loaded by [`data`],
+//! matched in [`report`]) by each package manager's own version ordering ([`version`]), how bad
+//! they are ([`severity`]), and each artifact's scan from request to result ([`artifact`]).
+
+pub mod artifact;
+pub mod data;
+pub mod inventory;
+pub mod layers;
+pub mod policy;
+pub mod report;
+pub mod severity;
+pub mod version;
+pub mod vulndb;
+
+use crate::metadata::MetadataError;
+
+/// Why a scan (or a request about one) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// A request field is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such artifact.
+    #[error("{0}")]
+    NotFound(String),
+    /// The artifact is being scanned already, or changed meanwhile.
+    #[error("{0}")]
+    Conflict(String),
+    /// The pull gate refused an artifact (the message names the vulnerabilities and the threshold).
+    #[error("{0}")]
+    Refused(String),
+    /// There is no usable vulnerability data.
+    #[error("{0}")]
+    NoData(String),
+    /// The vulnerability data is malformed.
+    #[error(transparent)]
+    Data(#[from] vulndb::VulnDbError),
+    /// A layer could not be read.
+    #[error(transparent)]
+    Layer(#[from] inventory::InventoryError),
+    /// A manifest could not be read or parsed.
+    #[error("reading a manifest: {0}")]
+    Manifest(String),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// Queuing the scan failed.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    /// A blocking reader stopped unexpectedly.
+    #[error("a layer reader stopped: {0}")]
+    Reader(String),
+}

@@ -1,0 +1,208 @@
+//! Scan settings: per registry, auto scan on push, the severity whose pulls are prevented, and
+//! a CVE allowlist; and one common allowlist (registry `_all`) for registries without their
+//! own. As the guide says, a registry's own list *replaces* the common one. Settings are read
+//! on every manifest `GET` of a gated registry, so each process keeps them for
+//! [`CACHE_TTL`] (and forgets its copy at once when it writes them).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::report;
+use super::severity::Severity;
+use super::{artifact, ScanError};
+use crate::app::App;
+use crate::metadata::{Collection, Expect, ManifestRecord, UnixTime};
+use crate::oci::RepoName;
+
+/// Settings by registry name; [`COMMON`] holds the common allowlist.
+const POLICIES: Collection<ScanPolicy> = Collection::new("scan-policy");
+
+/// The id of the common settings (the common allowlist).
+pub const COMMON: &str = "_all";
+
+/// How long a process serves settings it read without reading them again.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// The most ids one allowlist holds.
+pub const MAX_ALLOWLIST: usize = 1000;
+
+/// A registry's scan settings (or the common allowlist).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanPolicy {
+    /// scan each artifact when it is pushed
+    #[serde(default)]
+    pub scan_on_push: bool,
+    /// refuse manifest `GET`s of artifacts with a non-allowlisted vulnerability at or above this
+    #[serde(default)]
+    pub prevent_pull: Option<Severity>,
+    /// the registry's own allowlist; `None` = the common one applies
+    #[serde(default)]
+    pub allowlist: Option<Allowlist>,
+}
+
+/// Vulnerability ids a gate and the summaries ignore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowlist {
+    /// the ids (`CVE-2023-5363`)
+    pub ids: BTreeSet<String>,
+    /// when the list stops applying; `None` = never
+    #[serde(default)]
+    pub expires_at: Option<UnixTime>,
+}
+
+impl Allowlist {
+    /// Whether the list applies at `now`.
+    pub fn applies(&self, now: UnixTime) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Parses an allowlist as the guide takes it: ids separated by commas or line breaks.
+pub fn parse_ids(text: &str) -> Result<BTreeSet<String>, ScanError> {
+    let mut ids = BTreeSet::new();
+    for id in text.split([',', '\n', '\r']).map(str::trim).filter(|s| !s.is_empty()) {
+        let valid = id.len() <= 64
+            && id.split_once('-').is_some_and(|(prefix, rest)| {
+                !prefix.is_empty()
+                    && prefix.bytes().all(|b| b.is_ascii_uppercase())
+                    && !rest.is_empty()
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(ScanError::Invalid(format!(
+                "{:?} is not a vulnerability id (like CVE-2023-5363 or GHSA-xxxx-xxxx-xxxx)",
+                id.chars().take(80).collect::<String>()
+            )));
+        }
+        ids.insert(id.to_string());
+    }
+    if ids.len() > MAX_ALLOWLIST {
+        return Err(ScanError::Invalid(format!("an allowlist holds at most {MAX_ALLOWLIST} ids")));
+    }
+    Ok(ids)
+}
+
+type Cached = HashMap<String, (Instant, ScanPolicy)>;
+static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+
+/// The settings of `registry` (or [`COMMON`]); defaults when none were written.
+pub async fn get(app: &App, registry: &str) -> Result<ScanPolicy, ScanError> {
+    if let Some(map) = CACHE.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some((at, policy)) = map.get(registry) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(policy.clone());
+            }
+        }
+    }
+    let policy = POLICIES.get(app.meta.as_ref(), registry).await?.map(|v| v.record).unwrap_or_default();
+    CACHE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(HashMap::new)
+        .insert(registry.to_string(), (Instant::now(), policy.clone()));
+    Ok(policy)
+}
+
+/// Replaces the settings of `registry` (or [`COMMON`]).
+pub async fn put(app: &App, registry: &str, policy: &ScanPolicy) -> Result<(), ScanError> {
+    POLICIES.put(app.meta.as_ref(), registry, policy, Expect::Any).await?;
+    if let Some(map) = CACHE.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(registry);
+    }
+    Ok(())
+}
+
+/// Deletes a registry's settings (the registry is gone).
+pub async fn forget(app: &App, registry: &str) -> Result<(), ScanError> {
+    POLICIES.delete(app.meta.as_ref(), registry, Expect::Any).await?;
+    if let Some(map) = CACHE.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(registry);
+    }
+    Ok(())
+}
+
+/// The allowlist in force for a registry with settings `own`: its own, else the common one;
+/// empty once expired.
+pub async fn allowlist(app: &App, own: &ScanPolicy) -> Result<BTreeSet<String>, ScanError> {
+    let now = app.clock.now();
+    let list = match &own.allowlist {
+        Some(list) => list.clone(),
+        None => get(app, COMMON).await?.allowlist.unwrap_or_default(),
+    };
+    Ok(if list.applies(now) { list.ids } else { BTreeSet::new() })
+}
+
+/// The pull gate: refuses a manifest `GET` of an artifact whose latest scan found a vulnerability
+/// at or above the registry's threshold that is not allowlisted. Artifacts never scanned (or
+/// whose scan did not finish) pass: the gate judges findings, not their absence.
+pub async fn check_pull(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<(), ScanError> {
+    let registry = crate::identity::registry::of_repository(repo.as_str());
+    let policy = get(app, registry).await?;
+    let Some(threshold) = policy.prevent_pull else {
+        return Ok(());
+    };
+    let Some(scan) = artifact::latest(app, repo, &record.digest).await? else {
+        return Ok(());
+    };
+    if scan.status != artifact::ScanStatus::Succeeded {
+        return Ok(());
+    }
+    let allowed = allowlist(app, &policy).await?;
+    let blocking = report::blocking(&scan.findings, threshold, &|id| allowed.contains(id));
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    let worst: Vec<String> =
+        blocking.iter().take(5).map(|f| format!("{} ({}, {} {})", f.id, f.severity, f.package, f.version)).collect();
+    let more = blocking.len().saturating_sub(worst.len());
+    Err(ScanError::Refused(format!(
+        "pull refused: {}@{} has {} vulnerabilit{} at or above {threshold} that {} not allowlisted: {}{}",
+        repo,
+        record.digest,
+        blocking.len(),
+        if blocking.len() == 1 { "y" } else { "ies" },
+        if blocking.len() == 1 { "is" } else { "are" },
+        worst.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() },
+    )))
+}
+
+/// Auto scan on push: starts a scan of a just-pushed artifact when its registry asks for it.
+/// Never fails the push (a scan already running, or a queue hiccup, is only logged).
+pub async fn after_push(app: &App, repo: &RepoName, record: &ManifestRecord) {
+    let registry = crate::identity::registry::of_repository(repo.as_str());
+    let wanted = match get(app, registry).await {
+        Ok(policy) => policy.scan_on_push,
+        Err(e) => {
+            tracing::warn!(repo = %repo, error = %e, "could not read scan settings after a push");
+            false
+        }
+    };
+    if !wanted {
+        return;
+    }
+    match artifact::start(app, repo, &record.digest, "auto").await {
+        Ok(_) | Err(ScanError::Conflict(_)) => {}
+        Err(e) => tracing::warn!(repo = %repo, digest = %record.digest, error = %e, "could not start a scan on push"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlists_take_commas_and_line_breaks_and_refuse_junk() {
+        let ids = parse_ids("CVE-2023-5363, CVE-2024-0727\nGHSA-abcd-efgh-1234\r\n\n").unwrap();
+        assert_eq!(ids.len(), 3);
+        assert!(parse_ids("CVE-2023-5363\nnot an id").is_err());
+        assert!(parse_ids("cve-2023-1").is_err());
+        assert!(parse_ids("CVE-2023-1\u{0}").is_err());
+        assert!(parse_ids("").unwrap().is_empty());
+        let list = Allowlist { ids, expires_at: Some(100) };
+        assert!(list.applies(99) && !list.applies(100));
+    }
+}

@@ -1,0 +1,302 @@
+//! Package version ordering, by each package manager's own rules: a vulnerability is fixed in a
+//! version only if the manager itself would call the installed one older.
+//!
+//! - dpkg (`deb-version(7)`): `[epoch:]upstream[-revision]`; epochs compare as numbers, then
+//!   upstream and revision by alternating non-digit runs (`~` before everything, even the end;
+//!   letters before other characters) and digit runs (as numbers). A missing revision is `0`.
+//! - apk (apk-tools): `digits{.digits}[letter]{_suffix[digits]}[-rN]`; a dot component with
+//!   leading zeros ranks below one without (it is a fraction); `_alpha < _beta < _pre < _rc`
+//!   rank below the bare version, `_cvs < _svn < _git < _hg < _p` above; `~hash` is ignored.
+
+use std::cmp::Ordering;
+
+/// Which package manager's ordering applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ecosystem {
+    /// Debian, Ubuntu and distroless images
+    Dpkg,
+    /// Alpine and Wolfi images
+    Apk,
+}
+
+/// Compares two versions the way `ecosystem`'s package manager does.
+pub fn compare(ecosystem: Ecosystem, a: &str, b: &str) -> Ordering {
+    match ecosystem {
+        Ecosystem::Dpkg => dpkg(a, b),
+        Ecosystem::Apk => apk(a, b),
+    }
+}
+
+/// dpkg's ordering (`dpkg --compare-versions`).
+pub fn dpkg(a: &str, b: &str) -> Ordering {
+    let (ea, ua, ra) = dpkg_parts(a);
+    let (eb, ub, rb) = dpkg_parts(b);
+    ea.cmp(&eb).then_with(|| dpkg_part(ua, ub)).then_with(|| dpkg_part(ra, rb))
+}
+
+/// Splits `[epoch:]upstream[-revision]`; a malformed epoch counts as 0.
+fn dpkg_parts(v: &str) -> (u64, &str, &str) {
+    let v = v.trim();
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, rest)) if !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit()) => {
+            (e.parse().unwrap_or(u64::MAX), rest)
+        }
+        _ => (0, v),
+    };
+    match rest.rsplit_once('-') {
+        Some((upstream, revision)) => (epoch, upstream, revision),
+        None => (epoch, rest, ""),
+    }
+}
+
+/// The weight of one character in a non-digit run: `~` first, then the end, then letters,
+/// then everything else.
+fn dpkg_weight(c: Option<u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(b'~') => -1,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+        Some(c) => i32::from(c) + 256,
+    }
+}
+
+fn dpkg_part(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        // the non-digit run
+        while a.get(i).is_some_and(|c| !c.is_ascii_digit()) || b.get(j).is_some_and(|c| !c.is_ascii_digit()) {
+            let (wa, wb) = (dpkg_weight(a.get(i).copied()), dpkg_weight(b.get(j).copied()));
+            if wa != wb {
+                return wa.cmp(&wb);
+            }
+            i += 1;
+            j += 1;
+        }
+        // the digit run, as a number of any length
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        let da = a[i.min(a.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let db = b[j.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let by_number = da.cmp(&db).then_with(|| a[i..i + da].cmp(&b[j..j + db]));
+        if by_number != Ordering::Equal {
+            return by_number;
+        }
+        i += da;
+        j += db;
+    }
+    Ordering::Equal
+}
+
+/// What the next part of an apk version is; the order matters (see [`apk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ApkToken {
+    Invalid,
+    DigitOrZero,
+    Digit,
+    Letter,
+    Suffix,
+    SuffixNumber,
+    Revision,
+    End,
+}
+
+const APK_PRE: [&str; 4] = ["alpha", "beta", "pre", "rc"];
+const APK_POST: [&str; 5] = ["cvs", "svn", "git", "hg", "p"];
+
+/// A cursor over an apk version string.
+struct ApkCursor<'a> {
+    rest: &'a [u8],
+    token: ApkToken,
+}
+
+impl<'a> ApkCursor<'a> {
+    fn new(v: &'a str) -> Self {
+        // the `~hash` part orders nothing
+        let v = v.trim().split('~').next().unwrap_or_default();
+        ApkCursor { rest: v.as_bytes(), token: if v.is_empty() { ApkToken::End } else { ApkToken::Digit } }
+    }
+
+    /// Reads the value of the current token and moves to the next one.
+    fn value(&mut self) -> i64 {
+        if self.rest.is_empty() {
+            self.token = ApkToken::End;
+            return 0;
+        }
+        let mut used = 0;
+        let mut value: i64 = 0;
+        let mut digits_follow = false;
+        match self.token {
+            ApkToken::DigitOrZero
+                if self.rest[0] == b'0' && self.rest.iter().find(|c| **c != b'0').is_some_and(u8::is_ascii_digit) =>
+            {
+                // a component with leading zeros (`.01`) is a fraction: it ranks below any
+                // without, and the digits after the zeros are a token of their own
+                used = self.rest.iter().take_while(|c| **c == b'0').count();
+                value = -(used as i64);
+                digits_follow = true;
+            }
+            ApkToken::DigitOrZero | ApkToken::Digit | ApkToken::SuffixNumber | ApkToken::Revision => {
+                for c in self.rest.iter().take_while(|c| c.is_ascii_digit()) {
+                    value = value.saturating_mul(10).saturating_add(i64::from(c - b'0'));
+                    used += 1;
+                }
+            }
+            ApkToken::Letter => {
+                value = i64::from(self.rest[0]);
+                used = 1;
+            }
+            ApkToken::Suffix => {
+                if let Some(i) = APK_PRE.iter().position(|s| self.rest.starts_with(s.as_bytes())) {
+                    value = i as i64 - APK_PRE.len() as i64;
+                    used = APK_PRE[i].len();
+                } else if let Some(i) = APK_POST.iter().position(|s| self.rest.starts_with(s.as_bytes())) {
+                    value = i as i64;
+                    used = APK_POST[i].len();
+                } else {
+                    self.token = ApkToken::Invalid;
+                    return -1;
+                }
+            }
+            ApkToken::Invalid | ApkToken::End => {
+                self.token = ApkToken::Invalid;
+                return -1;
+            }
+        }
+        self.rest = &self.rest[used..];
+        if self.rest.is_empty() {
+            self.token = ApkToken::End;
+        } else if digits_follow {
+            self.token = ApkToken::Digit;
+        } else {
+            self.advance();
+        }
+        value
+    }
+
+    /// Whether the suffix ahead (`_rc1`) marks a pre-release.
+    fn suffix_is_pre_release(&self) -> bool {
+        APK_PRE.iter().any(|s| self.rest.starts_with(s.as_bytes()))
+    }
+
+    /// Decides what the next token is from the separator (or character class) ahead.
+    fn advance(&mut self) {
+        let Some(&c) = self.rest.first() else {
+            self.token = ApkToken::End;
+            return;
+        };
+        let prev = self.token;
+        let next = if matches!(prev, ApkToken::Digit | ApkToken::DigitOrZero) && c.is_ascii_lowercase() {
+            ApkToken::Letter
+        } else if prev == ApkToken::Letter && c.is_ascii_digit() {
+            ApkToken::Digit
+        } else if prev == ApkToken::Suffix && c.is_ascii_digit() {
+            ApkToken::SuffixNumber
+        } else {
+            let (token, skip) = match c {
+                b'.' => (ApkToken::DigitOrZero, 1),
+                b'_' => (ApkToken::Suffix, 1),
+                b'-' if self.rest.get(1) == Some(&b'r') => (ApkToken::Revision, 2),
+                _ => (ApkToken::Invalid, 1),
+            };
+            self.rest = &self.rest[skip.min(self.rest.len())..];
+            token
+        };
+        // tokens only go forward (a digit after a letter, or a suffix after a suffix number, aside)
+        let allowed_back = matches!(
+            (next, prev),
+            (ApkToken::DigitOrZero, ApkToken::Digit)
+                | (ApkToken::Suffix, ApkToken::SuffixNumber)
+                | (ApkToken::Digit, ApkToken::Letter)
+        );
+        self.token = if next < prev && !allowed_back { ApkToken::Invalid } else { next };
+    }
+}
+
+/// apk-tools' ordering (`apk version -t`).
+pub fn apk(a: &str, b: &str) -> Ordering {
+    let (mut ca, mut cb) = (ApkCursor::new(a), ApkCursor::new(b));
+    let (mut va, mut vb) = (0, 0);
+    while ca.token == cb.token && !matches!(ca.token, ApkToken::End | ApkToken::Invalid) && va == vb {
+        va = ca.value();
+        vb = cb.value();
+    }
+    if va != vb {
+        return va.cmp(&vb);
+    }
+    if ca.token == cb.token {
+        return Ordering::Equal;
+    }
+    // equal so far: the longer one is newer unless what follows is a pre-release suffix
+    if ca.token == ApkToken::Suffix && ca.suffix_is_pre_release() {
+        return Ordering::Less;
+    }
+    if cb.token == ApkToken::Suffix && cb.suffix_is_pre_release() {
+        return Ordering::Greater;
+    }
+    cb.token.cmp(&ca.token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Ordering::{Equal, Greater, Less};
+
+    #[test]
+    fn dpkg_orders_as_dpkg_compare_versions() {
+        let cases = [
+            ("1.0~rc1", "1.0", Less),
+            ("1.0-1~bpo12+1", "1.0-1", Less),
+            ("1:1.0", "2.0", Greater),
+            ("0:1.0", "1.0", Equal),
+            ("1.0", "1.0-0", Equal),
+            ("1.001", "1.1", Equal),
+            ("3.0.11-1~deb12u2", "3.0.11-1", Less),
+            ("3.0.11-1~deb12u2", "3.0.13-1~deb12u1", Less),
+            ("1.2.3", "1.2.3a", Less),
+            ("1.2.3a", "1.2.3+b1", Less),
+            ("1.0~~", "1.0~", Less),
+            ("2.36-9+deb12u4", "2.36-9+deb12u10", Less),
+            ("1.10", "1.9", Greater),
+            ("7.88.1-10+deb12u5", "7.88.1-10+deb12u5", Equal),
+            ("1.2-3-4", "1.2-3", Greater),
+            ("10:1", "9:99", Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(dpkg(a, b), want, "{a} vs {b}");
+            assert_eq!(dpkg(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn apk_orders_as_apk_tools() {
+        let cases = [
+            ("1.0", "1.0.1", Less),
+            ("1.0_rc1", "1.0", Less),
+            ("1.0_alpha", "1.0_beta", Less),
+            ("1.0", "1.0_p1", Less),
+            ("1.0-r1", "1.0-r2", Less),
+            ("1.0-r10", "1.0-r9", Greater),
+            ("1.0a", "1.0", Greater),
+            ("1.0a", "1.0b", Less),
+            ("1.01", "1.1", Less),
+            ("3.1.4-r5", "3.1.4-r5", Equal),
+            ("3.1.4-r5", "3.1.6-r0", Less),
+            ("1.2.3_git20230101", "1.2.3", Greater),
+            ("1.2.3_rc2", "1.2.3_rc10", Less),
+            ("2.10", "2.9", Greater),
+            ("1.0~abc123", "1.0", Equal),
+            ("1.36.1-r15", "1.36.1-r29", Less),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(apk(a, b), want, "{a} vs {b}");
+            assert_eq!(apk(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+}

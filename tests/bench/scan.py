@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Vulnerability-scanning benchmark for Berth (issue 16).
+
+    cargo build --release -p berth --bin berth
+    .venv/bin/python tests/bench/scan.py                       # print the table
+    .venv/bin/python tests/bench/scan.py --out tests/bench/results/scan.md
+    BERTH_BIN=target/debug/berth .venv/bin/python tests/bench/scan.py --image-mib 64 --gets 300   # quick; debug figures!
+
+One `berth serve` on embedded storage (a fresh data dir under --work) and, for the manifest GET
+reference, the CNCF distribution registry (`docker-registry`, no auth), both on loopback.
+
+A. Scan time and the server's peak RSS for a --image-mib image (default 500 MiB): a Debian-shaped
+   base layer (`os-release` and a dpkg `status` of 400 packages) and layers of one incompressible
+   file each (what a real image's bulk is: the scanner must inflate and walk it all). The
+   vulnerability data is 5,000 OSV records pushed to `security/vulndb:latest`. Figures: the first
+   scan (every layer read), and the rescan after new vulnerability data is pushed (no layer read:
+   the stored layer facts are re-matched). Peak RSS is sampled every 20 ms from /proc during each
+   scan; the server's RSS before it is given beside it.
+B. Manifest GET requests/second of one image by digest, 4 client threads on keep-alive sessions,
+   with the pull gate off (no scan settings) and on (prevent pull at Critical; the image's scan
+   found nothing that high, so every GET passes the gate and pays its reads), in alternating
+   rounds; distribution's GET of the same manifest is the reference. Target: gate on within 5%
+   of gate off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gzip
+import hashlib
+import io
+import json
+import os
+import statistics
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from bench import (  # noqa: E402
+    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, run_until_signal,
+)
+
+AUTH = (BENCH_ACCESS_KEY, BENCH_SECRET_KEY)
+OSV_LAYER = "application/vnd.berth.vulndb.osv.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def tar_gz(files: dict[str, bytes], level: int = 1) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mtime = 1700000000
+            tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(raw.getvalue(), compresslevel=level, mtime=0)
+
+
+def dpkg_status(n: int) -> bytes:
+    stanzas = [f"Package: pkg{i}\nStatus: install ok installed\nVersion: 1.{i}-1\nSource: src{i % 200}\n"
+               for i in range(n)]
+    return "\n".join(stanzas).encode()
+
+
+def osv_records(n: int, salt: str) -> list[dict]:
+    sev = ["LOW", "MEDIUM", "HIGH"]
+    return [{"id": f"CVE-2030-{i:05d}", "summary": f"synthetic {salt} {i}",
+             "database_specific": {"severity": sev[i % 3]},
+             "affected": [{"package": {"ecosystem": "Debian:12", "name": f"src{i % 400}"},
+                           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": f"1.{i}-2"}]}]}]}
+            for i in range(n)]
+
+
+class Client:
+    def __init__(self, port: int, auth=AUTH):
+        self.base = f"http://127.0.0.1:{port}"
+        self.s = requests.Session()
+        self.s.auth = auth
+
+    def blob(self, repo: str, data: bytes) -> dict:
+        d = sha(data)
+        r = self.s.post(f"{self.base}/v2/{repo}/blobs/uploads/?digest={d}", data=data,
+                        headers={"Content-Type": "application/octet-stream"}, timeout=600)
+        if r.status_code != 201:
+            raise BenchError(f"blob upload: {r.status_code} {r.text[:200]}")
+        return {"digest": d, "size": len(data)}
+
+    def manifest(self, repo: str, ref: str, config: dict, layers: list[tuple[str, dict]]) -> str:
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                           "layers": [{"mediaType": mt, **d} for mt, d in layers]}).encode()
+        r = self.s.put(f"{self.base}/v2/{repo}/manifests/{ref}", data=body,
+                       headers={"Content-Type": OCI_MANIFEST}, timeout=60)
+        if r.status_code != 201:
+            raise BenchError(f"manifest put: {r.status_code} {r.text[:200]}")
+        return sha(body)
+
+
+def push_db(c: Client, records: list[dict]) -> str:
+    data = json.dumps(records).encode()
+    config = c.blob("security/vulndb", b"{}")
+    return c.manifest("security/vulndb", "latest", config, [(OSV_LAYER, c.blob("security/vulndb", data))])
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def timed_scan(c: Client, server: Server, repo: str, d: str) -> dict:
+    before = rss_kib(server.proc.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(server.proc.pid))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    r = c.s.post(f"{c.base}/api/v1/images/{repo}/artifacts/{d}/scan", timeout=60)
+    if r.status_code != 202:
+        raise BenchError(f"scan: {r.status_code} {r.text[:200]}")
+    while True:
+        view = c.s.get(f"{c.base}/api/v1/images/{repo}/artifacts/{d}/scan", timeout=60).json()
+        if view["status"] != "scanning":
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    done.set()
+    t.join()
+    if view["status"] != "succeeded":
+        raise BenchError(f"scan ended {view['status']}: {view.get('error')}")
+    return {"secs": elapsed, "rss_before": before, "rss_peak": peak[0], "read": view["layers_read"],
+            "total": view["layers_total"], "findings": view["total"]}
+
+
+def get_rate(base: str, path: str, auth, n: int, threads: int = 4) -> float:
+    sessions = [requests.Session() for _ in range(threads)]
+    for s in sessions:
+        s.auth = auth
+        s.headers["Accept"] = OCI_MANIFEST
+    per = n // threads
+
+    def worker(s):
+        for _ in range(per):
+            r = s.get(base + path, timeout=30)
+            if r.status_code != 200:
+                raise BenchError(f"GET {path}: {r.status_code} {r.text[:200]}")
+
+    t0 = time.monotonic()
+    with cf.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(worker, sessions))
+    return per * threads / (time.monotonic() - t0)
+
+
+def run(a) -> int:
+    load_start = loadavg()
+    work = Path(a.work or tempfile.mkdtemp(prefix="berth-scan-bench-"))
+    berth = Server("berth", "berth", work, a.berth_bin).start("berth")
+    peer = Server("distribution", "distribution", work, None).start("distribution")
+    try:
+        c = Client(berth.port)
+        for name in ("security",):
+            c.s.post(f"{c.base}/api/v1/registries", json={"name": name}, timeout=30)
+        log("pushing vulnerability data and the image")
+        push_db(c, osv_records(a.records, "a"))
+        layers = [(LAYER, c.blob("bench/scan", tar_gz({"etc/os-release": b"ID=debian\nVERSION_ID=12\n",
+                                                        "var/lib/dpkg/status": dpkg_status(400)})))]
+        per_layer = 100 if a.image_mib >= 100 else a.image_mib
+        remaining = a.image_mib
+        i = 0
+        while remaining > 0:
+            mib = min(per_layer, remaining)
+            layers.append((LAYER, c.blob("bench/scan", tar_gz({f"opt/blob{i}": os.urandom(mib << 20)}, level=1))))
+            remaining -= mib
+            i += 1
+        config = c.blob("bench/scan", b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+        d = c.manifest("bench/scan", "v1", config, layers)
+        image_bytes = sum(ly[1]["size"] for ly in layers)
+
+        log("first scan")
+        first = timed_scan(c, berth, "bench/scan", d)
+        log("new vulnerability data, rescan")
+        push_db(c, osv_records(a.records, "b"))
+        rescan = timed_scan(c, berth, "bench/scan", d)
+
+        # B. manifest GETs, gate off / on, alternating rounds; distribution as the reference
+        Client(peer.port, auth=None).manifest("bench/scan", "v1", Client(peer.port, None).blob("bench/scan", b"{}"),
+                                              [(LAYER, Client(peer.port, None).blob("bench/scan", b"x"))])
+        peer_digest = sha(json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                                 "digest": sha(b"{}"), "size": 2},
+                                      "layers": [{"mediaType": LAYER, "digest": sha(b"x"), "size": 1}]}).encode())
+        path = f"/v2/bench/scan/manifests/{d}"
+        off, on, ref = [], [], []
+        for rnd in range(a.rounds):
+            for side in (("off", "on") if rnd % 2 == 0 else ("on", "off")):
+                body = {"prevent_pull": "Critical"} if side == "on" else {}
+                r = c.s.put(f"{c.base}/api/v1/registries/bench/scan-settings", json=body, timeout=30)
+                if r.status_code != 200:
+                    raise BenchError(f"scan settings: {r.status_code} {r.text[:200]}")
+                rate = get_rate(c.base, path, AUTH, a.gets)
+                (on if side == "on" else off).append(rate)
+            ref.append(get_rate(f"http://127.0.0.1:{peer.port}", f"/v2/bench/scan/manifests/{peer_digest}", None, a.gets))
+        load_end = loadavg()
+    finally:
+        berth.stop()
+        peer.stop()
+
+    mib = 1 << 20
+    lines = [
+        f"Scan benchmark ({machine_line(load_start, load_end)}); berth `{a.berth_bin}`",
+        "",
+        f"A. {image_bytes / mib:.0f} MiB image ({len(layers)} layers), {a.records} OSV records",
+        "",
+        "| scan | time (s) | layers read | findings | server RSS before → peak (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| first scan | {first['secs']:.2f} | {first['read']} of {first['total']} | {first['findings']} | "
+        f"{first['rss_before'] / 1024:.1f} → {first['rss_peak'] / 1024:.1f} |",
+        f"| rescan after a data update | {rescan['secs']:.2f} | {rescan['read']} of {rescan['total']} | "
+        f"{rescan['findings']} | {rescan['rss_before'] / 1024:.1f} → {rescan['rss_peak'] / 1024:.1f} |",
+        "",
+        f"B. manifest GET by digest, 4 threads, {a.gets} GETs per round, {a.rounds} rounds (median req/s)",
+        "",
+        "| | gate off | gate on (prevent pull at Critical) | on ÷ off | distribution (reference) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| req/s | {statistics.median(off):.0f} | {statistics.median(on):.0f} | "
+        f"{statistics.median(on) / statistics.median(off):.3f} | {statistics.median(ref):.0f} |",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--berth-bin", default=os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target/release/berth"))
+    p.add_argument("--image-mib", type=int, default=500)
+    p.add_argument("--records", type=int, default=5000)
+    p.add_argument("--gets", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--work", default=None)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    if not Path(a.berth_bin).exists():
+        p.error(f"no berth binary at {a.berth_bin} (cargo build --release -p berth --bin berth, or set BERTH_BIN)")
+    return run_until_signal(lambda: run(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Vulnerability scanning (issue 16): images built in the test with real dpkg `status` and apk
+`installed` files, vulnerability data pushed into Berth with the oras SDK as OSV records, scans
+started and stopped through the management API, and the exact findings read back."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import tarfile
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from e2e_util import Api, assert_error, digest, require_tool, run, tar_gz
+from test_docker import _docker_login, docker_images  # noqa: F401 (a fixture)
+from test_oras import oras_client
+
+OSV_LAYER = "application/vnd.berth.vulndb.osv.v1+json"
+HARBOR_REPORT = "application/vnd.security.vulnerability.report; version=1.1"
+
+DEBIAN_OS = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+DEBIAN_STATUS = (
+    b"Package: libssl3\nStatus: install ok installed\nVersion: 3.0.11-1~deb12u1\nSource: openssl\n"
+    b"Description: Secure Sockets Layer toolkit\n shared libraries\n\n"
+    b"Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13.dfsg-1\nSource: zlib\n\n"
+    b"Package: removed-one\nStatus: deinstall ok config-files\nVersion: 1.0-1\n"
+)
+# a later layer upgrades openssl and drops zlib: the last status file wins
+DEBIAN_STATUS_UPGRADED = (
+    b"Package: libssl3\nStatus: install ok installed\nVersion: 3.0.13-1~deb12u1\nSource: openssl\n"
+)
+
+OSV_RECORDS = [
+    {"id": "DSA-5532-1", "aliases": ["CVE-2023-5363"], "summary": "openssl: incorrect cipher key length",
+     "references": [{"type": "ADVISORY", "url": "https://security-tracker.debian.org/tracker/CVE-2023-5363"}],
+     "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                   "ecosystem_specific": {"urgency": "high"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.11-1~deb12u2"}]}]}]},
+    {"id": "CVE-2024-0727", "database_specific": {"severity": "MEDIUM"},
+     "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.13-1~deb12u1"}]}]}]},
+    {"id": "CVE-2023-45853", "database_specific": {"severity": "CRITICAL"},
+     "affected": [{"package": {"ecosystem": "Debian:12", "name": "zlib"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]},
+    # another release: never matches a Debian 12 image
+    {"id": "CVE-2099-0001", "database_specific": {"severity": "CRITICAL"},
+     "affected": [{"package": {"ecosystem": "Debian:11", "name": "openssl"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]},
+    {"id": "CVE-2024-9143", "database_specific": {"severity": "LOW"},
+     "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "openssl"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.1.7-r1"}]}]}]},
+    {"id": "CVE-2023-42363", "database_specific": {"severity": "HIGH"},
+     "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "busybox"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.36.1-r16"}]}]}]},
+]
+
+
+@pytest.fixture
+def registry(registry_factory):
+    """A Berth whose vulnerability data is read from e2e/vulndb-<random>:latest."""
+    db = f"e2e/vulndb-{uuid.uuid4().hex[:8]}"
+    berth = registry_factory(env={"BERTH_SCAN_DB": f"{db}:latest"})
+    berth.scan_db = db
+    return berth
+
+
+def push_vulndb(berth, host, tmp_path, records, tag="latest") -> str:
+    """Pushes OSV records as the vulnerability-data artifact, with the oras SDK."""
+    path = tmp_path / f"osv-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(records))
+    client = oras_client(berth, host)
+    resp = client.push(files=[f"{path}:{OSV_LAYER}"], target=f"{host}/{berth.scan_db}:{tag}",
+                       disable_path_validation=True)
+    assert resp.status_code == 201, f"{resp.status_code} {resp.text}"
+    return resp.headers["Docker-Content-Digest"]
+
+
+def scan_path(repo: str, d: str) -> str:
+    return f"/api/v1/images/{repo}/artifacts/{d}/scan"
+
+
+def wait_scan(api: Api, repo: str, d: str, timeout: float = 60) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        r = api.get(scan_path(repo, d))
+        assert r.status_code == 200, f"{r.status_code} {r.text}"
+        if r.json()["status"] != "scanning":
+            return r.json()
+        assert time.monotonic() < end, f"scan still running after {timeout} s: {r.text}"
+        time.sleep(0.2)
+
+
+def scan(api: Api, repo: str, d: str, timeout: float = 60) -> dict:
+    r = api.post(scan_path(repo, d))
+    assert r.status_code == 202, f"{r.status_code} {r.text}"
+    assert r.json()["status"] == "scanning"
+    return wait_scan(api, repo, d, timeout)
+
+
+def findings(result: dict) -> list[tuple]:
+    return [(f["id"], f["package"], f["version"], f["fix_version"], f["severity"]) for f in result["findings"]]
+
+
+def debian_context(tmp_path, dockerfile: str):
+    """A docker build context: a Debian 12 `os-release` and dpkg `status` under rootfs/."""
+    ctx = tmp_path / "ctx"
+    (ctx / "rootfs/etc").mkdir(parents=True)
+    (ctx / "rootfs/var/lib/dpkg").mkdir(parents=True)
+    (ctx / "rootfs/etc/os-release").write_bytes(DEBIAN_OS)
+    (ctx / "rootfs/var/lib/dpkg/status").write_bytes(DEBIAN_STATUS)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def docker_push(ctx, ref: str) -> str:
+    """docker build (legacy builder) and push; returns the pushed manifest digest."""
+    run(["docker", "build", "-t", ref, str(ctx)], env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
+    out = run(["docker", "push", ref], timeout=300).stdout
+    return re.search(r"digest: (sha256:[0-9a-f]{64})", out).group(1)
+
+
+def tar_with_whiteouts(files: dict[str, bytes], whiteouts: list[str] = ()) -> bytes:
+    """A gzip'd layer with regular files and OCI whiteout entries (`.wh.<name>`)."""
+    for w in whiteouts:
+        d, _, name = w.rpartition("/")
+        files = {**files, f"{d}/.wh.{name}" if d else f".wh.{name}": b""}
+    return tar_gz(files)
+
+
+def test_a_docker_built_debian_image_gets_exact_findings_and_a_harbor_report(registry, api, proxy, tmp_path,
+                                                                             docker_images):
+    """docker build (two layers: a dpkg status, then an upgraded one replacing it) and push; OSV
+    data pushed with oras; the scan finds exactly the advisories the last status file is
+    affected by, by dpkg ordering of the *source* package's version."""
+    require_tool("docker")
+    berth = registry
+    push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS)
+    ctx = debian_context(tmp_path, "FROM scratch\nCOPY rootfs/ /\n")
+    (ctx / "status-upgraded").write_bytes(DEBIAN_STATUS_UPGRADED)
+    repo = f"e2e/deb-{uuid.uuid4().hex[:8]}"
+    ref = f"{proxy.host}/{repo}:v1"
+    _docker_login(berth, proxy.host)
+    docker_images.append(ref)
+    d1 = docker_push(ctx, ref)
+
+    result = scan(api, repo, d1)
+    assert result["status"] == "succeeded", result
+    assert findings(result) == [
+        ("CVE-2023-45853", "zlib1g", "1:1.2.13.dfsg-1", "", "Critical"),
+        ("CVE-2023-5363", "libssl3", "3.0.11-1~deb12u1", "3.0.11-1~deb12u2", "High"),
+        ("CVE-2024-0727", "libssl3", "3.0.11-1~deb12u1", "3.0.13-1~deb12u1", "Medium"),
+    ]
+    assert (result["severity"], result["total"], result["fixable"]) == ("Critical", 3, 2)
+    assert result["counts"] == {"Critical": 1, "High": 1, "Medium": 1}
+    assert (result["os"], result["packages"], result["layers_total"], result["layers_read"]) == ("debian 12", 2, 1, 1)
+
+    report = api.get(scan_path(repo, d1), headers={"Accept": HARBOR_REPORT})
+    assert report.status_code == 200, report.text
+    assert report.headers["Content-Type"] == HARBOR_REPORT
+    body = report.json()
+    assert body["severity"] == "Critical" and body["artifact"]["digest"] == d1
+    assert body["artifact"]["repository"] == repo
+    dsa = next(v for v in body["vulnerabilities"] if v["id"] == "CVE-2023-5363")
+    assert dsa["links"] == ["https://security-tracker.debian.org/tracker/CVE-2023-5363"]
+    assert dsa["description"] == "openssl: incorrect cipher key length"
+
+    # a second layer replaces the whole status file: only what it lists is installed
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\nCOPY status-upgraded /var/lib/dpkg/status\n")
+    ref2 = f"{proxy.host}/{repo}:v2"
+    docker_images.append(ref2)
+    d2 = docker_push(ctx, ref2)
+    result = scan(api, repo, d2)
+    assert findings(result) == [], result
+    assert (result["severity"], result["total"], result["packages"]) == (None, 0, 1)
+    # the base layer's facts were stored by the first scan: only the new layer was read
+    assert (result["layers_total"], result["layers_read"]) == (2, 1)
+
+
+def test_alpine_whiteouts_and_new_vulnerability_data_rematch_without_reading_layers(registry, api, proxy, tmp_path):
+    """apk layers pushed by the raw API, a later layer whiting out the apk database and a
+    status.d-style file: the scan sees only what survives. A new DB push is used by the next scan,
+    which reads no layer bytes again."""
+    berth = registry
+    repo = f"e2e/alp-{uuid.uuid4().hex[:8]}"
+    base = tar_gz({
+        "etc/os-release": b"ID=alpine\nVERSION_ID=3.19.1\n",
+        "lib/apk/db/installed": b"C:Q1abc=\nP:busybox\nV:1.36.1-r15\nA:x86_64\no:busybox\n\n"
+                                b"P:libcrypto3\nV:3.1.4-r5\no:openssl\n\nP:libssl3\nV:3.1.4-r5\no:openssl\n",
+    })
+    image = api.push_image(repo, "v1", [base])
+    push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS[:4])  # Debian data only
+    result = scan(api, repo, image["digest"])
+    first_data = result["vulndb"]
+    assert result["status"] == "succeeded" and findings(result) == [], result
+    assert (result["os"], result["packages"], result["layers_read"]) == ("alpine 3.19", 3, 1)
+
+    # data for Alpine arrives: the next scan matches without reading the layer again
+    push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS)
+    result = scan(api, repo, image["digest"])
+    assert findings(result) == [
+        ("CVE-2023-42363", "busybox", "1.36.1-r15", "1.36.1-r16", "High"),
+        ("CVE-2024-9143", "libcrypto3", "3.1.4-r5", "3.1.7-r1", "Low"),
+        ("CVE-2024-9143", "libssl3", "3.1.4-r5", "3.1.7-r1", "Low"),
+    ], result
+    assert (result["layers_total"], result["layers_read"], result["fixable"]) == (1, 0, 3)
+    assert result["vulndb"] != first_data, "the new data was used"
+
+    # a layer that deletes the apk database (a whiteout) leaves no packages
+    top = tar_with_whiteouts({"hello.txt": b"hi"}, whiteouts=["lib/apk/db/installed"])
+    image2 = api.push_image(repo, "v2", [base, top])
+    result = scan(api, repo, image2["digest"])
+    assert (findings(result), result["packages"], result["layers_read"]) == ([], 0, 1), result
+
+
+def zeros_layer(n: int, i: int) -> bytes:
+    """A layer of `n` zero bytes in one file: tiny compressed, slow to read (a scan inflates it)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(f"data/zeros-{i}")
+        info.size = n
+        tar.addfile(info, io.BytesIO(bytes(n)))
+    return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+
+
+def test_no_data_fails_clearly_and_errors_are_oci_shaped(registry, api, tmp_path):
+    """Without vulnerability data the scan fails saying what to push; an unknown artifact is
+    404; a malformed digest 400; an unsupported method 405; stopping what is not running 409."""
+    repo = f"e2e/nodata-{uuid.uuid4().hex[:8]}"
+    image = api.push_image(repo, "v1", [tar_gz({"etc/os-release": b"ID=debian\nVERSION_ID=12\n"})])
+    d = image["digest"]
+    assert api.get(scan_path(repo, d)).json() == {"status": "not_scanned"}
+    result = scan(api, repo, d)
+    assert result["status"] == "failed", result
+    assert registry.scan_db in result["error"] and OSV_LAYER in result["error"], result
+    missing = "sha256:" + "0" * 64
+    assert_error(api.post(scan_path(repo, missing)), 404, "NOT_FOUND")
+    assert_error(api.get(scan_path(repo, missing)), 404, "NOT_FOUND")
+    assert_error(api.delete(scan_path(repo, d)), 409, "CONFLICT")
+    assert api.post(f"/api/v1/images/{repo}/artifacts/sha256:nothex/scan").status_code == 400
+    assert api.put(scan_path(repo, d)).status_code == 405
+
+
+def test_racing_scans_start_one_a_stop_ends_it_and_the_next_scan_reads_only_unread_layers(registry, api, proxy,
+                                                                                          tmp_path):
+    """Eight racing scan requests on a slow image (layers of zeros to inflate): exactly one is
+    202, the rest 409. A stop mid-scan ends it (a second stop is 409); the worker drops its work
+    between layers. The next scan reads only the layers the stopped one had not read."""
+    push_vulndb(registry, proxy.host, tmp_path, OSV_RECORDS)
+    repo = f"e2e/slow-{uuid.uuid4().hex[:8]}"
+    layers = [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})]
+    layers += [zeros_layer(96 * 1024 * 1024, i) for i in range(6)]
+    image = api.push_image(repo, "v1", layers)
+    d = image["digest"]
+
+    statuses = []
+    barrier = threading.Barrier(8)
+
+    def post():
+        barrier.wait()
+        r = requests.post(f"{registry.url}{scan_path(repo, d)}", auth=registry.credentials, timeout=30)
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [202] + [409] * 7, statuses
+
+    # stop once the worker is into the big layers (the record shows its progress)
+    end = time.monotonic() + 120
+    while (progress := api.get(scan_path(repo, d)).json())["layers_done"] < 2:
+        assert progress["status"] == "scanning" and progress["layers_total"] in (0, 7), progress
+        assert time.monotonic() < end, progress
+        time.sleep(0.05)
+    stopped = api.delete(scan_path(repo, d))
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["status"] == "stopped"
+    assert_error(api.delete(scan_path(repo, d)), 409, "CONFLICT")
+    time.sleep(3.0)
+    after = api.get(scan_path(repo, d)).json()
+    assert after["status"] == "stopped" and after["findings"] == [], after
+
+    result = scan(api, repo, d, timeout=300)
+    assert result["status"] == "succeeded", result
+    assert result["layers_total"] == 7
+    # the stopped scan read at least two layers; they are not read again
+    assert 0 < result["layers_read"] <= 5, f"the stopped scan's layers were read again: {result}"
+    assert [f[0] for f in findings(result)] == ["CVE-2023-45853", "CVE-2023-5363", "CVE-2024-0727"]
+
+
+def settings_path(registry_name: str) -> str:
+    return f"/api/v1/registries/{registry_name}/scan-settings"
+
+
+def test_prevent_pull_allowlists_and_auto_scan_on_push_with_docker(registry, api, proxy, tmp_path, docker_images):
+    """Scan on push and prevent pull at High on registry `e2e`: docker pull is refused naming
+    the CVEs; a HEAD is not gated; the common allowlist applies until the registry has its own,
+    which replaces it; an expired list no longer applies; turning prevention off lets it through."""
+    require_tool("docker")
+    push_vulndb(registry, proxy.host, tmp_path, OSV_RECORDS)
+    r = api.put(settings_path("e2e"), json={"scan_on_push": True, "prevent_pull": "High"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"scan_on_push": True, "prevent_pull": "High", "allowlist": None}
+    ctx = debian_context(tmp_path, "FROM scratch\nCOPY rootfs/ /\nLABEL org.example.test=gate\n")
+    repo = f"e2e/gate-{uuid.uuid4().hex[:8]}"
+    ref = f"{proxy.host}/{repo}:v1"
+    _docker_login(registry, proxy.host)
+    docker_images.append(ref)
+    d = docker_push(ctx, ref)
+    result = wait_scan(api, repo, d)
+    assert (result["status"], result["requested_by"], result["severity"]) == ("succeeded", "auto", "Critical"), result
+
+    def docker_pull():
+        run(["docker", "rmi", "-f", ref], check=False, timeout=120)
+        return run(["docker", "pull", ref], check=False, timeout=300)
+
+    pulled = docker_pull()
+    assert pulled.returncode != 0
+    assert "CVE-2023-45853" in pulled.stderr and "CVE-2023-5363" in pulled.stderr and "High" in pulled.stderr, \
+        pulled.stderr
+    assert "CVE-2024-0727" not in pulled.stderr, "a Medium finding is under the threshold"
+    refused = api.get_manifest(repo, "v1")
+    assert_error(refused, 403, "DENIED")
+    assert api.get_manifest(repo, "v1", method="HEAD").status_code == 200, "HEAD is not gated"
+
+    # the common allowlist applies while the registry has none of its own
+    r = api.put(settings_path("_all"), json={"allowlist": {"ids": "CVE-2023-45853"}})
+    assert r.status_code == 200, r.text
+    refused = api.get_manifest(repo, "v1")
+    assert refused.status_code == 403 and "CVE-2023-5363" in refused.text and "CVE-2023-45853" not in refused.text
+    # a registry list replaces the common one (comma and line-break separated)
+    settings = {"scan_on_push": True, "prevent_pull": "High", "allowlist": {"ids": "CVE-2023-5363,\nCVE-2099-0001"}}
+    assert api.put(settings_path("e2e"), json=settings).status_code == 200
+    refused = api.get_manifest(repo, "v1")
+    assert refused.status_code == 403 and "CVE-2023-45853" in refused.text and "CVE-2023-5363" not in refused.text
+    settings["allowlist"]["ids"] = "CVE-2023-5363, CVE-2023-45853"
+    assert api.put(settings_path("e2e"), json=settings).status_code == 200
+    pulled = docker_pull()
+    assert pulled.returncode == 0, pulled.stderr
+    view = api.get(scan_path(repo, d)).json()
+    assert (view["total"], view["severity"], view["fixable"]) == (1, "Medium", 1), view
+    assert [f["allowlisted"] for f in view["findings"]] == [True, True, False]
+    # an expired list no longer applies
+    settings["allowlist"]["expires_at"] = int(time.time()) - 60
+    assert api.put(settings_path("e2e"), json=settings).status_code == 200
+    assert api.get_manifest(repo, "v1").status_code == 403
+    # prevention off: pulls pass whatever was found
+    assert api.put(settings_path("e2e"), json={"scan_on_push": True}).status_code == 200
+    assert api.get_manifest(repo, "v1").status_code == 200
+
+
+def test_scan_settings_refuse_bad_input_and_roles_apply(registry, api):
+    """Bad settings are 400 with a reason; an unknown registry 404; `_all` takes only the
+    allowlist. A viewer reads scans and settings but cannot scan or change them."""
+    from test_auth import make_user
+    bad = [
+        {"prevent_pull": "severe"},
+        {"prevent_pull": "Unknown"},
+        {"allowlist": {"ids": "CVE-2023-1, not-an-id"}},
+        {"allowlist": {"ids": "CVE-2023-1\u0000"}},
+        {"allowlist": {"ids": ",".join(f"CVE-2023-{i}" for i in range(1001))}},
+        {"scan_on_push": "yes"},
+        {"unknown": True},
+    ]
+    for body in bad:
+        assert_error(api.put(settings_path("e2e"), json=body), 400, ("INVALID_REQUEST",))
+    assert_error(api.put(settings_path("_all"), json={"prevent_pull": "High"}), 400, "INVALID_REQUEST")
+    assert_error(api.put(settings_path("nope-registry"), json={}), 404, "NOT_FOUND")
+    assert api.get(settings_path("e2e")).json() == {"scan_on_push": False, "prevent_pull": None, "allowlist": None}
+
+    repo = f"e2e/roles-{uuid.uuid4().hex[:8]}"
+    image = api.push_image(repo, "v1", [tar_gz({"a": b"b"})])
+    viewer = make_user(registry, "service-viewer")
+    path = scan_path(repo, image["digest"])
+    assert requests.get(f"{registry.url}{path}", auth=viewer, timeout=30).status_code == 200
+    assert requests.get(f"{registry.url}{settings_path('e2e')}", auth=viewer, timeout=30).status_code == 200
+    for method, p, body in [("POST", path, None), ("DELETE", path, None),
+                            ("PUT", settings_path("e2e"), {"scan_on_push": True})]:
+        r = requests.request(method, f"{registry.url}{p}", auth=viewer, json=body, timeout=30)
+        assert r.status_code == 403, (method, p, r.status_code, r.text)
+    assert api.get(settings_path("e2e")).json()["scan_on_push"] is False
