@@ -202,6 +202,9 @@ locals {
     BERTH_TOKEN_LIFETIME_SECONDS         = tostring(var.token_lifetime_seconds)
     AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH = "true"
     RUST_LOG                             = var.rust_log
+    # where the scanner's vulnerability data is (an artifact in this registry): job-worker
+    # matches against it, api-artifact-scan describes findings from it
+    BERTH_SCAN_DB = var.scan_db
   }
 
   # Outbound requests to addresses the operator chose (webhook and replication targets, image

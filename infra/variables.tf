@@ -37,6 +37,16 @@ variable "log_retention_days" {
   default     = 30
 }
 
+variable "scan_db" {
+  description = "The artifact in this registry that holds the scanner's vulnerability data (BERTH_SCAN_DB, registry/image:tag): OSV records in layers of media type application/vnd.berth.vulndb.osv.v1+json, pushed with oras or mirrored by a replication or an image cache. The registry must exist."
+  type        = string
+  default     = "security/vulndb:latest"
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", var.scan_db))
+    error_message = "scan_db must be registry/image:tag, e.g. security/vulndb:latest."
+  }
+}
+
 variable "rust_log" {
   description = "RUST_LOG filter of the functions and the upload gateway."
   type        = string

@@ -95,6 +95,12 @@ class Client:
         d = sha(data)
         r = self.s.post(f"{self.base}/v2/{repo}/blobs/uploads/?digest={d}", data=data,
                         headers={"Content-Type": "application/octet-stream"}, timeout=600)
+        if r.status_code == 202:  # distribution opens a session instead: finish it with a PUT
+            location = r.headers["Location"]
+            location = location if location.startswith("http") else self.base + location
+            sep = "&" if "?" in location else "?"
+            r = self.s.put(f"{location}{sep}digest={d}", data=data,
+                           headers={"Content-Type": "application/octet-stream"}, timeout=600)
         if r.status_code != 201:
             raise BenchError(f"blob upload: {r.status_code} {r.text[:200]}")
         return {"digest": d, "size": len(data)}

@@ -356,6 +356,7 @@ def test_prevent_pull_allowlists_and_auto_scan_on_push_with_docker(registry, api
     assert api.get_manifest(repo, "v1").status_code == 200
 
 
+@pytest.mark.edge_only
 def test_scan_settings_refuse_bad_input_and_roles_apply(registry, api):
     """Bad settings are 400 with a reason; an unknown registry 404; `_all` takes only the
     allowlist. A viewer reads scans and settings but cannot scan or change them."""
@@ -386,3 +387,83 @@ def test_scan_settings_refuse_bad_input_and_roles_apply(registry, api):
         r = requests.request(method, f"{registry.url}{p}", auth=viewer, json=body, timeout=30)
         assert r.status_code == 403, (method, p, r.status_code, r.text)
     assert api.get(settings_path("e2e")).json()["scan_on_push"] is False
+
+
+def test_scan_ends_are_webhook_events_and_the_cli_drives_scans(registry_factory, tmp_path):
+    """SCANNING_COMPLETED and SCANNING_STOPPED reach a webhook with the scan's overview; the CLI
+    runs a scan (--wait), reports its findings and changes settings keeping what it is not given."""
+    from recording_proxy import RecordingProxy
+    from test_cli import Cli
+    from webhook_receiver import Receiver
+    db = f"e2e/vulndb-{uuid.uuid4().hex[:8]}"
+    berth = registry_factory(env={"BERTH_SCAN_DB": f"{db}:latest", "BERTH_OUTBOUND_ALLOW": "127.0.0.0/8"})
+    berth.scan_db = db
+    api = Api(berth)
+    proxy = RecordingProxy(berth.port)
+    receiver = Receiver().start()
+    try:
+        push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS)
+        r = api.post("/api/v1/registries/e2e/webhooks",
+                     json={"name": "scans", "url": receiver.url("/scans"),
+                           "events": ["SCANNING_COMPLETED", "SCANNING_FAILED", "SCANNING_STOPPED"]})
+        assert r.status_code == 201, r.text
+        repo = f"e2e/cli-{uuid.uuid4().hex[:8]}"
+        image = api.push_image(repo, "v1", [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})])
+        cli = Cli(berth, tmp_path / "home")
+        cli.login(*berth.credentials)
+        ref = f"{repo}@{image['digest']}"
+        shown = cli.ok("scan", "run", ref, "--wait")
+        assert (shown["status"], shown["severity"], shown["total"], shown["fixable"]) == ("succeeded", "Critical", 3, 2)
+        assert "findings" not in shown
+        report = cli.ok("scan", "report", ref)
+        assert [f["id"] for f in report] == ["CVE-2023-45853", "CVE-2023-5363", "CVE-2024-0727"]
+        assert "CVE-2023-5363" in cli.text("scan", "report", ref)
+
+        got = receiver.wait_for(1, "/scans", unique_events=True)
+        payload = json.loads(got[0].body)
+        assert payload["type"] == "SCANNING_COMPLETED", payload
+        overview = payload["event_data"]["resources"][0]["scan_overview"]
+        assert (overview["scan_status"], overview["severity"], overview["total"]) == ("succeeded", "Critical", 3)
+        assert payload["event_data"]["resources"][0]["digest"] == image["digest"]
+
+        settings = cli.ok("scan", "settings", "e2e", "--prevent-pull", "High", "--allowlist", "CVE-2023-5363")
+        assert settings == {"scan_on_push": False, "prevent_pull": "High",
+                            "allowlist": {"ids": ["CVE-2023-5363"], "expires_at": None}}
+        settings = cli.ok("scan", "settings", "e2e", "--scan-on-push", "true")
+        assert settings["prevent_pull"] == "High" and settings["allowlist"]["ids"] == ["CVE-2023-5363"]
+        bad = cli.run("scan", "settings", "e2e", "--prevent-pull", "dreadful")
+        assert bad.returncode != 0 and "dreadful" in bad.stderr + bad.stdout
+        assert cli.run("scan", "run", f"{repo}:v1").returncode != 0, "a digest is needed"
+    finally:
+        receiver.close()
+        proxy.close()
+
+
+def test_a_server_killed_mid_scan_finishes_the_scan_after_its_restart(registry_factory, tmp_path):
+    """kill -9 while the worker is between big layers: after the restart the queue delivers the
+    scan job again and it finishes, reading only the layers the killed worker had not stored."""
+    from recording_proxy import RecordingProxy
+    db = f"e2e/vulndb-{uuid.uuid4().hex[:8]}"
+    berth = registry_factory(env={"BERTH_SCAN_DB": f"{db}:latest", "BERTH_JOB_LEASE_SECONDS": "3"})
+    berth.scan_db = db
+    api = Api(berth)
+    proxy = RecordingProxy(berth.port)
+    try:
+        push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS)
+    finally:
+        proxy.close()
+    repo = f"e2e/kill-{uuid.uuid4().hex[:8]}"
+    layers = [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})]
+    layers += [zeros_layer(96 * 1024 * 1024, i) for i in range(6)]
+    d = api.push_image(repo, "v1", layers)["digest"]
+    assert api.post(scan_path(repo, d)).status_code == 202
+    end = time.monotonic() + 120
+    while (progress := api.get(scan_path(repo, d)).json())["layers_done"] < 2:
+        assert progress["status"] == "scanning" and time.monotonic() < end, progress
+        time.sleep(0.05)
+    berth.kill()
+    berth.restart()
+    result = wait_scan(api, repo, d, timeout=180)
+    assert result["status"] == "succeeded", result
+    assert result["layers_total"] == 7 and result["layers_read"] <= 5, result
+    assert [f[0] for f in findings(result)] == ["CVE-2023-45853", "CVE-2023-5363", "CVE-2024-0727"]

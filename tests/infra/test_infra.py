@@ -257,8 +257,9 @@ def test_every_function_gets_the_berth_environment(tf: Module, berth_routes: lis
     assert sorted(env) == sorted([
         "BERTH_BUCKET", "BERTH_TABLE", "BERTH_QUEUE_URL", "BERTH_PRESIGN_EXPIRY_SECONDS", "BERTH_UPLOAD_GATEWAY_URL",
         "BERTH_UPLOAD_TOKEN_KEY", "BERTH_TOKEN_SIGNING_KEY", "BERTH_SECRETS_KEY", "BERTH_TOKEN_LIFETIME_SECONDS",
-        "BERTH_PUBLIC_URL", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG",
+        "BERTH_PUBLIC_URL", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "RUST_LOG", "BERTH_SCAN_DB",
     ])
+    assert env["BERTH_SCAN_DB"] == "security/vulndb:latest"
     # the keys' values come from the SSM parameters at apply time, never from a literal
     assert env["BERTH_UPLOAD_TOKEN_KEY"] == Unknown("data.aws_ssm_parameter.upload_token_key.value")
     assert env["BERTH_TOKEN_SIGNING_KEY"] == Unknown("data.aws_ssm_parameter.token_signing_key.value")

@@ -46,7 +46,7 @@ pub enum EventType {
     DeleteImage,
     /// a cleanup run finished
     TagRetention,
-    /// a vulnerability scan completed (emitted once scanning lands)
+    /// a vulnerability scan completed
     ScanningCompleted,
     /// a vulnerability scan failed
     ScanningFailed,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::report::{self, Finding};
 use super::{data, inventory, layers, ScanError};
 use crate::app::App;
+use crate::events::EventType;
 use crate::metadata::{Collection, Expect, ManifestRecord, MetadataError, UnixTime, Versioned};
 use crate::oci::{Digest, ParsedManifest, RepoName};
 use crate::task::Task;
@@ -70,8 +71,8 @@ pub struct ScanRecord {
     /// how many packages were found
     #[serde(default)]
     pub packages: u32,
-    /// what was found, worst first
-    #[serde(default)]
+    /// what was found, worst first (packed: an old image's findings outgrow a DynamoDB item as JSON)
+    #[serde(default, with = "super::packed")]
     pub findings: Vec<Finding>,
 }
 
@@ -142,7 +143,10 @@ pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRec
         record.status = ScanStatus::Stopped;
         record.finished_at = Some(app.clock.now());
         match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
-            Ok(_) => return Ok(record),
+            Ok(_) => {
+                announce(app, &id, EventType::ScanningStopped, &record).await;
+                return Ok(record);
+            }
             Err(MetadataError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -278,7 +282,8 @@ fn fail(record: &mut ScanRecord, why: &str) {
     record.error = Some(why.chars().take(1024).collect());
 }
 
-/// Writes the end of scan `scan`, unless it was stopped or replaced meanwhile.
+/// Writes the end of scan `scan`, unless it was stopped or replaced meanwhile, and announces it
+/// (`SCANNING_COMPLETED` or `SCANNING_FAILED`).
 async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord)) -> Result<(), ScanError> {
     let Some(found) = current(app, id, scan).await? else {
         return Ok(());
@@ -289,7 +294,52 @@ async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord
         record.finished_at = Some(app.clock.now());
     }
     match SCANS.put(app.meta.as_ref(), id, &record, Expect::Version(found.version)).await {
-        Ok(_) | Err(MetadataError::Conflict(_)) => Ok(()),
+        Ok(_) => {
+            let kind = if record.status == ScanStatus::Succeeded {
+                EventType::ScanningCompleted
+            } else {
+                EventType::ScanningFailed
+            };
+            announce(app, id, kind, &record).await;
+            Ok(())
+        }
+        Err(MetadataError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Queues the event of a scan's end for webhooks and the event bus (Harbor's scanning events,
+/// with the scan's overview). A failure is logged: the scan's result stands either way.
+async fn announce(app: &App, id: &str, kind: EventType, record: &ScanRecord) {
+    let Some((repository, digest)) = id.rsplit_once('@') else { return };
+    let (Ok(repo), Ok(digest)) = (RepoName::parse(repository, None), digest.parse::<Digest>()) else { return };
+    let manifest = match app.meta.manifest(&repo, &digest).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%repo, %digest, error = %e, "could not announce a scan's end");
+            return;
+        }
+    };
+    let mut event = crate::outbox::artifact(app, kind, &manifest, None);
+    // the same id on every repetition of this end, so receivers can deduplicate
+    let seed = <sha2::Sha256 as sha2::Digest>::digest(format!("scan:{}:{kind:?}", record.scan).as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&seed[..16]);
+    event.id = uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string();
+    event.operator = record.requested_by.clone();
+    let summary = report::summarise(&record.findings, &|_| false);
+    event.details = Some(serde_json::json!({
+        "scan_status": record.status,
+        "severity": summary.severity,
+        "total": summary.total,
+        "fixable": summary.fixable,
+        "summary": summary.counts,
+        "error": record.error,
+        "start_time": record.started_at,
+        "end_time": record.finished_at,
+    }));
+    if let Err(e) = crate::outbox::record(app, &event).await {
+        tracing::warn!(%repo, %digest, error = %e, "could not queue a scan's event");
     }
 }

@@ -19,6 +19,8 @@ const READER_VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredFacts {
     reader: u32,
+    /// packed: a full Debian `status` outgrows a DynamoDB item as JSON
+    #[serde(with = "super::packed")]
     facts: LayerFacts,
 }
 

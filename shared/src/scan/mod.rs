@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod data;
 pub mod inventory;
 pub mod layers;
+pub mod packed;
 pub mod policy;
 pub mod report;
 pub mod severity;

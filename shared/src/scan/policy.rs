@@ -5,7 +5,7 @@
 //! [`CACHE_TTL`] (and forgets its copy at once when it writes them).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,49 @@ pub async fn allowlist(app: &App, own: &ScanPolicy) -> Result<BTreeSet<String>, 
     Ok(if list.applies(now) { list.ids } else { BTreeSet::new() })
 }
 
+/// The findings of an artifact's latest finished scan at or above a threshold, as the gate keeps
+/// them per process (for [`CACHE_TTL`]): a hot image's `GET`s read its scan record once per
+/// TTL, not once each, and only the findings that can block are held.
+struct GateEntry {
+    at: Instant,
+    candidates: Arc<Vec<report::Finding>>,
+}
+
+/// The most gate entries a process keeps (it forgets them all when full).
+const MAX_GATE_ENTRIES: usize = 4096;
+
+type GateCache = HashMap<(String, Severity), GateEntry>;
+static GATE: Mutex<Option<GateCache>> = Mutex::new(None);
+
+async fn candidates(
+    app: &App,
+    repo: &RepoName,
+    record: &ManifestRecord,
+    threshold: Severity,
+) -> Result<Arc<Vec<report::Finding>>, ScanError> {
+    let key = (format!("{repo}@{}", record.digest), threshold);
+    if let Some(entry) = GATE.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|m| m.get(&key)) {
+        if entry.at.elapsed() < CACHE_TTL {
+            return Ok(entry.candidates.clone());
+        }
+    }
+    let found = match artifact::latest(app, repo, &record.digest).await? {
+        Some(scan) if scan.status == artifact::ScanStatus::Succeeded => {
+            scan.findings.into_iter().filter(|f| f.severity >= threshold).collect()
+        }
+        // never scanned, or not finished: the gate judges findings, not their absence
+        _ => Vec::new(),
+    };
+    let candidates = Arc::new(found);
+    let mut cache = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= MAX_GATE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, GateEntry { at: Instant::now(), candidates: candidates.clone() });
+    Ok(candidates)
+}
+
 /// The pull gate: refuses a manifest `GET` of an artifact whose latest scan found a vulnerability
 /// at or above the registry's threshold that is not allowlisted. Artifacts never scanned (or
 /// whose scan did not finish) pass: the gate judges findings, not their absence.
@@ -144,14 +187,12 @@ pub async fn check_pull(app: &App, repo: &RepoName, record: &ManifestRecord) -> 
     let Some(threshold) = policy.prevent_pull else {
         return Ok(());
     };
-    let Some(scan) = artifact::latest(app, repo, &record.digest).await? else {
-        return Ok(());
-    };
-    if scan.status != artifact::ScanStatus::Succeeded {
+    let candidates = candidates(app, repo, record, threshold).await?;
+    if candidates.is_empty() {
         return Ok(());
     }
     let allowed = allowlist(app, &policy).await?;
-    let blocking = report::blocking(&scan.findings, threshold, &|id| allowed.contains(id));
+    let blocking = report::blocking(&candidates, threshold, &|id| allowed.contains(id));
     if blocking.is_empty() {
         return Ok(());
     }

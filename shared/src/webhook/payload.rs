@@ -106,6 +106,12 @@ fn event_data(event: &RegistryEvent, public: bool) -> Value {
                 "tag": reference,
                 "resource_url": resource_url.trim_start_matches('/'),
             });
+            if matches!(
+                event.kind,
+                EventType::ScanningCompleted | EventType::ScanningFailed | EventType::ScanningStopped
+            ) {
+                resource["scan_overview"] = event.details.clone().unwrap_or(Value::Null);
+            }
             if event.kind == EventType::DeleteArtifact {
                 resource["tags"] = json!(event.tags);
             }

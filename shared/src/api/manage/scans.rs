@@ -174,6 +174,8 @@ fn view(record: Option<&ScanRecord>, allowed: &BTreeSet<String>) -> Value {
     let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.remove("scan");
+        // stored packed; shown as a list
+        map.insert("findings".into(), json!(record.findings));
         map.insert("severity".into(), json!(summary.severity));
         map.insert("total".into(), json!(summary.total));
         map.insert("fixable".into(), json!(summary.fixable));

@@ -293,7 +293,7 @@ fn digest(s: &str) -> Result<String, String> {
 }
 
 /// Splits `REGISTRY/IMAGE@DIGEST`.
-fn image_digest(s: &str) -> Result<(String, String), String> {
+pub fn image_digest(s: &str) -> Result<(String, String), String> {
     let (name, d) = s.split_once('@').ok_or_else(|| format!("{s:?} is not REGISTRY/IMAGE@DIGEST"))?;
     Ok((image_name(name)?, digest(d)?))
 }

@@ -94,6 +94,10 @@ pub enum ClientCommand {
     /// through (administrators).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Vulnerability scans of artifacts, and each registry's scan settings (scan on push,
+    /// prevent pull, CVE allowlists).
+    #[command(subcommand)]
+    Scan(crate::scans::ScanCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -117,6 +121,7 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::Webhook(c) => webhooks::webhook(&client, c).await?,
                 ClientCommand::Replication(c) => replications::replication(&client, format, c).await?,
                 ClientCommand::Cache(c) => caches::cache(&client, c).await?,
+                ClientCommand::Scan(c) => crate::scans::scan(&client, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }

@@ -1,6 +1,6 @@
 //! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
 //! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`, `cleanup`,
-//! `protect`, `gc`, `webhook`, `replication`, `cache`) are a client of a running server's management API.
+//! `protect`, `gc`, `webhook`, `replication`, `cache`, `scan`) are a client of a running server's management API.
 
 /// The `cache` commands.
 mod caches;
@@ -16,6 +16,8 @@ mod output;
 mod policies;
 /// The `replication` commands.
 mod replications;
+/// The `scan` commands.
+mod scans;
 /// The `webhook` commands.
 mod webhooks;
 
