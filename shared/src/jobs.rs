@@ -147,6 +147,11 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         Task::Scan { repository, digest, scan } => {
             Ok(crate::scan::artifact::run(app, &repository, &digest, &scan).await?)
         }
+        Task::ScanAll { .. } => {
+            let started = crate::scan::artifact::scan_all(app).await?;
+            tracing::info!(started, "scheduled scan: scans started");
+            Ok(())
+        }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;
             if relayed > 0 {

@@ -123,6 +123,12 @@ pub enum Task {
         /// the blob
         digest: String,
     },
+    /// Start a scan of every artifact (the scheduled scan of the scan settings).
+    ScanAll {
+        /// the schedule's due time
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<UnixTime>,
+    },
     /// Scan one artifact for vulnerabilities (or continue a scan a stopped worker left).
     Scan {
         /// the repository
@@ -135,7 +141,7 @@ pub enum Task {
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "expire-uploads",
     "refresh-usage",
     "cleanup",
@@ -149,6 +155,7 @@ pub const KINDS: [&str; 13] = [
     "cache-image",
     "cache-blob",
     "scan",
+    "scan-all",
 ];
 
 impl Task {
@@ -168,6 +175,7 @@ impl Task {
             Task::CacheImage { .. } => KINDS[10],
             Task::CacheBlob { .. } => KINDS[11],
             Task::Scan { .. } => KINDS[12],
+            Task::ScanAll { .. } => KINDS[13],
         }
     }
 
@@ -178,7 +186,8 @@ impl Task {
             | Task::Cleanup { due, .. }
             | Task::Gc { due, .. }
             | Task::RelayEvents { due }
-            | Task::Replicate { due, .. } => *due = Some(at),
+            | Task::Replicate { due, .. }
+            | Task::ScanAll { due } => *due = Some(at),
             Task::RefreshUsage { .. }
             | Task::PublishEvent { .. }
             | Task::DeliverWebhook { .. }
@@ -228,6 +237,7 @@ impl Task {
             }
             Task::CacheBlob { repository, digest } => format!("cache-blob:{repository}@{digest}"),
             Task::Scan { repository, digest, scan } => format!("scan:{repository}@{digest}/{scan}"),
+            Task::ScanAll { due } => format!("scan-all@{}", due.map_or("now".to_string(), |d| d.to_string())),
         }
     }
 

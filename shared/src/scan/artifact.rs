@@ -129,6 +129,34 @@ pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Res
     Ok(record)
 }
 
+/// The scheduled scan: starts a scan of every image artifact of every repository (signatures,
+/// SBOMs and other artifacts with a subject are left out; one being scanned is left alone).
+/// Returns how many scans it started.
+pub async fn scan_all(app: &App) -> Result<usize, ScanError> {
+    let mut started = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = app.meta.list_repositories(after.as_deref(), 500).await?;
+        for name in &page.items {
+            let Ok(repo) = RepoName::parse(name, None) else { continue };
+            for record in crate::metadata::all_manifests(app.meta.as_ref(), &repo).await? {
+                if record.subject.is_some() {
+                    continue;
+                }
+                match start(app, &repo, &record.digest, "schedule").await {
+                    Ok(_) => started += 1,
+                    Err(ScanError::Conflict(_) | ScanError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match (page.more, page.items.last()) {
+            (true, Some(last)) => after = Some(last.clone()),
+            _ => return Ok(started),
+        }
+    }
+}
+
 /// Stops a running scan; its worker notices before its next layer and drops its work.
 pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRecord, ScanError> {
     let id = key(repo, digest);

@@ -41,6 +41,51 @@ pub struct ScanPolicy {
     /// the registry's own allowlist; `None` = the common one applies
     #[serde(default)]
     pub allowlist: Option<Allowlist>,
+    /// (common settings only) when every artifact is scanned: `hourly`, `daily` (00:00 UTC),
+    /// `weekly` (Saturday 00:00 UTC) or a five-field UTC cron expression; `None` = never
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// The id of the scheduled scan's stored schedule.
+pub const SCHEDULE_ID: &str = "scan/all";
+
+/// The cron expression of a scan schedule as the guide names them (None, Hourly, Daily, Weekly,
+/// Custom).
+pub fn schedule_cron(schedule: &str) -> Result<crate::cron::Cron, ScanError> {
+    let expr = match schedule.trim().to_ascii_lowercase().as_str() {
+        "hourly" => "0 * * * *".to_string(),
+        "daily" => "0 0 * * *".to_string(),
+        "weekly" => "0 0 * * 6".to_string(),
+        _ => schedule.trim().to_string(),
+    };
+    crate::cron::Cron::parse(&expr).map_err(|e| {
+        ScanError::Invalid(format!("schedule: use none, hourly, daily, weekly or a five-field cron expression ({e})"))
+    })
+}
+
+/// Sets (or, with `None`, removes) the scheduled scan of every artifact.
+pub async fn set_schedule(app: &App, schedule: Option<&str>) -> Result<(), ScanError> {
+    match schedule {
+        None => {
+            crate::schedule::remove(app.meta.as_ref(), SCHEDULE_ID).await.map_err(schedule_error)?;
+        }
+        Some(text) => {
+            let cron = schedule_cron(text)?;
+            let job = crate::task::Task::ScanAll { due: None }.to_job();
+            crate::schedule::set(app.meta.as_ref(), SCHEDULE_ID, &cron, job, app.clock.now())
+                .await
+                .map_err(schedule_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn schedule_error(e: crate::schedule::ScheduleError) -> ScanError {
+    match e {
+        crate::schedule::ScheduleError::Metadata(m) => ScanError::Metadata(m),
+        other => ScanError::Invalid(format!("schedule: {other}")),
+    }
 }
 
 /// Vulnerability ids a gate and the summaries ignore.

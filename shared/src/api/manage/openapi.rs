@@ -97,7 +97,8 @@ fn schemas() -> Value {
                 "description": "the registry's own CVE allowlist, replacing the common one (_all: the common one); null = use the common one",
                 "properties": {
                     "ids": { "type": "string", "description": "vulnerability ids separated by commas or line breaks" },
-                    "expires_at": { "type": ["integer", "null"], "description": "Unix time after which the list no longer applies" } } } } },
+                    "expires_at": { "type": ["integer", "null"], "description": "Unix time after which the list no longer applies" } } },
+            "schedule": { "type": ["string", "null"], "description": "_all only: scan every artifact none, hourly, daily (00:00 UTC), weekly (Saturday 00:00 UTC) or on a five-field UTC cron expression" } } },
         "ImageCachePatch": { "type": "object", "additionalProperties": false, "properties": {
             "type": cache_kinds, "url": string,
             "access_id": { "type": "string", "description": "\"\" removes it and the secret" },

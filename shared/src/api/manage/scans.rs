@@ -88,6 +88,9 @@ struct SettingsBody {
     prevent_pull: Option<String>,
     #[serde(default)]
     allowlist: Option<AllowlistBody>,
+    /// `_all` only: none, hourly, daily, weekly or a cron expression
+    #[serde(default)]
+    schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,18 +120,37 @@ pub async fn settings(app: &App, head: &Head, registry: &str, body: ByteStream) 
         };
         if common && (body.scan_on_push || prevent_pull.is_some()) {
             return Err(invalid(
-                "_all holds only the common allowlist: scan_on_push and prevent_pull are per registry",
+                "_all holds the common allowlist and the scan schedule: scan_on_push and prevent_pull are per registry",
             ));
+        }
+        if !common && body.schedule.is_some() {
+            return Err(invalid("the scan schedule is one global setting: set it on _all"));
+        }
+        let schedule = body.schedule.filter(|s| !s.trim().eq_ignore_ascii_case("none") && !s.trim().is_empty());
+        if let Some(text) = &schedule {
+            policy::schedule_cron(text)?;
         }
         let allowlist = match body.allowlist {
             None => None,
             Some(list) => Some(Allowlist { ids: policy::parse_ids(&list.ids)?, expires_at: list.expires_at }),
         };
-        let new = ScanPolicy { scan_on_push: body.scan_on_push, prevent_pull, allowlist };
+        let new = ScanPolicy { scan_on_push: body.scan_on_push, prevent_pull, allowlist, schedule };
         policy::put(app, registry, &new).await?;
+        if common {
+            policy::set_schedule(app, new.schedule.as_deref()).await?;
+        }
     }
     let current = policy::get(app, registry).await?;
-    object(StatusCode::OK, &current)
+    let mut view = serde_json::to_value(&current).map_err(|e| OciError::internal(&e))?;
+    if common {
+        // the next scheduled scan, as the schedule holds it
+        let next = crate::schedule::get(app.meta.as_ref(), policy::SCHEDULE_ID).await?.map(|s| s.next_due);
+        if let Value::Object(map) = &mut view {
+            map.insert("schedule".into(), json!(current.schedule));
+            map.insert("next_scan_at".into(), json!(next));
+        }
+    }
+    object(StatusCode::OK, &view)
 }
 
 /// `GET|POST|DELETE …/scan`.

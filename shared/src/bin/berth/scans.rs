@@ -63,6 +63,9 @@ pub struct SettingsArgs {
     /// When the allowlist stops applying (Unix seconds).
     #[arg(long, value_name = "UNIX_TIME", requires = "allowlist")]
     allowlist_expires_at: Option<i64>,
+    /// (`_all` only) scan every artifact: none, hourly, daily, weekly or a cron expression.
+    #[arg(long, value_name = "WHEN")]
+    schedule: Option<String>,
 }
 
 /// Text columns of `scan report`.
@@ -95,7 +98,9 @@ const SCAN_FIELDS: &[&str] = &[
 ];
 
 /// Text field order of scan settings.
-const SETTINGS_FIELDS: &[&str] = &["scan_on_push", "prevent_pull", "allowlist"];
+const SETTINGS_FIELDS: &[&str] = &["scan_on_push", "prevent_pull", "allowlist", "schedule", "next_scan_at"];
+/// What a settings `PUT` carries.
+const SETTINGS_BODY: &[&str] = &["scan_on_push", "prevent_pull", "allowlist", "schedule"];
 
 fn scan_path(image: &str, digest: &str) -> String {
     format!("/api/v1/images/{}/artifacts/{}/scan", image_path(image), segment(digest))
@@ -116,8 +121,11 @@ fn summary(mut value: Value) -> Value {
 /// The settings to PUT: `current` with what the command line changes.
 fn settings_body(current: &Value, a: &SettingsArgs) -> Value {
     let mut body = Map::new();
-    for key in SETTINGS_FIELDS {
+    for key in SETTINGS_BODY {
         body.insert((*key).to_string(), current.get(*key).cloned().unwrap_or(Value::Null));
+    }
+    if let Some(when) = &a.schedule {
+        body.insert("schedule".into(), json!(when));
     }
     if let Some(on) = a.scan_on_push {
         body.insert("scan_on_push".into(), json!(on));
@@ -138,6 +146,8 @@ fn settings_body(current: &Value, a: &SettingsArgs) -> Value {
     if a.registry == "_all" {
         body.remove("scan_on_push");
         body.remove("prevent_pull");
+    } else {
+        body.remove("schedule");
     }
     Value::Object(body)
 }
@@ -169,7 +179,8 @@ pub async fn scan(client: &Client, command: ScanCommand) -> Result<Outcome, CliE
         ScanCommand::Settings(a) => {
             let path = settings_path(&a.registry);
             let current = client.get(&path).await?;
-            let changes = a.scan_on_push.is_some() || a.prevent_pull.is_some() || a.allowlist.is_some();
+            let changes =
+                a.scan_on_push.is_some() || a.prevent_pull.is_some() || a.allowlist.is_some() || a.schedule.is_some();
             let value = if changes {
                 let body = settings_body(&current, &a);
                 client.call(Method::PUT, &path, &[], Some(&body)).await?
@@ -215,7 +226,10 @@ mod tests {
         let body = settings(&["settings", "team", "--allowlist", "none"], current.clone());
         assert_eq!(body["allowlist"], Value::Null);
         let body = settings(&["settings", "_all", "--allowlist", "CVE-3-3", "--allowlist-expires-at", "99"], current);
-        assert_eq!(body, json!({"allowlist": {"ids": "CVE-3-3", "expires_at": 99}}));
+        assert_eq!(body, json!({"allowlist": {"ids": "CVE-3-3", "expires_at": 99}, "schedule": null}));
+        let body =
+            settings(&["settings", "_all", "--schedule", "daily"], json!({"schedule": "hourly", "allowlist": null}));
+        assert_eq!(body, json!({"allowlist": null, "schedule": "daily"}));
         assert!(Line::try_parse_from(["scan", "run", "team/app:v1"]).is_err(), "a digest is needed");
     }
 }
