@@ -467,3 +467,30 @@ def test_a_server_killed_mid_scan_finishes_the_scan_after_its_restart(registry_f
     assert result["status"] == "succeeded", result
     assert result["layers_total"] == 7 and result["layers_read"] <= 5, result
     assert [f[0] for f in findings(result)] == ["CVE-2023-45853", "CVE-2023-5363", "CVE-2024-0727"]
+
+
+def test_stopping_a_rescan_or_poisoning_the_data_never_opens_the_gate(registry, api, proxy, tmp_path):
+    """The gate judges the last *succeeded* scan: a rescan that is running, stopped, or failed
+    (here: vulnerability data with a malformed record, which anyone able to push there could
+    send) keeps the image refused, also after the gate's 10 s per-process cache."""
+    push_vulndb(registry, proxy.host, tmp_path, OSV_RECORDS)
+    assert api.put(settings_path("e2e"), json={"prevent_pull": "High"}).status_code == 200
+    repo = f"e2e/keep-{uuid.uuid4().hex[:8]}"
+    d = api.push_image(repo, "v1", [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})])["digest"]
+    assert scan(api, repo, d)["severity"] == "Critical"
+    assert_error(api.get_manifest(repo, "v1"), 403, "DENIED")
+
+    push_vulndb(registry, proxy.host, tmp_path, OSV_RECORDS + [{"id": "BAD-1"}])
+    failed = scan(api, repo, d)
+    assert failed["status"] == "failed" and "BAD-1" in failed["error"], failed
+    assert failed["severity"] == "Critical" and failed["succeeded_at"], "the last result stays"
+    r = api.post(scan_path(repo, d))
+    assert r.status_code == 202
+    stop = api.delete(scan_path(repo, d))
+    assert stop.status_code in (200, 409), stop.text  # it may have failed already
+    time.sleep(11)
+    refused = api.get_manifest(repo, "v1")
+    assert_error(refused, 403, "DENIED")
+    assert "CVE-2023-45853" in refused.text
+    report = api.get(scan_path(repo, d), headers={"Accept": HARBOR_REPORT})
+    assert report.status_code == 200 and report.json()["severity"] == "Critical"

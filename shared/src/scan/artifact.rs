@@ -71,9 +71,14 @@ pub struct ScanRecord {
     /// how many packages were found
     #[serde(default)]
     pub packages: u32,
-    /// what was found, worst first (packed: an old image's findings outgrow a DynamoDB item as JSON)
+    /// what the latest *succeeded* scan found, worst first: kept while a newer scan runs, is
+    /// stopped or fails, so the pull gate never opens for lack of a fresh result (packed: an old
+    /// image's findings outgrow a DynamoDB item as JSON)
     #[serde(default, with = "super::packed")]
     pub findings: Vec<Finding>,
+    /// when the scan whose findings these are finished; `None` = no scan ever succeeded
+    #[serde(default)]
+    pub succeeded_at: Option<UnixTime>,
 }
 
 fn key(repo: &RepoName, digest: &Digest) -> String {
@@ -93,7 +98,8 @@ pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Res
     }
     let id = key(repo, digest);
     let now = app.clock.now();
-    let expect = match SCANS.get(app.meta.as_ref(), &id).await? {
+    let existing = SCANS.get(app.meta.as_ref(), &id).await?;
+    let expect = match &existing {
         None => Expect::Absent,
         Some(found)
             if found.record.status == ScanStatus::Scanning && now - found.record.started_at < STALE_AFTER_SECS =>
@@ -102,6 +108,11 @@ pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Res
         }
         Some(found) => Expect::Version(found.version),
     };
+    // the last result stays (for the gate and the listing) until this scan succeeds
+    let previous = match &existing {
+        Some(found) if found.record.succeeded_at.is_some() => Some(found.record.clone()),
+        _ => None,
+    };
     let record = ScanRecord {
         scan: uuid::Uuid::new_v4().simple().to_string(),
         status: ScanStatus::Scanning,
@@ -109,13 +120,14 @@ pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Res
         started_at: now,
         finished_at: None,
         error: None,
-        vulndb: None,
+        vulndb: previous.as_ref().and_then(|p| p.vulndb.clone()),
         layers_read: 0,
         layers_total: 0,
         layers_done: 0,
-        os: None,
-        packages: 0,
-        findings: Vec::new(),
+        os: previous.as_ref().and_then(|p| p.os.clone()),
+        packages: previous.as_ref().map_or(0, |p| p.packages),
+        findings: previous.as_ref().map(|p| p.findings.clone()).unwrap_or_default(),
+        succeeded_at: previous.as_ref().and_then(|p| p.succeeded_at),
     };
     match SCANS.put(app.meta.as_ref(), &id, &record, expect).await {
         Ok(_) => {}
@@ -268,6 +280,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     finish(app, &id, scan, |r| {
         r.status = ScanStatus::Succeeded;
         r.finished_at = Some(now);
+        r.succeeded_at = Some(now);
         r.vulndb = Some(db_digest.to_string());
         (r.layers_read, r.layers_done, r.layers_total) = (read, done, total);
         r.os = os.clone();
@@ -356,7 +369,11 @@ async fn announce(app: &App, id: &str, kind: EventType, record: &ScanRecord) {
     bytes.copy_from_slice(&seed[..16]);
     event.id = uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string();
     event.operator = record.requested_by.clone();
-    let summary = report::summarise(&record.findings, &|_| false);
+    // a stopped or failed scan has no result of its own (its record keeps the last one)
+    let summary = match kind {
+        EventType::ScanningCompleted => report::summarise(&record.findings, &|_| false),
+        _ => report::Summary::default(),
+    };
     event.details = Some(serde_json::json!({
         "scan_status": record.status,
         "severity": summary.severity,

@@ -18,6 +18,14 @@ use super::version::Ecosystem;
 /// MiB); a larger one is refused rather than held in memory.
 pub const MAX_DATABASE_FILE: u64 = 32 * 1024 * 1024;
 
+/// The most package-database bytes one layer may hold, all files together (a layer with many
+/// `status.d` files, each under [`MAX_DATABASE_FILE`], must not add up to gigabytes).
+pub const MAX_LAYER_DATABASE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most packages one layer may list (a real distribution lists a few thousand); parsing
+/// stops past it, so a file of millions of tiny stanzas costs no more memory than this.
+pub const MAX_LAYER_PACKAGES: usize = 100_000;
+
 /// Why a layer could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -27,6 +35,14 @@ pub enum InventoryError {
     /// The layer uses a compression the scanner does not read.
     #[error("the layer's compression is not supported yet: {0}")]
     Unsupported(String),
+    /// The layer's package databases together are implausibly large.
+    #[error("the layer's package databases hold {what}, more than a layer may ({limit})")]
+    TooMuch {
+        /// what was counted
+        what: String,
+        /// the limit
+        limit: String,
+    },
     /// A package-database file is implausibly large.
     #[error("{path} is {size} bytes, more than the {MAX_DATABASE_FILE} bytes a package database may have")]
     TooLarge {
@@ -148,6 +164,7 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
     let unreadable = |e: std::io::Error| InventoryError::Unreadable(e.to_string());
     let mut archive = tar::Archive::new(reader);
     let mut facts = LayerFacts::default();
+    let (mut database_bytes, mut packages) = (0u64, 0usize);
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
         let path = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -176,6 +193,13 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         if size > MAX_DATABASE_FILE {
             return Err(InventoryError::TooLarge { path, size });
         }
+        database_bytes += size;
+        if database_bytes > MAX_LAYER_DATABASE_BYTES {
+            return Err(InventoryError::TooMuch {
+                what: format!("more than {database_bytes} bytes"),
+                limit: format!("{MAX_LAYER_DATABASE_BYTES} bytes"),
+            });
+        }
         let mut text = String::new();
         let mut bytes = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut bytes).map_err(unreadable)?;
@@ -185,6 +209,15 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
             Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
             Kind::ApkInstalled => FileFacts::Packages(parse_apk_installed(&text)),
         };
+        if let FileFacts::Packages(list) = &file {
+            packages += list.len();
+            if packages > MAX_LAYER_PACKAGES {
+                return Err(InventoryError::TooMuch {
+                    what: format!("more than {MAX_LAYER_PACKAGES} packages"),
+                    limit: format!("{MAX_LAYER_PACKAGES} packages"),
+                });
+            }
+        }
         facts.files.insert(path, file);
     }
     Ok(facts)
@@ -285,6 +318,8 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
                 source_version: source_version.to_string(),
             })
         })
+        // one past the limit is enough to refuse the layer
+        .take(MAX_LAYER_PACKAGES + 1)
         .collect()
 }
 
@@ -304,6 +339,7 @@ pub fn parse_apk_installed(text: &str) -> Vec<Package> {
                 source_version: version.to_string(),
             })
         })
+        .take(MAX_LAYER_PACKAGES + 1)
         .collect()
 }
 
@@ -390,6 +426,20 @@ mod tests {
         let inv = merge([&base, &opaque]);
         assert_eq!(inv.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["x"]);
         assert!(inv.os.is_some(), "etc is untouched");
+    }
+
+    #[test]
+    fn many_database_files_or_packages_in_one_layer_are_refused() {
+        let stanzas = "Package: a\nVersion: 1\n\n".repeat(MAX_LAYER_PACKAGES / 2 + 1);
+        let files: Vec<(String, Vec<u8>)> =
+            (0..2).map(|i| (format!("var/lib/dpkg/status.d/p{i}"), stanzas.clone().into_bytes())).collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+        let err = read_layer(&tar(&refs)[..]).unwrap_err();
+        assert!(matches!(err, InventoryError::TooMuch { .. }), "{err}");
+        assert_eq!(
+            parse_dpkg_status(&"Package: a\nVersion: 1\n\n".repeat(MAX_LAYER_PACKAGES + 50)).len(),
+            MAX_LAYER_PACKAGES + 1
+        );
     }
 
     #[test]

@@ -207,10 +207,12 @@ async fn candidates(
         }
     }
     let found = match artifact::latest(app, repo, &record.digest).await? {
-        Some(scan) if scan.status == artifact::ScanStatus::Succeeded => {
+        // the last *succeeded* scan's findings, also while a newer scan runs or after it was
+        // stopped or failed: stopping a scan or poisoning the data never opens the gate
+        Some(scan) if scan.succeeded_at.is_some() => {
             scan.findings.into_iter().filter(|f| f.severity >= threshold).collect()
         }
-        // never scanned, or not finished: the gate judges findings, not their absence
+        // never scanned successfully: the gate judges findings, not their absence
         _ => Vec::new(),
     };
     let candidates = Arc::new(found);
@@ -223,9 +225,9 @@ async fn candidates(
     Ok(candidates)
 }
 
-/// The pull gate: refuses a manifest `GET` of an artifact whose latest scan found a vulnerability
-/// at or above the registry's threshold that is not allowlisted. Artifacts never scanned (or
-/// whose scan did not finish) pass: the gate judges findings, not their absence.
+/// The pull gate: refuses a manifest `GET` of an artifact whose latest succeeded scan found a
+/// vulnerability at or above the registry's threshold that is not allowlisted. Artifacts never
+/// scanned successfully pass: the gate judges findings, not their absence.
 pub async fn check_pull(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<(), ScanError> {
     let registry = crate::identity::registry::of_repository(repo.as_str());
     let policy = get(app, registry).await?;

@@ -221,7 +221,7 @@ async fn harbor_report(
     digest: &Digest,
     record: Option<&ScanRecord>,
 ) -> Result<Response, OciError> {
-    let Some(record) = record.filter(|r| r.status == artifact::ScanStatus::Succeeded) else {
+    let Some(record) = record.filter(|r| r.succeeded_at.is_some()) else {
         return Err(crate::scan::ScanError::NotFound(format!("{repo}@{digest} has no finished scan")).into());
     };
     let media_type = app.meta.manifest(repo, digest).await?.map(|m| m.media_type).unwrap_or_default();
@@ -229,7 +229,7 @@ async fn harbor_report(
     let db = crate::scan::data::current(app).await.ok().filter(|(d, _)| Some(d.to_string()) == record.vulndb);
     let empty = crate::scan::vulndb::VulnDb::default();
     let db = db.as_ref().map_or(&empty, |(_, db)| db.as_ref());
-    let generated_at = record.finished_at.map(crate::cron::rfc3339).unwrap_or_default();
+    let generated_at = record.succeeded_at.map(crate::cron::rfc3339).unwrap_or_default();
     let digest_text = digest.to_string();
     let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type: &media_type };
     let body = report::harbor_report(&subject, &record.findings, db, &generated_at);
