@@ -3,8 +3,6 @@
 //! between layers, and a worker that can die at any point: the queue redelivers its job, and
 //! the layers it had read are not read again (their facts are stored per layer).
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use super::report::{self, Finding};
@@ -79,6 +77,44 @@ pub struct ScanRecord {
     /// when the scan whose findings these are finished; `None` = no scan ever succeeded
     #[serde(default)]
     pub succeeded_at: Option<UnixTime>,
+}
+
+impl ScanRecord {
+    /// The record without its findings (cheap to serialize: they are stored packed).
+    pub fn clone_without_findings(&self) -> ScanRecord {
+        let ScanRecord {
+            scan,
+            status,
+            requested_by,
+            started_at,
+            finished_at,
+            error,
+            vulndb,
+            layers_read,
+            layers_total,
+            layers_done,
+            os,
+            packages,
+            findings: _,
+            succeeded_at,
+        } = self;
+        ScanRecord {
+            scan: scan.clone(),
+            status: *status,
+            requested_by: requested_by.clone(),
+            started_at: *started_at,
+            finished_at: *finished_at,
+            error: error.clone(),
+            vulndb: vulndb.clone(),
+            layers_read: *layers_read,
+            layers_total: *layers_total,
+            layers_done: *layers_done,
+            os: os.clone(),
+            packages: *packages,
+            findings: Vec::new(),
+            succeeded_at: *succeeded_at,
+        }
+    }
 }
 
 fn key(repo: &RepoName, digest: &Digest) -> String {
@@ -269,11 +305,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         }
         Err(e) => return Err(e),
     };
-    let findings: BTreeSet<Finding> = inventories.iter().flat_map(|inv| report::find(inv, &db)).collect();
-    let mut findings: Vec<Finding> = findings.into_iter().collect();
-    findings.sort_by(|a, b| {
-        b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.package.cmp(&b.package))
-    });
+    let findings = report::worst_first(inventories.iter().flat_map(|inv| report::find(inv, &db)));
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
     let packages = inventories.iter().map(|i| i.packages.len()).sum::<usize>();
     let now = app.clock.now();

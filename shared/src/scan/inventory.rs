@@ -200,10 +200,9 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
                 limit: format!("{MAX_LAYER_DATABASE_BYTES} bytes"),
             });
         }
-        let mut text = String::new();
         let mut bytes = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut bytes).map_err(unreadable)?;
-        text.push_str(&String::from_utf8_lossy(&bytes));
+        let text = String::from_utf8_lossy(&bytes);
         let file = match kind {
             Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
             Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),

@@ -70,11 +70,16 @@ pub fn find(inventory: &Inventory, db: &VulnDb) -> Vec<Finding> {
             }
         }
     }
-    let mut findings: Vec<Finding> = found.into_iter().collect();
-    findings.sort_by(|a, b| {
+    worst_first(found)
+}
+
+/// Findings without duplicates, worst first (then by id and package): the order of every listing.
+pub fn worst_first(findings: impl IntoIterator<Item = Finding>) -> Vec<Finding> {
+    let mut sorted: Vec<Finding> = findings.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    sorted.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.package.cmp(&b.package))
     });
-    findings
+    sorted
 }
 
 /// The summary of `findings`, leaving out allowlisted ids.

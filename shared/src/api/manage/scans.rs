@@ -104,7 +104,7 @@ struct AllowlistBody {
 /// `GET|PUT …/scan-settings`.
 pub async fn settings(app: &App, head: &Head, registry: &str, body: ByteStream) -> Result<Response, OciError> {
     let common = registry == policy::COMMON;
-    if !common && crate::identity::registry::REGISTRIES.get(app.meta.as_ref(), registry).await?.is_none() {
+    if !common && crate::identity::registry::get(app.meta.as_ref(), registry).await?.is_none() {
         return Err(ScanError::NotFound(format!("registry {registry:?} does not exist")).into());
     }
     if head.method == Method::PUT {
@@ -166,16 +166,16 @@ pub async fn scan(app: &App, head: &Head, repo: &RepoName, digest: &Digest) -> R
             object(StatusCode::OK, &view(Some(&record), &allowed(app, repo).await?))
         }
         _ => {
-            if app.meta.manifest(repo, digest).await?.is_none() {
-                return Err(crate::scan::ScanError::NotFound(format!("artifact {repo}@{digest} does not exist")).into());
-            }
+            let Some(manifest) = app.meta.manifest(repo, digest).await? else {
+                return Err(ScanError::NotFound(format!("artifact {repo}@{digest} does not exist")).into());
+            };
             let record = artifact::latest(app, repo, digest).await?;
             let wants_report = header_str(head, http::header::ACCEPT)
                 .is_some_and(|a| a.contains("application/vnd.security.vulnerability.report"));
             if !wants_report {
                 return object(StatusCode::OK, &view(record.as_ref(), &allowed(app, repo).await?));
             }
-            harbor_report(app, repo, digest, record.as_ref()).await
+            harbor_report(app, repo, digest, &manifest.media_type, record.as_ref()).await
         }
     }
 }
@@ -193,23 +193,21 @@ fn view(record: Option<&ScanRecord>, allowed: &BTreeSet<String>) -> Value {
         return json!({ "status": "not_scanned" });
     };
     let summary = report::summarise(&record.findings, &|id| allowed.contains(id));
-    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    // the findings are stored packed: the rest of the record is serialized without them
+    let rest = record.clone_without_findings();
+    let mut value = serde_json::to_value(&rest).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.remove("scan");
-        // stored packed; shown as a list
-        map.insert("findings".into(), json!(record.findings));
+        let findings = record.findings.iter().map(|f| {
+            let mut shown = json!(f);
+            shown["allowlisted"] = json!(allowed.contains(&f.id));
+            shown
+        });
+        map.insert("findings".into(), Value::Array(findings.collect()));
         map.insert("severity".into(), json!(summary.severity));
         map.insert("total".into(), json!(summary.total));
         map.insert("fixable".into(), json!(summary.fixable));
         map.insert("counts".into(), json!(summary.counts));
-        if let Some(Value::Array(findings)) = map.get_mut("findings") {
-            for finding in findings.iter_mut() {
-                let listed = finding.get("id").and_then(Value::as_str).is_some_and(|id| allowed.contains(id));
-                if let Value::Object(f) = finding {
-                    f.insert("allowlisted".into(), json!(listed));
-                }
-            }
-        }
     }
     value
 }
@@ -219,19 +217,19 @@ async fn harbor_report(
     app: &App,
     repo: &RepoName,
     digest: &Digest,
+    media_type: &str,
     record: Option<&ScanRecord>,
 ) -> Result<Response, OciError> {
     let Some(record) = record.filter(|r| r.succeeded_at.is_some()) else {
         return Err(crate::scan::ScanError::NotFound(format!("{repo}@{digest} has no finished scan")).into());
     };
-    let media_type = app.meta.manifest(repo, digest).await?.map(|m| m.media_type).unwrap_or_default();
     // descriptions and links come from the data the scan used, when it is still the current data
     let db = crate::scan::data::current(app).await.ok().filter(|(d, _)| Some(d.to_string()) == record.vulndb);
     let empty = crate::scan::vulndb::VulnDb::default();
     let db = db.as_ref().map_or(&empty, |(_, db)| db.as_ref());
     let generated_at = record.succeeded_at.map(crate::cron::rfc3339).unwrap_or_default();
     let digest_text = digest.to_string();
-    let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type: &media_type };
+    let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type };
     let body = report::harbor_report(&subject, &record.findings, db, &generated_at);
     let mut response = json_response(StatusCode::OK, &body, &[])?;
     if let Ok(v) = http::HeaderValue::from_str(REPORT_MEDIA_TYPE) {
