@@ -228,6 +228,22 @@ def zeros_layer(n: int, i: int) -> bytes:
     return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
 
 
+def slow_image_layers() -> list[bytes]:
+    """A Debian base layer and six layers of 96 MiB of zeros: seconds to scan, so a test can
+    stop or kill the scan between layers."""
+    base = tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})
+    return [base] + [zeros_layer(96 * 1024 * 1024, i) for i in range(6)]
+
+
+def wait_for_layers_done(api: Api, repo: str, d: str, n: int) -> None:
+    """Waits until the running scan has done `n` layers (the record shows its progress)."""
+    end = time.monotonic() + 120
+    while (progress := api.get(scan_path(repo, d)).json())["layers_done"] < n:
+        assert progress["status"] == "scanning" and progress["layers_total"] in (0, 7), progress
+        assert time.monotonic() < end, progress
+        time.sleep(0.05)
+
+
 def test_no_data_fails_clearly_and_errors_are_oci_shaped(registry, api, tmp_path):
     """Without vulnerability data the scan fails saying what to push; an unknown artifact is
     404; a malformed digest 400; an unsupported method 405; stopping what is not running 409."""
@@ -253,8 +269,7 @@ def test_racing_scans_start_one_a_stop_ends_it_and_the_next_scan_reads_only_unre
     between layers. The next scan reads only the layers the stopped one had not read."""
     push_vulndb(registry, proxy.host, tmp_path, OSV_RECORDS)
     repo = f"e2e/slow-{uuid.uuid4().hex[:8]}"
-    layers = [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})]
-    layers += [zeros_layer(96 * 1024 * 1024, i) for i in range(6)]
+    layers = slow_image_layers()
     image = api.push_image(repo, "v1", layers)
     d = image["digest"]
 
@@ -273,12 +288,8 @@ def test_racing_scans_start_one_a_stop_ends_it_and_the_next_scan_reads_only_unre
         t.join()
     assert sorted(statuses) == [202] + [409] * 7, statuses
 
-    # stop once the worker is into the big layers (the record shows its progress)
-    end = time.monotonic() + 120
-    while (progress := api.get(scan_path(repo, d)).json())["layers_done"] < 2:
-        assert progress["status"] == "scanning" and progress["layers_total"] in (0, 7), progress
-        assert time.monotonic() < end, progress
-        time.sleep(0.05)
+    # stop once the worker is into the big layers
+    wait_for_layers_done(api, repo, d, 2)
     stopped = api.delete(scan_path(repo, d))
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["status"] == "stopped"
@@ -453,14 +464,10 @@ def test_a_server_killed_mid_scan_finishes_the_scan_after_its_restart(registry_f
     finally:
         proxy.close()
     repo = f"e2e/kill-{uuid.uuid4().hex[:8]}"
-    layers = [tar_gz({"etc/os-release": DEBIAN_OS, "var/lib/dpkg/status": DEBIAN_STATUS})]
-    layers += [zeros_layer(96 * 1024 * 1024, i) for i in range(6)]
+    layers = slow_image_layers()
     d = api.push_image(repo, "v1", layers)["digest"]
     assert api.post(scan_path(repo, d)).status_code == 202
-    end = time.monotonic() + 120
-    while (progress := api.get(scan_path(repo, d)).json())["layers_done"] < 2:
-        assert progress["status"] == "scanning" and time.monotonic() < end, progress
-        time.sleep(0.05)
+    wait_for_layers_done(api, repo, d, 2)
     berth.kill()
     berth.restart()
     result = wait_scan(api, repo, d, timeout=180)
