@@ -220,7 +220,7 @@ pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRec
         record.finished_at = Some(app.clock.now());
         match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
             Ok(_) => {
-                announce(app, &id, EventType::ScanningStopped, &record).await;
+                announce(app, repo, digest, EventType::ScanningStopped, &record).await;
                 return Ok(record);
             }
             Err(MetadataError::Conflict(_)) => continue,
@@ -254,7 +254,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         return Ok(()); // stopped, replaced, or done by an earlier delivery
     }
     let Some(manifest) = app.meta.manifest(&repo, &digest).await? else {
-        return finish(app, &id, scan, |r| fail(r, "the artifact was deleted")).await;
+        return finish(app, &repo, &digest, scan, |r| fail(r, "the artifact was deleted")).await;
     };
     // an index is scanned through its images
     let mut images = Vec::new();
@@ -270,7 +270,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     for image in &images {
         match layer_digests(app, image).await {
             Ok(l) => plan.push(l),
-            Err(e) => return finish(app, &id, scan, |r| fail(r, &e.to_string())).await,
+            Err(e) => return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await,
         }
     }
     let total = u32::try_from(plan.iter().map(Vec::len).sum::<usize>()).unwrap_or(u32::MAX);
@@ -291,7 +291,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
                 }
                 Err(e @ ScanError::Layer(_)) => {
                     let why = format!("layer {layer}: {e}");
-                    return finish(app, &id, scan, |r| fail(r, &why)).await;
+                    return finish(app, &repo, &digest, scan, |r| fail(r, &why)).await;
                 }
                 Err(e) => return Err(e), // the job is retried
             }
@@ -301,7 +301,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     let (db_digest, db) = match data::current(app).await {
         Ok(found) => found,
         Err(e @ (ScanError::NoData(_) | ScanError::Data(_) | ScanError::Manifest(_))) => {
-            return finish(app, &id, scan, |r| fail(r, &e.to_string())).await
+            return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await
         }
         Err(e) => return Err(e),
     };
@@ -309,7 +309,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
     let packages = inventories.iter().map(|i| i.packages.len()).sum::<usize>();
     let now = app.clock.now();
-    finish(app, &id, scan, |r| {
+    finish(app, &repo, &digest, scan, |r| {
         r.status = ScanStatus::Succeeded;
         r.finished_at = Some(now);
         r.succeeded_at = Some(now);
@@ -357,8 +357,15 @@ fn fail(record: &mut ScanRecord, why: &str) {
 
 /// Writes the end of scan `scan`, unless it was stopped or replaced meanwhile, and announces it
 /// (`SCANNING_COMPLETED` or `SCANNING_FAILED`).
-async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord)) -> Result<(), ScanError> {
-    let Some(found) = current(app, id, scan).await? else {
+async fn finish(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    scan: &str,
+    change: impl Fn(&mut ScanRecord),
+) -> Result<(), ScanError> {
+    let id = key(repo, digest);
+    let Some(found) = current(app, &id, scan).await? else {
         return Ok(());
     };
     let mut record = found.record;
@@ -366,14 +373,14 @@ async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord
     if record.finished_at.is_none() {
         record.finished_at = Some(app.clock.now());
     }
-    match SCANS.put(app.meta.as_ref(), id, &record, Expect::Version(found.version)).await {
+    match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
         Ok(_) => {
             let kind = if record.status == ScanStatus::Succeeded {
                 EventType::ScanningCompleted
             } else {
                 EventType::ScanningFailed
             };
-            announce(app, id, kind, &record).await;
+            announce(app, repo, digest, kind, &record).await;
             Ok(())
         }
         Err(MetadataError::Conflict(_)) => Ok(()),
@@ -383,10 +390,8 @@ async fn finish(app: &App, id: &str, scan: &str, change: impl Fn(&mut ScanRecord
 
 /// Queues the event of a scan's end for webhooks and the event bus (Harbor's scanning events,
 /// with the scan's overview). A failure is logged: the scan's result stands either way.
-async fn announce(app: &App, id: &str, kind: EventType, record: &ScanRecord) {
-    let Some((repository, digest)) = id.rsplit_once('@') else { return };
-    let (Ok(repo), Ok(digest)) = (RepoName::parse(repository, None), digest.parse::<Digest>()) else { return };
-    let manifest = match app.meta.manifest(&repo, &digest).await {
+async fn announce(app: &App, repo: &RepoName, digest: &Digest, kind: EventType, record: &ScanRecord) {
+    let manifest = match app.meta.manifest(repo, digest).await {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => {
