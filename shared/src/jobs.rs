@@ -152,6 +152,11 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
             tracing::info!(started, "scheduled scan: scans started");
             Ok(())
         }
+        Task::UpdateVulnDb { .. } => {
+            let started = crate::scan::artifact::rematch(app).await?;
+            tracing::info!(started, "vulnerability data updated: stored scans re-matched");
+            Ok(())
+        }
         Task::RelayEvents { .. } => {
             let relayed = crate::outbox::relay(app).await?;
             if relayed > 0 {

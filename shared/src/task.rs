@@ -138,10 +138,17 @@ pub enum Task {
         /// the scan this job belongs to (a new scan or a stop makes older jobs do nothing)
         scan: String,
     },
+    /// Import the current vulnerability data (if no process did yet) and re-match every stored
+    /// scan made with older data against it (new data was pushed, or a scan imported it).
+    #[serde(rename = "update-vulndb")]
+    UpdateVulnDb {
+        /// the data artifact's digest that prompted it
+        data: String,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "expire-uploads",
     "refresh-usage",
     "cleanup",
@@ -156,6 +163,7 @@ pub const KINDS: [&str; 14] = [
     "cache-blob",
     "scan",
     "scan-all",
+    "update-vulndb",
 ];
 
 impl Task {
@@ -176,6 +184,7 @@ impl Task {
             Task::CacheBlob { .. } => KINDS[11],
             Task::Scan { .. } => KINDS[12],
             Task::ScanAll { .. } => KINDS[13],
+            Task::UpdateVulnDb { .. } => KINDS[14],
         }
     }
 
@@ -195,7 +204,8 @@ impl Task {
             | Task::ReplicateArtifact { .. }
             | Task::CacheImage { .. }
             | Task::CacheBlob { .. }
-            | Task::Scan { .. } => {}
+            | Task::Scan { .. }
+            | Task::UpdateVulnDb { .. } => {}
         }
         self
     }
@@ -238,6 +248,7 @@ impl Task {
             Task::CacheBlob { repository, digest } => format!("cache-blob:{repository}@{digest}"),
             Task::Scan { repository, digest, scan } => format!("scan:{repository}@{digest}/{scan}"),
             Task::ScanAll { due } => format!("scan-all@{}", due.map_or("now".to_string(), |d| d.to_string())),
+            Task::UpdateVulnDb { data } => format!("update-vulndb:{data}"),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Vulnerability scanning in process, on a test clock and on both backends: the scheduled scan
 //! (one global setting) fires at its due time, starts a scan of every image artifact (not of
 //! their signatures or other referrers), and a scan finds exactly what the data says; schedule
-//! input is checked.
+//! input is checked. Trivy's database, written as Go's bbolt writes it, is imported into
+//! Berth's snapshot and matched with the vendor's severities, and pushing new data re-matches
+//! every stored scan without reading a layer again.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -43,6 +45,60 @@ async fn push_data(env: &TestRegistry) {
     .unwrap();
     let a = env.push_manifest("team/vulndb", "latest", "application/vnd.oci.image.manifest.v1+json", &manifest).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+}
+
+/// Pushes `layers` (media type, bytes) as the artifact `repo:tag`; its digest.
+async fn push_artifact(env: &TestRegistry, repo: &str, tag: &str, layers: &[(&str, &[u8])]) -> berth::oci::Digest {
+    let config = env.push_blob(repo, b"{}").await;
+    let mut descriptors = Vec::new();
+    for (media_type, bytes) in layers {
+        let digest = env.push_blob(repo, bytes).await;
+        descriptors.push(json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()}));
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let a = env.push_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", &manifest).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    berth::oci::Digest::sha256_of(&manifest)
+}
+
+/// Trivy's `db.tar.gz` (schema 2): `advisories` are (release, source package, id, advisory),
+/// `vulnerabilities` (id, details); written with bbolt-rs in Go bbolt's format.
+fn trivy_db(
+    advisories: &[(&str, &str, &str, serde_json::Value)],
+    vulnerabilities: &[(&str, serde_json::Value)],
+) -> Vec<u8> {
+    use bbolt_rs::{BucketRwApi, DbRwAPI, TxRwRefApi};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trivy.db");
+    {
+        let mut db = bbolt_rs::Bolt::open(&path).unwrap();
+        db.update(|mut tx| {
+            for (release, package, id, advisory) in advisories {
+                let mut os = tx.create_bucket_if_not_exists(release)?;
+                let mut pkg = os.create_bucket_if_not_exists(package)?;
+                pkg.put(id, advisory.to_string())?;
+            }
+            let mut sources = tx.create_bucket_if_not_exists("data-source")?;
+            sources.put("debian 12", json!({"ID": "debian", "Name": "Debian Security Tracker"}).to_string())?;
+            let mut details = tx.create_bucket_if_not_exists("vulnerability")?;
+            for (id, vulnerability) in vulnerabilities {
+                details.put(id, vulnerability.to_string())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let db = std::fs::read(&path).unwrap();
+    let metadata = json!({"Version": 2, "NextUpdate": "2027-01-16T00:00:00Z", "UpdatedAt": "2027-01-15T00:00:00Z"});
+    let archive = tar(&[("metadata.json", metadata.to_string().as_bytes()), ("trivy.db", &db)]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &archive).unwrap();
+    gz.finish().unwrap()
 }
 
 async fn settings(env: &TestRegistry, registry: &str, body: serde_json::Value) -> common::registry::Answer {
@@ -118,4 +174,121 @@ async fn bad_schedules_are_refused_with_reasons() {
         assert!(a.text().contains(says), "{body}: {}", a.text());
     }
     assert!(berth::schedule::get(env.app.meta.as_ref(), berth::scan::policy::SCHEDULE_ID).await.unwrap().is_none());
+}
+
+on_both_backends!(trivy_data_is_imported_once_and_new_data_rematches_stored_scans_without_reading_layers);
+
+async fn trivy_data_is_imported_once_and_new_data_rematches_stored_scans_without_reading_layers(env: TestRegistry) {
+    use berth::scan::data::SNAPSHOT_TYPE;
+    use berth::scan::trivy::TRIVY_LAYER;
+    let env = env.with_clock(T0).with_settings(|s| s.scan_db = "src/trivy-db:2".to_string());
+    env.ready().await;
+    let advisories = vec![
+        ("debian 12", "zlib", "CVE-2023-45853", json!({"FixedVersion": "1:1.3.dfsg-1"})),
+        ("debian 12", "openssl", "CVE-2024-0001", json!({"FixedVersion": "3.0.11-1~deb12u2"})),
+        ("debian 12", "openssl", "CVE-2024-0002", json!({"FixedVersion": "3.0.11-1~deb12u1"})), // installed: fixed
+        ("debian 12", "glibc", "CVE-2024-0003", json!({"Status": 2, "Severity": 1})),           // no fix yet, rated low
+        ("debian 12", "glibc", "CVE-2024-0004", json!({"Status": 1})),                          // not affected
+        ("alpine 3.19", "busybox", "CVE-2024-0100", json!({"FixedVersion": "1.36.1-r16"})),
+        ("Red Hat Enterprise Linux 9", "zlib", "CVE-2023-45853", json!({"FixedVersion": "9"})),
+    ];
+    let vulnerabilities = vec![
+        (
+            "CVE-2023-45853",
+            json!({"Title": "zlib: integer overflow in MiniZip", "Severity": "CRITICAL",
+            "VendorSeverity": {"nvd": 4, "debian": 3}, "References": ["https://security-tracker.debian.org/tracker/CVE-2023-45853"]}),
+        ),
+        ("CVE-2024-0001", json!({"Description": "openssl: a made-up flaw", "Severity": "MEDIUM"})),
+        ("CVE-2024-0003", json!({"Title": "glibc: a made-up flaw", "VendorSeverity": {"debian": 3}})),
+    ];
+    let first =
+        push_artifact(&env, "src/trivy-db", "2", &[(TRIVY_LAYER, &trivy_db(&advisories, &vulnerabilities))]).await;
+    env.work().await; // the push queued the import: the snapshot is stored beside the data
+    let referrers = env.get_json(&format!("/v2/src/trivy-db/referrers/{first}")).await;
+    let snapshots: Vec<_> =
+        referrers["manifests"].as_array().unwrap().iter().filter(|m| m["artifactType"] == SNAPSHOT_TYPE).collect();
+    assert_eq!(snapshots.len(), 1, "{referrers}");
+
+    let layer = tar(&[
+        ("etc/os-release", b"ID=debian\nVERSION_ID=12\n"),
+        (
+            "var/lib/dpkg/status",
+            b"Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13.dfsg-1\nSource: zlib\n\n\
+Package: libssl3\nStatus: install ok installed\nVersion: 3.0.11-1~deb12u1\nSource: openssl\n\n\
+Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
+        ),
+    ]);
+    let (_, image) = env.push_image_of("team/app", Some("v1"), b"{}", &[&layer]).await;
+    let scan_uri = format!("/api/v1/images/team/app/artifacts/{image}/scan");
+    let a = env.call_json(Method::POST, &scan_uri, "").await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    env.work().await;
+    let scan = env.get_json(&scan_uri).await;
+    assert_eq!(scan["status"], "succeeded", "{scan}");
+    assert_eq!(scan["vulndb"], first.to_string());
+    let found: Vec<(String, String, String)> = scan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().into(),
+                f["package"].as_str().unwrap().into(),
+                f["severity"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("CVE-2023-45853", "zlib1g", "High"), // Debian's rating, not NVD's critical
+        ("CVE-2024-0001", "libssl3", "Medium"),
+        ("CVE-2024-0003", "libc6", "Low"), // the advisory's own rating wins
+    ];
+    assert_eq!(found, expected.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
+    assert_eq!((scan["total"].as_u64(), scan["fixable"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(scan["layers_read"], 1);
+    let report =
+        env.call(Method::GET, &scan_uri, &[("accept", berth::scan::report::REPORT_MEDIA_TYPE)], Vec::new()).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text());
+    let report: serde_json::Value = serde_json::from_slice(&report.body).unwrap();
+    let zlib = &report["vulnerabilities"][0];
+    assert_eq!(zlib["description"], "zlib: integer overflow in MiniZip");
+    assert_eq!(zlib["links"][0], "https://security-tracker.debian.org/tracker/CVE-2023-45853");
+    assert_eq!(zlib["fix_version"], "1:1.3.dfsg-1");
+
+    // new data: glibc's flaw is fixed now and zlib has a new critical one
+    let mut advisories = advisories;
+    advisories[3] = ("debian 12", "glibc", "CVE-2024-0003", json!({"FixedVersion": "2.36-9+deb12u1", "Severity": 1}));
+    advisories.push(("debian 12", "zlib", "CVE-2024-0005", json!({"FixedVersion": "1:1.3.dfsg-2"})));
+    let mut vulnerabilities = vulnerabilities;
+    vulnerabilities.push(("CVE-2024-0005", json!({"Title": "zlib: another", "VendorSeverity": {"debian": 4}})));
+    let second =
+        push_artifact(&env, "src/trivy-db", "2", &[(TRIVY_LAYER, &trivy_db(&advisories, &vulnerabilities))]).await;
+    assert_ne!(first, second);
+    env.work().await; // import, then a re-match of every stored scan
+    let scan = env.get_json(&scan_uri).await;
+    assert_eq!(scan["status"], "succeeded", "{scan}");
+    assert_eq!(scan["requested_by"], "vulndb-update");
+    assert_eq!(scan["vulndb"], second.to_string());
+    assert_eq!(scan["layers_read"], 0, "a re-match reads no layer");
+    assert_eq!(scan["findings"][0]["id"], "CVE-2024-0005");
+    assert_eq!(scan["findings"][0]["severity"], "Critical");
+    assert_eq!((scan["total"].as_u64(), scan["fixable"].as_u64()), (Some(4), Some(4)));
+
+    // a damaged database fails the scan with a reason, and the stored result stays
+    let damaged = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let junk = vec![0u8; 8192];
+        let archive = tar(&[("metadata.json", br#"{"Version": 2}"#), ("trivy.db", &junk)]);
+        std::io::Write::write_all(&mut gz, &archive).unwrap();
+        gz.finish().unwrap()
+    };
+    push_artifact(&env, "src/trivy-db", "2", &[(TRIVY_LAYER, &damaged)]).await;
+    env.work().await;
+    let a = env.call_json(Method::POST, &scan_uri, "").await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    env.work().await;
+    let scan = env.get_json(&scan_uri).await;
+    assert_eq!(scan["status"], "failed", "{scan}");
+    assert!(scan["error"].as_str().unwrap().contains("BoltDB"), "{scan}");
+    assert_eq!(scan["total"], 4, "the last result stays");
 }

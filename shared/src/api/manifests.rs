@@ -142,7 +142,7 @@ pub async fn put(
     let tags = Query::of(req).all("tag").into_iter().map(Tag::parse).collect::<Result<Vec<_>, _>>()?;
     let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
     let record = manifests::push(app, name, reference, tags, content_type.as_deref(), body).await?;
-    crate::scan::policy::after_push(app, name, &record).await;
+    crate::scan::policy::after_push(app, name, reference, &record).await;
     let mut headers =
         vec![(header::LOCATION, format!("/v2/{name}/manifests/{}", record.digest)), digest_header(&record.digest)];
     if let Some(subject) = &record.subject {

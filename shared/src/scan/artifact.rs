@@ -205,6 +205,43 @@ pub async fn scan_all(app: &App) -> Result<usize, ScanError> {
     }
 }
 
+/// After a vulnerability-data update: starts a scan of every artifact whose last result came
+/// from older data. Its layers' facts are stored, so no layer is read again: only the matching
+/// is redone. Returns how many scans it started.
+pub async fn rematch(app: &App) -> Result<usize, ScanError> {
+    let current = match data::current(app).await {
+        Ok(snapshot) => snapshot.data.to_string(),
+        // nothing to match against (yet): the next push of data queues this again
+        Err(e @ (ScanError::NoData(_) | ScanError::Data(_) | ScanError::Manifest(_))) => {
+            tracing::warn!(error = %e, "vulnerability data update: no usable data");
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut started = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = SCANS.list(app.meta.as_ref(), "", after.as_deref(), 500).await?;
+        for found in &page {
+            let record = &found.record;
+            if record.succeeded_at.is_none() || record.vulndb.as_deref() == Some(current.as_str()) {
+                continue;
+            }
+            let Some((repo, digest)) = found.id.rsplit_once('@') else { continue };
+            let (Ok(repo), Ok(digest)) = (RepoName::parse(repo, None), digest.parse::<Digest>()) else { continue };
+            match start(app, &repo, &digest, "vulndb-update").await {
+                Ok(_) => started += 1,
+                Err(ScanError::Conflict(_) | ScanError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match (more, page.last()) {
+            (true, Some(last)) => after = Some(last.id.clone()),
+            _ => return Ok(started),
+        }
+    }
+}
+
 /// Stops a running scan; its worker notices before its next layer and drops its work.
 pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRecord, ScanError> {
     let id = key(repo, digest);
@@ -298,15 +335,28 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         }
         inventories.push(inventory::merge(&facts));
     }
-    let (db_digest, db) = match data::current(app).await {
+    let snapshot = match data::current(app).await {
         Ok(found) => found,
         Err(e @ (ScanError::NoData(_) | ScanError::Data(_) | ScanError::Manifest(_))) => {
             return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await
         }
         Err(e) => return Err(e),
     };
-    let findings = report::worst_first(inventories.iter().flat_map(|inv| report::find(inv, &db)));
+    let mut findings = Vec::new();
+    for inventory in &inventories {
+        let release = inventory.os.as_ref().and_then(super::vulndb::bucket);
+        let shard = match snapshot.shard(app, release.as_deref()).await {
+            Ok(shard) => shard,
+            Err(e @ ScanError::NoData(_)) => {
+                return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await
+            }
+            Err(e) => return Err(e),
+        };
+        findings.extend(report::find(inventory, &shard));
+    }
+    let findings = report::worst_first(findings);
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
+    let db_digest = &snapshot.data;
     let packages = inventories.iter().map(|i| i.packages.len()).sum::<usize>();
     let now = app.clock.now();
     finish(app, &repo, &digest, scan, |r| {

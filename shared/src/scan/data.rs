@@ -1,64 +1,144 @@
 //! The vulnerability data scans match against: an artifact in Berth itself (`BERTH_SCAN_DB`,
 //! by default `security/vulndb:latest`) that an operator pushes with oras or mirrors with a
-//! replication or an image cache, so the scanner needs no outbound network at all. Its layers
-//! hold OSV records ([`OSV_LAYER`]: a JSON array or one record per line), read as streams.
-//! Each process keeps the snapshot of the artifact it last loaded, keyed by the artifact's
-//! digest, so a new push is picked up by the next scan and an unchanged one is never re-read.
+//! replication or an image cache, so the scanner needs no outbound network at all. It holds
+//! Trivy's database ([`trivy::TRIVY_LAYER`], the `trivy-db:2` artifact as published) or OSV
+//! records ([`OSV_LAYER`]: a JSON array or one record per line).
+//!
+//! Each data artifact is imported once into Berth's own snapshot: a referrer of the data
+//! artifact (artifact type [`SNAPSHOT_TYPE`]) whose layers are shards, one per OS release
+//! (gzip JSON of a [`VulnDb`]). So the snapshot lives where blobs live (files, or S3 on AWS), is
+//! kept by garbage collection like any artifact and goes when its data artifact is deleted; a
+//! scan loads only the shard of its image's release, and each process keeps the shards it used
+//! last. A new snapshot re-matches every stored scan ([`Task::UpdateVulnDb`]).
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde_json::Value;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::vulndb::VulnDb;
-use super::ScanError;
+use super::{trivy, ScanError};
 use crate::app::App;
-use crate::oci::{Digest, ParsedManifest, RepoName, Tag};
+use crate::metadata::ManifestRecord;
+use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::task::Task;
 
 /// The layer media type of OSV records in a vulnerability-data artifact.
 pub const OSV_LAYER: &str = "application/vnd.berth.vulndb.osv.v1+json";
 
-/// The snapshot this process loaded last, by artifact digest.
-static LOADED: Mutex<Option<(Digest, Arc<VulnDb>)>> = Mutex::new(None);
+/// The artifact type of Berth's snapshot of a data artifact.
+pub const SNAPSHOT_TYPE: &str = "application/vnd.berth.vulndb.snapshot.v1";
+
+/// The media type of one shard of a snapshot.
+pub const SHARD_LAYER: &str = "application/vnd.berth.vulndb.shard.v1+json+gzip";
+
+/// The annotation naming a snapshot's format; a snapshot of another format is made again.
+const FORMAT_ANNOTATION: &str = "io.berth.vulndb.snapshot.format";
+/// Bumped whenever the shards' content changes meaning.
+const FORMAT: &str = "1";
+/// The annotation naming the OS release (`debian 12`) a shard holds.
+const RELEASE_ANNOTATION: &str = "io.berth.vulndb.release";
+/// Who the registry layer sees pushing a snapshot.
+const IMPORTER: &str = "berth-vulndb-import";
+/// Shards each process keeps in memory.
+const SHARDS_KEPT: usize = 8;
 
 /// The most OSV records one data artifact may hold (OSV's whole Debian export is ~100k).
 pub const MAX_RECORDS: usize = 2_000_000;
 
-/// One load at a time per process: concurrent scans wait for it instead of each parsing the
-/// data again (memory).
-static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The snapshot index this process read last, by data-artifact digest.
+static INDEX: Mutex<Option<Arc<Snapshot>>> = Mutex::new(None);
 
-/// The artifact whose data failed to load last, and why: not parsed again for every scan.
+/// Shards this process loaded, most recently used last.
+static SHARDS: Mutex<Vec<(Digest, Arc<VulnDb>)>> = Mutex::new(Vec::new());
+
+/// One import at a time per process: concurrent scans wait for it instead of each importing.
+static IMPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The artifact whose data failed to import last, and why: not imported again for every scan.
 static FAILED: Mutex<Option<(Digest, String)>> = Mutex::new(None);
 
-/// The vulnerability data as of now, and the digest of the artifact it came from.
-pub async fn current(app: &App) -> Result<(Digest, Arc<VulnDb>), ScanError> {
+/// A data artifact's snapshot: where each OS release's shard is.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// the data artifact it was made from
+    pub data: Digest,
+    shards: BTreeMap<String, Digest>,
+}
+
+impl Snapshot {
+    /// The advisories of one OS release (`debian 12`); empty when the data has none for it.
+    pub async fn shard(&self, app: &App, release: Option<&str>) -> Result<Arc<VulnDb>, ScanError> {
+        let Some(digest) = release.and_then(|r| self.shards.get(r)) else {
+            return Ok(Arc::default());
+        };
+        if let Some(found) = kept_shard(digest) {
+            return Ok(found);
+        }
+        let reader = StreamReader::new(app.blobs.read(digest, None).await?);
+        let db: VulnDb = tokio::task::spawn_blocking(move || {
+            serde_json::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(SyncIoBridge::new(reader))))
+        })
+        .await
+        .map_err(|e| ScanError::Reader(e.to_string()))?
+        .map_err(|e| ScanError::NoData(format!("the vulnerability snapshot shard {digest} does not load: {e}")))?;
+        let db = Arc::new(db);
+        let mut kept = SHARDS.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|(d, _)| d != digest);
+        kept.push((digest.clone(), db.clone()));
+        let excess = kept.len().saturating_sub(SHARDS_KEPT);
+        kept.drain(..excess);
+        Ok(db)
+    }
+
+    /// The OS releases the snapshot covers.
+    pub fn releases(&self) -> impl Iterator<Item = &str> {
+        self.shards.keys().map(String::as_str)
+    }
+}
+
+fn kept_shard(digest: &Digest) -> Option<Arc<VulnDb>> {
+    SHARDS.lock().unwrap_or_else(PoisonError::into_inner).iter().find(|(d, _)| d == digest).map(|(_, db)| db.clone())
+}
+
+/// The snapshot of the current vulnerability data, imported first if it was never imported.
+pub async fn current(app: &App) -> Result<Arc<Snapshot>, ScanError> {
     let (repo, tag) = reference(&app.settings.scan_db)?;
     let record = app.meta.resolve_tag(&repo, &tag).await?.ok_or_else(|| {
         ScanError::NoData(format!(
-            "no vulnerability data: push OSV records to {}:{} (layer media type {OSV_LAYER})",
-            repo, tag
+            "no vulnerability data: push Trivy's database (layer media type {}) or OSV records \
+             (layer media type {OSV_LAYER}) to {repo}:{tag}",
+            trivy::TRIVY_LAYER
         ))
     })?;
-    if let Some(found) = loaded(&record.digest)? {
+    if let Some(found) = known(&record.digest)? {
         return Ok(found);
     }
-    let _one_at_a_time = LOADING.lock().await;
-    // loaded (or failed) while this one waited
-    if let Some(found) = loaded(&record.digest)? {
+    if let Some(found) = stored(app, &repo, &record.digest).await? {
+        return Ok(keep(found));
+    }
+    let _one_at_a_time = IMPORTING.lock().await;
+    // imported (or failed) while this one waited
+    if let Some(found) = known(&record.digest)? {
         return Ok(found);
     }
-    match load(app, &repo, &tag, &record).await {
-        Ok(db) => {
-            let db = Arc::new(db);
-            *LOADED.lock().unwrap_or_else(PoisonError::into_inner) = Some((record.digest.clone(), db.clone()));
-            tracing::info!(digest = %record.digest, advisories = db.advisories.len(), "loaded vulnerability data");
-            Ok((record.digest, db))
+    match import(app, &repo, &record).await {
+        Ok(snapshot) => {
+            tracing::info!(data = %record.digest, releases = snapshot.shards.len(), "imported vulnerability data");
+            let update = Task::UpdateVulnDb { data: record.digest.to_string() };
+            if let Err(e) = app.queue.enqueue(&update.to_job(), std::time::Duration::ZERO).await {
+                tracing::warn!(error = %e, "could not queue the re-match of stored scans");
+            }
+            Ok(keep(snapshot))
         }
-        // malformed data stays malformed: remembered, so no scan parses it again
+        // malformed data stays malformed: remembered, so no scan imports it again
         Err(e @ (ScanError::Data(_) | ScanError::NoData(_) | ScanError::Manifest(_))) => {
             let why = e.to_string();
-            tracing::warn!(digest = %record.digest, error = %why, "vulnerability data does not load");
+            tracing::warn!(digest = %record.digest, error = %why, "vulnerability data does not import");
             *FAILED.lock().unwrap_or_else(PoisonError::into_inner) = Some((record.digest.clone(), why));
             Err(e)
         }
@@ -67,32 +147,171 @@ pub async fn current(app: &App) -> Result<(Digest, Arc<VulnDb>), ScanError> {
     }
 }
 
-/// The data of artifact `digest` if this process loaded it, or its load's error if that failed.
-fn loaded(digest: &Digest) -> Result<Option<(Digest, Arc<VulnDb>)>, ScanError> {
-    if let Some((d, why)) = FAILED.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-        if d == digest {
-            return Err(ScanError::NoData(format!("the vulnerability data {d} does not load: {why}")));
-        }
-    }
-    Ok(LOADED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .filter(|(d, _)| d == digest)
-        .map(|(d, db)| (d.clone(), db.clone())))
+fn keep(snapshot: Snapshot) -> Arc<Snapshot> {
+    let snapshot = Arc::new(snapshot);
+    *INDEX.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot.clone());
+    snapshot
 }
 
-/// Reads every OSV layer of the data artifact into a snapshot.
-async fn load(
-    app: &App,
-    repo: &RepoName,
-    tag: &Tag,
-    record: &crate::metadata::ManifestRecord,
-) -> Result<VulnDb, ScanError> {
+/// The snapshot of data artifact `digest` if this process knows it, or its import's error.
+fn known(digest: &Digest) -> Result<Option<Arc<Snapshot>>, ScanError> {
+    if let Some((d, why)) = FAILED.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if d == digest {
+            return Err(ScanError::NoData(format!("the vulnerability data {d} does not import: {why}")));
+        }
+    }
+    Ok(INDEX.lock().unwrap_or_else(PoisonError::into_inner).as_ref().filter(|s| &s.data == digest).cloned())
+}
+
+/// The parts of a snapshot manifest its index needs.
+#[derive(Deserialize)]
+struct SnapshotManifest {
+    #[serde(default)]
+    layers: Vec<ShardDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct ShardDescriptor {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: Digest,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The snapshot an earlier import (by any process) stored for data artifact `data`.
+async fn stored(app: &App, repo: &RepoName, data: &Digest) -> Result<Option<Snapshot>, ScanError> {
+    for referrer in app.meta.referrers(repo, data, Some(SNAPSHOT_TYPE)).await? {
+        let format = referrer.annotations.as_ref().and_then(|a| a.get(FORMAT_ANNOTATION)).and_then(Value::as_str);
+        if format != Some(FORMAT) {
+            continue;
+        }
+        let bytes = crate::registry::manifests::content(app, &referrer)
+            .await
+            .map_err(|e| ScanError::Manifest(e.to_string()))?;
+        let manifest: SnapshotManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ScanError::Manifest(format!("a vulnerability snapshot: {e}")))?;
+        let shards = manifest
+            .layers
+            .into_iter()
+            .filter(|l| l.media_type == SHARD_LAYER)
+            .filter_map(|l| Some((l.annotations.get(RELEASE_ANNOTATION)?.clone(), l.digest)))
+            .collect();
+        return Ok(Some(Snapshot { data: data.clone(), shards }));
+    }
+    Ok(None)
+}
+
+/// Converts data artifact `record` into a snapshot and stores it as the artifact's referrer.
+async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<Snapshot, ScanError> {
     let bytes =
         crate::registry::manifests::content(app, record).await.map_err(|e| ScanError::Manifest(e.to_string()))?;
     let manifest =
         ParsedManifest::parse(&bytes, Some(&record.media_type)).map_err(|e| ScanError::Manifest(e.to_string()))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(1);
+    let convert = if let Some(layer) = manifest.blobs.iter().find(|b| b.media_type == trivy::TRIVY_LAYER) {
+        // Trivy: unpacked to a temporary file on a blocking thread, one release at a time
+        let reader = SyncIoBridge::new(StreamReader::new(app.blobs.read(&layer.digest, None).await?));
+        tokio::task::spawn_blocking(move || -> Result<(), ScanError> {
+            let unpacked = trivy::unpack(reader, &std::env::temp_dir()).map_err(super::vulndb::VulnDbError::from)?;
+            trivy::import(&unpacked.db, &mut |release, db| {
+                let packed = pack(&db)?;
+                // the receiver is gone only when the import failed already
+                let _ = tx.blocking_send((release, packed));
+                Ok(())
+            })?;
+            Ok(())
+        })
+    } else {
+        let db = import_osv(app, repo, &manifest).await?;
+        tokio::task::spawn_blocking(move || -> Result<(), ScanError> {
+            for (release, shard) in split(db) {
+                let _ = tx.blocking_send((release, pack(&shard)?));
+            }
+            Ok(())
+        })
+    };
+    let mut shards = BTreeMap::new();
+    let mut layers = Vec::new();
+    let mut stored = Ok(());
+    while let Some((release, packed)) = rx.recv().await {
+        if stored.is_err() {
+            continue; // drained, so the converter finishes
+        }
+        let digest = Digest::sha256_of(&packed);
+        let size = packed.len() as u64;
+        stored = put_blob(app, repo, &digest, packed).await;
+        layers.push(json!({"mediaType": SHARD_LAYER, "digest": digest.to_string(), "size": size,
+                           "annotations": {RELEASE_ANNOTATION: release}}));
+        shards.insert(release, digest);
+    }
+    convert.await.map_err(|e| ScanError::Reader(e.to_string()))??;
+    stored?;
+    let empty = Bytes::from_static(b"{}");
+    let empty_digest = Digest::sha256_of(&empty);
+    put_blob(app, repo, &empty_digest, empty).await?;
+    let snapshot = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci::manifest::OCI_MANIFEST,
+        "artifactType": SNAPSHOT_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest.to_string(), "size": 2},
+        "layers": layers,
+        "subject": {"mediaType": record.media_type, "digest": record.digest.to_string(), "size": record.size},
+        "annotations": {FORMAT_ANNOTATION: FORMAT},
+    });
+    let body = Bytes::from(serde_json::to_vec(&snapshot).map_err(|e| ScanError::Manifest(e.to_string()))?);
+    let digest = Digest::sha256_of(&body);
+    crate::registry::manifests::push(
+        app,
+        repo,
+        &Reference::Digest(digest),
+        Vec::new(),
+        Some(crate::oci::manifest::OCI_MANIFEST),
+        crate::body::once_stream(body),
+    )
+    .await
+    .map_err(|e| ScanError::Manifest(format!("storing the vulnerability snapshot: {e}")))?;
+    Ok(Snapshot { data: record.digest.clone(), shards })
+}
+
+/// Stores a snapshot's blob in the data artifact's repository (a no-op when it is there).
+async fn put_blob(app: &App, repo: &RepoName, digest: &Digest, bytes: Bytes) -> Result<(), ScanError> {
+    if app.meta.linked_blob(repo, digest).await?.is_some() {
+        return Ok(());
+    }
+    let chunk = crate::registry::uploads::Chunk { start: None, len: Some(bytes.len() as u64) };
+    crate::registry::uploads::upload_whole(app, repo, IMPORTER, digest, chunk, crate::body::once_stream(bytes))
+        .await
+        .map(|_| ())
+        .map_err(|e| ScanError::Manifest(format!("storing the vulnerability snapshot: {e}")))
+}
+
+/// A shard's bytes: gzip JSON (deterministic, so two processes importing at once store the same).
+fn pack(db: &VulnDb) -> Result<Bytes, ScanError> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    serde_json::to_writer(&mut gz, db).map_err(|e| ScanError::Reader(e.to_string()))?;
+    gz.flush().map_err(|e| ScanError::Reader(e.to_string()))?;
+    Ok(Bytes::from(gz.finish().map_err(|e| ScanError::Reader(e.to_string()))?))
+}
+
+/// A whole snapshot split into one shard per OS release, each with the details it names.
+fn split(db: VulnDb) -> BTreeMap<String, VulnDb> {
+    let mut shards: BTreeMap<String, VulnDb> = BTreeMap::new();
+    for (key, advisories) in db.advisories {
+        let Some((release, _)) = key.split_once('/') else { continue };
+        let shard = shards.entry(release.to_string()).or_default();
+        for advisory in &advisories {
+            if let Some(details) = db.details.get(&advisory.id) {
+                shard.details.entry(advisory.id.clone()).or_insert_with(|| details.clone());
+            }
+        }
+        shard.advisories.insert(key, advisories);
+    }
+    shards
+}
+
+/// Reads every OSV layer of the data artifact into one snapshot.
+async fn import_osv(app: &App, repo: &RepoName, manifest: &ParsedManifest) -> Result<VulnDb, ScanError> {
     let mut db = VulnDb::default();
     let mut layers = 0;
     let mut records = 0;
@@ -106,9 +325,17 @@ async fn load(
         layers += 1;
     }
     if layers == 0 {
-        return Err(ScanError::NoData(format!("{repo}:{tag} has no layer of media type {OSV_LAYER}")));
+        return Err(ScanError::NoData(format!(
+            "the vulnerability data in {repo} has no layer of media type {} or {OSV_LAYER}",
+            trivy::TRIVY_LAYER
+        )));
     }
     Ok(db)
+}
+
+/// Whether `repo:tag` is where the vulnerability data is pushed (`BERTH_SCAN_DB`).
+pub fn is_data_tag(app: &App, repo: &RepoName, tag: &Tag) -> bool {
+    reference(&app.settings.scan_db).is_ok_and(|(r, t)| &r == repo && &t == tag)
 }
 
 /// `registry/image:tag` → its repository and tag.

@@ -15,7 +15,7 @@ use super::severity::Severity;
 use super::{artifact, ScanError};
 use crate::app::App;
 use crate::metadata::{Collection, Expect, ManifestRecord, UnixTime};
-use crate::oci::RepoName;
+use crate::oci::{Reference, RepoName};
 
 /// Settings by registry name; [`COMMON`] holds the common allowlist.
 const POLICIES: Collection<ScanPolicy> = Collection::new("scan-policy");
@@ -260,7 +260,16 @@ pub async fn check_pull(app: &App, repo: &RepoName, record: &ManifestRecord) -> 
 
 /// Auto scan on push: starts a scan of a just-pushed artifact when its registry asks for it.
 /// Never fails the push (a scan already running, or a queue hiccup, is only logged).
-pub async fn after_push(app: &App, repo: &RepoName, record: &ManifestRecord) {
+pub async fn after_push(app: &App, repo: &RepoName, reference: &Reference, record: &ManifestRecord) {
+    if let Reference::Tag(tag) = reference {
+        if super::data::is_data_tag(app, repo, tag) {
+            // new vulnerability data: imported and matched against every stored scan, now
+            let update = crate::task::Task::UpdateVulnDb { data: record.digest.to_string() };
+            if let Err(e) = app.queue.enqueue(&update.to_job(), std::time::Duration::ZERO).await {
+                tracing::warn!(error = %e, "could not queue the import of new vulnerability data");
+            }
+        }
+    }
     let registry = crate::identity::registry::of_repository(repo.as_str());
     let wanted = match get(app, registry).await {
         Ok(policy) => policy.scan_on_push,

@@ -224,13 +224,15 @@ async fn harbor_report(
         return Err(crate::scan::ScanError::NotFound(format!("{repo}@{digest} has no finished scan")).into());
     };
     // descriptions and links come from the data the scan used, when it is still the current data
-    let db = crate::scan::data::current(app).await.ok().filter(|(d, _)| Some(d.to_string()) == record.vulndb);
-    let empty = crate::scan::vulndb::VulnDb::default();
-    let db = db.as_ref().map_or(&empty, |(_, db)| db.as_ref());
+    let snapshot = crate::scan::data::current(app).await.ok().filter(|s| Some(s.data.to_string()) == record.vulndb);
+    let db = match snapshot {
+        Some(snapshot) => snapshot.shard(app, record.os.as_deref()).await.unwrap_or_default(),
+        None => Default::default(),
+    };
     let generated_at = record.succeeded_at.map(crate::cron::rfc3339).unwrap_or_default();
     let digest_text = digest.to_string();
     let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type };
-    let body = report::harbor_report(&subject, &record.findings, db, &generated_at);
+    let body = report::harbor_report(&subject, &record.findings, &db, &generated_at);
     let mut response = json_response(StatusCode::OK, &body, &[])?;
     if let Ok(v) = http::HeaderValue::from_str(REPORT_MEDIA_TYPE) {
         response.headers_mut().insert(http::header::CONTENT_TYPE, v);

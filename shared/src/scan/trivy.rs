@@ -1,0 +1,273 @@
+//! The importer of Trivy's vulnerability database (schema 2), the OCI artifact
+//! `ghcr.io/aquasecurity/trivy-db:2` an operator mirrors into Berth: its one layer
+//! ([`TRIVY_LAYER`]) is a gzip tar of `metadata.json` and `trivy.db`, a BoltDB file whose
+//! top-level buckets are `<os> <release>` (each holding a bucket per source package whose keys
+//! are vulnerability ids and values advisories), `vulnerability` (details by id) and
+//! `data-source` (which vendor each OS bucket comes from).
+//!
+//! The database is unpacked to a temporary file (it is hundreds of MB: never in memory) and
+//! converted one OS release at a time into a [`VulnDb`] shard of Berth's snapshot.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::bolt::{Bolt, BoltError, Bucket, Entry};
+use super::severity::Severity;
+use super::vulndb::{Advisory, Details, VulnDb, VulnDbError};
+use super::ScanError;
+
+/// The layer media type of Trivy's database artifact.
+pub const TRIVY_LAYER: &str = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip";
+
+/// The largest `trivy.db` unpacked (today's is about 1 GB; the job worker's disk bounds it).
+pub const MAX_DB_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The schema version this importer reads (`metadata.json`'s `Version`).
+const SCHEMA_VERSION: u64 = 2;
+
+/// The operating systems whose packages Berth inventories (dpkg and apk databases).
+const DISTRIBUTIONS: [&str; 3] = ["debian", "ubuntu", "alpine"];
+
+/// Why a Trivy database could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum TrivyError {
+    /// The archive is not what Trivy publishes.
+    #[error("the Trivy database archive {0}")]
+    Archive(String),
+    /// The BoltDB file is damaged.
+    #[error(transparent)]
+    Bolt(#[from] BoltError),
+}
+
+impl From<TrivyError> for VulnDbError {
+    fn from(e: TrivyError) -> VulnDbError {
+        VulnDbError::Invalid { id: "Trivy database".into(), why: e.to_string() }
+    }
+}
+
+/// A database unpacked into a temporary directory, removed when dropped.
+pub struct Unpacked {
+    dir: PathBuf,
+    /// the `trivy.db` file
+    pub db: PathBuf,
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove an unpacked Trivy database");
+        }
+    }
+}
+
+/// Unpacks the layer (a gzip tar stream) into a new directory under `parent`, checking that its
+/// `metadata.json` names schema version 2.
+pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
+    let dir = parent.join(format!("berth-trivy-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| TrivyError::Archive(format!("cannot be unpacked: {e}")))?;
+    let unpacked = Unpacked { db: dir.join("trivy.db"), dir };
+    let io = |e: std::io::Error| TrivyError::Archive(format!("cannot be read: {e}"));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    let (mut found_db, mut version) = (false, None);
+    for entry in archive.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let path = entry.path().map_err(io)?.into_owned();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        match name.as_str() {
+            "trivy.db" => {
+                let mut file = std::fs::File::create(&unpacked.db).map_err(io)?;
+                let copied = std::io::copy(&mut (&mut entry).take(MAX_DB_BYTES + 1), &mut file).map_err(io)?;
+                if copied > MAX_DB_BYTES {
+                    return Err(TrivyError::Archive(format!("holds a trivy.db larger than {MAX_DB_BYTES} bytes")));
+                }
+                found_db = true;
+            }
+            "metadata.json" => {
+                let mut text = Vec::new();
+                (&mut entry).take(64 * 1024).read_to_end(&mut text).map_err(io)?;
+                let meta: Value = serde_json::from_slice(&text)
+                    .map_err(|e| TrivyError::Archive(format!("has an unreadable metadata.json: {e}")))?;
+                version = meta.get("Version").and_then(Value::as_u64);
+            }
+            _ => {}
+        }
+    }
+    match (found_db, version) {
+        (false, _) => Err(TrivyError::Archive("has no trivy.db".into())),
+        (_, None) => Err(TrivyError::Archive("has no metadata.json with a Version".into())),
+        (_, Some(v)) if v != SCHEMA_VERSION => {
+            Err(TrivyError::Archive(format!("is schema version {v}; Berth reads version {SCHEMA_VERSION}")))
+        }
+        _ => Ok(unpacked),
+    }
+}
+
+/// One advisory as Trivy stores it (`trivy-db/pkg/types.Advisory`).
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct TrivyAdvisory {
+    fixed_version: String,
+    affected_version: String,
+    status: u8,
+    severity: u8,
+}
+
+/// A vulnerability's details as Trivy stores them (`trivy-db/pkg/types.Vulnerability`).
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct TrivyVulnerability {
+    title: String,
+    description: String,
+    severity: String,
+    vendor_severity: std::collections::BTreeMap<String, u8>,
+    references: Vec<String>,
+}
+
+/// Trivy's `Status` for "this release is not affected".
+const NOT_AFFECTED: u8 = 1;
+
+/// Trivy's severity numbers: 0 unknown, 1 low, 2 medium, 3 high, 4 critical.
+fn severity_of(n: u8) -> Option<Severity> {
+    Some(match n {
+        1 => Severity::Low,
+        2 => Severity::Medium,
+        3 => Severity::High,
+        4 => Severity::Critical,
+        _ => return None,
+    })
+}
+
+/// Whether a top-level bucket is an OS release Berth can match (`debian 12`, `alpine 3.19`).
+fn release_bucket(name: &str) -> bool {
+    name.split_once(' ').is_some_and(|(os, release)| {
+        DISTRIBUTIONS.contains(&os) && release.starts_with(|c: char| c.is_ascii_digit()) && !release.contains(' ')
+    })
+}
+
+/// Converts the database into one shard per OS release, handing each to `shard` as it is done
+/// (so only one release's advisories are in memory at a time). Returns how many advisories.
+pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), ScanError>) -> Result<usize, ScanError> {
+    let bolt = Bolt::open(db).map_err(|e| VulnDbError::from(TrivyError::from(e)))?;
+    let root = bolt.root();
+    let mut releases = Vec::new();
+    bolt.for_each(&root, &mut |name, entry| -> Result<(), TrivyError> {
+        if let (Ok(name), Entry::Bucket(bucket)) = (std::str::from_utf8(name), entry) {
+            if release_bucket(name) {
+                releases.push((name.to_string(), bucket));
+            }
+        }
+        Ok(())
+    })
+    .map_err(VulnDbError::from)?;
+    let bolt_error = |e: BoltError| VulnDbError::from(TrivyError::from(e));
+    let vulnerabilities = bolt.bucket(&root, b"vulnerability").map_err(bolt_error)?;
+    let sources = bolt.bucket(&root, b"data-source").map_err(bolt_error)?;
+    let mut total = 0;
+    for (name, bucket) in releases {
+        // the vendor whose severity rates this release's advisories (`debian`, `alpine`, `ubuntu`)
+        let vendor = match &sources {
+            Some(s) => bolt
+                .get(s, name.as_bytes())
+                .map_err(bolt_error)?
+                .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+                .and_then(|v| v.get("ID").and_then(Value::as_str).map(str::to_string)),
+            None => None,
+        }
+        .unwrap_or_else(|| name.split(' ').next().unwrap_or_default().to_string());
+        let db = release(&bolt, &name, &bucket, vulnerabilities.as_ref(), &vendor)?;
+        total += db.advisories.values().map(Vec::len).sum::<usize>();
+        shard(name, db)?;
+    }
+    Ok(total)
+}
+
+/// One OS release's advisories and the details of the vulnerabilities they name.
+fn release(
+    bolt: &Bolt,
+    name: &str,
+    bucket: &Bucket,
+    vulnerabilities: Option<&Bucket>,
+    vendor: &str,
+) -> Result<VulnDb, VulnDbError> {
+    let invalid = |why: String| VulnDbError::Invalid { id: format!("Trivy bucket {name:?}"), why };
+    let mut packages = Vec::new();
+    bolt.for_each(bucket, &mut |package, entry| -> Result<(), TrivyError> {
+        if let (Ok(package), Entry::Bucket(b)) = (std::str::from_utf8(package), entry) {
+            packages.push((package.to_string(), b));
+        }
+        Ok(())
+    })
+    .map_err(VulnDbError::from)?;
+    let mut db = VulnDb::default();
+    for (package, advisories) in packages {
+        let mut found = Vec::new();
+        bolt.for_each(&advisories, &mut |id, entry| -> Result<(), TrivyError> {
+            let (Ok(id), Entry::Value(value)) = (std::str::from_utf8(id), entry) else { return Ok(()) };
+            let advisory: TrivyAdvisory = serde_json::from_slice(value)
+                .map_err(|e| TrivyError::Archive(format!("has an unreadable advisory {package}/{id}: {e}")))?;
+            if advisory.status != NOT_AFFECTED {
+                let text = |s: String| (!s.is_empty()).then_some(s);
+                found.push(Advisory {
+                    id: id.to_string(),
+                    introduced: text(advisory.affected_version),
+                    fixed: text(advisory.fixed_version),
+                    last_affected: None,
+                    severity: severity_of(advisory.severity),
+                });
+            }
+            Ok(())
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        if !found.is_empty() {
+            db.advisories.insert(format!("{name}/{package}"), found);
+        }
+    }
+    let ids: std::collections::BTreeSet<String> = db.advisories.values().flatten().map(|a| a.id.clone()).collect();
+    for id in ids {
+        let stored = match vulnerabilities {
+            Some(v) => bolt.get(v, id.as_bytes()).map_err(|e| invalid(e.to_string()))?,
+            None => None,
+        };
+        let vulnerability: TrivyVulnerability = stored
+            .map(|bytes| serde_json::from_slice(&bytes))
+            .transpose()
+            .map_err(|e| invalid(format!("the details of {id} are unreadable: {e}")))?
+            .unwrap_or_default();
+        let severity = vulnerability
+            .vendor_severity
+            .get(vendor)
+            .copied()
+            .and_then(severity_of)
+            .or_else(|| Severity::from_source(&vulnerability.severity))
+            .unwrap_or_default();
+        let description = if vulnerability.title.is_empty() { vulnerability.description } else { vulnerability.title };
+        db.details.insert(
+            id,
+            Details {
+                severity,
+                description: description.chars().take(1024).collect(),
+                links: vulnerability.references.into_iter().take(16).collect(),
+            },
+        );
+    }
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_release_buckets_of_inventoried_distributions_are_imported() {
+        assert!(release_bucket("debian 12"));
+        assert!(release_bucket("alpine 3.19"));
+        assert!(release_bucket("ubuntu 22.04"));
+        assert!(!release_bucket("vulnerability"));
+        assert!(!release_bucket("Red Hat Enterprise Linux 8"));
+        assert!(!release_bucket("pip::GitHub Security Advisory pip"));
+        assert!(!release_bucket("debian"));
+    }
+}
