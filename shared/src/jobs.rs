@@ -124,6 +124,7 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
             // event-triggered replications start before the outbox entry is cleared, so a crash
             // in between repeats them (idempotently) rather than losing them
             crate::replication::on_event(app, &event).await?;
+            crate::scan::artifact::on_event(app, &event).await?;
             Ok(crate::outbox::publish(app, &event).await?)
         }
         Task::DeliverWebhook { registry, webhook, event, round } => {

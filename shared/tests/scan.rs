@@ -3,7 +3,7 @@
 //! their signatures or other referrers), and a scan finds exactly what the data says; schedule
 //! input is checked. Trivy's database, written as Go's bbolt writes it, is imported into
 //! Berth's snapshot and matched with the vendor's severities, and pushing new data re-matches
-//! every stored scan without reading a layer again.
+//! every stored scan without reading a layer again; a deleted artifact's scan goes with it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -291,4 +291,14 @@ Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
     assert_eq!(scan["status"], "failed", "{scan}");
     assert!(scan["error"].as_str().unwrap().contains("BoltDB"), "{scan}");
     assert_eq!(scan["total"], 4, "the last result stays");
+
+    // a deleted artifact's scan goes with it: pushed again, the same digest is not scanned
+    let a = env.call(Method::DELETE, &format!("/v2/team/app/manifests/{image}"), &[], Vec::new()).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    env.work().await;
+    let (_, again) = env.push_image_of("team/app", Some("v1"), b"{}", &[&layer]).await;
+    assert_eq!(again, image);
+    assert_eq!(env.get_json(&scan_uri).await["status"], "not_scanned");
+    env.work().await;
+    assert_eq!(env.get_json(&scan_uri).await["status"], "not_scanned");
 }

@@ -118,6 +118,10 @@ impl ScanRecord {
 }
 
 fn key(repo: &RepoName, digest: &Digest) -> String {
+    key_of(repo, &digest.to_string())
+}
+
+fn key_of(repo: &RepoName, digest: &str) -> String {
     format!("{repo}@{digest}")
 }
 
@@ -267,10 +271,40 @@ pub async fn stop(app: &App, repo: &RepoName, digest: &Digest) -> Result<ScanRec
     Err(ScanError::Conflict(format!("{repo}@{digest} changed too often to stop; try again")))
 }
 
-/// Deletes an artifact's scan (the artifact is gone).
-pub async fn forget(app: &App, repo: &RepoName, digest: &Digest) -> Result<(), ScanError> {
-    SCANS.delete(app.meta.as_ref(), &key(repo, digest), Expect::Any).await?;
-    Ok(())
+/// Forgets the scans of deleted artifacts (a deleted artifact or image event), so an artifact
+/// pushed again under the same digest starts "not scanned" instead of showing (and being gated
+/// by) its predecessor's result. A scan made since the artifact came back is kept.
+pub async fn on_event(app: &App, event: &crate::events::RegistryEvent) -> Result<(), ScanError> {
+    let Some(Ok(repo)) = event.repository.as_deref().map(|r| RepoName::parse(r, None)) else {
+        return Ok(());
+    };
+    let prefix = match (event.kind, event.digest.as_deref()) {
+        (EventType::DeleteArtifact, Some(digest)) => key_of(&repo, digest),
+        (EventType::DeleteImage, _) => format!("{repo}@"),
+        _ => return Ok(()),
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = SCANS.list(app.meta.as_ref(), &prefix, after.as_deref(), 500).await?;
+        for found in &page {
+            let Some(digest) = found.id.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok()) else { continue };
+            let stale = match app.meta.manifest(&repo, &digest).await? {
+                None => true,
+                Some(now) => found.record.started_at < now.pushed_at,
+            };
+            if stale {
+                // a scan that changed meanwhile (one just started) is the new artifact's: kept
+                match SCANS.delete(app.meta.as_ref(), &found.id, Expect::Version(found.version)).await {
+                    Ok(_) | Err(MetadataError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        match (more, page.last()) {
+            (true, Some(last)) => after = Some(last.id.clone()),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The scan this job is for, if it is still the artifact's running scan.

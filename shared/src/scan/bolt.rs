@@ -208,20 +208,11 @@ impl Bolt {
     }
 
     /// Calls `f` with every key of `bucket` and its content, in key order.
-    pub fn for_each<E: From<BoltError>>(
-        &self,
-        bucket: &Bucket,
-        f: &mut Visit<'_, E>,
-    ) -> Result<(), E> {
+    pub fn for_each<E: From<BoltError>>(&self, bucket: &Bucket, f: &mut Visit<'_, E>) -> Result<(), E> {
         self.walk(self.root_page(bucket)?, 0, f)
     }
 
-    fn walk<E: From<BoltError>>(
-        &self,
-        page: Page,
-        depth: usize,
-        f: &mut Visit<'_, E>,
-    ) -> Result<(), E> {
+    fn walk<E: From<BoltError>>(&self, page: Page, depth: usize, f: &mut Visit<'_, E>) -> Result<(), E> {
         if depth > MAX_DEPTH {
             return Err(corrupt("a bucket's tree is deeper than any real one").into());
         }
