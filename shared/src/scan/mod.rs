@@ -4,6 +4,7 @@
 //! they are ([`severity`]), and each artifact's scan from request to result ([`artifact`]).
 
 pub mod artifact;
+pub mod attach;
 pub mod bolt;
 pub mod data;
 pub mod inventory;
@@ -11,6 +12,7 @@ pub mod layers;
 pub mod packed;
 pub mod policy;
 pub mod report;
+pub mod sbom;
 pub mod severity;
 pub mod trivy;
 pub mod version;

@@ -95,6 +95,7 @@ const SCAN_FIELDS: &[&str] = &[
     "finished_at",
     "error",
     "vulndb",
+    "sbom",
 ];
 
 /// Text field order of scan settings.
