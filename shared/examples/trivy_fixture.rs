@@ -58,7 +58,7 @@ fn main() {
                 let description = format!("{id}: a flaw in src{} that lets an attacker do something bad. {}", i / 8, "x".repeat(220));
                 details.put(&id, json!({
                     "Title": format!("src{}: a made-up flaw", i / 8), "Description": description, "Severity": "HIGH",
-                    "VendorSeverity": {"nvd": 3, *vendor: 1 + i % 4},
+                    "VendorSeverity": {"nvd": 3, *vendor: 1 + i % 3},
                     "References": [format!("https://security-tracker.example/{id}"), format!("https://nvd.example/{id}")],
                 }).to_string())?;
             }

@@ -883,6 +883,11 @@ impl Manifests for PortMeta {
         self.inner.record_pull(repo, digest, at).await
     }
 
+    async fn record_scan_gate(&self, repo: &RepoName, digest: &Digest, gate: &str) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.record_scan_gate(repo, digest, gate).await
+    }
+
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetaErr> {
         self.inner.parents(repo, child).await
     }

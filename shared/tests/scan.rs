@@ -274,6 +274,31 @@ Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
     assert_eq!(scan["findings"][0]["severity"], "Critical");
     assert_eq!((scan["total"].as_u64(), scan["fixable"].as_u64()), (Some(4), Some(4)));
 
+    // prevent pull judges the scan's data on the manifest item: with the scan record gone, the
+    // GET is still refused (the gate read nothing but the manifest)
+    let (_, gated) = env.push_image_of("team/gated", Some("v1"), b"{}", &[&layer]).await;
+    let gated_uri = format!("/api/v1/images/team/gated/artifacts/{gated}/scan");
+    assert_eq!(env.call_json(Method::POST, &gated_uri, "").await.status, StatusCode::ACCEPTED);
+    env.work().await;
+    let a = settings(&env, "team", json!({"prevent_pull": "Critical"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let registry = &env;
+    let pull = |repo: &'static str| {
+        let uri = format!("/v2/{repo}/manifests/v1");
+        async move {
+            registry
+                .call(Method::GET, &uri, &[("accept", "application/vnd.oci.image.manifest.v1+json")], Vec::new())
+                .await
+        }
+    };
+    let a = pull("team/gated").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    assert!(a.text().contains("CVE-2024-0005"), "{}", a.text());
+    let gone = env.app.meta.delete_document("scan", &format!("team/gated@{gated}"), berth::metadata::Expect::Any).await;
+    assert!(gone.unwrap());
+    let a = pull("team/gated").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+
     // a damaged database fails the scan with a reason, and the stored result stays
     let damaged = {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -301,4 +326,9 @@ Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
     assert_eq!(env.get_json(&scan_uri).await["status"], "not_scanned");
     env.work().await;
     assert_eq!(env.get_json(&scan_uri).await["status"], "not_scanned");
+    assert_eq!(
+        pull("team/app").await.status,
+        StatusCode::OK,
+        "pushed again, the artifact is not judged by the old scan"
+    );
 }

@@ -420,6 +420,7 @@ async fn ensure_manifest<'a>(
         children: parsed.children.into_iter().map(|d| d.digest).collect(),
         pushed_at: app.clock.now(),
         pulled_at: Some(app.clock.now()),
+        scan_gate: None,
     };
     store(app, &record, &[], Some(&bytes)).await?;
     app.manifest_cache.insert(digest, bytes);

@@ -116,6 +116,11 @@ pub struct ManifestRecord {
     /// [`MetadataStore::record_pull`] sets it: `put_manifest` ignores this field, so a new
     /// manifest starts unpulled and a re-put keeps the stored time.
     pub pulled_at: Option<UnixTime>,
+    /// what the pull gate needs of the artifact's last succeeded vulnerability scan (encoded by
+    /// `scan::gate`), kept on the manifest so a gated `GET` reads nothing more; `None` if never
+    /// scanned. Only [`MetadataStore::record_scan_gate`] sets it: `put_manifest` ignores it, so
+    /// a re-put keeps it and a manifest pushed again after a delete starts without one.
+    pub scan_gate: Option<String>,
 }
 
 /// A blob's link into one repository, as garbage collection sees it.
@@ -332,6 +337,10 @@ pub trait Manifests: Send + Sync + 'static {
     /// becomes the later of the stored time and `at`. A no-op (`Ok`) when the manifest does not
     /// exist; it never creates a manifest and never moves what puts and deletes condition on.
     async fn record_pull(&self, repo: &RepoName, digest: &Digest, at: UnixTime) -> Result<(), MetadataError>;
+    /// Stores the pull gate's view of a manifest's last succeeded scan (`scan_gate`). A no-op
+    /// (`Ok`) when the manifest does not exist; it never creates one and never moves what puts
+    /// and deletes condition on.
+    async fn record_scan_gate(&self, repo: &RepoName, digest: &Digest, gate: &str) -> Result<(), MetadataError>;
     /// The existing indexes of `repo` that list `child`, in digest order (a pulled child counts
     /// as a pull of them).
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError>;

@@ -99,6 +99,7 @@ pub async fn push(
         children: parsed.children.into_iter().map(|d| d.digest).collect(),
         pushed_at: app.clock.now(),
         pulled_at: None,
+        scan_gate: None,
     };
     for tag in &tags {
         protection::check_tag_write(app, repo, tag, &digest).await?;

@@ -397,9 +397,11 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     let findings = report::worst_first(findings);
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
     let db_digest = &snapshot.data;
-    // the SBOM beside the image (not in image caches, whose content is the source's)
+    // the SBOM beside the image (not in image caches, whose content is the source's), unless
+    // the image was deleted meanwhile: a referrer must not outlive its subject
+    let present = app.meta.manifest(&repo, &digest).await?.is_some();
     let sbom = match crate::cache::of_repository(app, &repo).await {
-        Ok(None) => match super::sbom::attach(app, &repo, &manifest, &inventories).await {
+        Ok(None) if present => match super::sbom::attach(app, &repo, &manifest, &inventories).await {
             Ok(d) => Some(d.to_string()),
             Err(e) => {
                 tracing::warn!(repo = %repo, digest = %digest, error = %e, "could not attach the SBOM");
@@ -474,6 +476,11 @@ async fn finish(
     change(&mut record);
     if record.finished_at.is_none() {
         record.finished_at = Some(app.clock.now());
+    }
+    if record.status == ScanStatus::Succeeded {
+        // the gate's data first: if this fails the job is retried, and it is never newer than
+        // a result the record shows
+        app.meta.record_scan_gate(repo, digest, &super::gate::encode(&record.findings)).await?;
     }
     match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
         Ok(_) => {

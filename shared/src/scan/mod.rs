@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod attach;
 pub mod bolt;
 pub mod data;
+pub mod gate;
 pub mod inventory;
 pub mod layers;
 pub mod packed;

@@ -234,7 +234,14 @@ pub async fn check_pull(app: &App, repo: &RepoName, record: &ManifestRecord) -> 
     let Some(threshold) = policy.prevent_pull else {
         return Ok(());
     };
-    let candidates = candidates(app, repo, record, threshold).await?;
+    // the scan's gate data on the manifest record the GET read anyway; the scan record (cached)
+    // only for an artifact scanned before the gate data existed, or with too many findings
+    let candidates = match record.scan_gate.as_deref().and_then(super::gate::decode) {
+        Some(super::gate::Gate::Findings(found)) => {
+            Arc::new(found.into_iter().filter(|f| f.severity >= threshold).collect())
+        }
+        _ => candidates(app, repo, record, threshold).await?,
+    };
     if candidates.is_empty() {
         return Ok(());
     }

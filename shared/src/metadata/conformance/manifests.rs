@@ -472,6 +472,36 @@ pub async fn reput_keeps_pulled_at(store: &dyn MetadataStore) {
     assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().pulled_at, None, "a new manifest is unpulled");
 }
 
+/// `record_scan_gate` sets the manifest's `scan_gate` (every read shows it), for that repository
+/// only; a re-put keeps it whatever the record says; a missing manifest is a no-op; a manifest
+/// deleted and pushed again starts without one.
+pub async fn record_scan_gate_is_kept_until_the_manifest_goes(store: &dyn MetadataStore) {
+    let repo = unique_repo("gate");
+    let other = unique_repo("gate-other");
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[tag("v1")]).await.unwrap();
+    store.put_manifest(&ManifestRecord { repo: other.clone(), ..m.clone() }, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().scan_gate, None, "never scanned");
+
+    store.record_scan_gate(&repo, &m.digest, "[1]").await.unwrap();
+    store.record_scan_gate(&repo, &m.digest, "[2]").await.unwrap();
+    let gated = ManifestRecord { scan_gate: Some("[2]".into()), ..m.clone() };
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(gated.clone()), "nothing else changes");
+    assert_eq!(store.resolve_tag(&repo, &tag("v1")).await.unwrap(), Some(gated.clone()));
+    assert_eq!(store.manifest(&other, &m.digest).await.unwrap().unwrap().scan_gate, None, "per repository");
+    store.put_manifest(&ManifestRecord { scan_gate: None, pushed_at: 9_000, ..m.clone() }, &[tag("v2")]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(gated), "a re-put keeps it");
+
+    let ghost = unique_digest("gate-ghost");
+    store.record_scan_gate(&repo, &ghost, "[3]").await.unwrap();
+    assert_eq!(store.manifest(&repo, &ghost).await.unwrap(), None, "nothing is created");
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+    store.record_scan_gate(&repo, &m.digest, "[4]").await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    store.put_manifest(&m, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().scan_gate, None, "pushed again: not scanned");
+}
+
 /// `parents` lists the existing indexes of the repository that list a manifest, in digest order.
 pub async fn parents_are_the_indexes_listing_a_manifest(store: &dyn MetadataStore) {
     let repo = unique_repo("parents");

@@ -265,6 +265,18 @@ impl Manifests for SqliteMetadataStore {
         .await
     }
 
+    async fn record_scan_gate(&self, repo: &RepoName, digest: &Digest, gate: &str) -> Result<(), MetadataError> {
+        let (repo, digest, gate) = (repo.as_str().to_string(), digest.to_string(), gate.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(RECORD_SCAN_GATE_SQL)
+                .map_err(backend)?
+                .execute(params![repo, digest, gate])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
         let (repo, child) = (repo.as_str().to_string(), child.to_string());
         self.read(move |conn| {

@@ -104,6 +104,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE uploads ADD COLUMN owner TEXT;
     ",
+    // 6: the pull gate's view of each manifest's last succeeded scan (NULL: never scanned)
+    "
+    ALTER TABLE manifests ADD COLUMN scan_gate TEXT;
+    ",
 ];
 
 /// Applies the migrations the file has not seen yet, in one transaction.

@@ -31,6 +31,7 @@ fn record(repo: &RepoName, bytes: &[u8], blobs: Vec<Digest>, pushed_at: UnixTime
         children: vec![],
         pushed_at,
         pulled_at: None,
+        scan_gate: None,
     }
 }
 

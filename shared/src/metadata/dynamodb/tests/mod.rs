@@ -42,6 +42,7 @@ fn image(repo: &RepoName, label: &str, blobs: Vec<Digest>, children: Vec<Digest>
         children,
         pushed_at: 1_700_000_000,
         pulled_at: None,
+        scan_gate: None,
     }
 }
 
