@@ -23,7 +23,7 @@ pub async fn put_blob(app: &App, repo: &RepoName, digest: &Digest, bytes: Bytes)
     crate::registry::uploads::upload_whole(app, repo, PUSHER, digest, chunk, crate::body::once_stream(bytes))
         .await
         .map(|_| ())
-        .map_err(|e| ScanError::Manifest(format!("storing an attached artifact: {e}")))
+        .map_err(|e| ScanError::Attach(e.to_string()))
 }
 
 /// Pushes an OCI manifest of `artifact_type` whose layers (descriptors of blobs already stored
@@ -60,6 +60,6 @@ pub async fn push_referrer(
         crate::body::once_stream(body),
     )
     .await
-    .map_err(|e| ScanError::Manifest(format!("storing an attached artifact: {e}")))?;
+    .map_err(|e| ScanError::Attach(e.to_string()))?;
     Ok(digest)
 }

@@ -92,11 +92,6 @@ impl Snapshot {
         kept.drain(..excess);
         Ok(db)
     }
-
-    /// The OS releases the snapshot covers.
-    pub fn releases(&self) -> impl Iterator<Item = &str> {
-        self.shards.keys().map(String::as_str)
-    }
 }
 
 fn kept_shard(digest: &Digest) -> Option<Arc<VulnDb>> {

@@ -57,6 +57,9 @@ pub enum ScanError {
     /// Queuing the scan failed.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    /// Storing an artifact the scanner attaches (the data snapshot, an SBOM) failed; tried again.
+    #[error("storing an attached artifact: {0}")]
+    Attach(String),
     /// A blocking reader stopped unexpectedly.
     #[error("a layer reader stopped: {0}")]
     Reader(String),
