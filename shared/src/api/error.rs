@@ -466,9 +466,14 @@ impl From<crate::scan::ScanError> for OciError {
             S::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
             S::Refused(_) => OciError::new(ErrorCode::Denied, e.to_string()).message(e.to_string()),
             S::Metadata(inner) => inner.into(),
-            S::Data(_) | S::Layer(_) | S::Manifest(_) | S::Storage(_) | S::Queue(_) | S::Reader(_) | S::Attach(_) => {
-                OciError::internal(&e)
-            }
+            S::Data(_)
+            | S::Layer(_)
+            | S::Manifest(_)
+            | S::Storage(_)
+            | S::Queue(_)
+            | S::Reader(_)
+            | S::Attach(_)
+            | S::Scratch(_) => OciError::internal(&e),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! with the higher transaction id wins); a bucket is a B+tree of branch and leaf pages, or an
 //! "inline" leaf page stored inside its parent's value.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -48,6 +50,10 @@ pub struct Bolt {
     len: u64,
     page_size: u64,
     root: Bucket,
+    /// pages [`Bolt::for_each`] has walked: each page of a real file belongs to one place in
+    /// one tree, so a page reached twice (a loop, or subtrees shared to multiply the work) is
+    /// damage, refused instead of walked again
+    walked: RefCell<HashSet<u64>>,
 }
 
 /// Where a bucket's B+tree starts: a page of the file, or an inline leaf page held in memory.
@@ -174,7 +180,7 @@ impl Bolt {
             (Some(m), None) | (None, Some(m)) => m,
             (None, None) => return Err(corrupt("no valid meta page (not a BoltDB file, or a newer format)")),
         };
-        Ok(Bolt { file, len, page_size, root: Bucket::Page(root) })
+        Ok(Bolt { file, len, page_size, root: Bucket::Page(root), walked: RefCell::default() })
     }
 
     /// The root bucket, whose keys are the top-level buckets.
@@ -207,9 +213,21 @@ impl Bolt {
         }
     }
 
-    /// Calls `f` with every key of `bucket` and its content, in key order.
+    /// Calls `f` with every key of `bucket` and its content, in key order. Each page of the
+    /// file is walked at most once per open database: walking a bucket twice is refused.
     pub fn for_each<E: From<BoltError>>(&self, bucket: &Bucket, f: &mut Visit<'_, E>) -> Result<(), E> {
+        if let Bucket::Page(id) = bucket {
+            self.mark_walked(*id)?;
+        }
         self.walk(self.root_page(bucket)?, 0, f)
+    }
+
+    fn mark_walked(&self, id: u64) -> Result<(), BoltError> {
+        if self.walked.borrow_mut().insert(id) {
+            Ok(())
+        } else {
+            Err(corrupt(format!("page {id} is reached twice (a loop or a shared subtree)")))
+        }
     }
 
     fn walk<E: From<BoltError>>(&self, page: Page, depth: usize, f: &mut Visit<'_, E>) -> Result<(), E> {
@@ -220,6 +238,7 @@ impl Bolt {
             BRANCH_PAGE => {
                 for i in 0..page.count {
                     let (_, child) = page.branch(i)?;
+                    self.mark_walked(child)?;
                     self.walk(self.page(child)?, depth + 1, f)?;
                 }
             }
@@ -368,6 +387,58 @@ mod tests {
         // the magic Go's bbolt writes (the `compat` feature), so the same file is what Trivy ships
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[16..20], &[0xED, 0xDA, 0x0C, 0xED]);
+    }
+
+    #[test]
+    fn a_page_reached_twice_is_refused_not_walked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loop.db");
+        let page_size = 4096usize;
+        let mut file = vec![0u8; page_size * 4];
+        // two meta pages naming root page 2
+        for (i, txid) in [(0usize, 1u64), (1, 2)] {
+            let at = i * page_size;
+            file[at..at + 8].copy_from_slice(&(i as u64).to_le_bytes());
+            file[at + 8..at + 10].copy_from_slice(&4u16.to_le_bytes());
+            let m = at + PAGE_HEADER;
+            file[m..m + 4].copy_from_slice(&MAGIC.to_le_bytes());
+            file[m + 4..m + 8].copy_from_slice(&VERSION.to_le_bytes());
+            file[m + 8..m + 12].copy_from_slice(&(page_size as u32).to_le_bytes());
+            file[m + 16..m + 24].copy_from_slice(&2u64.to_le_bytes());
+            file[m + 48..m + 56].copy_from_slice(&txid.to_le_bytes());
+            let sum = fnv1a(&file[m..m + META_CHECKSUM_AT]);
+            file[m + META_CHECKSUM_AT..m + META_CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+        }
+        // page 2: a branch whose 100 children are all page 3, a leaf of one key
+        let at = 2 * page_size;
+        file[at..at + 8].copy_from_slice(&2u64.to_le_bytes());
+        file[at + 8..at + 10].copy_from_slice(&BRANCH_PAGE.to_le_bytes());
+        file[at + 10..at + 12].copy_from_slice(&100u16.to_le_bytes());
+        for i in 0..100 {
+            let e = at + PAGE_HEADER + i * ELEMENT;
+            file[e + 8..e + 16].copy_from_slice(&3u64.to_le_bytes());
+        }
+        let at = 3 * page_size;
+        file[at..at + 8].copy_from_slice(&3u64.to_le_bytes());
+        file[at + 8..at + 10].copy_from_slice(&LEAF_PAGE.to_le_bytes());
+        file[at + 10..at + 12].copy_from_slice(&1u16.to_le_bytes());
+        let e = at + PAGE_HEADER;
+        file[e + 4..e + 8].copy_from_slice(&16u32.to_le_bytes()); // key right after the element
+        file[e + 8..e + 12].copy_from_slice(&1u32.to_le_bytes());
+        file[e + 32] = b'k';
+        std::fs::write(&path, &file).unwrap();
+        let bolt = Bolt::open(&path).unwrap();
+        let mut seen = 0;
+        let walked = bolt.for_each(&bolt.root(), &mut |_, _| -> Result<(), BoltError> {
+            seen += 1;
+            Ok(())
+        });
+        assert!(matches!(walked, Err(BoltError::Corrupt(ref why)) if why.contains("twice")), "{:?}", walked.err());
+        assert_eq!(seen, 1, "the shared leaf is walked once");
+        assert!(
+            bolt.for_each(&bolt.root(), &mut |_, _| -> Result<(), BoltError> { Ok(()) }).is_err(),
+            "no second walk"
+        );
     }
 
     #[test]

@@ -206,7 +206,7 @@ async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<S
         // Trivy: unpacked to a temporary file on a blocking thread, one release at a time
         let reader = SyncIoBridge::new(StreamReader::new(app.blobs.read(&layer.digest, None).await?));
         tokio::task::spawn_blocking(move || -> Result<(), ScanError> {
-            let unpacked = trivy::unpack(reader, &std::env::temp_dir()).map_err(super::vulndb::VulnDbError::from)?;
+            let unpacked = trivy::unpack(reader, &std::env::temp_dir())?;
             trivy::import(&unpacked.db, &mut |release, db| {
                 let packed = pack(&db)?;
                 // the receiver is gone only when the import failed already

@@ -60,6 +60,9 @@ pub enum ScanError {
     /// Storing an artifact the scanner attaches (the data snapshot, an SBOM) failed; tried again.
     #[error("storing an attached artifact: {0}")]
     Attach(String),
+    /// The scratch disk failed (full, read-only); tried again.
+    #[error("{0}")]
+    Scratch(String),
     /// A blocking reader stopped unexpectedly.
     #[error("a layer reader stopped: {0}")]
     Reader(String),

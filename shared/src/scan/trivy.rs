@@ -40,11 +40,29 @@ pub enum TrivyError {
     /// The BoltDB file is damaged.
     #[error(transparent)]
     Bolt(#[from] BoltError),
+    /// The scratch disk the database is unpacked to failed (full, read-only): not the data's
+    /// fault, so the import is tried again rather than remembered as bad data.
+    #[error("unpacking the Trivy database to {dir}: {why}")]
+    Scratch {
+        /// the directory
+        dir: String,
+        /// what failed
+        why: String,
+    },
 }
 
 impl From<TrivyError> for VulnDbError {
     fn from(e: TrivyError) -> VulnDbError {
         VulnDbError::Invalid { id: "Trivy database".into(), why: e.to_string() }
+    }
+}
+
+impl From<TrivyError> for ScanError {
+    fn from(e: TrivyError) -> ScanError {
+        match e {
+            TrivyError::Scratch { .. } => ScanError::Scratch(e.to_string()),
+            other => ScanError::Data(other.into()),
+        }
     }
 }
 
@@ -67,7 +85,8 @@ impl Drop for Unpacked {
 /// `metadata.json` names schema version 2.
 pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
     let dir = parent.join(format!("berth-trivy-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| TrivyError::Archive(format!("cannot be unpacked: {e}")))?;
+    let scratch = |e: std::io::Error| TrivyError::Scratch { dir: parent.display().to_string(), why: e.to_string() };
+    std::fs::create_dir_all(&dir).map_err(scratch)?;
     let unpacked = Unpacked { db: dir.join("trivy.db"), dir };
     let io = |e: std::io::Error| TrivyError::Archive(format!("cannot be read: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer));
@@ -77,12 +96,23 @@ pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
         let path = entry.path().map_err(io)?.into_owned();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         match name.as_str() {
-            "trivy.db" => {
-                let mut file = std::fs::File::create(&unpacked.db).map_err(io)?;
-                let copied = std::io::copy(&mut (&mut entry).take(MAX_DB_BYTES + 1), &mut file).map_err(io)?;
-                if copied > MAX_DB_BYTES {
-                    return Err(TrivyError::Archive(format!("holds a trivy.db larger than {MAX_DB_BYTES} bytes")));
+            "trivy.db" if entry.header().entry_type().is_file() && !found_db => {
+                let mut file = std::fs::File::create(&unpacked.db).map_err(scratch)?;
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut copied = 0u64;
+                loop {
+                    // a read error is the archive's; a write error is the scratch disk's
+                    let n = entry.read(&mut buf).map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    copied += n as u64;
+                    if copied > MAX_DB_BYTES {
+                        return Err(TrivyError::Archive(format!("holds a trivy.db larger than {MAX_DB_BYTES} bytes")));
+                    }
+                    std::io::Write::write_all(&mut file, &buf[..n]).map_err(scratch)?;
                 }
+                file.sync_all().map_err(scratch)?;
                 found_db = true;
             }
             "metadata.json" => {
@@ -150,7 +180,7 @@ fn release_bucket(name: &str) -> bool {
 /// Converts the database into one shard per OS release, handing each to `shard` as it is done
 /// (so only one release's advisories are in memory at a time). Returns how many advisories.
 pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), ScanError>) -> Result<usize, ScanError> {
-    let bolt = Bolt::open(db).map_err(|e| VulnDbError::from(TrivyError::from(e)))?;
+    let bolt = Bolt::open(db).map_err(TrivyError::from)?;
     let root = bolt.root();
     let mut releases = Vec::new();
     bolt.for_each(&root, &mut |name, entry| -> Result<(), TrivyError> {
@@ -160,9 +190,8 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
             }
         }
         Ok(())
-    })
-    .map_err(VulnDbError::from)?;
-    let bolt_error = |e: BoltError| VulnDbError::from(TrivyError::from(e));
+    })?;
+    let bolt_error = TrivyError::from;
     let vulnerabilities = bolt.bucket(&root, b"vulnerability").map_err(bolt_error)?;
     let sources = bolt.bucket(&root, b"data-source").map_err(bolt_error)?;
     let mut total = 0;
