@@ -332,3 +332,20 @@ Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
         "pushed again, the artifact is not judged by the old scan"
     );
 }
+
+#[tokio::test]
+async fn a_referrer_whose_subject_is_gone_by_the_time_it_lands_is_removed() {
+    let env = TestRegistry::embedded().with_clock(T0);
+    env.ready().await;
+    let (_, image) = env.push_image_of("team/app", Some("v1"), b"{}", &[b"layer"]).await;
+    let subject =
+        env.app.meta.manifest(&berth::oci::RepoName::parse("team/app", None).unwrap(), &image).await.unwrap().unwrap();
+    // deleted between the scan's end and its SBOM push
+    let a = env.call(Method::DELETE, &format!("/v2/team/app/manifests/{image}"), &[], Vec::new()).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    let pushed = berth::scan::sbom::attach(&env.app, &subject.repo, &subject, &[]).await;
+    assert!(matches!(pushed, Err(berth::scan::ScanError::NotFound(_))), "{pushed:?}");
+    let referrers = env.get_json(&format!("/v2/team/app/referrers/{image}")).await;
+    assert_eq!(referrers["manifests"], json!([]), "no SBOM outlives its subject");
+    env.discard_pending_jobs().await;
+}

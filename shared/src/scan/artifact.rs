@@ -397,11 +397,9 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     let findings = report::worst_first(findings);
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);
     let db_digest = &snapshot.data;
-    // the SBOM beside the image (not in image caches, whose content is the source's), unless
-    // the image was deleted meanwhile: a referrer must not outlive its subject
-    let present = app.meta.manifest(&repo, &digest).await?.is_some();
+    // the SBOM beside the image (not in image caches, whose content is the source's)
     let sbom = match crate::cache::of_repository(app, &repo).await {
-        Ok(None) if present => match super::sbom::attach(app, &repo, &manifest, &inventories).await {
+        Ok(None) => match super::sbom::attach(app, &repo, &manifest, &inventories).await {
             Ok(d) => Some(d.to_string()),
             Err(e) => {
                 tracing::warn!(repo = %repo, digest = %digest, error = %e, "could not attach the SBOM");

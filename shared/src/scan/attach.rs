@@ -61,5 +61,13 @@ pub async fn push_referrer(
     )
     .await
     .map_err(|e| ScanError::Attach(e.to_string()))?;
+    // a subject deleted meanwhile takes its referrers; one deleted before this push landed did
+    // not see it, so the referrer goes here instead of outliving its subject
+    if app.meta.manifest(repo, &subject.digest).await?.is_none() {
+        if let Err(e) = crate::registry::manifests::delete(app, repo, &Reference::Digest(digest.clone())).await {
+            tracing::warn!(%repo, %digest, error = %e, "could not remove a referrer whose subject is gone");
+        }
+        return Err(ScanError::NotFound(format!("{repo}@{} was deleted", subject.digest)));
+    }
     Ok(digest)
 }

@@ -189,7 +189,9 @@ impl Bolt {
     }
 
     fn page(&self, id: u64) -> Result<Page, BoltError> {
-        let at = id.checked_mul(self.page_size).filter(|at| at + self.page_size <= self.len);
+        let at = id
+            .checked_mul(self.page_size)
+            .filter(|at| at.checked_add(self.page_size).is_some_and(|end| end <= self.len));
         let at = at.ok_or_else(|| corrupt(format!("page {id} lies past the end of the file")))?;
         let mut header = [0u8; PAGE_HEADER];
         self.file.read_exact_at(&mut header, at)?;
@@ -198,7 +200,7 @@ impl Bolt {
         }
         let overflow = u64::from(u32_at(&header, 12));
         let size = (overflow + 1).saturating_mul(self.page_size);
-        if size > MAX_PAGE_BYTES || at + size > self.len {
+        if size > MAX_PAGE_BYTES || at.checked_add(size).is_none_or(|end| end > self.len) {
             return Err(corrupt(format!("page {id} is too large or runs past the end of the file")));
         }
         let mut bytes = vec![0u8; size as usize];

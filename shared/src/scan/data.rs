@@ -42,6 +42,9 @@ const FORMAT_ANNOTATION: &str = "io.berth.vulndb.snapshot.format";
 const FORMAT: &str = "1";
 /// The annotation naming the OS release (`debian 12`) a shard holds.
 const RELEASE_ANNOTATION: &str = "io.berth.vulndb.release";
+/// The most a shard may inflate to (a release's advisories are tens of MB): a forged shard
+/// fails instead of exhausting memory.
+const MAX_SHARD_BYTES: u64 = 256 << 20;
 /// Shards each process keeps in memory.
 const SHARDS_KEPT: usize = 8;
 
@@ -79,7 +82,9 @@ impl Snapshot {
         }
         let reader = StreamReader::new(app.blobs.read(digest, None).await?);
         let db: VulnDb = tokio::task::spawn_blocking(move || {
-            serde_json::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(SyncIoBridge::new(reader))))
+            let inflated =
+                std::io::Read::take(flate2::read::GzDecoder::new(SyncIoBridge::new(reader)), MAX_SHARD_BYTES);
+            serde_json::from_reader(std::io::BufReader::new(inflated))
         })
         .await
         .map_err(|e| ScanError::Reader(e.to_string()))?

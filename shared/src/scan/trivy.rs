@@ -25,6 +25,10 @@ pub const TRIVY_LAYER: &str = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzi
 /// The largest `trivy.db` unpacked (today's is about 1 GB; the job worker's disk bounds it).
 pub const MAX_DB_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
+/// The most advisories one OS release may hold (Debian's has about 100,000): a file built to
+/// multiply them fails instead of exhausting memory.
+pub const MAX_ADVISORIES_PER_RELEASE: usize = 2_000_000;
+
 /// The schema version this importer reads (`metadata.json`'s `Version`).
 const SCHEMA_VERSION: u64 = 2;
 
@@ -40,27 +44,23 @@ pub enum TrivyError {
     /// The BoltDB file is damaged.
     #[error(transparent)]
     Bolt(#[from] BoltError),
-    /// The scratch disk the database is unpacked to failed (full, read-only): not the data's
-    /// fault, so the import is tried again rather than remembered as bad data.
-    #[error("unpacking the Trivy database to {dir}: {why}")]
-    Scratch {
-        /// the directory
-        dir: String,
-        /// what failed
-        why: String,
-    },
+    /// Unpacking failed for a reason that is not the data's (a full or read-only scratch
+    /// disk, a storage stream that broke), so the import is tried again rather than remembered
+    /// as bad data.
+    #[error("unpacking the Trivy database: {0}")]
+    Scratch(String),
 }
 
 impl From<TrivyError> for VulnDbError {
     fn from(e: TrivyError) -> VulnDbError {
-        VulnDbError::Invalid { id: "Trivy database".into(), why: e.to_string() }
+        VulnDbError::Import(e.to_string())
     }
 }
 
 impl From<TrivyError> for ScanError {
     fn from(e: TrivyError) -> ScanError {
         match e {
-            TrivyError::Scratch { .. } => ScanError::Scratch(e.to_string()),
+            TrivyError::Scratch(_) => ScanError::Scratch(e.to_string()),
             other => ScanError::Data(other.into()),
         }
     }
@@ -84,12 +84,22 @@ impl Drop for Unpacked {
 /// Unpacks the layer (a gzip tar stream) into a new directory under `parent`, checking that its
 /// `metadata.json` names schema version 2.
 pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
+    sweep_stale(parent);
     let dir = parent.join(format!("berth-trivy-{}", uuid::Uuid::new_v4().simple()));
-    let scratch = |e: std::io::Error| TrivyError::Scratch { dir: parent.display().to_string(), why: e.to_string() };
+    let scratch = |e: std::io::Error| TrivyError::Scratch(format!("{}: {e}", parent.display()));
     std::fs::create_dir_all(&dir).map_err(scratch)?;
     let unpacked = Unpacked { db: dir.join("trivy.db"), dir };
-    let io = |e: std::io::Error| TrivyError::Archive(format!("cannot be read: {e}"));
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    // malformed (or truncated) gzip and tar are the data's fault; anything else (a storage
+    // stream that broke) is tried again
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::UnexpectedEof => {
+            TrivyError::Archive(format!("cannot be read: {e}"))
+        }
+        _ => TrivyError::Scratch(format!("reading the layer: {e}")),
+    };
+    // the whole archive is bounded, not just trivy.db: a bomb of other entries is cut short
+    let inflated = flate2::read::GzDecoder::new(layer).take(MAX_DB_BYTES + (64 << 20));
+    let mut archive = tar::Archive::new(inflated);
     let (mut found_db, mut version) = (false, None);
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
@@ -132,6 +142,24 @@ pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
             Err(TrivyError::Archive(format!("is schema version {v}; Berth reads version {SCHEMA_VERSION}")))
         }
         _ => Ok(unpacked),
+    }
+}
+
+/// How old an unpacked database must be before another import removes it (a process killed
+/// mid-import leaves its directory; an import takes minutes).
+const STALE_UNPACKED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes databases left unpacked by killed processes (so a warm Lambda's /tmp does not fill).
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if name.to_string_lossy().starts_with("berth-trivy-") && old.is_some_and(|age| age > STALE_UNPACKED) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove a stale unpacked Trivy database");
+            }
+        }
     }
 }
 
@@ -231,12 +259,19 @@ fn release(
     })
     .map_err(VulnDbError::from)?;
     let mut db = VulnDb::default();
+    let mut count = 0usize;
     for (package, advisories) in packages {
         let mut found = Vec::new();
         bolt.for_each(&advisories, &mut |id, entry| -> Result<(), TrivyError> {
             let (Ok(id), Entry::Value(value)) = (std::str::from_utf8(id), entry) else { return Ok(()) };
             let advisory: TrivyAdvisory = serde_json::from_slice(value)
                 .map_err(|e| TrivyError::Archive(format!("has an unreadable advisory {package}/{id}: {e}")))?;
+            count += 1;
+            if count > MAX_ADVISORIES_PER_RELEASE {
+                return Err(TrivyError::Archive(format!(
+                    "has more than {MAX_ADVISORIES_PER_RELEASE} advisories in {name}"
+                )));
+            }
             if advisory.status != NOT_AFFECTED {
                 let text = |s: String| (!s.is_empty()).then_some(s);
                 found.push(Advisory {

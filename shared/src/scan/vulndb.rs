@@ -21,6 +21,9 @@ pub enum VulnDbError {
         /// what is wrong
         why: String,
     },
+    /// An imported database as a whole is not what its format says.
+    #[error("{0}")]
+    Import(String),
 }
 
 /// One affected version range of one source package.
