@@ -328,7 +328,13 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     };
     let id = key(&repo, &digest);
     if current(app, &id, scan).await?.is_none() {
-        return Ok(()); // stopped, replaced, or done by an earlier delivery
+        // stopped, replaced, or done by an earlier delivery, whose gate write may have failed
+        if let Some(done) = SCANS.get(app.meta.as_ref(), &id).await? {
+            if done.record.scan == scan && done.record.status == ScanStatus::Succeeded {
+                app.meta.record_scan_gate(&repo, &digest, &super::gate::encode(&done.record.findings)).await?;
+            }
+        }
+        return Ok(());
     }
     let Some(manifest) = app.meta.manifest(&repo, &digest).await? else {
         return finish(app, &repo, &digest, scan, |r| fail(r, "the artifact was deleted")).await;
@@ -419,7 +425,10 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         r.os = os.clone();
         r.packages = u32::try_from(packages).unwrap_or(u32::MAX);
         r.findings = findings.clone();
-        r.sbom = sbom.clone();
+        // a failed attach keeps the previous SBOM's digest (its referrer is still there)
+        if sbom.is_some() {
+            r.sbom = sbom.clone();
+        }
     })
     .await
 }
@@ -475,13 +484,13 @@ async fn finish(
     if record.finished_at.is_none() {
         record.finished_at = Some(app.clock.now());
     }
-    if record.status == ScanStatus::Succeeded {
-        // the gate's data first: if this fails the job is retried, and it is never newer than
-        // a result the record shows
-        app.meta.record_scan_gate(repo, digest, &super::gate::encode(&record.findings)).await?;
-    }
     match SCANS.put(app.meta.as_ref(), &id, &record, Expect::Version(found.version)).await {
         Ok(_) => {
+            if record.status == ScanStatus::Succeeded {
+                // only a result the record shows reaches the gate (a stopped or replaced scan's
+                // put fails above); if this write fails, the job's retry writes it again
+                app.meta.record_scan_gate(repo, digest, &super::gate::encode(&record.findings)).await?;
+            }
             let kind = if record.status == ScanStatus::Succeeded {
                 EventType::ScanningCompleted
             } else {

@@ -51,6 +51,9 @@ pub async fn push_referrer(
     });
     let body = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| ScanError::Manifest(e.to_string()))?);
     let digest = Digest::sha256_of(&body);
+    if app.meta.manifest(repo, &digest).await?.is_some() {
+        return Ok(digest); // attached already: no second push event for webhooks and replication
+    }
     crate::registry::manifests::push(
         app,
         repo,

@@ -238,8 +238,11 @@ impl Bolt {
         }
         match page.flags {
             BRANCH_PAGE => {
-                for i in 0..page.count {
-                    let (_, child) = page.branch(i)?;
+                // the page goes before its children are walked: one page in memory per level
+                let children =
+                    (0..page.count).map(|i| page.branch(i).map(|(_, c)| c)).collect::<Result<Vec<_>, _>>()?;
+                drop(page);
+                for child in children {
                     self.mark_walked(child)?;
                     self.walk(self.page(child)?, depth + 1, f)?;
                 }

@@ -88,7 +88,14 @@ impl Snapshot {
         })
         .await
         .map_err(|e| ScanError::Reader(e.to_string()))?
-        .map_err(|e| ScanError::NoData(format!("the vulnerability snapshot shard {digest} does not load: {e}")))?;
+        .map_err(|e| {
+            if e.is_io() {
+                ScanError::Reader(format!("reading the vulnerability snapshot shard {digest}: {e}"))
+            // retried
+            } else {
+                ScanError::NoData(format!("the vulnerability snapshot shard {digest} does not load: {e}"))
+            }
+        })?;
         let db = Arc::new(db);
         let mut kept = SHARDS.lock().unwrap_or_else(PoisonError::into_inner);
         kept.retain(|(d, _)| d != digest);
@@ -143,6 +150,17 @@ pub async fn current(app: &App) -> Result<Arc<Snapshot>, ScanError> {
         // a storage hiccup is tried again by the next scan
         Err(e) => Err(e),
     }
+}
+
+/// The snapshot of the current data if one was imported already; never imports (the report
+/// route calls this: an import belongs in the job worker, with its disk).
+pub async fn existing(app: &App) -> Result<Option<Arc<Snapshot>>, ScanError> {
+    let (repo, tag) = reference(&app.settings.scan_db)?;
+    let Some(record) = app.meta.resolve_tag(&repo, &tag).await? else { return Ok(None) };
+    if let Ok(Some(found)) = known(&record.digest) {
+        return Ok(Some(found));
+    }
+    Ok(stored(app, &repo, &record.digest).await?.map(keep))
 }
 
 fn keep(snapshot: Snapshot) -> Arc<Snapshot> {
@@ -214,9 +232,8 @@ async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<S
             let unpacked = trivy::unpack(reader, &std::env::temp_dir())?;
             trivy::import(&unpacked.db, &mut |release, db| {
                 let packed = pack(&db)?;
-                // the receiver is gone only when the import failed already
-                let _ = tx.blocking_send((release, packed));
-                Ok(())
+                // the receiver is gone when storing failed or the caller gave up: stop converting
+                tx.blocking_send((release, packed)).map_err(|_| ScanError::Reader("the import was abandoned".into()))
             })?;
             Ok(())
         })
@@ -224,7 +241,8 @@ async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<S
         let db = import_osv(app, repo, &manifest).await?;
         tokio::task::spawn_blocking(move || -> Result<(), ScanError> {
             for (release, shard) in split(db) {
-                let _ = tx.blocking_send((release, pack(&shard)?));
+                tx.blocking_send((release, pack(&shard)?))
+                    .map_err(|_| ScanError::Reader("the import was abandoned".into()))?;
             }
             Ok(())
         })
@@ -233,26 +251,36 @@ async fn import(app: &App, repo: &RepoName, record: &ManifestRecord) -> Result<S
     let mut layers = Vec::new();
     let mut stored = Ok(());
     while let Some((release, packed)) = rx.recv().await {
-        if stored.is_err() {
-            continue; // drained, so the converter finishes
-        }
         let digest = Digest::sha256_of(&packed);
         let size = packed.len() as u64;
         stored = attach::put_blob(app, repo, &digest, packed).await;
+        if stored.is_err() {
+            break; // the converter stops at its next shard
+        }
         layers.push(json!({"mediaType": SHARD_LAYER, "digest": digest.to_string(), "size": size,
                            "annotations": {RELEASE_ANNOTATION: release}}));
         shards.insert(release, digest);
     }
-    convert.await.map_err(|e| ScanError::Reader(e.to_string()))??;
+    drop(rx);
+    let converted = convert.await.map_err(|e| ScanError::Reader(e.to_string()))?;
     stored?;
+    converted?;
     attach::push_referrer(app, repo, record, SNAPSHOT_TYPE, layers, json!({FORMAT_ANNOTATION: FORMAT})).await?;
     Ok(Snapshot { data: record.digest.clone(), shards })
 }
 
 /// A shard's bytes: gzip JSON (deterministic, so two processes importing at once store the same).
 fn pack(db: &VulnDb) -> Result<Bytes, ScanError> {
+    let json = serde_json::to_vec(db).map_err(|e| ScanError::Reader(e.to_string()))?;
+    if json.len() as u64 > MAX_SHARD_BYTES {
+        // stored, it could never be loaded: refused now, as data too big
+        return Err(ScanError::Data(super::vulndb::VulnDbError::Import(format!(
+            "one release's advisories take {} bytes, more than the {MAX_SHARD_BYTES} a shard may hold",
+            json.len()
+        ))));
+    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    serde_json::to_writer(&mut gz, db).map_err(|e| ScanError::Reader(e.to_string()))?;
+    gz.write_all(&json).map_err(|e| ScanError::Reader(e.to_string()))?;
     gz.flush().map_err(|e| ScanError::Reader(e.to_string()))?;
     Ok(Bytes::from(gz.finish().map_err(|e| ScanError::Reader(e.to_string()))?))
 }

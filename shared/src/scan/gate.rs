@@ -10,6 +10,9 @@ use super::severity::Severity;
 /// The most findings kept on a manifest item (about 16 KiB: a small part of an item's 400 KB).
 pub const MAX_ENTRIES: usize = 256;
 
+/// The most bytes kept on a manifest item.
+pub const MAX_BYTES: usize = 16 * 1024;
+
 /// Stored when the findings do not fit: read the scan record.
 pub const OVERFLOW: &str = "*";
 
@@ -32,7 +35,11 @@ pub fn encode(findings: &[Finding]) -> String {
     if kept.len() > MAX_ENTRIES {
         return OVERFLOW.to_string();
     }
-    serde_json::to_string(&kept).unwrap_or_else(|_| OVERFLOW.to_string())
+    // long versions from an image's own package database must not outgrow the item either
+    match serde_json::to_string(&kept) {
+        Ok(text) if text.len() <= MAX_BYTES => text,
+        _ => OVERFLOW.to_string(),
+    }
 }
 
 /// Reads a stored `scan_gate`; `None` when it does not parse (the gate then reads the record).
@@ -68,6 +75,8 @@ mod tests {
         assert_eq!(decode(&encode(&[])), Some(Gate::Findings(vec![])));
         let many: Vec<Finding> = (0..=MAX_ENTRIES).map(|i| finding(&format!("CVE-{i}"), Severity::Low)).collect();
         assert_eq!(encode(&many), OVERFLOW);
+        let long = Finding { version: "9".repeat(MAX_BYTES), ..finding("CVE-1", Severity::High) };
+        assert_eq!(encode(&[long]), OVERFLOW, "bytes are capped too");
         assert_eq!(decode(OVERFLOW), Some(Gate::Overflow));
         assert_eq!(decode("[[\"CVE-1\",\"Dire\",\"a\",\"b\"]]"), None);
         assert_eq!(decode("{"), None);

@@ -75,7 +75,8 @@ pub fn cyclonedx(repo: &RepoName, digest: &Digest, inventories: &[Inventory]) ->
         "serialNumber": serial,
         "version": 1,
         "metadata": {
-            "tools": {"components": [{"type": "application", "author": "Berth", "name": "berth", "version": env!("CARGO_PKG_VERSION")}]},
+            // no version: an upgrade of Berth must not attach a new SBOM to every artifact
+            "tools": {"components": [{"type": "application", "author": "Berth", "name": "berth"}]},
             "component": {"type": "container", "bom-ref": subject, "name": repo.as_str(), "version": digest.to_string()},
         },
         "components": components,

@@ -60,7 +60,8 @@ impl From<TrivyError> for VulnDbError {
 impl From<TrivyError> for ScanError {
     fn from(e: TrivyError) -> ScanError {
         match e {
-            TrivyError::Scratch(_) => ScanError::Scratch(e.to_string()),
+            // reading our own unpacked copy failed: the disk's fault, not the data's
+            TrivyError::Scratch(_) | TrivyError::Bolt(BoltError::Io(_)) => ScanError::Scratch(e.to_string()),
             other => ScanError::Data(other.into()),
         }
     }
@@ -248,16 +249,25 @@ fn release(
     bucket: &Bucket,
     vulnerabilities: Option<&Bucket>,
     vendor: &str,
-) -> Result<VulnDb, VulnDbError> {
-    let invalid = |why: String| VulnDbError::Invalid { id: format!("Trivy bucket {name:?}"), why };
+) -> Result<VulnDb, ScanError> {
+    // a damaged bucket names itself; a failed read of the unpacked file is retried
+    let invalid = |e: TrivyError| match e {
+        TrivyError::Bolt(BoltError::Io(_)) | TrivyError::Scratch(_) => ScanError::from(e),
+        other => VulnDbError::Invalid { id: format!("Trivy bucket {name:?}"), why: other.to_string() }.into(),
+    };
     let mut packages = Vec::new();
     bolt.for_each(bucket, &mut |package, entry| -> Result<(), TrivyError> {
         if let (Ok(package), Entry::Bucket(b)) = (std::str::from_utf8(package), entry) {
             packages.push((package.to_string(), b));
+            if packages.len() > MAX_ADVISORIES_PER_RELEASE {
+                return Err(TrivyError::Archive(format!(
+                    "has more than {MAX_ADVISORIES_PER_RELEASE} packages in {name}"
+                )));
+            }
         }
         Ok(())
     })
-    .map_err(VulnDbError::from)?;
+    .map_err(invalid)?;
     let mut db = VulnDb::default();
     let mut count = 0usize;
     for (package, advisories) in packages {
@@ -284,7 +294,7 @@ fn release(
             }
             Ok(())
         })
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(invalid)?;
         if !found.is_empty() {
             db.advisories.insert(format!("{name}/{package}"), found);
         }
@@ -292,13 +302,13 @@ fn release(
     let ids: std::collections::BTreeSet<String> = db.advisories.values().flatten().map(|a| a.id.clone()).collect();
     for id in ids {
         let stored = match vulnerabilities {
-            Some(v) => bolt.get(v, id.as_bytes()).map_err(|e| invalid(e.to_string()))?,
+            Some(v) => bolt.get(v, id.as_bytes()).map_err(|e| invalid(e.into()))?,
             None => None,
         };
         let vulnerability: TrivyVulnerability = stored
             .map(|bytes| serde_json::from_slice(&bytes))
             .transpose()
-            .map_err(|e| invalid(format!("the details of {id} are unreadable: {e}")))?
+            .map_err(|e| invalid(TrivyError::Archive(format!("has unreadable details of {id}: {e}"))))?
             .unwrap_or_default();
         let severity = vulnerability
             .vendor_severity

@@ -224,7 +224,8 @@ async fn harbor_report(
         return Err(crate::scan::ScanError::NotFound(format!("{repo}@{digest} has no finished scan")).into());
     };
     // descriptions and links come from the data the scan used, when it is still the current data
-    let snapshot = crate::scan::data::current(app).await.ok().filter(|s| Some(s.data.to_string()) == record.vulndb);
+    let snapshot =
+        crate::scan::data::existing(app).await.ok().flatten().filter(|s| Some(s.data.to_string()) == record.vulndb);
     let db = match snapshot {
         Some(snapshot) => snapshot.shard(app, record.os.as_deref()).await.unwrap_or_default(),
         None => Default::default(),
