@@ -84,7 +84,10 @@ fn trivy_db(
                 pkg.put(id, advisory.to_string())?;
             }
             let mut sources = tx.create_bucket_if_not_exists("data-source")?;
-            sources.put("debian 12", json!({"ID": "debian", "Name": "Debian Security Tracker"}).to_string())?;
+            for (release, ..) in advisories {
+                let id = release.split(' ').next().unwrap_or_default().to_lowercase();
+                sources.put(release, json!({"ID": id, "Name": format!("{id} security data")}).to_string())?;
+            }
             let mut details = tx.create_bucket_if_not_exists("vulnerability")?;
             for (id, vulnerability) in vulnerabilities {
                 details.put(id, vulnerability.to_string())?;
@@ -331,6 +334,108 @@ Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nSource: glibc\n",
         StatusCode::OK,
         "pushed again, the artifact is not judged by the old scan"
     );
+}
+
+/// An rpm header blob (`il`, `dl`, index entries, data) of a package built from `source_rpm`.
+fn rpm_header(name: &str, epoch: Option<u32>, version: &str, release: &str, source_rpm: &str) -> Vec<u8> {
+    const STRING: u32 = 6;
+    const INT32: u32 = 4;
+    let mut entries = vec![
+        (1000, STRING, [name.as_bytes(), &[0]].concat()),
+        (1001, STRING, [version.as_bytes(), &[0]].concat()),
+        (1002, STRING, [release.as_bytes(), &[0]].concat()),
+        (1044, STRING, [source_rpm.as_bytes(), &[0]].concat()),
+    ];
+    if let Some(e) = epoch {
+        entries.insert(3, (1003, INT32, e.to_be_bytes().to_vec()));
+    }
+    let (mut index, mut store) = (Vec::new(), Vec::new());
+    for (tag, kind, data) in &entries {
+        while *kind == INT32 && store.len() % 4 != 0 {
+            store.push(0);
+        }
+        for v in [*tag, *kind, store.len() as u32, 1u32] {
+            index.extend_from_slice(&v.to_be_bytes());
+        }
+        store.extend_from_slice(data);
+    }
+    [(entries.len() as u32).to_be_bytes().as_slice(), &(store.len() as u32).to_be_bytes(), &index, &store].concat()
+}
+
+/// An `rpmdb.sqlite` holding `headers`, laid out as rpm 4.16+ makes it.
+fn rpmdb_sqlite(headers: &[Vec<u8>]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rpmdb.sqlite");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)").unwrap();
+    for h in headers {
+        conn.execute("INSERT INTO Packages (blob) VALUES (?1)", [h]).unwrap();
+    }
+    drop(conn);
+    std::fs::read(&path).unwrap()
+}
+
+on_both_backends!(trivy_rpm_releases_match_binary_packages_by_rpm_ordering);
+
+/// Trivy keys Rocky, AlmaLinux and Amazon Linux advisories by binary package and release
+/// (`rocky 9`, `alma 8`, `amazon linux 2023`); each image's rpm database is matched against its
+/// own release only, by rpm's ordering, with the vendor's severity.
+async fn trivy_rpm_releases_match_binary_packages_by_rpm_ordering(env: TestRegistry) {
+    use berth::scan::trivy::TRIVY_LAYER;
+    let env = env.with_clock(T0).with_settings(|s| s.scan_db = "src/trivy-db:2".to_string());
+    env.ready().await;
+    let advisories = vec![
+        ("rocky 9", "openssl-libs", "CVE-2024-1001", json!({"FixedVersion": "1:3.0.7-25.el9_3"})),
+        ("rocky 9", "openssl", "CVE-2024-1002", json!({"FixedVersion": "3.0.9-1.el9"})), // epoch 1 is newer
+        ("alma 9", "openssl-libs", "CVE-2024-1003", json!({"FixedVersion": "1:3.0.7-26.el9"})), // another distro
+        ("amazon linux 2023", "curl", "CVE-2024-1004", json!({"FixedVersion": "8.5.0-1.amzn2023.0.2"})),
+        ("amazon linux 2", "curl", "CVE-2024-1005", json!({"FixedVersion": "9.0.0-1.amzn2"})), // another generation
+    ];
+    let vulnerabilities = vec![
+        ("CVE-2024-1001", json!({"Title": "openssl: a made-up flaw", "VendorSeverity": {"rocky": 3, "nvd": 4}})),
+        ("CVE-2024-1004", json!({"Title": "curl: a made-up flaw", "VendorSeverity": {"amazon": 2}})),
+    ];
+    push_artifact(&env, "src/trivy-db", "2", &[(TRIVY_LAYER, &trivy_db(&advisories, &vulnerabilities))]).await;
+    env.work().await;
+    let openssl = |name| rpm_header(name, Some(1), "3.0.7", "24.el9", "openssl-3.0.7-24.el9.src.rpm");
+    let images = [
+        (
+            "team/rocky",
+            "ID=\"rocky\"\nVERSION_ID=\"9.3\"\n",
+            vec![openssl("openssl"), openssl("openssl-libs")],
+            vec![("CVE-2024-1001", "openssl-libs", "1:3.0.7-24.el9", "High")],
+        ),
+        (
+            "team/amazon",
+            "ID=\"amzn\"\nVERSION_ID=\"2023\"\n",
+            vec![rpm_header("curl", None, "8.3.0", "1.amzn2023.0.1", "curl-8.3.0-1.amzn2023.0.1.src.rpm")],
+            vec![("CVE-2024-1004", "curl", "8.3.0-1.amzn2023.0.1", "Medium")],
+        ),
+    ];
+    for (repo, os_release, headers, expected) in images {
+        let layer =
+            tar(&[("etc/os-release", os_release.as_bytes()), ("var/lib/rpm/rpmdb.sqlite", &rpmdb_sqlite(&headers))]);
+        let (_, image) = env.push_image_of(repo, Some("v1"), b"{}", &[&layer]).await;
+        let scan_uri = format!("/api/v1/images/{repo}/artifacts/{image}/scan");
+        assert_eq!(env.call_json(Method::POST, &scan_uri, "").await.status, StatusCode::ACCEPTED);
+        env.work().await;
+        let scan = env.get_json(&scan_uri).await;
+        assert_eq!((&scan["status"], scan["packages"].as_u64()), (&json!("succeeded"), Some(headers.len() as u64)));
+        let found: Vec<_> = scan["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["id"].as_str().unwrap(),
+                    f["package"].as_str().unwrap(),
+                    f["version"].as_str().unwrap(),
+                    f["severity"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(found, expected, "{repo}: {scan}");
+    }
 }
 
 #[tokio::test]

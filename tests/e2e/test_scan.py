@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tarfile
+import subprocess
 import threading
 import time
 import uuid
@@ -152,11 +153,12 @@ def syft_packages(berth, host: str, repo: str, d: str) -> set[tuple[str, str, st
            "SYFT_REGISTRY_AUTH_AUTHORITY": host, "SYFT_REGISTRY_AUTH_USERNAME": user,
            "SYFT_REGISTRY_AUTH_PASSWORD": secret}
     out = run([syft, "scan", f"registry:{host}/{repo}@{d}", "-o", "json"], env=env, timeout=300).stdout
-    return {(a["type"], a["name"], a["version"]) for a in json.loads(out)["artifacts"] if a["type"] in ("deb", "apk")}
+    return {(a["type"], a["name"], a["version"]) for a in json.loads(out)["artifacts"]
+            if a["type"] in ("deb", "apk", "rpm")}
 
 
 def sbom_packages(sbom: dict) -> set[tuple[str, str, str]]:
-    """(type, name, version) of the SBOM's package components (the purl type is deb or apk)."""
+    """(type, name, version) of the SBOM's package components (the purl type is deb, apk or rpm)."""
     return {(c["purl"][4:7], c["name"], c["version"]) for c in sbom["components"] if c["type"] == "library"}
 
 
@@ -279,6 +281,153 @@ def test_alpine_whiteouts_and_new_vulnerability_data_rematch_without_reading_lay
         ("apk", "busybox", "1.36.1-r15"), ("apk", "libcrypto3", "3.1.4-r5"), ("apk", "libssl3", "3.1.4-r5")}
     assert sbom_packages(attached_sbom(api, repo, image2["digest"])) == syft_packages(
         berth, proxy.host, repo, image2["digest"]) == set()
+
+
+RPM_SPEC = """Name: {name}
+Version: {version}
+Release: {release}
+{epoch}Summary: a test package
+License: MIT
+BuildArch: noarch
+%description
+made by the Berth e2e suite
+{subpackages}
+%files
+"""
+
+
+def rpm_database(tmp_path, sources: list[dict]) -> tuple[bytes, bytes]:
+    """An rpm database listing the packages built from `sources` (name, version, release, epoch,
+    subpackages, modularitylabel), made by the real rpm: rpmbuild builds each (empty) package and
+    `rpm --justdb -i` records it. Returns (rpmdb.sqlite as rpm wrote it, the same headers in a
+    Berkeley DB hash `Packages` file written by db5.3_load, as RHEL 8 and Amazon Linux 2 keep them)."""
+    rpmbuild, rpm, db_load = (require_tool(t) for t in ("rpmbuild", "rpm", "db5.3_load"))
+    work = tmp_path / f"rpm-{uuid.uuid4().hex[:6]}"
+    (work / "db").mkdir(parents=True)
+    built = []
+    for src in sources:
+        subs = "".join(f"%package {s}\nSummary: {s}\n%description {s}\n{s}\n%files {s}\n"
+                       for s in src.get("subpackages", []))
+        spec = work / f"{src['name']}.spec"
+        spec.write_text(RPM_SPEC.format(name=src["name"], version=src["version"], release=src["release"],
+                                        epoch=f"Epoch: {src['epoch']}\n" if "epoch" in src else "",
+                                        subpackages=subs))
+        defines = ["--define", f"_topdir {work}/top", "--define", "_build_id_links none"]
+        if "modularitylabel" in src:
+            defines += ["--define", f"modularitylabel {src['modularitylabel']}"]
+        run([rpmbuild, "-bb", *defines, str(spec)], timeout=120)
+    built = sorted(str(p) for p in (work / "top/RPMS/noarch").glob("*.rpm"))
+    run([rpm, "--dbpath", str(work / "db"), "--initdb"])
+    run([rpm, "--dbpath", str(work / "db"), "-i", "--justdb", "--nodeps", "--ignorearch", "--ignoreos", *built])
+    import sqlite3
+    with sqlite3.connect(f"file:{work}/db/rpmdb.sqlite?immutable=1", uri=True) as conn:
+        rows = conn.execute("SELECT hnum, blob FROM Packages").fetchall()
+    lines = ["VERSION=3", "format=bytevalue", "type=hash", "db_pagesize=4096", "HEADER=END"]
+    for hnum, blob in rows + [(0, (len(rows) + 1).to_bytes(4, "little"))]:  # rpm's record 0 is a counter
+        lines += [" " + hnum.to_bytes(4, "little").hex(), " " + bytes(blob).hex()]
+    lines.append("DATA=END")
+    subprocess.run([db_load, str(work / "Packages")], input="\n".join(lines) + "\n", text=True, check=True)
+    return (work / "db/rpmdb.sqlite").read_bytes(), (work / "Packages").read_bytes()
+
+
+RPM_OSV_RECORDS = [
+    # advisories name binary packages: only openssl-libs is listed, so openssl itself is not found
+    {"id": "RLSA-2024:0001", "aliases": ["CVE-2024-0101"], "database_specific": {"severity": "HIGH"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl-libs"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:3.0.7-25.el9_3"}]}]}]},
+    # epoch 1 beats any version without one: not affected
+    {"id": "CVE-2024-0102", "database_specific": {"severity": "CRITICAL"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl-libs"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.8-1.el9"}]}]}]},
+    # fixed in exactly the installed release: not affected; fixed later: affected
+    {"id": "CVE-2024-0103", "database_specific": {"severity": "LOW"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "bash"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "5.1.8-6.el9"}]}]}]},
+    {"id": "CVE-2024-0104", "database_specific": {"severity": "MEDIUM"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "bash"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "5.1.8-9.el9"}]}]}]},
+    # a module stream's package is advised as module:stream::name
+    {"id": "CVE-2024-0105", "database_specific": {"severity": "HIGH"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "nodejs:18::nodejs"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:18.20.2-1.module+el9.4.0+1"}]}]}]},
+    {"id": "CVE-2024-0106", "database_specific": {"severity": "CRITICAL"},
+     "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "nodejs"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]},
+    # AlmaLinux 8: a pre-release (~) fix is older than the installed release
+    {"id": "ALSA-2024:0107", "aliases": ["CVE-2024-0107"], "database_specific": {"severity": "HIGH"},
+     "affected": [{"package": {"ecosystem": "AlmaLinux:8", "name": "bash"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "4.4.20-5.el8"}]}]}]},
+    {"id": "CVE-2024-0108", "database_specific": {"severity": "MEDIUM"},
+     "affected": [{"package": {"ecosystem": "AlmaLinux:8", "name": "bash"},
+                   "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "4.4.20~rc1-1.el8"}]}]}]},
+]
+
+ROCKY_9 = [
+    {"name": "openssl", "epoch": 1, "version": "3.0.7", "release": "24.el9", "subpackages": ["libs"]},
+    {"name": "bash", "version": "5.1.8", "release": "6.el9"},
+    {"name": "nodejs", "epoch": 1, "version": "18.19.0", "release": "1.module+el9.3.0+1",
+     "modularitylabel": "nodejs:18:9030020231201:a75119d5"},
+]
+
+
+def test_rpm_databases_made_by_rpm_match_with_rpm_ordering_and_syft_agrees(registry, api, proxy, tmp_path):
+    """Rocky Linux 9 (rpmdb.sqlite) and AlmaLinux 8 (Berkeley DB `Packages`) images whose package
+    databases the real rpm wrote: exact findings by binary package, epoch, `~` and module-stream
+    rules; a later layer replacing the database wins; syft lists the same packages."""
+    berth = registry
+    repo = f"e2e/rpm-{uuid.uuid4().hex[:8]}"
+    sqlite_db, _ = rpm_database(tmp_path, ROCKY_9)
+    rocky = tar_gz({"etc/os-release": b'NAME="Rocky Linux"\nID="rocky"\nVERSION_ID="9.3"\n',
+                    "usr/lib/sysimage/rpm/rpmdb.sqlite": sqlite_db})
+    image = api.push_image(repo, "rocky", [rocky], config=config_for([rocky]))
+    push_vulndb(berth, proxy.host, tmp_path, RPM_OSV_RECORDS)
+    result = scan(api, repo, image["digest"])
+    assert (result["status"], result["os"], result["packages"]) == ("succeeded", "rocky 9", 4), result
+    assert findings(result) == [
+        ("CVE-2024-0101", "openssl-libs", "1:3.0.7-24.el9", "1:3.0.7-25.el9_3", "High"),
+        ("CVE-2024-0105", "nodejs", "1:18.19.0-1.module+el9.3.0+1", "1:18.20.2-1.module+el9.4.0+1", "High"),
+        ("CVE-2024-0104", "bash", "5.1.8-6.el9", "5.1.8-9.el9", "Medium"),
+    ], result
+    sbom = attached_sbom(api, repo, image["digest"])
+    purls = sorted(c["purl"] for c in sbom["components"] if c["type"] == "library")
+    assert "pkg:rpm/rocky/openssl-libs@3.0.7-24.el9?distro=rocky-9.3&epoch=1" in purls, purls
+    assert sbom_packages(sbom) == syft_packages(berth, proxy.host, repo, image["digest"]) == {
+        ("rpm", "openssl", "1:3.0.7-24.el9"), ("rpm", "openssl-libs", "1:3.0.7-24.el9"),
+        ("rpm", "bash", "5.1.8-6.el9"), ("rpm", "nodejs", "1:18.19.0-1.module+el9.3.0+1")}
+
+    # AlmaLinux 8 keeps a Berkeley DB; a later layer's database (bash upgraded) replaces it
+    _, old_bdb = rpm_database(tmp_path, [{"name": "bash", "version": "4.4.20", "release": "4.el8"}])
+    _, new_bdb = rpm_database(tmp_path, [{"name": "bash", "version": "4.4.20", "release": "5.el8_9"}])
+    alma_base = tar_gz({"etc/os-release": b'ID="almalinux"\nVERSION_ID="8.9"\n', "var/lib/rpm/Packages": old_bdb})
+    alma_top = tar_gz({"var/lib/rpm/Packages": new_bdb})
+    old = api.push_image(repo, "alma-old", [alma_base], config=config_for([alma_base]))
+    new = api.push_image(repo, "alma-new", [alma_base, alma_top], config=config_for([alma_base, alma_top]))
+    result = scan(api, repo, old["digest"])
+    assert (result["os"], findings(result)) == ("almalinux 8", [
+        ("CVE-2024-0107", "bash", "4.4.20-4.el8", "4.4.20-5.el8", "High")]), result
+    result = scan(api, repo, new["digest"])
+    assert (result["packages"], findings(result), result["layers_read"]) == (1, [], 1), result
+    assert sbom_packages(attached_sbom(api, repo, old["digest"])) == syft_packages(
+        berth, proxy.host, repo, old["digest"]) == {("rpm", "bash", "4.4.20-4.el8")}
+
+
+def test_a_damaged_rpm_database_fails_the_scan_clearly(registry, api, proxy, tmp_path):
+    """An rpmdb.sqlite whose Packages is a view, and a Berkeley DB file of junk: each scan fails
+    with a reason naming the file, and the server keeps serving."""
+    import sqlite3
+    repo = f"e2e/rpmbad-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "view.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE VIEW Packages AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                     "SELECT zeroblob(8) AS blob FROM c")
+    push_vulndb(registry, proxy.host, tmp_path, RPM_OSV_RECORDS)
+    for name, layer in [("view", {"var/lib/rpm/rpmdb.sqlite": path.read_bytes()}),
+                        ("junk", {"var/lib/rpm/Packages": os.urandom(8192)})]:
+        image = api.push_image(repo, name, [tar_gz({"etc/os-release": b"ID=rocky\nVERSION_ID=9.3\n", **layer})])
+        result = scan(api, repo, image["digest"])
+        assert result["status"] == "failed", result
+        assert "var/lib/rpm/" in result["error"] and "not a readable package database" in result["error"], result
+    assert api.get("/v2/").status_code == 200
 
 
 def zeros_layer(n: int, i: int) -> bytes:

@@ -1,7 +1,7 @@
 //! What is installed in an image, read from its layers' package databases (never from binaries).
 //!
 //! Each layer is read once, as a stream, into path-keyed [`LayerFacts`] (a parsed `os-release`,
-//! dpkg `status` or `status.d/*`, apk `installed`) plus the whiteouts and opaque directories that
+//! dpkg `status` or `status.d/*`, apk `installed`, an rpm database) plus the whiteouts and opaque directories that
 //! could hide such a file. Facts are stored per layer digest, so a layer shared by many images, or
 //! scanned again after a vulnerability-data update, is never read twice. [`merge`] applies the
 //! layers bottom-up as an overlay filesystem would: a later layer's whiteout deletes a lower
@@ -12,6 +12,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
+use super::rpmdb::{self, RpmDbError};
 use super::version::Ecosystem;
 
 /// The largest package-database file read (a Debian `status` with thousands of packages is a few
@@ -21,6 +22,13 @@ pub const MAX_DATABASE_FILE: u64 = 32 * 1024 * 1024;
 /// The most package-database bytes one layer may hold, all files together (a layer with many
 /// `status.d` files, each under [`MAX_DATABASE_FILE`], must not add up to gigabytes).
 pub const MAX_LAYER_DATABASE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest rpm database read. It is copied to the scratch disk (SQLite and Berkeley DB are
+/// read in place, not in memory), so it may be larger than [`MAX_DATABASE_FILE`].
+pub const MAX_RPM_DATABASE_FILE: u64 = 512 * 1024 * 1024;
+
+/// The most rpm-database bytes one layer may hold, all copies together (a tar may repeat a path).
+pub const MAX_LAYER_RPM_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The most packages one layer may list (a real distribution lists a few thousand); parsing
 /// stops past it, so a file of millions of tiny stanzas costs no more memory than this.
@@ -43,13 +51,31 @@ pub enum InventoryError {
         /// the limit
         limit: String,
     },
+    /// A package database is not what its format says.
+    #[error("{path} is not a readable package database: {why}")]
+    Damaged {
+        /// the file's path in the layer
+        path: String,
+        /// what is wrong
+        why: String,
+    },
+    /// The scratch disk failed (full, read-only) while copying a database out; tried again.
+    #[error("copying {path} to the scratch disk: {why}")]
+    Scratch {
+        /// the file's path in the layer
+        path: String,
+        /// what failed
+        why: String,
+    },
     /// A package-database file is implausibly large.
-    #[error("{path} is {size} bytes, more than the {MAX_DATABASE_FILE} bytes a package database may have")]
+    #[error("{path} is {size} bytes, more than the {limit} bytes a package database may have")]
     TooLarge {
         /// the file's path in the layer
         path: String,
         /// its size
         size: u64,
+        /// the limit for that kind of file
+        limit: u64,
     },
 }
 
@@ -75,6 +101,22 @@ pub struct Package {
     pub source: String,
     /// the source package's version (differs from `version` for binNMUs)
     pub source_version: String,
+    /// an rpm module stream (`nodejs:18`) the package came from; empty otherwise
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub module: String,
+}
+
+impl Package {
+    /// The name and version advisories key this package by: Debian and Alpine advise on source
+    /// packages; the rpm distributions on binary packages, a module's within its stream
+    /// (`nodejs:18::nodejs`), as Trivy's data keys them.
+    pub fn advisory_key(&self) -> (String, &str) {
+        match self.ecosystem {
+            Ecosystem::Rpm if !self.module.is_empty() => (format!("{}::{}", self.module, self.name), &self.version),
+            Ecosystem::Rpm => (self.name.clone(), &self.version),
+            Ecosystem::Dpkg | Ecosystem::Apk => (self.source.clone(), &self.source_version),
+        }
+    }
 }
 
 /// What one file of interest holds.
@@ -111,12 +153,17 @@ const OS_RELEASE: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
 const DPKG_STATUS_D: &str = "var/lib/dpkg/status.d/";
 const APK_INSTALLED: [&str; 2] = ["lib/apk/db/installed", "usr/lib/apk/db/installed"];
+const RPM_SQLITE: [&str; 3] =
+    ["var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite", "usr/share/rpm/rpmdb.sqlite"];
+const RPM_BDB: [&str; 2] = ["var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages"];
 
 /// The files the scanner reads, and how.
 enum Kind {
     OsRelease,
     DpkgStatus,
     ApkInstalled,
+    RpmSqlite,
+    RpmBdb,
 }
 
 fn kind_of(path: &str) -> Option<Kind> {
@@ -129,6 +176,10 @@ fn kind_of(path: &str) -> Option<Kind> {
         (!name.is_empty() && !name.contains('/') && !name.ends_with(".md5sums")).then_some(Kind::DpkgStatus)
     } else if APK_INSTALLED.contains(&path) {
         Some(Kind::ApkInstalled)
+    } else if RPM_SQLITE.contains(&path) {
+        Some(Kind::RpmSqlite)
+    } else if RPM_BDB.contains(&path) {
+        Some(Kind::RpmBdb)
     } else {
         None
     }
@@ -138,7 +189,12 @@ fn kind_of(path: &str) -> Option<Kind> {
 /// those whiteouts are kept, so a layer deleting a million files costs no memory.
 fn could_hide_interest(path: &str) -> bool {
     const DPKG_DIR: &str = "var/lib/dpkg/status.d";
-    let interest = OS_RELEASE.iter().chain(APK_INSTALLED.iter()).chain([DPKG_STATUS, DPKG_DIR].iter());
+    let interest = OS_RELEASE
+        .iter()
+        .chain(APK_INSTALLED.iter())
+        .chain(RPM_SQLITE.iter())
+        .chain(RPM_BDB.iter())
+        .chain([DPKG_STATUS, DPKG_DIR].iter());
     path.is_empty()
         || path.starts_with(DPKG_STATUS_D)
         || interest.into_iter().any(|i| *i == path || i.strip_prefix(path).is_some_and(|rest| rest.starts_with('/')))
@@ -164,7 +220,7 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
     let unreadable = |e: std::io::Error| InventoryError::Unreadable(e.to_string());
     let mut archive = tar::Archive::new(reader);
     let mut facts = LayerFacts::default();
-    let (mut database_bytes, mut packages) = (0u64, 0usize);
+    let (mut database_bytes, mut rpm_bytes, mut packages) = (0u64, 0u64, 0usize);
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
         let path = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -190,23 +246,35 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         }
         let Some(kind) = kind_of(&path) else { continue };
         let size = entry.size();
-        if size > MAX_DATABASE_FILE {
-            return Err(InventoryError::TooLarge { path, size });
+        let rpm = matches!(kind, Kind::RpmSqlite | Kind::RpmBdb);
+        // rpm databases are read from the scratch disk, the others in memory: two budgets
+        let (limit, counted, layer_limit) = if rpm {
+            (MAX_RPM_DATABASE_FILE, &mut rpm_bytes, MAX_LAYER_RPM_BYTES)
+        } else {
+            (MAX_DATABASE_FILE, &mut database_bytes, MAX_LAYER_DATABASE_BYTES)
+        };
+        if size > limit {
+            return Err(InventoryError::TooLarge { path, size, limit });
         }
-        database_bytes += size;
-        if database_bytes > MAX_LAYER_DATABASE_BYTES {
+        *counted += size;
+        if *counted > layer_limit {
             return Err(InventoryError::TooMuch {
-                what: format!("more than {database_bytes} bytes"),
-                limit: format!("{MAX_LAYER_DATABASE_BYTES} bytes"),
+                what: format!("more than {} bytes", *counted),
+                limit: format!("{layer_limit} bytes"),
             });
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        entry.read_to_end(&mut bytes).map_err(unreadable)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let file = match kind {
-            Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
-            Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
-            Kind::ApkInstalled => FileFacts::Packages(parse_apk_installed(&text)),
+        let file = if rpm {
+            FileFacts::Packages(read_rpm_database(&mut entry, &path, matches!(kind, Kind::RpmSqlite))?)
+        } else {
+            let mut bytes = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut bytes).map_err(unreadable)?;
+            let text = String::from_utf8_lossy(&bytes);
+            match kind {
+                Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
+                Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
+                Kind::ApkInstalled => FileFacts::Packages(parse_apk_installed(&text)),
+                Kind::RpmSqlite | Kind::RpmBdb => continue,
+            }
         };
         if let FileFacts::Packages(list) = &file {
             packages += list.len();
@@ -220,6 +288,27 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         facts.files.insert(path, file);
     }
     Ok(facts)
+}
+
+/// Copies an rpm database out of the layer to a scratch file (deleted when read) and reads it.
+fn read_rpm_database(entry: &mut impl Read, path: &str, sqlite: bool) -> Result<Vec<Package>, InventoryError> {
+    let scratch = |e: std::io::Error| InventoryError::Scratch { path: path.to_string(), why: e.to_string() };
+    let mut file = tempfile::Builder::new().prefix("berth-rpmdb-").tempfile().map_err(scratch)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // a read error is the layer's; a write error is the scratch disk's
+        let n = entry.read(&mut buf).map_err(|e| InventoryError::Unreadable(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(scratch)?;
+    }
+    std::io::Write::flush(&mut file).map_err(scratch)?;
+    let read = if sqlite { rpmdb::read_sqlite(file.path()) } else { rpmdb::read_bdb(file.path()) };
+    read.map_err(|e| match e {
+        RpmDbError::Io(e) => scratch(e),
+        RpmDbError::Invalid(why) => InventoryError::Damaged { path: path.to_string(), why },
+    })
 }
 
 /// Applies layers bottom-up (first = base) into one inventory.
@@ -315,6 +404,7 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
                 version: version.to_string(),
                 source: source.to_string(),
                 source_version: source_version.to_string(),
+                module: String::new(),
             })
         })
         // one past the limit is enough to refuse the layer
@@ -336,6 +426,7 @@ pub fn parse_apk_installed(text: &str) -> Vec<Package> {
                 version: version.to_string(),
                 source: value("o:").unwrap_or(name).to_string(),
                 source_version: version.to_string(),
+                module: String::new(),
             })
         })
         .take(MAX_LAYER_PACKAGES + 1)

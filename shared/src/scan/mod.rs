@@ -13,6 +13,7 @@ pub mod layers;
 pub mod packed;
 pub mod policy;
 pub mod report;
+pub mod rpmdb;
 pub mod sbom;
 pub mod severity;
 pub mod trivy;
@@ -44,7 +45,7 @@ pub enum ScanError {
     Data(#[from] vulndb::VulnDbError),
     /// A layer could not be read.
     #[error(transparent)]
-    Layer(#[from] inventory::InventoryError),
+    Layer(inventory::InventoryError),
     /// A manifest could not be read or parsed.
     #[error("reading a manifest: {0}")]
     Manifest(String),
@@ -66,4 +67,14 @@ pub enum ScanError {
     /// A blocking reader stopped unexpectedly.
     #[error("a layer reader stopped: {0}")]
     Reader(String),
+}
+
+impl From<inventory::InventoryError> for ScanError {
+    fn from(e: inventory::InventoryError) -> Self {
+        match e {
+            // the scratch disk's failure, not the layer's: tried again
+            inventory::InventoryError::Scratch { .. } => Self::Scratch(e.to_string()),
+            other => Self::Layer(other),
+        }
+    }
 }

@@ -52,8 +52,8 @@ pub fn find(inventory: &Inventory, db: &VulnDb) -> Vec<Finding> {
     let mut found = BTreeSet::new();
     for package in &inventory.packages {
         let cmp = |a: &str, b: &str| version::compare(package.ecosystem, a, b);
-        let installed = package.source_version.as_str();
-        for advisory in db.advisories(&bucket, &package.source) {
+        let (key, installed) = package.advisory_key();
+        for advisory in db.advisories(&bucket, &key) {
             let after_start = advisory.introduced.as_deref().is_none_or(|i| cmp(installed, i) != Ordering::Less);
             let before_fix = advisory.fixed.as_deref().is_none_or(|f| cmp(installed, f) == Ordering::Less);
             let up_to_last = advisory.last_affected.as_deref().is_none_or(|l| cmp(installed, l) != Ordering::Greater);
@@ -155,6 +155,7 @@ mod tests {
             version: version.into(),
             source: source.into(),
             source_version: version.into(),
+            module: String::new(),
         }
     }
 

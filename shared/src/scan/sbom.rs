@@ -23,11 +23,27 @@ fn purl(ecosystem: Ecosystem, os: Option<&super::inventory::Os>, name: &str, ver
     let kind = match ecosystem {
         Ecosystem::Dpkg => "deb",
         Ecosystem::Apk => "apk",
+        Ecosystem::Rpm => "rpm",
+    };
+    // an rpm epoch is a qualifier, not part of the version
+    let (epoch, version) = match version.split_once(':') {
+        Some((e, v)) if ecosystem == Ecosystem::Rpm && !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => {
+            (Some(e), v)
+        }
+        _ => (None, version),
     };
     let namespace = os.map_or("", |o| o.id.as_str());
     let mut purl = format!("pkg:{kind}/{}/{}@{}", encode(namespace), encode(name), encode(version));
+    let mut qualifiers = Vec::new();
     if let Some(os) = os.filter(|o| !o.version_id.is_empty()) {
-        purl.push_str(&format!("?distro={}-{}", encode(&os.id), encode(&os.version_id)));
+        qualifiers.push(format!("distro={}-{}", encode(&os.id), encode(&os.version_id)));
+    }
+    if let Some(epoch) = epoch {
+        qualifiers.push(format!("epoch={epoch}"));
+    }
+    if !qualifiers.is_empty() {
+        purl.push('?');
+        purl.push_str(&qualifiers.join("&"));
     }
     purl
 }

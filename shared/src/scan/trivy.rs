@@ -32,9 +32,6 @@ pub const MAX_ADVISORIES_PER_RELEASE: usize = 2_000_000;
 /// The schema version this importer reads (`metadata.json`'s `Version`).
 const SCHEMA_VERSION: u64 = 2;
 
-/// The operating systems whose packages Berth inventories (dpkg and apk databases).
-const DISTRIBUTIONS: [&str; 3] = ["debian", "ubuntu", "alpine"];
-
 /// Why a Trivy database could not be imported.
 #[derive(Debug, thiserror::Error)]
 pub enum TrivyError {
@@ -199,11 +196,13 @@ fn severity_of(n: u8) -> Option<Severity> {
     })
 }
 
-/// Whether a top-level bucket is an OS release Berth can match (`debian 12`, `alpine 3.19`).
-fn release_bucket(name: &str) -> bool {
-    name.split_once(' ').is_some_and(|(os, release)| {
-        DISTRIBUTIONS.contains(&os) && release.starts_with(|c: char| c.is_ascii_digit()) && !release.contains(' ')
-    })
+/// The Berth bucket of a top-level Trivy bucket that is an OS release Berth can match
+/// (`debian 12`, `alpine 3.19`, `rocky 9`, `alma 8` → `almalinux 8`, `amazon linux 2` →
+/// `amzn 2`, `Oracle Linux 8` → `ol 8`).
+fn release_bucket(name: &str) -> Option<String> {
+    let (os, release) = name.rsplit_once(' ')?;
+    let id = super::vulndb::distribution_id(os)?;
+    release.starts_with(|c: char| c.is_ascii_digit()).then(|| format!("{id} {release}"))
 }
 
 /// Converts the database into one shard per OS release, handing each to `shard` as it is done
@@ -214,8 +213,8 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
     let mut releases = Vec::new();
     bolt.for_each(&root, &mut |name, entry| -> Result<(), TrivyError> {
         if let (Ok(name), Entry::Bucket(bucket)) = (std::str::from_utf8(name), entry) {
-            if release_bucket(name) {
-                releases.push((name.to_string(), bucket));
+            if let Some(release) = release_bucket(name) {
+                releases.push((name.to_string(), release, bucket));
             }
         }
         Ok(())
@@ -224,7 +223,7 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
     let vulnerabilities = bolt.bucket(&root, b"vulnerability").map_err(bolt_error)?;
     let sources = bolt.bucket(&root, b"data-source").map_err(bolt_error)?;
     let mut total = 0;
-    for (name, bucket) in releases {
+    for (name, release_name, bucket) in releases {
         // the vendor whose severity rates this release's advisories (`debian`, `alpine`, `ubuntu`)
         let vendor = match &sources {
             Some(s) => bolt
@@ -235,9 +234,9 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
             None => None,
         }
         .unwrap_or_else(|| name.split(' ').next().unwrap_or_default().to_string());
-        let db = release(&bolt, &name, &bucket, vulnerabilities.as_ref(), &vendor)?;
+        let db = release(&bolt, &name, &release_name, &bucket, vulnerabilities.as_ref(), &vendor)?;
         total += db.advisories.values().map(Vec::len).sum::<usize>();
-        shard(name, db)?;
+        shard(release_name, db)?;
     }
     Ok(total)
 }
@@ -246,6 +245,7 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
 fn release(
     bolt: &Bolt,
     name: &str,
+    release_name: &str,
     bucket: &Bucket,
     vulnerabilities: Option<&Bucket>,
     vendor: &str,
@@ -296,7 +296,7 @@ fn release(
         })
         .map_err(invalid)?;
         if !found.is_empty() {
-            db.advisories.insert(format!("{name}/{package}"), found);
+            db.advisories.insert(format!("{release_name}/{package}"), found);
         }
     }
     let ids: std::collections::BTreeSet<String> = db.advisories.values().flatten().map(|a| a.id.clone()).collect();
@@ -336,12 +336,19 @@ mod tests {
 
     #[test]
     fn only_release_buckets_of_inventoried_distributions_are_imported() {
-        assert!(release_bucket("debian 12"));
-        assert!(release_bucket("alpine 3.19"));
-        assert!(release_bucket("ubuntu 22.04"));
-        assert!(!release_bucket("vulnerability"));
-        assert!(!release_bucket("Red Hat Enterprise Linux 8"));
-        assert!(!release_bucket("pip::GitHub Security Advisory pip"));
-        assert!(!release_bucket("debian"));
+        let bucket = |name: &str| release_bucket(name);
+        assert_eq!(bucket("debian 12").as_deref(), Some("debian 12"));
+        assert_eq!(bucket("alpine 3.19").as_deref(), Some("alpine 3.19"));
+        assert_eq!(bucket("ubuntu 22.04").as_deref(), Some("ubuntu 22.04"));
+        assert_eq!(bucket("rocky 9").as_deref(), Some("rocky 9"));
+        assert_eq!(bucket("alma 8").as_deref(), Some("almalinux 8"));
+        assert_eq!(bucket("amazon linux 2").as_deref(), Some("amzn 2"));
+        assert_eq!(bucket("amazon linux 2023").as_deref(), Some("amzn 2023"));
+        assert_eq!(bucket("Oracle Linux 8").as_deref(), Some("ol 8"));
+        assert_eq!(bucket("vulnerability"), None);
+        assert_eq!(bucket("Red Hat Enterprise Linux 8"), None, "Red Hat advises by CPE, not by release");
+        assert_eq!(bucket("pip::GitHub Security Advisory pip"), None);
+        assert_eq!(bucket("debian"), None);
+        assert_eq!(bucket("debian sid"), None);
     }
 }

@@ -7,6 +7,10 @@
 //! - apk (apk-tools): `digits{.digits}[letter]{_suffix[digits]}[-rN]`; a dot component with
 //!   leading zeros ranks below one without (it is a fraction); `_alpha < _beta < _pre < _rc`
 //!   rank below the bare version, `_cvs < _svn < _git < _hg < _p` above; `~hash` is ignored.
+//! - rpm (`rpmvercmp`): `[epoch:]version[-release]`, each part split into runs of digits (compared
+//!   as numbers) and of ASCII letters (compared bytewise), anything else a separator; a digit run
+//!   beats a letter run, `~` sorts before everything (even the end), `^` after the end but before
+//!   any further run, and the side with runs left over is newer.
 
 use std::cmp::Ordering;
 
@@ -18,6 +22,8 @@ pub enum Ecosystem {
     Dpkg,
     /// Alpine and Wolfi images
     Apk,
+    /// Rocky, AlmaLinux, Amazon Linux, Oracle Linux, RHEL and Fedora images
+    Rpm,
 }
 
 /// Compares two versions the way `ecosystem`'s package manager does.
@@ -25,6 +31,7 @@ pub fn compare(ecosystem: Ecosystem, a: &str, b: &str) -> Ordering {
     match ecosystem {
         Ecosystem::Dpkg => dpkg(a, b),
         Ecosystem::Apk => apk(a, b),
+        Ecosystem::Rpm => rpm(a, b),
     }
 }
 
@@ -243,6 +250,99 @@ pub fn apk(a: &str, b: &str) -> Ordering {
     cb.token.cmp(&ca.token)
 }
 
+/// rpm's ordering of whole `[epoch:]version[-release]` strings (`rpm.vercmp`, `rpmverCmp`): a
+/// missing epoch is `0`, a missing release compares as empty.
+pub fn rpm(a: &str, b: &str) -> Ordering {
+    let (ea, va, ra) = rpm_parts(a);
+    let (eb, vb, rb) = rpm_parts(b);
+    rpmvercmp(ea, eb).then_with(|| rpmvercmp(va, vb)).then_with(|| rpmvercmp(ra, rb))
+}
+
+/// `[epoch:]version[-release]`: the epoch is the leading digits before a `:`, the release what
+/// follows the last `-`.
+fn rpm_parts(evr: &str) -> (&str, &str, &str) {
+    let digits = evr.bytes().take_while(u8::is_ascii_digit).count();
+    let (epoch, rest) = match evr[digits..].strip_prefix(':') {
+        Some(rest) if digits > 0 => (&evr[..digits], rest),
+        Some(rest) => ("0", rest),
+        None => ("0", evr),
+    };
+    match rest.rsplit_once('-') {
+        Some((version, release)) => (epoch, version, release),
+        None => (epoch, rest, ""),
+    }
+}
+
+/// rpm's `rpmvercmp` of one part.
+fn rpmvercmp(a: &str, b: &str) -> Ordering {
+    if a == b {
+        return Ordering::Equal;
+    }
+    let separator = |c: &u8| !c.is_ascii_alphanumeric() && *c != b'~' && *c != b'^';
+    let (mut one, mut two) = (a.as_bytes(), b.as_bytes());
+    while !one.is_empty() || !two.is_empty() {
+        one = &one[one.iter().take_while(|c| separator(c)).count()..];
+        two = &two[two.iter().take_while(|c| separator(c)).count()..];
+        let (c1, c2) = (one.first().copied(), two.first().copied());
+        if c1 == Some(b'~') || c2 == Some(b'~') {
+            if c1 != Some(b'~') {
+                return Ordering::Greater;
+            }
+            if c2 != Some(b'~') {
+                return Ordering::Less;
+            }
+            (one, two) = (&one[1..], &two[1..]);
+            continue;
+        }
+        if c1 == Some(b'^') || c2 == Some(b'^') {
+            match (c1, c2) {
+                (None, _) => return Ordering::Less,
+                (_, None) => return Ordering::Greater,
+                (Some(x), _) if x != b'^' => return Ordering::Greater,
+                (_, Some(y)) if y != b'^' => return Ordering::Less,
+                _ => {}
+            }
+            (one, two) = (&one[1..], &two[1..]);
+            continue;
+        }
+        if one.is_empty() || two.is_empty() {
+            break;
+        }
+        let numeric = one[0].is_ascii_digit();
+        let run = |s: &[u8]| {
+            if numeric {
+                s.iter().take_while(|c| c.is_ascii_digit()).count()
+            } else {
+                s.iter().take_while(|c| c.is_ascii_alphabetic()).count()
+            }
+        };
+        let (n1, n2) = (run(one), run(two));
+        // a digit run against a letter run: the digits are newer
+        if n2 == 0 {
+            return if numeric { Ordering::Greater } else { Ordering::Less };
+        }
+        let (mut s1, mut s2) = (&one[..n1], &two[..n2]);
+        if numeric {
+            s1 = &s1[s1.iter().take_while(|c| **c == b'0').count()..];
+            s2 = &s2[s2.iter().take_while(|c| **c == b'0').count()..];
+            match s1.len().cmp(&s2.len()) {
+                Ordering::Equal => {}
+                longer => return longer,
+            }
+        }
+        match s1.cmp(s2) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+        (one, two) = (&one[n1..], &two[n2..]);
+    }
+    match (one.is_empty(), two.is_empty()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        _ => Ordering::Greater,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +371,52 @@ mod tests {
         for (a, b, want) in cases {
             assert_eq!(dpkg(a, b), want, "{a} vs {b}");
             assert_eq!(dpkg(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    /// Each expectation is what `rpm --eval "%{lua: print(rpm.vercmp(a, b))}"` (Debian's rpm
+    /// 4.18) printed.
+    #[test]
+    fn rpm_orders_as_rpm_vercmp() {
+        let cases = [
+            ("1.0", "1.0", Equal),
+            ("1.0", "2.0", Less),
+            ("2.0.1", "2.0", Greater),
+            ("2.0.1a", "2.0.1", Greater),
+            ("5.5p1", "5.5p2", Less),
+            ("5.5p10", "5.5p1", Greater),
+            ("10xyz", "10.1xyz", Less),
+            ("xyz10", "xyz10.1", Less),
+            ("xyz.4", "8", Less),
+            ("5.5p1", "5.5", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~rc1", "1.0~rc2", Less),
+            ("1.0~rc1~git123", "1.0~rc1", Less),
+            ("1.0^", "1.0", Greater),
+            ("1.0^git1", "1.0", Greater),
+            ("1.0^git1", "1.01", Less),
+            ("1.0^git1~pre", "1.0^git1", Less),
+            ("1.0^20160101", "1.0.1", Less),
+            ("1.0~rc1^git1", "1.0~rc1", Greater),
+            ("1:1.0", "2.0", Greater),
+            ("0:1.0", "1.0", Equal),
+            ("1.0-1", "1.0", Greater),
+            ("3.0.7-24.el9", "3.0.7-25.el9_3", Less),
+            ("1:3.0.7-24.el9", "3.0.7-25.el9_3", Greater),
+            ("1.0-1.el8", "1.0-1.el8_9", Less),
+            ("a+", "a_", Equal),
+            ("1.001", "1.1", Equal),
+            ("1.0.a", "1.0.1", Less),
+            ("2.5.0-1.amzn2.0.1", "2.5.0-1.amzn2", Greater),
+            ("4.4.20-4.el8_6", "4.4.20-1.el8", Greater),
+            ("fc4", "fc.4", Equal),
+            ("FC5", "fc4", Less),
+            ("2a", "2.0", Less),
+            ("1.0", "1.fc4", Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(rpm(a, b), want, "{a} vs {b}");
+            assert_eq!(rpm(b, a), want.reverse(), "{b} vs {a}");
         }
     }
 

@@ -67,24 +67,47 @@ pub struct VulnDb {
     pub details: BTreeMap<String, Details>,
 }
 
-/// The advisory bucket of an operating system release, as vulnerability sources key them:
-/// Debian by major version (`debian 12`), Alpine by minor (`alpine 3.19`), others as given.
+/// The advisory bucket of an operating system release, named `<os-release ID> <release>` and
+/// keyed as the distributions' advisories are: Debian, Rocky, AlmaLinux and Oracle Linux by major
+/// version (`debian 12`, `rocky 9`), Alpine by minor (`alpine 3.19`), Amazon Linux by generation
+/// (`amzn 2`, `amzn 2023`; the 2018.03-style versions are `amzn 1`), others as given.
 pub fn bucket(os: &Os) -> Option<String> {
     let version = os.version_id.as_str();
+    let major = || version.split('.').next().unwrap_or_default().to_string();
     let release = match os.id.as_str() {
-        "debian" => version.split('.').next().unwrap_or_default().to_string(),
+        "debian" | "rocky" | "almalinux" | "ol" | "rhel" | "centos" => major(),
         "alpine" => version.split('.').take(2).collect::<Vec<_>>().join("."),
+        "amzn" if ["2", "2022", "2023"].contains(&version) => version.to_string(),
+        "amzn" if !version.is_empty() => "1".to_string(),
         _ => version.to_string(),
     };
     (!os.id.is_empty() && !release.is_empty()).then(|| format!("{} {release}", os.id))
 }
 
-/// The bucket an OSV ecosystem string names (`Debian:12`, `Alpine:v3.19`, `Ubuntu:22.04:LTS`).
+/// The `os-release` ID a vulnerability source's distribution name stands for (OSV's
+/// `Rocky Linux`, Trivy's `alma`, `amazon linux`, `Oracle Linux`); `None` for one Berth does not
+/// inventory.
+pub fn distribution_id(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "debian" => "debian",
+        "ubuntu" => "ubuntu",
+        "alpine" => "alpine",
+        "rocky" | "rocky linux" => "rocky",
+        "alma" | "almalinux" => "almalinux",
+        "amazon linux" | "amazon" | "amzn" => "amzn",
+        "oracle linux" | "oracle" | "ol" => "ol",
+        _ => return None,
+    })
+}
+
+/// The bucket an OSV ecosystem string names (`Debian:12`, `Alpine:v3.19`, `Ubuntu:22.04:LTS`,
+/// `Rocky Linux:9`, `AlmaLinux:8`).
 fn osv_bucket(ecosystem: &str) -> Option<String> {
     let mut parts = ecosystem.split(':');
     let (name, release) = (parts.next()?, parts.next()?);
     let release = release.trim_start_matches('v');
-    (!release.is_empty()).then(|| format!("{} {release}", name.to_ascii_lowercase()))
+    let id = distribution_id(name).map_or_else(|| name.to_ascii_lowercase(), str::to_string);
+    (!release.is_empty()).then(|| format!("{id} {release}"))
 }
 
 impl VulnDb {
