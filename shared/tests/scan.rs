@@ -375,12 +375,13 @@ fn rpmdb_sqlite(headers: &[Vec<u8>]) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-on_both_backends!(trivy_rpm_releases_match_binary_packages_by_rpm_ordering);
+on_both_backends!(trivy_rpm_releases_and_python_match_by_their_own_keys_and_ordering);
 
 /// Trivy keys Rocky, AlmaLinux and Amazon Linux advisories by binary package and release
 /// (`rocky 9`, `alma 8`, `amazon linux 2023`); each image's rpm database is matched against its
-/// own release only, by rpm's ordering, with the vendor's severity.
-async fn trivy_rpm_releases_match_binary_packages_by_rpm_ordering(env: TestRegistry) {
+/// own release only, by rpm's ordering, with the vendor's severity. Python advisories
+/// (`pip::…`, version ranges) match `*.dist-info` distributions by PEP 440 on any OS.
+async fn trivy_rpm_releases_and_python_match_by_their_own_keys_and_ordering(env: TestRegistry) {
     use berth::scan::trivy::TRIVY_LAYER;
     let env = env.with_clock(T0).with_settings(|s| s.scan_db = "src/trivy-db:2".to_string());
     env.ready().await;
@@ -390,6 +391,18 @@ async fn trivy_rpm_releases_match_binary_packages_by_rpm_ordering(env: TestRegis
         ("alma 9", "openssl-libs", "CVE-2024-1003", json!({"FixedVersion": "1:3.0.7-26.el9"})), // another distro
         ("amazon linux 2023", "curl", "CVE-2024-1004", json!({"FixedVersion": "8.5.0-1.amzn2023.0.2"})),
         ("amazon linux 2", "curl", "CVE-2024-1005", json!({"FixedVersion": "9.0.0-1.amzn2"})), // another generation
+        (
+            "pip::GitHub Security Advisory pip",
+            "requests",
+            "CVE-2024-35195",
+            json!({"VulnerableVersions": ["< 2.32.0"], "PatchedVersions": ["2.32.0"], "Severity": 2}),
+        ),
+        (
+            "pip::GitHub Security Advisory pip",
+            "urllib3",
+            "CVE-2023-43804",
+            json!({"VulnerableVersions": [">=2.0.0, <2.0.6", "<1.26.17"], "PatchedVersions": ["1.26.17", "2.0.6"]}),
+        ),
     ];
     let vulnerabilities = vec![
         ("CVE-2024-1001", json!({"Title": "openssl: a made-up flaw", "VendorSeverity": {"rocky": 3, "nvd": 4}})),
@@ -436,6 +449,24 @@ async fn trivy_rpm_releases_match_binary_packages_by_rpm_ordering(env: TestRegis
             .collect();
         assert_eq!(found, expected, "{repo}: {scan}");
     }
+
+    // Python distributions are matched in the language's own shard, on any OS (here: none)
+    let layer = tar(&[
+        ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", b"Name: Requests\nVersion: 2.31.0\n"),
+        ("usr/lib/python3.11/site-packages/urllib3-1.26.18.dist-info/METADATA", b"Name: urllib3\nVersion: 1.26.18\n"),
+    ]);
+    let (_, image) = env.push_image_of("team/py", Some("v1"), b"{}", &[&layer]).await;
+    let scan_uri = format!("/api/v1/images/team/py/artifacts/{image}/scan");
+    assert_eq!(env.call_json(Method::POST, &scan_uri, "").await.status, StatusCode::ACCEPTED);
+    env.work().await;
+    let scan = env.get_json(&scan_uri).await;
+    assert_eq!(scan["packages"], 2, "{scan}");
+    assert_eq!(scan["findings"].as_array().map(Vec::len), Some(1), "urllib3 1.26.18 is past both ranges: {scan}");
+    let f = &scan["findings"][0];
+    assert_eq!(
+        (&f["id"], &f["package"], &f["version"], &f["fix_version"], &f["severity"]),
+        (&json!("CVE-2024-35195"), &json!("Requests"), &json!("2.31.0"), &json!("2.32.0"), &json!("Medium"))
+    );
 }
 
 #[tokio::test]

@@ -153,13 +153,15 @@ def syft_packages(berth, host: str, repo: str, d: str) -> set[tuple[str, str, st
            "SYFT_REGISTRY_AUTH_AUTHORITY": host, "SYFT_REGISTRY_AUTH_USERNAME": user,
            "SYFT_REGISTRY_AUTH_PASSWORD": secret}
     out = run([syft, "scan", f"registry:{host}/{repo}@{d}", "-o", "json"], env=env, timeout=300).stdout
-    return {(a["type"], a["name"], a["version"]) for a in json.loads(out)["artifacts"]
-            if a["type"] in ("deb", "apk", "rpm")}
+    # syft calls a Python distribution `python`; its purl type (and Berth's) is `pypi`
+    return {({"python": "pypi"}.get(a["type"], a["type"]), a["name"], a["version"])
+            for a in json.loads(out)["artifacts"] if a["type"] in ("deb", "apk", "rpm", "python")}
 
 
 def sbom_packages(sbom: dict) -> set[tuple[str, str, str]]:
-    """(type, name, version) of the SBOM's package components (the purl type is deb, apk or rpm)."""
-    return {(c["purl"][4:7], c["name"], c["version"]) for c in sbom["components"] if c["type"] == "library"}
+    """(type, name, version) of the SBOM's package components (the purl type: deb, apk, rpm, pypi)."""
+    return {(c["purl"][4:].split("/")[0], c["name"], c["version"]) for c in sbom["components"]
+            if c["type"] == "library"}
 
 
 def config_for(layers: list[bytes]) -> bytes:
@@ -428,6 +430,63 @@ def test_a_damaged_rpm_database_fails_the_scan_clearly(registry, api, proxy, tmp
         assert result["status"] == "failed", result
         assert "var/lib/rpm/" in result["error"] and "not a readable package database" in result["error"], result
     assert api.get("/v2/").status_code == 200
+
+
+def test_python_distributions_pip_wrote_match_pypi_advisories_and_syft_agrees(registry, api, proxy, tmp_path,
+                                                                              docker_images):
+    """The `*.dist-info` directories pip wrote into this suite's own venv, copied into a
+    docker-built image under a Debian base: matched against OSV `PyPI` records by PEP 440 and
+    normalised names, beside the Debian packages; syft lists the same Python packages."""
+    import importlib.metadata
+    import shutil
+    from packaging.version import Version
+    berth = registry
+    _docker_login(berth, proxy.host)
+    site = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "lib",
+                        f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages")
+    installed = {n: importlib.metadata.version(n) for n in ("requests", "urllib3", "idna")}
+    ctx = debian_context(tmp_path, "FROM scratch\nCOPY rootfs/ /\n")
+    target = ctx / "rootfs/usr/local/lib/python3.11/site-packages"
+    for name, version in installed.items():
+        shutil.copytree(os.path.join(site, f"{name}-{version}.dist-info"), target / f"{name}-{version}.dist-info")
+    later = Version(installed["requests"]).release
+    fixed = f"{later[0]}.{later[1]}.{later[2] + 1 if len(later) > 2 else 1}"
+    records = OSV_RECORDS[:3] + [
+        # the advisory spells the project as PyPI displays it; the match is by normalised name
+        {"id": "GHSA-e2e0-0001", "aliases": ["CVE-2099-0201"], "database_specific": {"severity": "HIGH"},
+         "affected": [{"package": {"ecosystem": "PyPI", "name": "Requests"},
+                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]},
+        # fixed in exactly the installed version: not affected
+        {"id": "CVE-2099-0202", "database_specific": {"severity": "CRITICAL"},
+         "affected": [{"package": {"ecosystem": "PyPI", "name": "urllib3"},
+                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"},
+                                                                    {"fixed": installed["urllib3"]}]}]}]},
+        # up to and including the installed version, no fix yet
+        {"id": "CVE-2099-0203", "database_specific": {"severity": "LOW"},
+         "affected": [{"package": {"ecosystem": "PyPI", "name": "idna"},
+                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"},
+                                                                    {"last_affected": installed["idna"]}]}]}]},
+    ]
+    push_vulndb(berth, proxy.host, tmp_path, records)
+    ref = f"{proxy.host}/e2e/py-{uuid.uuid4().hex[:8]}:v1"
+    docker_images.append(ref)
+    d = docker_push(ctx, ref)
+    repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
+    result = scan(api, repo, d)
+    assert (result["status"], result["os"], result["packages"]) == ("succeeded", "debian 12", 5), result
+    assert findings(result) == [
+        ("CVE-2023-45853", "zlib1g", "1:1.2.13.dfsg-1", "", "Critical"),
+        ("CVE-2023-5363", "libssl3", "3.0.11-1~deb12u1", "3.0.11-1~deb12u2", "High"),
+        ("CVE-2099-0201", "requests", installed["requests"], fixed, "High"),
+        ("CVE-2024-0727", "libssl3", "3.0.11-1~deb12u1", "3.0.13-1~deb12u1", "Medium"),
+        ("CVE-2099-0203", "idna", installed["idna"], "", "Low"),
+    ], result
+    report = api.get(scan_path(repo, d), headers={"Accept": HARBOR_REPORT})
+    assert report.status_code == 200, report.text
+    assert {v["id"] for v in report.json()["vulnerabilities"]} >= {"CVE-2099-0201", "CVE-2099-0203"}
+    python = {p for p in sbom_packages(attached_sbom(api, repo, d)) if p[0] == "pypi"}
+    assert python == {p for p in syft_packages(berth, proxy.host, repo, d) if p[0] == "pypi"} == {
+        ("pypi", name, version) for name, version in installed.items()}
 
 
 def zeros_layer(n: int, i: int) -> bytes:

@@ -390,15 +390,20 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
     };
     let mut findings = Vec::new();
     for inventory in &inventories {
-        let release = inventory.os.as_ref().and_then(super::vulndb::bucket);
-        let shard = match snapshot.shard(app, release.as_deref()).await {
-            Ok(shard) => shard,
-            Err(e @ ScanError::NoData(_)) => {
-                return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await
-            }
-            Err(e) => return Err(e),
-        };
-        findings.extend(report::find(inventory, &shard));
+        let os = inventory.os.as_ref().and_then(super::vulndb::bucket);
+        // the OS release's shard, and each language's whose packages the image holds
+        let buckets: std::collections::BTreeSet<&str> =
+            inventory.packages.iter().filter_map(|p| report::package_bucket(p.ecosystem, os.as_deref())).collect();
+        for bucket in buckets {
+            let shard = match snapshot.shard(app, Some(bucket)).await {
+                Ok(shard) => shard,
+                Err(e @ ScanError::NoData(_)) => {
+                    return finish(app, &repo, &digest, scan, |r| fail(r, &e.to_string())).await
+                }
+                Err(e) => return Err(e),
+            };
+            findings.extend(report::find(inventory, &shard));
+        }
     }
     let findings = report::worst_first(findings);
     let os = inventories.iter().find_map(|i| i.os.as_ref()).and_then(super::vulndb::bucket);

@@ -39,7 +39,7 @@ pub const SHARD_LAYER: &str = "application/vnd.berth.vulndb.shard.v1+json+gzip";
 /// The annotation naming a snapshot's format; a snapshot of another format is made again.
 const FORMAT_ANNOTATION: &str = "io.berth.vulndb.snapshot.format";
 /// Bumped whenever the shards' content changes meaning.
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 /// The annotation naming the OS release (`debian 12`) a shard holds.
 const RELEASE_ANNOTATION: &str = "io.berth.vulndb.release";
 /// The most a shard may inflate to (a release's advisories are tens of MB): a forged shard

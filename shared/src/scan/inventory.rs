@@ -1,7 +1,8 @@
 //! What is installed in an image, read from its layers' package databases (never from binaries).
 //!
 //! Each layer is read once, as a stream, into path-keyed [`LayerFacts`] (a parsed `os-release`,
-//! dpkg `status` or `status.d/*`, apk `installed`, an rpm database) plus the whiteouts and opaque directories that
+//! dpkg `status` or `status.d/*`, apk `installed`, an rpm database, a Python distribution's
+//! `METADATA` or `PKG-INFO`) plus the whiteouts and opaque directories that
 //! could hide such a file. Facts are stored per layer digest, so a layer shared by many images, or
 //! scanned again after a vulnerability-data update, is never read twice. [`merge`] applies the
 //! layers bottom-up as an overlay filesystem would: a later layer's whiteout deletes a lower
@@ -115,6 +116,7 @@ impl Package {
             Ecosystem::Rpm if !self.module.is_empty() => (format!("{}::{}", self.module, self.name), &self.version),
             Ecosystem::Rpm => (self.name.clone(), &self.version),
             Ecosystem::Dpkg | Ecosystem::Apk => (self.source.clone(), &self.source_version),
+            Ecosystem::Pypi => (python_name(&self.name), &self.version),
         }
     }
 }
@@ -157,6 +159,38 @@ const RPM_SQLITE: [&str; 3] =
     ["var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite", "usr/share/rpm/rpmdb.sqlite"];
 const RPM_BDB: [&str; 2] = ["var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages"];
 
+/// PEP 503's normalised project name (`Foo_Bar.baz` → `foo-bar-baz`), as advisories name them.
+pub fn python_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// How much of a Python distribution's metadata file is read: its headers come first, and a
+/// long description after them is not needed.
+const PYTHON_METADATA_HEAD: u64 = 64 * 1024;
+
+/// The most whiteouts one layer keeps (each could hide a Python distribution somewhere); past
+/// it a layer's further deletions are not applied, which can only add findings, never hide one.
+const MAX_LAYER_WHITEOUTS: usize = 100_000;
+
+/// Whether `path` is a Python distribution's metadata: `*.dist-info/METADATA`,
+/// `*.egg-info/PKG-INFO`, or a single-file `*.egg-info`.
+fn is_python_metadata(path: &str) -> bool {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (name == "METADATA" && dir.ends_with(".dist-info"))
+        || (name == "PKG-INFO" && dir.ends_with(".egg-info"))
+        || name.ends_with(".egg-info")
+}
+
 /// The files the scanner reads, and how.
 enum Kind {
     OsRelease,
@@ -164,6 +198,7 @@ enum Kind {
     ApkInstalled,
     RpmSqlite,
     RpmBdb,
+    PythonMetadata,
 }
 
 fn kind_of(path: &str) -> Option<Kind> {
@@ -180,6 +215,8 @@ fn kind_of(path: &str) -> Option<Kind> {
         Some(Kind::RpmSqlite)
     } else if RPM_BDB.contains(&path) {
         Some(Kind::RpmBdb)
+    } else if is_python_metadata(path) {
+        Some(Kind::PythonMetadata)
     } else {
         None
     }
@@ -195,9 +232,22 @@ fn could_hide_interest(path: &str) -> bool {
         .chain(RPM_SQLITE.iter())
         .chain(RPM_BDB.iter())
         .chain([DPKG_STATUS, DPKG_DIR].iter());
+    // Python distributions live anywhere: keep deletions of their metadata, and of directories
+    // that could hold an environment (near the root, or named for Python), not of each file in one
+    let python = || {
+        let last = path.rsplit('/').next().unwrap_or(path);
+        let inside_packages = ["site-packages/", "dist-packages/"].iter().any(|d| path.contains(d));
+        last.ends_with(".dist-info")
+            || last.ends_with(".egg-info")
+            || is_python_metadata(path)
+            || (!inside_packages
+                && (path.matches('/').count() < 2
+                    || ["python", "venv", "site-packages", "dist-packages"].iter().any(|w| last.contains(w))))
+    };
     path.is_empty()
         || path.starts_with(DPKG_STATUS_D)
         || interest.into_iter().any(|i| *i == path || i.strip_prefix(path).is_some_and(|rest| rest.starts_with('/')))
+        || python()
 }
 
 /// `./a/b/` → `a/b`.
@@ -229,14 +279,14 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
             None => (String::new(), path.clone()),
         };
         if name == ".wh..wh..opq" {
-            if could_hide_interest(&dir) {
+            if could_hide_interest(&dir) && facts.opaque_dirs.len() < MAX_LAYER_WHITEOUTS {
                 facts.opaque_dirs.push(dir);
             }
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let hidden = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
-            if could_hide_interest(&hidden) {
+            if could_hide_interest(&hidden) && facts.whiteouts.len() < MAX_LAYER_WHITEOUTS {
                 facts.whiteouts.push(hidden);
             }
             continue;
@@ -246,34 +296,35 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         }
         let Some(kind) = kind_of(&path) else { continue };
         let size = entry.size();
-        let rpm = matches!(kind, Kind::RpmSqlite | Kind::RpmBdb);
-        // rpm databases are read from the scratch disk, the others in memory: two budgets
-        let (limit, counted, layer_limit) = if rpm {
-            (MAX_RPM_DATABASE_FILE, &mut rpm_bytes, MAX_LAYER_RPM_BYTES)
-        } else {
-            (MAX_DATABASE_FILE, &mut database_bytes, MAX_LAYER_DATABASE_BYTES)
-        };
-        if size > limit {
-            return Err(InventoryError::TooLarge { path, size, limit });
-        }
-        *counted += size;
-        if *counted > layer_limit {
-            return Err(InventoryError::TooMuch {
-                what: format!("more than {} bytes", *counted),
-                limit: format!("{layer_limit} bytes"),
-            });
-        }
-        let file = if rpm {
-            FileFacts::Packages(read_rpm_database(&mut entry, &path, matches!(kind, Kind::RpmSqlite))?)
-        } else {
-            let mut bytes = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut bytes).map_err(unreadable)?;
-            let text = String::from_utf8_lossy(&bytes);
-            match kind {
-                Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
-                Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
-                Kind::ApkInstalled => FileFacts::Packages(parse_apk_installed(&text)),
-                Kind::RpmSqlite | Kind::RpmBdb => continue,
+        let file = match kind {
+            Kind::PythonMetadata => {
+                // only the head is read (and counted); a long description follows the headers
+                let mut head = Vec::new();
+                (&mut entry).take(PYTHON_METADATA_HEAD).read_to_end(&mut head).map_err(unreadable)?;
+                spend(&mut database_bytes, head.len() as u64, MAX_LAYER_DATABASE_BYTES)?;
+                FileFacts::Packages(parse_python_metadata(&String::from_utf8_lossy(&head)).into_iter().collect())
+            }
+            Kind::RpmSqlite | Kind::RpmBdb => {
+                // read from the scratch disk, not memory: a budget of its own
+                if size > MAX_RPM_DATABASE_FILE {
+                    return Err(InventoryError::TooLarge { path, size, limit: MAX_RPM_DATABASE_FILE });
+                }
+                spend(&mut rpm_bytes, size, MAX_LAYER_RPM_BYTES)?;
+                FileFacts::Packages(read_rpm_database(&mut entry, &path, matches!(kind, Kind::RpmSqlite))?)
+            }
+            Kind::OsRelease | Kind::DpkgStatus | Kind::ApkInstalled => {
+                if size > MAX_DATABASE_FILE {
+                    return Err(InventoryError::TooLarge { path, size, limit: MAX_DATABASE_FILE });
+                }
+                spend(&mut database_bytes, size, MAX_LAYER_DATABASE_BYTES)?;
+                let mut bytes = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut bytes).map_err(unreadable)?;
+                let text = String::from_utf8_lossy(&bytes);
+                match kind {
+                    Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
+                    Kind::DpkgStatus => FileFacts::Packages(parse_dpkg_status(&text)),
+                    _ => FileFacts::Packages(parse_apk_installed(&text)),
+                }
             }
         };
         if let FileFacts::Packages(list) = &file {
@@ -288,6 +339,18 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         facts.files.insert(path, file);
     }
     Ok(facts)
+}
+
+/// Adds `bytes` to a layer's `spent` database bytes, refusing the layer past `limit`.
+fn spend(spent: &mut u64, bytes: u64, limit: u64) -> Result<(), InventoryError> {
+    *spent += bytes;
+    if *spent > limit {
+        return Err(InventoryError::TooMuch {
+            what: format!("more than {} bytes", *spent),
+            limit: format!("{limit} bytes"),
+        });
+    }
+    Ok(())
 }
 
 /// Copies an rpm database out of the layer to a scratch file (deleted when read) and reads it.
@@ -412,6 +475,31 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
         .collect()
 }
 
+/// A Python distribution's core metadata (RFC 822 headers): `Name:` and `Version:`.
+pub fn parse_python_metadata(text: &str) -> Option<Package> {
+    let mut name = None;
+    let mut version = None;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            break; // the headers end; the description follows
+        }
+        match line.split_once(':') {
+            Some(("Name", v)) => name = Some(v.trim()),
+            Some(("Version", v)) => version = Some(v.trim()),
+            _ => {}
+        }
+    }
+    let (name, version) = (name.filter(|n| !n.is_empty())?, version.filter(|v| !v.is_empty())?);
+    Some(Package {
+        ecosystem: Ecosystem::Pypi,
+        name: name.to_string(),
+        version: version.to_string(),
+        source: name.to_string(),
+        source_version: version.to_string(),
+        module: String::new(),
+    })
+}
+
 /// apk's `installed`: `P:` name, `V:` version, `o:` origin (the source package).
 pub fn parse_apk_installed(text: &str) -> Vec<Package> {
     let text = text.replace("\r\n", "\n");
@@ -530,6 +618,49 @@ mod tests {
             parse_dpkg_status(&"Package: a\nVersion: 1\n\n".repeat(MAX_LAYER_PACKAGES + 50)).len(),
             MAX_LAYER_PACKAGES + 1
         );
+    }
+
+    #[test]
+    fn python_distributions_are_found_anywhere_and_whiteouts_of_them_apply() {
+        let metadata = b"Metadata-Version: 2.1\nName: Requests\nVersion: 2.31.0\nSummary: x\n\nName: not-a-header\n";
+        let base = read_layer(
+            &tar(&[
+                ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", metadata),
+                ("usr/lib/python3.11/site-packages/requests/__init__.py", b"print()"),
+                (
+                    "opt/venv/lib/python3.12/site-packages/urllib3-1.26.5.dist-info/METADATA",
+                    b"Name: urllib3\nVersion: 1.26.5\n",
+                ),
+                ("usr/lib/python3/dist-packages/six.egg-info", b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n"),
+                ("usr/lib/python3/dist-packages/broken-1.0.dist-info/METADATA", b"Name: broken\n"),
+            ])[..],
+        )
+        .unwrap();
+        let inv = merge([&base]);
+        let found: Vec<_> = inv.packages.iter().map(|p| (p.name.as_str(), p.version.as_str(), p.ecosystem)).collect();
+        assert_eq!(
+            found,
+            [
+                ("Requests", "2.31.0", Ecosystem::Pypi),
+                ("six", "1.16.0", Ecosystem::Pypi),
+                ("urllib3", "1.26.5", Ecosystem::Pypi)
+            ]
+        );
+        assert_eq!(inv.packages[0].advisory_key(), ("requests".to_string(), "2.31.0"));
+        assert_eq!(python_name("Foo__Bar.baz"), "foo-bar-baz");
+        // pip uninstall deletes the dist-info; removing a whole venv deletes what it held;
+        // deleting one module file inside site-packages is not kept at all
+        let top = read_layer(
+            &tar(&[
+                ("usr/lib/python3.11/site-packages/.wh.requests-2.31.0.dist-info", b""),
+                ("opt/.wh.venv", b""),
+                ("usr/lib/python3/dist-packages/six/.wh.moves.py", b""),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(top.whiteouts.len(), 2, "{:?}", top.whiteouts);
+        let inv = merge([&base, &top]);
+        assert_eq!(inv.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["six"]);
     }
 
     #[test]

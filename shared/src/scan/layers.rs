@@ -14,7 +14,7 @@ use crate::oci::Digest;
 const LAYER_FACTS: Collection<StoredFacts> = Collection::new("scan-layer-facts");
 
 /// Bumped when the reader learns new files, so older facts are read again.
-const READER_VERSION: u32 = 2;
+const READER_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredFacts {

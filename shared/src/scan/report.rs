@@ -44,16 +44,27 @@ pub struct Summary {
     pub counts: BTreeMap<String, usize>,
 }
 
+/// The advisory bucket a package is matched in: its OS release's, or its language's (the same
+/// on every OS: `pypi`).
+pub fn package_bucket(ecosystem: version::Ecosystem, os: Option<&str>) -> Option<&str> {
+    match ecosystem {
+        version::Ecosystem::Pypi => Some(PYPI_BUCKET),
+        _ => os,
+    }
+}
+
+/// The bucket (and snapshot shard) of Python advisories.
+pub const PYPI_BUCKET: &str = "pypi";
+
 /// Every finding of `inventory` in `db`, sorted worst first.
 pub fn find(inventory: &Inventory, db: &VulnDb) -> Vec<Finding> {
-    let Some(bucket) = inventory.os.as_ref().and_then(bucket) else {
-        return Vec::new();
-    };
+    let os = inventory.os.as_ref().and_then(bucket);
     let mut found = BTreeSet::new();
     for package in &inventory.packages {
+        let Some(bucket) = package_bucket(package.ecosystem, os.as_deref()) else { continue };
         let cmp = |a: &str, b: &str| version::compare(package.ecosystem, a, b);
         let (key, installed) = package.advisory_key();
-        for advisory in db.advisories(&bucket, &key) {
+        for advisory in db.advisories(bucket, &key) {
             let after_start = advisory.introduced.as_deref().is_none_or(|i| cmp(installed, i) != Ordering::Less);
             let before_fix = advisory.fixed.as_deref().is_none_or(|f| cmp(installed, f) == Ordering::Less);
             let up_to_last = advisory.last_affected.as_deref().is_none_or(|l| cmp(installed, l) != Ordering::Greater);

@@ -24,6 +24,11 @@ fn purl(ecosystem: Ecosystem, os: Option<&super::inventory::Os>, name: &str, ver
         Ecosystem::Dpkg => "deb",
         Ecosystem::Apk => "apk",
         Ecosystem::Rpm => "rpm",
+        // a Python package is the same on every OS: no namespace, no distro (purl's pypi type)
+        Ecosystem::Pypi => {
+            let name = super::inventory::python_name(name);
+            return format!("pkg:pypi/{}@{}", encode(&name), encode(version));
+        }
     };
     // an rpm epoch is a qualifier, not part of the version
     let (epoch, version) = match version.split_once(':') {

@@ -169,6 +169,10 @@ struct TrivyAdvisory {
     affected_version: String,
     status: u8,
     severity: u8,
+    /// language advisories: ranges such as `>=2.0.0, <2.31.0`
+    vulnerable_versions: Vec<String>,
+    /// language advisories: the versions that fix it
+    patched_versions: Vec<String>,
 }
 
 /// A vulnerability's details as Trivy stores them (`trivy-db/pkg/types.Vulnerability`).
@@ -200,9 +204,39 @@ fn severity_of(n: u8) -> Option<Severity> {
 /// (`debian 12`, `alpine 3.19`, `rocky 9`, `alma 8` → `almalinux 8`, `amazon linux 2` →
 /// `amzn 2`, `Oracle Linux 8` → `ol 8`).
 fn release_bucket(name: &str) -> Option<String> {
+    // `pip::GitHub Security Advisory pip` and any other source of Python advisories
+    if name.starts_with("pip::") {
+        return Some(super::report::PYPI_BUCKET.to_string());
+    }
     let (os, release) = name.rsplit_once(' ')?;
     let id = super::vulndb::distribution_id(os)?;
     release.starts_with(|c: char| c.is_ascii_digit()).then(|| format!("{id} {release}"))
+}
+
+/// One range of a language advisory (`>=2.0.0, <2.31.0`, `<= 1.4`, `==1.2.3`) as an interval.
+/// A strict lower bound (`>1.0`) is kept as inclusive, so the bound itself is reported too.
+fn interval(range: &str, patched: Option<&str>) -> Advisory {
+    let mut advisory =
+        Advisory { id: String::new(), introduced: None, fixed: None, last_affected: None, severity: None };
+    for part in range.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let op_len = part.bytes().take_while(|b| matches!(b, b'<' | b'>' | b'=' | b'!' | b'~')).count();
+        let (op, version) = (&part[..op_len], part[op_len..].trim().to_string());
+        match op {
+            ">=" | ">" => advisory.introduced = Some(version),
+            "<" => advisory.fixed = Some(version),
+            "<=" => advisory.last_affected = Some(version),
+            "==" | "=" | "" => {
+                advisory.introduced = Some(version.clone());
+                advisory.last_affected = Some(version);
+            }
+            _ => {}
+        }
+    }
+    // a range with no upper bound but a known fix: the fix is its end
+    if advisory.fixed.is_none() && advisory.last_affected.is_none() {
+        advisory.fixed = patched.map(str::to_string);
+    }
+    advisory
 }
 
 /// Converts the database into one shard per OS release, handing each to `shard` as it is done
@@ -210,11 +244,12 @@ fn release_bucket(name: &str) -> Option<String> {
 pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), ScanError>) -> Result<usize, ScanError> {
     let bolt = Bolt::open(db).map_err(TrivyError::from)?;
     let root = bolt.root();
-    let mut releases = Vec::new();
+    // Berth's bucket → Trivy's buckets (several sources of Python advisories make one shard)
+    let mut releases: std::collections::BTreeMap<String, Vec<(String, Bucket)>> = Default::default();
     bolt.for_each(&root, &mut |name, entry| -> Result<(), TrivyError> {
         if let (Ok(name), Entry::Bucket(bucket)) = (std::str::from_utf8(name), entry) {
             if let Some(release) = release_bucket(name) {
-                releases.push((name.to_string(), release, bucket));
+                releases.entry(release).or_default().push((name.to_string(), bucket));
             }
         }
         Ok(())
@@ -223,18 +258,27 @@ pub fn import(db: &Path, shard: &mut dyn FnMut(String, VulnDb) -> Result<(), Sca
     let vulnerabilities = bolt.bucket(&root, b"vulnerability").map_err(bolt_error)?;
     let sources = bolt.bucket(&root, b"data-source").map_err(bolt_error)?;
     let mut total = 0;
-    for (name, release_name, bucket) in releases {
-        // the vendor whose severity rates this release's advisories (`debian`, `alpine`, `ubuntu`)
-        let vendor = match &sources {
-            Some(s) => bolt
-                .get(s, name.as_bytes())
-                .map_err(bolt_error)?
-                .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
-                .and_then(|v| v.get("ID").and_then(Value::as_str).map(str::to_string)),
-            None => None,
+    for (release_name, buckets) in releases {
+        let mut db = VulnDb::default();
+        for (name, bucket) in buckets {
+            // the vendor whose severity rates this bucket's advisories (`debian`, `rocky`, `ghsa`)
+            let vendor = match &sources {
+                Some(s) => bolt
+                    .get(s, name.as_bytes())
+                    .map_err(bolt_error)?
+                    .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+                    .and_then(|v| v.get("ID").and_then(Value::as_str).map(str::to_string)),
+                None => None,
+            }
+            .unwrap_or_else(|| name.split(' ').next().unwrap_or_default().to_string());
+            let part = release(&bolt, &name, &release_name, &bucket, vulnerabilities.as_ref(), &vendor)?;
+            for (key, advisories) in part.advisories {
+                db.advisories.entry(key).or_default().extend(advisories);
+            }
+            for (id, details) in part.details {
+                db.details.entry(id).or_insert(details);
+            }
         }
-        .unwrap_or_else(|| name.split(' ').next().unwrap_or_default().to_string());
-        let db = release(&bolt, &name, &release_name, &bucket, vulnerabilities.as_ref(), &vendor)?;
         total += db.advisories.values().map(Vec::len).sum::<usize>();
         shard(release_name, db)?;
     }
@@ -258,7 +302,13 @@ fn release(
     let mut packages = Vec::new();
     bolt.for_each(bucket, &mut |package, entry| -> Result<(), TrivyError> {
         if let (Ok(package), Entry::Bucket(b)) = (std::str::from_utf8(package), entry) {
-            packages.push((package.to_string(), b));
+            // Python projects are matched by their normalised name (`PyYAML` → `pyyaml`)
+            let package = if release_name == super::report::PYPI_BUCKET {
+                super::inventory::python_name(package)
+            } else {
+                package.to_string()
+            };
+            packages.push((package, b));
             if packages.len() > MAX_ADVISORIES_PER_RELEASE {
                 return Err(TrivyError::Archive(format!(
                     "has more than {MAX_ADVISORIES_PER_RELEASE} packages in {name}"
@@ -282,7 +332,17 @@ fn release(
                     "has more than {MAX_ADVISORIES_PER_RELEASE} advisories in {name}"
                 )));
             }
-            if advisory.status != NOT_AFFECTED {
+            if advisory.status != NOT_AFFECTED && !advisory.vulnerable_versions.is_empty() {
+                // a language advisory: one affected interval per range
+                let patched = advisory.patched_versions.first().cloned();
+                for range in &advisory.vulnerable_versions {
+                    found.push(Advisory {
+                        id: id.to_string(),
+                        severity: severity_of(advisory.severity),
+                        ..interval(range, patched.as_deref())
+                    });
+                }
+            } else if advisory.status != NOT_AFFECTED {
                 let text = |s: String| (!s.is_empty()).then_some(s);
                 found.push(Advisory {
                     id: id.to_string(),
@@ -347,8 +407,24 @@ mod tests {
         assert_eq!(bucket("Oracle Linux 8").as_deref(), Some("ol 8"));
         assert_eq!(bucket("vulnerability"), None);
         assert_eq!(bucket("Red Hat Enterprise Linux 8"), None, "Red Hat advises by CPE, not by release");
-        assert_eq!(bucket("pip::GitHub Security Advisory pip"), None);
+        assert_eq!(bucket("npm::GitHub Security Advisory npm"), None, "only Python among the languages");
         assert_eq!(bucket("debian"), None);
         assert_eq!(bucket("debian sid"), None);
+        assert_eq!(bucket("pip::GitHub Security Advisory pip").as_deref(), Some("pypi"));
+    }
+
+    #[test]
+    fn language_ranges_become_intervals() {
+        let a = interval(">= 2.0.0, < 2.31.0", Some("2.31.0"));
+        assert_eq!(
+            (a.introduced.as_deref(), a.fixed.as_deref(), a.last_affected),
+            (Some("2.0.0"), Some("2.31.0"), None)
+        );
+        let a = interval("<=1.4", Some("1.5"));
+        assert_eq!((a.introduced, a.fixed, a.last_affected.as_deref()), (None, None, Some("1.4")));
+        let a = interval("==1.2.3", None);
+        assert_eq!((a.introduced.as_deref(), a.last_affected.as_deref()), (Some("1.2.3"), Some("1.2.3")));
+        let a = interval(">=3.0", Some("3.2"));
+        assert_eq!((a.introduced.as_deref(), a.fixed.as_deref()), (Some("3.0"), Some("3.2")));
     }
 }

@@ -11,6 +11,10 @@
 //!   as numbers) and of ASCII letters (compared bytewise), anything else a separator; a digit run
 //!   beats a letter run, `~` sorts before everything (even the end), `^` after the end but before
 //!   any further run, and the side with runs left over is newer.
+//! - Python (PEP 440): `[N!]N(.N)*[{a|b|rc}N][.postN][.devN][+local]` with the spellings pip
+//!   normalises (`alpha`, `c`, `-1` for a post-release, `_` and `-` separators, a leading `v`);
+//!   trailing zero release components are ignored, a dev-release sorts before its pre-releases,
+//!   and a local version after its public one.
 
 use std::cmp::Ordering;
 
@@ -24,6 +28,8 @@ pub enum Ecosystem {
     Apk,
     /// Rocky, AlmaLinux, Amazon Linux, Oracle Linux, RHEL and Fedora images
     Rpm,
+    /// Python distributions installed by pip (`*.dist-info`, `*.egg-info`), on any OS
+    Pypi,
 }
 
 /// Compares two versions the way `ecosystem`'s package manager does.
@@ -32,6 +38,7 @@ pub fn compare(ecosystem: Ecosystem, a: &str, b: &str) -> Ordering {
         Ecosystem::Dpkg => dpkg(a, b),
         Ecosystem::Apk => apk(a, b),
         Ecosystem::Rpm => rpm(a, b),
+        Ecosystem::Pypi => pep440(a, b),
     }
 }
 
@@ -343,6 +350,146 @@ fn rpmvercmp(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// PEP 440's ordering (Python's `packaging.version`); a version that is not PEP 440 compares
+/// as text, after every valid one.
+pub fn pep440(a: &str, b: &str) -> Ordering {
+    match (Pep440::parse(a), Pep440::parse(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+/// Where a missing part sorts, around the present ones.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Bound {
+    Min,
+    Is(u64, u64),
+    Max,
+}
+
+/// A local-version segment: numbers sort after words.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LocalPart {
+    Word(String),
+    Number(u64),
+}
+
+/// A PEP 440 version as its sort key (fields in comparison order).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Pep440 {
+    epoch: u64,
+    release: Vec<u64>,
+    pre: Bound,
+    post: Bound,
+    dev: Bound,
+    local: Option<Vec<LocalPart>>,
+}
+
+impl Pep440 {
+    fn parse(text: &str) -> Option<Self> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (public, local) = match lower.split_once('+') {
+            Some((p, l)) => (p, Some(l)),
+            None => (lower.as_str(), None),
+        };
+        let mut rest = public.strip_prefix('v').unwrap_or(public);
+        let number = |s: &str| -> Option<(u64, usize)> {
+            let n = s.bytes().take_while(u8::is_ascii_digit).count();
+            (n > 0).then(|| s[..n].parse().ok().map(|v| (v, n))).flatten()
+        };
+        let mut epoch = 0;
+        if let Some((e, n)) = number(rest) {
+            if rest[n..].starts_with('!') {
+                epoch = e;
+                rest = &rest[n + 1..];
+            }
+        }
+        let mut release = Vec::new();
+        loop {
+            let (v, n) = number(rest)?;
+            release.push(v);
+            rest = &rest[n..];
+            match rest.strip_prefix('.') {
+                Some(after) if after.starts_with(|c: char| c.is_ascii_digit()) => rest = after,
+                _ => break,
+            }
+        }
+        while release.len() > 1 && release.last() == Some(&0) {
+            release.pop();
+        }
+        // `[sep]word[sep][digits]` with the longest word of `words` that matches: (word, number, rest)
+        let tagged = |s: &str, words: &[&str]| -> Option<(String, u64, String)> {
+            let body = s.strip_prefix(['.', '-', '_']).unwrap_or(s);
+            let word = words.iter().filter(|w| body.starts_with(**w)).max_by_key(|w| w.len())?;
+            let after_word = &body[word.len()..];
+            let after_sep = after_word.strip_prefix(['.', '-', '_']).unwrap_or(after_word);
+            Some(match number(after_sep) {
+                Some((n, used)) => (word.to_string(), n, after_sep[used..].to_string()),
+                // no number: it is 0, and a separator belongs to what follows
+                None => (word.to_string(), 0, after_word.to_string()),
+            })
+        };
+        let mut owned = rest.to_string();
+        let mut pre = None;
+        if let Some((word, n, r)) = tagged(&owned, &["a", "alpha", "b", "beta", "c", "rc", "pre", "preview"]) {
+            let rank = match word.as_str() {
+                "a" | "alpha" => 0,
+                "b" | "beta" => 1,
+                _ => 2,
+            };
+            pre = Some((rank, n));
+            owned = r;
+        }
+        let mut post = None;
+        if let Some((n, used)) = owned.strip_prefix('-').and_then(number) {
+            post = Some(n);
+            owned = owned[1 + used..].to_string();
+        } else if let Some((_, n, r)) = tagged(&owned, &["post", "rev", "r"]) {
+            post = Some(n);
+            owned = r;
+        }
+        let mut dev = None;
+        if let Some((_, n, r)) = tagged(&owned, &["dev"]) {
+            dev = Some(n);
+            owned = r;
+        }
+        if !owned.is_empty() {
+            return None;
+        }
+        let local = match local {
+            Some(l) => {
+                let parts: Vec<LocalPart> = l
+                    .split(['.', '-', '_'])
+                    .map(|p| match p.parse::<u64>() {
+                        Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Some(LocalPart::Number(n)),
+                        _ if !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                            Some(LocalPart::Word(p.to_string()))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?;
+                Some(parts)
+            }
+            None => None,
+        };
+        let pre_key = match (pre, post, dev) {
+            (None, None, Some(_)) => Bound::Min,
+            (None, ..) => Bound::Max,
+            (Some((rank, n)), ..) => Bound::Is(rank, n),
+        };
+        Some(Self {
+            epoch,
+            release,
+            pre: pre_key,
+            post: post.map_or(Bound::Min, |n| Bound::Is(0, n)),
+            dev: dev.map_or(Bound::Max, |n| Bound::Is(0, n)),
+            local,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +564,46 @@ mod tests {
         for (a, b, want) in cases {
             assert_eq!(rpm(a, b), want, "{a} vs {b}");
             assert_eq!(rpm(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    /// Each expectation is what Python's `packaging.version.Version` (the pip venv's) says.
+    #[test]
+    fn python_orders_as_pep_440() {
+        let cases = [
+            ("1.0", "1.0.0", Equal),
+            ("1.0a1", "1.0", Less),
+            ("1.0.dev1", "1.0a1", Less),
+            ("1.0rc1", "1.0", Less),
+            ("1.0.post1", "1.0", Greater),
+            ("1.0.post1.dev1", "1.0.post1", Less),
+            ("1!0.1", "2.0", Greater),
+            ("1.0+local", "1.0", Greater),
+            ("1.0+abc.1", "1.0+abc.2", Less),
+            ("1.0+1", "1.0+abc", Greater),
+            ("2.31.0", "2.4.0", Greater),
+            ("1.0b2", "1.0rc1", Less),
+            ("1.0alpha1", "1.0a1", Equal),
+            ("1.0-1", "1.0.post1", Equal),
+            ("1.0c1", "1.0rc1", Equal),
+            ("v1.0", "1.0", Equal),
+            ("1.0.0a0", "1.0.dev0", Greater),
+            ("1.26.18", "1.26.5", Greater),
+            ("0.0.1", "0.0.1.post0", Less),
+            ("1.0.dev1", "1.0.dev2", Less),
+            ("1.0a1.dev1", "1.0a1", Less),
+            ("1.0rc1.post1", "1.0rc1", Greater),
+            ("1.0rc1.post1", "1.0", Less),
+            ("1.0.dev0", "1.0+local", Less),
+            ("3.0.0", "3.0.0rc2", Greater),
+            ("2023.7.22", "2024.2.2", Less),
+            ("1.0_post_1", "1.0.post1", Equal),
+            ("1.0-dev-1", "1.0.dev1", Equal),
+            ("not a version", "1.0", Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(pep440(a, b), want, "{a} vs {b}");
+            assert_eq!(pep440(b, a), want.reverse(), "{b} vs {a}");
         }
     }
 

@@ -101,8 +101,11 @@ pub fn distribution_id(name: &str) -> Option<&'static str> {
 }
 
 /// The bucket an OSV ecosystem string names (`Debian:12`, `Alpine:v3.19`, `Ubuntu:22.04:LTS`,
-/// `Rocky Linux:9`, `AlmaLinux:8`).
+/// `Rocky Linux:9`, `AlmaLinux:8`, `PyPI`).
 fn osv_bucket(ecosystem: &str) -> Option<String> {
+    if ecosystem == "PyPI" {
+        return Some(super::report::PYPI_BUCKET.to_string());
+    }
     let mut parts = ecosystem.split(':');
     let (name, release) = (parts.next()?, parts.next()?);
     let release = release.trim_start_matches('v');
@@ -147,6 +150,11 @@ impl VulnDb {
                         .and_then(Value::as_array)
                         .ok_or_else(|| invalid("a range has no events"))?;
                     for (introduced, fixed, last_affected) in intervals(events) {
+                        let name = if bucket == super::report::PYPI_BUCKET {
+                            super::inventory::python_name(name)
+                        } else {
+                            name.to_string()
+                        };
                         self.advisories.entry(format!("{bucket}/{name}")).or_default().push(Advisory {
                             id: id.clone(),
                             introduced,

@@ -226,10 +226,16 @@ async fn harbor_report(
     // descriptions and links come from the data the scan used, when it is still the current data
     let snapshot =
         crate::scan::data::existing(app).await.ok().flatten().filter(|s| Some(s.data.to_string()) == record.vulndb);
-    let db = match snapshot {
-        Some(snapshot) => snapshot.shard(app, record.os.as_deref()).await.unwrap_or_default(),
-        None => Default::default(),
-    };
+    // the OS release's shard and the language shards (a finding's details are in one of them)
+    let mut db = crate::scan::vulndb::VulnDb::default();
+    if let Some(snapshot) = snapshot {
+        for bucket in [record.os.as_deref(), Some(crate::scan::report::PYPI_BUCKET)] {
+            let shard = snapshot.shard(app, bucket).await.unwrap_or_default();
+            for (id, details) in &shard.details {
+                db.details.entry(id.clone()).or_insert_with(|| details.clone());
+            }
+        }
+    }
     let generated_at = record.succeeded_at.map(crate::cron::rfc3339).unwrap_or_default();
     let digest_text = digest.to_string();
     let subject = report::Subject { repository: repo.as_str(), digest: &digest_text, media_type };
