@@ -3,8 +3,8 @@
 //!
 //! cargo run --release -p berth --example trivy_fixture -- OUT.tar.gz [ADVISORIES_PER_RELEASE]
 //!
-//! Releases: debian 11 and 12, ubuntu 20.04 and 22.04, alpine 3.18 and 3.19, plus three
-//! distributions Berth skips (so the reader walks them too); each advisory names a CVE whose
+//! Releases: debian 11 and 12, ubuntu 20.04 and 22.04, alpine 3.18 and 3.19, amazon linux 2,
+//! rocky 9, and Red Hat's (CPE-keyed, which Berth skips: the reader walks it too); each advisory names a CVE whose
 //! details (a title, a description of ~300 bytes, vendor severities, references) are stored once
 //! in the `vulnerability` bucket. Source package names `src<N>` match the benchmark's dpkg status.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]

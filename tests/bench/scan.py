@@ -17,7 +17,7 @@ A. Scan time and the server's peak RSS for a --image-mib image (default 500 MiB)
    the stored layer facts are re-matched, by itself: timed from the push). Peak RSS is sampled every 20 ms from /proc during each
    scan; the server's RSS before it is given beside it.
 C. Trivy's database: a fixture written by `shared/examples/trivy_fixture.rs` (Go-format BoltDB,
-   --trivy-advisories per release across 9 releases, 3 of them distributions Berth skips) is
+   --trivy-advisories per release across 9 releases, one of them Red Hat's, which Berth skips) is
    pushed as the data; timed from the push until the image's stored scan was re-matched against
    it (the import into Berth's snapshot included), with the server's peak RSS; then a scan asked
    for with the shard loaded.

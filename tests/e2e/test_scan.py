@@ -11,6 +11,8 @@ import os
 import re
 import sys
 import tarfile
+import sqlite3
+import struct
 import subprocess
 import threading
 import time
@@ -321,7 +323,6 @@ def rpm_database(tmp_path, sources: list[dict]) -> tuple[bytes, bytes]:
     built = sorted(str(p) for p in (work / "top/RPMS/noarch").glob("*.rpm"))
     run([rpm, "--dbpath", str(work / "db"), "--initdb"])
     run([rpm, "--dbpath", str(work / "db"), "-i", "--justdb", "--nodeps", "--ignorearch", "--ignoreos", *built])
-    import sqlite3
     with sqlite3.connect(f"file:{work}/db/rpmdb.sqlite?immutable=1", uri=True) as conn:
         rows = conn.execute("SELECT hnum, blob FROM Packages").fetchall()
     lines = ["VERSION=3", "format=bytevalue", "type=hash", "db_pagesize=4096", "HEADER=END"]
@@ -414,21 +415,45 @@ def test_rpm_databases_made_by_rpm_match_with_rpm_ordering_and_syft_agrees(regis
 
 
 def test_a_damaged_rpm_database_fails_the_scan_clearly(registry, api, proxy, tmp_path):
-    """An rpmdb.sqlite whose Packages is a view, and a Berkeley DB file of junk: each scan fails
-    with a reason naming the file, and the server keeps serving."""
-    import sqlite3
+    """An rpmdb.sqlite whose Packages is a view or computes its blobs, headers that repeat a tag
+    or carry an over-long field, and a Berkeley DB file of junk: each scan fails quickly with a
+    reason naming the file, and the server keeps serving."""
     repo = f"e2e/rpmbad-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "view.sqlite"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE VIEW Packages AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                      "SELECT zeroblob(8) AS blob FROM c")
+    # a header whose blob a generated column computes (a 483-byte layer once took 7 GB), one
+    # repeating a tag 60,000 times over one string (minutes of CPU when it was long), one with a
+    # 2 KiB name
+    def header(entries: list[tuple[int, int]], store: bytes) -> bytes:
+        index = b"".join(struct.pack(">IIII", tag, 6, offset, 1) for tag, offset in entries)
+        return struct.pack(">II", len(entries), len(store)) + index + store
+
+    generated = tmp_path / "generated.sqlite"
+    big = header([(1000, 0), (1001, 0)], b"A" * 100_000 + b"\0")
+    with sqlite3.connect(generated) as conn:
+        conn.execute(f"CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, seed INTEGER, "
+                     f"blob BLOB GENERATED ALWAYS AS (X'{big.hex()}') VIRTUAL)")
+        conn.executemany("INSERT INTO Packages (seed) VALUES (?)", [(i,) for i in range(200)])
+    repeated, long_name = tmp_path / "repeated.sqlite", tmp_path / "long.sqlite"
+    for db, blob in [(repeated, header([(1000, 0)] * 60_000, b"B" * 1000 + b"\0")),
+                     (long_name, header([(1000, 0), (1001, 2049)], b"C" * 2048 + b"\01\0"))]:
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)")
+            conn.execute("INSERT INTO Packages (blob) VALUES (?)", (blob,))
     push_vulndb(registry, proxy.host, tmp_path, RPM_OSV_RECORDS)
     for name, layer in [("view", {"var/lib/rpm/rpmdb.sqlite": path.read_bytes()}),
-                        ("junk", {"var/lib/rpm/Packages": os.urandom(8192)})]:
+                        ("junk", {"var/lib/rpm/Packages": os.urandom(8192)}),
+                        ("generated", {"var/lib/rpm/rpmdb.sqlite": generated.read_bytes()}),
+                        ("repeated", {"var/lib/rpm/rpmdb.sqlite": repeated.read_bytes()}),
+                        ("long", {"var/lib/rpm/rpmdb.sqlite": long_name.read_bytes()})]:
         image = api.push_image(repo, name, [tar_gz({"etc/os-release": b"ID=rocky\nVERSION_ID=9.3\n", **layer})])
         result = scan(api, repo, image["digest"])
         assert result["status"] == "failed", result
         assert "var/lib/rpm/" in result["error"] and "not a readable package database" in result["error"], result
+        assert {"generated": "no stored blob column", "repeated": "repeats tag 1000",
+                "long": "longer than 1024 bytes"}.get(name, "") in result["error"], result
     assert api.get("/v2/").status_code == 200
 
 

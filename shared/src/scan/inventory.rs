@@ -24,6 +24,10 @@ pub const MAX_DATABASE_FILE: u64 = 32 * 1024 * 1024;
 /// `status.d` files, each under [`MAX_DATABASE_FILE`], must not add up to gigabytes).
 pub const MAX_LAYER_DATABASE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The most package text (names, versions, sources) one layer may yield; real layers hold a few
+/// hundred KiB. It bounds the stored layer facts and the SBOM however the databases are shaped.
+pub const MAX_LAYER_PACKAGE_TEXT: usize = 16 * 1024 * 1024;
+
 /// The largest rpm database read. It is copied to the scratch disk (SQLite and Berkeley DB are
 /// read in place, not in memory), so it may be larger than [`MAX_DATABASE_FILE`].
 pub const MAX_RPM_DATABASE_FILE: u64 = 512 * 1024 * 1024;
@@ -108,6 +112,11 @@ pub struct Package {
 }
 
 impl Package {
+    /// How many bytes of text the record holds (what layer budgets count).
+    pub fn text_len(&self) -> usize {
+        self.name.len() + self.version.len() + self.source.len() + self.source_version.len() + self.module.len()
+    }
+
     /// The name and version advisories key this package by: Debian and Alpine advise on source
     /// packages; the rpm distributions on binary packages, a module's within its stream
     /// (`nodejs:18::nodejs`), as Trivy's data keys them.
@@ -178,9 +187,10 @@ pub fn python_name(name: &str) -> String {
 /// long description after them is not needed.
 const PYTHON_METADATA_HEAD: u64 = 64 * 1024;
 
-/// The most whiteouts one layer keeps (each could hide a Python distribution somewhere); past
-/// it a layer's further deletions are not applied, which can only add findings, never hide one.
-const MAX_LAYER_WHITEOUTS: usize = 100_000;
+/// The most bytes of whiteout paths one layer keeps (each could hide a Python distribution
+/// somewhere); past it a layer's further deletions are not applied, which can only add
+/// findings, never hide one.
+const MAX_LAYER_WHITEOUT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Whether `path` is a Python distribution's metadata: `*.dist-info/METADATA`,
 /// `*.egg-info/PKG-INFO`, or a single-file `*.egg-info`.
@@ -270,7 +280,8 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
     let unreadable = |e: std::io::Error| InventoryError::Unreadable(e.to_string());
     let mut archive = tar::Archive::new(reader);
     let mut facts = LayerFacts::default();
-    let (mut database_bytes, mut rpm_bytes, mut packages) = (0u64, 0u64, 0usize);
+    let (mut database_bytes, mut rpm_bytes, mut packages, mut text) = (0u64, 0u64, 0usize, 0usize);
+    let mut whiteout_bytes = 0usize;
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
         let path = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -279,14 +290,16 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
             None => (String::new(), path.clone()),
         };
         if name == ".wh..wh..opq" {
-            if could_hide_interest(&dir) && facts.opaque_dirs.len() < MAX_LAYER_WHITEOUTS {
+            if could_hide_interest(&dir) && whiteout_bytes + dir.len() <= MAX_LAYER_WHITEOUT_BYTES {
+                whiteout_bytes += dir.len();
                 facts.opaque_dirs.push(dir);
             }
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let hidden = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
-            if could_hide_interest(&hidden) && facts.whiteouts.len() < MAX_LAYER_WHITEOUTS {
+            if could_hide_interest(&hidden) && whiteout_bytes + hidden.len() <= MAX_LAYER_WHITEOUT_BYTES {
+                whiteout_bytes += hidden.len();
                 facts.whiteouts.push(hidden);
             }
             continue;
@@ -327,6 +340,9 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
                 }
             }
         };
+        // every kept path counts as text too: a million empty `*.egg-info` files list no
+        // package but would still be a million stored paths
+        text += path.len();
         if let FileFacts::Packages(list) = &file {
             packages += list.len();
             if packages > MAX_LAYER_PACKAGES {
@@ -335,6 +351,13 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
                     limit: format!("{MAX_LAYER_PACKAGES} packages"),
                 });
             }
+            text += list.iter().map(Package::text_len).sum::<usize>();
+        }
+        if text > MAX_LAYER_PACKAGE_TEXT {
+            return Err(InventoryError::TooMuch {
+                what: format!("{text} bytes of package names, versions and database paths"),
+                limit: format!("{MAX_LAYER_PACKAGE_TEXT} bytes"),
+            });
         }
         facts.files.insert(path, file);
     }
@@ -353,10 +376,15 @@ fn spend(spent: &mut u64, bytes: u64, limit: u64) -> Result<(), InventoryError> 
     Ok(())
 }
 
+/// The name prefix of an rpm database's scratch copy.
+const RPM_SCRATCH_PREFIX: &str = "berth-rpmdb-";
+
 /// Copies an rpm database out of the layer to a scratch file (deleted when read) and reads it.
 fn read_rpm_database(entry: &mut impl Read, path: &str, sqlite: bool) -> Result<Vec<Package>, InventoryError> {
     let scratch = |e: std::io::Error| InventoryError::Scratch { path: path.to_string(), why: e.to_string() };
-    let mut file = tempfile::Builder::new().prefix("berth-rpmdb-").tempfile().map_err(scratch)?;
+    // copies left by a killed process are removed by the next reader
+    super::sweep_stale(&std::env::temp_dir(), RPM_SCRATCH_PREFIX);
+    let mut file = tempfile::Builder::new().prefix(RPM_SCRATCH_PREFIX).tempfile().map_err(scratch)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // a read error is the layer's; a write error is the scratch disk's
@@ -661,6 +689,18 @@ mod tests {
         assert_eq!(top.whiteouts.len(), 2, "{:?}", top.whiteouts);
         let inv = merge([&base, &top]);
         assert_eq!(inv.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["six"]);
+    }
+
+    #[test]
+    fn a_layer_of_much_package_text_is_refused_before_it_is_stored() {
+        // each file's head is small, but together they are more text than facts may hold
+        let name = "n".repeat(60 * 1024);
+        let files: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("p/x{i}.dist-info/METADATA"), format!("Name: {name}\nVersion: 1\n").into_bytes()))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+        let err = read_layer(&tar(&refs)[..]).unwrap_err();
+        assert!(err.to_string().contains("package names"), "{err}");
     }
 
     #[test]

@@ -78,3 +78,25 @@ impl From<inventory::InventoryError> for ScanError {
         }
     }
 }
+
+/// How old a scratch copy (an unpacked Trivy database, an rpm database) must be before another
+/// process may take it for one a killed process left behind (an import takes minutes).
+const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes scratch files and directories named `prefix*` in `parent` older than an hour (left by
+/// killed processes), so a warm Lambda's /tmp or a long-running server's does not fill.
+fn sweep_stale(parent: &std::path::Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if !name.to_string_lossy().starts_with(prefix) || old.is_none_or(|age| age <= STALE_SCRATCH) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a stale scratch copy");
+        }
+    }
+}

@@ -10,11 +10,18 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The most bytes a packed value may unpack to (a guard against a hostile or damaged document).
-const MAX_UNPACKED: u64 = 64 * 1024 * 1024;
+pub const MAX_UNPACKED: u64 = 64 * 1024 * 1024;
 
 /// `#[serde(with = "packed")]`: writes `value` as base64 of gzip of its JSON.
 pub fn serialize<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     let json = serde_json::to_vec(value).map_err(S::Error::custom)?;
+    // what could not be read back is not written
+    if json.len() as u64 > MAX_UNPACKED {
+        return Err(S::Error::custom(format!(
+            "{} bytes, more than {MAX_UNPACKED} a packed value may hold",
+            json.len()
+        )));
+    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json).map_err(S::Error::custom)?;
     let bytes = gz.finish().map_err(S::Error::custom)?;

@@ -19,6 +19,15 @@ use super::version::Ecosystem;
 /// few hundred KiB).
 const MAX_HEADER: usize = 16 * 1024 * 1024;
 
+/// The longest text field read from a header (real names, versions and source rpm file names
+/// are well under 256 bytes): a longer one is refused, so a small header cannot become a huge
+/// package record (or a huge SBOM).
+pub const MAX_FIELD: usize = 1024;
+
+/// The most package text (names, versions) one database may yield: thousands of real packages
+/// are a few hundred KiB.
+pub const MAX_DATABASE_TEXT: usize = 16 * 1024 * 1024;
+
 /// How many SQLite virtual-machine steps (in thousands) reading the package table may take: a
 /// real database of thousands of packages needs a few thousand; a crafted one is stopped.
 const MAX_SQLITE_STEPS_K: u64 = 200_000;
@@ -92,18 +101,33 @@ pub fn parse_header(blob: &[u8]) -> Result<Header, RpmDbError> {
         .get(store_at..store_at + dl)
         .ok_or_else(|| invalid(format!("a package header of {} bytes is shorter than it claims", blob.len())))?;
     let mut header = Header::default();
+    let mut seen = [false; 7];
     for i in 0..il {
         let at = 8 + i * 16;
         let (Some(tag), Some(kind), Some(offset)) = (be32(blob, at), be32(blob, at + 4), be32(blob, at + 8)) else {
             return Err(invalid("a package header's index is cut short"));
         };
         let offset = offset as usize;
+        // each wanted tag is read once: a header repeating one is refused, so its cost is
+        // bounded by the index's length, not by its length times its strings'
+        let slot = [TAG_NAME, TAG_VERSION, TAG_RELEASE, TAG_EPOCH, TAG_ARCH, TAG_SOURCERPM, TAG_MODULARITYLABEL]
+            .iter()
+            .position(|t| *t == tag);
+        if let Some(slot) = slot {
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(invalid(format!("a package header repeats tag {tag}")));
+            }
+        }
         let string = || -> Result<String, RpmDbError> {
             if !matches!(kind, TYPE_STRING | TYPE_STRING_ARRAY | TYPE_I18NSTRING) {
                 return Err(invalid(format!("tag {tag} of a package header is not a string")));
             }
             let rest = store.get(offset..).ok_or_else(|| invalid(format!("tag {tag} points past the header")))?;
-            let end = rest.iter().position(|b| *b == 0).ok_or_else(|| invalid(format!("tag {tag} is unterminated")))?;
+            let end = rest
+                .iter()
+                .take(MAX_FIELD + 1)
+                .position(|b| *b == 0)
+                .ok_or_else(|| invalid(format!("tag {tag} is unterminated or longer than {MAX_FIELD} bytes")))?;
             Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
         };
         match tag {
@@ -165,15 +189,30 @@ impl Header {
     }
 }
 
-/// Adds the package of `blob` to `packages`, refusing a database of more than a layer may list.
-fn collect(blob: &[u8], packages: &mut Vec<Package>) -> Result<(), RpmDbError> {
-    if let Some(p) = parse_header(blob)?.package() {
-        packages.push(p);
-        if packages.len() > MAX_LAYER_PACKAGES {
-            return Err(invalid(format!("the database lists more than {MAX_LAYER_PACKAGES} packages")));
+/// The packages read so far, and their text.
+#[derive(Default)]
+struct Collected {
+    packages: Vec<Package>,
+    text: usize,
+}
+
+impl Collected {
+    /// Adds the package of `blob`, refusing a database of more than a layer may list.
+    fn add(&mut self, blob: &[u8]) -> Result<(), RpmDbError> {
+        if let Some(p) = parse_header(blob)?.package() {
+            self.text += p.text_len();
+            self.packages.push(p);
+            if self.packages.len() > MAX_LAYER_PACKAGES {
+                return Err(invalid(format!("the database lists more than {MAX_LAYER_PACKAGES} packages")));
+            }
+            if self.text > MAX_DATABASE_TEXT {
+                return Err(invalid(format!(
+                    "the database's packages hold more than {MAX_DATABASE_TEXT} bytes of text"
+                )));
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 // --- SQLite ------------------------------------------------------------------------------------
@@ -211,12 +250,29 @@ pub fn read_sqlite(path: &Path) -> Result<Vec<Package>, RpmDbError> {
     if kind.as_deref() != Some("table") {
         return Err(invalid("the rpm SQLite database has no Packages table"));
     }
+    // an ordinary table: not virtual, and `blob` stored, not computed by a generated column
+    let sql: String =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'Packages'", [], |r| r.get(0)).map_err(sqlite)?;
+    if sql.trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
+        return Err(invalid("the rpm SQLite database's Packages is a virtual table"));
+    }
+    let mut columns = conn.prepare("SELECT name, hidden FROM pragma_table_xinfo('Packages')").map_err(sqlite)?;
+    let plain_blob = columns
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(sqlite)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sqlite)?
+        .iter()
+        .any(|(name, hidden)| name == "blob" && *hidden == 0);
+    if !plain_blob {
+        return Err(invalid("the rpm SQLite database's Packages has no stored blob column"));
+    }
     // `length` of a column reads no content, so an oversized row is refused before it is loaded
     let mut statement = conn
         .prepare("SELECT length(blob), CASE WHEN length(blob) <= ?1 THEN blob END FROM Packages")
         .map_err(sqlite)?;
     let mut rows = statement.query([MAX_HEADER as i64]).map_err(sqlite)?;
-    let mut packages = Vec::new();
+    let mut packages = Collected::default();
     while let Some(row) = rows.next().map_err(sqlite)? {
         let length: i64 = row.get(0).map_err(sqlite)?;
         let rusqlite::types::ValueRef::Blob(blob) = row.get_ref(1).map_err(sqlite)? else {
@@ -224,9 +280,9 @@ pub fn read_sqlite(path: &Path) -> Result<Vec<Package>, RpmDbError> {
                 "a row of the rpm SQLite database holds no header of at most {MAX_HEADER} bytes ({length})"
             )));
         };
-        collect(blob, &mut packages)?;
+        packages.add(blob)?;
     }
-    Ok(packages)
+    Ok(packages.packages)
 }
 
 // --- Berkeley DB hash --------------------------------------------------------------------------
@@ -339,7 +395,7 @@ impl Bdb {
 /// The packages of a Berkeley DB `Packages` file: every data item of every hash page.
 pub fn read_bdb(path: &Path) -> Result<Vec<Package>, RpmDbError> {
     let mut db = Bdb::open(path)?;
-    let mut packages = Vec::new();
+    let mut packages = Collected::default();
     for number in 1..=db.last_page {
         let page = db.page(number)?;
         if !matches!(page[25], P_HASH | P_HASH_UNSORTED) {
@@ -368,11 +424,11 @@ pub fn read_bdb(path: &Path) -> Result<Vec<Package>, RpmDbError> {
             };
             // rpm's record 0 holds a counter, not a header
             if blob.len() >= 8 {
-                collect(&blob, &mut packages)?;
+                packages.add(&blob)?;
             }
         }
     }
-    Ok(packages)
+    Ok(packages.packages)
 }
 
 #[cfg(test)]
@@ -454,6 +510,12 @@ mod tests {
         open[last] = b'x';
         assert!(parse_header(&open).is_err());
         assert!(parse_header(&[0, 0, 0]).is_err());
+        // a repeated tag (its string scanned again and again) and an over-long field
+        let twice = header(&[(TAG_NAME, "a"), (TAG_NAME, "b"), (TAG_VERSION, "1")], None);
+        assert!(parse_header(&twice).unwrap_err().to_string().contains("repeats tag 1000"));
+        let long = "x".repeat(MAX_FIELD + 1);
+        let huge = header(&[(TAG_NAME, &long), (TAG_VERSION, "1")], None);
+        assert!(parse_header(&huge).unwrap_err().to_string().contains("longer than"));
     }
 
     #[test]
@@ -485,6 +547,16 @@ mod tests {
         .unwrap();
         drop(conn);
         assert!(read_sqlite(&view).unwrap_err().to_string().contains("no Packages table"));
+        // a table whose blob is computed (any size from a tiny file) is not rpm's table
+        let generated = dir.path().join("generated.sqlite");
+        let conn = rusqlite::Connection::open(&generated).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, seed INTEGER, \
+             blob BLOB GENERATED ALWAYS AS (zeroblob(1000)) VIRTUAL); INSERT INTO Packages (seed) VALUES (1)",
+        )
+        .unwrap();
+        drop(conn);
+        assert!(read_sqlite(&generated).unwrap_err().to_string().contains("no stored blob column"));
         std::fs::write(dir.path().join("junk"), b"not sqlite at all, just text").unwrap();
         assert!(read_sqlite(&dir.path().join("junk")).is_err());
     }

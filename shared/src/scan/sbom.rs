@@ -15,6 +15,9 @@ use crate::app::App;
 use crate::metadata::ManifestRecord;
 use crate::oci::{Digest, RepoName};
 
+/// The most package text an attached SBOM may describe (a real image's is well under 1 MiB).
+const MAX_SBOM_TEXT: usize = 32 * 1024 * 1024;
+
 /// The artifact type (and layer media type) of an attached SBOM.
 pub const SBOM_TYPE: &str = "application/vnd.cyclonedx+json";
 
@@ -112,6 +115,13 @@ pub async fn attach(
     subject: &ManifestRecord,
     inventories: &[Inventory],
 ) -> Result<Digest, ScanError> {
+    // layers bound their own package text; an image of many such layers gets no SBOM
+    let text: usize = inventories.iter().flat_map(|i| &i.packages).map(super::inventory::Package::text_len).sum();
+    if text > MAX_SBOM_TEXT {
+        return Err(ScanError::Invalid(format!(
+            "the image's packages hold {text} bytes of names and versions, more than an SBOM may ({MAX_SBOM_TEXT})"
+        )));
+    }
     let document = cyclonedx(repo, &subject.digest, inventories);
     let bytes = Bytes::from(serde_json::to_vec(&document).map_err(|e| ScanError::Manifest(e.to_string()))?);
     let digest = Digest::sha256_of(&bytes);

@@ -82,7 +82,7 @@ impl Drop for Unpacked {
 /// Unpacks the layer (a gzip tar stream) into a new directory under `parent`, checking that its
 /// `metadata.json` names schema version 2.
 pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
-    sweep_stale(parent);
+    super::sweep_stale(parent, "berth-trivy-");
     let dir = parent.join(format!("berth-trivy-{}", uuid::Uuid::new_v4().simple()));
     let scratch = |e: std::io::Error| TrivyError::Scratch(format!("{}: {e}", parent.display()));
     std::fs::create_dir_all(&dir).map_err(scratch)?;
@@ -140,24 +140,6 @@ pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
             Err(TrivyError::Archive(format!("is schema version {v}; Berth reads version {SCHEMA_VERSION}")))
         }
         _ => Ok(unpacked),
-    }
-}
-
-/// How old an unpacked database must be before another import removes it (a process killed
-/// mid-import leaves its directory; an import takes minutes).
-const STALE_UNPACKED: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Removes databases left unpacked by killed processes (so a warm Lambda's /tmp does not fill).
-fn sweep_stale(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-        if name.to_string_lossy().starts_with("berth-trivy-") && old.is_some_and(|age| age > STALE_UNPACKED) {
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove a stale unpacked Trivy database");
-            }
-        }
     }
 }
 
