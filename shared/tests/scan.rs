@@ -452,15 +452,23 @@ async fn trivy_rpm_releases_and_python_match_by_their_own_keys_and_ordering(env:
 
     // Python distributions are matched in the language's own shard, on any OS (here: none)
     let layer = tar(&[
-        ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", b"Name: Requests\nVersion: 2.31.0\n"),
-        ("usr/lib/python3.11/site-packages/urllib3-1.26.18.dist-info/METADATA", b"Name: urllib3\nVersion: 1.26.18\n"),
+        (
+            "usr/local/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA",
+            b"Name: Requests\nVersion: 2.31.0\n",
+        ),
+        (
+            "usr/local/lib/python3.11/site-packages/urllib3-1.26.18.dist-info/METADATA",
+            b"Name: urllib3\nVersion: 1.26.18\n",
+        ),
+        // the OS's own python3-requests: its fixes are backported, so PyPI's ranges do not apply
+        ("usr/lib/python3/dist-packages/requests-2.28.1.egg-info", b"Name: requests\nVersion: 2.28.1\n"),
     ]);
     let (_, image) = env.push_image_of("team/py", Some("v1"), b"{}", &[&layer]).await;
     let scan_uri = format!("/api/v1/images/team/py/artifacts/{image}/scan");
     assert_eq!(env.call_json(Method::POST, &scan_uri, "").await.status, StatusCode::ACCEPTED);
     env.work().await;
     let scan = env.get_json(&scan_uri).await;
-    assert_eq!(scan["packages"], 2, "{scan}");
+    assert_eq!(scan["packages"], 3, "{scan}");
     assert_eq!(scan["findings"].as_array().map(Vec::len), Some(1), "urllib3 1.26.18 is past both ranges: {scan}");
     let f = &scan["findings"][0];
     assert_eq!(

@@ -393,7 +393,7 @@ pub async fn run(app: &App, repository: &str, digest: &str, scan: &str) -> Resul
         let os = inventory.os.as_ref().and_then(super::vulndb::bucket);
         // the OS release's shard, and each language's whose packages the image holds
         let buckets: std::collections::BTreeSet<&str> =
-            inventory.packages.iter().filter_map(|p| report::package_bucket(p.ecosystem, os.as_deref())).collect();
+            inventory.packages.iter().filter_map(|p| report::package_bucket(p, os.as_deref())).collect();
         for bucket in buckets {
             let shard = match snapshot.shard(app, Some(bucket)).await {
                 Ok(shard) => shard,

@@ -109,6 +109,10 @@ pub struct Package {
     /// an rpm module stream (`nodejs:18`) the package came from; empty otherwise
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
+    /// a Python distribution the OS's own packages installed (`/usr/lib/python3*`): listed, but
+    /// matched through the OS's advisories (which know its backported fixes), not PyPI's
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub distribution_managed: bool,
 }
 
 impl Package {
@@ -188,9 +192,20 @@ pub fn python_name(name: &str) -> String {
 const PYTHON_METADATA_HEAD: u64 = 64 * 1024;
 
 /// The most bytes of whiteout paths one layer keeps (each could hide a Python distribution
-/// somewhere); past it a layer's further deletions are not applied, which can only add
-/// findings, never hide one.
+/// somewhere), each path charged [`ENTRY_OVERHEAD`] more; past it a layer's further deletions
+/// are not applied, which can only add findings, never hide one.
 const MAX_LAYER_WHITEOUT_BYTES: usize = 8 * 1024 * 1024;
+
+/// What one kept path costs beyond its bytes (a `String` and its place in a collection), so a
+/// million empty names are not free.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Whether a Python distribution's metadata at `path` lies where the OS's packages put theirs
+/// (`usr/lib/python3*`, `usr/lib64/python3*`; pip installs into `usr/local`, a venv or a
+/// user's directory).
+fn is_distribution_python(path: &str) -> bool {
+    ["usr/lib/python", "usr/lib64/python"].iter().any(|p| path.starts_with(p))
+}
 
 /// Whether `path` is a Python distribution's metadata: `*.dist-info/METADATA`,
 /// `*.egg-info/PKG-INFO`, or a single-file `*.egg-info`.
@@ -242,17 +257,12 @@ fn could_hide_interest(path: &str) -> bool {
         .chain(RPM_SQLITE.iter())
         .chain(RPM_BDB.iter())
         .chain([DPKG_STATUS, DPKG_DIR].iter());
-    // Python distributions live anywhere: keep deletions of their metadata, and of directories
-    // that could hold an environment (near the root, or named for Python), not of each file in one
-    let python = || {
-        let last = path.rsplit('/').next().unwrap_or(path);
-        let inside_packages = ["site-packages/", "dist-packages/"].iter().any(|d| path.contains(d));
-        last.ends_with(".dist-info")
-            || last.ends_with(".egg-info")
-            || is_python_metadata(path)
-            || (!inside_packages
-                && (path.matches('/').count() < 2
-                    || ["python", "venv", "site-packages", "dist-packages"].iter().any(|w| last.contains(w))))
+    // Python distributions live anywhere, so any deletion could hide one: all are kept (within
+    // the layer's budget) but those deep inside a `*-packages` directory, where only a
+    // top-level entry (a package, a `*.dist-info`) can hold a distribution's metadata
+    let python = || match ["site-packages/", "dist-packages/"].iter().find_map(|d| path.split_once(d)) {
+        Some((_, inside)) => !inside.contains('/') || is_python_metadata(path),
+        None => true,
     };
     path.is_empty()
         || path.starts_with(DPKG_STATUS_D)
@@ -290,21 +300,28 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
             None => (String::new(), path.clone()),
         };
         if name == ".wh..wh..opq" {
-            if could_hide_interest(&dir) && whiteout_bytes + dir.len() <= MAX_LAYER_WHITEOUT_BYTES {
-                whiteout_bytes += dir.len();
+            if could_hide_interest(&dir) && whiteout_bytes + dir.len() + ENTRY_OVERHEAD <= MAX_LAYER_WHITEOUT_BYTES {
+                whiteout_bytes += dir.len() + ENTRY_OVERHEAD;
                 facts.opaque_dirs.push(dir);
             }
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let hidden = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
-            if could_hide_interest(&hidden) && whiteout_bytes + hidden.len() <= MAX_LAYER_WHITEOUT_BYTES {
-                whiteout_bytes += hidden.len();
+            // `.wh.` with no name deletes nothing
+            if !hidden.is_empty()
+                && !hidden.ends_with('/')
+                && could_hide_interest(&hidden)
+                && whiteout_bytes + hidden.len() + ENTRY_OVERHEAD <= MAX_LAYER_WHITEOUT_BYTES
+            {
+                whiteout_bytes += hidden.len() + ENTRY_OVERHEAD;
                 facts.whiteouts.push(hidden);
             }
             continue;
         }
-        if !entry.header().entry_type().is_file() {
+        // a regular file, or a GNU sparse one (the reader fills its holes)
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_gnu_sparse()) {
             continue;
         }
         let Some(kind) = kind_of(&path) else { continue };
@@ -314,8 +331,15 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
                 // only the head is read (and counted); a long description follows the headers
                 let mut head = Vec::new();
                 (&mut entry).take(PYTHON_METADATA_HEAD).read_to_end(&mut head).map_err(unreadable)?;
-                spend(&mut database_bytes, head.len() as u64, MAX_LAYER_DATABASE_BYTES)?;
-                FileFacts::Packages(parse_python_metadata(&String::from_utf8_lossy(&head)).into_iter().collect())
+                // only the headers are kept (up to the blank line): only they count
+                let headers = head.windows(2).position(|w| w == b"\n\n").unwrap_or(head.len());
+                spend(&mut database_bytes, headers as u64, MAX_LAYER_DATABASE_BYTES)?;
+                let mut list: Vec<Package> =
+                    parse_python_metadata(&String::from_utf8_lossy(&head[..headers])).into_iter().collect();
+                for p in &mut list {
+                    p.distribution_managed = is_distribution_python(&path);
+                }
+                FileFacts::Packages(list)
             }
             Kind::RpmSqlite | Kind::RpmBdb => {
                 // read from the scratch disk, not memory: a budget of its own
@@ -342,7 +366,7 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         };
         // every kept path counts as text too: a million empty `*.egg-info` files list no
         // package but would still be a million stored paths
-        text += path.len();
+        text += path.len() + ENTRY_OVERHEAD;
         if let FileFacts::Packages(list) = &file {
             packages += list.len();
             if packages > MAX_LAYER_PACKAGES {
@@ -361,6 +385,10 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
         }
         facts.files.insert(path, file);
     }
+    facts.whiteouts.sort();
+    facts.whiteouts.dedup();
+    facts.opaque_dirs.sort();
+    facts.opaque_dirs.dedup();
     Ok(facts)
 }
 
@@ -406,17 +434,25 @@ fn read_rpm_database(entry: &mut impl Read, path: &str, sqlite: bool) -> Result<
 pub fn merge<'a>(layers: impl IntoIterator<Item = &'a LayerFacts>) -> Inventory {
     let mut files: BTreeMap<String, FileFacts> = BTreeMap::new();
     for layer in layers {
+        // each deletion removes a range of the sorted paths: `dir/` up to `dir0` (`0` follows
+        // `/`), so many deletions over many files cost a lookup each, not a pass over all
+        let remove_under = |files: &mut BTreeMap<String, FileFacts>, dir: &str| {
+            let doomed: Vec<String> =
+                files.range(format!("{dir}/")..format!("{dir}0")).map(|(path, _)| path.clone()).collect();
+            for path in doomed {
+                files.remove(&path);
+            }
+        };
         for dir in &layer.opaque_dirs {
             if dir.is_empty() {
                 files.clear();
             } else {
-                let under = format!("{dir}/");
-                files.retain(|path, _| !path.starts_with(&under));
+                remove_under(&mut files, dir);
             }
         }
         for hidden in &layer.whiteouts {
-            let under = format!("{hidden}/");
-            files.retain(|path, _| path != hidden && !path.starts_with(&under));
+            files.remove(hidden);
+            remove_under(&mut files, hidden);
         }
         files.extend(layer.files.iter().map(|(p, f)| (p.clone(), f.clone())));
     }
@@ -496,6 +532,7 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
                 source: source.to_string(),
                 source_version: source_version.to_string(),
                 module: String::new(),
+                distribution_managed: false,
             })
         })
         // one past the limit is enough to refuse the layer
@@ -525,6 +562,7 @@ pub fn parse_python_metadata(text: &str) -> Option<Package> {
         source: name.to_string(),
         source_version: version.to_string(),
         module: String::new(),
+        distribution_managed: false,
     })
 }
 
@@ -543,6 +581,7 @@ pub fn parse_apk_installed(text: &str) -> Vec<Package> {
                 source: value("o:").unwrap_or(name).to_string(),
                 source_version: version.to_string(),
                 module: String::new(),
+                distribution_managed: false,
             })
         })
         .take(MAX_LAYER_PACKAGES + 1)
@@ -617,8 +656,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             top.whiteouts,
-            vec!["var/lib/dpkg/status.d/tzdata".to_string()],
-            "irrelevant whiteouts are not kept"
+            vec!["usr/share/doc".to_string(), "var/lib/dpkg/status.d/tzdata".to_string()],
+            "whiteouts outside site-packages are kept (any could hide a Python environment), sorted"
         );
         let inv = merge([&base, &top]);
         let names: Vec<_> = inv.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
@@ -675,6 +714,9 @@ mod tests {
             ]
         );
         assert_eq!(inv.packages[0].advisory_key(), ("requests".to_string(), "2.31.0"));
+        // the OS's own Python packages are listed but left to the OS's advisories
+        assert!(inv.packages[0].distribution_managed, "usr/lib/python3.11 is the distribution's");
+        assert!(!inv.packages[2].distribution_managed, "a venv is pip's");
         assert_eq!(python_name("Foo__Bar.baz"), "foo-bar-baz");
         // pip uninstall deletes the dist-info; removing a whole venv deletes what it held;
         // deleting one module file inside site-packages is not kept at all
@@ -701,6 +743,24 @@ mod tests {
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
         let err = read_layer(&tar(&refs)[..]).unwrap_err();
         assert!(err.to_string().contains("package names"), "{err}");
+    }
+
+    #[test]
+    fn a_sparse_database_entry_is_read() {
+        // GNU tar (and the tar crate) store a file with holes as a sparse entry
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status");
+        std::fs::write(&path, b"Package: zlib1g\nStatus: install ok installed\nVersion: 1\nSource: zlib\n\n").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4 * 1024 * 1024).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_path_with_name(&path, "var/lib/dpkg/status").unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let first = archive.entries().unwrap().next().unwrap().unwrap();
+        assert!(first.header().entry_type().is_gnu_sparse(), "the fixture is sparse");
+        drop(first);
+        let inv = merge([&read_layer(&bytes[..]).unwrap()]);
+        assert_eq!(inv.packages.iter().map(|p| p.source.as_str()).collect::<Vec<_>>(), ["zlib"]);
     }
 
     #[test]

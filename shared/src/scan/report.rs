@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::inventory::Inventory;
+use super::inventory::{Inventory, Package};
 use super::severity::Severity;
 use super::version;
 use super::vulndb::{bucket, VulnDb};
@@ -45,9 +45,10 @@ pub struct Summary {
 }
 
 /// The advisory bucket a package is matched in: its OS release's, or its language's (the same
-/// on every OS: `pypi`).
-pub fn package_bucket(ecosystem: version::Ecosystem, os: Option<&str>) -> Option<&str> {
-    match ecosystem {
+/// on every OS: `pypi`); none for a Python distribution the OS's packages installed.
+pub fn package_bucket<'a>(package: &Package, os: Option<&'a str>) -> Option<&'a str> {
+    match package.ecosystem {
+        version::Ecosystem::Pypi if package.distribution_managed => None,
         version::Ecosystem::Pypi => Some(PYPI_BUCKET),
         _ => os,
     }
@@ -61,7 +62,7 @@ pub fn find(inventory: &Inventory, db: &VulnDb) -> Vec<Finding> {
     let os = inventory.os.as_ref().and_then(bucket);
     let mut found = BTreeSet::new();
     for package in &inventory.packages {
-        let Some(bucket) = package_bucket(package.ecosystem, os.as_deref()) else { continue };
+        let Some(bucket) = package_bucket(package, os.as_deref()) else { continue };
         let cmp = |a: &str, b: &str| version::compare(package.ecosystem, a, b);
         let (key, installed) = package.advisory_key();
         for advisory in db.advisories(bucket, &key) {
@@ -167,6 +168,7 @@ mod tests {
             source: source.into(),
             source_version: version.into(),
             module: String::new(),
+            distribution_managed: false,
         }
     }
 

@@ -176,8 +176,9 @@ impl Header {
             Some((name, v, r)) => (name.to_string(), evr(v, r)),
             None => (self.name.clone(), version.clone()),
         };
-        // `name:stream:version:context` → `name:stream`
-        let module = self.modularity_label.split(':').take(2).collect::<Vec<_>>();
+        // `name:stream:version:context` → `name:stream` (Trivy's rule: at least two colons)
+        let parts: Vec<&str> = self.modularity_label.split(':').collect();
+        let module = if parts.len() >= 3 { parts[..2].to_vec() } else { Vec::new() };
         Some(Package {
             ecosystem: Ecosystem::Rpm,
             name: self.name.clone(),
@@ -185,6 +186,7 @@ impl Header {
             source,
             source_version,
             module: if module.len() == 2 { module.join(":") } else { String::new() },
+            distribution_managed: false,
         })
     }
 }

@@ -104,7 +104,11 @@ pub fn unpack(layer: impl Read, parent: &Path) -> Result<Unpacked, TrivyError> {
         let path = entry.path().map_err(io)?.into_owned();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         match name.as_str() {
-            "trivy.db" if entry.header().entry_type().is_file() && !found_db => {
+            // GNU tar writes a database with unwritten pages as a sparse entry
+            "trivy.db"
+                if (entry.header().entry_type().is_file() || entry.header().entry_type().is_gnu_sparse())
+                    && !found_db =>
+            {
                 let mut file = std::fs::File::create(&unpacked.db).map_err(scratch)?;
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut copied = 0u64;
@@ -153,8 +157,6 @@ struct TrivyAdvisory {
     severity: u8,
     /// language advisories: ranges such as `>=2.0.0, <2.31.0`
     vulnerable_versions: Vec<String>,
-    /// language advisories: the versions that fix it
-    patched_versions: Vec<String>,
 }
 
 /// A vulnerability's details as Trivy stores them (`trivy-db/pkg/types.Vulnerability`).
@@ -184,7 +186,7 @@ fn severity_of(n: u8) -> Option<Severity> {
 
 /// The Berth bucket of a top-level Trivy bucket that is an OS release Berth can match
 /// (`debian 12`, `alpine 3.19`, `rocky 9`, `alma 8` → `almalinux 8`, `amazon linux 2` →
-/// `amzn 2`, `Oracle Linux 8` → `ol 8`).
+/// `amzn 2`; Python's `pip::…` → `pypi`).
 fn release_bucket(name: &str) -> Option<String> {
     // `pip::GitHub Security Advisory pip` and any other source of Python advisories
     if name.starts_with("pip::") {
@@ -197,7 +199,7 @@ fn release_bucket(name: &str) -> Option<String> {
 
 /// One range of a language advisory (`>=2.0.0, <2.31.0`, `<= 1.4`, `==1.2.3`) as an interval.
 /// A strict lower bound (`>1.0`) is kept as inclusive, so the bound itself is reported too.
-fn interval(range: &str, patched: Option<&str>) -> Advisory {
+fn interval(range: &str) -> Advisory {
     let mut advisory =
         Advisory { id: String::new(), introduced: None, fixed: None, last_affected: None, severity: None };
     for part in range.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -213,10 +215,6 @@ fn interval(range: &str, patched: Option<&str>) -> Advisory {
             }
             _ => {}
         }
-    }
-    // a range with no upper bound but a known fix: the fix is its end
-    if advisory.fixed.is_none() && advisory.last_affected.is_none() {
-        advisory.fixed = patched.map(str::to_string);
     }
     advisory
 }
@@ -315,13 +313,13 @@ fn release(
                 )));
             }
             if advisory.status != NOT_AFFECTED && !advisory.vulnerable_versions.is_empty() {
-                // a language advisory: one affected interval per range
-                let patched = advisory.patched_versions.first().cloned();
+                // a language advisory: one affected interval per range (a range without an upper
+                // bound is open: the patched versions belong to the other ranges)
                 for range in &advisory.vulnerable_versions {
                     found.push(Advisory {
                         id: id.to_string(),
                         severity: severity_of(advisory.severity),
-                        ..interval(range, patched.as_deref())
+                        ..interval(range)
                     });
                 }
             } else if advisory.status != NOT_AFFECTED {
@@ -338,7 +336,8 @@ fn release(
         })
         .map_err(invalid)?;
         if !found.is_empty() {
-            db.advisories.insert(format!("{release_name}/{package}"), found);
+            // `zope.interface` and `zope-interface` are one Python project
+            db.advisories.entry(format!("{release_name}/{package}")).or_default().extend(found);
         }
     }
     let ids: std::collections::BTreeSet<String> = db.advisories.values().flatten().map(|a| a.id.clone()).collect();
@@ -386,7 +385,7 @@ mod tests {
         assert_eq!(bucket("alma 8").as_deref(), Some("almalinux 8"));
         assert_eq!(bucket("amazon linux 2").as_deref(), Some("amzn 2"));
         assert_eq!(bucket("amazon linux 2023").as_deref(), Some("amzn 2023"));
-        assert_eq!(bucket("Oracle Linux 8").as_deref(), Some("ol 8"));
+        assert_eq!(bucket("Oracle Linux 8"), None, "Oracle's fixes are per flavour and architecture");
         assert_eq!(bucket("vulnerability"), None);
         assert_eq!(bucket("Red Hat Enterprise Linux 8"), None, "Red Hat advises by CPE, not by release");
         assert_eq!(bucket("npm::GitHub Security Advisory npm"), None, "only Python among the languages");
@@ -397,16 +396,17 @@ mod tests {
 
     #[test]
     fn language_ranges_become_intervals() {
-        let a = interval(">= 2.0.0, < 2.31.0", Some("2.31.0"));
+        let a = interval(">= 2.0.0, < 2.31.0");
         assert_eq!(
             (a.introduced.as_deref(), a.fixed.as_deref(), a.last_affected),
             (Some("2.0.0"), Some("2.31.0"), None)
         );
-        let a = interval("<=1.4", Some("1.5"));
+        let a = interval("<=1.4");
         assert_eq!((a.introduced, a.fixed, a.last_affected.as_deref()), (None, None, Some("1.4")));
-        let a = interval("==1.2.3", None);
+        let a = interval("==1.2.3");
         assert_eq!((a.introduced.as_deref(), a.last_affected.as_deref()), (Some("1.2.3"), Some("1.2.3")));
-        let a = interval(">=3.0", Some("3.2"));
-        assert_eq!((a.introduced.as_deref(), a.fixed.as_deref()), (Some("3.0"), Some("3.2")));
+        // an open range stays open: the patched versions are the other ranges' fixes
+        let a = interval(">=3.0");
+        assert_eq!((a.introduced.as_deref(), a.fixed.as_deref()), (Some("3.0"), None));
     }
 }

@@ -258,16 +258,19 @@ pub fn apk(a: &str, b: &str) -> Ordering {
 }
 
 /// rpm's ordering of whole `[epoch:]version[-release]` strings (`rpm.vercmp`, `rpmverCmp`): a
-/// missing epoch is `0`, a missing release compares as empty.
+/// missing epoch is `0`, and a missing release is older than any present one (even `-` or `-~`).
 pub fn rpm(a: &str, b: &str) -> Ordering {
     let (ea, va, ra) = rpm_parts(a);
     let (eb, vb, rb) = rpm_parts(b);
-    rpmvercmp(ea, eb).then_with(|| rpmvercmp(va, vb)).then_with(|| rpmvercmp(ra, rb))
+    rpmvercmp(ea, eb).then_with(|| rpmvercmp(va, vb)).then_with(|| match (ra, rb) {
+        (Some(x), Some(y)) => rpmvercmp(x, y),
+        (x, y) => x.is_some().cmp(&y.is_some()),
+    })
 }
 
 /// `[epoch:]version[-release]`: the epoch is the leading digits before a `:`, the release what
 /// follows the last `-`.
-fn rpm_parts(evr: &str) -> (&str, &str, &str) {
+fn rpm_parts(evr: &str) -> (&str, &str, Option<&str>) {
     let digits = evr.bytes().take_while(u8::is_ascii_digit).count();
     let (epoch, rest) = match evr[digits..].strip_prefix(':') {
         Some(rest) if digits > 0 => (&evr[..digits], rest),
@@ -275,8 +278,8 @@ fn rpm_parts(evr: &str) -> (&str, &str, &str) {
         None => ("0", evr),
     };
     match rest.rsplit_once('-') {
-        Some((version, release)) => (epoch, version, release),
-        None => (epoch, rest, ""),
+        Some((version, release)) => (epoch, version, Some(release)),
+        None => (epoch, rest, None),
     }
 }
 
@@ -427,8 +430,8 @@ impl Pep440 {
             let after_sep = after_word.strip_prefix(['.', '-', '_']).unwrap_or(after_word);
             Some(match number(after_sep) {
                 Some((n, used)) => (word.to_string(), n, after_sep[used..].to_string()),
-                // no number: it is 0, and a separator belongs to what follows
-                None => (word.to_string(), 0, after_word.to_string()),
+                // no number: it is 0 (`1.0a.` is `1.0a0`)
+                None => (word.to_string(), 0, after_sep.to_string()),
             })
         };
         let mut owned = rest.to_string();
@@ -548,6 +551,9 @@ mod tests {
             ("1:1.0", "2.0", Greater),
             ("0:1.0", "1.0", Equal),
             ("1.0-1", "1.0", Greater),
+            ("1.0", "1.0-", Less),
+            ("1.0", "1.0-~", Less),
+            ("1.0-~", "1.0-", Less),
             ("3.0.7-24.el9", "3.0.7-25.el9_3", Less),
             ("1:3.0.7-24.el9", "3.0.7-25.el9_3", Greater),
             ("1.0-1.el8", "1.0-1.el8_9", Less),
@@ -599,6 +605,10 @@ mod tests {
             ("2023.7.22", "2024.2.2", Less),
             ("1.0_post_1", "1.0.post1", Equal),
             ("1.0-dev-1", "1.0.dev1", Equal),
+            ("1.0a.", "1.0a0", Equal),
+            ("1.0.post.", "1.0.post0", Equal),
+            ("1.0a..post1", "1.0a0.post1", Equal),
+            ("1.0a", "1.0a0", Equal),
             ("not a version", "1.0", Greater),
         ];
         for (a, b, want) in cases {

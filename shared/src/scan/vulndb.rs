@@ -85,8 +85,8 @@ pub fn bucket(os: &Os) -> Option<String> {
 }
 
 /// The `os-release` ID a vulnerability source's distribution name stands for (OSV's
-/// `Rocky Linux`, Trivy's `alma`, `amazon linux`, `Oracle Linux`); `None` for one Berth does not
-/// inventory.
+/// `Rocky Linux`, Trivy's `alma`, `amazon linux`); `None` for one Berth does not match (Oracle
+/// Linux's advisories carry a fix per flavour and architecture that Berth does not read yet).
 pub fn distribution_id(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
         "debian" => "debian",
@@ -95,7 +95,6 @@ pub fn distribution_id(name: &str) -> Option<&'static str> {
         "rocky" | "rocky linux" => "rocky",
         "alma" | "almalinux" => "almalinux",
         "amazon linux" | "amazon" | "amzn" => "amzn",
-        "oracle linux" | "oracle" | "ol" => "ol",
         _ => return None,
     })
 }
