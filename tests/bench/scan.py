@@ -308,7 +308,7 @@ def run(a) -> int:
         f"{rescan['rss_before'] / 1024:.1f} → {rescan['rss_peak'] / 1024:.1f} |",
         "",
         f"C. Trivy's database (schema 2, BoltDB written by bbolt-rs `compat`): {a.trivy_advisories} advisories "
-        f"× 9 releases (6 imported), trivy.db {trivy_db_bytes / mib:.0f} MiB, db.tar.gz {len(trivy_gz) / mib:.1f} MiB",
+        f"× 9 releases ({len(shards)} imported), trivy.db {trivy_db_bytes / mib:.0f} MiB, db.tar.gz {len(trivy_gz) / mib:.1f} MiB",
         "",
         "| step | time (s) | layers read | findings | server RSS before → peak (MiB) |",
         "| --- | ---: | ---: | ---: | ---: |",
