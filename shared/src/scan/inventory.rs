@@ -353,9 +353,14 @@ fn read_tar(reader: impl Read) -> Result<LayerFacts, InventoryError> {
                 if size > MAX_DATABASE_FILE {
                     return Err(InventoryError::TooLarge { path, size, limit: MAX_DATABASE_FILE });
                 }
-                spend(&mut database_bytes, size, MAX_LAYER_DATABASE_BYTES)?;
+                // a sparse entry's holes expand beyond its stored size: the read is bounded too
                 let mut bytes = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut bytes).map_err(unreadable)?;
+                (&mut entry).take(MAX_DATABASE_FILE + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+                let read = bytes.len() as u64;
+                if read > MAX_DATABASE_FILE {
+                    return Err(InventoryError::TooLarge { path, size: read, limit: MAX_DATABASE_FILE });
+                }
+                spend(&mut database_bytes, read, MAX_LAYER_DATABASE_BYTES)?;
                 let text = String::from_utf8_lossy(&bytes);
                 match kind {
                     Kind::OsRelease => FileFacts::Os(parse_os_release(&text)),
@@ -414,11 +419,21 @@ fn read_rpm_database(entry: &mut impl Read, path: &str, sqlite: bool) -> Result<
     super::sweep_stale(&std::env::temp_dir(), RPM_SCRATCH_PREFIX);
     let mut file = tempfile::Builder::new().prefix(RPM_SCRATCH_PREFIX).tempfile().map_err(scratch)?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
     loop {
         // a read error is the layer's; a write error is the scratch disk's
         let n = entry.read(&mut buf).map_err(|e| InventoryError::Unreadable(e.to_string()))?;
         if n == 0 {
             break;
+        }
+        // a sparse entry's holes expand beyond its stored size
+        copied += n as u64;
+        if copied > MAX_RPM_DATABASE_FILE {
+            return Err(InventoryError::TooLarge {
+                path: path.to_string(),
+                size: copied,
+                limit: MAX_RPM_DATABASE_FILE,
+            });
         }
         std::io::Write::write_all(&mut file, &buf[..n]).map_err(scratch)?;
     }
@@ -761,6 +776,14 @@ mod tests {
         drop(first);
         let inv = merge([&read_layer(&bytes[..]).unwrap()]);
         assert_eq!(inv.packages.iter().map(|p| p.source.as_str()).collect::<Vec<_>>(), ["zlib"]);
+        // holes that expand past what a database may hold are refused, not read into memory
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(MAX_DATABASE_FILE + 4096).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_path_with_name(&path, "var/lib/dpkg/status").unwrap();
+        let bytes = builder.into_inner().unwrap();
+        assert!(bytes.len() < 64 * 1024, "stored sparse");
+        let err = read_layer(&bytes[..]).unwrap_err();
+        assert!(matches!(err, InventoryError::TooLarge { .. }), "{err}");
     }
 
     #[test]
