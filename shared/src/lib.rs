@@ -45,6 +45,7 @@ pub mod task;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
+pub mod trust;
 pub mod upload_token;
 pub mod usage;
 pub mod web;
