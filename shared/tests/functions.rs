@@ -888,6 +888,11 @@ impl Manifests for PortMeta {
         self.inner.record_scan_gate(repo, digest, gate).await
     }
 
+    async fn record_signatures(&self, repo: &RepoName, digest: &Digest, status: &str) -> Result<(), MetaErr> {
+        self.write();
+        self.inner.record_signatures(repo, digest, status).await
+    }
+
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetaErr> {
         self.inner.parents(repo, child).await
     }

@@ -92,7 +92,7 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
                 return moved(app, req, &format!("/v2/{path}/manifests/{reference}"));
             }
             match crate::cache::pull::manifest(app, &cache, name, reference).await? {
-                ServedManifest::Cached(record) => record,
+                ServedManifest::Cached(record) => *record,
                 ServedManifest::Fetched { digest, media_type, bytes } => {
                     let builder = http::Response::builder()
                         .status(StatusCode::OK)

@@ -421,6 +421,7 @@ async fn ensure_manifest<'a>(
         pushed_at: app.clock.now(),
         pulled_at: Some(app.clock.now()),
         scan_gate: None,
+        signatures: None,
     };
     store(app, &record, &[], Some(&bytes)).await?;
     app.manifest_cache.insert(digest, bytes);

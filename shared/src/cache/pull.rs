@@ -23,7 +23,7 @@ use crate::storage::ByteStream;
 /// What a manifest pull serves.
 pub enum ServedManifest {
     /// the cached manifest (its record, to be served as any stored manifest)
-    Cached(ManifestRecord),
+    Cached(Box<ManifestRecord>),
     /// the source's manifest, fetched now (its recording is queued)
     Fetched {
         /// its digest
@@ -59,7 +59,7 @@ pub async fn manifest(
     match reference {
         Reference::Digest(digest) => {
             if let Some(record) = app.meta.manifest(repo, digest).await? {
-                return Ok(ServedManifest::Cached(record));
+                return Ok(ServedManifest::Cached(Box::new(record)));
             }
             let mut remote = connect(app, cache).await.map_err(|e| down(e, reference))?;
             fetch(app, &mut remote, repo, &source, digest, None).await
@@ -70,7 +70,7 @@ pub async fn manifest(
                 if app.upstream.checked(repo, tag.as_str(), app.settings.cache.check_interval).as_ref()
                     == Some(&record.digest)
                 {
-                    return Ok(ServedManifest::Cached(record.clone()));
+                    return Ok(ServedManifest::Cached(Box::new(record.clone())));
                 }
             }
             let asked = match connect(app, cache).await {
@@ -86,7 +86,7 @@ pub async fn manifest(
                 // the source cannot be reached (or refuses us): the cached image is served
                 Err(e) => {
                     tracing::info!(repo = %repo, tag = %tag, error = %e.brief(), "the cache source is not answering; serving the cached tag");
-                    return cached.map(ServedManifest::Cached).ok_or_else(|| down(e, reference));
+                    return cached.map(|r| ServedManifest::Cached(Box::new(r))).ok_or_else(|| down(e, reference));
                 }
             };
             let Some(digest) = answer else {
@@ -100,12 +100,12 @@ pub async fn manifest(
                 .map_err(|_| RemoteError::Protocol(format!("the source named digest {digest:?} for {source}:{tag}")))?;
             app.upstream.note_checked(repo, tag.as_str(), &digest);
             if let Some(record) = cached.filter(|r| r.digest == digest) {
-                return Ok(ServedManifest::Cached(record));
+                return Ok(ServedManifest::Cached(Box::new(record)));
             }
             if let Some(record) = app.meta.manifest(repo, &digest).await? {
                 // cached under another tag, or the tag moved back: only the tag needs recording
                 fill::queue_image(app, repo, &digest, &record.media_type, Some(tag)).await;
-                return Ok(ServedManifest::Cached(record));
+                return Ok(ServedManifest::Cached(Box::new(record)));
             }
             fetch(app, &mut remote, repo, &source, &digest, Some(tag)).await
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
 use crate::metadata::{Collection, Documents, Expect, MetadataError, UnixTime};
+use crate::oci::RepoName;
 
 /// Registries by name.
 pub const REGISTRIES: Collection<Registry> = Collection::new("registry");
@@ -144,6 +145,34 @@ pub async fn remove(meta: &dyn Documents, name: &str) -> Result<bool, IdentityEr
 /// The registry segment of a repository name (`team` of `team/app/web`).
 pub fn of_repository(repository: &str) -> &str {
     repository.split('/').next().unwrap_or(repository)
+}
+
+/// The images of a registry, page by page (for the jobs that walk one: cleanup, signature checks).
+pub async fn images_of(
+    meta: &dyn crate::metadata::MetadataStore,
+    registry: &str,
+) -> Result<Vec<RepoName>, MetadataError> {
+    let prefix = format!("{registry}/");
+    let mut last = prefix.clone();
+    let mut out = vec![];
+    loop {
+        let page = meta.list_repositories(Some(&last), 1000).await?;
+        let mut done = !page.more;
+        for name in &page.items {
+            if !name.starts_with(&prefix) {
+                done = true;
+                break;
+            }
+            match RepoName::parse(name, None) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(repository = %name, error = %e, "skipping an unparsable repository name"),
+            }
+        }
+        match page.items.last() {
+            Some(l) if !done => last = l.clone(),
+            _ => return Ok(out),
+        }
+    }
 }
 
 #[cfg(test)]

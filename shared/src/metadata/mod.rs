@@ -121,6 +121,10 @@ pub struct ManifestRecord {
     /// scanned. Only [`MetadataStore::record_scan_gate`] sets it: `put_manifest` ignores it, so
     /// a re-put keeps it and a manifest pushed again after a delete starts without one.
     pub scan_gate: Option<String>,
+    /// the signatures the artifact has and the trusted keys they verify under (encoded by
+    /// `trust::status`), kept on the manifest so a gated `GET` reads nothing more; `None` if
+    /// never looked at. Only [`MetadataStore::record_signatures`] sets it, as `scan_gate`.
+    pub signatures: Option<String>,
 }
 
 /// A blob's link into one repository, as garbage collection sees it.
@@ -194,7 +198,8 @@ pub async fn all_manifests(meta: &dyn MetadataStore, repo: &RepoName) -> Result<
 }
 
 /// Deletes the referrers of `subject` (signatures, SBOMs, attestations) and theirs, breadth
-/// first; a referrer an index lists stays. `visited` holds what was seen already (and gains what
+/// first, with the manifests at its tag-schema fallback tags (cosign's `sha256-<hex>.sig`,
+/// `.att`, `.sbom`) that carry no other tag; a referrer an index lists stays. `visited` holds what was seen already (and gains what
 /// this walk sees). Returns the digests deleted.
 pub async fn delete_referrers(
     meta: &dyn MetadataStore,
@@ -205,7 +210,21 @@ pub async fn delete_referrers(
     let mut deleted = Vec::new();
     let mut queue = std::collections::VecDeque::from([subject.clone()]);
     while let Some(subject) = queue.pop_front() {
-        for r in meta.referrers(repo, &subject, None).await? {
+        let mut found: Vec<ManifestRecord> = meta.referrers(repo, &subject, None).await?;
+        for suffix in ["sig", "att", "sbom"] {
+            let Ok(tag) =
+                crate::oci::Tag::parse(&format!("{}-{}.{suffix}", subject.algorithm().as_str(), subject.hex()))
+            else {
+                continue;
+            };
+            if let Some(accessory) = meta.resolve_tag(repo, &tag).await? {
+                let tags = meta.tags_of(repo, &accessory.digest).await?;
+                if tags.iter().all(|t| crate::oci::accessory_subject(t).is_some()) {
+                    found.push(accessory);
+                }
+            }
+        }
+        for r in found {
             if !visited.insert(r.digest.clone()) {
                 continue;
             }
@@ -341,6 +360,9 @@ pub trait Manifests: Send + Sync + 'static {
     /// (`Ok`) when the manifest does not exist; it never creates one and never moves what puts
     /// and deletes condition on.
     async fn record_scan_gate(&self, repo: &RepoName, digest: &Digest, gate: &str) -> Result<(), MetadataError>;
+    /// Stores what signatures a manifest has (`signatures`), as [`Self::record_scan_gate`] does
+    /// its scan: a no-op when the manifest does not exist, never creating one.
+    async fn record_signatures(&self, repo: &RepoName, digest: &Digest, status: &str) -> Result<(), MetadataError>;
     /// The existing indexes of `repo` that list `child`, in digest order (a pulled child counts
     /// as a pull of them).
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError>;

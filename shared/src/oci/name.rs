@@ -196,6 +196,18 @@ impl fmt::Display for UploadId {
     }
 }
 
+/// The subject a cosign tag-schema accessory tag names (`sha256-<hex>`, `.sig`, `.att`,
+/// `.sbom`): such tags belong to their subject (signing, cleanup and replication follow it).
+pub fn accessory_subject(tag: &str) -> Option<super::Digest> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let hex = match rest.split_once('.') {
+        None => rest,
+        Some((hex, "sig" | "att" | "sbom")) => hex,
+        Some(_) => return None,
+    };
+    format!("sha256:{hex}").parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -910,31 +910,6 @@ async fn recount(meta: &dyn MetadataStore, run: &mut CleanupRun) -> Result<(), C
     Ok(())
 }
 
-/// The images of a registry, page by page.
-async fn images_of(meta: &dyn MetadataStore, registry: &str) -> Result<Vec<RepoName>, CleanupError> {
-    let prefix = format!("{registry}/");
-    let mut last = prefix.clone();
-    let mut out = vec![];
-    loop {
-        let page = meta.list_repositories(Some(&last), 1000).await?;
-        let mut done = !page.more;
-        for name in &page.items {
-            if !name.starts_with(&prefix) {
-                done = true;
-                break;
-            }
-            match RepoName::parse(name, None) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(repository = %name, error = %e, "skipping an unparsable repository name"),
-            }
-        }
-        match page.items.last() {
-            Some(l) if !done => last = l.clone(),
-            _ => return Ok(out),
-        }
-    }
-}
-
 /// Phase 1: decides every candidate of every selected image and writes the decisions.
 async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, CleanupError> {
     let meta = app.meta.as_ref();
@@ -946,7 +921,7 @@ async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, Clea
     let mut chunk: Vec<Decision> = vec![];
     let mut chunks = 0u64;
     if !rules.is_empty() {
-        for repo in images_of(meta, &run.registry).await? {
+        for repo in crate::identity::registry::images_of(meta, &run.registry).await? {
             let image = image_of(&repo);
             if !rules.iter().any(|r| r.selects_image(image)) {
                 continue;
@@ -955,8 +930,18 @@ async fn plan(app: &App, run: &mut CleanupRun, version: u64) -> Result<u64, Clea
             let manifests = crate::metadata::all_manifests(meta, &repo).await?;
             let listed: HashSet<&Digest> = manifests.iter().flat_map(|m| m.children.iter()).collect();
             let mut candidates = vec![];
+            let stored: HashSet<&Digest> = manifests.iter().map(|m| &m.digest).collect();
             for m in manifests.iter().filter(|m| m.subject.is_none() && !listed.contains(&m.digest)) {
                 let tags = meta.tags_of(&repo, &m.digest).await?;
+                // a tag-schema signature (`sha256-<hex>.sig`) is no image of its own: it stays
+                // while its subject does and is deleted with it
+                let follows = |t: &String| {
+                    super::protection::is_exempt(t)
+                        && crate::oci::accessory_subject(t).is_some_and(|s| stored.contains(&s))
+                };
+                if !tags.is_empty() && tags.iter().all(follows) {
+                    continue;
+                }
                 candidates.push(Candidate {
                     digest: m.digest.clone(),
                     tags,

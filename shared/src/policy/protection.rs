@@ -191,15 +191,7 @@ pub async fn forget(meta: &dyn Documents, registry: &str) -> Result<(), Protecti
 /// Whether a tag is a signature or referrer-fallback tag (`sha256-<64 hex>`, optionally with
 /// `.sig`, `.att` or `.sbom`): never protected, so cosign can sign and attach again.
 pub fn is_exempt(tag: &str) -> bool {
-    let Some(rest) = tag.strip_prefix("sha256-") else {
-        return false;
-    };
-    let hex = match rest.split_once('.') {
-        None => rest,
-        Some((hex, "sig" | "att" | "sbom")) => hex,
-        Some(_) => return false,
-    };
-    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    crate::oci::accessory_subject(tag).is_some()
 }
 
 /// The enabled rules of one registry, compiled: what every protected operation consults.

@@ -100,6 +100,7 @@ pub async fn push(
         pushed_at: app.clock.now(),
         pulled_at: None,
         scan_gate: None,
+        signatures: None,
     };
     for tag in &tags {
         protection::check_tag_write(app, repo, tag, &digest).await?;

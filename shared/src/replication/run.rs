@@ -35,13 +35,9 @@ pub struct Planned {
     pub tags: Vec<String>,
 }
 
-/// Whether a tag is a cosign tag-schema accessory (`sha256-<hex>`, `.sig`, `.att`, `.sbom`):
-/// such tags travel with their subject, never on their own.
-pub fn accessory_subject(tag: &str) -> Option<Digest> {
-    let rest = tag.strip_prefix("sha256-")?;
-    let hex = rest.split('.').next()?;
-    format!("sha256:{hex}").parse().ok()
-}
+/// Cosign tag-schema accessory tags (`sha256-<hex>`, `.sig`, `.att`, `.sbom`) travel with their
+/// subject, never on their own.
+pub use crate::oci::accessory_subject;
 
 /// What a push calls for under `policy`: the pushed tag's artifact when the filters select it;
 /// a pushed referrer or accessory when its subject is selected; nothing for other untagged

@@ -502,6 +502,44 @@ pub async fn record_scan_gate_is_kept_until_the_manifest_goes(store: &dyn Metada
     assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().scan_gate, None, "pushed again: not scanned");
 }
 
+/// `record_signatures` sets the manifest's `signatures` beside its `scan_gate`, for that
+/// repository only; a re-put keeps it; a missing manifest is a no-op; a manifest deleted and
+/// pushed again starts without one (its signatures are looked at again).
+pub async fn record_signatures_is_kept_until_the_manifest_goes(store: &dyn MetadataStore) {
+    let repo = unique_repo("signed");
+    let other = unique_repo("signed-other");
+    let m = image(&repo, &[], 1_000);
+    store.put_manifest(&m, &[tag("v1")]).await.unwrap();
+    store.put_manifest(&ManifestRecord { repo: other.clone(), ..m.clone() }, &[]).await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap().unwrap().signatures, None, "never looked at");
+
+    store.record_scan_gate(&repo, &m.digest, "[1]").await.unwrap();
+    store.record_signatures(&repo, &m.digest, "{\"a\":1}").await.unwrap();
+    store.record_signatures(&repo, &m.digest, "{\"a\":2}").await.unwrap();
+    let signed = ManifestRecord { scan_gate: Some("[1]".into()), signatures: Some("{\"a\":2}".into()), ..m.clone() };
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(signed.clone()), "nothing else changes");
+    assert_eq!(store.resolve_tag(&repo, &tag("v1")).await.unwrap(), Some(signed.clone()));
+    assert_eq!(store.manifest(&other, &m.digest).await.unwrap().unwrap().signatures, None, "per repository");
+    store
+        .put_manifest(&ManifestRecord { signatures: None, pushed_at: 9_000, ..m.clone() }, &[tag("v2")])
+        .await
+        .unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), Some(signed), "a re-put keeps it");
+
+    let ghost = unique_digest("signed-ghost");
+    store.record_signatures(&repo, &ghost, "{}").await.unwrap();
+    assert_eq!(store.manifest(&repo, &ghost).await.unwrap(), None, "nothing is created");
+    assert!(store.delete_manifest(&repo, &m.digest).await.unwrap());
+    store.record_signatures(&repo, &m.digest, "{}").await.unwrap();
+    assert_eq!(store.manifest(&repo, &m.digest).await.unwrap(), None);
+    store.put_manifest(&m, &[]).await.unwrap();
+    assert_eq!(
+        store.manifest(&repo, &m.digest).await.unwrap().unwrap().signatures,
+        None,
+        "pushed again: not looked at"
+    );
+}
+
 /// `parents` lists the existing indexes of the repository that list a manifest, in digest order.
 pub async fn parents_are_the_indexes_listing_a_manifest(store: &dyn MetadataStore) {
     let repo = unique_repo("parents");

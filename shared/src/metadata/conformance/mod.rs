@@ -50,6 +50,7 @@ fn image(repo: &RepoName, blobs: &[Digest], pushed_at: i64) -> ManifestRecord {
         pushed_at,
         pulled_at: None,
         scan_gate: None,
+        signatures: None,
     }
 }
 
@@ -151,6 +152,7 @@ macro_rules! metadata_conformance {
             record_pull_of_a_missing_manifest_is_a_noop,
             reput_keeps_pulled_at,
             record_scan_gate_is_kept_until_the_manifest_goes,
+            record_signatures_is_kept_until_the_manifest_goes,
             parents_are_the_indexes_listing_a_manifest,
             repository_usage_sums_linked_blobs,
             // --- garbage collection ---

@@ -146,6 +146,7 @@ pub(super) fn decode_manifest(repo: &RepoName, item: &Item) -> Result<ManifestRe
         pushed_at: number(item, "pushed_at")?,
         pulled_at: item.get("pulled_at").map(|_| number(item, "pulled_at")).transpose()?,
         scan_gate: opt_string(item, "scan_gate")?.map(str::to_string),
+        signatures: opt_string(item, "signatures")?.map(str::to_string),
     })
 }
 

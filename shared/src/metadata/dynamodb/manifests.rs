@@ -187,6 +187,15 @@ impl Manifests for DynamoMetadataStore {
         Ok(())
     }
 
+    async fn record_signatures(&self, repo: &RepoName, digest: &Digest, status: &str) -> Result<(), MetadataError> {
+        let update = "SET #signatures = :status";
+        let condition = "attribute_exists(#PK)";
+        let values = Item::from([(":status".to_string(), s(status))]);
+        // a failed condition: the manifest is gone; nothing to record
+        self.conditional_update(&manifest_key(repo.as_str(), &digest.to_string()), update, condition, values).await?;
+        Ok(())
+    }
+
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
         let (r, c) = (repo.as_str(), child.to_string());
         let mut candidates = std::collections::BTreeSet::new();

@@ -28,7 +28,7 @@
 //! | link listing | `REPO#<repo>` | `LINK#<digest>` | (none) |
 //! | catalog entry | `CATALOG` | `<repo>` | `created_at` N |
 //! | blob link | `DIGEST#<digest>` | `LINK#<repo>` | `size` N, `linked_at` N, `version` N? |
-//! | manifest | `DIGEST#<digest>` | `MANIFEST#<repo>` | `media_type` S, `size` N, `artifact_type` S?, `subject` S?, `annotations` S? (JSON object), `blobs` L of S, `children` L of S, `pushed_at` N, `pulled_at` N?, `scan_gate` S?, `version` N, `tokens` SS |
+//! | manifest | `DIGEST#<digest>` | `MANIFEST#<repo>` | `media_type` S, `size` N, `artifact_type` S?, `subject` S?, `annotations` S? (JSON object), `blobs` L of S, `children` L of S, `pushed_at` N, `pulled_at` N?, `scan_gate` S?, `signatures` S?, `version` N, `tokens` SS |
 //! | blob reference | `DIGEST#<blob>` | `REF#<repo>#<manifest>#<token>` | `created_at` N |
 //! | garbage-collection fence | `DIGEST#<digest>` | `GC` | `generation` N, `fenced_at` N? |
 //! | tag | `TAGS#<repo>` | `<tag>` | `digest` S, `updated_at` N |

@@ -73,6 +73,7 @@ pub(super) fn decode_manifest(repo: &RepoName, row: &Row<'_>) -> Result<Manifest
         pushed_at: row.get(8).map_err(backend)?,
         pulled_at: row.get(9).map_err(backend)?,
         scan_gate: opt_text(row, 10)?.map(str::to_string),
+        signatures: opt_text(row, 11)?.map(str::to_string),
     })
 }
 

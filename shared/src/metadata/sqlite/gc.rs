@@ -215,6 +215,9 @@ pub(super) fn link_in(
 /// Sets a manifest's `scan_gate`; touches no other row and creates none.
 pub(super) const RECORD_SCAN_GATE_SQL: &str = "UPDATE manifests SET scan_gate = ?3 WHERE repo = ?1 AND digest = ?2";
 
+/// Sets a manifest's `signatures`; touches no other row and creates none.
+pub(super) const RECORD_SIGNATURES_SQL: &str = "UPDATE manifests SET signatures = ?3 WHERE repo = ?1 AND digest = ?2";
+
 /// Moves a manifest's `pulled_at` forward only; touches no other row and creates none.
 pub(super) const RECORD_PULL_SQL: &str = "UPDATE manifests SET pulled_at = ?3 \
      WHERE repo = ?1 AND digest = ?2 AND (pulled_at IS NULL OR pulled_at < ?3)";

@@ -277,6 +277,18 @@ impl Manifests for SqliteMetadataStore {
         .await
     }
 
+    async fn record_signatures(&self, repo: &RepoName, digest: &Digest, status: &str) -> Result<(), MetadataError> {
+        let (repo, digest, status) = (repo.as_str().to_string(), digest.to_string(), status.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(RECORD_SIGNATURES_SQL)
+                .map_err(backend)?
+                .execute(params![repo, digest, status])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn parents(&self, repo: &RepoName, child: &Digest) -> Result<Vec<Digest>, MetadataError> {
         let (repo, child) = (repo.as_str().to_string(), child.to_string());
         self.read(move |conn| {

@@ -108,6 +108,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE manifests ADD COLUMN scan_gate TEXT;
     ",
+    // 7: the signatures each manifest has, and the keys they verify under (NULL: never looked)
+    "
+    ALTER TABLE manifests ADD COLUMN signatures TEXT;
+    ",
 ];
 
 /// Applies the migrations the file has not seen yet, in one transaction.

@@ -7,7 +7,7 @@ use super::*;
 macro_rules! manifest_columns {
     () => {
         "m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.blobs, m.children, m.pushed_at, \
-         m.pulled_at, m.scan_gate"
+         m.pulled_at, m.scan_gate, m.signatures"
     };
 }
 

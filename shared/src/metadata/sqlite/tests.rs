@@ -32,6 +32,7 @@ fn record(repo: &RepoName, bytes: &[u8], blobs: Vec<Digest>, pushed_at: UnixTime
         pushed_at,
         pulled_at: None,
         scan_gate: None,
+        signatures: None,
     }
 }
 

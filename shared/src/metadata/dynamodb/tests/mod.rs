@@ -43,6 +43,7 @@ fn image(repo: &RepoName, label: &str, blobs: Vec<Digest>, children: Vec<Digest>
         pushed_at: 1_700_000_000,
         pulled_at: None,
         scan_gate: None,
+        signatures: None,
     }
 }
 
