@@ -30,7 +30,7 @@ locals {
     "tags-list"         = { prefix = "/v2", methods = ["GET"], suffix = "/tags/list", has_repository = true, ports = [] }
     "manifest-get"      = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "manifest-put"      = { prefix = "/v2", methods = ["PUT"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
-    "manifest-delete"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "manifest-delete"   = { prefix = "/v2", methods = ["DELETE"], suffix = "/manifests/{reference}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "blob-get"          = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/blobs/{digest}", has_repository = true, ports = ["blobs:read", "blobs:write", "metadata:write", "jobs:send"] }
     "blob-delete"       = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/{digest}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
     "upload-start"      = { prefix = "/v2", methods = ["POST"], suffix = "/blobs/uploads/", has_repository = true, ports = ["blobs:read", "blobs:write", "uploads:read", "uploads:write", "uploads:abort", "uploads:list", "metadata:write"] }
@@ -40,14 +40,14 @@ locals {
     "upload-cancel"     = { prefix = "/v2", methods = ["DELETE"], suffix = "/blobs/uploads/{id}", has_repository = true, ports = ["uploads:abort", "uploads:list", "metadata:write"] }
     "referrers"         = { prefix = "/v2", methods = ["GET"], suffix = "/referrers/{digest}", has_repository = true, ports = [] }
     "api-registries"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries", has_repository = false, ports = ["metadata:write"] }
-    "api-registry"      = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-registry"      = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/registries/{registry}", has_repository = false, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-images"        = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/images", has_repository = false, ports = ["blobs:read", "metadata:write"] }
-    "api-image"         = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "api-image"         = { prefix = "/api/v1/images", methods = ["DELETE"], suffix = "", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-artifacts"     = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/artifacts", has_repository = true, ports = ["blobs:read"] }
     "api-artifact"      = { prefix = "/api/v1/images", methods = ["GET", "DELETE"], suffix = "/artifacts/{digest}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-artifact-scan" = { prefix = "/api/v1/images", methods = ["GET", "POST", "DELETE"], suffix = "/artifacts/{digest}/scan", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-tags"          = { prefix = "/api/v1/images", methods = ["GET"], suffix = "/tags", has_repository = true, ports = [] }
-    "api-tag"           = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["metadata:write", "jobs:send"] }
+    "api-tag"           = { prefix = "/api/v1/images", methods = ["PUT", "DELETE"], suffix = "/tags/{tag}", has_repository = true, ports = ["blobs:read", "metadata:write", "jobs:send"] }
     "api-users"         = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users", has_repository = false, ports = ["metadata:write"] }
     "api-user"          = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/users/{user}", has_repository = false, ports = ["metadata:write"] }
     "api-keys"          = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/users/{user}/keys", has_repository = false, ports = ["metadata:write"] }
@@ -82,6 +82,10 @@ locals {
     "api-replication-tasks"      = { prefix = "/api/v1", methods = ["GET"], suffix = "/registries/{registry}/replications/{replication}/executions/{execution}/tasks", has_repository = false, ports = [] }
     # Vulnerability scanning: a registry's scan settings (`_all`: the common allowlist)
     "api-scan-settings" = { prefix = "/api/v1", methods = ["GET", "PUT"], suffix = "/registries/{registry}/scan-settings", has_repository = false, ports = ["metadata:write"] }
+    # Image trust: a registry's trust mode and the public keys its signatures are verified against
+    "api-trust"      = { prefix = "/api/v1", methods = ["GET", "PUT"], suffix = "/registries/{registry}/trust", has_repository = false, ports = ["metadata:write"] }
+    "api-trust-keys" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/trust/keys", has_repository = false, ports = ["metadata:write", "jobs:send"] }
+    "api-trust-key"  = { prefix = "/api/v1", methods = ["GET", "DELETE"], suffix = "/registries/{registry}/trust/keys/{key}", has_repository = false, ports = ["metadata:write", "jobs:send"] }
     # Image caches: the source registries cache-type registries pull through (administrator objects)
     "api-caches" = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/caches", has_repository = false, ports = ["metadata:write"] }
     "api-cache"  = { prefix = "/api/v1", methods = ["GET", "PATCH", "DELETE"], suffix = "/caches/{cache}", has_repository = false, ports = ["metadata:write"] }

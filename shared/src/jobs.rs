@@ -47,6 +47,9 @@ pub enum JobError {
     /// A scan step failed (the scan continues on redelivery).
     #[error(transparent)]
     Scan(#[from] crate::scan::ScanError),
+    /// Looking at signatures again failed (the job is redelivered).
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// The job that expires stale uploads.
@@ -156,6 +159,11 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
         Task::UpdateVulnDb { .. } => {
             let started = crate::scan::artifact::rematch(app).await?;
             tracing::info!(started, "vulnerability data updated: stored scans re-matched");
+            Ok(())
+        }
+        Task::RefreshSignatures { registry, .. } => {
+            let looked = crate::trust::status::refresh_registry(app, &registry).await?;
+            tracing::info!(registry, looked, "trusted keys changed: signatures looked at again");
             Ok(())
         }
         Task::RelayEvents { .. } => {

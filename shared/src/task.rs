@@ -145,10 +145,18 @@ pub enum Task {
         /// the data artifact's digest that prompted it
         data: String,
     },
+    /// Look again at the signatures of every signed artifact of a registry (its trusted keys
+    /// changed), so what verifies under a new key shows and passes the gate.
+    RefreshSignatures {
+        /// the registry
+        registry: String,
+        /// when the keys changed (two changes are two jobs)
+        at: UnixTime,
+    },
 }
 
 /// The kind names of [`Task`], as jobs carry them.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "expire-uploads",
     "refresh-usage",
     "cleanup",
@@ -164,6 +172,7 @@ pub const KINDS: [&str; 15] = [
     "scan",
     "scan-all",
     "update-vulndb",
+    "refresh-signatures",
 ];
 
 impl Task {
@@ -185,6 +194,7 @@ impl Task {
             Task::Scan { .. } => KINDS[12],
             Task::ScanAll { .. } => KINDS[13],
             Task::UpdateVulnDb { .. } => KINDS[14],
+            Task::RefreshSignatures { .. } => KINDS[15],
         }
     }
 
@@ -205,7 +215,8 @@ impl Task {
             | Task::CacheImage { .. }
             | Task::CacheBlob { .. }
             | Task::Scan { .. }
-            | Task::UpdateVulnDb { .. } => {}
+            | Task::UpdateVulnDb { .. }
+            | Task::RefreshSignatures { .. } => {}
         }
         self
     }
@@ -249,6 +260,7 @@ impl Task {
             Task::Scan { repository, digest, scan } => format!("scan:{repository}@{digest}/{scan}"),
             Task::ScanAll { due } => format!("scan-all@{}", due.map_or("now".to_string(), |d| d.to_string())),
             Task::UpdateVulnDb { data } => format!("update-vulndb:{data}"),
+            Task::RefreshSignatures { registry, at } => format!("refresh-signatures:{registry}@{at}"),
         }
     }
 

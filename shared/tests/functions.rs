@@ -1026,7 +1026,7 @@ async fn read_only_routes_write_only_the_edge_documents() {
 #[test]
 fn functions_build_only_the_clients_their_ports_need() {
     // a function gets an S3 blob store if it holds a blob or upload port and SQS if it sends jobs
-    // (`berth::aws::app_with`); the rest of the 56 get neither client
+    // (`berth::aws::app_with`); the rest of the 59 get neither client
     let blobs = Port::mask(Port::BLOB_PORTS);
     let held = |name: &str| Port::mask(endpoint(name).ports);
     let cases = [
@@ -1043,7 +1043,7 @@ fn functions_build_only_the_clients_their_ports_need() {
     }
     let without_s3 = ENDPOINTS.iter().filter(|e| Port::mask(e.ports) & blobs == 0).count();
     let without_sqs = ENDPOINTS.iter().filter(|e| !e.uses(Port::JobsSend)).count();
-    assert_eq!((without_s3, without_sqs), (45, 40));
+    assert_eq!((without_s3, without_sqs), (44, 41));
 }
 
 #[tokio::test]
@@ -1054,7 +1054,7 @@ async fn management_functions_answer_their_events_within_their_ports() {
     let r = Functions::new();
     let digest = r.push_sample_image(&["v1"]).await;
     // images are listed before any storage recount ran: the listing counts and writes usage
-    let steps: [(&str, StatusCode); 16] = [
+    let steps: [(&str, StatusCode); 19] = [
         ("token", StatusCode::OK),
         ("api-images", StatusCode::OK),
         ("api-registries", StatusCode::OK),
@@ -1069,6 +1069,9 @@ async fn management_functions_answer_their_events_within_their_ports() {
         ("api-key", StatusCode::NOT_FOUND),
         ("api-openapi", StatusCode::OK),
         ("api-audit", StatusCode::OK),
+        ("api-trust", StatusCode::OK),
+        ("api-trust-keys", StatusCode::CREATED),
+        ("api-trust-key", StatusCode::NO_CONTENT),
         ("api-image", StatusCode::OK),
         ("api-key-rotate", StatusCode::OK),
     ];
@@ -1092,7 +1095,18 @@ async fn management_functions_answer_their_events_within_their_ports() {
                 assert_eq!(items[0]["name"], "team/app");
                 assert!(items[0]["storage_bytes"].as_u64().unwrap() >= (CONFIG.len() + LAYER.len()) as u64);
             }
-            "api-artifact" => assert_eq!(a.json()["digest"], digest.to_string()),
+            "api-artifact" => {
+                assert_eq!(a.json()["digest"], digest.to_string());
+                assert_eq!(a.json()["signature"]["signed"], false, "the sample image is not signed");
+            }
+            "api-trust" => assert_eq!(a.json()["mode"], "trusted-keys"),
+            "api-trust-keys" => {
+                assert_eq!(a.json()["id"], "sha256:1fd5717c5390476eda5f8d6268bb8cb0f6e6a2a03d21113d469f59e4c9e53b3e");
+                assert_eq!(
+                    (a.json()["algorithm"].as_str(), a.json()["name"].as_str()),
+                    (Some("ecdsa-p256"), Some("release-signing"))
+                );
+            }
             "api-tag" => assert_eq!(a.json()["digest"], digest.to_string()),
             "api-users" => assert_eq!(a.json()["name"], "ci"),
             "api-image" => {

@@ -192,7 +192,7 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes(registry, api, tmp_pa
     assert row == ["manifest-put", "PUT", "/v2/<name>/manifests/{reference}", "blobs:read,blobs:write,metadata:write,jobs:send"]
     p = subprocess.run([str(BERTH_BIN), "routes", "--output", "json"], capture_output=True, text=True, timeout=30)
     routes = {r["name"]: r for r in json.loads(p.stdout)}
-    assert p.returncode == 0 and len(routes) == 56
+    assert p.returncode == 0 and len(routes) == 59
     audit = routes["api-audit"]
     assert (audit["methods"], audit["ports"]) == (["GET"], [])
     assert audit["operations"][0]["rule"] == "admin" and audit["operations"][0]["audit"] == "never"
@@ -331,8 +331,9 @@ def test_image_artifact_and_tag_commands(registry, api, cli):
     assert isinstance(a["pushed_at"], int)
     assert artifacts == api.get(f"/api/v1/images/{repo}/artifacts").json()["items"]
     rows = table_rows(cli.text("artifact", "ls", repo))
-    assert rows[0] == ["DIGEST", "TAGS", "TYPE", "PLATFORMS", "SIZE", "PUSHED"]
-    assert rows[1][:4] == [d, "v1", "image", "linux/amd64"]
+    assert rows[0] == ["DIGEST", "TAGS", "TYPE", "PLATFORMS", "SIZE", "SIGNED", "PUSHED"]
+    assert rows[1][:4] == [d, "v1", "image", "linux/amd64"] and rows[1][5] == "-"
+    assert a["signature"]["signed"] is False
 
     tagged = cli.ok("tag", "add", f"{repo}:stable", d)
     assert tagged == {"name": "stable", "digest": d}

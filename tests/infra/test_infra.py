@@ -306,8 +306,8 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (68, 24)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 164
+    assert (fixed, per_depth) == (74, 24)
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 170
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -376,12 +376,13 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     # the six that recount storage after a change, the two that start runs (and the scan route), those that queue a
     # registry event (api-tag only for that; manifest-get for that and a cached image), the one
     # that queues a redelivery, the replication policy routes (a run's job, a policy's target
-    # check), and blob-get (the caching of a blob pulled through a cache-type registry)
+    # check), blob-get (the caching of a blob pulled through a cache-type registry), and the trust
+    # routes (a key change queues the re-verification of the registry's signatures)
     assert senders == sorted(["manifest-put", "manifest-delete", "blob-delete", "api-registry", "api-image",
                               "api-artifact", "api-cleanup-runs", "api-gc-runs",
                               "manifest-get", "api-tag", "api-webhook-redeliver",
                               "api-replications", "api-replication", "api-replication-run", "blob-get",
-                              "api-artifact-scan"])
+                              "api-artifact-scan", "api-trust-keys", "api-trust-key"])
     # a route that only reads metadata gets read-only DynamoDB for the registry's data: its only
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])

@@ -520,6 +520,20 @@ impl From<GcError> for OciError {
     }
 }
 
+impl From<crate::trust::TrustError> for OciError {
+    fn from(e: crate::trust::TrustError) -> Self {
+        use crate::trust::TrustError as T;
+        match e {
+            T::Key(_) | T::Signature(_) | T::Invalid(_) => OciError::new(ErrorCode::InvalidRequest, e.to_string()),
+            T::NotFound(_) => OciError::new(ErrorCode::NotFound, e.to_string()),
+            T::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
+            T::Refused(_) => OciError::new(ErrorCode::Denied, e.to_string()).message(e.to_string()),
+            T::Metadata(inner) => inner.into(),
+            T::Queue(_) => OciError::internal(&e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -68,7 +68,8 @@ pub const DELETE: Endpoint = Endpoint {
     suffix: "/manifests/{reference}",
     has_repository: true,
     operations: &[Operation::change("DELETE", Rule::Repo(RepoAction::Delete), "Delete a manifest or a tag", 202)],
-    ports: &[Port::MetadataWrite, Port::JobsSend],
+    // a deleted signature's subject is looked at again (its other signatures read)
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("manifest-delete", Route::ManifestDelete { name, reference } => |app, req, body| {
         delete(app, &name, &reference).await
     }),
@@ -84,6 +85,8 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
             // and cosign's do before a push or a signature)
             if req.method == Method::GET {
                 crate::scan::policy::check_pull(app, name, &record).await?;
+                let grants = req.extensions.get::<crate::access::Grants>();
+                crate::trust::gate::check_pull(app, name, reference, &record, grants).await?;
             }
             record
         }
@@ -141,7 +144,12 @@ pub async fn put(
 ) -> Result<Response, OciError> {
     let tags = Query::of(req).all("tag").into_iter().map(Tag::parse).collect::<Result<Vec<_>, _>>()?;
     let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
+    let mut named: Vec<String> = tags.iter().map(|t| t.as_str().to_string()).collect();
+    if let Reference::Tag(tag) = reference {
+        named.push(tag.as_str().to_string());
+    }
     let record = manifests::push(app, name, reference, tags, content_type.as_deref(), body).await?;
+    crate::trust::status::after_push(app, name, &record, &named).await;
     crate::scan::policy::after_push(app, name, reference, &record).await;
     let mut headers =
         vec![(header::LOCATION, format!("/v2/{name}/manifests/{}", record.digest)), digest_header(&record.digest)];
@@ -153,6 +161,9 @@ pub async fn put(
 
 /// Deletes a tag, or a manifest with its tags (`202 Accepted`).
 pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response, OciError> {
+    let signed = crate::trust::status::signed_by(app, name, reference).await?;
     manifests::delete(app, name, reference).await?;
+    // a deleted signature no longer signs its subject
+    crate::trust::status::refresh_all(app, name, &signed).await;
     empty(StatusCode::ACCEPTED, &[])
 }

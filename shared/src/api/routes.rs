@@ -269,6 +269,23 @@ pub enum Route {
         /// registry name, or `_all`
         registry: String,
     },
+    /// `GET|PUT /api/v1/registries/<registry>/trust`: the registry's trust mode and keys.
+    ApiTrust {
+        /// registry name
+        registry: String,
+    },
+    /// `GET|POST /api/v1/registries/<registry>/trust/keys`: list or add trusted public keys.
+    ApiTrustKeys {
+        /// registry name
+        registry: String,
+    },
+    /// `GET|DELETE /api/v1/registries/<registry>/trust/keys/<id>`: show or remove one key.
+    ApiTrustKey {
+        /// registry name
+        registry: String,
+        /// key id (`sha256:<hex>`)
+        key: String,
+    },
     /// `GET|POST /api/v1/caches`: list or add image caches.
     ApiCaches,
     /// `GET|PATCH|DELETE /api/v1/caches/<cache>`: show, change or delete one.
@@ -428,6 +445,9 @@ route_table! {
     Route::ApiCache { .. } => manage::caches::CACHE,
     Route::ApiArtifactScan { .. } => manage::scans::SCAN,
     Route::ApiScanSettings { .. } => manage::scans::SETTINGS,
+    Route::ApiTrust { .. } => manage::trust::TRUST,
+    Route::ApiTrustKeys { .. } => manage::trust::KEYS,
+    Route::ApiTrustKey { .. } => manage::trust::KEY,
 }
 
 /// The names of all routes, in table order.
@@ -498,7 +518,10 @@ impl Route {
             | Route::ApiReplicationExecutions { registry, .. }
             | Route::ApiReplicationExecution { registry, .. }
             | Route::ApiReplicationTasks { registry, .. }
-            | Route::ApiScanSettings { registry } => Some(registry),
+            | Route::ApiScanSettings { registry }
+            | Route::ApiTrust { registry }
+            | Route::ApiTrustKeys { registry }
+            | Route::ApiTrustKey { registry, .. } => Some(registry),
             other => other.repository().map(|name| crate::identity::registry::of_repository(name.as_str())),
         }
     }
@@ -662,6 +685,11 @@ impl Route {
                 only(method, Route::ApiReplicationTasks { registry: text(1), replication: text(3), execution: text(5) })
             }
             ["registries", _, "scan-settings"] => only(method, Route::ApiScanSettings { registry: text(1) }),
+            ["registries", _, "trust"] => only(method, Route::ApiTrust { registry: text(1) }),
+            ["registries", _, "trust", "keys"] => only(method, Route::ApiTrustKeys { registry: text(1) }),
+            ["registries", _, "trust", "keys", _] => {
+                only(method, Route::ApiTrustKey { registry: text(1), key: text(4) })
+            }
             ["caches"] => only(method, Route::ApiCaches),
             ["caches", _] => only(method, Route::ApiCache { cache: text(1) }),
             ["gc", "runs"] => only(method, Route::ApiGcRuns),

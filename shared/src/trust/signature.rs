@@ -22,6 +22,10 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const COSIGN_REFERRER_CONFIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// A Sigstore bundle (cosign v3's default signature).
 pub const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The in-toto predicate type of a cosign signature (other predicates are attestations).
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+/// The manifest annotation naming a bundle's predicate type.
+pub const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 /// A Notary Project signature.
 pub const NOTATION: &str = "application/vnd.cncf.notary.signature";
 
@@ -53,7 +57,9 @@ pub fn shape_of(manifest: &Value, tag: Option<&str>) -> Option<Shape> {
     let has_subject = manifest.get("subject").is_some();
     let types = [artifact_type.as_deref(), config_type.as_deref()];
     if has_subject && types.contains(&Some(SIGSTORE_BUNDLE)) {
-        return Some(Shape::SigstoreBundle);
+        // `cosign attest` stores attestations the same way, under another predicate type
+        let predicate = manifest.pointer("/annotations").and_then(|a| text(a, BUNDLE_PREDICATE_ANNOTATION));
+        return predicate.is_none_or(|p| p == COSIGN_SIGN_PREDICATE).then_some(Shape::SigstoreBundle);
     }
     if has_subject && types.contains(&Some(NOTATION)) {
         return Some(Shape::Notation);
@@ -118,7 +124,8 @@ pub fn verify_bundle(bundle: &[u8], subject: &str, keys: &[TrustKey]) -> Result<
         .get("subject")
         .and_then(Value::as_array)
         .is_some_and(|s| s.iter().any(|d| d.pointer("/digest/sha256").and_then(Value::as_str) == Some(hex)));
-    if payload_type != "application/vnd.in-toto+json" || !names_subject {
+    let predicate = statement.get("predicateType").and_then(Value::as_str);
+    if payload_type != "application/vnd.in-toto+json" || !names_subject || predicate != Some(COSIGN_SIGN_PREDICATE) {
         return Ok(Vec::new());
     }
     let pae = dsse_pae(payload_type, &payload);
@@ -162,6 +169,9 @@ mod tests {
         assert_eq!(shape_of(&referrer, None), Some(Shape::CosignReferrer));
         assert_eq!(shape_of(&json!({"artifactType": NOTATION, "subject": subject}), None), Some(Shape::Notation));
         assert_eq!(shape_of(&json!({"artifactType": SIGSTORE_BUNDLE}), None), None, "no subject, no signature");
+        let attestation = json!({"artifactType": SIGSTORE_BUNDLE, "subject": subject,
+            "annotations": {BUNDLE_PREDICATE_ANNOTATION: "https://slsa.dev/provenance/v1"}});
+        assert_eq!(shape_of(&attestation, None), None, "an attestation is no signature");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::body::Response;
 use crate::identity::Action;
 use crate::metadata::ManifestRecord;
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::policy::protection;
 use crate::registry::artifacts;
 use crate::registry::manifests;
@@ -35,7 +35,8 @@ pub const IMAGE: Endpoint = Endpoint {
         "Delete an image with all its artifacts and tags",
         200,
     )],
-    ports: &[Port::MetadataWrite, Port::JobsSend],
+    // as a manifest delete (which reads the signatures it leaves behind)
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-image", Route::ApiImage { name } => |app, req, body| delete_whole(app, &name).await),
 };
 
@@ -97,7 +98,7 @@ pub const TAG: Endpoint = Endpoint {
             .body("PutTag"),
         Operation::change("DELETE", Rule::Role(Action::ManageTags), "Delete a tag", 204),
     ],
-    ports: &[Port::MetadataWrite, Port::JobsSend],
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-tag", Route::ApiTag { name, tag } => |app, req, body| {
         if req.method == http::Method::PUT { put_tag(app, &name, &tag, body).await } else { delete_tag(app, &name, &tag).await }
     }),
@@ -173,6 +174,41 @@ struct Artifact {
     tags: Vec<String>,
     subject: Option<String>,
     referrers: Vec<ReferrerSummary>,
+    /// the guide's "Authentication" column
+    signature: SignatureView,
+}
+
+/// Whether an artifact is signed, how, and under which of its registry's keys a signature
+/// verifies (keys removed since are left out).
+#[derive(Debug, Serialize)]
+struct SignatureView {
+    signed: bool,
+    verified: bool,
+    signatures: u32,
+    shapes: Vec<crate::trust::signature::Shape>,
+    verified_keys: Vec<String>,
+    checked_at: Option<i64>,
+}
+
+/// The signature view of `m`.
+async fn signature_view(app: &App, repo: &RepoName, m: &ManifestRecord) -> Result<SignatureView, OciError> {
+    use crate::trust::status;
+    let loaded = crate::trust::settings::get(app, crate::identity::registry::of_repository(repo.as_str())).await?;
+    let found = match m.signatures.as_deref().and_then(status::decode) {
+        Some(s) => s,
+        // never looked at (stored before signatures were): looked at now, not recorded (a listing
+        // writes nothing; the next push, signature or key change records it)
+        None => status::inspect(app, repo, &m.digest).await?,
+    };
+    let verified_keys = found.trusted_keys(&loaded);
+    Ok(SignatureView {
+        signed: found.signed(),
+        verified: !verified_keys.is_empty(),
+        signatures: found.signatures,
+        shapes: found.shapes,
+        verified_keys,
+        checked_at: (found.checked_at > 0).then_some(found.checked_at),
+    })
 }
 
 async fn describe(app: &App, repo: &RepoName, m: ManifestRecord) -> Result<Artifact, OciError> {
@@ -185,6 +221,7 @@ async fn describe(app: &App, repo: &RepoName, m: ManifestRecord) -> Result<Artif
         .map(|r| ReferrerSummary { digest: r.digest.to_string(), artifact_type: r.artifact_type })
         .collect();
     let platforms = platforms(app, &m).await;
+    let signature = signature_view(app, repo, &m).await?;
     Ok(Artifact {
         digest: m.digest.to_string(),
         media_type: m.media_type.clone(),
@@ -196,6 +233,7 @@ async fn describe(app: &App, repo: &RepoName, m: ManifestRecord) -> Result<Artif
         tags,
         subject: m.subject.as_ref().map(|d| d.to_string()),
         referrers,
+        signature,
     })
 }
 
@@ -262,7 +300,10 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
         return Err(OciError::new(ErrorCode::NotFound, format!("artifact {repo}@{digest} does not exist")));
     }
     protection::check_artifact_delete(app, repo, digest).await?;
+    let signed = crate::trust::status::signed_by(app, repo, &Reference::Digest(digest.clone())).await?;
     artifacts::delete_with_referrers(app, repo, digest).await?;
+    // a deleted signature no longer signs its subject
+    crate::trust::status::refresh_all(app, repo, &signed).await;
     empty(StatusCode::NO_CONTENT, &[])
 }
 
@@ -339,11 +380,13 @@ pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) ->
         ));
     }
     artifacts::tag(app, repo, tag, &digest).await?;
+    crate::trust::status::refresh_all(app, repo, &crate::trust::status::subjects_of_tags(&[tag.to_string()])).await;
     object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
 }
 
 /// `DELETE`: deletes a tag (the artifact stays).
 pub async fn delete_tag(app: &App, repo: &RepoName, tag: &Tag) -> Result<Response, OciError> {
     artifacts::untag(app, repo, tag).await?;
+    crate::trust::status::refresh_all(app, repo, &crate::trust::status::subjects_of_tags(&[tag.to_string()])).await;
     empty(StatusCode::NO_CONTENT, &[])
 }

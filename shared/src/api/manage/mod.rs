@@ -12,6 +12,7 @@ pub mod policies;
 pub mod registries;
 pub mod replications;
 pub mod scans;
+pub mod trust;
 pub mod users;
 pub mod webhooks;
 

@@ -99,6 +99,12 @@ fn schemas() -> Value {
                     "ids": { "type": "string", "description": "vulnerability ids separated by commas or line breaks" },
                     "expires_at": { "type": ["integer", "null"], "description": "Unix time after which the list no longer applies" } } },
             "schedule": { "type": ["string", "null"], "description": "_all only: scan every artifact none, hourly, daily (00:00 UTC), weekly (Saturday 00:00 UTC) or on a five-field UTC cron expression" } } },
+        "TrustSettings": { "type": "object", "required": ["mode"], "additionalProperties": false, "properties": {
+            "mode": { "type": "string", "enum": ["off", "any-signature", "trusted-keys"],
+                "description": "what a manifest GET by a principal that may not push requires: nothing, a signature of any shape, or one that verifies under a trusted key" } } },
+        "TrustKey": { "type": "object", "required": ["pem"], "additionalProperties": false, "properties": {
+            "pem": { "type": "string", "description": "a PEM PUBLIC KEY of ECDSA P-256 or Ed25519 (cosign.pub as cosign generate-key-pair writes it)" },
+            "name": { "type": "string", "description": "a name for people, 1-128 characters" } } },
         "ImageCachePatch": { "type": "object", "additionalProperties": false, "properties": {
             "type": cache_kinds, "url": string,
             "access_id": { "type": "string", "description": "\"\" removes it and the secret" },
@@ -221,7 +227,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(41));
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(44));
         let run = &doc["paths"]["/api/v1/registries/{registry}/cleanup/runs/{run}"]["get"];
         let names: Vec<&str> =
             run["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();

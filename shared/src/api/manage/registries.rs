@@ -57,7 +57,8 @@ pub const REGISTRY: Endpoint = Endpoint {
             204,
         ),
     ],
-    ports: &[Port::MetadataWrite, Port::JobsSend],
+    // deleting one does what a manifest delete does (which reads signatures it leaves behind)
+    ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-registry", Route::ApiRegistry { registry } => |app, req, body| match req.method {
         http::Method::GET => show(app, &registry).await,
         http::Method::PATCH => change(app, &registry, body).await,
@@ -227,6 +228,7 @@ pub async fn delete(app: &App, head: &Head, name: &str) -> Result<Response, OciE
     crate::webhook::policy::forget(app, name).await?;
     crate::replication::policy::forget(app, name).await?;
     crate::scan::policy::forget(app, name).await?;
+    crate::trust::settings::forget(app, name).await?;
     app.access.registries.forget(name);
     empty(StatusCode::NO_CONTENT, &[])
 }

@@ -98,6 +98,10 @@ pub enum ClientCommand {
     /// prevent pull, CVE allowlists).
     #[command(subcommand)]
     Scan(crate::scans::ScanCommand),
+    /// Image trust: what pulling an image requires of its signatures (off, any-signature,
+    /// trusted-keys) and the public keys signatures are verified against.
+    #[command(subcommand)]
+    Trust(crate::trust::TrustCommand),
 }
 
 /// Runs a client command and prints its outcome; a notice (a secret is shown once…) goes to stderr.
@@ -122,6 +126,7 @@ pub async fn run(format: Format, page_size: usize, command: ClientCommand) -> Re
                 ClientCommand::Replication(c) => replications::replication(&client, format, c).await?,
                 ClientCommand::Cache(c) => caches::cache(&client, c).await?,
                 ClientCommand::Scan(c) => crate::scans::scan(&client, c).await?,
+                ClientCommand::Trust(c) => crate::trust::trust(&client, c).await?,
                 ClientCommand::Login(_) | ClientCommand::Logout => {
                     return Err(CliError::Local("login and logout need no client".to_string()))
                 }
@@ -361,8 +366,20 @@ const ARTIFACT_COLUMNS: &[Column] = &[
     Column { header: "TYPE", cell: artifact_kind },
     Column { header: "PLATFORMS", cell: |v| field(v, "platforms") },
     Column { header: "SIZE", cell: |v| field(v, "size") },
+    Column { header: "SIGNED", cell: signed },
     Column { header: "PUSHED", cell: |v| field(v, "pushed_at") },
 ];
+
+/// The guide's "Authentication" column: `verified`, `signed`, or `-`.
+fn signed(v: &Value) -> String {
+    let s = v.get("signature");
+    let flag = |k: &str| s.and_then(|s| s.get(k)).and_then(Value::as_bool).unwrap_or(false);
+    match (flag("verified"), flag("signed")) {
+        (true, _) => "verified".to_string(),
+        (false, true) => "signed".to_string(),
+        _ => "-".to_string(),
+    }
+}
 /// Text field order of one artifact.
 const ARTIFACT_FIELDS: &[&str] = &[
     "digest",
@@ -375,6 +392,7 @@ const ARTIFACT_FIELDS: &[&str] = &[
     "pulled_at",
     "subject",
     "referrers",
+    "signature",
 ];
 
 /// An artifact's kind in a table: `index`, `image`, or its artifact type (without `application/`).

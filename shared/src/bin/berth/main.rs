@@ -1,6 +1,6 @@
 //! The `berth` command: `berth serve` runs the registry on embedded storage; the other commands
 //! (`login`, `registry`, `image`, `artifact`, `tag`, `user`, `key`, `audit`, `cleanup`,
-//! `protect`, `gc`, `webhook`, `replication`, `cache`, `scan`) are a client of a running server's management API.
+//! `protect`, `gc`, `webhook`, `replication`, `cache`, `scan`, `trust`) are a client of a running server's management API.
 
 /// The `cache` commands.
 mod caches;
@@ -18,6 +18,8 @@ mod policies;
 mod replications;
 /// The `scan` commands.
 mod scans;
+/// The `trust` commands.
+mod trust;
 /// The `webhook` commands.
 mod webhooks;
 

@@ -1,0 +1,277 @@
+//! What signatures an artifact has: found among its referrers and at its cosign `.sig` tag,
+//! verified against the registry's keys, and kept on its manifest record
+//! (`ManifestRecord::signatures`) so listings and the pull gate read nothing more. Looked at
+//! again whenever the artifact, one of its signatures, or the registry's keys change.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::settings;
+use super::signature::{self, Shape};
+use super::TrustError;
+use crate::app::App;
+use crate::metadata::{ManifestRecord, UnixTime};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+
+/// The most signature manifests looked at per artifact.
+pub const MAX_SIGNATURES: usize = 64;
+/// The most layers read per signature manifest.
+pub const MAX_LAYERS: usize = 16;
+/// The largest signature layer read (a payload or a bundle is a few KiB).
+pub const MAX_LAYER_BYTES: u64 = 256 * 1024;
+/// The most signature layers read and verified per artifact, over all its signatures (each is
+/// tried against every key: this bounds what one look costs, however many junk signatures an
+/// artifact was given).
+pub const MAX_VERIFIED_LAYERS: usize = 64;
+
+/// An artifact's signatures as last looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureStatus {
+    /// how many signature manifests name the artifact
+    pub signatures: u32,
+    /// their shapes, each once
+    pub shapes: Vec<Shape>,
+    /// ids of the registry's keys under which at least one of them verified
+    pub verified_keys: Vec<String>,
+    /// when they were looked at
+    pub checked_at: UnixTime,
+}
+
+impl SignatureStatus {
+    /// Whether any signature exists (the guide's "Authentication" column).
+    pub fn signed(&self) -> bool {
+        self.signatures > 0
+    }
+
+    /// The verified key ids the registry still trusts (`loaded`): a removed key verifies nothing.
+    pub fn trusted_keys(&self, loaded: &settings::Loaded) -> Vec<String> {
+        self.verified_keys.iter().filter(|id| loaded.trusts(id)).cloned().collect()
+    }
+}
+
+/// Reads a stored status; `None` when it does not parse (it is then looked at again).
+pub fn decode(stored: &str) -> Option<SignatureStatus> {
+    serde_json::from_str(stored).ok()
+}
+
+/// The cosign v2 signature tag of `subject` (`sha256-<hex>.sig`).
+pub fn signature_tag(subject: &Digest) -> Option<Tag> {
+    Tag::parse(&format!("{}-{}.sig", subject.algorithm().as_str(), subject.hex())).ok()
+}
+
+/// Looks at `subject`'s signatures now and records what it found on its manifest. `None` when
+/// the subject is not (or no longer) in the repository.
+pub async fn refresh(app: &App, repo: &RepoName, subject: &Digest) -> Result<Option<SignatureStatus>, TrustError> {
+    if app.meta.manifest(repo, subject).await?.is_none() {
+        return Ok(None);
+    }
+    let status = inspect(app, repo, subject).await?;
+    let encoded = serde_json::to_string(&status).map_err(|e| TrustError::Signature(e.to_string()))?;
+    app.meta.record_signatures(repo, subject, &encoded).await?;
+    Ok(Some(status))
+}
+
+/// The signatures of `subject`, verified against its registry's keys (recorded nowhere).
+pub async fn inspect(app: &App, repo: &RepoName, subject: &Digest) -> Result<SignatureStatus, TrustError> {
+    let loaded = settings::get(app, crate::identity::registry::of_repository(repo.as_str())).await?;
+    let mut candidates: Vec<(ManifestRecord, Option<String>)> =
+        app.meta.referrers(repo, subject, None).await?.into_iter().map(|r| (r, None)).collect();
+    if let Some(tag) = signature_tag(subject) {
+        if let Some(record) = app.meta.resolve_tag(repo, &tag).await? {
+            candidates.push((record, Some(tag.as_str().to_string())));
+        }
+    }
+    let mut status = SignatureStatus { checked_at: app.clock.now(), ..Default::default() };
+    let mut layers_left = MAX_VERIFIED_LAYERS;
+    for (record, tag) in candidates.into_iter().take(MAX_SIGNATURES) {
+        let bytes = match crate::registry::manifests::content(app, &record).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(repo = %repo, digest = %record.digest, error = %e, "a signature manifest could not be read");
+                continue;
+            }
+        };
+        let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let Some(shape) = signature::shape_of(&manifest, tag.as_deref()) else {
+            continue;
+        };
+        status.signatures += 1;
+        if !status.shapes.contains(&shape) {
+            status.shapes.push(shape);
+        }
+        if shape == Shape::Notation || loaded.keys.is_empty() {
+            continue;
+        }
+        for id in verify(app, &manifest, shape, subject, &loaded.keys, &mut layers_left).await {
+            if !status.verified_keys.contains(&id) {
+                status.verified_keys.push(id);
+            }
+        }
+    }
+    status.shapes.sort_by_key(|s| *s as u8);
+    status.verified_keys.sort();
+    Ok(status)
+}
+
+/// The key ids under which one signature manifest's layers verify as signatures of `subject`.
+/// A layer that cannot be read or parsed verifies nothing (it is still a signature).
+async fn verify(
+    app: &App,
+    manifest: &Value,
+    shape: Shape,
+    subject: &Digest,
+    keys: &[super::keys::TrustKey],
+    layers_left: &mut usize,
+) -> Vec<String> {
+    let subject = subject.to_string();
+    let mut verified = Vec::new();
+    let layers = manifest.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
+    for layer in layers.iter().take(MAX_LAYERS) {
+        if *layers_left == 0 {
+            break;
+        }
+        *layers_left -= 1;
+        let Some(bytes) = read_layer(app, layer).await else {
+            continue;
+        };
+        let result = match shape {
+            Shape::CosignTag | Shape::CosignReferrer => {
+                let annotation = layer.pointer("/annotations").and_then(|a| a.get(signature::SIGNATURE_ANNOTATION));
+                match annotation.and_then(Value::as_str) {
+                    Some(sig) => signature::verify_simple_signing(&bytes, sig, &subject, keys),
+                    None => continue,
+                }
+            }
+            Shape::SigstoreBundle => signature::verify_bundle(&bytes, &subject, keys),
+            Shape::Notation => continue,
+        };
+        match result {
+            Ok(ids) => verified.extend(ids),
+            Err(e) => tracing::debug!(subject = %subject, error = %e, "a signature did not parse"),
+        }
+    }
+    verified
+}
+
+/// A signature layer's bytes, if its descriptor is readable and small enough.
+async fn read_layer(app: &App, layer: &Value) -> Option<bytes::Bytes> {
+    let size = layer.get("size").and_then(Value::as_u64)?;
+    if size > MAX_LAYER_BYTES {
+        return None;
+    }
+    let digest: Digest = layer.get("digest").and_then(Value::as_str)?.parse().ok()?;
+    let stream = app.blobs.read(&digest, None).await.ok()?;
+    let limit = usize::try_from(MAX_LAYER_BYTES).unwrap_or(usize::MAX);
+    let bytes = crate::body::read_capped(stream, limit).await.ok()?;
+    // the bytes are what the digest says (a blob store is content-addressed, but a manifest
+    // could name a digest with a wrong size)
+    (Digest::of(digest.algorithm(), &bytes) == digest).then_some(bytes)
+}
+
+/// The subjects whose signatures change when a manifest is pushed or deleted under `tags`: the
+/// manifest's own subject (a referrer) and those its cosign `.sig` tags name.
+pub fn subjects_of(record: &ManifestRecord, tags: &[String]) -> Vec<Digest> {
+    let mut subjects: Vec<Digest> = record.subject.iter().cloned().collect();
+    for subject in subjects_of_tags(tags) {
+        if !subjects.contains(&subject) {
+            subjects.push(subject);
+        }
+    }
+    subjects
+}
+
+/// The subjects whose signatures change when `reference` is deleted from `repo` (read before
+/// the delete): a `.sig` tag's subject, or a deleted signature's.
+pub async fn signed_by(app: &App, repo: &RepoName, reference: &Reference) -> Result<Vec<Digest>, TrustError> {
+    match reference {
+        Reference::Tag(tag) => Ok(subjects_of_tags(&[tag.as_str().to_string()])),
+        Reference::Digest(digest) => match app.meta.manifest(repo, digest).await? {
+            Some(record) => Ok(subjects_of(&record, &app.meta.tags_of(repo, digest).await?)),
+            None => Ok(Vec::new()),
+        },
+    }
+}
+
+/// The subjects cosign `.sig` tags among `tags` name.
+pub fn subjects_of_tags(tags: &[String]) -> Vec<Digest> {
+    let mut subjects: Vec<Digest> = Vec::new();
+    for tag in tags {
+        if let Some(subject) = signature::tag_subject(tag).and_then(|s| s.parse::<Digest>().ok()) {
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
+            }
+        }
+    }
+    subjects
+}
+
+/// After a push: the pushed artifact's own signatures (it may have been signed before it came,
+/// or be pushed again) and, if it is a signature, its subject's. Never fails the push; an
+/// artifact whose record could not be written is looked at again by the pull gate.
+pub async fn after_push(app: &App, repo: &RepoName, record: &ManifestRecord, tags: &[String]) {
+    let mut subjects = vec![record.digest.clone()];
+    subjects.extend(subjects_of(record, tags));
+    refresh_all(app, repo, &subjects).await;
+}
+
+/// Looks at each subject's signatures again, logging (not returning) failures.
+pub async fn refresh_all(app: &App, repo: &RepoName, subjects: &[Digest]) {
+    for subject in subjects {
+        if let Err(e) = refresh(app, repo, subject).await {
+            tracing::warn!(repo = %repo, digest = %subject, error = %e, "could not look at an artifact's signatures");
+        }
+    }
+}
+
+/// Looks again at every artifact of `registry` that has signatures or was never looked at
+/// (its keys changed). Returns how many artifacts were looked at.
+pub async fn refresh_registry(app: &App, registry: &str) -> Result<u64, TrustError> {
+    let meta = app.meta.as_ref();
+    let mut count = 0;
+    for repo in crate::identity::registry::images_of(meta, registry).await? {
+        for record in crate::metadata::all_manifests(meta, &repo).await? {
+            let stale = record.signatures.as_deref().and_then(decode).is_none_or(|s| s.signed());
+            if stale {
+                refresh(app, &repo, &record.digest).await?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_subjects_come_from_the_subject_field_and_sig_tags() {
+        let hex = "5e42fbc46b177f10319e8937dd39702e7891ce6d8a42d60c1b4f433f94200bd2";
+        let subject: Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(signature_tag(&subject).unwrap().as_str(), format!("sha256-{hex}.sig"));
+        let record = ManifestRecord {
+            repo: RepoName::parse("team/app", None).unwrap(),
+            digest: Digest::sha256_of(b"sig"),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 3,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: vec![],
+            children: vec![],
+            pushed_at: 0,
+            pulled_at: None,
+            scan_gate: None,
+            signatures: None,
+        };
+        let tags = vec![format!("sha256-{hex}.sig"), "latest".into(), format!("sha256-{hex}.att")];
+        assert_eq!(subjects_of(&record, &tags), vec![subject.clone()]);
+        let referrer = ManifestRecord { subject: Some(subject.clone()), ..record };
+        assert_eq!(subjects_of(&referrer, &tags), vec![subject]);
+        let status = SignatureStatus { signatures: 1, shapes: vec![Shape::CosignTag], ..Default::default() };
+        assert_eq!(decode(&serde_json::to_string(&status).unwrap()), Some(status));
+        assert_eq!(decode("junk"), None);
+    }
+}
