@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from e2e_util import OCI_MANIFEST, assert_error, descriptor, digest, require_tool, run, tar_gz
+from e2e_util import OCI_MANIFEST, assert_error, descriptor, digest, image_config as image_config_bytes, require_tool, run, tar_gz
 from test_auth import make_user
 from test_docker import _docker_login, docker_images  # noqa: F401 (a fixture)
 
@@ -512,3 +512,71 @@ def test_cli_sets_trust_and_lists_signed_artifacts(registry, api, tmp_path):
     assert cli.ok("trust", "key", "rm", "e2e", key.id) == {"deleted": key.id}
     assert cli.ok("trust", "key", "ls", "e2e") == []
     assert cli.ok("trust", "set", "e2e", "off")["mode"] == "off"
+
+
+def test_pushers_tricks_neither_open_the_gate_nor_hide_a_valid_signature(registry, api, tmp_path):
+    """What a review found, each sent as the request it took: an image carrying a `subject`, an
+    unsigned image tagged like a signature (`sha256-<hex>.att`, its own `.sig` tag), and a
+    signature layer whose descriptor lies about its size stay gated; 64 SBOM referrers and junk
+    signature referrers pushed after a valid signature do not un-verify it."""
+    key = Key(tmp_path / "key")
+    assert api.post(f"{trust_path()}/keys", json={"pem": key.pem}).status_code == 201
+    assert api.put(trust_path(), json={"mode": "trusted-keys"}).status_code == 200
+    viewer = make_user(registry, "service-viewer")
+    repo = f"e2e/tricks-{uuid.uuid4().hex[:8]}"
+
+    def viewer_get(ref: str) -> int:
+        return as_user(registry, viewer, "GET", f"/v2/{repo}/manifests/{ref}").status_code
+
+    # a runnable image naming a subject (even one that does not exist) is still an image
+    config, layer = image_config_bytes(), tar_gz({"bin/sh": b"#!"})
+    api.push_blob(repo, config)
+    api.push_blob(repo, layer)
+    evil = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(OCI_CONFIG, config),
+                       "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+                       "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 2}}).encode()
+    assert api.put_manifest(repo, "evil", evil, OCI_MANIFEST).status_code == 201
+    assert viewer_get("evil") == 403 and viewer_get(digest(evil)) == 403
+
+    # an unsigned image under accessory-looking tags
+    x = api.push_image(repo, "x", [tar_gz({"x": b"unsigned"})])
+    for tag in [f"sha256-{'1' * 64}.att", f"sha256-{x['digest'].split(':')[1]}.sig", f"sha256-{'2' * 64}"]:
+        assert api.put_manifest(repo, tag, x["manifest"], OCI_MANIFEST).status_code == 201
+        assert viewer_get(tag) == 403, tag
+    assert viewer_get("x") == 403 and viewer_get(x["digest"]) == 403
+    assert signature_of(api, repo, x["digest"])["verified"] is False
+
+    # a genuine signature whose layer descriptor lies about its size verifies nothing
+    y = api.push_image(repo, "y", [tar_gz({"y": b"1"})])
+    body = payload(f"berth.test/{repo}", y["digest"])
+    api.push_blob(repo, body)
+    lying = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(EMPTY, b"{}"),
+                        "layers": [{"mediaType": SIMPLE_SIGNING, "digest": digest(body), "size": len(body) + 5,
+                                    "annotations": {SIGNATURE_ANNOTATION: base64.b64encode(key.sign(body)).decode()}}]
+                        }).encode()
+    api.push_blob(repo, b"{}")
+    assert api.put_manifest(repo, f"sha256-{y['digest'].split(':')[1]}.sig", lying, OCI_MANIFEST).status_code == 201
+    sig = signature_of(api, repo, y["digest"])
+    assert (sig["signed"], sig["verified"]) == (True, False), sig
+
+    # a verified image keeps its status through 64 SBOMs and 4 junk signature referrers
+    z = api.push_image(repo, "z", [tar_gz({"z": b"signed"})])
+    assert sign_v2(api, key, repo, z["digest"]).status_code == 201
+    bundle_referrer(api, key, repo, subject_of(z))
+    assert signature_of(api, repo, z["digest"])["verified"] is True
+    api.push_blob(repo, b"{}")
+    for i in range(64):
+        sbom = json.dumps({"bomFormat": "CycloneDX", "serialNumber": f"urn:uuid:{uuid.uuid4()}"}).encode()
+        api.push_blob(repo, sbom)
+        m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.cyclonedx+json",
+                        "config": descriptor(EMPTY, b"{}"), "layers": [descriptor("application/vnd.cyclonedx+json", sbom)],
+                        "subject": subject_of(z)}).encode()
+        assert api.put_manifest(repo, digest(m), m, OCI_MANIFEST).status_code == 201
+    for i in range(4):
+        junk = [(b'{"junk": %d, "layer": %d}' % (i, j), base64.b64encode(b"not a signature").decode())
+                for j in range(16)]
+        m = signature_manifest(api, repo, junk, subject=subject_of(z))
+        assert api.put_manifest(repo, digest(m), m, OCI_MANIFEST).status_code == 201
+    sig = signature_of(api, repo, z["digest"])
+    assert (sig["signed"], sig["verified"], sig["signatures"]) == (True, True, 6), sig
+    assert viewer_get("z") == 200

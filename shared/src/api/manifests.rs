@@ -86,7 +86,7 @@ pub async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Head) 
             if req.method == Method::GET {
                 crate::scan::policy::check_pull(app, name, &record).await?;
                 let grants = req.extensions.get::<crate::access::Grants>();
-                crate::trust::gate::check_pull(app, name, reference, &record, grants).await?;
+                crate::trust::gate::check_pull(app, name, &record, grants).await?;
             }
             record
         }

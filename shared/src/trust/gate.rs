@@ -1,24 +1,69 @@
 //! The trust pull gate: with a registry's trust mode on, a manifest `GET` by a principal that may
 //! not push to the repository is refused unless the image is signed (`any-signature`) or a
 //! signature verifies under one of the registry's keys (`trusted-keys`). Pushers are never gated
-//! (signing needs to read the image first), and neither are signatures and other referrers, so
-//! `cosign verify` works; an index's child passes when the index does.
+//! (signing needs to read the image first), and neither are signatures, attestations and SBOMs
+//! (judged by their layers), so `cosign verify` works; an index's child passes when the index
+//! does.
+
+use serde_json::Value;
 
 use super::settings::{self, TrustMode};
+use super::signature;
 use super::status::{self, SignatureStatus};
 use super::TrustError;
 use crate::access::grants::Grants;
 use crate::access::RepoAction;
 use crate::app::App;
 use crate::metadata::ManifestRecord;
-use crate::oci::{accessory_subject, Reference, RepoName};
+use crate::oci::RepoName;
 
-/// Refuses the `GET` of `record` (named by `reference`) when the registry's trust mode requires
-/// what it lacks and `grants` may not push to `repo`.
+/// The layer media types of what signing and attestation tools push: a manifest whose layers
+/// are all of these (or that has none) holds nothing to run, so the gate lets it through (a
+/// signature must be readable to be verified).
+const ACCESSORY_LAYERS: &[&str] = &[
+    signature::SIMPLE_SIGNING,
+    "application/vnd.dsse.envelope.v1+json",
+    "application/vnd.in-toto+json",
+    "application/jose+json",
+    "application/cose",
+    "application/spdx+json",
+    "text/spdx",
+    "application/vnd.cyclonedx+json",
+    "application/vnd.syft+json",
+    "application/vnd.oci.empty.v1+json",
+];
+
+/// The most parent indexes looked at for a child that is not signed itself.
+pub const MAX_PARENTS: usize = 32;
+
+/// Whether a manifest is a signature, attestation or SBOM rather than something to run: an image
+/// manifest (not an index) whose layers are all [`ACCESSORY_LAYERS`] or Sigstore bundles.
+/// Judged by content, never by tag or `subject` (anyone who may push chooses those).
+pub fn is_accessory(manifest: &[u8]) -> bool {
+    let Ok(doc) = serde_json::from_slice::<Value>(manifest) else {
+        return false;
+    };
+    if doc.get("manifests").is_some() {
+        return false;
+    }
+    let layers = match doc.get("layers") {
+        None | Some(Value::Null) => return true,
+        Some(Value::Array(layers)) => layers,
+        Some(_) => return false,
+    };
+    layers.iter().all(|layer| {
+        layer
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .is_some_and(|t| ACCESSORY_LAYERS.contains(&t) || t.starts_with("application/vnd.dev.sigstore.bundle."))
+    })
+}
+
+/// Refuses the `GET` of `record` when the registry's trust mode requires what it lacks and
+/// `grants` may not push to `repo`.
 pub async fn check_pull(
     app: &App,
     repo: &RepoName,
-    reference: &Reference,
     record: &ManifestRecord,
     grants: Option<&Grants>,
 ) -> Result<(), TrustError> {
@@ -28,20 +73,16 @@ pub async fn check_pull(
     if mode == TrustMode::Off || passes(app, repo, record, &loaded).await? {
         return Ok(());
     }
-    // what is not refused although unsigned: signatures and other referrers, what a signature
-    // tag names, anything for a principal that may push here, and the child of an index that passes
-    if record.subject.is_some() || matches!(reference, Reference::Tag(t) if accessory_subject(t.as_str()).is_some()) {
-        return Ok(());
-    }
+    // what is not refused although unsigned: anything for a principal that may push here,
+    // signatures and other accessories themselves, and the child of an index that passes
     if may_push(app, repo, grants).await {
         return Ok(());
     }
-    let tags = app.meta.tags_of(repo, &record.digest).await?;
-    if tags.iter().any(|t| accessory_subject(t).is_some()) {
+    if crate::registry::manifests::content(app, record).await.is_ok_and(|bytes| is_accessory(&bytes)) {
         return Ok(());
     }
-    for parent in app.meta.parents(repo, &record.digest).await? {
-        if let Some(index) = app.meta.manifest(repo, &parent).await? {
+    for parent in app.meta.parents(repo, &record.digest).await?.iter().take(MAX_PARENTS) {
+        if let Some(index) = app.meta.manifest(repo, parent).await? {
             if passes(app, repo, &index, &loaded).await? {
                 return Ok(());
             }
@@ -92,4 +133,32 @@ async fn passes(
         TrustMode::AnySignature => status.signed(),
         TrustMode::TrustedKeys => status.verified_keys.iter().any(|id| loaded.trusts(id)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accessories_are_told_by_their_layers_not_their_names() {
+        let doc = |v: Value| serde_json::to_vec(&v).unwrap();
+        let layer = |t: &str| json!({"mediaType": t, "digest": "sha256:00", "size": 1});
+        let sig = json!({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"},
+            "layers": [layer(signature::SIMPLE_SIGNING)]});
+        assert!(is_accessory(&doc(sig)));
+        let bundle = json!({"subject": {}, "layers": [layer(signature::SIGSTORE_BUNDLE)]});
+        assert!(is_accessory(&doc(bundle)));
+        assert!(is_accessory(&doc(json!({"layers": []}))), "nothing to run");
+        // an image with a `subject` is still an image
+        let image = json!({"subject": {"digest": "sha256:00"},
+            "layers": [layer(signature::SIMPLE_SIGNING), layer("application/vnd.oci.image.layer.v1.tar+gzip")]});
+        assert!(!is_accessory(&doc(image)));
+        assert!(!is_accessory(&doc(json!({"manifests": [], "subject": {}}))), "an index lists images");
+        assert!(!is_accessory(&doc(json!({"layers": [{"digest": "sha256:00"}]}))), "no media type");
+        assert!(!is_accessory(&doc(json!({"layers": {}}))));
+        assert!(!is_accessory(b"not json"));
+        let helm = json!({"layers": [layer("application/vnd.cncf.helm.chart.content.v1.tar+gzip")]});
+        assert!(!is_accessory(&doc(helm)), "a chart is something to install");
+    }
 }

@@ -13,7 +13,8 @@ use crate::app::App;
 use crate::metadata::{ManifestRecord, UnixTime};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
-/// The most signature manifests looked at per artifact.
+/// The most signature manifests looked at per artifact (referrers of other kinds, such as
+/// SBOMs and attestations, are not counted).
 pub const MAX_SIGNATURES: usize = 64;
 /// The most layers read per signature manifest.
 pub const MAX_LAYERS: usize = 16;
@@ -21,7 +22,8 @@ pub const MAX_LAYERS: usize = 16;
 pub const MAX_LAYER_BYTES: u64 = 256 * 1024;
 /// The most signature layers read and verified per artifact, over all its signatures (each is
 /// tried against every key: this bounds what one look costs, however many junk signatures an
-/// artifact was given).
+/// artifact was given). Signatures that verified before, and the one just pushed, are looked
+/// at first, so junk pushed later cannot crowd them out.
 pub const MAX_VERIFIED_LAYERS: usize = 64;
 
 /// An artifact's signatures as last looked at.
@@ -33,6 +35,9 @@ pub struct SignatureStatus {
     pub shapes: Vec<Shape>,
     /// ids of the registry's keys under which at least one of them verified
     pub verified_keys: Vec<String>,
+    /// digests of the signature manifests that verified (looked at first next time)
+    #[serde(default)]
+    pub verified_by: Vec<String>,
     /// when they were looked at
     pub checked_at: UnixTime,
 }
@@ -62,10 +67,24 @@ pub fn signature_tag(subject: &Digest) -> Option<Tag> {
 /// Looks at `subject`'s signatures now and records what it found on its manifest. `None` when
 /// the subject is not (or no longer) in the repository.
 pub async fn refresh(app: &App, repo: &RepoName, subject: &Digest) -> Result<Option<SignatureStatus>, TrustError> {
-    if app.meta.manifest(repo, subject).await?.is_none() {
+    refresh_first(app, repo, subject, None).await
+}
+
+/// [`refresh`], looking at the signature manifest `first` (just pushed) before the others.
+async fn refresh_first(
+    app: &App,
+    repo: &RepoName,
+    subject: &Digest,
+    first: Option<&Digest>,
+) -> Result<Option<SignatureStatus>, TrustError> {
+    let Some(record) = app.meta.manifest(repo, subject).await? else {
         return Ok(None);
+    };
+    let mut priority: Vec<String> = first.iter().map(|d| d.to_string()).collect();
+    if let Some(previous) = record.signatures.as_deref().and_then(decode) {
+        priority.extend(previous.verified_by);
     }
-    let status = inspect(app, repo, subject).await?;
+    let status = inspect_in_order(app, repo, subject, &priority).await?;
     let encoded = serde_json::to_string(&status).map_err(|e| TrustError::Signature(e.to_string()))?;
     app.meta.record_signatures(repo, subject, &encoded).await?;
     Ok(Some(status))
@@ -73,14 +92,43 @@ pub async fn refresh(app: &App, repo: &RepoName, subject: &Digest) -> Result<Opt
 
 /// The signatures of `subject`, verified against its registry's keys (recorded nowhere).
 pub async fn inspect(app: &App, repo: &RepoName, subject: &Digest) -> Result<SignatureStatus, TrustError> {
+    inspect_in_order(app, repo, subject, &[]).await
+}
+
+/// Whether a referrer's artifact type (its `artifactType`, else its config's media type) is a
+/// signature's: only those count against [`MAX_SIGNATURES`].
+fn signature_type(artifact_type: Option<&str>) -> bool {
+    matches!(artifact_type, Some(signature::SIGSTORE_BUNDLE | signature::NOTATION | signature::COSIGN_REFERRER_CONFIG))
+}
+
+/// [`inspect`], looking at the signature manifests named in `priority` first, then the cosign
+/// `.sig` tag's, then the other signature referrers in digest order.
+async fn inspect_in_order(
+    app: &App,
+    repo: &RepoName,
+    subject: &Digest,
+    priority: &[String],
+) -> Result<SignatureStatus, TrustError> {
     let loaded = settings::get(app, crate::identity::registry::of_repository(repo.as_str())).await?;
-    let mut candidates: Vec<(ManifestRecord, Option<String>)> =
-        app.meta.referrers(repo, subject, None).await?.into_iter().map(|r| (r, None)).collect();
+    let mut candidates: Vec<(ManifestRecord, Option<String>)> = Vec::new();
     if let Some(tag) = signature_tag(subject) {
         if let Some(record) = app.meta.resolve_tag(repo, &tag).await? {
             candidates.push((record, Some(tag.as_str().to_string())));
         }
     }
+    candidates.extend(
+        app.meta
+            .referrers(repo, subject, None)
+            .await?
+            .into_iter()
+            .filter(|r| signature_type(r.artifact_type.as_deref()))
+            .map(|r| (r, None)),
+    );
+    let rank = |record: &ManifestRecord| {
+        priority.iter().position(|p| *p == record.digest.to_string()).unwrap_or(priority.len())
+    };
+    // stable: the `.sig` tag stays ahead of the referrers among those not named in `priority`
+    candidates.sort_by_key(|(record, _)| rank(record));
     let mut status = SignatureStatus { checked_at: app.clock.now(), ..Default::default() };
     let mut layers_left = MAX_VERIFIED_LAYERS;
     for (record, tag) in candidates.into_iter().take(MAX_SIGNATURES) {
@@ -104,7 +152,11 @@ pub async fn inspect(app: &App, repo: &RepoName, subject: &Digest) -> Result<Sig
         if shape == Shape::Notation || loaded.keys.is_empty() {
             continue;
         }
-        for id in verify(app, &manifest, shape, subject, &loaded.keys, &mut layers_left).await {
+        let ids = verify(app, &manifest, shape, subject, &loaded.keys, &mut layers_left).await;
+        if !ids.is_empty() && !status.verified_by.contains(&record.digest.to_string()) {
+            status.verified_by.push(record.digest.to_string());
+        }
+        for id in ids {
             if !status.verified_keys.contains(&id) {
                 status.verified_keys.push(id);
             }
@@ -112,6 +164,7 @@ pub async fn inspect(app: &App, repo: &RepoName, subject: &Digest) -> Result<Sig
     }
     status.shapes.sort_by_key(|s| *s as u8);
     status.verified_keys.sort();
+    status.verified_by.sort();
     Ok(status)
 }
 
@@ -165,9 +218,9 @@ async fn read_layer(app: &App, layer: &Value) -> Option<bytes::Bytes> {
     let stream = app.blobs.read(&digest, None).await.ok()?;
     let limit = usize::try_from(MAX_LAYER_BYTES).unwrap_or(usize::MAX);
     let bytes = crate::body::read_capped(stream, limit).await.ok()?;
-    // the bytes are what the digest says (a blob store is content-addressed, but a manifest
-    // could name a digest with a wrong size)
-    (Digest::of(digest.algorithm(), &bytes) == digest).then_some(bytes)
+    // the bytes are what the descriptor says, size and digest (a descriptor that lies about
+    // either verifies nothing)
+    (bytes.len() as u64 == size && Digest::of(digest.algorithm(), &bytes) == digest).then_some(bytes)
 }
 
 /// The subjects whose signatures change when a manifest is pushed or deleted under `tags`: the
@@ -211,9 +264,12 @@ pub fn subjects_of_tags(tags: &[String]) -> Vec<Digest> {
 /// or be pushed again) and, if it is a signature, its subject's. Never fails the push; an
 /// artifact whose record could not be written is looked at again by the pull gate.
 pub async fn after_push(app: &App, repo: &RepoName, record: &ManifestRecord, tags: &[String]) {
-    let mut subjects = vec![record.digest.clone()];
-    subjects.extend(subjects_of(record, tags));
-    refresh_all(app, repo, &subjects).await;
+    refresh_all(app, repo, std::slice::from_ref(&record.digest)).await;
+    for subject in subjects_of(record, tags) {
+        if let Err(e) = refresh_first(app, repo, &subject, Some(&record.digest)).await {
+            tracing::warn!(repo = %repo, digest = %subject, error = %e, "could not look at an artifact's signatures");
+        }
+    }
 }
 
 /// Looks at each subject's signatures again, logging (not returning) failures.
