@@ -203,8 +203,8 @@ def test_cosign_v2_signatures_gate_docker_and_skopeo_pulls_by_mode(registry, api
     push = run(["docker", "push", ref], timeout=300)
     subject = next(w for w in push.stdout.split() if w.startswith("sha256:"))
     sig = signature_of(api, repo, subject)
-    assert {k: sig[k] for k in ("signed", "verified", "signatures", "shapes", "verified_keys")} == \
-        {"signed": False, "verified": False, "signatures": 0, "shapes": [], "verified_keys": []}, sig
+    assert {k: sig[k] for k in ("signed", "verified", "signatures", "shapes", "verified_keys", "signed_indexes")} == \
+        {"signed": False, "verified": False, "signatures": 0, "shapes": [], "verified_keys": [], "signed_indexes": []}, sig
     assert isinstance(sig["checked_at"], int), "looked at when it was pushed"
 
     viewer = make_user(registry, "service-viewer")
@@ -380,6 +380,18 @@ def test_referrer_shapes_bundles_ed25519_and_index_children(registry, api, tmp_p
     assert as_user(registry, viewer, "GET", f"/v2/{repo}/manifests/multi").status_code == 200
     r = as_user(registry, viewer, "GET", f"/v2/{repo}/manifests/{child['digest']}")
     assert r.status_code == 200 and digest(r.content) == child["digest"]
+    assert signature_of(api, repo, child["digest"])["signed_indexes"] == [digest(index)]
+    # 33 unsigned indexes listing the same child change nothing (the signed one is kept on it)
+    for i in range(33):
+        other = json.loads(index)
+        other["annotations"] = {"n": str(i)}
+        body = json.dumps(other).encode()
+        assert api.put_manifest(repo, digest(body), body, "application/vnd.oci.image.index.v1+json").status_code == 201
+    assert as_user(registry, viewer, "GET", f"/v2/{repo}/manifests/{child['digest']}").status_code == 200
+    # deleting the signed index takes its signature away from the child
+    assert api.delete(f"/api/v1/images/{repo}/artifacts/{digest(index)}").status_code == 204
+    assert signature_of(api, repo, child["digest"])["signed_indexes"] == []
+    assert_error(as_user(registry, viewer, "GET", f"/v2/{repo}/manifests/{child['digest']}"), 403, "DENIED")
 
 
 def test_signatures_follow_their_subject_and_protection_never_blocks_signing(registry, api, tmp_path):
@@ -537,6 +549,23 @@ def test_pushers_tricks_neither_open_the_gate_nor_hide_a_valid_signature(registr
                        "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 2}}).encode()
     assert api.put_manifest(repo, "evil", evil, OCI_MANIFEST).status_code == 201
     assert viewer_get("evil") == 403 and viewer_get(digest(evil)) == 403
+
+    # keys other clients read as `layers` are refused at push (docker reads `Layers` as layers)
+    for trick in [{"Layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)]},
+                  {"layers": [], "Layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)]}]:
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(OCI_CONFIG, config),
+                           **trick}).encode()
+        r = api.put_manifest(repo, "tricky", body, OCI_MANIFEST)
+        assert_error(r, 400, "MANIFEST_INVALID")
+        assert "same field to other clients" in r.text or "must be spelt" in r.text, r.text
+
+    # a tar layer labelled as a signature payload or an empty blob is still something to run
+    for i, media_type in enumerate([SIMPLE_SIGNING, EMPTY, "application/vnd.dsse.envelope.v1+json"]):
+        disguised = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                "config": descriptor(OCI_CONFIG, config),
+                                "layers": [descriptor(media_type, layer)]}).encode()
+        assert api.put_manifest(repo, f"disguised-{i}", disguised, OCI_MANIFEST).status_code == 201
+        assert viewer_get(digest(disguised)) == 403, media_type
 
     # an unsigned image under accessory-looking tags
     x = api.push_image(repo, "x", [tar_gz({"x": b"unsigned"})])

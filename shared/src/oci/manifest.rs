@@ -103,6 +103,8 @@ impl ParsedManifest {
     /// Parses `body`, taking the media type from `content_type` (the request header) or the body.
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
         let raw: RawManifest = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let whole: Value = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        check_unambiguous(&whole)?;
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
             .filter(|c| !c.is_empty() && c != "application/octet-stream" && c != "application/json");
@@ -197,10 +199,95 @@ fn descriptor(v: &Value, index: usize) -> Result<Descriptor, ManifestError> {
     Ok(Descriptor { media_type: media_type.to_string(), digest, size })
 }
 
+/// The field names of manifests, indexes, descriptors and platforms.
+const KNOWN_FIELDS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "config",
+    "layers",
+    "blobs",
+    "manifests",
+    "subject",
+    "annotations",
+    "digest",
+    "size",
+    "urls",
+    "data",
+    "platform",
+    "architecture",
+    "os",
+    "os.version",
+    "os.features",
+    "variant",
+    "features",
+];
+
+/// A key as Go's `encoding/json` matches it to a field: case-insensitively, with `ſ` as `s` and
+/// the Kelvin sign as `k`.
+fn fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Refuses a manifest that clients could read differently from Berth: an object with two keys
+/// Go's JSON decoder takes for the same field (`layers` and `Layers`), or a field spelt
+/// other than exactly (`Layers` alone, which Berth ignores and docker reads as the layers).
+/// Annotation keys are free-form and not checked.
+fn check_unambiguous(value: &Value) -> Result<(), ManifestError> {
+    match value {
+        Value::Object(map) => {
+            let mut seen = std::collections::HashMap::new();
+            for (key, inner) in map {
+                let folded = fold(key);
+                if let Some(other) = seen.insert(folded.clone(), key) {
+                    return Err(ManifestError::Malformed(format!(
+                        "keys {other:?} and {key:?} are the same field to other clients"
+                    )));
+                }
+                if let Some(known) = KNOWN_FIELDS.iter().find(|f| fold(f) == folded) {
+                    if key != known {
+                        return Err(ManifestError::Malformed(format!("key {key:?} must be spelt {known:?}")));
+                    }
+                }
+                if key != "annotations" {
+                    check_unambiguous(inner)?;
+                }
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(check_unambiguous),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn keys_other_clients_read_differently_are_refused() {
+        let image = |layers_key: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{0}","size":2}},{layers_key}}}"#,
+                "a".repeat(64)
+            )
+        };
+        assert!(ParsedManifest::parse(image(r#""layers":[]"#).as_bytes(), None).is_ok());
+        for bad in [r#""Layers":[]"#, r#""layers":[],"Layers":[]"#, "\"\u{17f}ize\":1", "\"LAYERS\":[]"] {
+            let e = ParsedManifest::parse(image(bad).as_bytes(), None).unwrap_err();
+            assert!(matches!(e, ManifestError::Malformed(_)), "{bad}: {e}");
+        }
+        // annotation keys are free-form
+        let annotated = image(r#""layers":[],"annotations":{"Layers":"x","layers":"y"}"#);
+        assert!(ParsedManifest::parse(annotated.as_bytes(), None).is_ok());
+    }
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))

@@ -25,16 +25,11 @@ const ACCESSORY_LAYERS: &[&str] = &[
     "application/vnd.dsse.envelope.v1+json",
     "application/vnd.in-toto+json",
     "application/jose+json",
-    "application/cose",
     "application/spdx+json",
-    "text/spdx",
     "application/vnd.cyclonedx+json",
     "application/vnd.syft+json",
     "application/vnd.oci.empty.v1+json",
 ];
-
-/// The most parent indexes looked at for a child that is not signed itself.
-pub const MAX_PARENTS: usize = 32;
 
 /// Whether a manifest is a signature, attestation or SBOM rather than something to run: an image
 /// manifest (not an index) whose layers are all [`ACCESSORY_LAYERS`] or Sigstore bundles.
@@ -59,6 +54,32 @@ pub fn is_accessory(manifest: &[u8]) -> bool {
     })
 }
 
+/// Whether `record` is an accessory whose every layer is a small JSON document as its
+/// descriptor says: what signing tools push, and nothing a container runtime can unpack (a
+/// tar is never JSON), whatever media types a pusher wrote on it.
+async fn harmless(app: &App, record: &ManifestRecord) -> bool {
+    let Ok(bytes) = crate::registry::manifests::content(app, record).await else {
+        return false;
+    };
+    if !is_accessory(&bytes) {
+        return false;
+    }
+    let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+        return false;
+    };
+    let layers = doc.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
+    if layers.len() > status::MAX_LAYERS {
+        return false;
+    }
+    for layer in &layers {
+        match status::read_layer(app, layer).await {
+            Some(blob) if serde_json::from_slice::<serde::de::IgnoredAny>(&blob).is_ok() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Refuses the `GET` of `record` when the registry's trust mode requires what it lacks and
 /// `grants` may not push to `repo`.
 pub async fn check_pull(
@@ -73,20 +94,13 @@ pub async fn check_pull(
     if mode == TrustMode::Off || passes(app, repo, record, &loaded).await? {
         return Ok(());
     }
-    // what is not refused although unsigned: anything for a principal that may push here,
-    // signatures and other accessories themselves, and the child of an index that passes
+    // what is not refused although unsigned: anything for a principal that may push here, and
+    // signatures and other accessories themselves
     if may_push(app, repo, grants).await {
         return Ok(());
     }
-    if crate::registry::manifests::content(app, record).await.is_ok_and(|bytes| is_accessory(&bytes)) {
+    if harmless(app, record).await {
         return Ok(());
-    }
-    for parent in app.meta.parents(repo, &record.digest).await?.iter().take(MAX_PARENTS) {
-        if let Some(index) = app.meta.manifest(repo, parent).await? {
-            if passes(app, repo, &index, &loaded).await? {
-                return Ok(());
-            }
-        }
     }
     let why = match mode {
         TrustMode::TrustedKeys => "has no signature that verifies under the registry's trusted keys",
@@ -128,10 +142,15 @@ async fn passes(
         Some(s) => s,
         None => status::refresh(app, repo, &record.digest).await?.unwrap_or_default(),
     };
+    // its own signatures, or those of a signed index listing it
     Ok(match loaded.settings.mode {
         TrustMode::Off => true,
-        TrustMode::AnySignature => status.signed(),
-        TrustMode::TrustedKeys => status.verified_keys.iter().any(|id| loaded.trusts(id)),
+        TrustMode::AnySignature => status.signed() || !status.signed_parents.is_empty(),
+        TrustMode::TrustedKeys => status
+            .verified_keys
+            .iter()
+            .chain(status.signed_parents.iter().flat_map(|p| p.verified_keys.iter()))
+            .any(|id| loaded.trusts(id)),
     })
 }
 

@@ -38,9 +38,27 @@ pub struct SignatureStatus {
     /// digests of the signature manifests that verified (looked at first next time)
     #[serde(default)]
     pub verified_by: Vec<String>,
+    /// signed indexes that list the artifact (cosign signs a multi-platform image's index):
+    /// kept here when the index is looked at, so the gate never walks an artifact's parents
+    #[serde(default)]
+    pub signed_parents: Vec<SignedParent>,
     /// when they were looked at
     pub checked_at: UnixTime,
 }
+
+/// A signed index listing an artifact, and the trusted keys its signatures verified under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedParent {
+    /// the index's digest
+    pub index: String,
+    /// the keys its signatures verified under when it was last looked at
+    pub verified_keys: Vec<String>,
+}
+
+/// The most signed parents kept per artifact (those verified first).
+pub const MAX_SIGNED_PARENTS: usize = 16;
+/// The most children of an index told about its signatures.
+pub const MAX_CHILDREN: usize = 256;
 
 impl SignatureStatus {
     /// Whether any signature exists (the guide's "Authentication" column).
@@ -81,13 +99,61 @@ async fn refresh_first(
         return Ok(None);
     };
     let mut priority: Vec<String> = first.iter().map(|d| d.to_string()).collect();
-    if let Some(previous) = record.signatures.as_deref().and_then(decode) {
-        priority.extend(previous.verified_by);
+    let previous = record.signatures.as_deref().and_then(decode).unwrap_or_default();
+    priority.extend(previous.verified_by.iter().cloned());
+    let mut status = inspect_in_order(app, repo, subject, &priority).await?;
+    // the signed indexes that still exist and still list it
+    for parent in previous.signed_parents {
+        let Ok(index) = parent.index.parse::<Digest>() else { continue };
+        if app.meta.manifest(repo, &index).await?.is_some_and(|i| i.children.contains(subject)) {
+            status.signed_parents.push(parent);
+        }
     }
-    let status = inspect_in_order(app, repo, subject, &priority).await?;
-    let encoded = serde_json::to_string(&status).map_err(|e| TrustError::Signature(e.to_string()))?;
-    app.meta.record_signatures(repo, subject, &encoded).await?;
+    store(app, repo, subject, &status).await?;
+    if !record.children.is_empty() {
+        tell_children(app, repo, subject, &record.children, &status).await?;
+    }
     Ok(Some(status))
+}
+
+/// Stores `status` on `subject`'s manifest.
+async fn store(app: &App, repo: &RepoName, subject: &Digest, status: &SignatureStatus) -> Result<(), TrustError> {
+    let encoded = serde_json::to_string(status).map_err(|e| TrustError::Signature(e.to_string()))?;
+    app.meta.record_signatures(repo, subject, &encoded).await?;
+    Ok(())
+}
+
+/// Records on each child of `index` whether the index is signed (and under which keys), so a
+/// child pulled by digest passes the gate with its signed index.
+async fn tell_children(
+    app: &App,
+    repo: &RepoName,
+    index: &Digest,
+    children: &[Digest],
+    status: &SignatureStatus,
+) -> Result<(), TrustError> {
+    let name = index.to_string();
+    for child in children.iter().take(MAX_CHILDREN) {
+        let Some(child_record) = app.meta.manifest(repo, child).await? else { continue };
+        let mut child_status = match child_record.signatures.as_deref().and_then(decode) {
+            Some(s) => s,
+            None => inspect(app, repo, child).await?,
+        };
+        let before = child_status.signed_parents.clone();
+        child_status.signed_parents.retain(|p| p.index != name);
+        if status.signed() {
+            child_status
+                .signed_parents
+                .push(SignedParent { index: name.clone(), verified_keys: status.verified_keys.clone() });
+        }
+        // verified parents first (stable: the older stay ahead), then as many as are kept
+        child_status.signed_parents.sort_by_key(|p| p.verified_keys.is_empty());
+        child_status.signed_parents.truncate(MAX_SIGNED_PARENTS);
+        if child_status.signed_parents != before {
+            store(app, repo, child, &child_status).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The signatures of `subject`, verified against its registry's keys (recorded nowhere).
@@ -129,6 +195,9 @@ async fn inspect_in_order(
     };
     // stable: the `.sig` tag stays ahead of the referrers among those not named in `priority`
     candidates.sort_by_key(|(record, _)| rank(record));
+    // a manifest both at the `.sig` tag and referring to the subject is one signature
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|(record, _)| seen.insert(record.digest.clone()));
     let mut status = SignatureStatus { checked_at: app.clock.now(), ..Default::default() };
     let mut layers_left = MAX_VERIFIED_LAYERS;
     for (record, tag) in candidates.into_iter().take(MAX_SIGNATURES) {
@@ -209,7 +278,7 @@ async fn verify(
 }
 
 /// A signature layer's bytes, if its descriptor is readable and small enough.
-async fn read_layer(app: &App, layer: &Value) -> Option<bytes::Bytes> {
+pub(super) async fn read_layer(app: &App, layer: &Value) -> Option<bytes::Bytes> {
     let size = layer.get("size").and_then(Value::as_u64)?;
     if size > MAX_LAYER_BYTES {
         return None;
@@ -235,13 +304,18 @@ pub fn subjects_of(record: &ManifestRecord, tags: &[String]) -> Vec<Digest> {
     subjects
 }
 
-/// The subjects whose signatures change when `reference` is deleted from `repo` (read before
-/// the delete): a `.sig` tag's subject, or a deleted signature's.
+/// The artifacts whose signatures change when `reference` is deleted from `repo` (read before
+/// the delete): a `.sig` tag's subject, a deleted signature's, or a deleted index's children.
 pub async fn signed_by(app: &App, repo: &RepoName, reference: &Reference) -> Result<Vec<Digest>, TrustError> {
     match reference {
         Reference::Tag(tag) => Ok(subjects_of_tags(&[tag.as_str().to_string()])),
         Reference::Digest(digest) => match app.meta.manifest(repo, digest).await? {
-            Some(record) => Ok(subjects_of(&record, &app.meta.tags_of(repo, digest).await?)),
+            Some(record) => {
+                let mut subjects = subjects_of(&record, &app.meta.tags_of(repo, digest).await?);
+                // a deleted index no longer signs what it lists
+                subjects.extend(record.children.iter().take(MAX_CHILDREN).cloned());
+                Ok(subjects)
+            }
             None => Ok(Vec::new()),
         },
     }

@@ -187,6 +187,8 @@ struct SignatureView {
     signatures: u32,
     shapes: Vec<crate::trust::signature::Shape>,
     verified_keys: Vec<String>,
+    /// signed indexes listing the artifact (their signatures cover it)
+    signed_indexes: Vec<String>,
     checked_at: Option<i64>,
 }
 
@@ -207,6 +209,7 @@ async fn signature_view(app: &App, repo: &RepoName, m: &ManifestRecord) -> Resul
         signatures: found.signatures,
         shapes: found.shapes,
         verified_keys,
+        signed_indexes: found.signed_parents.iter().map(|p| p.index.clone()).collect(),
         checked_at: (found.checked_at > 0).then_some(found.checked_at),
     })
 }
