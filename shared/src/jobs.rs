@@ -161,8 +161,8 @@ pub async fn run(app: &App, job: &Job) -> Result<(), JobError> {
             tracing::info!(started, "vulnerability data updated: stored scans re-matched");
             Ok(())
         }
-        Task::RefreshSignatures { registry, .. } => {
-            let looked = crate::trust::status::refresh_registry(app, &registry).await?;
+        Task::RefreshSignatures { registry, at } => {
+            let looked = crate::trust::status::refresh_registry(app, &registry, at).await?;
             tracing::info!(registry, looked, "trusted keys changed: signatures looked at again");
             Ok(())
         }

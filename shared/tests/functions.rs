@@ -1118,4 +1118,8 @@ async fn management_functions_answer_their_events_within_their_ports() {
         }
     }
     r.work().await; // the usage refreshes its changes queued
+
+    // each key change also queued a second look once every process's cached keys expired
+    let later: Vec<String> = r.discard_pending_jobs().await.into_iter().map(|j| j.kind).collect();
+    assert_eq!(later, ["refresh-signatures", "refresh-signatures"]);
 }

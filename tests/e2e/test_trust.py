@@ -567,6 +567,14 @@ def test_pushers_tricks_neither_open_the_gate_nor_hide_a_valid_signature(registr
         assert api.put_manifest(repo, f"disguised-{i}", disguised, OCI_MANIFEST).status_code == 201
         assert viewer_get(digest(disguised)) == 403, media_type
 
+    # an OCI artifact manifest carries its content in `blobs`: gated like an image
+    artifact = json.dumps({"mediaType": "application/vnd.oci.artifact.manifest.v1+json",
+                           "artifactType": "application/x-tool",
+                           "blobs": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)]}).encode()
+    r = api.put_manifest(repo, "artifact", artifact, "application/vnd.oci.artifact.manifest.v1+json")
+    assert r.status_code == 201, r.text
+    assert viewer_get("artifact") == 403
+
     # an unsigned image under accessory-looking tags
     x = api.push_image(repo, "x", [tar_gz({"x": b"unsigned"})])
     for tag in [f"sha256-{'1' * 64}.att", f"sha256-{x['digest'].split(':')[1]}.sig", f"sha256-{'2' * 64}"]:

@@ -529,7 +529,7 @@ impl From<crate::trust::TrustError> for OciError {
             T::Conflict(_) => OciError::new(ErrorCode::Conflict, e.to_string()),
             T::Refused(_) => OciError::new(ErrorCode::Denied, e.to_string()).message(e.to_string()),
             T::Metadata(inner) => inner.into(),
-            T::Queue(_) => OciError::internal(&e),
+            T::Queue(_) | T::Encode(_) => OciError::internal(&e),
         }
     }
 }

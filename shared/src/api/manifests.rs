@@ -148,6 +148,9 @@ pub async fn put(
     if let Reference::Tag(tag) = reference {
         named.push(tag.as_str().to_string());
     }
+    // a signature tag moved to another manifest: its image is looked at again after the push,
+    // and counts as never looked at should that fail
+    crate::trust::status::unsettle(app, name, &crate::trust::status::subjects_of_tags(&named)).await?;
     let record = manifests::push(app, name, reference, tags, content_type.as_deref(), body).await?;
     crate::trust::status::after_push(app, name, &record, &named).await;
     crate::scan::policy::after_push(app, name, reference, &record).await;
@@ -162,6 +165,7 @@ pub async fn put(
 /// Deletes a tag, or a manifest with its tags (`202 Accepted`).
 pub async fn delete(app: &App, name: &RepoName, reference: &Reference) -> Result<Response, OciError> {
     let signed = crate::trust::status::signed_by(app, name, reference).await?;
+    crate::trust::status::unsettle(app, name, &signed).await?;
     manifests::delete(app, name, reference).await?;
     // a deleted signature no longer signs its subject
     crate::trust::status::refresh_all(app, name, &signed).await;

@@ -103,8 +103,6 @@ impl ParsedManifest {
     /// Parses `body`, taking the media type from `content_type` (the request header) or the body.
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
         let raw: RawManifest = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        let whole: Value = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        check_unambiguous(&whole)?;
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
             .filter(|c| !c.is_empty() && c != "application/octet-stream" && c != "application/json");
@@ -235,11 +233,18 @@ fn fold(key: &str) -> String {
         .collect()
 }
 
-/// Refuses a manifest that clients could read differently from Berth: an object with two keys
-/// Go's JSON decoder takes for the same field (`layers` and `Layers`), or a field spelt
-/// other than exactly (`Layers` alone, which Berth ignores and docker reads as the layers).
-/// Annotation keys are free-form and not checked.
-fn check_unambiguous(value: &Value) -> Result<(), ManifestError> {
+/// Refuses a manifest body that clients could read differently from Berth (checked when one is
+/// pushed; what a cache's source or an older Berth stored is read leniently): an object with
+/// two keys Go's JSON decoder takes for the same field (`layers` and `Layers`), or a field
+/// spelt other than exactly (`Layers` alone, which Berth ignores and docker reads as the
+/// layers). Annotation keys are free-form and not checked.
+pub fn check_unambiguous_body(body: &[u8]) -> Result<(), ManifestError> {
+    let whole: Value = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    check_unambiguous(&whole)
+}
+
+/// [`check_unambiguous_body`] of a parsed document.
+pub fn check_unambiguous(value: &Value) -> Result<(), ManifestError> {
     match value {
         Value::Object(map) => {
             let mut seen = std::collections::HashMap::new();
@@ -279,14 +284,15 @@ mod tests {
                 "a".repeat(64)
             )
         };
-        assert!(ParsedManifest::parse(image(r#""layers":[]"#).as_bytes(), None).is_ok());
+        assert!(check_unambiguous_body(image(r#""layers":[]"#).as_bytes()).is_ok());
         for bad in [r#""Layers":[]"#, r#""layers":[],"Layers":[]"#, "\"\u{17f}ize\":1", "\"LAYERS\":[]"] {
-            let e = ParsedManifest::parse(image(bad).as_bytes(), None).unwrap_err();
+            let e = check_unambiguous_body(image(bad).as_bytes()).unwrap_err();
             assert!(matches!(e, ManifestError::Malformed(_)), "{bad}: {e}");
+            assert!(ParsedManifest::parse(image(bad).as_bytes(), None).is_ok(), "read leniently once stored");
         }
         // annotation keys are free-form
         let annotated = image(r#""layers":[],"annotations":{"Layers":"x","layers":"y"}"#);
-        assert!(ParsedManifest::parse(annotated.as_bytes(), None).is_ok());
+        assert!(check_unambiguous_body(annotated.as_bytes()).is_ok());
     }
 
     fn d(c: char) -> String {

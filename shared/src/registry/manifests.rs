@@ -84,6 +84,7 @@ pub async fn push(
         }
     };
     tags.dedup();
+    crate::oci::manifest::check_unambiguous_body(&bytes)?;
     let parsed = ParsedManifest::parse(&bytes, content_type)?;
     let record = ManifestRecord {
         repo: repo.clone(),

@@ -26,19 +26,29 @@ const ACCESSORY_LAYERS: &[&str] = &[
     "application/vnd.in-toto+json",
     "application/jose+json",
     "application/spdx+json",
+    "text/spdx+json",
+    "spdx+json",
     "application/vnd.cyclonedx+json",
     "application/vnd.syft+json",
     "application/vnd.oci.empty.v1+json",
 ];
 
 /// Whether a manifest is a signature, attestation or SBOM rather than something to run: an image
-/// manifest (not an index) whose layers are all [`ACCESSORY_LAYERS`] or Sigstore bundles.
-/// Judged by content, never by tag or `subject` (anyone who may push chooses those).
-pub fn is_accessory(manifest: &[u8]) -> bool {
+/// manifest (OCI or Docker, stored as `media_type`; not an index, not an OCI artifact manifest
+/// with `blobs`) whose layers are all [`ACCESSORY_LAYERS`] or Sigstore bundles, and that no
+/// client could read differently (stored before pushes were checked for that). Judged by
+/// content, never by tag or `subject` (anyone who may push chooses those).
+pub fn is_accessory(media_type: &str, manifest: &[u8]) -> bool {
+    if !matches!(media_type, crate::oci::manifest::OCI_MANIFEST | crate::oci::manifest::DOCKER_MANIFEST) {
+        return false;
+    }
     let Ok(doc) = serde_json::from_slice::<Value>(manifest) else {
         return false;
     };
-    if doc.get("manifests").is_some() {
+    if crate::oci::manifest::check_unambiguous(&doc).is_err()
+        || doc.get("manifests").is_some()
+        || doc.get("blobs").is_some()
+    {
         return false;
     }
     let layers = match doc.get("layers") {
@@ -61,7 +71,7 @@ async fn harmless(app: &App, record: &ManifestRecord) -> bool {
     let Ok(bytes) = crate::registry::manifests::content(app, record).await else {
         return false;
     };
-    if !is_accessory(&bytes) {
+    if !is_accessory(&record.media_type, &bytes) {
         return false;
     }
     let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
@@ -142,16 +152,29 @@ async fn passes(
         Some(s) => s,
         None => status::refresh(app, repo, &record.digest).await?.unwrap_or_default(),
     };
-    // its own signatures, or those of a signed index listing it
-    Ok(match loaded.settings.mode {
+    if meets(&status, loaded) {
+        return Ok(true);
+    }
+    // a signed index listing it: the list recorded on it only names candidates; each is judged
+    // as it is now (it may have been deleted, or lost its signatures, since)
+    for parent in &status.signed_parents {
+        let Ok(digest) = parent.index.parse::<crate::oci::Digest>() else { continue };
+        let Some(index) = app.meta.manifest(repo, &digest).await? else { continue };
+        let now = index.signatures.as_deref().and_then(status::decode).unwrap_or_default();
+        if index.children.contains(&record.digest) && meets(&now, loaded) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether an artifact's own signatures meet the registry's mode.
+fn meets(status: &SignatureStatus, loaded: &settings::Loaded) -> bool {
+    match loaded.settings.mode {
         TrustMode::Off => true,
-        TrustMode::AnySignature => status.signed() || !status.signed_parents.is_empty(),
-        TrustMode::TrustedKeys => status
-            .verified_keys
-            .iter()
-            .chain(status.signed_parents.iter().flat_map(|p| p.verified_keys.iter()))
-            .any(|id| loaded.trusts(id)),
-    })
+        TrustMode::AnySignature => status.signed(),
+        TrustMode::TrustedKeys => status.verified_keys.iter().any(|id| loaded.trusts(id)),
+    }
 }
 
 #[cfg(test)]
@@ -159,25 +182,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const OCI: &str = crate::oci::manifest::OCI_MANIFEST;
+
     #[test]
     fn accessories_are_told_by_their_layers_not_their_names() {
         let doc = |v: Value| serde_json::to_vec(&v).unwrap();
         let layer = |t: &str| json!({"mediaType": t, "digest": "sha256:00", "size": 1});
         let sig = json!({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"},
             "layers": [layer(signature::SIMPLE_SIGNING)]});
-        assert!(is_accessory(&doc(sig)));
+        assert!(is_accessory(OCI, &doc(sig.clone())));
+        assert!(!is_accessory("application/vnd.oci.artifact.manifest.v1+json", &doc(sig)), "content in `blobs`");
         let bundle = json!({"subject": {}, "layers": [layer(signature::SIGSTORE_BUNDLE)]});
-        assert!(is_accessory(&doc(bundle)));
-        assert!(is_accessory(&doc(json!({"layers": []}))), "nothing to run");
+        assert!(is_accessory(OCI, &doc(bundle)));
+        assert!(is_accessory(OCI, &doc(json!({"layers": []}))), "nothing to run");
         // an image with a `subject` is still an image
         let image = json!({"subject": {"digest": "sha256:00"},
             "layers": [layer(signature::SIMPLE_SIGNING), layer("application/vnd.oci.image.layer.v1.tar+gzip")]});
-        assert!(!is_accessory(&doc(image)));
-        assert!(!is_accessory(&doc(json!({"manifests": [], "subject": {}}))), "an index lists images");
-        assert!(!is_accessory(&doc(json!({"layers": [{"digest": "sha256:00"}]}))), "no media type");
-        assert!(!is_accessory(&doc(json!({"layers": {}}))));
-        assert!(!is_accessory(b"not json"));
+        assert!(!is_accessory(OCI, &doc(image)));
+        assert!(!is_accessory(OCI, &doc(json!({"manifests": [], "subject": {}}))), "an index lists images");
+        assert!(!is_accessory(OCI, &doc(json!({"layers": [{"digest": "sha256:00"}]}))), "no media type");
+        assert!(!is_accessory(OCI, &doc(json!({"layers": {}}))));
+        assert!(!is_accessory(OCI, b"not json"));
+        assert!(!is_accessory(OCI, &doc(json!({"layers": [], "Layers": [layer("x")]}))), "read differently by Go");
+        assert!(!is_accessory(OCI, &doc(json!({"layers": [], "blobs": [layer("x")]}))));
         let helm = json!({"layers": [layer("application/vnd.cncf.helm.chart.content.v1.tar+gzip")]});
-        assert!(!is_accessory(&doc(helm)), "a chart is something to install");
+        assert!(!is_accessory(OCI, &doc(helm)), "a chart is something to install");
     }
 }

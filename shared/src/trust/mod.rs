@@ -37,4 +37,7 @@ pub enum TrustError {
     /// The job queue failed.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    /// A status could not be encoded (a bug, not the caller's fault).
+    #[error("encoding a signature status failed: {0}")]
+    Encode(String),
 }

@@ -116,7 +116,8 @@ impl Loaded {
 type Cached = HashMap<String, (Instant, Arc<Loaded>)>;
 static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 
-fn forget_cached(registry: &str) {
+/// Drops this process's copy of `registry`'s settings (the next read reads the store).
+pub fn forget_cached(registry: &str) {
     if let Some(map) = CACHE.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
         map.remove(registry);
     }

@@ -99,7 +99,12 @@ async fn refresh_first(
         return Ok(None);
     };
     let mut priority: Vec<String> = first.iter().map(|d| d.to_string()).collect();
-    let previous = record.signatures.as_deref().and_then(decode).unwrap_or_default();
+    let previous = match record.signatures.as_deref().and_then(decode) {
+        Some(previous) => previous,
+        // never looked at (stored before signatures were, or unsettled by a delete): its signed
+        // parents are found from the indexes listing it, as their signing would have told it
+        None => SignatureStatus { signed_parents: signed_parents_of(app, repo, subject).await?, ..Default::default() },
+    };
     priority.extend(previous.verified_by.iter().cloned());
     let mut status = inspect_in_order(app, repo, subject, &priority).await?;
     // the signed indexes that still exist and still list it
@@ -116,9 +121,33 @@ async fn refresh_first(
     Ok(Some(status))
 }
 
+/// The signed indexes among the first 64 listing `child`, as their recorded statuses say.
+async fn signed_parents_of(app: &App, repo: &RepoName, child: &Digest) -> Result<Vec<SignedParent>, TrustError> {
+    let mut found = Vec::new();
+    for parent in app.meta.parents(repo, child).await?.iter().take(64) {
+        let Some(index) = app.meta.manifest(repo, parent).await? else { continue };
+        if let Some(s) = index.signatures.as_deref().and_then(decode).filter(SignatureStatus::signed) {
+            found.push(SignedParent { index: parent.to_string(), verified_keys: s.verified_keys });
+        }
+    }
+    found.sort_by_key(|p| p.verified_keys.is_empty());
+    found.truncate(MAX_SIGNED_PARENTS);
+    Ok(found)
+}
+
+/// Marks `subjects` as never looked at, before a delete that changes their signatures: should
+/// the look after it fail, the gate and listings look again instead of trusting a status that
+/// names a deleted signature.
+pub async fn unsettle(app: &App, repo: &RepoName, subjects: &[Digest]) -> Result<(), TrustError> {
+    for subject in subjects {
+        app.meta.record_signatures(repo, subject, "").await?;
+    }
+    Ok(())
+}
+
 /// Stores `status` on `subject`'s manifest.
 async fn store(app: &App, repo: &RepoName, subject: &Digest, status: &SignatureStatus) -> Result<(), TrustError> {
-    let encoded = serde_json::to_string(status).map_err(|e| TrustError::Signature(e.to_string()))?;
+    let encoded = serde_json::to_string(status).map_err(|e| TrustError::Encode(e.to_string()))?;
     app.meta.record_signatures(repo, subject, &encoded).await?;
     Ok(())
 }
@@ -161,10 +190,22 @@ pub async fn inspect(app: &App, repo: &RepoName, subject: &Digest) -> Result<Sig
     inspect_in_order(app, repo, subject, &[]).await
 }
 
-/// Whether a referrer's artifact type (its `artifactType`, else its config's media type) is a
-/// signature's: only those count against [`MAX_SIGNATURES`].
-fn signature_type(artifact_type: Option<&str>) -> bool {
-    matches!(artifact_type, Some(signature::SIGSTORE_BUNDLE | signature::NOTATION | signature::COSIGN_REFERRER_CONFIG))
+/// Whether a referrer is a signature by its record (its artifact type, else its config's media
+/// type, and a bundle's predicate type annotation): only those count against
+/// [`MAX_SIGNATURES`], so attestations and SBOMs cannot crowd signatures out.
+fn signature_type(record: &ManifestRecord) -> bool {
+    match record.artifact_type.as_deref() {
+        Some(signature::NOTATION | signature::COSIGN_REFERRER_CONFIG) => true,
+        Some(signature::SIGSTORE_BUNDLE) => {
+            let predicate = record
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(signature::BUNDLE_PREDICATE_ANNOTATION))
+                .and_then(Value::as_str);
+            predicate.is_none_or(|p| p == signature::COSIGN_SIGN_PREDICATE)
+        }
+        _ => false,
+    }
 }
 
 /// [`inspect`], looking at the signature manifests named in `priority` first, then the cosign
@@ -182,14 +223,8 @@ async fn inspect_in_order(
             candidates.push((record, Some(tag.as_str().to_string())));
         }
     }
-    candidates.extend(
-        app.meta
-            .referrers(repo, subject, None)
-            .await?
-            .into_iter()
-            .filter(|r| signature_type(r.artifact_type.as_deref()))
-            .map(|r| (r, None)),
-    );
+    candidates
+        .extend(app.meta.referrers(repo, subject, None).await?.into_iter().filter(signature_type).map(|r| (r, None)));
     let rank = |record: &ManifestRecord| {
         priority.iter().position(|p| *p == record.digest.to_string()).unwrap_or(priority.len())
     };
@@ -250,7 +285,8 @@ async fn verify(
     let subject = subject.to_string();
     let mut verified = Vec::new();
     let layers = manifest.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
-    for layer in layers.iter().take(MAX_LAYERS) {
+    // newest first: cosign appends each new signature as a layer of the `.sig` image
+    for layer in layers.iter().rev().take(MAX_LAYERS) {
         if *layers_left == 0 {
             break;
         }
@@ -356,16 +392,26 @@ pub async fn refresh_all(app: &App, repo: &RepoName, subjects: &[Digest]) {
 }
 
 /// Looks again at every artifact of `registry` that has signatures or was never looked at
-/// (its keys changed). Returns how many artifacts were looked at.
-pub async fn refresh_registry(app: &App, registry: &str) -> Result<u64, TrustError> {
+/// (its keys changed at `since`), skipping those looked at since (a redelivered job goes on
+/// where the last one stopped); one that fails is logged and the walk goes on. Returns how many
+/// artifacts were looked at.
+pub async fn refresh_registry(app: &App, registry: &str, since: UnixTime) -> Result<u64, TrustError> {
+    // the keys as stored now, not as this process cached them
+    settings::forget_cached(registry);
     let meta = app.meta.as_ref();
     let mut count = 0;
     for repo in crate::identity::registry::images_of(meta, registry).await? {
         for record in crate::metadata::all_manifests(meta, &repo).await? {
-            let stale = record.signatures.as_deref().and_then(decode).is_none_or(|s| s.signed());
-            if stale {
-                refresh(app, &repo, &record.digest).await?;
-                count += 1;
+            let status = record.signatures.as_deref().and_then(decode);
+            let stale = status.is_none_or(|s| s.signed() && s.checked_at < since);
+            if !stale {
+                continue;
+            }
+            match refresh(app, &repo, &record.digest).await {
+                Ok(_) => count += 1,
+                Err(e) => {
+                    tracing::warn!(repo = %repo, digest = %record.digest, error = %e, "could not look at an artifact's signatures")
+                }
             }
         }
     }

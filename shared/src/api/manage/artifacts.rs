@@ -35,7 +35,7 @@ pub const IMAGE: Endpoint = Endpoint {
         "Delete an image with all its artifacts and tags",
         200,
     )],
-    // as a manifest delete (which reads the signatures it leaves behind)
+    // whatever a manifest delete may do (so read blobs, as it does to look at signatures left)
     ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-image", Route::ApiImage { name } => |app, req, body| delete_whole(app, &name).await),
 };
@@ -304,6 +304,7 @@ pub async fn delete(app: &App, repo: &RepoName, digest: &Digest) -> Result<Respo
     }
     protection::check_artifact_delete(app, repo, digest).await?;
     let signed = crate::trust::status::signed_by(app, repo, &Reference::Digest(digest.clone())).await?;
+    crate::trust::status::unsettle(app, repo, &signed).await?;
     artifacts::delete_with_referrers(app, repo, digest).await?;
     // a deleted signature no longer signs its subject
     crate::trust::status::refresh_all(app, repo, &signed).await;
@@ -382,14 +383,18 @@ pub async fn put_tag(app: &App, repo: &RepoName, tag: &Tag, body: ByteStream) ->
             format!("{repo} is in an image cache of {:?}: its tags follow the source and cannot be set", cache.name),
         ));
     }
+    let signed = crate::trust::status::subjects_of_tags(&[tag.to_string()]);
+    crate::trust::status::unsettle(app, repo, &signed).await?;
     artifacts::tag(app, repo, tag, &digest).await?;
-    crate::trust::status::refresh_all(app, repo, &crate::trust::status::subjects_of_tags(&[tag.to_string()])).await;
+    crate::trust::status::refresh_all(app, repo, &signed).await;
     object(StatusCode::OK, &TagSummary { name: tag.to_string(), digest: Some(digest.to_string()) })
 }
 
 /// `DELETE`: deletes a tag (the artifact stays).
 pub async fn delete_tag(app: &App, repo: &RepoName, tag: &Tag) -> Result<Response, OciError> {
+    let signed = crate::trust::status::subjects_of_tags(&[tag.to_string()]);
+    crate::trust::status::unsettle(app, repo, &signed).await?;
     artifacts::untag(app, repo, tag).await?;
-    crate::trust::status::refresh_all(app, repo, &crate::trust::status::subjects_of_tags(&[tag.to_string()])).await;
+    crate::trust::status::refresh_all(app, repo, &signed).await;
     empty(StatusCode::NO_CONTENT, &[])
 }

@@ -57,7 +57,8 @@ pub const REGISTRY: Endpoint = Endpoint {
             204,
         ),
     ],
-    // deleting one does what a manifest delete does (which reads signatures it leaves behind)
+    // deleting one may do whatever a manifest delete does (so read blobs, as it does to look at
+    // signatures left)
     ports: &[Port::BlobsRead, Port::MetadataWrite, Port::JobsSend],
     handler: handler!("api-registry", Route::ApiRegistry { registry } => |app, req, body| match req.method {
         http::Method::GET => show(app, &registry).await,

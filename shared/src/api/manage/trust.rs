@@ -127,11 +127,21 @@ async fn check_registry(app: &App, registry: &str, changing_mode: Option<TrustMo
     Ok(())
 }
 
-/// Queues the job that looks at the registry's signatures again (its keys changed).
-async fn refresh_signatures(app: &App, registry: &str) -> Result<(), OciError> {
-    let job = Task::RefreshSignatures { registry: registry.to_string(), at: app.clock.now() }.to_job();
-    app.queue.enqueue(&job, std::time::Duration::ZERO).await.map_err(TrustError::from)?;
-    Ok(())
+/// Queues the jobs that look at the registry's signatures again (its keys changed): one now,
+/// and one once every process's cached copy of the keys has expired (a signature pushed
+/// meanwhile may have been looked at with the old keys). The change itself is stored: a queue
+/// failure is logged, not answered.
+async fn refresh_signatures(app: &App, registry: &str) {
+    let later = settings::CACHE_TTL + std::time::Duration::from_secs(5);
+    let now = app.clock.now();
+    // each job redoes what was looked at before its own time
+    let secs = i64::try_from(later.as_secs()).unwrap_or(i64::MAX);
+    for (delay, at) in [(std::time::Duration::ZERO, now), (later, now.saturating_add(secs))] {
+        let job = Task::RefreshSignatures { registry: registry.to_string(), at }.to_job();
+        if let Err(e) = app.queue.enqueue(&job, delay).await {
+            tracing::warn!(registry, error = %e, "could not queue the re-verification of signatures");
+        }
+    }
 }
 
 /// `GET|PUT …/trust`.
@@ -156,7 +166,7 @@ pub async fn keys(app: &App, head: &Head, registry: &str, body: ByteStream) -> R
         let body: KeyBody = read_json(body).await?;
         let by = grants(head)?.principal().to_string();
         let stored = settings::add_key(app, registry, &body.pem, body.name, &by).await?;
-        refresh_signatures(app, registry).await?;
+        refresh_signatures(app, registry).await;
         return object(StatusCode::CREATED, &stored);
     }
     let loaded = settings::get(app, registry).await?;
@@ -171,7 +181,7 @@ pub async fn one_key(app: &App, head: &Head, registry: &str, id: &str) -> Result
         if !settings::remove_key(app, registry, id).await? {
             return Err(missing().into());
         }
-        refresh_signatures(app, registry).await?;
+        refresh_signatures(app, registry).await;
         return empty(StatusCode::NO_CONTENT, &[]);
     }
     let loaded = settings::get(app, registry).await?;
