@@ -200,11 +200,12 @@ def timed_data_update(c: Client, server: Server, repo: str, d: str, push) -> dic
     return result
 
 
-def get_rate(base: str, path: str, auth, n: int, threads: int = 4) -> float:
+def get_rate(base: str, path: str, auth, n: int, threads: int = 4, headers: dict | None = None) -> float:
+    """GET requests/second of `path`, `threads` keep-alive sessions sharing `n` GETs, each checked 200."""
     sessions = [requests.Session() for _ in range(threads)]
     for s in sessions:
         s.auth = auth
-        s.headers["Accept"] = OCI_MANIFEST
+        s.headers.update({"Accept": OCI_MANIFEST, **(headers or {})})
     per = n // threads
 
     def worker(s):

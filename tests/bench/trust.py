@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import concurrent.futures as cf
 import json
 import os
 import statistics
@@ -44,7 +43,7 @@ sys.path.insert(0, str(HERE))
 from bench import (  # noqa: E402
     BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, run_until_signal,
 )
-from scan import Client as ScanClient, sha  # noqa: E402
+from scan import Client as ScanClient, get_rate, sha  # noqa: E402
 
 AUTH = (BENCH_ACCESS_KEY, BENCH_SECRET_KEY)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -126,24 +125,6 @@ def pull_token(base: str, creds) -> str:
     return r.json()["token"]
 
 
-def get_rate(base: str, path: str, headers: dict, n: int, threads: int = 4) -> float:
-    sessions = [requests.Session() for _ in range(threads)]
-    for s in sessions:
-        s.headers.update({"Accept": OCI_MANIFEST, **headers})
-    per = n // threads
-
-    def worker(s):
-        for _ in range(per):
-            r = s.get(base + path, timeout=30)
-            if r.status_code != 200:
-                raise BenchError(f"GET {path}: {r.status_code} {r.text[:200]}")
-
-    t0 = time.monotonic()
-    with cf.ThreadPoolExecutor(threads) as ex:
-        list(ex.map(worker, sessions))
-    return per * threads / (time.monotonic() - t0)
-
-
 def ms(values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
@@ -189,8 +170,8 @@ def run(a) -> int:
             for mode in order:
                 set_mode(mode)
                 headers = {"Authorization": f"Bearer {pull_token(c.base, viewer)}"}
-                rates[mode].append(get_rate(c.base, path, headers, a.gets))
-            ref.append(get_rate(d.base, f"/v2/{REPO}/manifests/{peer_subject}", {}, a.gets))
+                rates[mode].append(get_rate(c.base, path, None, a.gets, headers=headers))
+            ref.append(get_rate(d.base, f"/v2/{REPO}/manifests/{peer_subject}", None, a.gets))
         set_mode("trusted-keys")
 
         # B. signature pushes: verified against 1 key, then 32
