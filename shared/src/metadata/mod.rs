@@ -212,9 +212,7 @@ pub async fn delete_referrers(
     while let Some(subject) = queue.pop_front() {
         let mut found: Vec<ManifestRecord> = meta.referrers(repo, &subject, None).await?;
         for suffix in ["sig", "att", "sbom"] {
-            let Ok(tag) =
-                crate::oci::Tag::parse(&format!("{}-{}.{suffix}", subject.algorithm().as_str(), subject.hex()))
-            else {
+            let Some(tag) = crate::oci::accessory_tag(&subject, suffix) else {
                 continue;
             };
             if let Some(accessory) = meta.resolve_tag(repo, &tag).await? {

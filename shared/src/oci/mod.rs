@@ -8,5 +8,5 @@ pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{ManifestError, ParsedManifest};
-pub use name::{accessory_subject, NameError, Reference, RepoName, Tag, UploadId};
+pub use name::{accessory_subject, accessory_tag, NameError, Reference, RepoName, Tag, UploadId};
 pub use range::{ByteRange, RangeError};

@@ -196,6 +196,12 @@ impl fmt::Display for UploadId {
     }
 }
 
+/// The cosign tag-schema accessory tag of `subject` with `suffix` (`sig`, `att`, `sbom`):
+/// `sha256-<hex>.sig`; the inverse of [`accessory_subject`].
+pub fn accessory_tag(subject: &super::Digest, suffix: &str) -> Option<Tag> {
+    Tag::parse(&format!("{}-{}.{suffix}", subject.algorithm().as_str(), subject.hex())).ok()
+}
+
 /// The subject a cosign tag-schema accessory tag names (`sha256-<hex>`, `.sig`, `.att`,
 /// `.sbom`): such tags belong to their subject (signing, cleanup and replication follow it).
 pub fn accessory_subject(tag: &str) -> Option<super::Digest> {

@@ -43,10 +43,10 @@ pub enum Shape {
     Notation,
 }
 
-/// The subject digest a cosign signature tag names (`sha256-<hex>.sig` → `sha256:<hex>`).
-pub fn tag_subject(tag: &str) -> Option<String> {
-    let hex = tag.strip_prefix("sha256-")?.strip_suffix(".sig")?;
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| format!("sha256:{hex}"))
+/// The subject digest a cosign signature tag names (`sha256-<hex>.sig` → `sha256:<hex>`): the
+/// `.sig` one of the tag-schema accessories [`crate::oci::accessory_subject`] reads.
+pub fn tag_subject(tag: &str) -> Option<crate::oci::Digest> {
+    tag.ends_with(".sig").then(|| crate::oci::accessory_subject(tag)).flatten()
 }
 
 /// The shape of a manifest pushed under `tag` (if by tag), or `None` if it is no signature.
@@ -157,8 +157,9 @@ mod tests {
     #[test]
     fn shapes_are_told_apart() {
         let tag = "sha256-5e42fbc46b177f10319e8937dd39702e7891ce6d8a42d60c1b4f433f94200bd2.sig";
-        assert_eq!(tag_subject(tag).as_deref(), Some(SUBJECT));
+        assert_eq!(tag_subject(tag).map(|d| d.to_string()).as_deref(), Some(SUBJECT));
         assert_eq!(tag_subject("sha256-abc.sig"), None);
+        assert_eq!(tag_subject(&tag.replace(".sig", ".att")), None, "an attestation tag signs nothing");
         let sig = json!({"layers": [{"mediaType": SIMPLE_SIGNING}]});
         assert_eq!(shape_of(&sig, Some(tag)), Some(Shape::CosignTag));
         assert_eq!(shape_of(&sig, Some("latest")), None, "a simple-signing layer under another tag is no signature");

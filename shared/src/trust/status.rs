@@ -79,7 +79,7 @@ pub fn decode(stored: &str) -> Option<SignatureStatus> {
 
 /// The cosign v2 signature tag of `subject` (`sha256-<hex>.sig`).
 pub fn signature_tag(subject: &Digest) -> Option<Tag> {
-    Tag::parse(&format!("{}-{}.sig", subject.algorithm().as_str(), subject.hex())).ok()
+    crate::oci::accessory_tag(subject, "sig")
 }
 
 /// Looks at `subject`'s signatures now and records what it found on its manifest. `None` when
@@ -361,7 +361,7 @@ pub async fn signed_by(app: &App, repo: &RepoName, reference: &Reference) -> Res
 pub fn subjects_of_tags(tags: &[String]) -> Vec<Digest> {
     let mut subjects: Vec<Digest> = Vec::new();
     for tag in tags {
-        if let Some(subject) = signature::tag_subject(tag).and_then(|s| s.parse::<Digest>().ok()) {
+        if let Some(subject) = signature::tag_subject(tag) {
             if !subjects.contains(&subject) {
                 subjects.push(subject);
             }
