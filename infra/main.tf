@@ -22,7 +22,7 @@ data "aws_region" "current" {}
 locals {
   # A route's path: prefix + suffix, or prefix + "/" + <repository name> + suffix when
   # has_repository. /v2 is the OCI distribution API, /auth the token endpoint, /api/v1 the
-  # management API.
+  # management API, /console the web console's page and files.
   routes = {
     "token"             = { prefix = "/auth", methods = ["GET", "POST"], suffix = "/token", has_repository = false, ports = [] }
     "base"              = { prefix = "/v2", methods = ["GET", "HEAD"], suffix = "/", has_repository = false, ports = [] }
@@ -55,6 +55,7 @@ locals {
     "api-key-rotate"    = { prefix = "/api/v1", methods = ["POST"], suffix = "/users/{user}/keys/{key}/rotate", has_repository = false, ports = ["metadata:write"] }
     "api-audit"         = { prefix = "/api/v1", methods = ["GET"], suffix = "/audit", has_repository = false, ports = [] }
     "api-openapi"       = { prefix = "/api/v1", methods = ["GET"], suffix = "/openapi.json", has_repository = false, ports = [] }
+    "console"           = { prefix = "/console", methods = ["GET", "HEAD"], suffix = "/{asset}", has_repository = false, ports = [] }
     # Image cleanup and protection policies of a registry, and garbage collection.
     "api-cleanup-rules"    = { prefix = "/api/v1", methods = ["GET", "POST"], suffix = "/registries/{registry}/cleanup/rules", has_repository = false, ports = ["metadata:write"] }
     "api-cleanup-rule"     = { prefix = "/api/v1", methods = ["PATCH", "DELETE"], suffix = "/registries/{registry}/cleanup/rules/{rule}", has_repository = false, ports = ["metadata:write"] }
@@ -102,12 +103,16 @@ locals {
   # cannot end in "/": API Gateway rejects them, and matches "/v2/" against "/v2" and
   # ".../blobs/uploads/" against ".../blobs/uploads" anyway (the Rust router accepts both forms).
   # An empty suffix ends the path at the repository name (DELETE /api/v1/images/{r1}/{r2}).
-  api_routes = merge([
-    for name, route in local.routes : {
+  # A route of static files (suffix "/{asset}", the web console) also serves its page at the bare
+  # prefix: API Gateway matches "/console" and "/console/" to "GET /console", never to
+  # "/console/{asset}".
+  api_routes = merge(flatten([
+    [for name, route in local.routes : {
       for pair in setproduct(route.methods, route.has_repository ? local.repository_paths : [""]) :
       "${pair[0]} ${trimsuffix(route.has_repository ? "${route.prefix}/${pair[1]}${route.suffix}" : "${route.prefix}${route.suffix}", "/")}" => name
-    }
-  ]...)
+    }],
+    [for name, route in local.routes : { for method in route.methods : "${method} ${route.prefix}" => name } if route.suffix == "/{asset}"],
+  ])...)
 }
 
 ################################################################################

@@ -1014,9 +1014,13 @@ async fn read_only_routes_write_only_the_edge_documents() {
     // stamp, audit entries, the signing key): serving their events must use no port at all
     let r = Functions::new();
     r.push_sample_image(&["v1"]).await;
-    for function in ["base", "catalog", "tags-list", "api-tags", "api-audit"] {
+    for function in ["base", "catalog", "tags-list", "api-tags", "api-audit", "console"] {
         let a = r.invoke(function, event(function)).await;
         assert_eq!(a.status, StatusCode::OK, "{function}: {}", a.text());
+        if function == "console" {
+            assert!(a.text().contains("sessionStorage"), "the console's script");
+            assert_eq!(a.headers["content-security-policy"], berth::api::console::CONTENT_SECURITY_POLICY);
+        }
         let used = r.last_ports.lock().unwrap().clone();
         assert!(used.is_empty(), "{function} used {used:?}");
     }
@@ -1026,7 +1030,7 @@ async fn read_only_routes_write_only_the_edge_documents() {
 #[test]
 fn functions_build_only_the_clients_their_ports_need() {
     // a function gets an S3 blob store if it holds a blob or upload port and SQS if it sends jobs
-    // (`berth::aws::app_with`); the rest of the 59 get neither client
+    // (`berth::aws::app_with`); the rest of the 60 get neither client
     let blobs = Port::mask(Port::BLOB_PORTS);
     let held = |name: &str| Port::mask(endpoint(name).ports);
     let cases = [
@@ -1043,7 +1047,7 @@ fn functions_build_only_the_clients_their_ports_need() {
     }
     let without_s3 = ENDPOINTS.iter().filter(|e| Port::mask(e.ports) & blobs == 0).count();
     let without_sqs = ENDPOINTS.iter().filter(|e| !e.uses(Port::JobsSend)).count();
-    assert_eq!((without_s3, without_sqs), (44, 41));
+    assert_eq!((without_s3, without_sqs), (45, 42));
 }
 
 #[tokio::test]

@@ -192,7 +192,7 @@ def test_usage_errors_exit_2_and_help_documents_exit_codes(registry, api, tmp_pa
     assert row == ["manifest-put", "PUT", "/v2/<name>/manifests/{reference}", "blobs:read,blobs:write,metadata:write,jobs:send"]
     p = subprocess.run([str(BERTH_BIN), "routes", "--output", "json"], capture_output=True, text=True, timeout=30)
     routes = {r["name"]: r for r in json.loads(p.stdout)}
-    assert p.returncode == 0 and len(routes) == 59
+    assert p.returncode == 0 and len(routes) == 60
     audit = routes["api-audit"]
     assert (audit["methods"], audit["ports"]) == (["GET"], [])
     assert audit["operations"][0]["rule"] == "admin" and audit["operations"][0]["audit"] == "never"

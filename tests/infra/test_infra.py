@@ -102,6 +102,9 @@ def expected_api_routes(routes: list[dict], depth: int) -> dict[str, str]:
         names = ["/".join(f"{{r{i}}}" for i in range(1, d + 1)) for d in range(1, depth + 1)]
         prefix, suffix = route["prefix"], route["suffix"]
         paths = [f"{prefix}/{n}{suffix}" for n in names] if route["has_repository"] else [f"{prefix}{suffix}"]
+        if suffix == "/{asset}":
+            # static files (the web console) also serve their page at the bare prefix
+            paths.append(prefix)
         for method in route["methods"]:
             for path in paths:
                 key = f"{method} {path.rstrip('/')}"
@@ -306,8 +309,10 @@ def test_default_route_count_is_documented(tf: Module, berth_routes: list[dict])
     count = len(tf.local("api_routes"))
     fixed = sum(len(r["methods"]) for r in berth_routes if not r["has_repository"])
     per_depth = sum(len(r["methods"]) for r in berth_routes if r["has_repository"])
-    assert (fixed, per_depth) == (74, 24)
-    assert count == fixed + per_depth * DEFAULT_DEPTH == 170
+    assert (fixed, per_depth) == (76, 24)
+    # and GET/HEAD /console, the console's page at its bare prefix
+    fixed += 2
+    assert count == fixed + per_depth * DEFAULT_DEPTH == 174
     assert fixed + per_depth * 8 < ROUTES_QUOTA  # the largest max_repository_depth allowed
     readme = (INFRA / "README.md").read_text()
     assert f"{fixed} + {per_depth} × N" in readme and f"{count} routes" in readme
@@ -387,7 +392,7 @@ def test_route_permissions_are_derived_from_the_ports_each_route_declares(tf: Mo
     # write permission is the edge's, limited to the key, audit and setting partitions
     readers = sorted(r["name"] for r in berth_routes if "metadata:write" not in r["ports"])
     assert readers == sorted(["token", "base", "catalog", "tags-list", "upload-status", "referrers",
-                              "api-artifacts", "api-tags", "api-audit", "api-openapi",
+                              "api-artifacts", "api-tags", "api-audit", "api-openapi", "console",
                               "api-cleanup-run", "api-gc-run", "api-webhook-deliveries",
                               "api-replication-executions", "api-replication-execution", "api-replication-tasks"])
     for name in readers:
@@ -434,7 +439,7 @@ def test_every_function_has_a_least_privilege_policy(tf: Module):
     assert not any("jobs_consume" in grants[r] for r in routes)
     # Pure identity routes and the version check touch no object at all.
     identity = ("base", "token", "api-registries", "api-users", "api-user", "api-keys", "api-key", "api-key-rotate",
-                "api-audit", "api-openapi", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
+                "api-audit", "api-openapi", "console", "api-cleanup-rules", "api-cleanup-rule", "api-cleanup-schedule",
                 "api-cleanup-run", "api-protection-rules", "api-protection-rule", "api-gc-run",
                 "api-webhooks", "api-webhook", "api-webhook-test", "api-webhook-deliveries",
                 "api-replication-targets", "api-replication-target", "api-replication-executions",

@@ -3,6 +3,7 @@
 //! call this same function.
 
 pub mod blobs;
+pub mod console;
 pub mod endpoint;
 pub mod error;
 pub mod gate;

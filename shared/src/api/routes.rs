@@ -10,7 +10,7 @@ use http::Method;
 
 use super::endpoint::Endpoint;
 use super::error::{ErrorCode, OciError};
-use super::{blobs, listing, manage, manifests, referrers, token, uploads};
+use super::{blobs, console, listing, manage, manifests, referrers, token, uploads};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::web::decode;
 
@@ -181,6 +181,11 @@ pub enum Route {
     ApiAudit,
     /// `GET /api/v1/openapi.json`: the management API's OpenAPI document.
     ApiOpenApi,
+    /// `GET /console/<asset>`: the web console's static files (`/console/` is its page).
+    Console {
+        /// the file asked for (`index.html` for the page itself)
+        asset: String,
+    },
     /// `GET|POST /api/v1/registries/<registry>/cleanup/rules`: list or add image cleanup rules.
     ApiCleanupRules {
         /// registry name
@@ -419,6 +424,7 @@ route_table! {
     Route::ApiKeyRotate { .. } => manage::users::KEY_ROTATE,
     Route::ApiAudit => manage::audit::AUDIT,
     Route::ApiOpenApi => manage::openapi::OPENAPI,
+    Route::Console { .. } => console::CONSOLE,
     Route::ApiCleanupRules { .. } => manage::policies::CLEANUP_RULES,
     Route::ApiCleanupRule { .. } => manage::policies::CLEANUP_RULE,
     Route::ApiCleanupSchedule { .. } => manage::policies::CLEANUP_SCHEDULE,
@@ -545,6 +551,15 @@ impl Route {
         }
         if let Some(rest) = path.strip_prefix("/api/v1/") {
             return Route::parse_management(method, rest, host);
+        }
+        if let Some(rest) = path.strip_prefix("/console") {
+            let asset = match rest.strip_prefix('/') {
+                None if rest.is_empty() => "index.html",
+                Some("") => "index.html",
+                Some(asset) => asset,
+                None => return Err(not_found()),
+            };
+            return only(method, Route::Console { asset: asset.to_string() });
         }
         let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
         let rest = match rest {
@@ -781,6 +796,9 @@ mod tests {
             (Method::GET, format!("/v2/a/blobs/uploads/{id}"), "upload-status"),
             (Method::DELETE, format!("/v2/a/blobs/uploads/{id}"), "upload-cancel"),
             (Method::GET, format!("/v2/a/referrers/{D}"), "referrers"),
+            (Method::GET, "/console".to_string(), "console"),
+            (Method::GET, "/console/".to_string(), "console"),
+            (Method::HEAD, "/console/console.js".to_string(), "console"),
         ];
         for (m, p, name) in cases {
             assert_eq!(parse(m.clone(), &p).unwrap().name(), name, "{m} {p}");

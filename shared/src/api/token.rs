@@ -17,13 +17,16 @@ pub const TOKEN: Endpoint = Endpoint {
     ],
     ports: &[],
     handler: handler!("token", Route::Token => |app, req, body| {
-        crate::access::token_service::issue(app, &req, body).await.map_err(challenge_basic)
+        let get = req.method == http::Method::GET;
+        crate::access::token_service::issue(app, &req, body).await.map_err(|e| challenge_basic(e, get))
     }),
 };
 
-/// A failed login is answered with a Basic challenge, so clients ask for credentials.
-fn challenge_basic(e: AccessError) -> OciError {
-    let basic = matches!(e, AccessError::Unauthenticated(_));
+/// A failed login by `GET` (Basic credentials) is answered with a Basic challenge, so clients ask
+/// for credentials. The password grant (`POST`, what the web console sends) gets none: a browser
+/// would answer a challenge with its own login dialog over the console's.
+fn challenge_basic(e: AccessError, get: bool) -> OciError {
+    let basic = get && matches!(e, AccessError::Unauthenticated(_));
     let err = OciError::from(e);
     if basic {
         err.header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")

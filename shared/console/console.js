@@ -1,0 +1,952 @@
+// Berth's web console: a client of the management API (/api/v1, described by
+// /api/v1/openapi.json) and nothing else. No framework and no build step: every element is made
+// with document.createElement and every registry-controlled string goes in as text, never as
+// HTML, so an image name such as `<script>` shows as what it is. The session is a short-lived
+// management token kept in sessionStorage (gone when the tab closes); the secret key is never
+// stored and nothing goes into a URL, a cookie or local storage.
+'use strict';
+
+const SESSION_KEY = 'berth.session';
+const PAGE_SIZE = 50;
+const MANAGER_ROLES = ['project-admin', 'project-member', 'service-admin'];
+const POLL_MS = 2000;
+
+// ---------------------------------------------------------------- elements (text only) ------
+
+/** Makes an element: attrs sets properties/attributes (`on*` adds listeners), children are
+ * nodes or strings (strings become text nodes). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k === 'hidden' || k === 'disabled' || k === 'checked' || k === 'required' || k === 'readOnly') el[k] = Boolean(v);
+    else if (k === 'value') el.value = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** Appends children (nodes, strings, nested lists; null and false are skipped) to `el`. */
+function put(el, ...children) { return append(el, children); }
+
+function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+
+// ---------------------------------------------------------------- formatting ----------------
+
+/** 1,536 -> "1.5 KiB". */
+function humanSize(n) {
+  if (n === null || n === undefined || Number.isNaN(Number(n))) return '–';
+  let v = Number(n);
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+function toDate(t) {
+  if (t === null || t === undefined || t === '') return null;
+  if (typeof t === 'number') return new Date(t > 1e12 ? t : t * 1000);
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+/** A time as "3 min ago", with the exact UTC time in a <time> element's title. */
+function humanTime(t) {
+  const d = toDate(t);
+  if (!d) return h('span', { class: 'muted', text: 'never' });
+  const s = Math.round((Date.now() - d.getTime()) / 1000);
+  const abs = Math.abs(s);
+  let text;
+  if (abs < 45) text = 'just now';
+  else if (abs < 3600) text = `${Math.round(abs / 60)} min`;
+  else if (abs < 86400) text = `${Math.round(abs / 3600)} h`;
+  else if (abs < 86400 * 60) text = `${Math.round(abs / 86400)} days`;
+  else text = d.toISOString().slice(0, 10);
+  if (abs >= 45 && abs < 86400 * 60) text = s >= 0 ? `${text} ago` : `in ${text}`;
+  return h('time', { datetime: d.toISOString(), title: d.toISOString().replace('.000', ''), text });
+}
+
+function shortDigest(d) { return typeof d === 'string' && d.includes(':') ? `${d.slice(0, 19)}…` : String(d ?? ''); }
+
+const TIME_KEYS = /(_at|^last_push|^at|_time)$/;
+const SIZE_KEYS = /(^size$|_bytes$|^bytes$)/;
+
+/** A cell for any API value: times, sizes, booleans, lists and objects each read as themselves. */
+function cell(key, value) {
+  if (value === null || value === undefined) return h('span', { class: 'muted', text: '–' });
+  if (TIME_KEYS.test(key) && (typeof value === 'number' || typeof value === 'string')) return humanTime(value);
+  if (SIZE_KEYS.test(key) && typeof value === 'number') return h('span', { title: `${value} bytes`, text: humanSize(value) });
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  if (key === 'digest' || (typeof value === 'string' && /^sha256:[0-9a-f]{64}$/.test(value))) {
+    return h('code', { title: value, text: shortDigest(value) });
+  }
+  if (Array.isArray(value)) {
+    if (value.every((v) => typeof v !== 'object' || v === null)) return value.length ? value.join(', ') : h('span', { class: 'muted', text: 'none' });
+    return h('code', { class: 'json', text: JSON.stringify(value) });
+  }
+  if (typeof value === 'object') return h('code', { class: 'json', text: JSON.stringify(value) });
+  return String(value);
+}
+
+function label(key) { return key.replace(/_/g, ' '); }
+
+// ---------------------------------------------------------------- session -------------------
+
+function session() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+    if (s && s.token && s.exp * 1000 > Date.now()) return s;
+  } catch (_) { /* a damaged entry is no session */ }
+  sessionStorage.removeItem(SESSION_KEY);
+  return null;
+}
+
+/** What the signed-in user's role allows (the API checks it again on every call). */
+function can(action, registry) {
+  const s = session();
+  if (!s) return false;
+  const covers = !s.registries || (registry !== undefined && s.registries.includes(registry));
+  const manager = MANAGER_ROLES.includes(s.role);
+  switch (action) {
+    case 'manage': return manager && covers;
+    case 'admin': return manager && !s.registries;
+    case 'pull': return covers && (manager || s.role === 'service-viewer');
+    case 'push': return covers && (manager || s.role === 'image-uploader');
+    default: return false;
+  }
+}
+
+function base64(text) {
+  const bytes = new TextEncoder().encode(text);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+function tokenClaims(token) {
+  const part = token.split('.')[1] || '';
+  const padded = part.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((part.length + 3) % 4);
+  const bin = atob(padded);
+  return JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+}
+
+/** Exchanges the access key and secret for a management token (the password grant: a POST body,
+ * so the secret is never in a URL), then reads the user's role. */
+async function login(accessKey, secret) {
+  const form = new URLSearchParams({ grant_type: 'password', username: accessKey, password: secret, scope: 'registry:management:*' });
+  const res = await fetch('/auth/token', {
+    method: 'POST', body: form, credentials: 'omit', cache: 'no-store',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+  });
+  if (!res.ok) throw await apiError(res);
+  const body = await res.json();
+  const token = body.token || body.access_token;
+  const claims = tokenClaims(token);
+  const me = await fetchJson('GET', `/api/v1/users/${encodeURIComponent(claims.sub)}`, undefined, token);
+  const s = { token, exp: claims.exp, user: claims.sub, role: me.role, registries: me.registries ?? null };
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
+  return s;
+}
+
+function logout(message) {
+  sessionStorage.removeItem(SESSION_KEY);
+  clearTimers();
+  showLogin(message);
+}
+
+// ---------------------------------------------------------------- API -----------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+/** The API's error JSON ({"errors":[{code,message,detail}]}) as one readable message. */
+async function apiError(res) {
+  let code = `HTTP ${res.status}`;
+  let text = res.statusText || 'request failed';
+  try {
+    const body = await res.json();
+    const e = (body.errors || [])[0];
+    if (e) {
+      code = e.code || code;
+      text = e.message || text;
+      if (e.detail !== undefined && e.detail !== null && e.detail !== '') {
+        const d = typeof e.detail === 'string' ? e.detail : JSON.stringify(e.detail);
+        if (d !== text) text = `${text}: ${d}`;
+      }
+    }
+  } catch (_) { /* not JSON */ }
+  if (res.status === 429 && res.headers.get('Retry-After')) text += ` (retry in ${res.headers.get('Retry-After')} s)`;
+  return new ApiError(res.status, code, text);
+}
+
+async function fetchJson(method, path, body, token) {
+  const headers = { Accept: 'application/json', Authorization: `Bearer ${token}` };
+  const init = { method, headers, credentials: 'omit', cache: 'no-store' };
+  if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
+  const res = await fetch(path, init);
+  if (!res.ok) throw await apiError(res);
+  if (res.status === 204 || res.status === 202 && res.headers.get('Content-Length') === '0') return null;
+  const text = await res.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** Calls the management API as the signed-in user; an expired or revoked session logs out. */
+async function api(method, path, body) {
+  const s = session();
+  if (!s) {
+    logout('Your session has ended. Log in again.');
+    throw Object.assign(new ApiError(401, 'UNAUTHORIZED', 'not logged in'), { sessionEnded: true });
+  }
+  try {
+    return await fetchJson(method, `/api/v1${path}`, body, s.token);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      logout(`Your session has ended (${e.message}). Log in again.`);
+      e.sessionEnded = true;
+    }
+    throw e;
+  }
+}
+
+const enc = encodeURIComponent;
+/** An image name in an API path: its slashes stay path separators, each segment is escaped. */
+function imagePath(name) { return name.split('/').map(enc).join('/'); }
+
+// ---------------------------------------------------------------- alerts, timers ------------
+
+function showAlert(message, kind) {
+  const el = document.getElementById('alert');
+  el.textContent = message;
+  el.className = `alert ${kind || 'error'}`;
+  el.hidden = !message;
+}
+
+/** Runs an action, showing what went wrong (the API's own words) or a success note. */
+async function attempt(fn, success) {
+  try {
+    const result = await fn();
+    if (success) showAlert(success, 'ok');
+    return result;
+  } catch (e) {
+    // an ended session has already said so, over the login form
+    if (!e.sessionEnded) showAlert(e instanceof ApiError ? `${e.code}: ${e.message}` : `Error: ${e.message}`);
+    return undefined;
+  }
+}
+
+let timers = [];
+function clearTimers() { timers.forEach(clearTimeout); timers = []; }
+function later(fn, ms) { timers.push(setTimeout(fn, ms)); }
+
+// ---------------------------------------------------------------- building blocks -----------
+
+function button(text, onclick, attrs) { return h('button', { type: 'button', onclick, ...(attrs || {}) }, text); }
+function dangerButton(text, onclick, attrs) { return button(text, onclick, { class: 'danger', ...(attrs || {}) }); }
+
+let fieldSeq = 0;
+/** A labelled input; returns [wrapper, input]. */
+function field(labelText, attrs) {
+  fieldSeq += 1;
+  const id = `f${fieldSeq}`;
+  const input = attrs && attrs.tag === 'select'
+    ? h('select', { id, name: attrs.name }, (attrs.options || []).map((o) => h('option', { value: o, text: o, selected: o === attrs.value ? true : undefined })))
+    : attrs && attrs.tag === 'textarea'
+      ? h('textarea', { id, name: attrs.name, rows: attrs.rows || 6, value: attrs.value, required: attrs.required, placeholder: attrs.placeholder })
+      : h('input', { id, type: 'text', autocomplete: 'off', spellcheck: 'false', ...(attrs || {}) });
+  const wrap = attrs && attrs.type === 'checkbox'
+    ? h('div', { class: 'field check' }, input, h('label', { for: id, text: labelText }))
+    : h('div', { class: 'field' }, h('label', { for: id, text: labelText }), input);
+  return [wrap, input];
+}
+
+/** A form whose submit runs `onsubmit(values)`; `fields` are [label, name, attrs]. */
+function form(title, fields, submitText, onsubmit) {
+  const inputs = {};
+  const f = h('form', { class: 'inline-form', 'aria-label': title });
+  if (title) put(f, h('h3', { text: title }));
+  for (const [text, name, attrs] of fields) {
+    const [wrap, input] = field(text, { name, ...(attrs || {}) });
+    inputs[name] = input;
+    put(f, wrap);
+  }
+  put(f, h('button', { type: 'submit', text: submitText }));
+  f.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const values = {};
+    for (const [name, input] of Object.entries(inputs)) values[name] = input.type === 'checkbox' ? input.checked : input.value.trim();
+    const submit = f.querySelector('button[type=submit]');
+    submit.disabled = true;
+    try { await onsubmit(values, f); } finally { submit.disabled = false; }
+  });
+  return f;
+}
+
+let openapi = null;
+async function schemaFor(method, path) {
+  if (!openapi) openapi = await fetchJson('GET', '/api/v1/openapi.json', undefined, session()?.token || '');
+  const op = openapi.paths?.[path]?.[method.toLowerCase()];
+  const ref = op?.requestBody?.content?.['application/json']?.schema?.$ref;
+  return ref ? openapi.components.schemas[ref.split('/').pop()] : null;
+}
+
+function skeleton(schema) {
+  if (!schema) return {};
+  if (schema.$ref) return skeleton(openapi.components.schemas[schema.$ref.split('/').pop()]);
+  if (schema.default !== undefined) return schema.default;
+  if (schema.enum) return schema.enum[0];
+  const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== 'null') : schema.type;
+  if (type === 'object') {
+    const out = {};
+    for (const [k, v] of Object.entries(schema.properties || {})) if ((schema.required || []).includes(k) || v.default !== undefined) out[k] = skeleton(v);
+    return out;
+  }
+  if (type === 'array') return [];
+  if (type === 'boolean') return false;
+  if (type === 'integer' || type === 'number') return 0;
+  return '';
+}
+
+/** A create form for a resource whose body is richer than a few fields: a JSON editor seeded
+ * from the request schema in the OpenAPI document, with the schema's field list beside it. */
+function jsonForm(title, method, templatePath, apiPath, done) {
+  const box = h('details', { class: 'json-form' }, h('summary', { text: title }));
+  box.addEventListener('toggle', async () => {
+    if (!box.open || box.dataset.ready) return;
+    box.dataset.ready = '1';
+    const schema = await attempt(() => schemaFor(method, templatePath));
+    const props = schema?.properties || {};
+    const f = form('', [['Request body (JSON)', 'body', { tag: 'textarea', rows: 10, value: JSON.stringify(skeleton(schema), null, 2) }]], title, async (v) => {
+      let body;
+      try { body = JSON.parse(v.body); } catch (e) { showAlert(`The body is not JSON: ${e.message}`); return; }
+      const r = await attempt(() => api(method, apiPath, body), `${title}: done.`);
+      if (r !== undefined) done(r);
+    });
+    put(box, f, h('dl', { class: 'schema' }, Object.entries(props).map(([k, p]) => [
+      h('dt', {}, h('code', { text: k }), (schema.required || []).includes(k) ? ' (required)' : ''),
+      h('dd', { text: [p.description, p.enum ? `one of ${p.enum.join(', ')}` : '', p.type ? `type ${[].concat(p.type).join('|')}` : ''].filter(Boolean).join('; ') }),
+    ])));
+  });
+  return box;
+}
+
+/** A table of API objects; `columns` are keys (or [key, label, render]); `actions(item)` adds
+ * buttons on each row. */
+function table(items, columns, actions, caption) {
+  if (!items.length) return h('p', { class: 'empty', text: 'Nothing here yet.' });
+  const cols = (columns || Object.keys(items[0]).filter((k) => typeof items[0][k] !== 'object' || items[0][k] === null || Array.isArray(items[0][k])))
+    .map((c) => (Array.isArray(c) ? c : [c, label(c), null]));
+  return h('div', { class: 'table-wrap' }, h('table', {},
+    caption ? h('caption', { text: caption }) : null,
+    h('thead', {}, h('tr', {}, cols.map(([, l]) => h('th', { scope: 'col', text: l })), actions ? h('th', { scope: 'col', text: 'actions' }) : null)),
+    h('tbody', {}, items.map((it) => h('tr', {},
+      cols.map(([k, , render]) => h('td', {}, render ? render(it) : cell(k, it[k]))),
+      actions ? h('td', { class: 'actions' }, actions(it)) : null)))));
+}
+
+/** A paged list: `path(last)` builds the request; keeps the cursors so Previous works. */
+function pagedList(container, path, render) {
+  const cursors = [null];
+  let index = 0;
+  const body = h('div', {});
+  const prev = button('Previous page', () => { if (index > 0) { index -= 1; load(); } });
+  const next = button('Next page', () => { index += 1; load(); });
+  const status = h('span', { class: 'muted', 'aria-live': 'polite' });
+  put(container, body, h('div', { class: 'pager' }, prev, next, status));
+  async function load() {
+    status.textContent = 'Loading…';
+    const page = await attempt(() => api('GET', path(cursors[index])));
+    if (!page) { status.textContent = ''; return; }
+    cursors[index + 1] = page.next;
+    put(clear(body), render(page.items || []));
+    prev.disabled = index === 0;
+    next.disabled = !page.next;
+    status.textContent = `Page ${index + 1}, ${page.items.length} shown${page.next ? '' : ' (last page)'}`;
+  }
+  load();
+  return { reload: () => { cursors.length = 1; index = 0; return load(); } };
+}
+
+function confirmThen(question, fn) { return () => { if (window.confirm(question)) fn(); }; }
+
+function copyBlock(title, command) {
+  const code = h('code', { text: command });
+  const copy = button('Copy', async () => {
+    try { await navigator.clipboard.writeText(command); copy.textContent = 'Copied'; } catch (_) { copy.textContent = 'Select and copy'; }
+    later(() => { copy.textContent = 'Copy'; }, 1500);
+  }, { 'aria-label': `Copy: ${title}` });
+  return h('div', { class: 'copy' }, h('span', { class: 'copy-title', text: title }), h('pre', {}, code), copy);
+}
+
+function page(title, ...children) {
+  const main = clear(document.getElementById('main'));
+  document.title = `${title} · Berth console`;
+  const heading = h('h1', { tabindex: '-1', text: title });
+  put(main, heading, children);
+  heading.focus();
+  return main;
+}
+
+function crumbs(...parts) {
+  return h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('ol', {}, parts.map(([text, href]) => h('li', {}, href ? h('a', { href, text }) : h('span', { 'aria-current': 'page', text })))));
+}
+
+function section(title, ...children) { return h('section', { 'aria-label': title }, h('h2', { text: title }), ...children); }
+
+// ---------------------------------------------------------------- routes --------------------
+
+const R = {
+  registry: (r, tab) => `#/registries/${enc(r)}${tab ? `/${tab}` : ''}`,
+  image: (name) => `#/images/${enc(name)}`,
+  artifact: (name, digest) => `#/images/${enc(name)}/artifacts/${enc(digest)}`,
+  cleanupRun: (r, run) => `#/registries/${enc(r)}/cleanup/${enc(run)}`,
+  webhook: (r, id) => `#/registries/${enc(r)}/webhooks/${enc(id)}`,
+  replication: (r, id) => `#/registries/${enc(r)}/replication/${enc(id)}`,
+  user: (u) => `#/users/${enc(u)}`,
+};
+
+const TABS = [
+  ['images', 'Images'], ['cleanup', 'Cleanup'], ['protection', 'Protection'], ['webhooks', 'Webhooks'],
+  ['replication', 'Replication'], ['scan', 'Scanning'], ['trust', 'Signatures'],
+];
+
+/** Shows the page the location's fragment names; `keepAlert` keeps the last action's message
+ * when a page is redrawn after it. */
+function route(keepAlert) {
+  clearTimers();
+  if (keepAlert !== true) showAlert('');
+  if (!session()) { showLogin(); return; }
+  showChrome();
+  const parts = (location.hash.replace(/^#\/?/, '') || '').split('/').map((p) => { try { return decodeURIComponent(p); } catch (_) { return p; } });
+  const [a, b, c, d] = parts;
+  if (!a) return registriesPage();
+  if (a === 'registries' && b && !c) return registryPage(b, 'images');
+  if (a === 'registries' && b && c === 'cleanup' && d) return cleanupRunPage(b, d);
+  if (a === 'registries' && b && c === 'webhooks' && d) return webhookPage(b, d);
+  if (a === 'registries' && b && c === 'replication' && d) return replicationPage(b, d);
+  if (a === 'registries' && b && c) return registryPage(b, c);
+  if (a === 'images' && b && !c) return imagePage(b);
+  if (a === 'images' && b && c === 'artifacts' && d) return artifactPage(b, d);
+  if (a === 'caches') return cachesPage();
+  if (a === 'users' && b) return userPage(b);
+  if (a === 'users') return usersPage();
+  if (a === 'me') return userPage(session().user);
+  if (a === 'gc') return gcPage();
+  if (a === 'audit') return auditPage();
+  return page('Not found', h('p', { text: 'The console has no such page.' }), h('a', { href: '#/', text: 'Registries' }));
+}
+
+function showChrome() {
+  const s = session();
+  document.getElementById('nav').hidden = false;
+  document.getElementById('who').hidden = false;
+  document.getElementById('who-name').textContent = `${s.user} (${s.role}${s.registries ? `: ${s.registries.join(', ')}` : ''})`;
+  for (const a of document.querySelectorAll('[data-admin]')) a.hidden = !can('admin');
+  document.getElementById('me-link').href = R.user(s.user);
+  const left = s.exp * 1000 - Date.now();
+  later(() => logout('Your session expired. Log in again.'), Math.max(0, Math.min(left, 2 ** 31 - 1)));
+}
+
+function showLogin(message) {
+  document.getElementById('nav').hidden = true;
+  document.getElementById('who').hidden = true;
+  showAlert(message || '', 'info');
+  const f = form('', [
+    ['Access key', 'access_key', { autocomplete: 'username', required: true }],
+    ['Secret key', 'secret_key', { type: 'password', autocomplete: 'current-password', required: true }],
+  ], 'Log in', async (v) => {
+    const s = await attempt(() => login(v.access_key, v.secret_key));
+    if (s) { if (location.hash) route(); else location.hash = '#/'; }
+  });
+  f.id = 'login';
+  page('Log in to Berth', h('p', { text: 'Use an access key and its secret key (from `berth user key add` or an administrator).' }), f);
+  f.querySelector('input').focus();
+}
+
+// ---------------------------------------------------------------- pages: registries ---------
+
+function registriesPage() {
+  const main = page('Registries');
+  const list = h('div', {});
+  put(main, list);
+  const paged = pagedList(list, (last) => `/registries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+    ['name', 'registry', (r) => h('a', { href: R.registry(r.name), text: r.name })],
+    'public_access',
+    ['private_networks', 'private networks', (r) => cell('private_networks', r.private_networks)],
+    ['cache', 'image cache', (r) => cell('cache', r.cache)], 'created_at',
+  ], (r) => (can('manage', r.name) ? dangerButton('Delete', confirmThen(`Delete registry ${r.name} and every image in it?`, async () => {
+    if (await attempt(() => api('DELETE', `/registries/${enc(r.name)}?force=true`), `Registry ${r.name} deleted.`) !== undefined) paged.reload();
+  }), { 'aria-label': `Delete registry ${r.name}` }) : null)));
+  if (can('admin')) {
+    put(main, form('Create a registry', [
+      ['Name', 'name', { required: true, pattern: '[a-z0-9]+([._\\-][a-z0-9]+)*', maxlength: 63 }],
+      ['Public access', 'public_access', { type: 'checkbox', checked: true }],
+    ], 'Create registry', async (v) => {
+      if (await attempt(() => api('POST', '/registries', { name: v.name, public_access: v.public_access }), `Registry ${v.name} created.`) !== undefined) paged.reload();
+    }));
+  }
+}
+
+function registryPage(reg, tab) {
+  const known = TABS.find(([t]) => t === tab) ? tab : 'images';
+  const main = page(`Registry ${reg}`, crumbs(['Registries', '#/'], [reg]),
+    h('nav', { class: 'tabs', 'aria-label': 'Registry sections' }, TABS.map(([t, text]) => h('a', { href: R.registry(reg, t), 'aria-current': t === known ? 'page' : undefined, text }))));
+  const body = h('div', { class: 'tab-body' });
+  put(main, body);
+  const pages = { images: imagesTab, cleanup: cleanupTab, protection: protectionTab, webhooks: webhooksTab, replication: replicationTab, scan: scanTab, trust: trustTab };
+  pages[known](reg, body);
+}
+
+function imagesTab(reg, body) {
+  const host = location.host;
+  put(body, h('p', {}, 'Push into this registry: ', h('code', { text: `docker push ${host}/${reg}/<image>:<tag>` })));
+  const filter = field('Filter this page by name', { type: 'search', name: 'filter' });
+  put(body, filter[0]);
+  let items = [];
+  const out = h('div', {});
+  const render = () => put(clear(out), table(items.filter((i) => i.name.includes(filter[1].value)), [
+    ['name', 'image', (i) => h('a', { href: R.image(i.name), text: i.name })],
+    'artifact_count', 'size', 'storage_bytes', 'last_push',
+  ], (i) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete image ${i.name} with all its artifacts and tags?`, async () => {
+    if (await attempt(() => api('DELETE', `/images/${imagePath(i.name)}`), `Image ${i.name} deleted.`) !== undefined) paged.reload();
+  }), { 'aria-label': `Delete image ${i.name}` }) : null)));
+  filter[1].addEventListener('input', render);
+  const paged = pagedList(body, (last) => `/registries/${enc(reg)}/images?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (list) => { items = list; render(); return out; });
+}
+
+// ---------------------------------------------------------------- pages: image, artifact ----
+
+function imagePage(name) {
+  const reg = name.split('/')[0];
+  const main = page(`Image ${name}`, crumbs(['Registries', '#/'], [reg, R.registry(reg)], [name]));
+  const host = location.host;
+  put(main, h('div', { class: 'commands' },
+    copyBlock('docker pull', `docker pull ${host}/${name}:latest`),
+    copyBlock('docker push', `docker push ${host}/${name}:<tag>`)));
+  if (can('manage', reg)) {
+    put(main, dangerButton('Delete image', confirmThen(`Delete image ${name} with all its artifacts and tags?`, async () => {
+      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}`), `Image ${name} deleted.`) !== undefined) location.hash = R.registry(reg);
+    }), { id: 'delete-image' }));
+  }
+  const list = section('Artifacts');
+  put(main, list);
+  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+    ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
+    ['tags', 'tags', (a) => cell('tags', a.tags)],
+    ['type', 'type', (a) => kindOf(a)],
+    ['platforms', 'platforms', (a) => platforms(a)],
+    'size', 'pushed_at', 'pulled_at',
+    ['signature', 'signature', (a) => signatureText(a.signature)],
+  ], (a) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest}?`, async () => {
+    if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) route(true);
+  }), { 'aria-label': `Delete artifact ${a.digest}` }) : null)));
+}
+
+function kindOf(a) {
+  const t = a.artifact_type || a.media_type || '';
+  if (t.includes('helm')) return 'Helm chart';
+  if (t.includes('index') || t.includes('manifest.list')) return 'image index';
+  if (t.includes('cosign') || t.includes('sigstore')) return 'signature';
+  if (/container\.image\.v1|image\.config\.v1/.test(t) || t.includes('image.manifest') || t.includes('distribution.manifest.v2')) return 'image';
+  return t;
+}
+
+function platforms(a) {
+  const p = (a.platforms || []).map((x) => [x.os, x.architecture, x.variant].filter(Boolean).join('/'));
+  return p.length ? p.join(', ') : h('span', { class: 'muted', text: '–' });
+}
+
+function signatureText(sig) {
+  if (!sig || !sig.signed) return 'unsigned';
+  return sig.verified ? `verified (${sig.signatures})` : `signed (${sig.signatures})`;
+}
+
+async function artifactPage(name, digest) {
+  const reg = name.split('/')[0];
+  const main = page(`Artifact ${shortDigest(digest)}`, crumbs(['Registries', '#/'], [reg, R.registry(reg)], [name, R.image(name)], [shortDigest(digest)]));
+  const a = await attempt(() => api('GET', `/images/${imagePath(name)}/artifacts/${enc(digest)}`));
+  if (!a) return;
+  const host = location.host;
+  const ref = `${host}/${name}@${a.digest}`;
+  const tag = (a.tags || [])[0];
+  const isHelm = (a.artifact_type || a.media_type || '').includes('helm') || (a.config_media_type || '').includes('helm');
+  put(main, section('Details', h('dl', { class: 'details' }, [
+    ['image', name], ['digest', a.digest], ['media type', a.media_type], ['artifact type', a.artifact_type],
+    ['size', h('span', { title: `${a.size} bytes`, text: humanSize(a.size) })], ['platforms', platforms(a)],
+    ['pushed', humanTime(a.pushed_at)], ['last pulled', humanTime(a.pulled_at)], ['subject', a.subject],
+    ['signature', signatureText(a.signature)],
+    ['verified by keys', cell('verified_keys', a.signature?.verified_keys)],
+  ].filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [h('dt', { text: k }), h('dd', {}, v instanceof Node ? v : String(v))]))));
+  put(main, section('Pull and push commands', h('div', { class: 'commands' },
+    copyBlock('docker', `docker pull ${ref}`),
+    tag ? copyBlock('docker (tag)', `docker pull ${host}/${name}:${tag}`) : null,
+    isHelm ? copyBlock('helm', tag ? `helm pull oci://${host}/${name} --version ${tag}` : `helm pull oci://${host}/${name}@${a.digest}`) : null,
+    copyBlock('oras', `oras pull ${ref}`),
+    copyBlock('cosign verify', `cosign verify --key cosign.pub ${ref}`),
+    copyBlock('cosign sign', `cosign sign --key cosign.key ${ref}`),
+    copyBlock('skopeo', `skopeo copy docker://${ref} oci:./image`))));
+  const tagsSection = section('Tags');
+  put(main, tagsSection);
+  tagsPanel(tagsSection, name, reg, a.digest);
+  if ((a.referrers || []).length) {
+    put(main, section('Referrers (signatures, SBOMs, attestations)', table(a.referrers, [
+      ['digest', 'artifact', (r) => h('a', { href: R.artifact(name, r.digest) }, h('code', { text: shortDigest(r.digest) }))], 'artifact_type'])));
+  }
+  const scan = section('Vulnerability scan');
+  put(main, scan);
+  scanPanel(scan, name, reg, a.digest);
+  if (can('manage', reg)) {
+    put(main, section('Delete', dangerButton('Delete artifact', confirmThen(`Delete artifact ${a.digest} with its referrers?`, async () => {
+      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) location.hash = R.image(name);
+    }), { id: 'delete-artifact' })));
+  }
+}
+
+function tagsPanel(container, name, reg, digest) {
+  const out = h('div', {});
+  const search = form('Search tags', [['Tag contains', 'q', { type: 'search' }]], 'Search', (v) => { query = v.q; paged.reload(); });
+  let query = '';
+  put(container, search, out);
+  const paged = pagedList(out, (last) => `/images/${imagePath(name)}/tags?n=${PAGE_SIZE}${query ? `&q=${enc(query)}` : ''}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+    ['name', 'tag', (t) => h('code', { text: t.name })],
+    ['digest', 'points at', (t) => (t.digest === digest ? 'this artifact' : h('a', { href: R.artifact(name, t.digest) }, h('code', { text: shortDigest(t.digest) })))],
+  ], (t) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete tag ${t.name}?`, async () => {
+    if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/tags/${enc(t.name)}`), `Tag ${t.name} deleted.`) !== undefined) paged.reload();
+  }), { 'aria-label': `Delete tag ${t.name}` }) : null)));
+  if (can('manage', reg)) {
+    put(container, form('Tag this artifact', [['New tag', 'tag', { required: true, pattern: '[A-Za-z0-9_][A-Za-z0-9._\\-]{0,127}' }]], 'Create tag', async (v) => {
+      if (await attempt(() => api('PUT', `/images/${imagePath(name)}/tags/${enc(v.tag)}`, { digest }), `Tag ${v.tag} now points at this artifact.`) !== undefined) paged.reload();
+    }));
+  }
+}
+
+async function scanPanel(container, name, reg, digest) {
+  const out = h('div', { 'aria-live': 'polite' });
+  put(container, out);
+  const path = `/images/${imagePath(name)}/artifacts/${enc(digest)}/scan`;
+  const load = async () => {
+    let scan;
+    try { scan = await api('GET', path); } catch (e) {
+      put(clear(out), h('p', { text: e.status === 404 ? 'Not scanned yet.' : `${e.code}: ${e.message}` }));
+      scan = null;
+    }
+    if (scan) {
+      const findings = scan.findings || [];
+      put(clear(out), h('p', {}, 'Status: ', h('strong', { class: 'scan-status', text: (scan.status || 'unknown').replace(/_/g, ' ') }),
+        scan.finished_at ? [' · finished ', humanTime(scan.finished_at)] : '',
+        scan.error ? [' · ', scan.error] : ''),
+      scan.counts ? h('p', {}, `Highest severity: ${scan.severity || 'none'}; ${scan.total} findings (${scan.fixable} fixable): `,
+        Object.entries(scan.counts).map(([k, v]) => `${k} ${v}`).join(', ') || 'none') : null,
+      findings.length ? table(findings.slice(0, 200), ['id', 'severity', 'package', 'version', 'fix_version', 'allowlisted'], null,
+        `Findings (${findings.length}${findings.length > 200 ? ', the first 200' : ''})`) : null);
+      if (scan.status === 'scanning') later(load, POLL_MS);
+    }
+    if (can('manage', reg)) put(out, button('Scan now', async () => { if (await attempt(() => api('POST', path), 'Scan started.') !== undefined) load(); }));
+  };
+  load();
+}
+
+// ---------------------------------------------------------------- pages: policies ----------
+
+function cleanupTab(reg, body) {
+  const base = `/registries/${enc(reg)}/cleanup`;
+  const manage = can('manage', reg);
+  const rules = section('Cleanup rules');
+  const loadRules = async () => {
+    const r = await attempt(() => api('GET', `${base}/rules`));
+    if (!r) return;
+    put(clear(rulesOut), table(r.items || [], ['id', 'image', 'tag', 'tag_mode', 'untagged', 'keep', 'enabled', 'created_at'], manage ? (x) => [
+      button(x.enabled ? 'Disable' : 'Enable', async () => { if (await attempt(() => api('PATCH', `${base}/rules/${enc(x.id)}`, { enabled: !x.enabled })) !== undefined) loadRules(); }),
+      dangerButton('Delete', confirmThen(`Delete cleanup rule ${x.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/rules/${enc(x.id)}`), 'Rule deleted.') !== undefined) loadRules(); }), { 'aria-label': `Delete cleanup rule ${x.id}` }),
+    ] : null));
+  };
+  const rulesOut = h('div', {});
+  put(rules, rulesOut);
+  if (manage) {
+    put(rules, form('Add a cleanup rule', [
+      ['Image pattern', 'image', { required: true, value: '**' }], ['Tag pattern', 'tag', { required: true, value: '**' }],
+      ['Tag mode', 'tag_mode', { tag: 'select', options: ['match', 'exclude'] }],
+      ['Untagged artifacts too', 'untagged', { type: 'checkbox' }],
+      ['Keep (latest-pushed:K, latest-pulled:K, pushed-within:Nd, pulled-within:Nd, always)', 'keep', { required: true, value: 'latest-pushed:10' }],
+    ], 'Add rule', async (v) => { if (await attempt(() => api('POST', `${base}/rules`, v), 'Rule added.') !== undefined) loadRules(); }));
+  }
+  const cycle = section('Cleanup cycle');
+  const cycleOut = h('p', {});
+  put(cycle, cycleOut);
+  const loadCycle = async () => {
+    const c = await attempt(() => api('GET', `${base}/schedule`));
+    if (c) put(clear(cycleOut), c.cron ? ['Runs on ', h('code', { text: c.cron }), ' (UTC); next ', humanTime(c.next_run_at)] : 'No cycle: cleanup runs only when started.');
+  };
+  if (manage) {
+    put(cycle, form('Set the cycle', [['Cron (minute hour day month weekday, UTC)', 'cron', { required: true, value: '0 3 * * *' }]], 'Save cycle', async (v) => {
+      if (await attempt(() => api('PUT', `${base}/schedule`, { cron: v.cron }), 'Cycle saved.') !== undefined) loadCycle();
+    }), button('Remove the cycle', async () => { if (await attempt(() => api('DELETE', `${base}/schedule`), 'Cycle removed.') !== undefined) loadCycle(); }));
+  }
+  const runs = section('Cleanup history');
+  const runsOut = h('div', { 'aria-live': 'polite' });
+  if (manage) {
+    put(runs, h('div', { class: 'buttons' },
+      button('Test run', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: true }), 'Test run queued: nothing will be deleted.') !== undefined) runsList.reload(); }, { id: 'cleanup-test-run' }),
+      dangerButton('Run now', confirmThen('Run cleanup now? It deletes what the rules select.', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: false }), 'Cleanup run queued.') !== undefined) runsList.reload(); }), { id: 'cleanup-run-now' })));
+  }
+  put(runs, runsOut);
+  const runsList = pagedList(runsOut, (last) => `${base}/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => runsList.reload(), POLL_MS);
+    return table(items, [
+      ['id', 'run', (r) => h('a', { href: R.cleanupRun(reg, r.id), text: r.id })],
+      ['dry_run', 'kind', (r) => (r.dry_run ? 'test run' : 'run')], 'status', 'queued_at', 'finished_at',
+      ['counts', 'result', (r) => runCounts(r)],
+    ]);
+  });
+  put(body, rules, cycle, runs);
+  loadRules();
+  loadCycle();
+}
+
+function runCounts(r) {
+  const keys = ['images', 'total', 'deleted', 'retained', 'protected', 'failed'].filter((k) => typeof r[k] === 'number');
+  return keys.map((k) => `${r[k]} ${label(k)}`).join(', ') + (r.error ? ` (error: ${r.error})` : '');
+}
+
+async function cleanupRunPage(reg, run) {
+  const main = page(`Cleanup run ${run}`, crumbs(['Registries', '#/'], [reg, R.registry(reg, 'cleanup')], [`run ${run}`]));
+  const out = h('div', { 'aria-live': 'polite' });
+  put(main, out);
+  const load = async (chunk) => {
+    const r = await attempt(() => api('GET', `/registries/${enc(reg)}/cleanup/runs/${enc(run)}${chunk ? `?chunk=${enc(chunk)}` : ''}`));
+    if (!r) return;
+    const { decisions, next_chunk: nextChunk, ...summary } = r;
+    put(clear(out), 
+      h('dl', { class: 'details' }, Object.entries(summary).map(([k, v]) => [h('dt', { text: label(k) }), h('dd', {}, cell(k, v))])),
+      section('Decisions', table(decisions || [], ['image', 'digest', 'tags', 'pushed_at', 'pulled_at', 'action', 'reason'].filter((k) => !decisions?.length || k in decisions[0] || ['image', 'digest'].includes(k)))),
+      nextChunk ? button('More decisions', () => load(nextChunk)) : null);
+    if (['queued', 'running'].includes(r.status)) later(() => load(chunk), POLL_MS);
+  };
+  load();
+}
+
+function protectionTab(reg, body) {
+  const base = `/registries/${enc(reg)}/protection/rules`;
+  const manage = can('manage', reg);
+  const out = h('div', {});
+  const load = async () => {
+    const r = await attempt(() => api('GET', base));
+    if (r) put(clear(out), table(r.items || [], ['id', 'image', 'tag', 'enabled', 'created_at'], manage ? (x) => [
+      button(x.enabled ? 'Disable' : 'Enable', async () => { if (await attempt(() => api('PATCH', `${base}/${enc(x.id)}`, { enabled: !x.enabled })) !== undefined) load(); }),
+      dangerButton('Delete', confirmThen(`Delete protection rule ${x.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/${enc(x.id)}`), 'Rule deleted.') !== undefined) load(); }), { 'aria-label': `Delete protection rule ${x.id}` }),
+    ] : null));
+  };
+  put(body, section('Protection rules', h('p', { text: 'A protected tag cannot be pushed over, deleted or cleaned up.' }), out,
+    manage ? form('Add a protection rule', [['Image pattern', 'image', { required: true, value: '**' }], ['Tag pattern', 'tag', { required: true, value: 'v*' }]], 'Add rule',
+      async (v) => { if (await attempt(() => api('POST', base, v), 'Rule added.') !== undefined) load(); }) : null));
+  load();
+}
+
+// ---------------------------------------------------------------- pages: webhooks, replication
+
+function webhooksTab(reg, body) {
+  const base = `/registries/${enc(reg)}/webhooks`;
+  const manage = can('manage', reg);
+  const out = h('div', {});
+  const load = async () => {
+    const r = await attempt(() => api('GET', base));
+    if (r) put(clear(out), table(r.items || [], [
+      ['id', 'webhook', (w) => h('a', { href: R.webhook(reg, w.id), text: w.name || w.id })], 'url', 'event_types', 'enabled', 'created_at',
+    ], manage ? (w) => [
+      button('Send a test', async () => { await attempt(() => api('POST', `${base}/${enc(w.id)}/test`), 'Test event queued; see its deliveries.'); }),
+      dangerButton('Delete', confirmThen(`Delete webhook ${w.name || w.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/${enc(w.id)}`), 'Webhook deleted.') !== undefined) load(); }), { 'aria-label': `Delete webhook ${w.id}` }),
+    ] : null));
+  };
+  put(body, section('Webhooks', out, manage ? jsonForm('Create a webhook', 'POST', '/api/v1/registries/{registry}/webhooks', base, load) : null));
+  load();
+}
+
+function webhookPage(reg, id) {
+  const main = page(`Webhook ${id}`, crumbs(['Registries', '#/'], [reg, R.registry(reg, 'webhooks')], [id]));
+  const base = `/registries/${enc(reg)}/webhooks/${enc(id)}`;
+  const list = section('Deliveries');
+  put(main, list);
+  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, null, can('manage', reg) ? (d) => button('Redeliver', async () => {
+    if (await attempt(() => api('POST', `${base}/deliveries/${enc(d.id)}/redeliver`), 'Redelivery queued.') !== undefined) paged.reload();
+  }) : null));
+}
+
+function replicationTab(reg, body) {
+  const manage = can('manage', reg);
+  const tBase = `/registries/${enc(reg)}/replication-targets`;
+  const rBase = `/registries/${enc(reg)}/replications`;
+  const targets = h('div', {});
+  const reps = h('div', {});
+  const loadTargets = async () => {
+    const r = await attempt(() => api('GET', tBase));
+    if (r) put(clear(targets), table(r.items || [], null, manage ? (t) => dangerButton('Delete', confirmThen(`Delete target ${t.name || t.id}?`, async () => {
+      if (await attempt(() => api('DELETE', `${tBase}/${enc(t.id || t.name)}`), 'Target deleted.') !== undefined) loadTargets();
+    })) : null));
+  };
+  const loadReps = async () => {
+    const r = await attempt(() => api('GET', rBase));
+    if (r) put(clear(reps), table(r.items || [], [
+      ['id', 'replication', (x) => h('a', { href: R.replication(reg, x.id), text: x.name || x.id })], 'target', 'filters', 'trigger', 'enabled',
+    ].map((c) => (typeof c === 'string' ? [c, label(c), (x) => cell(c, x[c])] : c)), manage ? (x) => [
+      button('Run now', async () => { await attempt(() => api('POST', `${rBase}/${enc(x.id)}/run`), 'Replication started; see its history.'); }),
+      dangerButton('Delete', confirmThen(`Delete replication ${x.name || x.id}?`, async () => { if (await attempt(() => api('DELETE', `${rBase}/${enc(x.id)}`), 'Replication deleted.') !== undefined) loadReps(); })),
+    ] : null));
+  };
+  put(body, 
+    section('Replication targets', targets, manage ? jsonForm('Add a target', 'POST', '/api/v1/registries/{registry}/replication-targets', tBase, loadTargets) : null),
+    section('Replication policies', reps, manage ? jsonForm('Create a replication', 'POST', '/api/v1/registries/{registry}/replications', rBase, loadReps) : null));
+  loadTargets();
+  loadReps();
+}
+
+function replicationPage(reg, id) {
+  const main = page(`Replication ${id}`, crumbs(['Registries', '#/'], [reg, R.registry(reg, 'replication')], [id]));
+  const base = `/registries/${enc(reg)}/replications/${enc(id)}/executions`;
+  const list = section('History (executions)');
+  const tasks = section('Tasks');
+  put(main, list, tasks);
+  const paged = pagedList(list, (last) => `${base}?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+    if (items.some((e) => ['queued', 'running', 'in_progress', 'InProgress'].includes(e.status))) later(() => paged.reload(), POLL_MS);
+    return table(items, null, (e) => button('Show tasks', async () => {
+      const t = await attempt(() => api('GET', `${base}/${enc(e.id)}/tasks?n=100`));
+      if (t) put(clear(tasks), h('h2', { text: `Tasks of ${e.id}` }), table(t.items || []));
+    }));
+  });
+}
+
+// ---------------------------------------------------------------- pages: scanning, trust ----
+
+async function scanTab(reg, body) {
+  const path = `/registries/${enc(reg)}/scan-settings`;
+  const s = await attempt(() => api('GET', path));
+  if (!s) return;
+  put(body, section('Scan settings and CVE allowlist',
+    h('dl', { class: 'details' }, Object.entries(s).map(([k, v]) => [h('dt', { text: label(k) }), h('dd', {}, cell(k, v))])),
+    can('manage', reg) ? form('Change the settings', [['Settings (JSON, as the API takes them)', 'body', { tag: 'textarea', rows: 10, value: JSON.stringify(s, null, 2) }]], 'Save settings', async (v) => {
+      let b;
+      try { b = JSON.parse(v.body); } catch (e) { showAlert(`The settings are not JSON: ${e.message}`); return; }
+      if (await attempt(() => api('PUT', path, b), 'Scan settings saved.') !== undefined) route(true);
+    }) : null));
+}
+
+async function trustTab(reg, body) {
+  const path = `/registries/${enc(reg)}/trust`;
+  const t = await attempt(() => api('GET', path));
+  if (!t) return;
+  const manage = can('manage', reg);
+  put(body, section('Trust mode', h('p', {}, 'Pulls need: ', h('strong', { text: t.mode })),
+    manage ? form('Change the mode', [['Mode', 'mode', { tag: 'select', options: ['off', 'any-signature', 'trusted-keys'], value: t.mode }]], 'Save mode', async (v) => {
+      if (await attempt(() => api('PUT', path, { mode: v.mode }), 'Trust mode saved.') !== undefined) route(true);
+    }) : null),
+  section('Trusted keys', table(t.keys || [], ['id', 'name', 'algorithm', 'added_at', 'added_by'], manage ? (k) => dangerButton('Delete', confirmThen(`Stop trusting key ${k.name || k.id}?`, async () => {
+    if (await attempt(() => api('DELETE', `${path}/keys/${enc(k.id)}`), 'Key removed.') !== undefined) route(true);
+  }), { 'aria-label': `Delete key ${k.name || k.id}` }) : null),
+  manage ? form('Trust a public key', [['Name', 'name', { required: true }], ['Public key (PEM, e.g. cosign.pub)', 'pem', { tag: 'textarea', rows: 6, required: true }]], 'Add key', async (v) => {
+    if (await attempt(() => api('POST', `${path}/keys`, { name: v.name, pem: v.pem }), 'Key added.') !== undefined) route(true);
+  }) : null));
+}
+
+// ---------------------------------------------------------------- pages: caches, users, gc, audit
+
+function cachesPage() {
+  const main = page('Image caches');
+  const out = h('div', {});
+  const load = async () => {
+    const r = await attempt(() => api('GET', '/caches'));
+    if (r) put(clear(out), table(r.items || [], null, can('admin') ? (c) => dangerButton('Delete', confirmThen(`Delete image cache ${c.name}?`, async () => {
+      if (await attempt(() => api('DELETE', `/caches/${enc(c.name)}`), 'Cache deleted.') !== undefined) load();
+    })) : null));
+  };
+  put(main, out, can('admin') ? jsonForm('Create an image cache', 'POST', '/api/v1/caches', '/caches', load) : null);
+  load();
+}
+
+function usersPage() {
+  const main = page('Users');
+  const list = h('div', {});
+  put(main, list);
+  const paged = pagedList(list, (last) => `/users?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+    ['name', 'user', (u) => h('a', { href: R.user(u.name), text: u.name })], 'role',
+    ['registries', 'registries', (u) => (u.registries ? u.registries.join(', ') : 'all')], 'created_at', 'created_by',
+  ], (u) => (u.name === session().user ? null : dangerButton('Delete', confirmThen(`Delete user ${u.name} and their access keys?`, async () => {
+    if (await attempt(() => api('DELETE', `/users/${enc(u.name)}`), `User ${u.name} deleted.`) !== undefined) paged.reload();
+  }), { 'aria-label': `Delete user ${u.name}` }))));
+  put(main, form('Create a user', [
+    ['Name', 'name', { required: true }],
+    ['Role', 'role', { tag: 'select', options: ['service-viewer', 'image-uploader', 'project-member', 'project-admin', 'service-admin'] }],
+    ['Registries (comma separated; empty for all)', 'registries'],
+  ], 'Create user', async (v) => {
+    const registries = v.registries ? v.registries.split(',').map((x) => x.trim()).filter(Boolean) : null;
+    if (await attempt(() => api('POST', '/users', { name: v.name, role: v.role, registries }), `User ${v.name} created.`) !== undefined) paged.reload();
+  }));
+}
+
+async function userPage(name) {
+  const self = name === session().user;
+  const main = page(self ? 'My access keys' : `User ${name}`, can('admin') ? crumbs(['Users', '#/users'], [name]) : null);
+  const u = await attempt(() => api('GET', `/users/${enc(name)}`));
+  if (!u) return;
+  put(main, h('dl', { class: 'details' }, [['user', u.name], ['role', u.role], ['registries', u.registries ? u.registries.join(', ') : 'all'], ['created', humanTime(u.created_at)]]
+    .map(([k, v]) => [h('dt', { text: k }), h('dd', {}, v)])));
+  if (can('admin') && !self) {
+    put(main, form('Change the role', [
+      ['Role', 'role', { tag: 'select', options: ['service-viewer', 'image-uploader', 'project-member', 'project-admin', 'service-admin'], value: u.role }],
+      ['Registries (comma separated; empty for all)', 'registries', { value: u.registries ? u.registries.join(',') : '' }],
+    ], 'Save role', async (v) => {
+      const registries = v.registries ? v.registries.split(',').map((x) => x.trim()).filter(Boolean) : null;
+      if (await attempt(() => api('PATCH', `/users/${enc(name)}`, { role: v.role, registries }), 'Role saved.') !== undefined) route(true);
+    }));
+  }
+  const keys = section('Access keys');
+  const secret = h('div', { 'aria-live': 'polite' });
+  const out = h('div', {});
+  put(keys, secret, out);
+  const showSecret = (k) => put(clear(secret), h('div', { class: 'secret' }, h('p', { text: 'Copy the secret key now: it is shown only this once.' }),
+    copyBlock('access key', k.access_key || k.id), copyBlock('secret key', k.secret_key || k.secret)));
+  const load = async () => {
+    const r = await attempt(() => api('GET', `/users/${enc(name)}/keys`));
+    if (r) put(clear(out), table(r.items || [], [['id', 'access key', (k) => h('code', { text: k.id || k.access_key })], 'created_at', 'rotated_at', 'last_used_at'], (k) => [
+      button('Rotate', confirmThen('Replace this key\'s secret? The old one stops working.', async () => { const n = await attempt(() => api('POST', `/users/${enc(name)}/keys/${enc(k.id || k.access_key)}/rotate`)); if (n) { showSecret(n); load(); } })),
+      dangerButton('Revoke', confirmThen('Revoke this key? Tokens it obtained stop working too.', async () => { if (await attempt(() => api('DELETE', `/users/${enc(name)}/keys/${enc(k.id || k.access_key)}`), 'Key revoked.') !== undefined) load(); })),
+    ]));
+  };
+  put(keys, button('Create an access key', async () => { const k = await attempt(() => api('POST', `/users/${enc(name)}/keys`)); if (k) { showSecret(k); load(); } }));
+  put(main, keys);
+  load();
+}
+
+function gcPage() {
+  const main = page('Garbage collection', h('p', { text: 'Deletes blobs no manifest references any more (after a grace period).' }));
+  const out = h('div', { 'aria-live': 'polite' });
+  put(main, h('div', { class: 'buttons' },
+    button('Dry run', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: true }), 'Dry run queued.') !== undefined) list.reload(); }),
+    dangerButton('Collect garbage now', confirmThen('Delete unreferenced blobs now?', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: false }), 'Garbage collection queued.') !== undefined) list.reload(); }))), out);
+  const list = pagedList(out, (last) => `/gc/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => list.reload(), POLL_MS);
+    return table(items, ['id', 'dry_run', 'status', 'queued_at', 'finished_at', 'blobs_scanned', 'blobs_deleted', 'bytes_deleted', 'errors', 'error']);
+  });
+}
+
+function auditPage() {
+  const main = page('Audit log');
+  pagedList(main, (last) => `/audit?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items));
+}
+
+// ---------------------------------------------------------------- start ---------------------
+
+window.addEventListener('hashchange', () => route());
+document.getElementById('logout').addEventListener('click', () => { logout('You have logged out.'); location.hash = '#/'; });
+document.getElementById('booting')?.remove();
+route();
