@@ -6,7 +6,7 @@
 # interface endpoint, locked to that endpoint by a resource policy, and served at the root of
 # a private custom domain (docker needs /v2/ and /auth/token at the host root; a private API's
 # default URL has the stage in its path). The routes (/v2, /auth, /api/v1) come from the same
-# local.api_routes, as an OpenAPI body: one resource per path prefix (94 at the default depth).
+# local.api_routes, as an OpenAPI body: one resource per path prefix (96 at the default depth).
 ################################################################################
 
 locals {

@@ -13,17 +13,20 @@ const POLL_MS = 2000;
 
 // ---------------------------------------------------------------- elements (text only) ------
 
+const LISTENERS = ['onclick', 'oninput', 'onsubmit', 'onchange', 'ontoggle'];
+
 /** Makes an element: attrs sets properties/attributes (`on*` adds listeners), children are
  * nodes or strings (strings become text nodes). */
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    if (LISTENERS.includes(k)) el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
     else if (k === 'text') el.textContent = v;
     else if (k === 'hidden' || k === 'disabled' || k === 'checked' || k === 'required' || k === 'readOnly') el[k] = Boolean(v);
     else if (k === 'value') el.value = v;
+    else if (/^on/i.test(k)) throw new Error(`no handler attribute ${k}`);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   append(el, children);
@@ -155,13 +158,14 @@ async function login(accessKey, secret) {
   const token = body.token || body.access_token;
   const claims = tokenClaims(token);
   const me = await fetchJson('GET', `/api/v1/users/${encodeURIComponent(claims.sub)}`, undefined, token);
-  const s = { token, exp: claims.exp, user: claims.sub, role: me.role, registries: me.registries ?? null };
+  const s = { token, exp: claims.exp, user: claims.sub, key: claims.access_key_id, role: me.role, registries: me.registries ?? null };
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
   return s;
 }
 
 function logout(message) {
   sessionStorage.removeItem(SESSION_KEY);
+  clearTimeout(expiry);
   clearTimers();
   showLogin(message);
 }
@@ -221,9 +225,25 @@ async function api(method, path, body) {
   }
 }
 
-const enc = encodeURIComponent;
-/** An image name in an API path: its slashes stay path separators, each segment is escaped. */
-function imagePath(name) { return name.split('/').map(enc).join('/'); }
+// What the API accepts as names: the console checks names taken from its own URL against these
+// before using them in a request, so a crafted link cannot aim an action at another path.
+const IMAGE_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$/;
+const REGISTRY_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
+const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
+
+/** One path segment of an API request, escaped. `.` and `..` are refused: fetch() would resolve
+ * them (even escaped as %2e) and send the request to another route. */
+function enc(segment) {
+  const text = String(segment);
+  if (text === '.' || text === '..') throw new Error(`"${text}" is not a name`);
+  return encodeURIComponent(text);
+}
+
+/** An image name in an API path: checked against the name grammar, its slashes kept. */
+function imagePath(name) {
+  if (!IMAGE_NAME.test(name)) throw new Error(`"${name}" is not an image name`);
+  return name.split('/').map(enc).join('/');
+}
 
 // ---------------------------------------------------------------- alerts, timers ------------
 
@@ -247,9 +267,17 @@ async function attempt(fn, success) {
   }
 }
 
+// Each page drawn (and each logout) starts a generation: a poll or an answer that arrives for an
+// older one does nothing, so a late reply never redraws or polls a page the user has left.
+let generation = 0;
 let timers = [];
-function clearTimers() { timers.forEach(clearTimeout); timers = []; }
-function later(fn, ms) { timers.push(setTimeout(fn, ms)); }
+function clearTimers() { generation += 1; timers.forEach(clearTimeout); timers = []; }
+function later(fn, ms) {
+  const mine = generation;
+  timers.push(setTimeout(() => { if (mine === generation) fn(); }, ms));
+}
+/** Whether the page that started an action is still the one shown. */
+function current(mine) { return mine === generation; }
 
 // ---------------------------------------------------------------- building blocks -----------
 
@@ -366,17 +394,22 @@ function pagedList(container, path, render) {
   const status = h('span', { class: 'muted', 'aria-live': 'polite' });
   put(container, body, h('div', { class: 'pager' }, prev, next, status));
   async function load() {
+    const mine = generation;
     status.textContent = 'Loading…';
     const page = await attempt(() => api('GET', path(cursors[index])));
+    if (!current(mine)) return;
     if (!page) { status.textContent = ''; return; }
     cursors[index + 1] = page.next;
     put(clear(body), render(page.items || []));
     prev.disabled = index === 0;
     next.disabled = !page.next;
     status.textContent = `Page ${index + 1}, ${page.items.length} shown${page.next ? '' : ' (last page)'}`;
+    // a User Timing mark: when a list is on screen and usable (the benchmark reads it)
+    performance.mark('berth:list-rendered');
   }
   load();
-  return { reload: () => { cursors.length = 1; index = 0; return load(); } };
+  // reload: back to the first page (after a change); refresh: the page shown again (a poll)
+  return { reload: () => { cursors.length = 1; index = 0; return load(); }, refresh: () => load() };
 }
 
 function confirmThen(question, fn) { return () => { if (window.confirm(question)) fn(); }; }
@@ -419,7 +452,7 @@ const R = {
 
 const TABS = [
   ['images', 'Images'], ['cleanup', 'Cleanup'], ['protection', 'Protection'], ['webhooks', 'Webhooks'],
-  ['replication', 'Replication'], ['scan', 'Scanning'], ['trust', 'Signatures'],
+  ['replication', 'Replication'], ['scan', 'Scanning'], ['trust', 'Signatures'], ['access', 'Access and usage'],
 ];
 
 /** Shows the page the location's fragment names; `keepAlert` keeps the last action's message
@@ -431,6 +464,12 @@ function route(keepAlert) {
   showChrome();
   const parts = (location.hash.replace(/^#\/?/, '') || '').split('/').map((p) => { try { return decodeURIComponent(p); } catch (_) { return p; } });
   const [a, b, c, d] = parts;
+  // names from the URL are checked before any page uses them in a request
+  const bad = (why) => page('Not found', h('p', { text: why }), h('a', { href: '#/', text: 'Registries' }));
+  if (parts.some((p) => p === '.' || p === '..')) return bad('A console address has no "." or ".." part.');
+  if (a === 'registries' && b && !REGISTRY_NAME.test(b)) return bad(`"${b}" is not a registry name.`);
+  if (a === 'images' && b && !IMAGE_NAME.test(b)) return bad(`"${b}" is not an image name.`);
+  if (a === 'images' && d && !DIGEST.test(d)) return bad(`"${d}" is not a digest.`);
   if (!a) return registriesPage();
   if (a === 'registries' && b && !c) return registryPage(b, 'images');
   if (a === 'registries' && b && c === 'cleanup' && d) return cleanupRunPage(b, d);
@@ -448,6 +487,8 @@ function route(keepAlert) {
   return page('Not found', h('p', { text: 'The console has no such page.' }), h('a', { href: '#/', text: 'Registries' }));
 }
 
+let expiry = null;
+/** Shows the navigation for the signed-in user and arms the session's expiry. */
 function showChrome() {
   const s = session();
   document.getElementById('nav').hidden = false;
@@ -456,7 +497,9 @@ function showChrome() {
   for (const a of document.querySelectorAll('[data-admin]')) a.hidden = !can('admin');
   document.getElementById('me-link').href = R.user(s.user);
   const left = s.exp * 1000 - Date.now();
-  later(() => logout('Your session expired. Log in again.'), Math.max(0, Math.min(left, 2 ** 31 - 1)));
+  clearTimeout(expiry);
+  expiry = setTimeout(() => { if (session() === null) logout('Your session expired. Log in again.'); else route(true); },
+    Math.max(0, Math.min(left + 500, 2 ** 31 - 1)));
 }
 
 function showLogin(message) {
@@ -505,8 +548,27 @@ function registryPage(reg, tab) {
     h('nav', { class: 'tabs', 'aria-label': 'Registry sections' }, TABS.map(([t, text]) => h('a', { href: R.registry(reg, t), 'aria-current': t === known ? 'page' : undefined, text }))));
   const body = h('div', { class: 'tab-body' });
   put(main, body);
-  const pages = { images: imagesTab, cleanup: cleanupTab, protection: protectionTab, webhooks: webhooksTab, replication: replicationTab, scan: scanTab, trust: trustTab };
+  const pages = { access: accessTab, images: imagesTab, cleanup: cleanupTab, protection: protectionTab, webhooks: webhooksTab, replication: replicationTab, scan: scanTab, trust: trustTab };
   pages[known](reg, body);
+}
+
+async function accessTab(reg, body) {
+  const path = `/registries/${enc(reg)}`;
+  const r = await attempt(() => api('GET', path));
+  if (!r) return;
+  put(body, section('Access and usage', h('dl', { class: 'details' }, [
+    ['images', String(r.image_count)], ['stored', h('span', { title: `${r.storage_bytes} bytes`, text: humanSize(r.storage_bytes) })],
+    ['public access', r.public_access ? 'yes: from any address' : 'no: only from the private networks'],
+    ['private networks', r.private_networks?.length ? r.private_networks.join(', ') : 'none'],
+    ['image cache', r.cache || 'no (an ordinary registry)'], ['created', humanTime(r.created_at)], ['created by', r.created_by],
+  ].map(([k, v]) => [h('dt', { text: k }), h('dd', {}, v)])),
+  can('manage', reg) ? form('Change access', [
+    ['Public access', 'public_access', { type: 'checkbox', checked: r.public_access }],
+    ['Private networks (CIDRs, comma separated)', 'networks', { value: (r.private_networks || []).join(', ') }],
+  ], 'Save access', async (v) => {
+    const nets = v.networks.split(',').map((x) => x.trim()).filter(Boolean);
+    if (await attempt(() => api('PATCH', path, { public_access: v.public_access, private_networks: nets }), 'Access saved.') !== undefined) route(true);
+  }) : null));
 }
 
 function imagesTab(reg, body) {
@@ -533,16 +595,20 @@ function imagePage(name) {
   const main = page(`Image ${name}`, crumbs(['Registries', '#/'], [reg, R.registry(reg)], [name]));
   const host = location.host;
   put(main, h('div', { class: 'commands' },
-    copyBlock('docker pull', `docker pull ${host}/${name}:latest`),
-    copyBlock('docker push', `docker push ${host}/${name}:<tag>`)));
-  if (can('manage', reg)) {
-    put(main, dangerButton('Delete image', confirmThen(`Delete image ${name} with all its artifacts and tags?`, async () => {
+    can('pull', reg) ? copyBlock('docker pull', `docker pull ${host}/${name}:latest`) : null,
+    can('push', reg) ? copyBlock('docker push', `docker push ${host}/${name}:<tag>`) : null));
+  // offered once the image has answered: an action needs an object the API showed
+  const actions = h('div', {});
+  put(main, actions);
+  const offerDelete = () => {
+    if (!can('manage', reg) || actions.firstChild) return;
+    put(actions, dangerButton('Delete image', confirmThen(`Delete image ${name} with all its artifacts and tags?`, async () => {
       if (await attempt(() => api('DELETE', `/images/${imagePath(name)}`), `Image ${name} deleted.`) !== undefined) location.hash = R.registry(reg);
     }), { id: 'delete-image' }));
-  }
+  };
   const list = section('Artifacts');
   put(main, list);
-  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => offerDelete() || table(items, [
     ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
     ['tags', 'tags', (a) => cell('tags', a.tags)],
     ['type', 'type', (a) => kindOf(a)],
@@ -581,7 +647,7 @@ async function artifactPage(name, digest) {
   const host = location.host;
   const ref = `${host}/${name}@${a.digest}`;
   const tag = (a.tags || [])[0];
-  const isHelm = (a.artifact_type || a.media_type || '').includes('helm') || (a.config_media_type || '').includes('helm');
+  const isHelm = (a.artifact_type || a.media_type || '').includes('helm');
   put(main, section('Details', h('dl', { class: 'details' }, [
     ['image', name], ['digest', a.digest], ['media type', a.media_type], ['artifact type', a.artifact_type],
     ['size', h('span', { title: `${a.size} bytes`, text: humanSize(a.size) })], ['platforms', platforms(a)],
@@ -589,14 +655,17 @@ async function artifactPage(name, digest) {
     ['signature', signatureText(a.signature)],
     ['verified by keys', cell('verified_keys', a.signature?.verified_keys)],
   ].filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [h('dt', { text: k }), h('dd', {}, v instanceof Node ? v : String(v))]))));
+  const pull = can('pull', reg);
+  const push = can('push', reg);
   put(main, section('Pull and push commands', h('div', { class: 'commands' },
-    copyBlock('docker', `docker pull ${ref}`),
-    tag ? copyBlock('docker (tag)', `docker pull ${host}/${name}:${tag}`) : null,
-    isHelm ? copyBlock('helm', tag ? `helm pull oci://${host}/${name} --version ${tag}` : `helm pull oci://${host}/${name}@${a.digest}`) : null,
-    copyBlock('oras', `oras pull ${ref}`),
-    copyBlock('cosign verify', `cosign verify --key cosign.pub ${ref}`),
-    copyBlock('cosign sign', `cosign sign --key cosign.key ${ref}`),
-    copyBlock('skopeo', `skopeo copy docker://${ref} oci:./image`))));
+    pull ? copyBlock('docker', `docker pull ${ref}`) : null,
+    pull && tag ? copyBlock('docker (tag)', `docker pull ${host}/${name}:${tag}`) : null,
+    pull && isHelm ? copyBlock('helm', tag ? `helm pull oci://${host}/${name} --version ${tag}` : `helm pull oci://${host}/${name}@${a.digest}`) : null,
+    pull ? copyBlock('oras', `oras pull ${ref}`) : null,
+    pull ? copyBlock('cosign verify', `cosign verify --key cosign.pub ${ref}`) : null,
+    push ? copyBlock('cosign sign', `cosign sign --key cosign.key ${ref}`) : null,
+    pull ? copyBlock('skopeo', `skopeo copy docker://${ref} oci:./image`) : null,
+    !pull && !push ? h('p', { class: 'muted', text: 'Your role may neither pull nor push here.' }) : null)));
   const tagsSection = section('Tags');
   put(main, tagsSection);
   tagsPanel(tagsSection, name, reg, a.digest);
@@ -621,7 +690,8 @@ function tagsPanel(container, name, reg, digest) {
   put(container, search, out);
   const paged = pagedList(out, (last) => `/images/${imagePath(name)}/tags?n=${PAGE_SIZE}${query ? `&q=${enc(query)}` : ''}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
     ['name', 'tag', (t) => h('code', { text: t.name })],
-    ['digest', 'points at', (t) => (t.digest === digest ? 'this artifact' : h('a', { href: R.artifact(name, t.digest) }, h('code', { text: shortDigest(t.digest) })))],
+    ['digest', 'points at', (t) => (!t.digest ? h('span', { class: 'muted', text: '–' }) : t.digest === digest ? 'this artifact'
+      : h('a', { href: R.artifact(name, t.digest) }, h('code', { text: shortDigest(t.digest) })))],
   ], (t) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete tag ${t.name}?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/tags/${enc(t.name)}`), `Tag ${t.name} deleted.`) !== undefined) paged.reload();
   }), { 'aria-label': `Delete tag ${t.name}` }) : null)));
@@ -633,27 +703,39 @@ function tagsPanel(container, name, reg, digest) {
 }
 
 async function scanPanel(container, name, reg, digest) {
-  const out = h('div', { 'aria-live': 'polite' });
+  const out = h('div', {});
   put(container, out);
   const path = `/images/${imagePath(name)}/artifacts/${enc(digest)}/scan`;
+  const mine = generation;
   const load = async () => {
     let scan;
     try { scan = await api('GET', path); } catch (e) {
-      put(clear(out), h('p', { text: e.status === 404 ? 'Not scanned yet.' : `${e.code}: ${e.message}` }));
+      if (!current(mine)) return;
+      put(clear(out), h('p', { text: `${e.code}: ${e.message}` }));
       scan = null;
     }
+    if (!current(mine)) return;
     if (scan) {
       const findings = scan.findings || [];
-      put(clear(out), h('p', {}, 'Status: ', h('strong', { class: 'scan-status', text: (scan.status || 'unknown').replace(/_/g, ' ') }),
+      const running = scan.status === 'scanning';
+      put(clear(out), h('p', { role: 'status' }, 'Status: ', h('strong', { class: 'scan-status', text: (scan.status || 'unknown').replace(/_/g, ' ') }),
+        running && scan.layers_total ? ` (${scan.layers_done} of ${scan.layers_total} layers)` : '',
         scan.finished_at ? [' · finished ', humanTime(scan.finished_at)] : '',
         scan.error ? [' · ', scan.error] : ''),
+      scan.os || scan.packages ? h('p', { text: `${scan.os ? `OS: ${scan.os}; ` : ''}${scan.packages ?? 0} packages` }) : null,
+      running && findings.length ? h('p', { class: 'muted', text: 'The findings below are from the previous scan.' }) : null,
       scan.counts ? h('p', {}, `Highest severity: ${scan.severity || 'none'}; ${scan.total} findings (${scan.fixable} fixable): `,
         Object.entries(scan.counts).map(([k, v]) => `${k} ${v}`).join(', ') || 'none') : null,
       findings.length ? table(findings.slice(0, 200), ['id', 'severity', 'package', 'version', 'fix_version', 'allowlisted'], null,
         `Findings (${findings.length}${findings.length > 200 ? ', the first 200' : ''})`) : null);
-      if (scan.status === 'scanning') later(load, POLL_MS);
+      if (running) later(load, POLL_MS);
+      // who may push may start and stop scans (the API's rule)
+      if (can('push', reg)) {
+        put(out, running
+          ? button('Stop scan', async () => { if (await attempt(() => api('DELETE', path), 'Scan stopped.') !== undefined) load(); })
+          : button('Scan now', async () => { if (await attempt(() => api('POST', path), 'Scan started.') !== undefined) load(); }));
+      }
     }
-    if (can('manage', reg)) put(out, button('Scan now', async () => { if (await attempt(() => api('POST', path), 'Scan started.') !== undefined) load(); }));
   };
   load();
 }
@@ -695,7 +777,7 @@ function cleanupTab(reg, body) {
     }), button('Remove the cycle', async () => { if (await attempt(() => api('DELETE', `${base}/schedule`), 'Cycle removed.') !== undefined) loadCycle(); }));
   }
   const runs = section('Cleanup history');
-  const runsOut = h('div', { 'aria-live': 'polite' });
+  const runsOut = h('div', {});
   if (manage) {
     put(runs, h('div', { class: 'buttons' },
       button('Test run', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: true }), 'Test run queued: nothing will be deleted.') !== undefined) runsList.reload(); }, { id: 'cleanup-test-run' }),
@@ -703,7 +785,7 @@ function cleanupTab(reg, body) {
   }
   put(runs, runsOut);
   const runsList = pagedList(runsOut, (last) => `${base}/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
-    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => runsList.reload(), POLL_MS);
+    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => runsList.refresh(), POLL_MS);
     return table(items, [
       ['id', 'run', (r) => h('a', { href: R.cleanupRun(reg, r.id), text: r.id })],
       ['dry_run', 'kind', (r) => (r.dry_run ? 'test run' : 'run')], 'status', 'queued_at', 'finished_at',
@@ -722,15 +804,17 @@ function runCounts(r) {
 
 async function cleanupRunPage(reg, run) {
   const main = page(`Cleanup run ${run}`, crumbs(['Registries', '#/'], [reg, R.registry(reg, 'cleanup')], [`run ${run}`]));
-  const out = h('div', { 'aria-live': 'polite' });
+  const out = h('div', {});
   put(main, out);
+  const mine = generation;
   const load = async (chunk) => {
     const r = await attempt(() => api('GET', `/registries/${enc(reg)}/cleanup/runs/${enc(run)}${chunk ? `?chunk=${enc(chunk)}` : ''}`));
-    if (!r) return;
+    if (!r || !current(mine)) return;
     const { decisions, next_chunk: nextChunk, ...summary } = r;
-    put(clear(out), 
+    put(clear(out),
       h('dl', { class: 'details' }, Object.entries(summary).map(([k, v]) => [h('dt', { text: label(k) }), h('dd', {}, cell(k, v))])),
-      section('Decisions', table(decisions || [], ['image', 'digest', 'tags', 'pushed_at', 'pulled_at', 'action', 'reason'].filter((k) => !decisions?.length || k in decisions[0] || ['image', 'digest'].includes(k)))),
+      section(r.dry_run ? 'Decisions (a test run: nothing was deleted)' : 'Decisions',
+        table(decisions || [], ['image', 'digest', 'tags', 'pushed_at', 'pulled_at', 'action', 'reason', 'done'].filter((k) => !decisions?.length || k in decisions[0]))),
       nextChunk ? button('More decisions', () => load(nextChunk)) : null);
     if (['queued', 'running'].includes(r.status)) later(() => load(chunk), POLL_MS);
   };
@@ -756,20 +840,47 @@ function protectionTab(reg, body) {
 
 // ---------------------------------------------------------------- pages: webhooks, replication
 
+/** Shows a secret the API returns once (a new webhook's signing secret, a new access key). */
+function oneTimeSecret(target, title, pairs) {
+  put(clear(target), h('div', { class: 'secret', role: 'status' },
+    h('p', { text: `${title}: copy it now, it is shown only this once.` }),
+    pairs.map(([t, v]) => copyBlock(t, v))));
+}
+
 function webhooksTab(reg, body) {
   const base = `/registries/${enc(reg)}/webhooks`;
   const manage = can('manage', reg);
   const out = h('div', {});
+  const secret = h('div', {});
   const load = async () => {
     const r = await attempt(() => api('GET', base));
     if (r) put(clear(out), table(r.items || [], [
-      ['id', 'webhook', (w) => h('a', { href: R.webhook(reg, w.id), text: w.name || w.id })], 'url', 'event_types', 'enabled', 'created_at',
+      ['id', 'webhook', (w) => h('a', { href: R.webhook(reg, w.id), text: w.name || w.id })], 'url', 'type', 'format',
+      ['events', 'events', (w) => cell('events', w.events)], 'enabled', 'created_at',
     ], manage ? (w) => [
-      button('Send a test', async () => { await attempt(() => api('POST', `${base}/${enc(w.id)}/test`), 'Test event queued; see its deliveries.'); }),
-      dangerButton('Delete', confirmThen(`Delete webhook ${w.name || w.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/${enc(w.id)}`), 'Webhook deleted.') !== undefined) load(); }), { 'aria-label': `Delete webhook ${w.id}` }),
+      button('Send a test', async () => {
+        const t = await attempt(() => api('POST', `${base}/${enc(w.id)}/test`));
+        const d = t && (t.delivery || t);
+        if (d) {
+          const last = (d.attempts || []).at(-1);
+          showAlert(`Test delivery ${d.status || ''}${last ? `: ${last.status ?? ''} ${last.error ?? ''}` : ''}`.trim(), d.status === 'delivered' ? 'ok' : 'info');
+        }
+      }, { 'aria-label': `Send a test to webhook ${w.name || w.id}` }),
+      button(w.enabled ? 'Disable' : 'Enable', async () => {
+        if (await attempt(() => api('PATCH', `${base}/${enc(w.id)}`, { enabled: !w.enabled })) !== undefined) load();
+      }, { 'aria-label': `${w.enabled ? 'Disable' : 'Enable'} webhook ${w.name || w.id}` }),
+      button('Rotate secret', confirmThen(`Issue a new signing secret for ${w.name || w.id}? Receivers must switch to it.`, async () => {
+        const n = await attempt(() => api('PATCH', `${base}/${enc(w.id)}`, { rotate_secret: true }));
+        if (n && n.secret) oneTimeSecret(secret, `The new signing secret of ${w.name || w.id}`, [['secret', n.secret]]);
+      }), { 'aria-label': `Rotate the signing secret of webhook ${w.name || w.id}` }),
+      dangerButton('Delete', confirmThen(`Delete webhook ${w.name || w.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/${enc(w.id)}`), 'Webhook deleted.') !== undefined) load(); }), { 'aria-label': `Delete webhook ${w.name || w.id}` }),
     ] : null));
   };
-  put(body, section('Webhooks', out, manage ? jsonForm('Create a webhook', 'POST', '/api/v1/registries/{registry}/webhooks', base, load) : null));
+  const created = (w) => {
+    if (w && w.secret) oneTimeSecret(secret, `The signing secret of ${w.name || w.id}`, [['secret', w.secret]]);
+    load();
+  };
+  put(body, section('Webhooks', secret, out, manage ? jsonForm('Create a webhook', 'POST', '/api/v1/registries/{registry}/webhooks', base, created) : null));
   load();
 }
 
@@ -778,9 +889,13 @@ function webhookPage(reg, id) {
   const base = `/registries/${enc(reg)}/webhooks/${enc(id)}`;
   const list = section('Deliveries');
   put(main, list);
-  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, null, can('manage', reg) ? (d) => button('Redeliver', async () => {
-    if (await attempt(() => api('POST', `${base}/deliveries/${enc(d.id)}/redeliver`), 'Redelivery queued.') !== undefined) paged.reload();
-  }) : null));
+  const lastAttempt = (d) => { const a = (d.attempts || []).at(-1); return a ? `${a.status ?? ''} ${a.error ?? ''}`.trim() || '–' : '–'; };
+  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+    'id', 'event_type', 'status', 'created_at', 'next_attempt_at',
+    ['attempts', 'attempts', (d) => String((d.attempts || []).length)], ['last', 'last attempt', lastAttempt],
+  ], can('manage', reg) ? (d) => (d.event_type === 'PING' ? null : button('Redeliver', async () => {
+    if (await attempt(() => api('POST', `${base}/deliveries/${enc(d.id)}/redeliver`), 'Redelivery queued.') !== undefined) paged.refresh();
+  }, { 'aria-label': `Redeliver ${d.id}` })) : null));
 }
 
 function replicationTab(reg, body) {
@@ -791,20 +906,28 @@ function replicationTab(reg, body) {
   const reps = h('div', {});
   const loadTargets = async () => {
     const r = await attempt(() => api('GET', tBase));
-    if (r) put(clear(targets), table(r.items || [], null, manage ? (t) => dangerButton('Delete', confirmThen(`Delete target ${t.name || t.id}?`, async () => {
-      if (await attempt(() => api('DELETE', `${tBase}/${enc(t.id || t.name)}`), 'Target deleted.') !== undefined) loadTargets();
-    })) : null));
+    if (r) put(clear(targets), table(r.items || [], ['id', 'name', 'kind', 'url', 'description', 'created_at'].map((c) => [c, label(c), (t) => cell(c, t[c])]),
+      manage ? (t) => dangerButton('Delete', confirmThen(`Delete target ${t.name || t.id}?`, async () => {
+        if (await attempt(() => api('DELETE', `${tBase}/${enc(t.id)}`), 'Target deleted.') !== undefined) loadTargets();
+      }), { 'aria-label': `Delete target ${t.name || t.id}` }) : null));
   };
+  const trigger = (x) => (x.trigger ? [x.trigger.type, x.trigger.cron].filter(Boolean).join(' ') : '–');
   const loadReps = async () => {
     const r = await attempt(() => api('GET', rBase));
     if (r) put(clear(reps), table(r.items || [], [
-      ['id', 'replication', (x) => h('a', { href: R.replication(reg, x.id), text: x.name || x.id })], 'target', 'filters', 'trigger', 'enabled',
-    ].map((c) => (typeof c === 'string' ? [c, label(c), (x) => cell(c, x[c])] : c)), manage ? (x) => [
-      button('Run now', async () => { await attempt(() => api('POST', `${rBase}/${enc(x.id)}/run`), 'Replication started; see its history.'); }),
-      dangerButton('Delete', confirmThen(`Delete replication ${x.name || x.id}?`, async () => { if (await attempt(() => api('DELETE', `${rBase}/${enc(x.id)}`), 'Replication deleted.') !== undefined) loadReps(); })),
+      ['id', 'replication', (x) => h('a', { href: R.replication(reg, x.id), text: x.name || x.id })],
+      ...['target', 'destination', 'name_filter', 'tag_filter', 'tag_filter_mode'].map((c) => [c, label(c), (x) => cell(c, x[c])]),
+      ['trigger', 'trigger', trigger],
+      ['status', 'status', (x) => [x.status || (x.enabled ? 'Enabled' : 'Disabled'), x.status_reason ? ` (${x.status_reason})` : '']],
+    ], manage ? (x) => [
+      button('Run now', async () => { await attempt(() => api('POST', `${rBase}/${enc(x.id)}/run`), 'Replication started; see its history.'); }, { 'aria-label': `Run replication ${x.name || x.id} now` }),
+      button(x.enabled ? 'Disable' : 'Enable', async () => {
+        if (await attempt(() => api('PATCH', `${rBase}/${enc(x.id)}`, { enabled: !x.enabled })) !== undefined) loadReps();
+      }, { 'aria-label': `${x.enabled ? 'Disable' : 'Enable'} replication ${x.name || x.id}` }),
+      dangerButton('Delete', confirmThen(`Delete replication ${x.name || x.id}?`, async () => { if (await attempt(() => api('DELETE', `${rBase}/${enc(x.id)}`), 'Replication deleted.') !== undefined) loadReps(); }), { 'aria-label': `Delete replication ${x.name || x.id}` }),
     ] : null));
   };
-  put(body, 
+  put(body,
     section('Replication targets', targets, manage ? jsonForm('Add a target', 'POST', '/api/v1/registries/{registry}/replication-targets', tBase, loadTargets) : null),
     section('Replication policies', reps, manage ? jsonForm('Create a replication', 'POST', '/api/v1/registries/{registry}/replications', rBase, loadReps) : null));
   loadTargets();
@@ -818,11 +941,11 @@ function replicationPage(reg, id) {
   const tasks = section('Tasks');
   put(main, list, tasks);
   const paged = pagedList(list, (last) => `${base}?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
-    if (items.some((e) => ['queued', 'running', 'in_progress', 'InProgress'].includes(e.status))) later(() => paged.reload(), POLL_MS);
-    return table(items, null, (e) => button('Show tasks', async () => {
-      const t = await attempt(() => api('GET', `${base}/${enc(e.id)}/tasks?n=100`));
-      if (t) put(clear(tasks), h('h2', { text: `Tasks of ${e.id}` }), table(t.items || []));
-    }));
+    if (items.some((e) => e.status === 'running')) later(() => paged.refresh(), POLL_MS);
+    return table(items, null, (e) => button('Show tasks', () => {
+      put(clear(tasks), h('h2', { text: `Tasks of ${e.id}` }));
+      pagedList(tasks, (last) => `${base}/${enc(e.id)}/tasks?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (t) => table(t));
+    }, { 'aria-label': `Show the tasks of execution ${e.id}` }));
   });
 }
 
@@ -832,11 +955,23 @@ async function scanTab(reg, body) {
   const path = `/registries/${enc(reg)}/scan-settings`;
   const s = await attempt(() => api('GET', path));
   if (!s) return;
+  const ids = (s.allowlist?.ids || []).join('\n');
+  const expires = s.allowlist?.expires_at ? toDate(s.allowlist.expires_at).toISOString().slice(0, 10) : '';
   put(body, section('Scan settings and CVE allowlist',
-    h('dl', { class: 'details' }, Object.entries(s).map(([k, v]) => [h('dt', { text: label(k) }), h('dd', {}, cell(k, v))])),
-    can('manage', reg) ? form('Change the settings', [['Settings (JSON, as the API takes them)', 'body', { tag: 'textarea', rows: 10, value: JSON.stringify(s, null, 2) }]], 'Save settings', async (v) => {
-      let b;
-      try { b = JSON.parse(v.body); } catch (e) { showAlert(`The settings are not JSON: ${e.message}`); return; }
+    h('dl', { class: 'details' }, [
+      ['scan on push', s.scan_on_push ? 'yes' : 'no'],
+      ['prevent pull at or above', s.prevent_pull || 'off'],
+      ['allowlisted CVEs', ids ? ids.split('\n').join(', ') : 'none'],
+      ['allowlist expires', expires || 'never'],
+    ].map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })])),
+    can('manage', reg) ? form('Change the settings', [
+      ['Scan on push', 'scan_on_push', { type: 'checkbox', checked: s.scan_on_push }],
+      ['Prevent pull at or above', 'prevent_pull', { tag: 'select', options: ['off', 'Negligible', 'Low', 'Medium', 'High', 'Critical'], value: s.prevent_pull || 'off' }],
+      ['Allowlisted CVE ids (one per line)', 'ids', { tag: 'textarea', rows: 4, value: ids }],
+      ['Allowlist expires (YYYY-MM-DD, empty for never)', 'expires', { value: expires, pattern: '\\d{4}-\\d{2}-\\d{2}' }],
+    ], 'Save settings', async (v) => {
+      const b = { scan_on_push: v.scan_on_push, prevent_pull: v.prevent_pull === 'off' ? null : v.prevent_pull };
+      if (v.ids) b.allowlist = { ids: v.ids, expires_at: v.expires ? Math.floor(Date.parse(`${v.expires}T23:59:59Z`) / 1000) : null };
       if (await attempt(() => api('PUT', path, b), 'Scan settings saved.') !== undefined) route(true);
     }) : null));
 }
@@ -874,6 +1009,7 @@ function cachesPage() {
 }
 
 function usersPage() {
+  if (!can('admin')) return page('Users', h('p', { text: 'Only an administrator of every registry manages users. Your own keys: ' }, h('a', { href: R.user(session().user), text: 'My access keys' })));
   const main = page('Users');
   const list = h('div', {});
   put(main, list);
@@ -910,17 +1046,36 @@ async function userPage(name) {
     }));
   }
   const keys = section('Access keys');
-  const secret = h('div', { 'aria-live': 'polite' });
+  const secret = h('div', { role: 'status' });
   const out = h('div', {});
   put(keys, secret, out);
-  const showSecret = (k) => put(clear(secret), h('div', { class: 'secret' }, h('p', { text: 'Copy the secret key now: it is shown only this once.' }),
-    copyBlock('access key', k.access_key || k.id), copyBlock('secret key', k.secret_key || k.secret)));
+  const showSecret = (k) => oneTimeSecret(secret, 'The secret key', [['access key', k.access_key || k.id], ['secret key', k.secret_key || k.secret]]);
+  const mineKey = (k) => self && (k.access_key || k.id) === session().key;
   const load = async () => {
     const r = await attempt(() => api('GET', `/users/${enc(name)}/keys`));
-    if (r) put(clear(out), table(r.items || [], [['id', 'access key', (k) => h('code', { text: k.id || k.access_key })], 'created_at', 'rotated_at', 'last_used_at'], (k) => [
-      button('Rotate', confirmThen('Replace this key\'s secret? The old one stops working.', async () => { const n = await attempt(() => api('POST', `/users/${enc(name)}/keys/${enc(k.id || k.access_key)}/rotate`)); if (n) { showSecret(n); load(); } })),
-      dangerButton('Revoke', confirmThen('Revoke this key? Tokens it obtained stop working too.', async () => { if (await attempt(() => api('DELETE', `/users/${enc(name)}/keys/${enc(k.id || k.access_key)}`), 'Key revoked.') !== undefined) load(); })),
-    ]));
+    if (r) put(clear(out), table(r.items || [], [['id', 'access key', (k) => [h('code', { text: k.access_key || k.id }), mineKey(k) ? ' (this session)' : '']], 'created_at', 'rotated_at', 'last_used_at'], (k) => {
+      const id = k.access_key || k.id;
+      return [
+        button('Rotate', confirmThen(mineKey(k) ? 'Replace the secret of the key this session uses? The console logs in again with the new one.'
+          : 'Replace this key\'s secret? The old one stops working.', async () => {
+          const n = await attempt(() => api('POST', `/users/${enc(name)}/keys/${enc(id)}/rotate`));
+          if (!n) return;
+          if (mineKey(k)) {
+            // the old token died with the old secret: a new one from the new secret
+            await attempt(() => login(id, n.secret_key));
+            showChrome();
+          }
+          showSecret(n);
+          load();
+        }), { 'aria-label': `Rotate access key ${id}` }),
+        dangerButton('Revoke', confirmThen(mineKey(k) ? 'Revoke the key this session uses? You will be logged out.'
+          : 'Revoke this key? Tokens it obtained stop working too.', async () => {
+          if (await attempt(() => api('DELETE', `/users/${enc(name)}/keys/${enc(id)}`), 'Key revoked.') !== undefined) {
+            if (mineKey(k)) logout('You revoked the key this session used.'); else load();
+          }
+        }), { 'aria-label': `Revoke access key ${id}` }),
+      ];
+    }));
   };
   put(keys, button('Create an access key', async () => { const k = await attempt(() => api('POST', `/users/${enc(name)}/keys`)); if (k) { showSecret(k); load(); } }));
   put(main, keys);
@@ -928,18 +1083,20 @@ async function userPage(name) {
 }
 
 function gcPage() {
+  if (!can('admin')) return page('Garbage collection', h('p', { text: 'Only an administrator of every registry runs garbage collection.' }));
   const main = page('Garbage collection', h('p', { text: 'Deletes blobs no manifest references any more (after a grace period).' }));
-  const out = h('div', { 'aria-live': 'polite' });
+  const out = h('div', {});
   put(main, h('div', { class: 'buttons' },
     button('Dry run', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: true }), 'Dry run queued.') !== undefined) list.reload(); }),
     dangerButton('Collect garbage now', confirmThen('Delete unreferenced blobs now?', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: false }), 'Garbage collection queued.') !== undefined) list.reload(); }))), out);
   const list = pagedList(out, (last) => `/gc/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
-    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => list.reload(), POLL_MS);
+    if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => list.refresh(), POLL_MS);
     return table(items, ['id', 'dry_run', 'status', 'queued_at', 'finished_at', 'blobs_scanned', 'blobs_deleted', 'bytes_deleted', 'errors', 'error']);
   });
 }
 
 function auditPage() {
+  if (!can('admin')) return page('Audit log', h('p', { text: 'Only an administrator of every registry reads the audit log.' }));
   const main = page('Audit log');
   pagedList(main, (last) => `/audit?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items));
 }
@@ -947,6 +1104,12 @@ function auditPage() {
 // ---------------------------------------------------------------- start ---------------------
 
 window.addEventListener('hashchange', () => route());
-document.getElementById('logout').addEventListener('click', () => { logout('You have logged out.'); location.hash = '#/'; });
+document.getElementById('logout').addEventListener('click', () => {
+  sessionStorage.removeItem(SESSION_KEY);
+  if (location.hash && location.hash !== '#/') history.replaceState(null, '', '#/');
+  logout('You have logged out.');
+});
+// the skip link moves focus without changing the fragment the router reads
+document.querySelector('.skip').addEventListener('click', (ev) => { ev.preventDefault(); document.getElementById('main').focus(); });
 document.getElementById('booting')?.remove();
 route();

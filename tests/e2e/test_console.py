@@ -383,7 +383,8 @@ def test_viewer_sees_no_change_buttons_and_a_forced_change_is_refused(registry, 
     pages = [("#/", "Registries"), ("#/registries/e2e", "Registry e2e"), (f"#/images/{quote(image, safe='')}", f"Image {image}"),
              (f"#/images/{quote(image, safe='')}/artifacts/{quote(digest, safe='')}", f"Artifact {digest[:19]}…"),
              ("#/registries/e2e/cleanup", "Registry e2e"), ("#/registries/e2e/protection", "Registry e2e"),
-             ("#/registries/e2e/trust", "Registry e2e")]
+             ("#/registries/e2e/trust", "Registry e2e"), ("#/registries/e2e/scan", "Registry e2e"),
+             ("#/registries/e2e/access", "Registry e2e"), ("#/registries/e2e/webhooks", "Registry e2e")]
     for fragment, heading in pages:
         console.go(fragment)
         console.wait_heading(heading)
@@ -391,13 +392,18 @@ def test_viewer_sees_no_change_buttons_and_a_forced_change_is_refused(registry, 
         buttons = [b.text for b in console.d.find_elements("css selector", "main button")]
         forms = [f.get_attribute("aria-label") for f in console.d.find_elements("css selector", "main form")]
         assert not [b for b in buttons if b in ("Delete", "Delete image", "Delete artifact", "Test run", "Run now",
-                                                "Create tag", "Add rule", "Save mode", "Scan now")], (fragment, buttons)
+                                                "Create tag", "Add rule", "Save mode", "Scan now", "Stop scan",
+                                                "Save access", "Save settings", "Rotate secret")], (fragment, buttons)
         assert all(f in ("Search tags",) for f in forms), (fragment, forms)
         assert not console.d.find_elements("css selector", "main button.danger"), fragment
         console.shot(fragment.strip("#/") or "registries")
     # the administrator-only sections are not offered
-    hidden = {a.text: a.is_displayed() for a in console.d.find_elements("css selector", "#nav a")}
-    assert hidden.get("Users") is not True and hidden.get("Garbage collection") is not True
+    shown = {a.text for a in console.d.find_elements("css selector", "#nav a") if a.is_displayed()}
+    assert not shown & {"Users", "Garbage collection", "Audit log"}, shown
+    # a viewer may pull: the artifact page offers pull commands, not cosign sign (a push)
+    console.go(f"#/images/{quote(image, safe='')}/artifacts/{quote(digest, safe='')}")
+    console.wait_main("docker pull")
+    assert "cosign sign" not in console.main_text()
     # forced from the same browser session, the API refuses each change
     status, body = console.fetch("DELETE", f"/api/v1/images/{image}/tags/v1")
     assert status == 403 and body["errors"][0]["code"] == "DENIED", body
@@ -425,9 +431,8 @@ def test_registry_controlled_strings_render_as_text(registry, api, console):
     console.login(*registry.credentials)
     console.logged_in_as("admin")
     console.go(f"#/images/{quote('e2e/' + PAYLOAD, safe='')}")
-    console.wait_heading(f"Image e2e/{PAYLOAD}")
-    console.wait.until(lambda d: console.alert_text(), "the API's error")
-    assert "NAME_INVALID" in console.alert_text() or "NAME_UNKNOWN" in console.alert_text(), console.alert_text()
+    console.wait_heading("Not found")
+    console.wait_main(f'"e2e/{PAYLOAD}" is not an image name.')
     console.shot("markup-image-name")
     # a stored key name with markup (names are stored as given) is shown as the same text
     console.go("#/registries/e2e/trust")
@@ -512,6 +517,7 @@ def test_every_page_renders_for_an_administrator(registry_factory, browser, requ
         ("#/registries/e2e/replication", "Registry e2e", "Replication policies"),
         ("#/registries/e2e/scan", "Registry e2e", "scan on push"),
         ("#/registries/e2e/trust", "Registry e2e", "Pulls need: off"),
+        ("#/registries/e2e/access", "Registry e2e", "public access"),
         (f"#/images/{enc(image)}", f"Image {image}", "Page 1, 1 shown (last page)"),
         (f"#/images/{enc(image)}/artifacts/{enc(pushed['digest'])}", f"Artifact {pushed['digest'][:19]}…", "Status: not scanned"),
         ("#/caches", "Image caches", "Create an image cache"),
@@ -531,7 +537,77 @@ def test_every_page_renders_for_an_administrator(registry_factory, browser, requ
     console.wait_main("Create a webhook")
     console.d.find_element("css selector", "details.json-form summary").click()
     console.wait.until(lambda d: d.find_elements("css selector", "details.json-form textarea"))
-    template = json.loads(console.d.find_element("css selector", "details.json-form textarea").get_attribute("value"))
+    area = console.d.find_element("css selector", "details.json-form textarea")
+    template = json.loads(area.get_attribute("value"))
     assert "url" in template, template
     console.shot("webhook-form")
+    area.clear()
+    area.send_keys(json.dumps({"name": "from-console", "url": "http://127.0.0.1:9/console"}))
+    console.button("Create a webhook").click()
+    console.wait_main("shown only this once")
+    shown = console.d.find_element("css selector", ".secret pre").text
+    assert len(shown) >= 16
+    listed = api.get("/api/v1/registries/e2e/webhooks").json()["items"]
+    assert "from-console" in [w["name"] for w in listed] and shown not in json.dumps(listed)
     assert console.console_errors() == []
+
+
+def test_rotating_the_sessions_own_key_logs_in_again(registry, console):
+    user = f"ops-{uuid.uuid4().hex[:6]}"
+    key, secret = make_user(registry, user, "project-member", ["e2e"])
+    console.login(key, secret)
+    console.logged_in_as(user)
+    before = json.loads(console.session_storage()["berth.session"])
+    assert before["key"] == key
+    console.d.find_element("id", "me-link").click()
+    console.wait_heading("My access keys")
+    console.wait_main("(this session)")
+    console.button("Rotate").click()
+    console.confirm()
+    console.wait_main("shown only this once")
+    shown = [p.text for p in console.d.find_elements("css selector", ".secret pre")]
+    assert shown[0] == key and len(shown[1]) >= 20 and shown[1] != secret
+    console.shot("rotated")
+    # the console logged in again with the new secret: the session goes on, on a new token
+    after = json.loads(console.session_storage()["berth.session"])
+    assert after["token"] != before["token"] and after["key"] == key
+    console.go("#/registries/e2e")
+    console.wait_heading("Registry e2e")
+    assert not console.d.find_elements("css selector", "#login")
+    # the old secret is dead, the new one (and only it) logs in
+    form = {"grant_type": "password", "username": key, "scope": "registry:management:*"}
+    assert requests.post(f"{registry.url}/auth/token", data={**form, "password": secret}, timeout=30).status_code == 401
+    assert requests.post(f"{registry.url}/auth/token", data={**form, "password": shown[1]}, timeout=30).status_code == 200
+    # the pre-rotation token is refused by the API
+    r = requests.get(f"{registry.url}/api/v1/registries/e2e", headers={"Authorization": f"Bearer {before['token']}"}, timeout=30)
+    assert r.status_code == 401
+    assert console.console_errors() == []
+
+
+def test_crafted_console_links_cannot_aim_actions_at_other_routes(registry, api, console):
+    """The console builds API paths from its URL: `..` in a name would make fetch() resolve the
+    path elsewhere (an "image" ../users/victim whose Delete button deletes the user)."""
+    make_user(registry, "victim", "service-viewer")
+    assert api.post("/api/v1/registries/e2e/protection/rules", json={"image": "**", "tag": "v*"}).status_code == 201
+    console.login(*registry.credentials)
+    console.logged_in_as("admin")
+    crafted = ["#/images/..%2Fusers%2Fvictim", "#/images/e2e%2Fapp%2F..%2F..%2Fusers%2Fvictim",
+               "#/images/e2e%2Fapp%2F..%2F..%2F..%2Fregistries%2Fe2e%2Fprotection%2Frules%2Fp1",
+               "#/images/e2e%2F%2e%2e%2Fusers%2Fvictim", "#/registries/..", "#/users/..",
+               "#/images/e2e%2Fapp/artifacts/..%2F..%2F..%2Fusers%2Fvictim",
+               "#/images/e2e%2Fapp%20%20%20%3B%20curl%20evil%20%7C%20sh"]
+    for fragment in crafted:
+        console.go("#/")
+        console.wait_heading("Registries")
+        console.go(fragment)
+        console.wait_heading("Not found")
+        assert not console.d.find_elements("css selector", "main button"), fragment
+        assert not console.d.find_elements("css selector", "main pre"), fragment
+    console.shot("crafted-link")
+    assert api.get("/api/v1/users/victim").status_code == 200
+    assert [r["id"] for r in api.get("/api/v1/registries/e2e/protection/rules").json()["items"]] == ["p1"]
+    # an image that does not exist offers no delete
+    console.go("#/images/e2e%2Fnothing-here")
+    console.wait_heading("Image e2e/nothing-here")
+    console.wait.until(lambda d: console.alert_text())
+    assert not console.d.find_elements("id", "delete-image")

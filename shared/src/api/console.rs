@@ -61,7 +61,10 @@ pub fn serve(req: &Head, asset: &str) -> Result<Response, OciError> {
         return Err(OciError::new(ErrorCode::NotFound, format!("the console has no file {asset:?}")));
     };
     let etag = format!("\"{}\"", hex::encode(&Sha256::digest(found.bytes)[..12]));
-    let fresh = header_str(req, header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    // a weak validator (a compressing proxy's `W/"…"`) or `*` matches too: the bytes only vary
+    // by encoding
+    let fresh = header_str(req, header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag));
     let (status, body) = match (fresh, &req.method) {
         (true, _) => (StatusCode::NOT_MODIFIED, ResponseBody::Empty),
         (false, &Method::HEAD) => (StatusCode::OK, ResponseBody::Empty),
@@ -108,8 +111,12 @@ mod tests {
             assert_eq!(r.headers()[header::CONTENT_TYPE], asset.content_type);
             assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
             let etag = r.headers()[header::ETAG].to_str().unwrap().to_string();
-            let again = serve(&head(Method::GET, Some(&etag)), asset.name).unwrap();
-            assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+            for validator in [etag.clone(), format!("W/{etag}"), format!("\"x\", {etag}"), "*".to_string()] {
+                let again = serve(&head(Method::GET, Some(&validator)), asset.name).unwrap();
+                assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{validator}");
+            }
+            let other = serve(&head(Method::GET, Some("\"0123\"")), asset.name).unwrap();
+            assert_eq!(other.status(), StatusCode::OK);
         }
         let page = std::str::from_utf8(ASSETS[0].bytes).unwrap();
         assert!(
