@@ -774,6 +774,34 @@ def run_until_signal(run) -> int:
         return 130
 
 
+def write_table(lines: list[str], out: str | None) -> int:
+    """Prints a benchmark's Markdown table and saves it to `out` when given; 0 for main()."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    return 0
+
+
+def release_bench_main(doc: str, run, add_arguments, binaries=()) -> int:
+    """main() of a benchmark of the release `berth` binary: --berth-bin, the benchmark's own
+    arguments (`add_arguments(parser)`), --work and --out; each of `binaries` is
+    (argument name, how to build it) and must exist, like the berth binary."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--berth-bin", default=os.environ.get("BERTH_BIN") or os.path.join(repo_root, "target/release/berth"))
+    add_arguments(p, repo_root)
+    p.add_argument("--work", default=None)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    for name, build in (*binaries, ("berth_bin", "cargo build --release -p berth --bin berth, or set BERTH_BIN")):
+        path = getattr(a, name)
+        if not os.path.exists(path):
+            p.error(f"no binary at {path} ({build})")
+    return run_until_signal(lambda: run(a))
+
+
 def loadavg() -> str:
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])

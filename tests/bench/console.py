@@ -24,7 +24,6 @@ C. The API call behind it, without a browser: GET /api/v1/images/<image>/artifac
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -38,10 +37,10 @@ from urllib.parse import quote
 import requests
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from bench import (  # noqa: E402
-    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, run_until_signal,
+    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, release_bench_main,
+    write_table,
 )
 
 AUTH = (BENCH_ACCESS_KEY, BENCH_SECRET_KEY)
@@ -234,25 +233,13 @@ def run(a) -> int:
         f"| Berth `GET /api/v1/images/{REPO}/artifacts?n=1000` | {all_api:.1f} | {all_bytes:,} |",
         f"| distribution `GET /v2/{REPO}/tags/list` (reference: its only listing, {a.artifacts:,} tag names) | {ref_api:.1f} | {ref_bytes:,} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
-    return 0
+    return write_table(lines, a.out)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--berth-bin", default=os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target/release/berth"))
+def add_arguments(p, repo_root: str) -> None:
     p.add_argument("--artifacts", type=int, default=1000)
     p.add_argument("--loads", type=int, default=7)
-    p.add_argument("--work", default=None)
-    p.add_argument("--out", default=None)
-    a = p.parse_args()
-    if not Path(a.berth_bin).exists():
-        p.error(f"no berth binary at {a.berth_bin} (cargo build --release -p berth --bin berth, or set BERTH_BIN)")
-    return run_until_signal(lambda: run(a))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(release_bench_main(__doc__, run, add_arguments))

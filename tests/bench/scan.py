@@ -30,7 +30,6 @@ B. Manifest GET requests/second of one image by digest, 4 client threads on keep
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import gzip
 import hashlib
@@ -49,10 +48,10 @@ from pathlib import Path
 import requests
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from bench import (  # noqa: E402
-    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, run_until_signal,
+    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, release_bench_main,
+    write_table,
 )
 
 AUTH = (BENCH_ACCESS_KEY, BENCH_SECRET_KEY)
@@ -327,31 +326,17 @@ def run(a) -> int:
         f"| req/s | {statistics.median(off):.0f} | {statistics.median(on):.0f} | "
         f"{statistics.median(on) / statistics.median(off):.3f} | {statistics.median(ref):.0f} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
-    return 0
+    return write_table(lines, a.out)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--berth-bin", default=os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target/release/berth"))
+def add_arguments(p, repo_root: str) -> None:
     p.add_argument("--image-mib", type=int, default=500)
     p.add_argument("--records", type=int, default=5000)
     p.add_argument("--gets", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--trivy-advisories", type=int, default=60000, help="per release (9 releases)")
-    p.add_argument("--trivy-fixture-bin", default=str(REPO_ROOT / "target/release/examples/trivy_fixture"))
-    p.add_argument("--work", default=None)
-    p.add_argument("--out", default=None)
-    a = p.parse_args()
-    if not Path(a.trivy_fixture_bin).exists():
-        p.error(f"no fixture writer at {a.trivy_fixture_bin} (cargo build --release -p berth --example trivy_fixture)")
-    if not Path(a.berth_bin).exists():
-        p.error(f"no berth binary at {a.berth_bin} (cargo build --release -p berth --bin berth, or set BERTH_BIN)")
-    return run_until_signal(lambda: run(a))
+    p.add_argument("--trivy-fixture-bin", default=os.path.join(repo_root, "target/release/examples/trivy_fixture"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(release_bench_main(__doc__, run, add_arguments, (("trivy_fixture_bin", "cargo build --release -p berth --example trivy_fixture"),)))

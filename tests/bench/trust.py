@@ -24,7 +24,6 @@ B. Signature push latency: the `PUT` of a `.sig` manifest, which Berth answers o
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -38,10 +37,10 @@ from pathlib import Path
 import requests
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from bench import (  # noqa: E402
-    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, run_until_signal,
+    BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, release_bench_main,
+    write_table,
 )
 from scan import Client as ScanClient, get_rate, sha  # noqa: E402
 
@@ -224,26 +223,14 @@ def run(a) -> int:
         f"| Berth: the same manifest under an ordinary tag (nothing to verify) | {ms(pushes['plain'])} |",
         f"| distribution: `.sig` signature (reference; stores it, verifies nothing) | {ms(pushes['dist'])} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
-    return 0
+    return write_table(lines, a.out)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--berth-bin", default=os.environ.get("BERTH_BIN") or str(REPO_ROOT / "target/release/berth"))
+def add_arguments(p, repo_root: str) -> None:
     p.add_argument("--gets", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--pushes", type=int, default=100)
-    p.add_argument("--work", default=None)
-    p.add_argument("--out", default=None)
-    a = p.parse_args()
-    if not Path(a.berth_bin).exists():
-        p.error(f"no berth binary at {a.berth_bin} (cargo build --release -p berth --bin berth, or set BERTH_BIN)")
-    return run_until_signal(lambda: run(a))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(release_bench_main(__doc__, run, add_arguments))
