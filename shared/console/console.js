@@ -157,7 +157,7 @@ async function login(accessKey, secret) {
   const body = await res.json();
   const token = body.token || body.access_token;
   const claims = tokenClaims(token);
-  const me = await fetchJson('GET', `/api/v1/users/${encodeURIComponent(claims.sub)}`, undefined, token);
+  const me = await fetchJson('GET', `/api/v1/users/${enc(claims.sub)}`, undefined, token);
   const s = { token, exp: claims.exp, user: claims.sub, key: claims.access_key_id, role: me.role, registries: me.registries ?? null };
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
   return s;
@@ -239,11 +239,16 @@ function enc(segment) {
   return encodeURIComponent(text);
 }
 
-/** An image name in an API path: checked against the name grammar, its slashes kept. */
+/** An image name in an API path: checked against the name grammar and sent as one escaped
+ * segment (`team%2Fapp`): with its slashes kept, an image named `team/app/tags/v1` would read as
+ * tag `v1` of `team/app`, and its Delete would delete that tag. */
 function imagePath(name) {
   if (!IMAGE_NAME.test(name)) throw new Error(`"${name}" is not an image name`);
-  return name.split('/').map(enc).join('/');
+  return encodeURIComponent(name);
 }
+
+/** A query string value, escaped (any text may be searched for). */
+const qv = encodeURIComponent;
 
 // ---------------------------------------------------------------- alerts, timers ------------
 
@@ -360,7 +365,11 @@ function jsonForm(title, method, templatePath, apiPath, done) {
       let body;
       try { body = JSON.parse(v.body); } catch (e) { showAlert(`The body is not JSON: ${e.message}`); return; }
       const r = await attempt(() => api(method, apiPath, body), `${title}: done.`);
-      if (r !== undefined) done(r);
+      if (r !== undefined) {
+        // what was typed may hold credentials (a target's password, a webhook's auth header)
+        f.querySelector('textarea').value = JSON.stringify(skeleton(schema), null, 2);
+        done(r);
+      }
     });
     put(box, f, h('dl', { class: 'schema' }, Object.entries(props).map(([k, p]) => [
       h('dt', {}, h('code', { text: k }), (schema.required || []).includes(k) ? ' (required)' : ''),
@@ -441,13 +450,13 @@ function section(title, ...children) { return h('section', { 'aria-label': title
 // ---------------------------------------------------------------- routes --------------------
 
 const R = {
-  registry: (r, tab) => `#/registries/${enc(r)}${tab ? `/${tab}` : ''}`,
-  image: (name) => `#/images/${enc(name)}`,
-  artifact: (name, digest) => `#/images/${enc(name)}/artifacts/${enc(digest)}`,
-  cleanupRun: (r, run) => `#/registries/${enc(r)}/cleanup/${enc(run)}`,
-  webhook: (r, id) => `#/registries/${enc(r)}/webhooks/${enc(id)}`,
-  replication: (r, id) => `#/registries/${enc(r)}/replication/${enc(id)}`,
-  user: (u) => `#/users/${enc(u)}`,
+  registry: (r, tab) => `#/registries/${encodeURIComponent(r)}${tab ? `/${tab}` : ''}`,
+  image: (name) => `#/images/${encodeURIComponent(name)}`,
+  artifact: (name, digest) => `#/images/${encodeURIComponent(name)}/artifacts/${encodeURIComponent(digest)}`,
+  cleanupRun: (r, run) => `#/registries/${encodeURIComponent(r)}/cleanup/${encodeURIComponent(run)}`,
+  webhook: (r, id) => `#/registries/${encodeURIComponent(r)}/webhooks/${encodeURIComponent(id)}`,
+  replication: (r, id) => `#/registries/${encodeURIComponent(r)}/replication/${encodeURIComponent(id)}`,
+  user: (u) => `#/users/${encodeURIComponent(u)}`,
 };
 
 const TABS = [
@@ -524,7 +533,7 @@ function registriesPage() {
   const main = page('Registries');
   const list = h('div', {});
   put(main, list);
-  const paged = pagedList(list, (last) => `/registries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, (last) => `/registries?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
     ['name', 'registry', (r) => h('a', { href: R.registry(r.name), text: r.name })],
     'public_access',
     ['private_networks', 'private networks', (r) => cell('private_networks', r.private_networks)],
@@ -585,7 +594,7 @@ function imagesTab(reg, body) {
     if (await attempt(() => api('DELETE', `/images/${imagePath(i.name)}`), `Image ${i.name} deleted.`) !== undefined) paged.reload();
   }), { 'aria-label': `Delete image ${i.name}` }) : null)));
   filter[1].addEventListener('input', render);
-  const paged = pagedList(body, (last) => `/registries/${enc(reg)}/images?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (list) => { items = list; render(); return out; });
+  const paged = pagedList(body, (last) => `/registries/${enc(reg)}/images?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (list) => { items = list; render(); return out; });
 }
 
 // ---------------------------------------------------------------- pages: image, artifact ----
@@ -603,19 +612,19 @@ function imagePage(name) {
   const offerDelete = () => {
     if (!can('manage', reg) || actions.firstChild) return;
     put(actions, dangerButton('Delete image', confirmThen(`Delete image ${name} with all its artifacts and tags?`, async () => {
-      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}`), `Image ${name} deleted.`) !== undefined) location.hash = R.registry(reg);
+      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}`), `Image ${name} deleted.`) !== undefined) navigate(R.registry(reg));
     }), { id: 'delete-image' }));
   };
   const list = section('Artifacts');
   put(main, list);
-  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => offerDelete() || table(items, [
+  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => offerDelete() || table(items, [
     ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
     ['tags', 'tags', (a) => cell('tags', a.tags)],
     ['type', 'type', (a) => kindOf(a)],
     ['platforms', 'platforms', (a) => platforms(a)],
     'size', 'pushed_at', 'pulled_at',
     ['signature', 'signature', (a) => signatureText(a.signature)],
-  ], (a) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest}?`, async () => {
+  ], (a) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest} of ${name}, with its tags${(a.tags || []).length ? ` (${a.tags.join(', ')})` : ''} and referrers?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) route(true);
   }), { 'aria-label': `Delete artifact ${a.digest}` }) : null)));
 }
@@ -678,7 +687,7 @@ async function artifactPage(name, digest) {
   scanPanel(scan, name, reg, a.digest);
   if (can('manage', reg)) {
     put(main, section('Delete', dangerButton('Delete artifact', confirmThen(`Delete artifact ${a.digest} with its referrers?`, async () => {
-      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) location.hash = R.image(name);
+      if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) navigate(R.image(name));
     }), { id: 'delete-artifact' })));
   }
 }
@@ -688,7 +697,7 @@ function tagsPanel(container, name, reg, digest) {
   const search = form('Search tags', [['Tag contains', 'q', { type: 'search' }]], 'Search', (v) => { query = v.q; paged.reload(); });
   let query = '';
   put(container, search, out);
-  const paged = pagedList(out, (last) => `/images/${imagePath(name)}/tags?n=${PAGE_SIZE}${query ? `&q=${enc(query)}` : ''}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(out, (last) => `/images/${imagePath(name)}/tags?n=${PAGE_SIZE}${query ? `&q=${qv(query)}` : ''}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
     ['name', 'tag', (t) => h('code', { text: t.name })],
     ['digest', 'points at', (t) => (!t.digest ? h('span', { class: 'muted', text: '–' }) : t.digest === digest ? 'this artifact'
       : h('a', { href: R.artifact(name, t.digest) }, h('code', { text: shortDigest(t.digest) })))],
@@ -784,7 +793,7 @@ function cleanupTab(reg, body) {
       dangerButton('Run now', confirmThen('Run cleanup now? It deletes what the rules select.', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: false }), 'Cleanup run queued.') !== undefined) runsList.reload(); }), { id: 'cleanup-run-now' })));
   }
   put(runs, runsOut);
-  const runsList = pagedList(runsOut, (last) => `${base}/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+  const runsList = pagedList(runsOut, (last) => `${base}/runs?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
     if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => runsList.refresh(), POLL_MS);
     return table(items, [
       ['id', 'run', (r) => h('a', { href: R.cleanupRun(reg, r.id), text: r.id })],
@@ -808,7 +817,7 @@ async function cleanupRunPage(reg, run) {
   put(main, out);
   const mine = generation;
   const load = async (chunk) => {
-    const r = await attempt(() => api('GET', `/registries/${enc(reg)}/cleanup/runs/${enc(run)}${chunk ? `?chunk=${enc(chunk)}` : ''}`));
+    const r = await attempt(() => api('GET', `/registries/${enc(reg)}/cleanup/runs/${enc(run)}${chunk ? `?chunk=${qv(chunk)}` : ''}`));
     if (!r || !current(mine)) return;
     const { decisions, next_chunk: nextChunk, ...summary } = r;
     put(clear(out),
@@ -890,7 +899,7 @@ function webhookPage(reg, id) {
   const list = section('Deliveries');
   put(main, list);
   const lastAttempt = (d) => { const a = (d.attempts || []).at(-1); return a ? `${a.status ?? ''} ${a.error ?? ''}`.trim() || '–' : '–'; };
-  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
     'id', 'event_type', 'status', 'created_at', 'next_attempt_at',
     ['attempts', 'attempts', (d) => String((d.attempts || []).length)], ['last', 'last attempt', lastAttempt],
   ], can('manage', reg) ? (d) => (d.event_type === 'PING' ? null : button('Redeliver', async () => {
@@ -940,11 +949,11 @@ function replicationPage(reg, id) {
   const list = section('History (executions)');
   const tasks = section('Tasks');
   put(main, list, tasks);
-  const paged = pagedList(list, (last) => `${base}?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+  const paged = pagedList(list, (last) => `${base}?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
     if (items.some((e) => e.status === 'running')) later(() => paged.refresh(), POLL_MS);
     return table(items, null, (e) => button('Show tasks', () => {
       put(clear(tasks), h('h2', { text: `Tasks of ${e.id}` }));
-      pagedList(tasks, (last) => `${base}/${enc(e.id)}/tasks?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (t) => table(t));
+      pagedList(tasks, (last) => `${base}/${enc(e.id)}/tasks?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (t) => table(t));
     }, { 'aria-label': `Show the tasks of execution ${e.id}` }));
   });
 }
@@ -961,7 +970,7 @@ async function scanTab(reg, body) {
     h('dl', { class: 'details' }, [
       ['scan on push', s.scan_on_push ? 'yes' : 'no'],
       ['prevent pull at or above', s.prevent_pull || 'off'],
-      ['allowlisted CVEs', ids ? ids.split('\n').join(', ') : 'none'],
+      ['allowlisted CVEs', ids ? ids.split('\n').join(', ') : 'none of its own: the common allowlist (_all, managed with the API or CLI) applies'],
       ['allowlist expires', expires || 'never'],
     ].map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })])),
     can('manage', reg) ? form('Change the settings', [
@@ -971,7 +980,9 @@ async function scanTab(reg, body) {
       ['Allowlist expires (YYYY-MM-DD, empty for never)', 'expires', { value: expires, pattern: '\\d{4}-\\d{2}-\\d{2}' }],
     ], 'Save settings', async (v) => {
       const b = { scan_on_push: v.scan_on_push, prevent_pull: v.prevent_pull === 'off' ? null : v.prevent_pull };
-      if (v.ids) b.allowlist = { ids: v.ids, expires_at: v.expires ? Math.floor(Date.parse(`${v.expires}T23:59:59Z`) / 1000) : null };
+      const expiresAt = v.expires === expires ? (s.allowlist?.expires_at ?? null)
+        : v.expires ? Math.floor(Date.parse(`${v.expires}T23:59:59Z`) / 1000) : null;
+      if (v.ids) b.allowlist = { ids: v.ids, expires_at: expiresAt };
       if (await attempt(() => api('PUT', path, b), 'Scan settings saved.') !== undefined) route(true);
     }) : null));
 }
@@ -1013,7 +1024,7 @@ function usersPage() {
   const main = page('Users');
   const list = h('div', {});
   put(main, list);
-  const paged = pagedList(list, (last) => `/users?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, (last) => `/users?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
     ['name', 'user', (u) => h('a', { href: R.user(u.name), text: u.name })], 'role',
     ['registries', 'registries', (u) => (u.registries ? u.registries.join(', ') : 'all')], 'created_at', 'created_by',
   ], (u) => (u.name === session().user ? null : dangerButton('Delete', confirmThen(`Delete user ${u.name} and their access keys?`, async () => {
@@ -1056,8 +1067,8 @@ async function userPage(name) {
     if (r) put(clear(out), table(r.items || [], [['id', 'access key', (k) => [h('code', { text: k.access_key || k.id }), mineKey(k) ? ' (this session)' : '']], 'created_at', 'rotated_at', 'last_used_at'], (k) => {
       const id = k.access_key || k.id;
       return [
-        button('Rotate', confirmThen(mineKey(k) ? 'Replace the secret of the key this session uses? The console logs in again with the new one.'
-          : 'Replace this key\'s secret? The old one stops working.', async () => {
+        button('Rotate', confirmThen(mineKey(k) ? `Replace the secret of ${id}, the key this session uses? The console logs in again with the new one.`
+          : `Replace the secret of ${name}'s key ${id}? The old secret stops working.`, async () => {
           const n = await attempt(() => api('POST', `/users/${enc(name)}/keys/${enc(id)}/rotate`));
           if (!n) return;
           if (mineKey(k)) {
@@ -1068,8 +1079,8 @@ async function userPage(name) {
           showSecret(n);
           load();
         }), { 'aria-label': `Rotate access key ${id}` }),
-        dangerButton('Revoke', confirmThen(mineKey(k) ? 'Revoke the key this session uses? You will be logged out.'
-          : 'Revoke this key? Tokens it obtained stop working too.', async () => {
+        dangerButton('Revoke', confirmThen(mineKey(k) ? `Revoke ${id}, the key this session uses? You will be logged out.`
+          : `Revoke ${name}'s key ${id}? Tokens it obtained stop working too.`, async () => {
           if (await attempt(() => api('DELETE', `/users/${enc(name)}/keys/${enc(id)}`), 'Key revoked.') !== undefined) {
             if (mineKey(k)) logout('You revoked the key this session used.'); else load();
           }
@@ -1089,7 +1100,7 @@ function gcPage() {
   put(main, h('div', { class: 'buttons' },
     button('Dry run', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: true }), 'Dry run queued.') !== undefined) list.reload(); }),
     dangerButton('Collect garbage now', confirmThen('Delete unreferenced blobs now?', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: false }), 'Garbage collection queued.') !== undefined) list.reload(); }))), out);
-  const list = pagedList(out, (last) => `/gc/runs?n=20${last ? `&last=${enc(last)}` : ''}`, (items) => {
+  const list = pagedList(out, (last) => `/gc/runs?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
     if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => list.refresh(), POLL_MS);
     return table(items, ['id', 'dry_run', 'status', 'queued_at', 'finished_at', 'blobs_scanned', 'blobs_deleted', 'bytes_deleted', 'errors', 'error']);
   });
@@ -1098,12 +1109,19 @@ function gcPage() {
 function auditPage() {
   if (!can('admin')) return page('Audit log', h('p', { text: 'Only an administrator of every registry reads the audit log.' }));
   const main = page('Audit log');
-  pagedList(main, (last) => `/audit?n=${PAGE_SIZE}${last ? `&last=${enc(last)}` : ''}`, (items) => table(items));
+  pagedList(main, (last) => `/audit?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items));
 }
 
 // ---------------------------------------------------------------- start ---------------------
 
-window.addEventListener('hashchange', () => route());
+// after an action that leaves its page (a delete), the next page keeps the action's message
+let keepAlertOnce = false;
+/** Goes to another page, keeping the message of the action that led there. */
+function navigate(fragment) {
+  keepAlertOnce = true;
+  location.hash = fragment;
+}
+window.addEventListener('hashchange', () => { const keep = keepAlertOnce; keepAlertOnce = false; route(keep); });
 document.getElementById('logout').addEventListener('click', () => {
   sessionStorage.removeItem(SESSION_KEY);
   if (location.hash && location.hash !== '#/') history.replaceState(null, '', '#/');

@@ -42,16 +42,18 @@ impl User {
     }
 }
 
-/// Checks a user name: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`.
+/// Checks a user name: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`, not only dots
+/// (`.` and `..` in a URL path name the path itself or its parent, never a user).
 pub fn validate_name(name: &str) -> Result<(), IdentityError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+        && !name.bytes().all(|b| b == b'.');
     if ok {
         Ok(())
     } else {
         Err(IdentityError::Invalid(format!(
-            "user name {name:?} is invalid: use 1-64 letters, digits, '.', '_', '-' or '@'"
+            "user name {name:?} is invalid: use 1-64 letters, digits, '.', '_', '-' or '@', not only dots"
         )))
     }
 }
@@ -136,4 +138,20 @@ pub async fn delete(meta: &dyn Documents, name: &str) -> Result<bool, IdentityEr
         super::key::KEYS.delete(meta, key, Expect::Any).await?;
     }
     Ok(USERS.delete(meta, name, Expect::Any).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn user_names_are_checked() {
+        for ok in ["ci", "a.b", "ops@example.com", "x...y", ".hidden"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", ".", "..", "...", "a b", "a/b", "<b>", long.as_str()] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -249,9 +249,10 @@ pub fn segment(s: &str) -> String {
     out
 }
 
-/// Percent-encodes an image name segment by segment, keeping its slashes.
+/// An image name in a management API path, as one escaped segment (`team%2Fapp`): with its
+/// slashes kept, a name such as `team/app/tags/v1` would read as tag `v1` of `team/app`.
 pub fn image_path(name: &str) -> String {
-    name.split('/').map(segment).collect::<Vec<_>>().join("/")
+    segment(name)
 }
 
 /// An authenticated connection to one server's management API.
@@ -426,7 +427,8 @@ mod tests {
     #[test]
     fn segments_are_encoded() {
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
-        assert_eq!(image_path("e2e/app/web"), "e2e/app/web");
+        assert_eq!(image_path("e2e/app/web"), "e2e%2Fapp%2Fweb");
+        assert_eq!(image_path("e2e/app/tags/v1"), "e2e%2Fapp%2Ftags%2Fv1");
         assert_eq!(segment("sha256:ab"), "sha256:ab");
     }
 
