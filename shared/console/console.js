@@ -13,7 +13,7 @@ const POLL_MS = 2000;
 
 // ---------------------------------------------------------------- elements (text only) ------
 
-const LISTENERS = ['onclick', 'oninput', 'onsubmit', 'onchange', 'ontoggle'];
+const LISTENERS = ['onclick'];
 
 /** Makes an element: attrs sets properties/attributes (`on*` adds listeners), children are
  * nodes or strings (strings become text nodes). */
@@ -131,13 +131,6 @@ function can(action, registry) {
   }
 }
 
-function base64(text) {
-  const bytes = new TextEncoder().encode(text);
-  let bin = '';
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin);
-}
-
 function tokenClaims(token) {
   const part = token.split('.')[1] || '';
   const padded = part.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((part.length + 3) % 4);
@@ -202,7 +195,6 @@ async function fetchJson(method, path, body, token) {
   if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
   const res = await fetch(path, init);
   if (!res.ok) throw await apiError(res);
-  if (res.status === 204 || res.status === 202 && res.headers.get('Content-Length') === '0') return null;
   const text = await res.text();
   return text ? JSON.parse(text) : null;
 }
@@ -297,7 +289,7 @@ function field(labelText, attrs) {
   const input = attrs && attrs.tag === 'select'
     ? h('select', { id, name: attrs.name }, (attrs.options || []).map((o) => h('option', { value: o, text: o, selected: o === attrs.value ? true : undefined })))
     : attrs && attrs.tag === 'textarea'
-      ? h('textarea', { id, name: attrs.name, rows: attrs.rows || 6, value: attrs.value, required: attrs.required, placeholder: attrs.placeholder })
+      ? h('textarea', { id, name: attrs.name, rows: attrs.rows || 6, value: attrs.value, required: attrs.required })
       : h('input', { id, type: 'text', autocomplete: 'off', spellcheck: 'false', ...(attrs || {}) });
   const wrap = attrs && attrs.type === 'checkbox'
     ? h('div', { class: 'field check' }, input, h('label', { for: id, text: labelText }))
@@ -391,6 +383,11 @@ function table(items, columns, actions, caption) {
     h('tbody', {}, items.map((it) => h('tr', {},
       cols.map(([k, , render]) => h('td', {}, render ? render(it) : cell(k, it[k]))),
       actions ? h('td', { class: 'actions' }, actions(it)) : null)))));
+}
+
+/** The request of one page of a list the API pages (`n`, `last`; `base` may carry a query). */
+function pages(base, n = PAGE_SIZE) {
+  return (last) => `${base}${base.includes('?') ? '&' : '?'}n=${n}${last ? `&last=${qv(last)}` : ''}`;
 }
 
 /** A paged list: `path(last)` builds the request; keeps the cursors so Previous works. */
@@ -533,7 +530,7 @@ function registriesPage() {
   const main = page('Registries');
   const list = h('div', {});
   put(main, list);
-  const paged = pagedList(list, (last) => `/registries?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, pages(`/registries`), (items) => table(items, [
     ['name', 'registry', (r) => h('a', { href: R.registry(r.name), text: r.name })],
     'public_access',
     ['private_networks', 'private networks', (r) => cell('private_networks', r.private_networks)],
@@ -582,6 +579,7 @@ async function accessTab(reg, body) {
 
 function imagesTab(reg, body) {
   const host = location.host;
+  const manage = can('manage', reg);
   put(body, h('p', {}, 'Push into this registry: ', h('code', { text: `docker push ${host}/${reg}/<image>:<tag>` })));
   const filter = field('Filter this page by name', { type: 'search', name: 'filter' });
   put(body, filter[0]);
@@ -590,17 +588,18 @@ function imagesTab(reg, body) {
   const render = () => put(clear(out), table(items.filter((i) => i.name.includes(filter[1].value)), [
     ['name', 'image', (i) => h('a', { href: R.image(i.name), text: i.name })],
     'artifact_count', 'size', 'storage_bytes', 'last_push',
-  ], (i) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete image ${i.name} with all its artifacts and tags?`, async () => {
+  ], (i) => (manage ? dangerButton('Delete', confirmThen(`Delete image ${i.name} with all its artifacts and tags?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(i.name)}`), `Image ${i.name} deleted.`) !== undefined) paged.reload();
   }), { 'aria-label': `Delete image ${i.name}` }) : null)));
   filter[1].addEventListener('input', render);
-  const paged = pagedList(body, (last) => `/registries/${enc(reg)}/images?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (list) => { items = list; render(); return out; });
+  const paged = pagedList(body, pages(`/registries/${enc(reg)}/images`), (list) => { items = list; render(); return out; });
 }
 
 // ---------------------------------------------------------------- pages: image, artifact ----
 
 function imagePage(name) {
   const reg = name.split('/')[0];
+  const manage = can('manage', reg);
   const main = page(`Image ${name}`, crumbs(['Registries', '#/'], [reg, R.registry(reg)], [name]));
   const host = location.host;
   put(main, h('div', { class: 'commands' },
@@ -610,21 +609,21 @@ function imagePage(name) {
   const actions = h('div', {});
   put(main, actions);
   const offerDelete = () => {
-    if (!can('manage', reg) || actions.firstChild) return;
+    if (!manage || actions.firstChild) return;
     put(actions, dangerButton('Delete image', confirmThen(`Delete image ${name} with all its artifacts and tags?`, async () => {
       if (await attempt(() => api('DELETE', `/images/${imagePath(name)}`), `Image ${name} deleted.`) !== undefined) navigate(R.registry(reg));
     }), { id: 'delete-image' }));
   };
   const list = section('Artifacts');
   put(main, list);
-  pagedList(list, (last) => `/images/${imagePath(name)}/artifacts?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => offerDelete() || table(items, [
+  pagedList(list, pages(`/images/${imagePath(name)}/artifacts`), (items) => offerDelete() || table(items, [
     ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
     ['tags', 'tags', (a) => cell('tags', a.tags)],
     ['type', 'type', (a) => kindOf(a)],
     ['platforms', 'platforms', (a) => platforms(a)],
     'size', 'pushed_at', 'pulled_at',
     ['signature', 'signature', (a) => signatureText(a.signature)],
-  ], (a) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest} of ${name}, with its tags${(a.tags || []).length ? ` (${a.tags.join(', ')})` : ''} and referrers?`, async () => {
+  ], (a) => (manage ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest} of ${name}, with its tags${(a.tags || []).length ? ` (${a.tags.join(', ')})` : ''} and referrers?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) route(true);
   }), { 'aria-label': `Delete artifact ${a.digest}` }) : null)));
 }
@@ -693,18 +692,19 @@ async function artifactPage(name, digest) {
 }
 
 function tagsPanel(container, name, reg, digest) {
+  const manage = can('manage', reg);
   const out = h('div', {});
   const search = form('Search tags', [['Tag contains', 'q', { type: 'search' }]], 'Search', (v) => { query = v.q; paged.reload(); });
   let query = '';
   put(container, search, out);
-  const paged = pagedList(out, (last) => `/images/${imagePath(name)}/tags?n=${PAGE_SIZE}${query ? `&q=${qv(query)}` : ''}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(out, (last) => pages(`/images/${imagePath(name)}/tags${query ? `?q=${qv(query)}` : ''}`)(last), (items) => table(items, [
     ['name', 'tag', (t) => h('code', { text: t.name })],
     ['digest', 'points at', (t) => (!t.digest ? h('span', { class: 'muted', text: '–' }) : t.digest === digest ? 'this artifact'
       : h('a', { href: R.artifact(name, t.digest) }, h('code', { text: shortDigest(t.digest) })))],
-  ], (t) => (can('manage', reg) ? dangerButton('Delete', confirmThen(`Delete tag ${t.name}?`, async () => {
+  ], (t) => (manage ? dangerButton('Delete', confirmThen(`Delete tag ${t.name}?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/tags/${enc(t.name)}`), `Tag ${t.name} deleted.`) !== undefined) paged.reload();
   }), { 'aria-label': `Delete tag ${t.name}` }) : null)));
-  if (can('manage', reg)) {
+  if (manage) {
     put(container, form('Tag this artifact', [['New tag', 'tag', { required: true, pattern: '[A-Za-z0-9_][A-Za-z0-9._\\-]{0,127}' }]], 'Create tag', async (v) => {
       if (await attempt(() => api('PUT', `/images/${imagePath(name)}/tags/${enc(v.tag)}`, { digest }), `Tag ${v.tag} now points at this artifact.`) !== undefined) paged.reload();
     }));
@@ -793,7 +793,7 @@ function cleanupTab(reg, body) {
       dangerButton('Run now', confirmThen('Run cleanup now? It deletes what the rules select.', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: false }), 'Cleanup run queued.') !== undefined) runsList.reload(); }), { id: 'cleanup-run-now' })));
   }
   put(runs, runsOut);
-  const runsList = pagedList(runsOut, (last) => `${base}/runs?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
+  const runsList = pagedList(runsOut, pages(`${base}/runs`, 20), (items) => {
     if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => runsList.refresh(), POLL_MS);
     return table(items, [
       ['id', 'run', (r) => h('a', { href: R.cleanupRun(reg, r.id), text: r.id })],
@@ -861,9 +861,9 @@ function webhooksTab(reg, body) {
   const manage = can('manage', reg);
   const out = h('div', {});
   const secret = h('div', {});
-  const load = async () => {
-    const r = await attempt(() => api('GET', base));
-    if (r) put(clear(out), table(r.items || [], [
+  let webhookRowsList = null;
+  const load = () => webhookRowsList.reload();
+  const webhookRows = (items) => table(items, [
       ['id', 'webhook', (w) => h('a', { href: R.webhook(reg, w.id), text: w.name || w.id })], 'url', 'type', 'format',
       ['events', 'events', (w) => cell('events', w.events)], 'enabled', 'created_at',
     ], manage ? (w) => [
@@ -883,14 +883,13 @@ function webhooksTab(reg, body) {
         if (n && n.secret) oneTimeSecret(secret, `The new signing secret of ${w.name || w.id}`, [['secret', n.secret]]);
       }), { 'aria-label': `Rotate the signing secret of webhook ${w.name || w.id}` }),
       dangerButton('Delete', confirmThen(`Delete webhook ${w.name || w.id}?`, async () => { if (await attempt(() => api('DELETE', `${base}/${enc(w.id)}`), 'Webhook deleted.') !== undefined) load(); }), { 'aria-label': `Delete webhook ${w.name || w.id}` }),
-    ] : null));
-  };
+    ] : null);
   const created = (w) => {
     if (w && w.secret) oneTimeSecret(secret, `The signing secret of ${w.name || w.id}`, [['secret', w.secret]]);
     load();
   };
   put(body, section('Webhooks', secret, out, manage ? jsonForm('Create a webhook', 'POST', '/api/v1/registries/{registry}/webhooks', base, created) : null));
-  load();
+  webhookRowsList = pagedList(out, pages(base), webhookRows);
 }
 
 function webhookPage(reg, id) {
@@ -899,7 +898,7 @@ function webhookPage(reg, id) {
   const list = section('Deliveries');
   put(main, list);
   const lastAttempt = (d) => { const a = (d.attempts || []).at(-1); return a ? `${a.status ?? ''} ${a.error ?? ''}`.trim() || '–' : '–'; };
-  const paged = pagedList(list, (last) => `${base}/deliveries?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, pages(`${base}/deliveries`), (items) => table(items, [
     'id', 'event_type', 'status', 'created_at', 'next_attempt_at',
     ['attempts', 'attempts', (d) => String((d.attempts || []).length)], ['last', 'last attempt', lastAttempt],
   ], can('manage', reg) ? (d) => (d.event_type === 'PING' ? null : button('Redeliver', async () => {
@@ -913,17 +912,16 @@ function replicationTab(reg, body) {
   const rBase = `/registries/${enc(reg)}/replications`;
   const targets = h('div', {});
   const reps = h('div', {});
-  const loadTargets = async () => {
-    const r = await attempt(() => api('GET', tBase));
-    if (r) put(clear(targets), table(r.items || [], ['id', 'name', 'kind', 'url', 'description', 'created_at'].map((c) => [c, label(c), (t) => cell(c, t[c])]),
+  let targetRowsList = null;
+  const loadTargets = () => targetRowsList.reload();
+  const targetRows = (items) => table(items, ['id', 'name', 'kind', 'url', 'description', 'created_at'].map((c) => [c, label(c), (t) => cell(c, t[c])]),
       manage ? (t) => dangerButton('Delete', confirmThen(`Delete target ${t.name || t.id}?`, async () => {
         if (await attempt(() => api('DELETE', `${tBase}/${enc(t.id)}`), 'Target deleted.') !== undefined) loadTargets();
-      }), { 'aria-label': `Delete target ${t.name || t.id}` }) : null));
-  };
+      }), { 'aria-label': `Delete target ${t.name || t.id}` }) : null);
   const trigger = (x) => (x.trigger ? [x.trigger.type, x.trigger.cron].filter(Boolean).join(' ') : '–');
-  const loadReps = async () => {
-    const r = await attempt(() => api('GET', rBase));
-    if (r) put(clear(reps), table(r.items || [], [
+  let policyRowsList = null;
+  const loadReps = () => policyRowsList.reload();
+  const policyRows = (items) => table(items, [
       ['id', 'replication', (x) => h('a', { href: R.replication(reg, x.id), text: x.name || x.id })],
       ...['target', 'destination', 'name_filter', 'tag_filter', 'tag_filter_mode'].map((c) => [c, label(c), (x) => cell(c, x[c])]),
       ['trigger', 'trigger', trigger],
@@ -934,13 +932,12 @@ function replicationTab(reg, body) {
         if (await attempt(() => api('PATCH', `${rBase}/${enc(x.id)}`, { enabled: !x.enabled })) !== undefined) loadReps();
       }, { 'aria-label': `${x.enabled ? 'Disable' : 'Enable'} replication ${x.name || x.id}` }),
       dangerButton('Delete', confirmThen(`Delete replication ${x.name || x.id}?`, async () => { if (await attempt(() => api('DELETE', `${rBase}/${enc(x.id)}`), 'Replication deleted.') !== undefined) loadReps(); }), { 'aria-label': `Delete replication ${x.name || x.id}` }),
-    ] : null));
-  };
+    ] : null);
   put(body,
     section('Replication targets', targets, manage ? jsonForm('Add a target', 'POST', '/api/v1/registries/{registry}/replication-targets', tBase, loadTargets) : null),
     section('Replication policies', reps, manage ? jsonForm('Create a replication', 'POST', '/api/v1/registries/{registry}/replications', rBase, loadReps) : null));
-  loadTargets();
-  loadReps();
+  targetRowsList = pagedList(targets, pages(tBase), targetRows);
+  policyRowsList = pagedList(reps, pages(rBase), policyRows);
 }
 
 function replicationPage(reg, id) {
@@ -949,11 +946,11 @@ function replicationPage(reg, id) {
   const list = section('History (executions)');
   const tasks = section('Tasks');
   put(main, list, tasks);
-  const paged = pagedList(list, (last) => `${base}?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
+  const paged = pagedList(list, pages(`${base}`, 20), (items) => {
     if (items.some((e) => e.status === 'running')) later(() => paged.refresh(), POLL_MS);
     return table(items, null, (e) => button('Show tasks', () => {
       put(clear(tasks), h('h2', { text: `Tasks of ${e.id}` }));
-      pagedList(tasks, (last) => `${base}/${enc(e.id)}/tasks?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (t) => table(t));
+      pagedList(tasks, pages(`${base}/${enc(e.id)}/tasks`), (t) => table(t));
     }, { 'aria-label': `Show the tasks of execution ${e.id}` }));
   });
 }
@@ -1009,14 +1006,11 @@ async function trustTab(reg, body) {
 function cachesPage() {
   const main = page('Image caches');
   const out = h('div', {});
-  const load = async () => {
-    const r = await attempt(() => api('GET', '/caches'));
-    if (r) put(clear(out), table(r.items || [], null, can('admin') ? (c) => dangerButton('Delete', confirmThen(`Delete image cache ${c.name}?`, async () => {
-      if (await attempt(() => api('DELETE', `/caches/${enc(c.name)}`), 'Cache deleted.') !== undefined) load();
-    })) : null));
-  };
-  put(main, out, can('admin') ? jsonForm('Create an image cache', 'POST', '/api/v1/caches', '/caches', load) : null);
-  load();
+  const admin = can('admin');
+  const list = pagedList(out, pages('/caches'), (items) => table(items, null, admin ? (c) => dangerButton('Delete', confirmThen(`Delete image cache ${c.name}?`, async () => {
+    if (await attempt(() => api('DELETE', `/caches/${enc(c.name)}`), 'Cache deleted.') !== undefined) list.reload();
+  }), { 'aria-label': `Delete image cache ${c.name}` }) : null));
+  put(main, out, admin ? jsonForm('Create an image cache', 'POST', '/api/v1/caches', '/caches', () => list.reload()) : null);
 }
 
 function usersPage() {
@@ -1024,7 +1018,7 @@ function usersPage() {
   const main = page('Users');
   const list = h('div', {});
   put(main, list);
-  const paged = pagedList(list, (last) => `/users?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items, [
+  const paged = pagedList(list, pages(`/users`), (items) => table(items, [
     ['name', 'user', (u) => h('a', { href: R.user(u.name), text: u.name })], 'role',
     ['registries', 'registries', (u) => (u.registries ? u.registries.join(', ') : 'all')], 'created_at', 'created_by',
   ], (u) => (u.name === session().user ? null : dangerButton('Delete', confirmThen(`Delete user ${u.name} and their access keys?`, async () => {
@@ -1062,9 +1056,9 @@ async function userPage(name) {
   put(keys, secret, out);
   const showSecret = (k) => oneTimeSecret(secret, 'The secret key', [['access key', k.access_key || k.id], ['secret key', k.secret_key || k.secret]]);
   const mineKey = (k) => self && (k.access_key || k.id) === session().key;
-  const load = async () => {
-    const r = await attempt(() => api('GET', `/users/${enc(name)}/keys`));
-    if (r) put(clear(out), table(r.items || [], [['id', 'access key', (k) => [h('code', { text: k.access_key || k.id }), mineKey(k) ? ' (this session)' : '']], 'created_at', 'rotated_at', 'last_used_at'], (k) => {
+  let keyList = null;
+  const load = () => keyList.reload();
+  const keyRows = (items) => table(items, [['id', 'access key', (k) => [h('code', { text: k.access_key || k.id }), mineKey(k) ? ' (this session)' : '']], 'created_at', 'rotated_at', 'last_used_at'], (k) => {
       const id = k.access_key || k.id;
       return [
         button('Rotate', confirmThen(mineKey(k) ? `Replace the secret of ${id}, the key this session uses? The console logs in again with the new one.`
@@ -1086,11 +1080,10 @@ async function userPage(name) {
           }
         }), { 'aria-label': `Revoke access key ${id}` }),
       ];
-    }));
-  };
+    });
   put(keys, button('Create an access key', async () => { const k = await attempt(() => api('POST', `/users/${enc(name)}/keys`)); if (k) { showSecret(k); load(); } }));
   put(main, keys);
-  load();
+  keyList = pagedList(out, pages(`/users/${enc(name)}/keys`), keyRows);
 }
 
 function gcPage() {
@@ -1100,7 +1093,7 @@ function gcPage() {
   put(main, h('div', { class: 'buttons' },
     button('Dry run', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: true }), 'Dry run queued.') !== undefined) list.reload(); }),
     dangerButton('Collect garbage now', confirmThen('Delete unreferenced blobs now?', async () => { if (await attempt(() => api('POST', '/gc/runs', { dry_run: false }), 'Garbage collection queued.') !== undefined) list.reload(); }))), out);
-  const list = pagedList(out, (last) => `/gc/runs?n=20${last ? `&last=${qv(last)}` : ''}`, (items) => {
+  const list = pagedList(out, pages(`/gc/runs`, 20), (items) => {
     if (items.some((r) => ['queued', 'running'].includes(r.status))) later(() => list.refresh(), POLL_MS);
     return table(items, ['id', 'dry_run', 'status', 'queued_at', 'finished_at', 'blobs_scanned', 'blobs_deleted', 'bytes_deleted', 'errors', 'error']);
   });
@@ -1109,7 +1102,7 @@ function gcPage() {
 function auditPage() {
   if (!can('admin')) return page('Audit log', h('p', { text: 'Only an administrator of every registry reads the audit log.' }));
   const main = page('Audit log');
-  pagedList(main, (last) => `/audit?n=${PAGE_SIZE}${last ? `&last=${qv(last)}` : ''}`, (items) => table(items));
+  pagedList(main, pages(`/audit`), (items) => table(items));
 }
 
 // ---------------------------------------------------------------- start ---------------------
@@ -1123,7 +1116,6 @@ function navigate(fragment) {
 }
 window.addEventListener('hashchange', () => { const keep = keepAlertOnce; keepAlertOnce = false; route(keep); });
 document.getElementById('logout').addEventListener('click', () => {
-  sessionStorage.removeItem(SESSION_KEY);
   if (location.hash && location.hash !== '#/') history.replaceState(null, '', '#/');
   logout('You have logged out.');
 });

@@ -2,8 +2,7 @@
 //! is a client of the management API only (it holds no server-side state and no cookie); these
 //! responses carry the headers that keep a browser from running anything but these files.
 
-use http::{header, HeaderValue, Method, StatusCode};
-use sha2::{Digest as _, Sha256};
+use http::{header, Method, StatusCode};
 
 use super::endpoint::{handler, Endpoint, Operation, Rule};
 use super::{ErrorCode, OciError, Route};
@@ -55,12 +54,17 @@ const ASSETS: [Asset; 3] = [
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Each asset's validator, its digest as manifests and blobs write theirs: computed once.
+static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ASSETS.iter().map(|a| format!("\"{}\"", crate::oci::Digest::sha256_of(a.bytes))).collect()
+});
+
 /// Serves one asset with its validator (`ETag`), so a reload revalidates instead of re-downloading.
 pub fn serve(req: &Head, asset: &str) -> Result<Response, OciError> {
-    let Some(found) = ASSETS.iter().find(|a| a.name == asset) else {
+    let Some(index) = ASSETS.iter().position(|a| a.name == asset) else {
         return Err(OciError::new(ErrorCode::NotFound, format!("the console has no file {asset:?}")));
     };
-    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(found.bytes)[..12]));
+    let (found, etag) = (&ASSETS[index], ETAGS[index].as_str());
     // a weak validator (a compressing proxy's `W/"…"`) or `*` matches too: the bytes only vary
     // by encoding
     let fresh = header_str(req, header::IF_NONE_MATCH)
@@ -73,21 +77,18 @@ pub fn serve(req: &Head, asset: &str) -> Result<Response, OciError> {
     let mut response = http::Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, found.content_type)
-        .header(header::ETAG, &etag)
+        .header(header::ETAG, etag)
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::X_FRAME_OPTIONS, "DENY")
         .header(header::REFERRER_POLICY, "no-referrer")
-        .header("cross-origin-opener-policy", "same-origin");
+        .header("cross-origin-opener-policy", "same-origin")
+        .header("permissions-policy", "camera=(), microphone=(), geolocation=()");
     if status == StatusCode::OK {
         response = response.header(header::CONTENT_LENGTH, found.bytes.len());
     }
-    let mut response = response.body(body).map_err(|e| OciError::internal(&e))?;
-    response
-        .headers_mut()
-        .insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
-    Ok(response)
+    response.body(body).map_err(|e| OciError::internal(&e))
 }
 
 #[cfg(test)]

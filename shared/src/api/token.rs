@@ -17,16 +17,18 @@ pub const TOKEN: Endpoint = Endpoint {
     ],
     ports: &[],
     handler: handler!("token", Route::Token => |app, req, body| {
-        let get = req.method == http::Method::GET;
-        crate::access::token_service::issue(app, &req, body).await.map_err(|e| challenge_basic(e, get))
+        // the password grant (a form, no Authorization header) is the web console's login
+        let challenge = req.method == http::Method::GET || req.headers.contains_key(http::header::AUTHORIZATION);
+        crate::access::token_service::issue(app, &req, body).await.map_err(|e| challenge_basic(e, challenge))
     }),
 };
 
-/// A failed login by `GET` (Basic credentials) is answered with a Basic challenge, so clients ask
-/// for credentials. The password grant (`POST`, what the web console sends) gets none: a browser
-/// would answer a challenge with its own login dialog over the console's.
-fn challenge_basic(e: AccessError, get: bool) -> OciError {
-    let basic = get && matches!(e, AccessError::Unauthenticated(_));
+/// A failed login with Basic credentials (or a `GET` without any) is answered with a Basic
+/// challenge, so clients ask for credentials. The password grant form (what the web console
+/// sends) gets none: a browser would answer a challenge with its own login dialog over the
+/// console's.
+fn challenge_basic(e: AccessError, challenge: bool) -> OciError {
+    let basic = challenge && matches!(e, AccessError::Unauthenticated(_));
     let err = OciError::from(e);
     if basic {
         err.header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
