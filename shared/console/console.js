@@ -615,8 +615,10 @@ function imagePage(name) {
     }), { id: 'delete-image' }));
   };
   const list = section('Artifacts');
+  let query = '';
+  put(list, form('Search artifacts', [['Tag or digest contains', 'q', { type: 'search' }]], 'Search', (v) => { query = v.q; artifacts.reload(); }));
   put(main, list);
-  pagedList(list, pages(`/images/${imagePath(name)}/artifacts`), (items) => offerDelete() || table(items, [
+  const artifacts = pagedList(list, (last) => pages(`/images/${imagePath(name)}/artifacts${query ? `?q=${qv(query)}` : ''}`)(last), (items) => offerDelete() || table(items, [
     ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
     ['tags', 'tags', (a) => cell('tags', a.tags)],
     ['type', 'type', (a) => kindOf(a)],

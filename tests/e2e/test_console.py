@@ -293,6 +293,12 @@ def test_admin_walks_registry_image_artifact_and_docker_follows_the_tags(registr
         for digest, tag in ((d1, "v1"), (d2, "v2")):
             assert f"{digest[:19]}… {tag} image linux/amd64" in text, text
         console.shot("image")
+        # the image's artifacts searched by tag, server-side
+        console.fill_form("Search artifacts", {"q": "v2"}, "Search")
+        console.wait_main("Page 1, 1 shown (last page)")
+        assert f"{d2[:19]}… v2" in console.main_text() and f"{d1[:19]}…" not in console.main_text()
+        console.fill_form("Search artifacts", {"q": ""}, "Search")
+        console.wait_main("Page 1, 2 shown (last page)")
 
         console.click_link(f"{d1[:19]}…")
         console.wait_heading(f"Artifact {d1[:19]}…")
@@ -417,7 +423,7 @@ def test_viewer_sees_no_change_buttons_and_a_forced_change_is_refused(registry_f
         buttons = {b.text for b in console.d.find_elements("css selector", "main button")}
         assert buttons <= harmless, (fragment, buttons - harmless)
         forms = [f.get_attribute("aria-label") for f in console.d.find_elements("css selector", "main form, main details")]
-        assert all(f == "Search tags" for f in forms), (fragment, forms)
+        assert all(f in ("Search tags", "Search artifacts") for f in forms), (fragment, forms)
         console.shot(fragment.strip("#/") or "registries")
     # the administrator-only sections are not offered
     shown = {a.text for a in console.d.find_elements("css selector", "#nav a") if a.is_displayed()}
@@ -656,3 +662,35 @@ def test_an_image_named_like_a_tag_route_is_deleted_as_itself(registry, api, con
     assert api.get(f"/v2/{base}/manifests/v1").status_code == 200
     tags = api.get(f"/api/v1/images/{base}/tags").json()["items"]
     assert [t["name"] for t in tags] == ["v1"]
+
+
+def test_artifact_search_pages_through_the_matches(registry, api):
+    """`GET /api/v1/images/<image>/artifacts?q=` (the console's artifact search): artifacts whose
+    digest or a tag contains the text, in digest order, paged like the whole list."""
+    image = f"e2e/search-{uuid.uuid4().hex[:6]}"
+    pushed = {}
+    for i in range(7):
+        tag = f"rc-{i}" if i % 3 else f"release-{i}"
+        pushed[tag] = api.push_image(image, tag, [random_bytes(200 + i)])["digest"]
+    want = sorted(d for t, d in pushed.items() if "rc" in t)
+    assert len(want) == 4
+    got, last, pages_seen = [], None, 0
+    while True:
+        params = {"q": "rc", "n": 3, **({"last": last} if last else {})}
+        r = api.get(f"/api/v1/images/{image}/artifacts", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages_seen += 1
+        got += [a["digest"] for a in body["items"]]
+        assert all(any("rc" in t for t in a["tags"]) for a in body["items"])
+        last = body["next"]
+        if not last:
+            break
+        assert 'rel="next"' in r.headers["Link"]
+    assert got == want and pages_seen == 2
+    # a digest fragment finds its artifact; text nothing contains finds nothing
+    one = pushed["release-0"]
+    r = api.get(f"/api/v1/images/{image}/artifacts", params={"q": one[7:30]})
+    assert [a["digest"] for a in r.json()["items"]] == [one]
+    r = api.get(f"/api/v1/images/{image}/artifacts", params={"q": "no-such-text"})
+    assert r.status_code == 200 and r.json() == {"items": [], "next": None}

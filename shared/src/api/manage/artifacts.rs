@@ -46,7 +46,9 @@ pub const ARTIFACTS: Endpoint = Endpoint {
     prefix: "/api/v1/images",
     suffix: "/artifacts",
     has_repository: true,
-    operations: &[Operation::read("GET", Rule::Role(Action::ViewArtifacts), "List an image's artifacts").paged()],
+    operations: &[Operation::read("GET", Rule::Role(Action::ViewArtifacts), "List an image's artifacts")
+        .paged()
+        .query(&[("q", "only the artifacts whose digest or one of whose tags contains this text")])],
     ports: &[Port::BlobsRead],
     handler: handler!("api-artifacts", Route::ApiArtifacts { name } => |app, req, body| list(app, &req, &name).await),
 };
@@ -279,10 +281,38 @@ pub async fn list(app: &App, head: &Head, repo: &RepoName) -> Result<Response, O
     if !app.meta.repository_exists(repo).await? {
         return Err(repository_unknown(repo));
     }
-    let (records, more) = app.meta.list_manifests(repo, page.after.as_deref(), page.limit).await?;
-    let mut items = Vec::with_capacity(records.len());
-    for m in records {
-        items.push(describe(app, repo, m).await?);
+    let search = Query::of(head).get("q").unwrap_or("").to_string();
+    if search.is_empty() {
+        let (records, more) = app.meta.list_manifests(repo, page.after.as_deref(), page.limit).await?;
+        let mut items = Vec::with_capacity(records.len());
+        for m in records {
+            items.push(describe(app, repo, m).await?);
+        }
+        return page_response(head, &items, more, |a| a.digest.clone());
+    }
+    // a search walks the image's artifacts in digest order until a page of matches is found
+    let mut after = page.after.clone();
+    let mut items = vec![];
+    let mut more = false;
+    'pages: loop {
+        let (records, chunk_more) = app.meta.list_manifests(repo, after.as_deref(), 1000).await?;
+        let last = records.last().map(|m| m.digest.to_string());
+        for m in records {
+            let hit = m.digest.to_string().contains(&search)
+                || app.meta.tags_of(repo, &m.digest).await?.iter().any(|t| t.contains(&search));
+            if !hit {
+                continue;
+            }
+            if items.len() == page.limit {
+                more = true;
+                break 'pages;
+            }
+            items.push(describe(app, repo, m).await?);
+        }
+        match last {
+            Some(last) if chunk_more => after = Some(last),
+            _ => break,
+        }
     }
     page_response(head, &items, more, |a| a.digest.clone())
 }
