@@ -12,6 +12,7 @@ import re
 import subprocess
 import time
 import uuid
+from typing import Optional
 
 import oras.client
 import pytest
@@ -29,9 +30,10 @@ def admin(registry):
     return registry.credentials
 
 
-def make_user(registry, role: str, registries=None) -> tuple[str, str]:
-    """Creates a user with `role` and one access key; returns (access key, secret key)."""
-    name = f"{role}-{uuid.uuid4().hex[:6]}"
+def make_user(registry, role: str, registries=None, name: Optional[str] = None) -> tuple[str, str]:
+    """Creates a user with `role` (named `name`, or after the role) and one access key; returns
+    (access key, secret key)."""
+    name = name or f"{role}-{uuid.uuid4().hex[:6]}"
     body = {"name": name, "role": role}
     if registries is not None:
         body["registries"] = registries

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +22,8 @@ import pytest
 import requests
 
 from e2e_util import random_bytes, require_tool, run
+from test_auth import make_user
+from test_docker import _docker_login
 
 pytestmark = [pytest.mark.berth_only, pytest.mark.edge_only]
 
@@ -196,22 +197,6 @@ def api_as(registry, creds):
     return lambda method, path, **kw: s.request(method, f"{registry.url}/api/v1{path}", timeout=60, **kw)
 
 
-def make_user(registry, name: str, role: str, registries=None) -> tuple[str, str]:
-    admin = api_as(registry, registry.credentials)
-    r = admin("POST", "/users", json={"name": name, "role": role, "registries": registries})
-    assert r.status_code == 201, r.text
-    k = admin("POST", f"/users/{name}/keys")
-    assert k.status_code == 201, k.text
-    return k.json()["access_key"], k.json()["secret_key"]
-
-
-def docker_login(registry):
-    user, password = registry.credentials
-    p = subprocess.run(["docker", "login", registry.host, "-u", user, "--password-stdin"],
-                       input=password, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-
-
 def build_and_push(registry, tmp_path: Path, ref: str, content: bytes) -> tuple[str, str]:
     """A one-file image from scratch, pushed with docker: (manifest digest, image id)."""
     ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
@@ -268,7 +253,7 @@ def test_console_files_are_served_with_a_strict_policy(registry, api):
 
 def test_admin_walks_registry_image_artifact_and_docker_follows_the_tags(registry, console, tmp_path):
     require_tool("docker")
-    docker_login(registry)
+    _docker_login(registry, registry.host)
     image = f"e2e/web-{uuid.uuid4().hex[:6]}"
     v1, v2, stable = (f"{registry.host}/{image}:{t}" for t in ("v1", "v2", "stable"))
     try:
@@ -399,9 +384,9 @@ def test_viewer_sees_no_change_buttons_and_a_forced_change_is_refused(registry_f
     hook = api.post("/api/v1/registries/e2e/webhooks", json={"name": "ci", "url": "http://127.0.0.1:9/hook"})
     assert hook.status_code == 201, hook.text
     assert api.post(f"/api/v1/registries/e2e/webhooks/{hook.json()['id']}/test").status_code in (200, 202)
-    key, secret = make_user(registry, f"viewer-{uuid.uuid4().hex[:6]}", "service-viewer")
+    key, secret = make_user(registry, "service-viewer")
     console.login(key, secret)
-    console.logged_in_as("viewer-")
+    console.logged_in_as("service-viewer-")
     console.wait_main("e2e")
     art = f"#/images/{quote(image, safe='')}/artifacts/{quote(digest, safe='')}"
     pages = [("#/", "Registries", "e2e"), ("#/registries/e2e", "Registry e2e", image),
@@ -477,7 +462,7 @@ def test_registry_controlled_strings_render_as_text(registry, api, console):
 
 def test_login_session_storage_logout_and_revoked_key(registry, console):
     user = f"dev-{uuid.uuid4().hex[:6]}"
-    key, secret = make_user(registry, user, "project-member", ["e2e"])
+    key, secret = make_user(registry, "project-member", ["e2e"], name=user)
     # a wrong secret: the API's error, no session, no browser dialog (the page stays usable)
     console.login(key, "not-the-secret")
     console.wait_alert("UNAUTHORIZED")
@@ -582,7 +567,7 @@ def test_every_page_renders_for_an_administrator(registry_factory, browser, requ
 
 def test_rotating_the_sessions_own_key_logs_in_again(registry, console):
     user = f"ops-{uuid.uuid4().hex[:6]}"
-    key, secret = make_user(registry, user, "project-member", ["e2e"])
+    key, secret = make_user(registry, "project-member", ["e2e"], name=user)
     console.login(key, secret)
     console.logged_in_as(user)
     before = json.loads(console.session_storage()["berth.session"])
@@ -615,7 +600,7 @@ def test_rotating_the_sessions_own_key_logs_in_again(registry, console):
 def test_crafted_console_links_cannot_aim_actions_at_other_routes(registry, api, console):
     """The console builds API paths from its URL: `..` in a name would make fetch() resolve the
     path elsewhere (an "image" ../users/victim whose Delete button deletes the user)."""
-    make_user(registry, "victim", "service-viewer")
+    make_user(registry, "service-viewer", name="victim")
     assert api.post("/api/v1/registries/e2e/protection/rules", json={"image": "**", "tag": "v*"}).status_code == 201
     console.login(*registry.credentials)
     console.logged_in_as("admin")
