@@ -24,7 +24,6 @@ C. The API call behind it, without a browser: GET /api/v1/images/<image>/artifac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -42,45 +41,23 @@ from bench import (  # noqa: E402
     BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BenchError, Server, loadavg, log, machine_line, release_bench_main,
     write_table,
 )
+from scan import AUTH, LAYER, Client as ScanClient  # noqa: E402
 
-AUTH = (BENCH_ACCESS_KEY, BENCH_SECRET_KEY)
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 REPO = "bench/console-app"
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
 
 
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def push_artifacts(base: str, auth, count: int) -> None:
+def push_artifacts(port: int, auth, count: int) -> None:
     """`count` image manifests sharing one config and one layer, each with its own annotation
     and tag (what 1,000 builds of an image look like to the list)."""
-    s = requests.Session()
-    s.auth = auth
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    layer = os.urandom(2048)
-    for blob in (config, layer):
-        r = s.post(f"{base}/v2/{REPO}/blobs/uploads/", timeout=60)
-        if r.status_code != 202:
-            raise BenchError(f"upload start: {r.status_code} {r.text[:200]}")
-        location = requests.compat.urljoin(base + "/", r.headers["Location"])
-        sep = "&" if "?" in location else "?"
-        r = s.put(f"{location}{sep}digest={sha(blob)}", data=blob,
-                  headers={"Content-Type": "application/octet-stream"}, timeout=60)
-        if r.status_code != 201:
-            raise BenchError(f"blob upload: {r.status_code} {r.text[:200]}")
+    c = ScanClient(port, auth)
+    config = c.blob(REPO, json.dumps({"architecture": "amd64", "os": "linux",
+                                      "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    layer = c.blob(REPO, os.urandom(2048))
     for i in range(count):
-        m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                        "config": {"mediaType": OCI_CONFIG, "digest": sha(config), "size": len(config)},
-                        "layers": [{"mediaType": LAYER, "digest": sha(layer), "size": len(layer)}],
-                        "annotations": {"org.opencontainers.image.revision": f"build-{i:04d}"}}).encode()
-        r = s.put(f"{base}/v2/{REPO}/manifests/v{i:04d}", data=m, headers={"Content-Type": OCI_MANIFEST}, timeout=60)
-        if r.status_code != 201:
-            raise BenchError(f"manifest {i}: {r.status_code} {r.text[:200]}")
+        c.manifest(REPO, f"v{i:04d}", config, [(LAYER, layer)],
+                   annotations={"org.opencontainers.image.revision": f"build-{i:04d}"})
 
 
 def driver():
@@ -174,8 +151,8 @@ def run(a) -> int:
     try:
         base, peer_base = f"http://127.0.0.1:{berth.port}", f"http://127.0.0.1:{peer.port}"
         log(f"pushing {a.artifacts} artifacts into each registry")
-        push_artifacts(base, AUTH, a.artifacts)
-        push_artifacts(peer_base, None, a.artifacts)
+        push_artifacts(berth.port, AUTH, a.artifacts)
+        push_artifacts(peer.port, None, a.artifacts)
         d = driver()
         d.get(f"{base}/console/")
         from selenium.webdriver.support.ui import WebDriverWait

@@ -111,10 +111,14 @@ class Client:
             raise BenchError(f"blob upload: {r.status_code} {r.text[:200]}")
         return {"digest": d, "size": len(data)}
 
-    def manifest(self, repo: str, ref: str, config: dict, layers: list[tuple[str, dict]]) -> str:
-        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
-                           "layers": [{"mediaType": mt, **d} for mt, d in layers]}).encode()
+    def manifest(self, repo: str, ref: str, config: dict, layers: list[tuple[str, dict]],
+                 annotations: dict | None = None) -> str:
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                    "layers": [{"mediaType": mt, **d} for mt, d in layers]}
+        if annotations:
+            manifest["annotations"] = annotations
+        body = json.dumps(manifest).encode()
         r = self.s.put(f"{self.base}/v2/{repo}/manifests/{ref}", data=body,
                        headers={"Content-Type": OCI_MANIFEST}, timeout=60)
         if r.status_code != 201:
