@@ -552,7 +552,7 @@ function registryPage(reg, tab) {
   const known = TABS.find(([t]) => t === tab) ? tab : 'images';
   const main = page(`Registry ${reg}`, crumbs(['Registries', '#/'], [reg]),
     h('nav', { class: 'tabs', 'aria-label': 'Registry sections' }, TABS.map(([t, text]) => h('a', { href: R.registry(reg, t), 'aria-current': t === known ? 'page' : undefined, text }))));
-  const body = h('div', { class: 'tab-body' });
+  const body = h('div', {});
   put(main, body);
   const pages = { access: accessTab, images: imagesTab, cleanup: cleanupTab, protection: protectionTab, webhooks: webhooksTab, replication: replicationTab, scan: scanTab, trust: trustTab };
   pages[known](reg, body);
@@ -618,7 +618,7 @@ function imagePage(name) {
   let query = '';
   put(list, form('Search artifacts', [['Tag or digest contains', 'q', { type: 'search' }]], 'Search', (v) => { query = v.q; artifacts.reload(); }));
   put(main, list);
-  const artifacts = pagedList(list, (last) => pages(`/images/${imagePath(name)}/artifacts${query ? `?q=${qv(query)}` : ''}`)(last), (items) => offerDelete() || table(items, [
+  const artifacts = pagedList(list, (last) => pages(`/images/${imagePath(name)}/artifacts${query ? `?q=${qv(query)}` : ''}`)(last), (items) => { offerDelete(); return table(items, [
     ['digest', 'artifact', (a) => h('a', { href: R.artifact(name, a.digest), title: a.digest }, h('code', { text: shortDigest(a.digest) }))],
     ['tags', 'tags', (a) => cell('tags', a.tags)],
     ['type', 'type', (a) => kindOf(a)],
@@ -627,7 +627,7 @@ function imagePage(name) {
     ['signature', 'signature', (a) => signatureText(a.signature)],
   ], (a) => (manage ? dangerButton('Delete', confirmThen(`Delete artifact ${a.digest} of ${name}, with its tags${(a.tags || []).length ? ` (${a.tags.join(', ')})` : ''} and referrers?`, async () => {
     if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) route(true);
-  }), { 'aria-label': `Delete artifact ${a.digest}` }) : null)));
+  }), { 'aria-label': `Delete artifact ${a.digest}` }) : null)); });
 }
 
 function kindOf(a) {
@@ -689,7 +689,7 @@ async function artifactPage(name, digest) {
   if (can('manage', reg)) {
     put(main, section('Delete', dangerButton('Delete artifact', confirmThen(`Delete artifact ${a.digest} with its referrers?`, async () => {
       if (await attempt(() => api('DELETE', `/images/${imagePath(name)}/artifacts/${enc(a.digest)}`), 'Artifact deleted.') !== undefined) navigate(R.image(name));
-    }), { id: 'delete-artifact' })));
+    }))));
   }
 }
 
@@ -729,7 +729,7 @@ async function scanPanel(container, name, reg, digest) {
     if (scan) {
       const findings = scan.findings || [];
       const running = scan.status === 'scanning';
-      put(clear(out), h('p', { role: 'status' }, 'Status: ', h('strong', { class: 'scan-status', text: (scan.status || 'unknown').replace(/_/g, ' ') }),
+      put(clear(out), h('p', { role: 'status' }, 'Status: ', h('strong', { text: (scan.status || 'unknown').replace(/_/g, ' ') }),
         running && scan.layers_total ? ` (${scan.layers_done} of ${scan.layers_total} layers)` : '',
         scan.finished_at ? [' · finished ', humanTime(scan.finished_at)] : '',
         scan.error ? [' · ', scan.error] : ''),
@@ -791,8 +791,8 @@ function cleanupTab(reg, body) {
   const runsOut = h('div', {});
   if (manage) {
     put(runs, h('div', { class: 'buttons' },
-      button('Test run', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: true }), 'Test run queued: nothing will be deleted.') !== undefined) runsList.reload(); }, { id: 'cleanup-test-run' }),
-      dangerButton('Run now', confirmThen('Run cleanup now? It deletes what the rules select.', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: false }), 'Cleanup run queued.') !== undefined) runsList.reload(); }), { id: 'cleanup-run-now' })));
+      button('Test run', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: true }), 'Test run queued: nothing will be deleted.') !== undefined) runsList.reload(); }),
+      dangerButton('Run now', confirmThen('Run cleanup now? It deletes what the rules select.', async () => { if (await attempt(() => api('POST', `${base}/runs`, { dry_run: false }), 'Cleanup run queued.') !== undefined) runsList.reload(); }))));
   }
   put(runs, runsOut);
   const runsList = pagedList(runsOut, pages(`${base}/runs`, 20), (items) => {

@@ -799,11 +799,16 @@ mod tests {
             (Method::GET, "/console".to_string(), "console"),
             (Method::GET, "/console/".to_string(), "console"),
             (Method::HEAD, "/console/console.js".to_string(), "console"),
+            // a deeper path is an asset name the console route refuses (it serves three files)
+            (Method::GET, "/console/a/b".to_string(), "console"),
         ];
         for (m, p, name) in cases {
             assert_eq!(parse(m.clone(), &p).unwrap().name(), name, "{m} {p}");
         }
         assert_eq!(ROUTE_NAMES.len(), ROUTE_COUNT);
+        // a longer word is no console path
+        assert_eq!(parse(Method::GET, "/consolex").unwrap_err().code, ErrorCode::NameUnknown);
+        assert_eq!(parse(Method::GET, "/console").unwrap(), Route::Console { asset: "index.html".into() });
     }
 
     #[test]
